@@ -1,0 +1,377 @@
+//! Typed payloads, one per event type of the spine's vocabulary (DESIGN.md §2), and the single
+//! table that maps each wire name (`tool.called`) to its payload type.
+//!
+//! Adding a field: make it `#[serde(default)]` so events already stored still decode. Renaming or
+//! retyping one: bump `CURRENT_SCHEMA_VERSION` and add the conversion to `compat`.
+
+use crate::cost::{Cost, Tokens};
+use crate::ids::TraceId;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Per-execution limits declared when it starts. `None` means unlimited.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Budget {
+    /// Maximum total cost, micro-USD.
+    #[serde(default)]
+    pub max_cost_micros: Option<u64>,
+    /// Maximum number of completed steps.
+    #[serde(default)]
+    pub max_steps: Option<u32>,
+    /// Maximum tokens (input + output).
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+}
+
+/// `exec.started`: the first event of every execution.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecStarted {
+    /// What the agent was asked to do.
+    pub goal: String,
+    /// Prompt version × model × tool policy × memory config, as one identifier.
+    pub strategy_version: String,
+    /// Limits for this execution.
+    #[serde(default)]
+    pub budget: Budget,
+    /// Experiment arm this execution was assigned to, if any.
+    #[serde(default)]
+    pub experiment_arm: Option<String>,
+}
+
+/// `plan.proposed`: the model's plan for the steps ahead.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanProposed {
+    /// The planned steps, in order.
+    pub steps: Vec<String>,
+    /// Model that proposed the plan.
+    pub model: String,
+    /// Prompt version used.
+    pub prompt_version: String,
+}
+
+/// `model.called`: a request to a model provider is about to be sent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelCalled {
+    /// Correlates with the matching `model.responded`.
+    pub call_id: String,
+    /// Model requested.
+    pub model: String,
+    /// Prompt version used.
+    #[serde(default)]
+    pub prompt_version: Option<String>,
+    /// Blob holding the raw request bytes, for replay.
+    #[serde(default)]
+    pub request_ref: Option<String>,
+}
+
+/// `model.responded`: a model provider answered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelResponded {
+    /// The `call_id` of the `model.called` this answers.
+    pub call_id: String,
+    /// Model that answered.
+    pub model: String,
+    /// Tokens used by this call.
+    pub tokens: Tokens,
+    /// Price of this call; unknown if the model has no price.
+    pub cost: Cost,
+    /// Wall time of the call, milliseconds.
+    pub latency_ms: u64,
+    /// Blob holding the raw response bytes, for replay.
+    #[serde(default)]
+    pub response_ref: Option<String>,
+}
+
+/// One memory chunk as the model saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetrievedChunk {
+    /// Memory record id.
+    pub id: String,
+    /// Similarity score.
+    pub score: f64,
+    /// Where the fact came from (trace id, event seqs, strategy, time...).
+    #[serde(default)]
+    pub provenance: Value,
+}
+
+/// `memory.retrieved`: exactly what memory the model was shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemoryRetrieved {
+    /// The retrieval query.
+    pub query: String,
+    /// Chunks returned, best first.
+    pub chunks: Vec<RetrievedChunk>,
+    /// Pinned memory version the retrieval read.
+    pub memory_version: String,
+}
+
+/// `memory.written`: a distilled fact entered long-term memory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemoryWritten {
+    /// Memory record id.
+    pub memory_id: String,
+    /// Data subject the fact is about, if any.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Volatility class, which sets the TTL.
+    pub volatility: String,
+    /// Provenance of the fact.
+    #[serde(default)]
+    pub provenance: Value,
+}
+
+/// `tool.called`: the orchestrator is about to call a tool through its contract.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolCalled {
+    /// Correlates with the matching `tool.result`.
+    pub call_id: String,
+    /// Tool name in the registry.
+    pub tool: String,
+    /// Arguments, already validated against the input schema.
+    pub args: Value,
+    /// Idempotency key for side-effecting tools; reused by every retry.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Estimated cost from the contract.
+    #[serde(default)]
+    pub est_cost: Cost,
+    /// Attempt number, 1-based.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+/// How a tool call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolStatus {
+    /// The tool ran and its output passed the output schema.
+    Ok,
+    /// The tool ran and failed.
+    Error,
+    /// The arguments failed the input schema; the tool did not run.
+    Rejected,
+    /// The tool ran but its output failed the output schema.
+    InvalidOutput,
+    /// A budget, rate limit or kill-switch refused the call; the tool did not run.
+    Refused,
+}
+
+/// `tool.result`: the outcome of one tool call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolResult {
+    /// The `call_id` of the `tool.called` this answers.
+    pub call_id: String,
+    /// Tool name.
+    pub tool: String,
+    /// How the call ended.
+    pub status: ToolStatus,
+    /// Blob holding the output (`sha256:...`).
+    #[serde(default)]
+    pub output_ref: Option<String>,
+    /// What the call actually cost.
+    #[serde(default)]
+    pub actual_cost: Cost,
+    /// Wall time, milliseconds.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Error class (timeout, rate_limited, 5xx, connection, ...) when the call failed.
+    #[serde(default)]
+    pub error_class: Option<String>,
+    /// Human- and model-readable reasons (schema errors, refusal reasons).
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
+
+/// `gate.requested`: an action needs a human decision; the execution suspends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateRequested {
+    /// Gate id, unique within the execution.
+    pub gate_id: String,
+    /// The exact action payload as it will be sent.
+    pub action: Value,
+    /// Consequence tier (0–3) read from the tool contract.
+    pub consequence_tier: u8,
+    /// Everything an approver needs to decide.
+    #[serde(default)]
+    pub evidence_pack: Value,
+}
+
+/// A human's (or the SLA timer's) decision on a gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Run the action.
+    Approve,
+    /// Do not run it; the model sees the reason.
+    Reject,
+    /// Nobody decided before the deadline.
+    Expired,
+}
+
+/// `gate.decided`: resumes an execution suspended at a gate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateDecided {
+    /// The gate decided.
+    pub gate_id: String,
+    /// Who decided.
+    pub approver: String,
+    /// What they decided.
+    pub verdict: Verdict,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+    /// Time from request to decision, milliseconds.
+    #[serde(default)]
+    pub latency_ms: u64,
+}
+
+/// `step.completed`: one reasoning step is done.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct StepCompleted {
+    /// One-line summary of the step.
+    #[serde(default)]
+    pub summary: Option<String>,
+}
+
+/// `exec.suspended`, `exec.resumed` and `exec.cancelled` carry a reason and who acted.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Transition {
+    /// Why the transition happened.
+    #[serde(default)]
+    pub reason: String,
+    /// Who or what caused it (worker id, operator, kill-switch).
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+/// How an execution ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The strategy's declared success criteria were met.
+    Success,
+    /// The agent finished but the success criteria were not met.
+    Failure,
+    /// The per-execution budget ran out.
+    BudgetExhausted,
+    /// The step limit was reached.
+    MaxSteps,
+    /// A kill-switch stopped it.
+    Killed,
+    /// An error the loop could not recover from.
+    Error,
+}
+
+/// `exec.finished`: the last event of a completed execution.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecFinished {
+    /// Typed outcome.
+    pub outcome: Outcome,
+    /// Steps completed.
+    pub steps_n: u32,
+    /// Total tokens.
+    pub tokens: Tokens,
+    /// Total cost.
+    pub cost: Cost,
+    /// The execution's trace id (also on the envelope; repeated for exports that read payloads).
+    pub trace_id: TraceId,
+    /// Final answer or error detail.
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+macro_rules! payloads {
+    ($( $(#[$doc:meta])* $variant:ident($ty:ty) = $name:literal, )*) => {
+        /// The typed payload of an event; its variant is the event's `type`.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum Payload {
+            $( $(#[$doc])* $variant($ty), )*
+        }
+
+        /// The event types, without payloads: cheap to copy, compare and print.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum EventType {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl EventType {
+            /// Every event type, in vocabulary order.
+            pub const ALL: &'static [EventType] = &[$(EventType::$variant,)*];
+
+            /// The wire name, e.g. `tool.called`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(EventType::$variant => $name,)* }
+            }
+
+            /// Parses a wire name; `None` for a type this version of Keel does not know.
+            pub fn parse(name: &str) -> Option<EventType> {
+                match name { $($name => Some(EventType::$variant),)* _ => None }
+            }
+        }
+
+        impl Payload {
+            /// This payload's event type.
+            pub fn event_type(&self) -> EventType {
+                match self { $(Payload::$variant(_) => EventType::$variant,)* }
+            }
+
+            pub(crate) fn serialize_data<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self { $(Payload::$variant(p) => p.serialize(s),)* }
+            }
+
+            pub(crate) fn decode_data(ty: EventType, data: &str) -> Result<Payload, serde_json::Error> {
+                Ok(match ty { $(EventType::$variant => Payload::$variant(serde_json::from_str(data)?),)* })
+            }
+        }
+    };
+}
+
+payloads! {
+    /// `exec.started`
+    ExecStarted(ExecStarted) = "exec.started",
+    /// `plan.proposed`
+    PlanProposed(PlanProposed) = "plan.proposed",
+    /// `model.called`
+    ModelCalled(ModelCalled) = "model.called",
+    /// `model.responded`
+    ModelResponded(ModelResponded) = "model.responded",
+    /// `memory.retrieved`
+    MemoryRetrieved(MemoryRetrieved) = "memory.retrieved",
+    /// `memory.written`
+    MemoryWritten(MemoryWritten) = "memory.written",
+    /// `tool.called`
+    ToolCalled(ToolCalled) = "tool.called",
+    /// `tool.result`
+    ToolResult(ToolResult) = "tool.result",
+    /// `gate.requested`
+    GateRequested(GateRequested) = "gate.requested",
+    /// `gate.decided`
+    GateDecided(GateDecided) = "gate.decided",
+    /// `step.completed`
+    StepCompleted(StepCompleted) = "step.completed",
+    /// `exec.suspended`
+    ExecSuspended(Transition) = "exec.suspended",
+    /// `exec.resumed`
+    ExecResumed(Transition) = "exec.resumed",
+    /// `exec.cancelled`
+    ExecCancelled(Transition) = "exec.cancelled",
+    /// `exec.finished`
+    ExecFinished(ExecFinished) = "exec.finished",
+}
+
+impl EventType {
+    /// True for the events after which nothing may follow.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, EventType::ExecFinished | EventType::ExecCancelled)
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,9 @@
+//! Builders, generators and fixtures shared by Keel's tests and benchmarks: a builder that writes
+//! legal executions event by event, and proptest strategies for arbitrary events and for arbitrary
+//! *legal* event sequences. Not for production paths.
+
+pub mod builder;
+#[cfg(feature = "proptest")]
+pub mod generators;
+
+pub use builder::ExecBuilder;
