@@ -1,1 +1,23 @@
-//! x
+//! The execution spine: an append-only, per-execution-sequenced event log with optimistic
+//! concurrency and a global commit order, plus the blob store that holds what events reference.
+//!
+//! - [`EventLog`] is the contract every backend keeps; [`conformance`] checks it.
+//! - [`sqlite::SqliteLog`] is the embedded default: one SQLite file in WAL mode, durable on
+//!   return, with group commit so concurrent appenders share one fsync.
+//! - [`blob::BlobStore`] stores payloads by content hash (`sha256:...`), verified on read.
+//!
+//! What it is not: the spine does not judge whether an event is legal for the execution's state
+//! (that is the fold in `keel-core`); it guarantees order, atomicity, durability and that two
+//! writers cannot both win the same seq.
+
+pub mod blob;
+pub mod clock;
+pub mod conformance;
+pub mod error;
+pub mod log;
+pub mod sqlite;
+
+pub use blob::{BlobRef, BlobStore, LocalBlobStore};
+pub use error::SpineError;
+pub use log::{AppendAck, Committed, EventLog, ExecSummary};
+pub use sqlite::{Durability, SqliteLog, SqliteOptions};

@@ -1,0 +1,153 @@
+//! Blob store: tool outputs and large payloads, addressed by content (`sha256:<hex>`), so an
+//! event carries an `output_ref` instead of the bytes. Writes are atomic (temp file, fsync,
+//! rename, fsync of the directory); reads re-hash and refuse bytes that do not match their name.
+
+use crate::error::SpineError;
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// A content address: `sha256:` and 64 lowercase hex digits.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BlobRef(String);
+
+impl BlobRef {
+    /// The reference of these bytes.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
+    }
+
+    /// The reference as text (what events carry).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn hex(&self) -> &str {
+        &self.0["sha256:".len()..]
+    }
+}
+
+impl fmt::Display for BlobRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for BlobRef {
+    type Err = SpineError;
+    fn from_str(s: &str) -> Result<Self, SpineError> {
+        let ok = s.strip_prefix("sha256:").is_some_and(|h| {
+            h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(SpineError::BadBlobRef(s.to_owned()))
+        }
+    }
+}
+
+/// Content-addressed storage of immutable byte strings.
+///
+/// Contract: `put` returns only after the bytes are durable; `get` returns exactly the bytes that
+/// hash to the reference or an error (never other bytes); putting the same bytes twice is a no-op.
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// Stores `bytes`, returning their reference.
+    async fn put(&self, bytes: Vec<u8>) -> Result<BlobRef, SpineError>;
+    /// The bytes stored under `reference`, verified.
+    async fn get(&self, reference: &BlobRef) -> Result<Vec<u8>, SpineError>;
+}
+
+/// Blobs as files under a local directory: `<root>/sha256/<2 hex>/<62 hex>`.
+#[derive(Clone, Debug)]
+pub struct LocalBlobStore {
+    root: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpineError + '_ {
+    move |source| SpineError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl LocalBlobStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn path_of(&self, r: &BlobRef) -> PathBuf {
+        let hex = r.hex();
+        self.root.join("sha256").join(&hex[..2]).join(&hex[2..])
+    }
+
+    fn put_blocking(&self, bytes: &[u8]) -> Result<BlobRef, SpineError> {
+        let reference = BlobRef::of(bytes);
+        let target = self.path_of(&reference);
+        if target.exists() {
+            return Ok(reference);
+        }
+        let dir = target.parent().unwrap_or(&self.root).to_owned();
+        let tmp_dir = self.root.join("tmp");
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        fs::create_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
+        let tmp = tmp_dir.join(format!("{}.{}", reference.hex(), uuid::Uuid::new_v4()));
+        let written = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io(&tmp)(e));
+        }
+        fs::rename(&tmp, &target).map_err(io(&target))?;
+        // The rename is durable only once the directory entry is.
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
+        Ok(reference)
+    }
+
+    fn get_blocking(&self, reference: &BlobRef) -> Result<Vec<u8>, SpineError> {
+        let path = self.path_of(reference);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SpineError::BlobNotFound(reference.to_string()));
+            }
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let actual = BlobRef::of(&bytes);
+        if actual != *reference {
+            return Err(SpineError::BlobCorrupt {
+                reference: reference.to_string(),
+                actual: actual.hex().to_owned(),
+                path,
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+#[async_trait]
+impl BlobStore for LocalBlobStore {
+    async fn put(&self, bytes: Vec<u8>) -> Result<BlobRef, SpineError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.put_blocking(&bytes))
+            .await
+            .map_err(|_| SpineError::Closed)?
+    }
+
+    async fn get(&self, reference: &BlobRef) -> Result<Vec<u8>, SpineError> {
+        let store = self.clone();
+        let reference = reference.clone();
+        tokio::task::spawn_blocking(move || store.get_blocking(&reference))
+            .await
+            .map_err(|_| SpineError::Closed)?
+    }
+}

@@ -1,0 +1,100 @@
+//! The `EventLog` contract: what every spine backend guarantees.
+//!
+//! Guarantees (checked by [`crate::conformance`] for every backend):
+//! 1. **Durable on return.** An `append` that returned `Ok` survives a crash of the process (and,
+//!    with full durability, of the machine).
+//! 2. **Atomic.** An append's events are all stored or none is.
+//! 3. **Gapless, conditional.** Seqs of an execution are 1, 2, 3, …; `append(exec, expected_seq,
+//!    events)` succeeds only if the stored last seq is `expected_seq`, so two writers can never
+//!    both win a seq; the loser gets [`SpineError::Conflict`].
+//! 4. **One commit order.** Every committed event has a global offset (1-based, increasing in commit
+//!    order); `read_all` and `subscribe` deliver events in that order, each exactly once.
+//!
+//! Shaped for a partitioned backend (Kafka): per-execution order is what appends rely on, and the
+//! global offset is the consumer's checkpoint.
+
+use crate::error::SpineError;
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use keel_core::{Event, ExecId, TenantId};
+
+/// A committed event with its global offset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Committed {
+    /// Global position, 1-based, in commit order.
+    pub offset: u64,
+    /// The event.
+    pub event: Event,
+}
+
+/// What an append committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendAck {
+    /// Offset of the first event of the batch.
+    pub first_offset: u64,
+    /// Offset of the last event of the batch.
+    pub last_offset: u64,
+    /// The execution's last seq after the append.
+    pub last_seq: u64,
+}
+
+/// An execution that has not ended, for resume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecSummary {
+    /// The execution.
+    pub exec_id: ExecId,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// Its last stored seq.
+    pub last_seq: u64,
+}
+
+/// The spine. See the module documentation for the guarantees.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Appends `events` (seqs `expected_seq + 1 ..`) to `exec_id`, iff its last stored seq is
+    /// `expected_seq`. Durable when it returns `Ok`.
+    async fn append(
+        &self,
+        exec_id: ExecId,
+        expected_seq: u64,
+        events: &[Event],
+    ) -> Result<AppendAck, SpineError>;
+
+    /// The execution's events with `seq >= from_seq`, in seq order (empty if unknown).
+    async fn read(&self, exec_id: ExecId, from_seq: u64) -> Result<Vec<Event>, SpineError>;
+
+    /// Up to `limit` committed events with `offset >= from_offset`, in commit order.
+    async fn read_all(&self, from_offset: u64, limit: usize) -> Result<Vec<Committed>, SpineError>;
+
+    /// Every committed event with `offset >= from_offset`, in commit order, then each new one as
+    /// it commits. The stream ends only after yielding an error.
+    fn subscribe(&self, from_offset: u64) -> BoxStream<'static, Result<Committed, SpineError>>;
+
+    /// Executions with no terminal event (`exec.finished`, `exec.cancelled`) yet.
+    async fn list_unfinished(&self) -> Result<Vec<ExecSummary>, SpineError>;
+}
+
+/// Checks the shape of a batch before it reaches storage: non-empty, one execution, one tenant,
+/// seqs `expected_seq + 1 ..` without gaps. Shared by every backend so they refuse alike.
+pub fn validate_batch(exec_id: ExecId, expected_seq: u64, events: &[Event]) -> Result<(), SpineError> {
+    let bad = |detail: String| SpineError::InvalidAppend { exec_id, detail };
+    let first = events.first().ok_or_else(|| bad("empty batch".into()))?;
+    for (i, e) in events.iter().enumerate() {
+        if e.exec_id != exec_id {
+            return Err(bad(format!("event {i} belongs to execution {}", e.exec_id)));
+        }
+        if e.tenant != first.tenant {
+            return Err(bad(format!(
+                "event {i} has tenant {:?}, the batch's first has {:?}",
+                e.tenant.as_str(),
+                first.tenant.as_str()
+            )));
+        }
+        let want = expected_seq + 1 + i as u64;
+        if e.seq != want {
+            return Err(bad(format!("event {i} has seq {}, expected {want}", e.seq)));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! Opening a store file: pragmas, identity checks and versioned migrations.
+//!
+//! The file carries `application_id` = [`APPLICATION_ID`] (so a foreign SQLite file is refused)
+//! and `user_version` = the schema version. Migrations are numbered, in code, applied in one
+//! transaction each; a file with a version newer than [`MIGRATIONS`] knows is refused.
+
+use super::{Durability, storage_err};
+use crate::error::SpineError;
+use rusqlite::{Connection, OpenFlags};
+use std::path::Path;
+
+/// "KEEL" in ASCII: marks a SQLite file as a Keel store.
+pub const APPLICATION_ID: i64 = 0x4B45_454C;
+
+/// Schema migrations; migration `i` takes the store from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the event log and the per-execution index used for conflicts and resume.
+    "CREATE TABLE events (
+         log_offset INTEGER PRIMARY KEY,
+         exec_id    TEXT    NOT NULL,
+         seq        INTEGER NOT NULL,
+         tenant     TEXT    NOT NULL,
+         type       TEXT    NOT NULL,
+         body       TEXT    NOT NULL
+     );
+     CREATE UNIQUE INDEX events_by_exec ON events (exec_id, seq);
+     CREATE TABLE executions (
+         exec_id  TEXT    PRIMARY KEY,
+         tenant   TEXT    NOT NULL,
+         last_seq INTEGER NOT NULL,
+         ended    INTEGER NOT NULL DEFAULT 0
+     ) WITHOUT ROWID;
+     CREATE INDEX executions_unfinished ON executions (exec_id) WHERE ended = 0;",
+];
+
+/// The schema version this build writes.
+pub fn latest_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Maps an engine error to a spine error, recognising corruption.
+pub fn map_err(path: &Path, context: &'static str, e: rusqlite::Error) -> SpineError {
+    use rusqlite::ffi::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => SpineError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("{context}: {e}"),
+        },
+        _ => storage_err(path, context, e),
+    }
+}
+
+/// Opens a connection with Keel's pragmas.
+pub fn connect(path: &Path, durability: Durability, writer: bool) -> Result<Connection, SpineError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| map_err(path, "opening", e))?;
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Off => "OFF",
+    };
+    // WAL: readers never block the writer. Checkpoints run on their own connection, off the
+    // commit path, so a commit costs one WAL write and one fsync.
+    let pragmas = format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {sync};
+         PRAGMA busy_timeout = 10000;
+         PRAGMA wal_autocheckpoint = 0;
+         PRAGMA cache_size = -16000;
+         {}",
+        if writer { "" } else { "PRAGMA query_only = 1;" }
+    );
+    conn.execute_batch(&pragmas).map_err(|e| map_err(path, "setting pragmas", e))?;
+    Ok(conn)
+}
+
+/// Checks the file's identity and version, and migrates it to the latest schema.
+pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), SpineError> {
+    let err = |c| move |e| map_err(path, c, e);
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(err("starting migration"))?;
+    let app_id: i64 = tx
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(err("reading application_id"))?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err("reading user_version"))?;
+    let has_tables: bool = tx
+        .query_row("SELECT count(*) > 0 FROM sqlite_master", [], |r| r.get(0))
+        .map_err(err("reading the schema"))?;
+    if app_id != APPLICATION_ID && (app_id != 0 || has_tables) {
+        return Err(SpineError::NotKeelStore {
+            path: path.to_owned(),
+            found: app_id,
+        });
+    }
+    if version > latest_version() {
+        return Err(SpineError::NewerStore {
+            path: path.to_owned(),
+            found: version,
+            supported: latest_version(),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        tx.execute_batch(sql).map_err(err("migrating"))?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(err("migrating"))?;
+    }
+    tx.pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(err("stamping application_id"))?;
+    tx.commit().map_err(err("committing migration"))?;
+    Ok(())
+}
