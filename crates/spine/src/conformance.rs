@@ -164,38 +164,28 @@ pub async fn list_unfinished_excludes_ended_executions(log: &dyn EventLog) {
 
 /// Two writers racing for the same seq, round after round: exactly one wins each.
 pub async fn racing_writers_exactly_one_wins_each_seq(log: &dyn EventLog) {
+    race_two_writers(log, log).await;
+}
+
+/// Writers `a` and `b` (the same log, or two handles on one store) race for each seq of one
+/// execution, in lockstep: exactly one wins every round, and the stored event is the winner's.
+pub async fn race_two_writers(a: &dyn EventLog, b: &dyn EventLog) {
     const ROUNDS: u64 = 100;
     let exec: ExecId = exec_id(40);
     let start = ExecBuilder::new(exec, "acme").started("race").build();
-    log.append(exec, 0, &start).await.unwrap();
+    a.append(exec, 0, &start).await.unwrap();
     let barrier = Arc::new(tokio::sync::Barrier::new(2));
-    let writer = |name: &'static str| {
-        let barrier = barrier.clone();
-        async move {
-            let mut wins = Vec::new();
-            for round in 1..=ROUNDS {
-                let mut b = ExecBuilder::new(exec, "acme").resume_at(round, 0);
-                b.push(Payload::StepCompleted(keel_core::payload::StepCompleted {
-                    summary: Some(name.into()),
-                }));
-                barrier.wait().await;
-                match log.append(exec, round, b.events()).await {
-                    Ok(_) => wins.push(round),
-                    Err(SpineError::Conflict { actual_seq, .. }) => assert_eq!(actual_seq, round + 1),
-                    Err(e) => panic!("{name}: unexpected {e}"),
-                }
-            }
-            wins
-        }
-    };
-    let (a, b) = tokio::join!(writer("a"), writer("b"));
-    assert_eq!(a.len() + b.len(), ROUNDS as usize, "every round has exactly one winner");
-    let events = log.read(exec, 1).await.unwrap();
+    let (a_wins, b_wins) = tokio::join!(
+        race_writer("a", a, exec, ROUNDS, barrier.clone()),
+        race_writer("b", b, exec, ROUNDS, barrier)
+    );
+    assert_eq!(a_wins.len() + b_wins.len(), ROUNDS as usize, "every round has exactly one winner");
+    let events = b.read(exec, 1).await.unwrap();
     assert_eq!(events.len() as u64, ROUNDS + 1);
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.seq, i as u64 + 1, "gapless");
         if let Payload::StepCompleted(s) = &e.payload {
-            let winner = if a.contains(&e.seq.saturating_sub(1)) { "a" } else { "b" };
+            let winner = if a_wins.contains(&e.seq.saturating_sub(1)) { "a" } else { "b" };
             assert_eq!(s.summary.as_deref(), Some(winner), "seq {} holds its winner's event", e.seq);
         }
     }
@@ -217,4 +207,27 @@ pub async fn another_tenant_cannot_append_to_an_execution(log: &dyn EventLog) {
     let err = log.append(exec_id(60), 1, &theirs).await.unwrap_err();
     assert!(matches!(err, SpineError::InvalidAppend { .. }), "{err:?}");
     assert_eq!(log.read(exec_id(60), 1).await.unwrap(), ours);
+}
+
+async fn race_writer(
+    name: &str,
+    log: &dyn EventLog,
+    exec: ExecId,
+    rounds: u64,
+    barrier: Arc<tokio::sync::Barrier>,
+) -> Vec<u64> {
+    let mut wins = Vec::new();
+    for round in 1..=rounds {
+        let mut b = ExecBuilder::new(exec, "acme").resume_at(round, 0);
+        b.push(Payload::StepCompleted(keel_core::payload::StepCompleted {
+            summary: Some(name.into()),
+        }));
+        barrier.wait().await;
+        match log.append(exec, round, b.events()).await {
+            Ok(_) => wins.push(round),
+            Err(SpineError::Conflict { actual_seq, .. }) => assert_eq!(actual_seq, round + 1),
+            Err(e) => panic!("{name}: unexpected {e}"),
+        }
+    }
+    wins
 }

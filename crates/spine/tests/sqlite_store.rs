@@ -1,0 +1,160 @@
+//! The SQLite store as a file: durable across re-opens, several handles on one file, and clear
+//! errors (never panics) for newer, foreign, corrupt and truncated files and tampered rows.
+
+use futures::StreamExt;
+use keel_core::payload::Outcome;
+use keel_spine::{EventLog, SpineError, SqliteLog, SqliteOptions};
+use keel_testkit::ExecBuilder;
+use keel_testkit::builder::{exec_id, execution_with_steps};
+use std::path::Path;
+use std::time::Duration;
+
+fn open(path: &Path) -> Result<SqliteLog, SpineError> {
+    SqliteLog::open(path, SqliteOptions::default())
+}
+
+async fn fill(log: &SqliteLog, execs: u64, steps: u32) {
+    for n in 0..execs {
+        let events = execution_with_steps(exec_id(n), steps);
+        log.append(exec_id(n), 0, &events).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn everything_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spine.db");
+    let log = open(&path).unwrap();
+    fill(&log, 3, 4).await;
+    let before = log.read_all(1, 10_000).await.unwrap();
+    drop(log);
+    let log = open(&path).unwrap();
+    assert_eq!(log.read_all(1, 10_000).await.unwrap(), before);
+    // Offsets continue after the stored head.
+    let more = ExecBuilder::new(exec_id(9), "acme").started("g").build();
+    let ack = log.append(exec_id(9), 0, &more).await.unwrap();
+    assert_eq!(ack.first_offset, before.last().unwrap().offset + 1);
+}
+
+#[tokio::test]
+async fn a_store_from_a_newer_keel_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spine.db");
+    drop(open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = open(&path).err().unwrap();
+    assert!(matches!(err, SpineError::NewerStore { found: 99, .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("newer") && msg.contains("spine.db"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_foreign_sqlite_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("CREATE TABLE customers (id INTEGER);").unwrap();
+    drop(conn);
+    let err = open(&path).err().unwrap();
+    assert!(matches!(err, SpineError::NotKeelStore { .. }), "{err:?}");
+    // Nothing of the foreign file was touched.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0)).unwrap();
+    assert_eq!(tables, 1);
+}
+
+#[tokio::test]
+async fn a_garbage_file_is_reported_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spine.db");
+    std::fs::write(&path, vec![0xA5u8; 8192]).unwrap();
+    let err = open(&path).err().unwrap();
+    assert!(matches!(err, SpineError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("spine.db"), "{err}");
+}
+
+#[tokio::test]
+async fn a_truncated_file_gives_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spine.db");
+    let log = open(&path).unwrap();
+    fill(&log, 40, 10).await;
+    log.checkpoint().await.unwrap();
+    drop(log);
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert!(len > 64 * 1024, "store should span many pages, is {len} bytes");
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(len * 6 / 10).unwrap();
+    drop(file);
+    let outcome = match open(&path) {
+        Err(e) => Err(e),
+        Ok(log) => log.read_all(1, 1_000_000).await.map(|v| v.len()),
+    };
+    let err = outcome.expect_err("reading a truncated store must fail");
+    assert!(matches!(err, SpineError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("corrupt"), "{err}");
+}
+
+#[tokio::test]
+async fn a_tampered_row_is_a_decode_error_naming_the_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spine.db");
+    let log = open(&path).unwrap();
+    fill(&log, 2, 2).await;
+    drop(log);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let key = exec_id(1).to_string();
+    conn.execute("UPDATE events SET body = '{\"event_id\": tru' WHERE exec_id = ?1 AND seq = 3", [&key]).unwrap();
+    // Row seq 4 now claims to hold seq 5's event.
+    conn.execute(
+        "UPDATE events SET body = (SELECT body FROM events WHERE exec_id = ?1 AND seq = 5) WHERE exec_id = ?1 AND seq = 4",
+        [&key],
+    )
+    .unwrap();
+    drop(conn);
+    let log = open(&path).unwrap();
+    match log.read(exec_id(1), 1).await {
+        Err(SpineError::Decode { seq: 3, exec_id, .. }) => assert_eq!(exec_id, key),
+        other => panic!("expected a decode error at seq 3, got {other:?}"),
+    }
+    let err = log.read(exec_id(1), 4).await.unwrap_err();
+    assert!(matches!(err, SpineError::Corrupt { .. }), "{err:?}");
+    // The other execution is untouched and still reads.
+    assert_eq!(log.read(exec_id(0), 1).await.unwrap().len(), 2 + 2 * 5 + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_handles_on_one_file_race_and_exactly_one_wins_each_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spine.db");
+    let a = open(&path).unwrap();
+    let b = open(&path).unwrap();
+    keel_spine::conformance::race_two_writers(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_sees_appends_made_through_another_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spine.db");
+    let reader = open(&path).unwrap();
+    let writer = open(&path).unwrap();
+    let mut stream = reader.subscribe(1);
+    let events = ExecBuilder::new(exec_id(1), "acme").started("g").finished(Outcome::Success).build();
+    writer.append(exec_id(1), 0, &events).await.unwrap();
+    for e in &events {
+        let got = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap();
+        assert_eq!(&got.unwrap().unwrap().event, e);
+    }
+}
+
+#[tokio::test]
+async fn durability_off_still_stores_and_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spine.db");
+    let options = SqliteOptions { durability: keel_spine::Durability::Off };
+    let log = SqliteLog::open(&path, options).unwrap();
+    fill(&log, 2, 3).await;
+    assert_eq!(log.read_all(1, 1000).await.unwrap().len(), 2 * (2 + 3 * 5 + 1));
+}
