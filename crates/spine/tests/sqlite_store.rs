@@ -102,27 +102,51 @@ async fn a_tampered_row_is_a_decode_error_naming_the_event() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spine.db");
     let log = open(&path).unwrap();
-    fill(&log, 2, 2).await;
+    fill(&log, 3, 2).await;
     drop(log);
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let key = exec_id(1).to_string();
-    conn.execute("UPDATE events SET body = '{\"event_id\": tru' WHERE exec_id = ?1 AND seq = 3", [&key]).unwrap();
-    // Row seq 4 now claims to hold seq 5's event.
-    conn.execute(
-        "UPDATE events SET body = (SELECT body FROM events WHERE exec_id = ?1 AND seq = 5) WHERE exec_id = ?1 AND seq = 4",
-        [&key],
-    )
-    .unwrap();
+    let tamper = |n: u64, sql: &str| {
+        conn.execute(&format!("UPDATE batches SET body = {sql} WHERE exec_id = ?1"), [exec_id(n).to_string()])
+            .unwrap();
+    };
+    tamper(1, "json_set(body, '$[2]', 'garbage')");
+    tamper(2, "json_set(body, '$[3].seq', 9)");
     drop(conn);
     let log = open(&path).unwrap();
     match log.read(exec_id(1), 1).await {
-        Err(SpineError::Decode { seq: 3, exec_id, .. }) => assert_eq!(exec_id, key),
+        Err(SpineError::Decode { seq: 3, exec_id: e, .. }) => assert_eq!(e, exec_id(1).to_string()),
         other => panic!("expected a decode error at seq 3, got {other:?}"),
     }
-    let err = log.read(exec_id(1), 4).await.unwrap_err();
+    let err = log.read(exec_id(2), 1).await.unwrap_err();
     assert!(matches!(err, SpineError::Corrupt { .. }), "{err:?}");
-    // The other execution is untouched and still reads.
+    assert!(err.to_string().contains("seq 4"), "{err}");
+    // The untouched execution still reads.
     assert_eq!(log.read(exec_id(0), 1).await.unwrap().len(), 2 + 2 * 5 + 1);
+}
+
+#[tokio::test]
+async fn the_events_view_unpacks_batches_for_sql_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spine.db");
+    let log = open(&path).unwrap();
+    fill(&log, 2, 1).await;
+    let all = log.read_all(1, 1000).await.unwrap();
+    drop(log);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mut stmt = conn.prepare("SELECT log_offset, exec_id, seq, tenant, type FROM events ORDER BY log_offset").unwrap();
+    let rows: Vec<(u64, String, u64, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), all.len());
+    for (row, c) in rows.iter().zip(&all) {
+        assert_eq!(row.0, c.offset);
+        assert_eq!(row.1, c.event.exec_id.to_string());
+        assert_eq!(row.2, c.event.seq);
+        assert_eq!(row.3, c.event.tenant.as_str());
+        assert_eq!(row.4, c.event.event_type().as_str());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,7 +88,11 @@ impl SqliteLog {
         let mut conn = schema::connect(&path, options.durability, true)?;
         schema::migrate(&mut conn, &path)?;
         let last: u64 = conn
-            .query_row("SELECT coalesce(max(log_offset), 0) FROM events", [], |r| r.get(0))
+            .query_row(
+                "SELECT coalesce(max(last_offset), 0) FROM (SELECT last_offset FROM batches ORDER BY first_offset DESC LIMIT 1)",
+                [],
+                |r| r.get(0),
+            )
             .map_err(|e| schema::map_err(&path, "reading the head offset", e))?;
         let (head_tx, head) = watch::channel(last);
         let (requests, rx) = mpsc::channel();
@@ -185,24 +189,53 @@ impl Drop for Inner {
     }
 }
 
-fn decode_row(path: &Path, offset: u64, exec_key: &str, seq: u64, body: &str) -> Result<Event, SpineError> {
-    let event = Event::decode(body).map_err(|source| SpineError::Decode {
-        offset,
+/// Decodes a stored batch into `(offset, event)` pairs, checking that every event is where the
+/// row's index columns say it is (a mismatch means the row was tampered with).
+fn decode_batch(
+    path: &Path,
+    first_offset: u64,
+    exec_key: &str,
+    first_seq: u64,
+    body: &str,
+) -> Result<Vec<(u64, Event)>, SpineError> {
+    let decode_err = |i: usize, source| SpineError::Decode {
+        offset: first_offset + i as u64,
         exec_id: exec_key.to_owned(),
-        seq,
+        seq: first_seq + i as u64,
         source,
-    })?;
-    // The body must agree with the row's index columns, or the row was tampered with.
-    if event.seq != seq || event.exec_id.to_string() != exec_key {
-        return Err(SpineError::Corrupt {
-            path: path.to_owned(),
-            detail: format!(
-                "row at offset {offset} is indexed as execution {exec_key} seq {seq} but holds execution {} seq {}",
-                event.exec_id, event.seq
-            ),
-        });
+    };
+    let raws: Vec<&serde_json::value::RawValue> = serde_json::from_str(body)
+        .map_err(|e| decode_err(0, keel_core::DecodeError::Json(e.to_string())))?;
+    let mut out = Vec::with_capacity(raws.len());
+    for (i, raw) in raws.into_iter().enumerate() {
+        let event = Event::decode(raw.get()).map_err(|e| decode_err(i, e))?;
+        let (offset, seq) = (first_offset + i as u64, first_seq + i as u64);
+        if event.seq != seq || event.exec_id.to_string() != exec_key {
+            return Err(SpineError::Corrupt {
+                path: path.to_owned(),
+                detail: format!(
+                    "offset {offset} is indexed as execution {exec_key} seq {seq} but holds execution {} seq {}",
+                    event.exec_id, event.seq
+                ),
+            });
+        }
+        out.push((offset, event));
     }
-    Ok(event)
+    Ok(out)
+}
+
+/// Encodes a batch as the JSON array stored in one row.
+fn encode_batch(events: &[Event]) -> String {
+    let mut body = String::with_capacity(events.len() * 512);
+    body.push('[');
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&e.encode());
+    }
+    body.push(']');
+    body
 }
 
 #[async_trait]
@@ -214,23 +247,15 @@ impl EventLog for SqliteLog {
         events: &[Event],
     ) -> Result<AppendAck, SpineError> {
         validate_batch(exec_id, expected_seq, events)?;
-        let tenant = events[0].tenant.0.clone();
-        let rows = events
-            .iter()
-            .map(|e| writer::Row {
-                seq: e.seq,
-                event_type: e.event_type().as_str(),
-                body: e.encode(),
-            })
-            .collect();
         let (reply, answer) = oneshot::channel();
         let request = writer::AppendRequest {
             exec_id,
             exec_key: exec_id.to_string(),
-            tenant,
+            tenant: events[0].tenant.0.clone(),
             expected_seq,
             ends: events.iter().any(|e| e.event_type().is_terminal()),
-            rows,
+            len: events.len() as u64,
+            body: encode_batch(events),
             reply,
         };
         let sender = self.inner.requests.as_ref().ok_or(SpineError::Closed)?;
@@ -241,18 +266,20 @@ impl EventLog for SqliteLog {
     async fn read(&self, exec_id: ExecId, from_seq: u64) -> Result<Vec<Event>, SpineError> {
         self.with_reader(move |conn, path| {
             let key = exec_id.to_string();
+            let err = |c| move |e| schema::map_err(path, c, e);
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT log_offset, seq, body FROM events WHERE exec_id = ?1 AND seq >= ?2 ORDER BY seq",
+                    "SELECT first_offset, first_seq, body FROM batches
+                     WHERE exec_id = ?1 AND last_seq >= ?2 ORDER BY last_seq",
                 )
-                .map_err(|e| schema::map_err(path, "preparing read", e))?;
-            let rows = stmt
-                .query_map((&key, from_seq), |r| Ok((r.get::<_, u64>(0)?, r.get::<_, u64>(1)?, r.get::<_, String>(2)?)))
-                .map_err(|e| schema::map_err(path, "reading an execution", e))?;
+                .map_err(err("preparing read"))?;
+            let mut rows = stmt.query((&key, from_seq)).map_err(err("reading an execution"))?;
             let mut out = Vec::new();
-            for row in rows {
-                let (offset, seq, body) = row.map_err(|e| schema::map_err(path, "reading an execution", e))?;
-                out.push(decode_row(path, offset, &key, seq, &body)?);
+            while let Some(row) = rows.next().map_err(err("reading an execution"))? {
+                let (offset, first_seq, body): (u64, u64, String) =
+                    (row.get(0).map_err(err("reading an execution"))?, row.get(1).map_err(err("reading an execution"))?, row.get(2).map_err(err("reading an execution"))?);
+                let batch = decode_batch(path, offset, &key, first_seq, &body)?;
+                out.extend(batch.into_iter().map(|(_, e)| e).filter(|e| e.seq >= from_seq));
             }
             Ok(out)
         })
@@ -261,21 +288,28 @@ impl EventLog for SqliteLog {
 
     async fn read_all(&self, from_offset: u64, limit: usize) -> Result<Vec<Committed>, SpineError> {
         self.with_reader(move |conn, path| {
+            let err = |c| move |e| schema::map_err(path, c, e);
+            // Start at the batch holding `from_offset`, then walk forward in commit order.
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT log_offset, exec_id, seq, body FROM events WHERE log_offset >= ?1 ORDER BY log_offset LIMIT ?2",
+                    "SELECT first_offset, exec_id, first_seq, body FROM batches
+                     WHERE first_offset >= (SELECT coalesce(max(first_offset), 0) FROM batches WHERE first_offset <= ?1)
+                     ORDER BY first_offset",
                 )
-                .map_err(|e| schema::map_err(path, "preparing read_all", e))?;
-            let rows = stmt
-                .query_map((from_offset, limit as i64), |r| {
-                    Ok((r.get::<_, u64>(0)?, r.get::<_, String>(1)?, r.get::<_, u64>(2)?, r.get::<_, String>(3)?))
-                })
-                .map_err(|e| schema::map_err(path, "reading the log", e))?;
+                .map_err(err("preparing read_all"))?;
+            let mut rows = stmt.query([from_offset]).map_err(err("reading the log"))?;
             let mut out = Vec::new();
-            for row in rows {
-                let (offset, key, seq, body) = row.map_err(|e| schema::map_err(path, "reading the log", e))?;
-                let event = decode_row(path, offset, &key, seq, &body)?;
-                out.push(Committed { offset, event });
+            while out.len() < limit {
+                let Some(row) = rows.next().map_err(err("reading the log"))? else { break };
+                let (first_offset, key, first_seq, body): (u64, String, u64, String) = (
+                    row.get(0).map_err(err("reading the log"))?,
+                    row.get(1).map_err(err("reading the log"))?,
+                    row.get(2).map_err(err("reading the log"))?,
+                    row.get(3).map_err(err("reading the log"))?,
+                );
+                let batch = decode_batch(path, first_offset, &key, first_seq, &body)?;
+                let wanted = batch.into_iter().filter(|(offset, _)| *offset >= from_offset);
+                out.extend(wanted.map(|(offset, event)| Committed { offset, event }).take(limit - out.len()));
             }
             Ok(out)
         })
@@ -330,7 +364,10 @@ impl EventLog for SqliteLog {
     async fn list_unfinished(&self) -> Result<Vec<ExecSummary>, SpineError> {
         self.with_reader(|conn, path| {
             let mut stmt = conn
-                .prepare_cached("SELECT exec_id, tenant, last_seq FROM executions WHERE ended = 0 ORDER BY exec_id")
+                .prepare_cached(
+                    "SELECT exec_id, tenant, (SELECT max(last_seq) FROM batches AS b WHERE b.exec_id = e.exec_id)
+                     FROM executions AS e WHERE ended = 0 ORDER BY exec_id",
+                )
                 .map_err(|e| schema::map_err(path, "preparing list_unfinished", e))?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u64>(2)?)))

@@ -20,13 +20,6 @@ const MAX_GROUP_REQUESTS: usize = 1024;
 /// Most events committed together.
 const MAX_GROUP_EVENTS: usize = 16_384;
 
-/// One event, already encoded by the appender.
-pub(super) struct Row {
-    pub seq: u64,
-    pub event_type: &'static str,
-    pub body: String,
-}
-
 /// One append call on its way to the writer.
 pub(super) struct AppendRequest {
     pub exec_id: ExecId,
@@ -34,7 +27,10 @@ pub(super) struct AppendRequest {
     pub tenant: String,
     pub expected_seq: u64,
     pub ends: bool,
-    pub rows: Vec<Row>,
+    /// Number of events in the batch.
+    pub len: u64,
+    /// The batch, already encoded by the appender as a JSON array of events.
+    pub body: String,
     pub reply: oneshot::Sender<Result<AppendAck, SpineError>>,
 }
 
@@ -46,12 +42,12 @@ pub(super) fn run(
     head: &watch::Sender<u64>,
 ) {
     while let Ok(first) = requests.recv() {
-        let mut events = first.rows.len();
+        let mut events = first.len as usize;
         let mut group = vec![first];
         while group.len() < MAX_GROUP_REQUESTS && events < MAX_GROUP_EVENTS {
             match requests.try_recv() {
                 Ok(req) => {
-                    events += req.rows.len();
+                    events += req.len as usize;
                     group.push(req);
                 }
                 Err(_) => break,
@@ -98,11 +94,26 @@ fn commit_group(
         Ok(tx) => tx,
         Err(e) => return fail_all(map_err(path, "starting a transaction", e)),
     };
+    // Offsets are assigned here, inside the write lock, so they follow commit order even when
+    // several processes share the file.
+    let head: Result<Option<u64>, _> = tx
+        .prepare_cached("SELECT last_offset FROM batches ORDER BY first_offset DESC LIMIT 1")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional());
+    let mut next_offset = match head {
+        Ok(h) => h.unwrap_or(0) + 1,
+        Err(e) => return fail_all(map_err(path, "reading the head offset", e)),
+    };
     // A lone request needs no savepoint: if it fails, the whole transaction rolls back.
     let isolate = group.len() > 1;
     let results: Vec<_> = group
         .iter()
-        .map(|req| apply_isolated(&tx, path, req, isolate))
+        .map(|req| {
+            let result = apply_isolated(&tx, path, req, next_offset, isolate);
+            if let Ok(ack) = &result {
+                next_offset = ack.last_offset + 1;
+            }
+            result
+        })
         .collect();
     if results.iter().all(Result::is_err) {
         return results; // nothing to commit; dropping `tx` rolls back
@@ -117,13 +128,14 @@ fn apply_isolated(
     tx: &Transaction<'_>,
     path: &Path,
     req: &AppendRequest,
+    first_offset: u64,
     isolate: bool,
 ) -> Result<AppendAck, SpineError> {
     let err = |c| move |e| map_err(path, c, e);
     if isolate {
         tx.execute_batch("SAVEPOINT req").map_err(err("opening a savepoint"))?;
     }
-    let result = apply(tx, path, req);
+    let result = apply(tx, path, req, first_offset);
     if isolate {
         let end = if result.is_ok() {
             "RELEASE req"
@@ -135,16 +147,27 @@ fn apply_isolated(
     result
 }
 
-fn apply(tx: &Transaction<'_>, path: &Path, req: &AppendRequest) -> Result<AppendAck, SpineError> {
+fn apply(
+    tx: &Transaction<'_>,
+    path: &Path,
+    req: &AppendRequest,
+    first_offset: u64,
+) -> Result<AppendAck, SpineError> {
     let err = |c| move |e| map_err(path, c, e);
-    let stored: Option<(u64, String, bool)> = tx
-        .prepare_cached("SELECT last_seq, tenant, ended FROM executions WHERE exec_id = ?1")
+    let stored: Option<(String, bool)> = tx
+        .prepare_cached("SELECT tenant, ended FROM executions WHERE exec_id = ?1")
         .and_then(|mut s| {
-            s.query_row([&req.exec_key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            s.query_row([&req.exec_key], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
         })
-        .map_err(err("reading the execution's last seq"))?;
-    let actual_seq = stored.as_ref().map_or(0, |(seq, _, _)| *seq);
+        .map_err(err("reading the execution"))?;
+    let actual_seq: u64 = match stored {
+        None => 0,
+        Some(_) => tx
+            .prepare_cached("SELECT coalesce(max(last_seq), 0) FROM batches WHERE exec_id = ?1")
+            .and_then(|mut s| s.query_row([&req.exec_key], |r| r.get(0)))
+            .map_err(err("reading the execution's last seq"))?,
+    };
     if actual_seq != req.expected_seq {
         return Err(SpineError::Conflict {
             exec_id: req.exec_id,
@@ -152,7 +175,7 @@ fn apply(tx: &Transaction<'_>, path: &Path, req: &AppendRequest) -> Result<Appen
             actual_seq,
         });
     }
-    if let Some((_, tenant, ended)) = &stored {
+    if let Some((tenant, ended)) = &stored {
         let refuse = |detail: &str| SpineError::InvalidAppend {
             exec_id: req.exec_id,
             detail: detail.into(),
@@ -164,28 +187,32 @@ fn apply(tx: &Transaction<'_>, path: &Path, req: &AppendRequest) -> Result<Appen
             return Err(refuse("the execution has ended; nothing may follow its last event"));
         }
     }
-    let mut insert = tx
-        .prepare_cached(
-            "INSERT INTO events (exec_id, seq, tenant, type, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .map_err(err("preparing insert"))?;
-    let mut first_offset = 0;
-    for row in &req.rows {
-        insert
-            .execute((&req.exec_key, row.seq, &req.tenant, row.event_type, &row.body))
-            .map_err(err("inserting an event"))?;
-        if first_offset == 0 {
-            first_offset = tx.last_insert_rowid() as u64;
-        }
-    }
-    let last_offset = tx.last_insert_rowid() as u64;
-    let last_seq = req.expected_seq + req.rows.len() as u64;
+    let last_offset = first_offset + req.len - 1;
+    let last_seq = req.expected_seq + req.len;
     tx.prepare_cached(
-        "INSERT INTO executions (exec_id, tenant, last_seq, ended) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (exec_id) DO UPDATE SET last_seq = excluded.last_seq, ended = excluded.ended",
+        "INSERT INTO batches (first_offset, last_offset, exec_id, first_seq, last_seq, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
-    .and_then(|mut s| s.execute((&req.exec_key, &req.tenant, last_seq, req.ends)))
-    .map_err(err("updating the execution"))?;
+    .and_then(|mut s| {
+        s.execute((
+            first_offset,
+            last_offset,
+            &req.exec_key,
+            req.expected_seq + 1,
+            last_seq,
+            &req.body,
+        ))
+    })
+    .map_err(err("inserting a batch"))?;
+    if stored.is_none() {
+        tx.prepare_cached("INSERT INTO executions (exec_id, tenant, ended) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute((&req.exec_key, &req.tenant, req.ends)))
+            .map_err(err("recording the execution"))?;
+    } else if req.ends {
+        tx.prepare_cached("UPDATE executions SET ended = 1 WHERE exec_id = ?1")
+            .and_then(|mut s| s.execute([&req.exec_key]))
+            .map_err(err("recording the execution's end"))?;
+    }
     Ok(AppendAck {
         first_offset,
         last_offset,

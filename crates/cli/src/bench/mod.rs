@@ -1,0 +1,29 @@
+//! `keel bench <name>`: benchmarks that print figures (a table, or one JSON object with
+//! `--json`). They measure; they never assert anything about time.
+
+mod spine;
+
+use clap::Subcommand;
+use std::path::Path;
+
+/// What to measure.
+#[derive(Subcommand)]
+pub enum Target {
+    /// Spine append throughput (single, batched, concurrent, durability off), fold time, and
+    /// the fsync latency of the store's disk measured in the same run.
+    Spine {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to run each append scenario.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
+}
+
+/// Runs the chosen benchmark.
+pub async fn run(data: &Path, target: Target) -> anyhow::Result<()> {
+    match target {
+        Target::Spine { json, seconds } => spine::run(data, json, seconds).await,
+    }
+}

@@ -1,0 +1,180 @@
+//! `keel bench spine`: how fast the embedded spine appends with durability on, against the
+//! physical limit measured in the same run (one fsync on the same disk).
+//!
+//! One durable commit per append cannot beat 1/fsync appends/s; batching and group commit are
+//! the only honest ways past it, and the figures show how close each path gets.
+
+use anyhow::Context;
+use keel_core::{Event, ExecutionState};
+use keel_spine::{Durability, EventLog, SqliteLog, SqliteOptions, clock};
+use keel_testkit::ExecBuilder;
+use keel_testkit::builder::execution_with_steps;
+use serde_json::json;
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub async fn run(data: &Path, json_out: bool, seconds: f64) -> anyhow::Result<()> {
+    let scratch = Scratch(data.join(format!("bench-{}", uuid::Uuid::new_v4().simple())));
+    std::fs::create_dir_all(&scratch.0)
+        .with_context(|| format!("creating {}", scratch.0.display()))?;
+    let budget = Duration::from_secs_f64(seconds.max(0.1));
+    let progress = |what: &str| {
+        if !json_out {
+            eprintln!("measuring {what}…");
+        }
+    };
+
+    progress("fsync latency");
+    let fsync_us = fsync_latency_us(&scratch.0.join("fsync.probe"))?;
+    progress("single-event appends");
+    let single = append_rate(&scratch.0, "single", Durability::Full, 1, 1, budget).await?;
+    progress("batched appends (100)");
+    let batch100 = append_rate(&scratch.0, "batch", Durability::Full, 1, 100, budget).await?;
+    progress("8 concurrent appenders");
+    let conc8 = append_rate(&scratch.0, "conc8", Durability::Full, 8, 1, budget).await?;
+    progress("64 concurrent appenders");
+    let conc64 = append_rate(&scratch.0, "conc64", Durability::Full, 64, 1, budget).await?;
+    progress("batched appends (100), durability off");
+    let nosync = append_rate(&scratch.0, "nosync", Durability::Off, 1, 100, budget).await?;
+    progress("fold of a 40-step execution");
+    let fold_us = fold_40_steps_us();
+
+    if json_out {
+        let figures = json!({
+            "fsync_us": round1(fsync_us),
+            "append_single_per_s": single.round(),
+            "append_batch100_per_s": batch100.round(),
+            "append_concurrent8_per_s": conc8.round(),
+            "append_concurrent64_per_s": conc64.round(),
+            "append_batch100_nosync_per_s": nosync.round(),
+            "fold_40_steps_us": round1(fold_us),
+        });
+        println!("{figures}");
+        return Ok(());
+    }
+    let limit = 1e6 / fsync_us; // commits/s one fsync each allows
+    println!("spine bench (embedded SQLite, durability on unless noted), {seconds}s per scenario");
+    println!("  fsync latency on this disk            {fsync_us:>12.1} µs   → limit {limit:.0} commits/s");
+    let row = |name: &str, v: f64, per_commit: f64| {
+        println!(
+            "  {name:<38}{v:>12.0} /s   {:>5.0}% of {per_commit:.0} events/commit × 1/fsync",
+            100.0 * v / (limit * per_commit)
+        );
+    };
+    row("append, single event", single, 1.0);
+    row("append, batch of 100", batch100, 100.0);
+    row("append, 8 concurrent appenders", conc8, 8.0);
+    row("append, 64 concurrent appenders", conc64, 64.0);
+    println!("  {:<38}{:>12.1} ×  single", "  group-commit gain at 64", conc64 / single);
+    println!("  {:<38}{nosync:>12.0} /s   (CPU path, no fsync)", "append, batch of 100, durability off");
+    println!("  {:<38}{fold_us:>12.1} µs", "fold of a 40-step execution");
+    Ok(())
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// Median latency of writing 4 KiB in place and fsyncing it.
+fn fsync_latency_us(path: &Path) -> anyhow::Result<f64> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let page = [0x5Au8; 4096];
+    f.write_all(&page)?;
+    f.sync_all()?;
+    let mut samples = Vec::with_capacity(200);
+    for _ in 0..200 {
+        f.seek(SeekFrom::Start(0))?;
+        f.write_all(&page)?;
+        let start = Instant::now();
+        f.sync_all()?;
+        samples.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(median(&mut samples))
+}
+
+fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Events/s appended by `appenders` concurrent tasks, each on its own execution, each append
+/// carrying `batch` events, for `budget` of wall time. Only append calls are on the clock for a
+/// single appender; concurrent runs are timed end to end.
+async fn append_rate(
+    dir: &Path,
+    name: &str,
+    durability: Durability,
+    appenders: usize,
+    batch: usize,
+    budget: Duration,
+) -> anyhow::Result<f64> {
+    let log = SqliteLog::open(dir.join(format!("{name}.db")), SqliteOptions { durability })?;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..appenders)
+        .map(|_| {
+            let log = log.clone();
+            tokio::spawn(async move { appender(&log, batch, budget).await })
+        })
+        .collect();
+    let mut events = 0u64;
+    let mut busy = Duration::ZERO;
+    for t in tasks {
+        let (n, spent) = t.await??;
+        events += n;
+        busy = busy.max(spent);
+    }
+    let elapsed = if appenders == 1 { busy } else { started.elapsed() };
+    Ok(events as f64 / elapsed.as_secs_f64())
+}
+
+async fn appender(log: &SqliteLog, batch: usize, budget: Duration) -> anyhow::Result<(u64, Duration)> {
+    let exec = clock::new_exec_id();
+    let mut b = ExecBuilder::new(exec, "bench").started("bench");
+    let mut pending: VecDeque<Event> = b.take().into();
+    let mut last_seq = 0;
+    let mut appended = 0u64;
+    let mut spent = Duration::ZERO;
+    while spent < budget {
+        while pending.len() < batch {
+            b = b.typical_step();
+            pending.extend(b.take());
+        }
+        let events: Vec<Event> = pending.drain(..batch).collect();
+        let start = Instant::now();
+        let ack = log.append(exec, last_seq, &events).await?;
+        spent += start.elapsed();
+        last_seq = ack.last_seq;
+        appended += events.len() as u64;
+    }
+    Ok((appended, spent))
+}
+
+/// Median µs to fold a finished 40-step execution (202 events) from scratch.
+fn fold_40_steps_us() -> f64 {
+    let events = execution_with_steps(clock::new_exec_id(), 40);
+    let mut samples = Vec::with_capacity(500);
+    for _ in 0..500 {
+        let start = Instant::now();
+        let state = ExecutionState::fold(&events);
+        samples.push(start.elapsed().as_secs_f64() * 1e6);
+        std::hint::black_box(state.is_ok());
+    }
+    median(&mut samples)
+}
