@@ -1,8 +1,7 @@
 //! The embedded spine backend: one SQLite file (WAL, `synchronous=FULL` by default).
 //!
 //! Writes go through one writer thread with group commit ([`writer`]); reads use a small pool of
-//! read-only connections on blocking threads; a checkpointer thread folds the WAL back into the
-//! main file off the commit path. Several processes may open the same file: SQLite's write lock
+//! read-only connections on blocking threads. Several processes may open the same file: SQLite's write lock
 //! serialises their groups, and the conditional append stays correct because the expected seq
 //! is checked inside the write transaction.
 
@@ -45,8 +44,6 @@ pub struct SqliteOptions {
 
 /// How often a subscriber re-reads when nothing woke it: covers appends by other processes.
 const SUBSCRIBE_POLL: Duration = Duration::from_millis(200);
-/// How often the checkpointer looks at the WAL.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// Events fetched per subscriber read.
 const SUBSCRIBE_BATCH: usize = 512;
 
@@ -63,7 +60,6 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     head: watch::Receiver<u64>,
     writer: Option<JoinHandle<()>>,
-    checkpointer: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
 }
 
 pub(crate) fn storage_err(path: &Path, context: &'static str, e: rusqlite::Error) -> SpineError {
@@ -86,6 +82,7 @@ impl SqliteLog {
             })?;
         }
         let mut conn = schema::connect(&path, options.durability, true)?;
+        conn.set_prepared_statement_cache_capacity(32);
         schema::migrate(&mut conn, &path)?;
         let last: u64 = conn
             .query_row(
@@ -104,7 +101,6 @@ impl SqliteLog {
                 path: path.clone(),
                 source,
             })?;
-        let checkpointer = spawn_checkpointer(&path, options.durability)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
@@ -113,7 +109,6 @@ impl SqliteLog {
                 readers: Mutex::new(Vec::new()),
                 head,
                 writer: Some(writer),
-                checkpointer: Some(checkpointer),
             }),
         })
     }
@@ -154,37 +149,12 @@ impl SqliteLog {
     }
 }
 
-fn spawn_checkpointer(
-    path: &Path,
-    durability: Durability,
-) -> Result<(mpsc::Sender<()>, JoinHandle<()>), SpineError> {
-    let conn = schema::connect(path, durability, true)?;
-    let (stop, stopped) = mpsc::channel::<()>();
-    let handle = std::thread::Builder::new()
-        .name("keel-spine-checkpoint".into())
-        .spawn(move || {
-            // PASSIVE never blocks the writer; a failed checkpoint is retried on the next tick.
-            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
-                let _ = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
-            }
-        })
-        .map_err(|source| SpineError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-    Ok((stop, handle))
-}
-
 impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the request channel lets the writer commit what is queued and exit.
         drop(self.requests.take());
         if let Some(w) = self.writer.take() {
             let _ = w.join();
-        }
-        if let Some((stop, handle)) = self.checkpointer.take() {
-            drop(stop);
-            let _ = handle.join();
         }
     }
 }

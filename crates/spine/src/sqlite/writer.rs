@@ -10,7 +10,8 @@ use super::schema::map_err;
 use crate::error::SpineError;
 use crate::log::AppendAck;
 use keel_core::ExecId;
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc::Receiver;
 use tokio::sync::{oneshot, watch};
@@ -34,13 +35,34 @@ pub(super) struct AppendRequest {
     pub reply: oneshot::Sender<Result<AppendAck, SpineError>>,
 }
 
+/// What the writer knows about an execution without asking SQLite.
+#[derive(Clone)]
+struct ExecInfo {
+    tenant: String,
+    last_seq: u64,
+    ended: bool,
+}
+
+/// The writer's memory of the store, valid only while no other connection has written: SQLite's
+/// `data_version` changes exactly when another connection commits, and then the cache is dropped.
+#[derive(Default)]
+struct Cache {
+    data_version: Option<i64>,
+    head: Option<u64>,
+    execs: HashMap<String, ExecInfo>,
+}
+
+/// Forget everything past this many cached executions (ended ones are dropped as they end).
+const MAX_CACHED_EXECS: usize = 100_000;
+
 /// Runs until every sender is dropped, then returns after committing what was queued.
 pub(super) fn run(
-    mut conn: Connection,
+    conn: Connection,
     path: &Path,
     requests: Receiver<AppendRequest>,
     head: &watch::Sender<u64>,
 ) {
+    let mut cache = Cache::default();
     while let Ok(first) = requests.recv() {
         let mut events = first.len as usize;
         let mut group = vec![first];
@@ -53,7 +75,7 @@ pub(super) fn run(
                 Err(_) => break,
             }
         }
-        let results = commit_group(&mut conn, path, &group);
+        let results = commit_group(&conn, path, &group, &mut cache);
         let newest = results
             .iter()
             .filter_map(|r| r.as_ref().ok().map(|a| a.last_offset))
@@ -72,102 +94,160 @@ pub(super) fn run(
     }
 }
 
+fn exec_sql(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// Commits a group in one transaction. Conflicts and refusals are decided before anything is
+/// written, so they never disturb the rest of the group; a storage error fails the whole group
+/// (nothing of it is committed) and every appender in it sees the error and may retry.
 fn commit_group(
-    conn: &mut Connection,
+    conn: &Connection,
     path: &Path,
     group: &[AppendRequest],
+    cache: &mut Cache,
 ) -> Vec<Result<AppendAck, SpineError>> {
-    let fail_all = |e: SpineError| -> Vec<Result<AppendAck, SpineError>> {
-        let detail = e.to_string();
-        group
-            .iter()
-            .map(|_| {
-                Err(SpineError::Storage {
-                    context: "committing a group",
-                    path: path.to_owned(),
-                    detail: detail.clone(),
-                })
-            })
-            .collect()
-    };
-    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(e) => return fail_all(map_err(path, "starting a transaction", e)),
-    };
+    if let Err(e) = exec_sql(conn, "BEGIN IMMEDIATE") {
+        let e = map_err(path, "starting a transaction", e);
+        return group.iter().map(|_| Err(same_error(path, &e))).collect();
+    }
+    match write_group(conn, path, group, cache) {
+        Ok(results) => match exec_sql(conn, "COMMIT") {
+            Ok(()) => {
+                for (req, result) in group.iter().zip(&results) {
+                    if let Ok(ack) = result {
+                        remember(cache, req, ack.last_seq);
+                    }
+                }
+                results
+            }
+            Err(e) => {
+                let _ = exec_sql(conn, "ROLLBACK");
+                *cache = Cache::default();
+                let e = map_err(path, "committing", e);
+                group.iter().map(|_| Err(same_error(path, &e))).collect()
+            }
+        },
+        Err(e) => {
+            let _ = exec_sql(conn, "ROLLBACK");
+            *cache = Cache::default();
+            group.iter().map(|_| Err(same_error(path, &e))).collect()
+        }
+    }
+}
+
+fn same_error(path: &Path, e: &SpineError) -> SpineError {
+    match e {
+        SpineError::Corrupt { path, detail } => SpineError::Corrupt {
+            path: path.clone(),
+            detail: detail.clone(),
+        },
+        other => SpineError::Storage {
+            context: "committing a group",
+            path: path.to_owned(),
+            detail: other.to_string(),
+        },
+    }
+}
+
+fn remember(cache: &mut Cache, req: &AppendRequest, last_seq: u64) {
+    if req.ends {
+        cache.execs.remove(&req.exec_key);
+        return;
+    }
+    if cache.execs.len() >= MAX_CACHED_EXECS {
+        cache.execs.clear();
+    }
+    cache.execs.insert(
+        req.exec_key.clone(),
+        ExecInfo {
+            tenant: req.tenant.clone(),
+            last_seq,
+            ended: false,
+        },
+    );
+}
+
+fn write_group(
+    conn: &Connection,
+    path: &Path,
+    group: &[AppendRequest],
+    cache: &mut Cache,
+) -> Result<Vec<Result<AppendAck, SpineError>>, SpineError> {
+    let err = |c| move |e| map_err(path, c, e);
+    let version: i64 = conn
+        .prepare_cached("PRAGMA data_version")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(err("reading data_version"))?;
+    if cache.data_version != Some(version) {
+        *cache = Cache {
+            data_version: Some(version),
+            ..Cache::default()
+        };
+    }
     // Offsets are assigned here, inside the write lock, so they follow commit order even when
     // several processes share the file.
-    let head: Result<Option<u64>, _> = tx
-        .prepare_cached("SELECT last_offset FROM batches ORDER BY first_offset DESC LIMIT 1")
-        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional());
-    let mut next_offset = match head {
-        Ok(h) => h.unwrap_or(0) + 1,
-        Err(e) => return fail_all(map_err(path, "reading the head offset", e)),
+    let mut next_offset = match cache.head {
+        Some(h) => h + 1,
+        None => {
+            conn.prepare_cached("SELECT last_offset FROM batches ORDER BY first_offset DESC LIMIT 1")
+                .and_then(|mut s| s.query_row([], |r| r.get::<_, u64>(0)).optional())
+                .map_err(err("reading the head offset"))?
+                .unwrap_or(0)
+                + 1
+        }
     };
-    // A lone request needs no savepoint: if it fails, the whole transaction rolls back.
-    let isolate = group.len() > 1;
-    let results: Vec<_> = group
-        .iter()
-        .map(|req| {
-            let result = apply_isolated(&tx, path, req, next_offset, isolate);
-            if let Ok(ack) = &result {
-                next_offset = ack.last_offset + 1;
-            }
-            result
-        })
-        .collect();
-    if results.iter().all(Result::is_err) {
-        return results; // nothing to commit; dropping `tx` rolls back
-    }
-    match tx.commit() {
-        Ok(()) => results,
-        Err(e) => fail_all(map_err(path, "committing", e)),
-    }
-}
-
-fn apply_isolated(
-    tx: &Transaction<'_>,
-    path: &Path,
-    req: &AppendRequest,
-    first_offset: u64,
-    isolate: bool,
-) -> Result<AppendAck, SpineError> {
-    let err = |c| move |e| map_err(path, c, e);
-    if isolate {
-        tx.execute_batch("SAVEPOINT req").map_err(err("opening a savepoint"))?;
-    }
-    let result = apply(tx, path, req, first_offset);
-    if isolate {
-        let end = if result.is_ok() {
-            "RELEASE req"
-        } else {
-            "ROLLBACK TO req; RELEASE req"
+    let mut results = Vec::with_capacity(group.len());
+    // Seqs appended earlier in this same group, so two requests for one execution chain.
+    let mut pending: HashMap<&str, ExecInfo> = HashMap::new();
+    for req in group {
+        let known = match pending.get(req.exec_key.as_str()).or(cache.execs.get(&req.exec_key)) {
+            Some(info) => Some(info.clone()),
+            None => lookup(conn, path, &req.exec_key)?,
         };
-        tx.execute_batch(end).map_err(err("closing a savepoint"))?;
+        if let Err(refusal) = check(req, known.as_ref()) {
+            results.push(Err(refusal));
+            continue;
+        }
+        let first_offset = next_offset;
+        let ack = insert(conn, path, req, first_offset, known.is_none())?;
+        next_offset = ack.last_offset + 1;
+        pending.insert(
+            &req.exec_key,
+            ExecInfo {
+                tenant: req.tenant.clone(),
+                last_seq: ack.last_seq,
+                ended: req.ends,
+            },
+        );
+        results.push(Ok(ack));
     }
-    result
+    cache.head = Some(next_offset - 1);
+    Ok(results)
 }
 
-fn apply(
-    tx: &Transaction<'_>,
-    path: &Path,
-    req: &AppendRequest,
-    first_offset: u64,
-) -> Result<AppendAck, SpineError> {
+fn lookup(conn: &Connection, path: &Path, exec_key: &str) -> Result<Option<ExecInfo>, SpineError> {
     let err = |c| move |e| map_err(path, c, e);
-    let stored: Option<(String, bool)> = tx
+    let stored: Option<(String, bool)> = conn
         .prepare_cached("SELECT tenant, ended FROM executions WHERE exec_id = ?1")
-        .and_then(|mut s| {
-            s.query_row([&req.exec_key], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-        })
+        .and_then(|mut s| s.query_row([exec_key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(err("reading the execution"))?;
-    let actual_seq: u64 = match stored {
-        None => 0,
-        Some(_) => tx
-            .prepare_cached("SELECT coalesce(max(last_seq), 0) FROM batches WHERE exec_id = ?1")
-            .and_then(|mut s| s.query_row([&req.exec_key], |r| r.get(0)))
-            .map_err(err("reading the execution's last seq"))?,
+    let Some((tenant, ended)) = stored else {
+        return Ok(None);
     };
+    let last_seq = conn
+        .prepare_cached("SELECT coalesce(max(last_seq), 0) FROM batches WHERE exec_id = ?1")
+        .and_then(|mut s| s.query_row([exec_key], |r| r.get(0)))
+        .map_err(err("reading the execution's last seq"))?;
+    Ok(Some(ExecInfo {
+        tenant,
+        last_seq,
+        ended,
+    }))
+}
+
+fn check(req: &AppendRequest, known: Option<&ExecInfo>) -> Result<(), SpineError> {
+    let actual_seq = known.map_or(0, |i| i.last_seq);
     if actual_seq != req.expected_seq {
         return Err(SpineError::Conflict {
             exec_id: req.exec_id,
@@ -175,21 +255,30 @@ fn apply(
             actual_seq,
         });
     }
-    if let Some((tenant, ended)) = &stored {
-        let refuse = |detail: &str| SpineError::InvalidAppend {
-            exec_id: req.exec_id,
-            detail: detail.into(),
-        };
-        if *tenant != req.tenant {
-            return Err(refuse("the execution belongs to another tenant"));
-        }
-        if *ended {
-            return Err(refuse("the execution has ended; nothing may follow its last event"));
-        }
+    let refuse = |detail: &str| SpineError::InvalidAppend {
+        exec_id: req.exec_id,
+        detail: detail.into(),
+    };
+    match known {
+        Some(i) if i.tenant != req.tenant => Err(refuse("the execution belongs to another tenant")),
+        Some(i) if i.ended => Err(refuse(
+            "the execution has ended; nothing may follow its last event",
+        )),
+        _ => Ok(()),
     }
+}
+
+fn insert(
+    conn: &Connection,
+    path: &Path,
+    req: &AppendRequest,
+    first_offset: u64,
+    new_exec: bool,
+) -> Result<AppendAck, SpineError> {
+    let err = |c| move |e| map_err(path, c, e);
     let last_offset = first_offset + req.len - 1;
     let last_seq = req.expected_seq + req.len;
-    tx.prepare_cached(
+    conn.prepare_cached(
         "INSERT INTO batches (first_offset, last_offset, exec_id, first_seq, last_seq, body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
@@ -204,12 +293,12 @@ fn apply(
         ))
     })
     .map_err(err("inserting a batch"))?;
-    if stored.is_none() {
-        tx.prepare_cached("INSERT INTO executions (exec_id, tenant, ended) VALUES (?1, ?2, ?3)")
+    if new_exec {
+        conn.prepare_cached("INSERT INTO executions (exec_id, tenant, ended) VALUES (?1, ?2, ?3)")
             .and_then(|mut s| s.execute((&req.exec_key, &req.tenant, req.ends)))
             .map_err(err("recording the execution"))?;
     } else if req.ends {
-        tx.prepare_cached("UPDATE executions SET ended = 1 WHERE exec_id = ?1")
+        conn.prepare_cached("UPDATE executions SET ended = 1 WHERE exec_id = ?1")
             .and_then(|mut s| s.execute([&req.exec_key]))
             .map_err(err("recording the execution's end"))?;
     }
