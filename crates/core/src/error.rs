@@ -159,5 +159,5 @@ pub struct FoldError {
     /// The last seq applied.
     pub last_seq: u64,
     /// Why it is illegal.
-    pub reason: IllegalEvent,
+    pub reason: Box<IllegalEvent>,
 }

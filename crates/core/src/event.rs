@@ -10,7 +10,6 @@ use crate::error::DecodeError;
 use crate::ids::{EventId, ExecId, TenantId, TraceId};
 use crate::payload::{EventType, Payload};
 use chrono::{DateTime, Utc};
-use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -50,10 +49,40 @@ impl Event {
 
     /// Encodes to the canonical JSON form.
     pub fn encode(&self) -> String {
-        // Cannot fail: every map in these types has string keys, and serde_json writes
-        // non-finite floats as null rather than erroring.
-        #[allow(clippy::expect_used)]
-        serde_json::to_string(self).expect("events always serialize")
+        let mut out = Vec::with_capacity(512);
+        self.encode_into(&mut out);
+        // Every byte written is either ASCII or comes from serde_json, which writes UTF-8.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends the canonical JSON form to `out`. This is the hot path of every append, so the
+    /// envelope, whose fields have fixed, escape-free shapes (UUIDs, hex, numbers, RFC 3339
+    /// times, type names), is written directly; only the tenant and the payload go through
+    /// serde_json.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let mut uuid = uuid::Uuid::encode_buffer();
+        let mut int = itoa::Buffer::new();
+        out.extend_from_slice(b"{\"event_id\":\"");
+        out.extend_from_slice(self.event_id.0.hyphenated().encode_lower(&mut uuid).as_bytes());
+        out.extend_from_slice(b"\",\"exec_id\":\"");
+        out.extend_from_slice(self.exec_id.0.hyphenated().encode_lower(&mut uuid).as_bytes());
+        out.extend_from_slice(b"\",\"tenant\":");
+        write_json(out, &self.tenant);
+        out.extend_from_slice(b",\"seq\":");
+        out.extend_from_slice(int.format(self.seq).as_bytes());
+        out.extend_from_slice(b",\"ts\":");
+        write_timestamp(out, &self.ts);
+        out.extend_from_slice(b",\"type\":\"");
+        out.extend_from_slice(self.event_type().as_str().as_bytes());
+        out.extend_from_slice(b"\",\"trace_id\":\"");
+        out.extend_from_slice(&self.trace_id.to_hex());
+        out.extend_from_slice(b"\",\"step_n\":");
+        out.extend_from_slice(int.format(self.step_n).as_bytes());
+        out.extend_from_slice(b",\"schema_version\":");
+        out.extend_from_slice(int.format(self.schema_version).as_bytes());
+        out.extend_from_slice(b",\"data\":");
+        write_json(out, &Data(&self.payload));
+        out.push(b'}');
     }
 
     /// Decodes one event from its JSON form, upgrading older schema versions.
@@ -130,20 +159,67 @@ impl Serialize for Data<'_> {
     }
 }
 
+/// Writes `value` as JSON. Cannot fail for Keel's types: every map has string keys and
+/// serde_json writes non-finite floats as null; writing to a Vec never fails.
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// RFC 3339 in UTC with `Z` and 0, 3, 6 or 9 fraction digits — the same text chrono's serde
+/// writes, produced without the formatting machinery.
+fn write_timestamp(out: &mut Vec<u8>, ts: &DateTime<Utc>) {
+    use chrono::{Datelike, Timelike};
+    let nanos = ts.nanosecond();
+    let year = ts.year();
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        // Far-off years and leap seconds are rare enough for the general path.
+        write_json(out, ts);
+        return;
+    }
+    let mut buf = *b"\"0000-00-00T00:00:00";
+    let mut put = |at: usize, v: u32, width: usize| {
+        let mut v = v;
+        for i in (0..width).rev() {
+            buf[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(1, year as u32, 4);
+    put(6, ts.month(), 2);
+    put(9, ts.day(), 2);
+    put(12, ts.hour(), 2);
+    put(15, ts.minute(), 2);
+    put(18, ts.second(), 2);
+    out.extend_from_slice(&buf);
+    let (digits, frac) = if nanos == 0 {
+        (0, 0)
+    } else if nanos.is_multiple_of(1_000_000) {
+        (3, nanos / 1_000_000)
+    } else if nanos.is_multiple_of(1_000) {
+        (6, nanos / 1_000)
+    } else {
+        (9, nanos)
+    };
+    if digits > 0 {
+        out.push(b'.');
+        let mut f = [b'0'; 9];
+        let mut v = frac;
+        for i in (0..digits).rev() {
+            f[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        out.extend_from_slice(&f[..digits]);
+    }
+    out.extend_from_slice(b"Z\"");
+}
+
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Event", 10)?;
-        st.serialize_field("event_id", &self.event_id)?;
-        st.serialize_field("exec_id", &self.exec_id)?;
-        st.serialize_field("tenant", &self.tenant)?;
-        st.serialize_field("seq", &self.seq)?;
-        st.serialize_field("ts", &self.ts)?;
-        st.serialize_field("type", self.event_type().as_str())?;
-        st.serialize_field("trace_id", &self.trace_id)?;
-        st.serialize_field("step_n", &self.step_n)?;
-        st.serialize_field("schema_version", &self.schema_version)?;
-        st.serialize_field("data", &Data(&self.payload))?;
-        st.end()
+        // One encoder for every path, so the stored bytes and any other serialization agree.
+        let raw = RawValue::from_string(self.encode()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
     }
 }
 

@@ -67,12 +67,23 @@ impl From<&str> for TenantId {
 #[error("invalid trace id {0:?}: expected 32 lowercase hex digits, not all zero")]
 pub struct InvalidTraceId(pub String);
 
+impl TraceId {
+    /// The 32 lowercase hex digits.
+    pub fn to_hex(&self) -> [u8; 32] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = HEX[usize::from(b >> 4)];
+            out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+        out
+    }
+}
+
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        // Hex digits are ASCII, so this never fails.
+        f.write_str(std::str::from_utf8(&self.to_hex()).unwrap_or_default())
     }
 }
 

@@ -170,7 +170,7 @@ impl ExecutionState {
             event_id: event.event_id,
             state: self.status.to_string(),
             last_seq: self.last_seq,
-            reason,
+            reason: Box::new(reason),
         })?;
         self.transition(event);
         Ok(())

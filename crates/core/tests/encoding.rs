@@ -1,9 +1,12 @@
 //! Encoding tests: every event type round-trips, old schema versions still decode, and bad bytes
 //! give a clear error rather than a panic.
 
+// Test helpers too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use keel_core::payload::{Outcome, Payload};
 use keel_core::{Cost, DecodeError, Event, EventType, ExecutionState, ExecStatus, Tokens};
-use keel_testkit::generators::{arb_event, arb_event_of};
+use keel_testkit::generators::{arb_event, arb_event_of, arb_timestamp};
 use proptest::prelude::*;
 
 proptest! {
@@ -13,6 +16,20 @@ proptest! {
     fn decode_encode_round_trips_any_event(e in arb_event()) {
         let json = e.encode();
         prop_assert_eq!(Event::decode(&json).unwrap(), e);
+    }
+
+    #[test]
+    fn the_fast_envelope_writes_what_serde_would(e in arb_event(), ts in arb_timestamp()) {
+        let mut e = e;
+        e.ts = ts;
+        let fast: serde_json::Value = serde_json::from_str(&e.encode()).unwrap();
+        prop_assert_eq!(&fast["ts"], &serde_json::to_value(ts).unwrap());
+        prop_assert_eq!(&fast["event_id"], &serde_json::to_value(e.event_id).unwrap());
+        prop_assert_eq!(&fast["tenant"], &serde_json::to_value(&e.tenant).unwrap());
+        prop_assert_eq!(&fast["trace_id"], &serde_json::Value::String(e.trace_id.to_string()));
+        prop_assert_eq!(fast["seq"].as_u64(), Some(e.seq));
+        prop_assert_eq!(fast["type"].as_str(), Some(e.event_type().as_str()));
+        prop_assert_eq!(Event::decode(&e.encode()).unwrap(), e);
     }
 }
 

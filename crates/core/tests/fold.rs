@@ -1,6 +1,9 @@
 //! Fold tests: given these events, when applied, then this state (or this error). Property tests
 //! show that folding is split-invariant, which is what makes snapshots plus tails safe.
 
+// Test helpers too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use keel_core::payload::*;
 use keel_core::{Cost, Event, ExecStatus, ExecutionState, IllegalEvent};
 use keel_testkit::ExecBuilder;
@@ -53,7 +56,7 @@ proptest! {
 }
 
 fn reason(state: &ExecutionState, e: &Event) -> IllegalEvent {
-    state.apply(e).unwrap_err().reason
+    *state.apply(e).unwrap_err().reason
 }
 
 #[test]
@@ -78,7 +81,7 @@ fn tool_result_without_tool_called_is_illegal() {
     let mut orphan = result[2].clone();
     orphan.seq = 2;
     let err = state.apply(&orphan).unwrap_err();
-    assert!(matches!(err.reason, IllegalEvent::NoPendingCall { kind: "tool", .. }));
+    assert!(matches!(*err.reason, IllegalEvent::NoPendingCall { kind: "tool", .. }));
     let msg = err.to_string();
     assert!(msg.contains("tool.result") && msg.contains("running") && msg.contains("seq 2"), "{msg}");
 }

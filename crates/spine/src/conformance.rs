@@ -2,6 +2,10 @@
 //! empty log, through [`crate::conformance_tests!`]. A check panics (fails its test) on a
 //! violated guarantee; each names the guarantee it defends.
 
+// These are test assertions compiled into the library so every backend can run them: a failed
+// unwrap here is a failed check, exactly like a failed `assert!`.
+#![allow(clippy::unwrap_used)]
+
 use crate::error::SpineError;
 use crate::log::EventLog;
 use futures::StreamExt;

@@ -1,5 +1,8 @@
 //! The local blob store on a real directory: content addressing, atomic writes, verify on read.
 
+// Test helpers too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use keel_spine::{BlobRef, BlobStore, LocalBlobStore, SpineError};
 
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

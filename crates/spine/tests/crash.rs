@@ -6,6 +6,9 @@
 //!
 //! The child is this same test binary, re-run with the ignored `crash_child` test selected.
 
+// Test helpers too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use keel_core::ExecutionState;
 use keel_core::payload::{Outcome, Payload, StepCompleted};
 use keel_spine::{EventLog, SqliteLog, SqliteOptions, clock};

@@ -1,5 +1,8 @@
 //! The `EventLog` conformance suite against the embedded SQLite backend, on a real file.
 
+// Test helpers too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use keel_spine::{SqliteLog, SqliteOptions};
 
 async fn fresh() -> (SqliteLog, tempfile::TempDir) {

@@ -1,6 +1,9 @@
 //! The SQLite store as a file: durable across re-opens, several handles on one file, and clear
 //! errors (never panics) for newer, foreign, corrupt and truncated files and tampered rows.
 
+// Test helpers too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use futures::StreamExt;
 use keel_core::payload::Outcome;
 use keel_spine::{EventLog, SpineError, SqliteLog, SqliteOptions};

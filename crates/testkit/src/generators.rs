@@ -260,6 +260,22 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
     }
 }
 
+/// Any representable instant, with whole-second, milli, micro and nano precision all likely,
+/// including years before 0 and after 9999.
+pub fn arb_timestamp() -> impl Strategy<Value = DateTime<chrono::Utc>> {
+    let nanos = prop_oneof![
+        Just(0u32),
+        (0u32..1000).prop_map(|ms| ms * 1_000_000),
+        (0u32..1_000_000).prop_map(|us| us * 1_000),
+        0u32..1_000_000_000,
+    ];
+    let secs = prop_oneof![
+        4 => 1_600_000_000i64..2_000_000_000,
+        1 => -70_000_000_000i64..300_000_000_000,
+    ];
+    (secs, nanos).prop_map(|(s, n)| DateTime::from_timestamp(s, n).unwrap_or_default())
+}
+
 /// An event of the given type with an arbitrary envelope and payload.
 pub fn arb_event_of(ty: EventType) -> impl Strategy<Value = Event> {
     (
@@ -267,17 +283,17 @@ pub fn arb_event_of(ty: EventType) -> impl Strategy<Value = Event> {
         any::<u128>(),
         "[a-z0-9-]{1,12}",
         any::<u64>(),
-        0i64..4_000_000_000_000,
+        arb_timestamp(),
         arb_trace_id(),
         any::<u32>(),
         arb_payload(ty),
     )
-        .prop_map(|(eid, xid, tenant, seq, ms, trace_id, step_n, payload)| Event {
+        .prop_map(|(eid, xid, tenant, seq, ts, trace_id, step_n, payload)| Event {
             event_id: EventId(Uuid::from_u128(eid)),
             exec_id: ExecId(Uuid::from_u128(xid)),
             tenant: TenantId(tenant),
             seq,
-            ts: DateTime::from_timestamp_millis(ms).unwrap_or_default(),
+            ts,
             trace_id,
             step_n,
             schema_version: CURRENT_SCHEMA_VERSION,

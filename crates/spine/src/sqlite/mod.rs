@@ -196,16 +196,17 @@ fn decode_batch(
 
 /// Encodes a batch as the JSON array stored in one row.
 fn encode_batch(events: &[Event]) -> String {
-    let mut body = String::with_capacity(events.len() * 512);
-    body.push('[');
+    let mut body = Vec::with_capacity(events.len() * 512);
+    body.push(b'[');
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
-            body.push(',');
+            body.push(b',');
         }
-        body.push_str(&e.encode());
+        e.encode_into(&mut body);
     }
-    body.push(']');
-    body
+    body.push(b']');
+    // Event encoding writes only UTF-8.
+    String::from_utf8(body).unwrap_or_default()
 }
 
 #[async_trait]

@@ -12,8 +12,9 @@ use std::path::Path;
 /// "KEEL" in ASCII: marks a SQLite file as a Keel store.
 pub const APPLICATION_ID: i64 = 0x4B45_454C;
 
-/// WAL size (in pages) at which the writer checkpoints after a commit.
-pub const WAL_CHECKPOINT_PAGES: u32 = 1000;
+/// WAL size (in pages, 1 MiB) at which the writer checkpoints after a commit. Small keeps the
+/// WAL in cache and its restarts frequent; each checkpoint costs one extra fsync of the main file.
+pub const WAL_CHECKPOINT_PAGES: u32 = 256;
 
 /// Schema migrations; migration `i` takes the store from version `i` to `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
@@ -80,7 +81,6 @@ pub fn connect(path: &Path, durability: Durability, writer: bool) -> Result<Conn
     // a checkpoint that runs between its commits always completes, so the WAL restarts and later
     // commits overwrite it in place, which fsyncs about twice as fast as appending to a growing
     // file. A background checkpointer racing a busy writer never completes and lets the WAL grow.
-    let ckpt: u32 = std::env::var("KEEL_WAL_PAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(WAL_CHECKPOINT_PAGES);
     let pragmas = format!(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {sync};
@@ -88,7 +88,7 @@ pub fn connect(path: &Path, durability: Durability, writer: bool) -> Result<Conn
          PRAGMA cache_size = -16000;
          {}",
         if writer {
-            format!("PRAGMA wal_autocheckpoint = {ckpt};")
+            format!("PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES};")
         } else {
             "PRAGMA query_only = 1;".to_owned()
         }
