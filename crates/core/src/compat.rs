@@ -41,7 +41,11 @@ fn v1_to_v2(obj: &mut Map<String, Value>) -> Result<(), String> {
     let ts = DateTime::from_timestamp_millis(ms).ok_or(format!("v1 `ts` {ms} is out of range"))?;
     obj.insert("ts".into(), Value::String(ts.to_rfc3339()));
 
-    let ty = obj.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let ty = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let data = obj
         .get_mut("data")
         .and_then(Value::as_object_mut)
@@ -55,7 +59,10 @@ fn v1_to_v2(obj: &mut Map<String, Value>) -> Result<(), String> {
         "model.responded" => {
             let input = data.remove("tokens_in").unwrap_or(Value::from(0));
             let output = data.remove("tokens_out").unwrap_or(Value::from(0));
-            data.insert("tokens".into(), serde_json::json!({"in": input, "out": output}));
+            data.insert(
+                "tokens".into(),
+                serde_json::json!({"in": input, "out": output}),
+            );
         }
         "tool.called" => rename(data, "key", "idempotency_key"),
         "exec.started" => rename(data, "arm", "experiment_arm"),

@@ -80,6 +80,9 @@ mod tests {
     fn unknown_cost_poisons_sums() {
         assert_eq!(Cost::Known(2) + Cost::Known(3), Cost::Known(5));
         assert_eq!(Cost::Known(2) + Cost::Unknown, Cost::Unknown);
-        assert_eq!(serde_json::to_string(&Cost::Unknown).ok().as_deref(), Some("null"));
+        assert_eq!(
+            serde_json::to_string(&Cost::Unknown).ok().as_deref(),
+            Some("null")
+        );
     }
 }

@@ -146,7 +146,9 @@ pub enum IllegalEvent {
 
 /// An event that is illegal in the current state, named with the state it met.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("illegal {event_type} (seq {seq}, event {event_id}) in state {state} after seq {last_seq}: {reason}")]
+#[error(
+    "illegal {event_type} (seq {seq}, event {event_id}) in state {state} after seq {last_seq}: {reason}"
+)]
 pub struct FoldError {
     /// The offending event's type.
     pub event_type: EventType,

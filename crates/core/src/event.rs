@@ -63,9 +63,21 @@ impl Event {
         let mut uuid = uuid::Uuid::encode_buffer();
         let mut int = itoa::Buffer::new();
         out.extend_from_slice(b"{\"event_id\":\"");
-        out.extend_from_slice(self.event_id.0.hyphenated().encode_lower(&mut uuid).as_bytes());
+        out.extend_from_slice(
+            self.event_id
+                .0
+                .hyphenated()
+                .encode_lower(&mut uuid)
+                .as_bytes(),
+        );
         out.extend_from_slice(b"\",\"exec_id\":\"");
-        out.extend_from_slice(self.exec_id.0.hyphenated().encode_lower(&mut uuid).as_bytes());
+        out.extend_from_slice(
+            self.exec_id
+                .0
+                .hyphenated()
+                .encode_lower(&mut uuid)
+                .as_bytes(),
+        );
         out.extend_from_slice(b"\",\"tenant\":");
         write_json(out, &self.tenant);
         out.extend_from_slice(b",\"seq\":");
@@ -89,7 +101,9 @@ impl Event {
     pub fn decode(json: &str) -> Result<Event, DecodeError> {
         let probe: VersionProbe =
             serde_json::from_str(json).map_err(|e| DecodeError::Json(e.to_string()))?;
-        let version = probe.schema_version.ok_or(DecodeError::MissingSchemaVersion)?;
+        let version = probe
+            .schema_version
+            .ok_or(DecodeError::MissingSchemaVersion)?;
         if version == CURRENT_SCHEMA_VERSION {
             return decode_current(json);
         }

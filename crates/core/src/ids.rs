@@ -131,7 +131,13 @@ mod tests {
 
     #[test]
     fn trace_id_rejects_bad_strings() {
-        for s in ["", "abc", &"0".repeat(32), &"zz".repeat(16), &"é".repeat(16)] {
+        for s in [
+            "",
+            "abc",
+            &"0".repeat(32),
+            &"zz".repeat(16),
+            &"é".repeat(16),
+        ] {
             assert!(s.parse::<TraceId>().is_err(), "{s:?} should be rejected");
         }
     }

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use keel_core::payload::{Outcome, Payload};
-use keel_core::{Cost, DecodeError, Event, EventType, ExecutionState, ExecStatus, Tokens};
+use keel_core::{Cost, DecodeError, Event, EventType, ExecStatus, ExecutionState, Tokens};
 use keel_testkit::generators::{arb_event, arb_event_of, arb_timestamp};
 use proptest::prelude::*;
 
@@ -56,7 +56,11 @@ fn schema_v1_fixture_still_decodes_and_folds() {
         .map(|l| Event::decode(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     assert_eq!(events.len(), 7);
-    assert!(events.iter().all(|e| e.schema_version == keel_core::CURRENT_SCHEMA_VERSION));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.schema_version == keel_core::CURRENT_SCHEMA_VERSION)
+    );
     assert_eq!(events[0].ts.to_rfc3339(), "2026-05-28T20:26:40+00:00");
     match &events[0].payload {
         Payload::ExecStarted(s) => assert_eq!(s.experiment_arm.as_deref(), Some("B")),
@@ -64,7 +68,13 @@ fn schema_v1_fixture_still_decodes_and_folds() {
     }
     match &events[2].payload {
         Payload::ModelResponded(r) => {
-            assert_eq!(r.tokens, Tokens { input: 812, output: 96 });
+            assert_eq!(
+                r.tokens,
+                Tokens {
+                    input: 812,
+                    output: 96
+                }
+            );
             assert_eq!(r.cost, Cost::Known(180));
         }
         p => panic!("unexpected {p:?}"),
@@ -74,7 +84,12 @@ fn schema_v1_fixture_still_decodes_and_folds() {
         p => panic!("unexpected {p:?}"),
     }
     let state = ExecutionState::fold(&events).unwrap();
-    assert_eq!(state.status, ExecStatus::Finished { outcome: Outcome::Success });
+    assert_eq!(
+        state.status,
+        ExecStatus::Finished {
+            outcome: Outcome::Success
+        }
+    );
     assert_eq!(state.totals.cost, Cost::Known(280));
     assert_eq!(state.totals.steps, 1);
     // Re-encoding writes the current shape, which decodes to the same event.
@@ -110,7 +125,10 @@ fn newer_schema_version_is_refused() {
     let json = sample_json().replace("\"schema_version\":2", "\"schema_version\":99");
     assert_eq!(
         Event::decode(&json).unwrap_err(),
-        DecodeError::NewerSchema { found: 99, supported: 2 }
+        DecodeError::NewerSchema {
+            found: 99,
+            supported: 2
+        }
     );
 }
 
@@ -118,20 +136,41 @@ fn newer_schema_version_is_refused() {
 fn missing_version_and_bad_payload_are_errors() {
     let json = sample_json();
     let no_version = json.replace("\"schema_version\":2,", "");
-    assert_eq!(Event::decode(&no_version).unwrap_err(), DecodeError::MissingSchemaVersion);
+    assert_eq!(
+        Event::decode(&no_version).unwrap_err(),
+        DecodeError::MissingSchemaVersion
+    );
     let bad_payload = json.replace("\"goal\":", "\"gaol\":");
     let err = Event::decode(&bad_payload).unwrap_err();
-    assert!(matches!(err, DecodeError::Payload { ty: EventType::ExecStarted, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            DecodeError::Payload {
+                ty: EventType::ExecStarted,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("goal"), "{err}");
     let bad_envelope = json.replace("\"seq\":1", "\"seq\":\"one\"");
-    assert!(matches!(Event::decode(&bad_envelope).unwrap_err(), DecodeError::Envelope(_)));
+    assert!(matches!(
+        Event::decode(&bad_envelope).unwrap_err(),
+        DecodeError::Envelope(_)
+    ));
 }
 
 #[test]
 fn v1_event_with_bad_cost_is_an_upgrade_error() {
-    let line = include_str!("fixtures/events-v1.jsonl").lines().nth(2).unwrap();
+    let line = include_str!("fixtures/events-v1.jsonl")
+        .lines()
+        .nth(2)
+        .unwrap();
     let bad = line.replace("\"cost\":0.00018", "\"cost\":\"cheap\"");
     let err = Event::decode(&bad).unwrap_err();
-    assert!(matches!(err, DecodeError::Upgrade { from: 1, .. }), "{err:?}");
+    assert!(
+        matches!(err, DecodeError::Upgrade { from: 1, .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("data.cost"), "{err}");
 }

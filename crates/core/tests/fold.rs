@@ -63,7 +63,12 @@ fn reason(state: &ExecutionState, e: &Event) -> IllegalEvent {
 fn totals_and_status_of_a_finished_execution() {
     let events = execution_with_steps(exec_id(7), 40);
     let state = ExecutionState::fold(&events).unwrap();
-    assert_eq!(state.status, ExecStatus::Finished { outcome: Outcome::Success });
+    assert_eq!(
+        state.status,
+        ExecStatus::Finished {
+            outcome: Outcome::Success
+        }
+    );
     assert_eq!(state.totals.steps, 40);
     assert_eq!(state.totals.model_calls, 40);
     assert_eq!(state.totals.tool_calls, 40);
@@ -81,9 +86,15 @@ fn tool_result_without_tool_called_is_illegal() {
     let mut orphan = result[2].clone();
     orphan.seq = 2;
     let err = state.apply(&orphan).unwrap_err();
-    assert!(matches!(*err.reason, IllegalEvent::NoPendingCall { kind: "tool", .. }));
+    assert!(matches!(
+        *err.reason,
+        IllegalEvent::NoPendingCall { kind: "tool", .. }
+    ));
     let msg = err.to_string();
-    assert!(msg.contains("tool.result") && msg.contains("running") && msg.contains("seq 2"), "{msg}");
+    assert!(
+        msg.contains("tool.result") && msg.contains("running") && msg.contains("seq 2"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -100,17 +111,33 @@ fn second_exec_finished_is_illegal() {
 
 #[test]
 fn seq_gap_is_illegal() {
-    let events = ExecBuilder::new(exec_id(3), "acme").started("g").plan().plan().build();
+    let events = ExecBuilder::new(exec_id(3), "acme")
+        .started("g")
+        .plan()
+        .plan()
+        .build();
     let state = ExecutionState::fold(&events[..1]).unwrap();
-    assert_eq!(reason(&state, &events[2]), IllegalEvent::SeqGap { expected: 2, found: 3 });
+    assert_eq!(
+        reason(&state, &events[2]),
+        IllegalEvent::SeqGap {
+            expected: 2,
+            found: 3
+        }
+    );
 }
 
 #[test]
 fn first_event_must_be_exec_started_and_only_once() {
-    let events = ExecBuilder::new(exec_id(4), "acme").started("g").plan().build();
+    let events = ExecBuilder::new(exec_id(4), "acme")
+        .started("g")
+        .plan()
+        .build();
     let mut plan_first = events[1].clone();
     plan_first.seq = 1;
-    assert_eq!(reason(&ExecutionState::default(), &plan_first), IllegalEvent::NotStarted);
+    assert_eq!(
+        reason(&ExecutionState::default(), &plan_first),
+        IllegalEvent::NotStarted
+    );
     let state = ExecutionState::fold(&events).unwrap();
     let mut again = events[0].clone();
     again.seq = 3;
@@ -119,44 +146,79 @@ fn first_event_must_be_exec_started_and_only_once() {
 
 #[test]
 fn events_of_another_execution_are_illegal() {
-    let a = ExecBuilder::new(exec_id(5), "acme").started("g").plan().build();
-    let b = ExecBuilder::new(exec_id(6), "acme").started("g").plan().build();
+    let a = ExecBuilder::new(exec_id(5), "acme")
+        .started("g")
+        .plan()
+        .build();
+    let b = ExecBuilder::new(exec_id(6), "acme")
+        .started("g")
+        .plan()
+        .build();
     let state = ExecutionState::fold(&a[..1]).unwrap();
-    assert!(matches!(reason(&state, &b[1]), IllegalEvent::WrongExecution { .. }));
+    assert!(matches!(
+        reason(&state, &b[1]),
+        IllegalEvent::WrongExecution { .. }
+    ));
 }
 
 #[test]
 fn a_gate_suspends_until_decided() {
-    let events = ExecBuilder::new(exec_id(8), "acme").started("g").gate(Verdict::Reject).build();
+    let events = ExecBuilder::new(exec_id(8), "acme")
+        .started("g")
+        .gate(Verdict::Reject)
+        .build();
     let at_gate = ExecutionState::fold(&events[..2]).unwrap();
-    assert_eq!(at_gate.status, ExecStatus::SuspendedAtGate { gate_id: "gate-1".into() });
-    assert_eq!(at_gate.pending_gate.as_ref().map(|g| g.consequence_tier), Some(3));
+    assert_eq!(
+        at_gate.status,
+        ExecStatus::SuspendedAtGate {
+            gate_id: "gate-1".into()
+        }
+    );
+    assert_eq!(
+        at_gate.pending_gate.as_ref().map(|g| g.consequence_tier),
+        Some(3)
+    );
     // No tool call may slip past a pending gate.
     let sneaky = ExecBuilder::new(exec_id(8), "acme")
         .resume_at(2, 0)
         .tool_called("refund")
         .build();
-    assert!(matches!(reason(&at_gate, &sneaky[0]), IllegalEvent::AtGate { .. }));
+    assert!(matches!(
+        reason(&at_gate, &sneaky[0]),
+        IllegalEvent::AtGate { .. }
+    ));
     let decided = at_gate.apply(&events[2]).unwrap();
     assert_eq!(decided.status, ExecStatus::Running);
     assert_eq!(decided.pending_gate, None);
     // Deciding again is refused.
     let mut twice = events[2].clone();
     twice.seq = 4;
-    assert!(matches!(reason(&decided, &twice), IllegalEvent::NoPendingGate { .. }));
+    assert!(matches!(
+        reason(&decided, &twice),
+        IllegalEvent::NoPendingGate { .. }
+    ));
 }
 
 #[test]
 fn a_crash_mid_tool_call_leaves_the_call_pending() {
-    let events = ExecBuilder::new(exec_id(9), "acme").started("g").tool_called("refund").build();
+    let events = ExecBuilder::new(exec_id(9), "acme")
+        .started("g")
+        .tool_called("refund")
+        .build();
     let state = ExecutionState::fold(&events).unwrap();
     let pending = state.pending_tool_call.clone().unwrap();
     assert_eq!(pending.tool, "refund");
     assert_eq!(pending.seq, 2);
     assert!(pending.idempotency_key.is_some());
     // It cannot finish, or start another call, with the call unresolved.
-    let finish = ExecBuilder::new(exec_id(9), "acme").resume_at(2, 0).finished(Outcome::Success).build();
-    assert!(matches!(reason(&state, &finish[0]), IllegalEvent::CallPending { kind: "tool", .. }));
+    let finish = ExecBuilder::new(exec_id(9), "acme")
+        .resume_at(2, 0)
+        .finished(Outcome::Success)
+        .build();
+    assert!(matches!(
+        reason(&state, &finish[0]),
+        IllegalEvent::CallPending { kind: "tool", .. }
+    ));
 }
 
 #[test]
@@ -166,14 +228,29 @@ fn unknown_cost_makes_the_total_unknown() {
         .model_call(1, 1, Cost::Known(5))
         .model_call(1, 1, Cost::Unknown)
         .build();
-    assert_eq!(ExecutionState::fold(&events).unwrap().totals.cost, Cost::Unknown);
+    assert_eq!(
+        ExecutionState::fold(&events).unwrap().totals.cost,
+        Cost::Unknown
+    );
 }
 
 #[test]
 fn error_outcome_is_failed_and_cancel_is_cancelled() {
-    let failed = ExecBuilder::new(exec_id(11), "acme").started("g").finished(Outcome::Error).build();
-    assert_eq!(ExecutionState::fold(&failed).unwrap().status, ExecStatus::Failed);
+    let failed = ExecBuilder::new(exec_id(11), "acme")
+        .started("g")
+        .finished(Outcome::Error)
+        .build();
+    assert_eq!(
+        ExecutionState::fold(&failed).unwrap().status,
+        ExecStatus::Failed
+    );
     let mut b = ExecBuilder::new(exec_id(12), "acme").started("g");
-    b.push(Payload::ExecCancelled(Transition { reason: "ops".into(), by: None }));
-    assert_eq!(ExecutionState::fold(b.events()).unwrap().status, ExecStatus::Cancelled);
+    b.push(Payload::ExecCancelled(Transition {
+        reason: "ops".into(),
+        by: None,
+    }));
+    assert_eq!(
+        ExecutionState::fold(b.events()).unwrap().status,
+        ExecStatus::Cancelled
+    );
 }

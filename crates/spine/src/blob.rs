@@ -41,7 +41,9 @@ impl FromStr for BlobRef {
     type Err = SpineError;
     fn from_str(s: &str) -> Result<Self, SpineError> {
         let ok = s.strip_prefix("sha256:").is_some_and(|h| {
-            h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            h.len() == 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         });
         if ok {
             Ok(Self(s.to_owned()))
@@ -109,7 +111,9 @@ impl LocalBlobStore {
         }
         fs::rename(&tmp, &target).map_err(io(&target))?;
         // The rename is durable only once the directory entry is.
-        File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&dir))?;
         Ok(reference)
     }
 

@@ -62,13 +62,21 @@ pub async fn append_then_read_round_trips(log: &dyn EventLog) {
 
 /// A stale or future `expected_seq` is a typed conflict naming the real last seq.
 pub async fn stale_expected_seq_conflicts(log: &dyn EventLog) {
-    let events = ExecBuilder::new(exec_id(2), "acme").started("g").plan().plan().build();
+    let events = ExecBuilder::new(exec_id(2), "acme")
+        .started("g")
+        .plan()
+        .plan()
+        .build();
     log.append(exec_id(2), 0, &events[..2]).await.unwrap();
     for expected in [0, 1, 5] {
         let mut batch = events[2..].to_vec();
         batch[0].seq = expected + 1;
         match log.append(exec_id(2), expected, &batch).await {
-            Err(SpineError::Conflict { actual_seq, expected_seq, .. }) => {
+            Err(SpineError::Conflict {
+                actual_seq,
+                expected_seq,
+                ..
+            }) => {
                 assert_eq!((expected_seq, actual_seq), (expected, 2));
             }
             other => panic!("expected a conflict for expected_seq {expected}, got {other:?}"),
@@ -79,7 +87,11 @@ pub async fn stale_expected_seq_conflicts(log: &dyn EventLog) {
 
 /// Empty batches, other executions' events, seq gaps and mixed tenants are refused whole.
 pub async fn malformed_batches_are_refused_and_store_nothing(log: &dyn EventLog) {
-    let events = ExecBuilder::new(exec_id(3), "acme").started("g").plan().plan().build();
+    let events = ExecBuilder::new(exec_id(3), "acme")
+        .started("g")
+        .plan()
+        .plan()
+        .build();
     let other = ExecBuilder::new(exec_id(4), "acme").started("g").build();
     let mut gap = events.clone();
     gap.remove(1);
@@ -96,13 +108,17 @@ pub async fn malformed_batches_are_refused_and_store_nothing(log: &dyn EventLog)
 
 /// `read_all` returns every event once, offsets increasing, in commit order, across pages.
 pub async fn read_all_is_commit_order_and_pages(log: &dyn EventLog) {
-    let mut builders: Vec<_> = (10..13).map(|n| ExecBuilder::new(exec_id(n), "acme").started("g")).collect();
+    let mut builders: Vec<_> = (10..13)
+        .map(|n| ExecBuilder::new(exec_id(n), "acme").started("g"))
+        .collect();
     let mut committed = Vec::new();
     for round in 0..4 {
         for b in &mut builders {
             let batch = b.take();
             let expected = batch[0].seq - 1;
-            log.append(batch[0].exec_id, expected, &batch).await.unwrap();
+            log.append(batch[0].exec_id, expected, &batch)
+                .await
+                .unwrap();
             committed.extend(batch);
             b.push(Payload::PlanProposed(keel_core::payload::PlanProposed {
                 steps: vec![format!("round {round}")],
@@ -112,7 +128,10 @@ pub async fn read_all_is_commit_order_and_pages(log: &dyn EventLog) {
         }
     }
     let all = log.read_all(1, 1000).await.unwrap();
-    assert_eq!(all.iter().map(|c| c.event.clone()).collect::<Vec<_>>(), committed);
+    assert_eq!(
+        all.iter().map(|c| c.event.clone()).collect::<Vec<_>>(),
+        committed
+    );
     assert!(all.windows(2).all(|w| w[0].offset < w[1].offset));
     let mut paged = Vec::new();
     let mut from = 1;
@@ -152,12 +171,20 @@ pub async fn subscribe_replays_then_follows(log: &dyn EventLog) {
 
 /// Finished and cancelled executions are not listed for resume; the others are, with last seq.
 pub async fn list_unfinished_excludes_ended_executions(log: &dyn EventLog) {
-    let finished = ExecBuilder::new(exec_id(30), "acme").started("g").finished(Outcome::Success).build();
+    let finished = ExecBuilder::new(exec_id(30), "acme")
+        .started("g")
+        .finished(Outcome::Success)
+        .build();
     let mut cancelled = ExecBuilder::new(exec_id(31), "acme").started("g");
     cancelled.push(Payload::ExecCancelled(Transition::default()));
-    let running = ExecBuilder::new(exec_id(32), "globex").started("g").tool_called("refund").build();
+    let running = ExecBuilder::new(exec_id(32), "globex")
+        .started("g")
+        .tool_called("refund")
+        .build();
     log.append(exec_id(30), 0, &finished).await.unwrap();
-    log.append(exec_id(31), 0, cancelled.events()).await.unwrap();
+    log.append(exec_id(31), 0, cancelled.events())
+        .await
+        .unwrap();
     log.append(exec_id(32), 0, &running).await.unwrap();
     let unfinished = log.list_unfinished().await.unwrap();
     assert_eq!(unfinished.len(), 1, "{unfinished:?}");
@@ -183,21 +210,38 @@ pub async fn race_two_writers(a: &dyn EventLog, b: &dyn EventLog) {
         race_writer("a", a, exec, ROUNDS, barrier.clone()),
         race_writer("b", b, exec, ROUNDS, barrier)
     );
-    assert_eq!(a_wins.len() + b_wins.len(), ROUNDS as usize, "every round has exactly one winner");
+    assert_eq!(
+        a_wins.len() + b_wins.len(),
+        ROUNDS as usize,
+        "every round has exactly one winner"
+    );
     let events = b.read(exec, 1).await.unwrap();
     assert_eq!(events.len() as u64, ROUNDS + 1);
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.seq, i as u64 + 1, "gapless");
         if let Payload::StepCompleted(s) = &e.payload {
-            let winner = if a_wins.contains(&e.seq.saturating_sub(1)) { "a" } else { "b" };
-            assert_eq!(s.summary.as_deref(), Some(winner), "seq {} holds its winner's event", e.seq);
+            let winner = if a_wins.contains(&e.seq.saturating_sub(1)) {
+                "a"
+            } else {
+                "b"
+            };
+            assert_eq!(
+                s.summary.as_deref(),
+                Some(winner),
+                "seq {} holds its winner's event",
+                e.seq
+            );
         }
     }
 }
 
 /// Once an execution has ended, the log refuses anything after it.
 pub async fn nothing_follows_a_terminal_event(log: &dyn EventLog) {
-    let events = ExecBuilder::new(exec_id(50), "acme").started("g").finished(Outcome::Failure).plan().build();
+    let events = ExecBuilder::new(exec_id(50), "acme")
+        .started("g")
+        .finished(Outcome::Failure)
+        .plan()
+        .build();
     log.append(exec_id(50), 0, &events[..2]).await.unwrap();
     let err = log.append(exec_id(50), 2, &events[2..]).await.unwrap_err();
     assert!(matches!(err, SpineError::InvalidAppend { .. }), "{err:?}");
@@ -207,7 +251,10 @@ pub async fn nothing_follows_a_terminal_event(log: &dyn EventLog) {
 pub async fn another_tenant_cannot_append_to_an_execution(log: &dyn EventLog) {
     let ours = ExecBuilder::new(exec_id(60), "acme").started("g").build();
     log.append(exec_id(60), 0, &ours).await.unwrap();
-    let theirs = ExecBuilder::new(exec_id(60), "globex").resume_at(1, 0).plan().build();
+    let theirs = ExecBuilder::new(exec_id(60), "globex")
+        .resume_at(1, 0)
+        .plan()
+        .build();
     let err = log.append(exec_id(60), 1, &theirs).await.unwrap_err();
     assert!(matches!(err, SpineError::InvalidAppend { .. }), "{err:?}");
     assert_eq!(log.read(exec_id(60), 1).await.unwrap(), ours);

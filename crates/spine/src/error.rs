@@ -8,7 +8,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum SpineError {
     /// Another writer appended first: the caller's view of the execution is stale.
-    #[error("append conflict on execution {exec_id}: expected last seq {expected_seq}, found {actual_seq}")]
+    #[error(
+        "append conflict on execution {exec_id}: expected last seq {expected_seq}, found {actual_seq}"
+    )]
     Conflict {
         /// The execution.
         exec_id: ExecId,
@@ -26,7 +28,9 @@ pub enum SpineError {
         detail: String,
     },
     /// A stored event does not decode.
-    #[error("stored event at offset {offset} (execution {exec_id}, seq {seq}) does not decode: {source}")]
+    #[error(
+        "stored event at offset {offset} (execution {exec_id}, seq {seq}) does not decode: {source}"
+    )]
     Decode {
         /// Global offset of the row.
         offset: u64,
@@ -46,7 +50,9 @@ pub enum SpineError {
         detail: String,
     },
     /// The store was written by a newer Keel.
-    #[error("store {path} has schema version {found}, newer than this Keel supports ({supported}); upgrade Keel to open it")]
+    #[error(
+        "store {path} has schema version {found}, newer than this Keel supports ({supported}); upgrade Keel to open it"
+    )]
     NewerStore {
         /// The file.
         path: PathBuf,

@@ -77,7 +77,11 @@ pub trait EventLog: Send + Sync {
 
 /// Checks the shape of a batch before it reaches storage: non-empty, one execution, one tenant,
 /// seqs `expected_seq + 1 ..` without gaps. Shared by every backend so they refuse alike.
-pub fn validate_batch(exec_id: ExecId, expected_seq: u64, events: &[Event]) -> Result<(), SpineError> {
+pub fn validate_batch(
+    exec_id: ExecId,
+    expected_seq: u64,
+    events: &[Event],
+) -> Result<(), SpineError> {
     let bad = |detail: String| SpineError::InvalidAppend { exec_id, detail };
     let first = events.first().ok_or_else(|| bad("empty batch".into()))?;
     for (i, e) in events.iter().enumerate() {

@@ -9,7 +9,11 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let p = entry.unwrap().path();
-        if p.is_dir() { out.extend(files_under(&p)) } else { out.push(p) }
+        if p.is_dir() {
+            out.extend(files_under(&p))
+        } else {
+            out.push(p)
+        }
     }
     out
 }
@@ -25,7 +29,11 @@ async fn put_then_get_round_trips_and_dedups() {
     assert_eq!(store.get(&r).await.unwrap(), bytes);
     assert_eq!(store.put(bytes.clone()).await.unwrap(), r);
     let files = files_under(dir.path());
-    assert_eq!(files.len(), 1, "one file per content, no temp files left: {files:?}");
+    assert_eq!(
+        files.len(),
+        1,
+        "one file per content, no temp files left: {files:?}"
+    );
     // An empty blob is a blob too.
     let empty = store.put(Vec::new()).await.unwrap();
     assert_eq!(store.get(&empty).await.unwrap(), Vec::<u8>::new());
@@ -39,7 +47,9 @@ async fn corrupted_blob_is_refused_on_read() {
     let path = files_under(dir.path()).pop().unwrap();
     std::fs::write(&path, b"refund approvef").unwrap();
     match store.get(&r).await {
-        Err(SpineError::BlobCorrupt { reference, path: p, .. }) => {
+        Err(SpineError::BlobCorrupt {
+            reference, path: p, ..
+        }) => {
             assert_eq!(reference, r.to_string());
             assert_eq!(p, path);
         }
@@ -52,8 +62,17 @@ async fn missing_blob_and_bad_reference_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalBlobStore::new(dir.path());
     let absent = BlobRef::of(b"never stored");
-    assert!(matches!(store.get(&absent).await, Err(SpineError::BlobNotFound(_))));
-    for bad in ["", "sha256:", "md5:abc", &format!("sha256:{}", "G".repeat(64)), &format!("sha256:{}", "A".repeat(64))] {
+    assert!(matches!(
+        store.get(&absent).await,
+        Err(SpineError::BlobNotFound(_))
+    ));
+    for bad in [
+        "",
+        "sha256:",
+        "md5:abc",
+        &format!("sha256:{}", "G".repeat(64)),
+        &format!("sha256:{}", "A".repeat(64)),
+    ] {
         let err = bad.parse::<BlobRef>().unwrap_err();
         assert!(err.to_string().contains("invalid blob reference"), "{err}");
     }
@@ -68,6 +87,9 @@ async fn concurrent_puts_of_the_same_content_agree() {
         tokio::spawn(async move { s.put(vec![7u8; 100_000]).await.unwrap() })
     });
     let refs = futures::future::join_all(puts).await;
-    assert!(refs.iter().all(|r| r.as_ref().unwrap() == refs[0].as_ref().unwrap()));
+    assert!(
+        refs.iter()
+            .all(|r| r.as_ref().unwrap() == refs[0].as_ref().unwrap())
+    );
     assert_eq!(files_under(&dir.path().join("sha256")).len(), 1);
 }

@@ -31,19 +31,29 @@ fn crash_child() {
     let Ok(path) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let log = SqliteLog::open(&path, SqliteOptions::default()).unwrap();
         let mut resumable = Vec::new();
         for summary in log.list_unfinished().await.unwrap() {
             let events = log.read(summary.exec_id, 1).await.unwrap();
             let step = events.last().map_or(0, |e| e.step_n);
-            resumable.push(ExecBuilder::new(summary.exec_id, "acme").resume_at(summary.last_seq, step));
+            resumable
+                .push(ExecBuilder::new(summary.exec_id, "acme").resume_at(summary.last_seq, step));
         }
         let tasks: Vec<_> = (0..APPENDERS)
             .map(|i| {
                 let log = log.clone();
-                let mine: Vec<_> = resumable.iter().skip(i).step_by(APPENDERS).cloned().collect();
+                let mine: Vec<_> = resumable
+                    .iter()
+                    .skip(i)
+                    .step_by(APPENDERS)
+                    .cloned()
+                    .collect();
                 tokio::spawn(appender(log, mine))
             })
             .collect();
@@ -61,9 +71,15 @@ async fn appender(log: SqliteLog, mut queue: Vec<ExecBuilder>) {
             None => ExecBuilder::new(clock::new_exec_id(), "acme").started("crash loop"),
         };
         let batch_id = uuid::Uuid::new_v4().simple().to_string();
-        let k = if b.events().is_empty() { rng.random_range(1..=4) } else { 0 };
+        let k = if b.events().is_empty() {
+            rng.random_range(1..=4)
+        } else {
+            0
+        };
         for i in 0..k {
-            b.push(Payload::StepCompleted(StepCompleted { summary: Some(format!("{batch_id}/{k}/{i}")) }));
+            b.push(Payload::StepCompleted(StepCompleted {
+                summary: Some(format!("{batch_id}/{k}/{i}")),
+            }));
         }
         if rng.random_ratio(1, 12) {
             b = b.finished(Outcome::Success);
@@ -84,7 +100,13 @@ async fn appender(log: SqliteLog, mut queue: Vec<ExecBuilder>) {
 
 fn run_child_and_kill(exe: &Path, store: &Path, rng: &mut impl Rng) -> Vec<String> {
     let mut child = Command::new(exe)
-        .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, store)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -119,14 +141,23 @@ fn run_child_and_kill(exe: &Path, store: &Path, rng: &mut impl Rng) -> Vec<Strin
 async fn verify(store: &Path, acked: &HashMap<String, u64>) -> usize {
     let log = SqliteLog::open(store, SqliteOptions::default()).unwrap();
     let all = log.read_all(1, usize::MAX >> 1).await.unwrap();
-    assert!(all.windows(2).all(|w| w[0].offset < w[1].offset), "offsets increase");
+    assert!(
+        all.windows(2).all(|w| w[0].offset < w[1].offset),
+        "offsets increase"
+    );
     let mut per_exec: BTreeMap<String, Vec<keel_core::Event>> = BTreeMap::new();
     for c in &all {
-        per_exec.entry(c.event.exec_id.to_string()).or_default().push(c.event.clone());
+        per_exec
+            .entry(c.event.exec_id.to_string())
+            .or_default()
+            .push(c.event.clone());
     }
     for (exec, &seq) in acked {
         let stored = per_exec.get(exec).map_or(0, Vec::len) as u64;
-        assert!(stored >= seq, "execution {exec}: seq {seq} was acknowledged but only {stored} events survived");
+        assert!(
+            stored >= seq,
+            "execution {exec}: seq {seq} was acknowledged but only {stored} events survived"
+        );
     }
     let mut batches: HashMap<String, (usize, usize)> = HashMap::new();
     for (exec, events) in &per_exec {
@@ -153,7 +184,11 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("spine.db");
     let exe = std::env::current_exe().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut rng = rand::rng();
     let mut acked: HashMap<String, u64> = HashMap::new();
     let mut total_acks = 0;
@@ -161,8 +196,12 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     for _ in 0..KILLS {
         for line in run_child_and_kill(&exe, &store, &mut rng) {
             let mut parts = line.split_whitespace().skip(1);
-            let (Some(exec), Some(seq)) = (parts.next(), parts.next()) else { continue };
-            let Ok(seq) = seq.parse::<u64>() else { continue }; // a line cut by the kill
+            let (Some(exec), Some(seq)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let Ok(seq) = seq.parse::<u64>() else {
+                continue;
+            }; // a line cut by the kill
             total_acks += 1;
             let e = acked.entry(exec.to_owned()).or_default();
             *e = (*e).max(seq);
@@ -170,5 +209,8 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         stored = rt.block_on(verify(&store, &acked));
     }
     eprintln!("{KILLS} kills, {total_acks} acknowledged appends, {stored} events stored");
-    assert!(total_acks >= KILLS, "the child made progress between kills ({total_acks} acks)");
+    assert!(
+        total_acks >= KILLS,
+        "the child made progress between kills ({total_acks} acks)"
+    );
 }

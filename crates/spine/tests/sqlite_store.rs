@@ -48,7 +48,10 @@ async fn a_store_from_a_newer_keel_is_refused() {
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     let err = open(&path).err().unwrap();
-    assert!(matches!(err, SpineError::NewerStore { found: 99, .. }), "{err:?}");
+    assert!(
+        matches!(err, SpineError::NewerStore { found: 99, .. }),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert!(msg.contains("newer") && msg.contains("spine.db"), "{msg}");
 }
@@ -58,13 +61,16 @@ async fn a_foreign_sqlite_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("other.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("CREATE TABLE customers (id INTEGER);").unwrap();
+    conn.execute_batch("CREATE TABLE customers (id INTEGER);")
+        .unwrap();
     drop(conn);
     let err = open(&path).err().unwrap();
     assert!(matches!(err, SpineError::NotKeelStore { .. }), "{err:?}");
     // Nothing of the foreign file was touched.
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0)).unwrap();
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(tables, 1);
 }
 
@@ -87,7 +93,10 @@ async fn a_truncated_file_gives_an_error_not_a_panic() {
     log.checkpoint().await.unwrap();
     drop(log);
     let len = std::fs::metadata(&path).unwrap().len();
-    assert!(len > 64 * 1024, "store should span many pages, is {len} bytes");
+    assert!(
+        len > 64 * 1024,
+        "store should span many pages, is {len} bytes"
+    );
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(len * 6 / 10).unwrap();
     drop(file);
@@ -109,15 +118,20 @@ async fn a_tampered_row_is_a_decode_error_naming_the_event() {
     drop(log);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let tamper = |n: u64, sql: &str| {
-        conn.execute(&format!("UPDATE batches SET body = {sql} WHERE exec_id = ?1"), [exec_id(n).to_string()])
-            .unwrap();
+        conn.execute(
+            &format!("UPDATE batches SET body = {sql} WHERE exec_id = ?1"),
+            [exec_id(n).to_string()],
+        )
+        .unwrap();
     };
     tamper(1, "json_set(body, '$[2]', 'garbage')");
     tamper(2, "json_set(body, '$[3].seq', 9)");
     drop(conn);
     let log = open(&path).unwrap();
     match log.read(exec_id(1), 1).await {
-        Err(SpineError::Decode { seq: 3, exec_id: e, .. }) => assert_eq!(e, exec_id(1).to_string()),
+        Err(SpineError::Decode {
+            seq: 3, exec_id: e, ..
+        }) => assert_eq!(e, exec_id(1).to_string()),
         other => panic!("expected a decode error at seq 3, got {other:?}"),
     }
     let err = log.read(exec_id(2), 1).await.unwrap_err();
@@ -136,9 +150,13 @@ async fn the_events_view_unpacks_batches_for_sql_tools() {
     let all = log.read_all(1, 1000).await.unwrap();
     drop(log);
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let mut stmt = conn.prepare("SELECT log_offset, exec_id, seq, tenant, type FROM events ORDER BY log_offset").unwrap();
+    let mut stmt = conn
+        .prepare("SELECT log_offset, exec_id, seq, tenant, type FROM events ORDER BY log_offset")
+        .unwrap();
     let rows: Vec<(u64, String, u64, String, String)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
         .unwrap()
         .map(Result::unwrap)
         .collect();
@@ -168,10 +186,15 @@ async fn a_subscriber_sees_appends_made_through_another_handle() {
     let reader = open(&path).unwrap();
     let writer = open(&path).unwrap();
     let mut stream = reader.subscribe(1);
-    let events = ExecBuilder::new(exec_id(1), "acme").started("g").finished(Outcome::Success).build();
+    let events = ExecBuilder::new(exec_id(1), "acme")
+        .started("g")
+        .finished(Outcome::Success)
+        .build();
     writer.append(exec_id(1), 0, &events).await.unwrap();
     for e in &events {
-        let got = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap();
         assert_eq!(&got.unwrap().unwrap().event, e);
     }
 }
@@ -180,8 +203,13 @@ async fn a_subscriber_sees_appends_made_through_another_handle() {
 async fn durability_off_still_stores_and_reads() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spine.db");
-    let options = SqliteOptions { durability: keel_spine::Durability::Off };
+    let options = SqliteOptions {
+        durability: keel_spine::Durability::Off,
+    };
     let log = SqliteLog::open(&path, options).unwrap();
     fill(&log, 2, 3).await;
-    assert_eq!(log.read_all(1, 1000).await.unwrap().len(), 2 * (2 + 3 * 5 + 1));
+    assert_eq!(
+        log.read_all(1, 1000).await.unwrap().len(),
+        2 * (2 + 3 * 5 + 1)
+    );
 }

@@ -10,7 +10,10 @@ use uuid::Uuid;
 
 /// A deterministic execution id for test number `n`.
 pub fn exec_id(n: u64) -> ExecId {
-    ExecId(Uuid::from_u64_pair(0x0190_0000_0000_7000, 0x8000_0000_0000_0000 | n))
+    ExecId(Uuid::from_u64_pair(
+        0x0190_0000_0000_7000,
+        0x8000_0000_0000_0000 | n,
+    ))
 }
 
 /// Builds the events of one legal execution, in order.
@@ -237,7 +240,9 @@ impl ExecBuilder {
 
 /// A finished execution of `steps` typical steps (the benchmark's "40-step execution").
 pub fn execution_with_steps(exec: ExecId, steps: u32) -> Vec<Event> {
-    let mut b = ExecBuilder::new(exec, "acme").started("refund order A-1001").plan();
+    let mut b = ExecBuilder::new(exec, "acme")
+        .started("refund order A-1001")
+        .plan();
     for _ in 0..steps {
         b = b.typical_step();
     }

@@ -107,7 +107,12 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
                 })
             })
             .boxed(),
-        T::ModelCalled => (text(), text(), proptest::option::of(text()), proptest::option::of(text()))
+        T::ModelCalled => (
+            text(),
+            text(),
+            proptest::option::of(text()),
+            proptest::option::of(text()),
+        )
             .prop_map(|(call_id, model, prompt_version, request_ref)| {
                 Payload::ModelCalled(ModelCalled {
                     call_id,
@@ -174,16 +179,18 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
             arb_cost(),
             any::<u32>(),
         )
-            .prop_map(|(call_id, tool, args, idempotency_key, est_cost, attempt)| {
-                Payload::ToolCalled(ToolCalled {
-                    call_id,
-                    tool,
-                    args,
-                    idempotency_key,
-                    est_cost,
-                    attempt,
-                })
-            })
+            .prop_map(
+                |(call_id, tool, args, idempotency_key, est_cost, attempt)| {
+                    Payload::ToolCalled(ToolCalled {
+                        call_id,
+                        tool,
+                        args,
+                        idempotency_key,
+                        est_cost,
+                        attempt,
+                    })
+                },
+            )
             .boxed(),
         T::ToolResult => (
             (text(), text(), arb_status(), proptest::option::of(text())),
@@ -191,7 +198,11 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
             prop::collection::vec(text(), 0..3),
         )
             .prop_map(
-                |((call_id, tool, status, output_ref), (actual_cost, latency_ms, error_class), errors)| {
+                |(
+                    (call_id, tool, status, output_ref),
+                    (actual_cost, latency_ms, error_class),
+                    errors,
+                )| {
                     Payload::ToolResult(ToolResult {
                         call_id,
                         tool,
@@ -218,7 +229,11 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
         T::GateDecided => (
             text(),
             text(),
-            prop_oneof![Just(Verdict::Approve), Just(Verdict::Reject), Just(Verdict::Expired)],
+            prop_oneof![
+                Just(Verdict::Approve),
+                Just(Verdict::Reject),
+                Just(Verdict::Expired)
+            ],
             text(),
             any::<u64>(),
         )
@@ -288,17 +303,19 @@ pub fn arb_event_of(ty: EventType) -> impl Strategy<Value = Event> {
         any::<u32>(),
         arb_payload(ty),
     )
-        .prop_map(|(eid, xid, tenant, seq, ts, trace_id, step_n, payload)| Event {
-            event_id: EventId(Uuid::from_u128(eid)),
-            exec_id: ExecId(Uuid::from_u128(xid)),
-            tenant: TenantId(tenant),
-            seq,
-            ts,
-            trace_id,
-            step_n,
-            schema_version: CURRENT_SCHEMA_VERSION,
-            payload,
-        })
+        .prop_map(
+            |(eid, xid, tenant, seq, ts, trace_id, step_n, payload)| Event {
+                event_id: EventId(Uuid::from_u128(eid)),
+                exec_id: ExecId(Uuid::from_u128(xid)),
+                tenant: TenantId(tenant),
+                seq,
+                ts,
+                trace_id,
+                step_n,
+                schema_version: CURRENT_SCHEMA_VERSION,
+                payload,
+            },
+        )
 }
 
 /// An event of any type.
@@ -326,7 +343,11 @@ pub fn legal_walk(exec: ExecId, choices: &[u8]) -> Vec<Event> {
     for &c in choices {
         match at {
             At::ToolPending => {
-                b = b.tool_result(if c % 2 == 0 { ToolStatus::Ok } else { ToolStatus::Error });
+                b = b.tool_result(if c % 2 == 0 {
+                    ToolStatus::Ok
+                } else {
+                    ToolStatus::Error
+                });
                 at = At::Free;
             }
             At::Suspended => {
@@ -345,7 +366,13 @@ pub fn legal_walk(exec: ExecId, choices: &[u8]) -> Vec<Event> {
                 }
                 7..=8 => b = b.step_completed(),
                 9 => b = b.plan(),
-                10 => b = b.gate(if c % 32 < 16 { Verdict::Approve } else { Verdict::Reject }),
+                10 => {
+                    b = b.gate(if c % 32 < 16 {
+                        Verdict::Approve
+                    } else {
+                        Verdict::Reject
+                    })
+                }
                 11 => {
                     b.push(Payload::ExecSuspended(Transition {
                         reason: "shutdown".into(),
@@ -370,7 +397,10 @@ pub fn legal_walk(exec: ExecId, choices: &[u8]) -> Vec<Event> {
                 _ => b = b.finished(Outcome::Error),
             },
         }
-        if b.events().last().is_some_and(|e| e.event_type().is_terminal()) {
+        if b.events()
+            .last()
+            .is_some_and(|e| e.event_type().is_terminal())
+        {
             return b.build();
         }
     }

@@ -65,7 +65,9 @@ pub async fn run(data: &Path, json_out: bool, seconds: f64) -> anyhow::Result<()
     }
     let limit = 1e6 / fsync_us; // commits/s one fsync each allows
     println!("spine bench (embedded SQLite, durability on unless noted), {seconds}s per scenario");
-    println!("  fsync latency on this disk            {fsync_us:>12.1} µs   → limit {limit:.0} commits/s");
+    println!(
+        "  fsync latency on this disk            {fsync_us:>12.1} µs   → limit {limit:.0} commits/s"
+    );
     let row = |name: &str, v: f64, per_commit: f64| {
         println!(
             "  {name:<38}{v:>12.0} /s   {:>5.0}% of {per_commit:.0} events/commit × 1/fsync",
@@ -76,8 +78,15 @@ pub async fn run(data: &Path, json_out: bool, seconds: f64) -> anyhow::Result<()
     row("append, batch of 100", batch100, 100.0);
     row("append, 8 concurrent appenders", conc8, 8.0);
     row("append, 64 concurrent appenders", conc64, 64.0);
-    println!("  {:<38}{:>12.1} ×  single", "  group-commit gain at 64", conc64 / single);
-    println!("  {:<38}{nosync:>12.0} /s   (CPU path, no fsync)", "append, batch of 100, durability off");
+    println!(
+        "  {:<38}{:>12.1} ×  single",
+        "  group-commit gain at 64",
+        conc64 / single
+    );
+    println!(
+        "  {:<38}{nosync:>12.0} /s   (CPU path, no fsync)",
+        "append, batch of 100, durability off"
+    );
     println!("  {:<38}{fold_us:>12.1} µs", "fold of a 40-step execution");
     Ok(())
 }
@@ -140,11 +149,19 @@ async fn append_rate(
         events += n;
         busy = busy.max(spent);
     }
-    let elapsed = if appenders == 1 { busy } else { started.elapsed() };
+    let elapsed = if appenders == 1 {
+        busy
+    } else {
+        started.elapsed()
+    };
     Ok(events as f64 / elapsed.as_secs_f64())
 }
 
-async fn appender(log: &SqliteLog, batch: usize, budget: Duration) -> anyhow::Result<(u64, Duration)> {
+async fn appender(
+    log: &SqliteLog,
+    batch: usize,
+    budget: Duration,
+) -> anyhow::Result<(u64, Duration)> {
     let exec = clock::new_exec_id();
     let mut b = ExecBuilder::new(exec, "bench").started("bench");
     let mut pending: VecDeque<Event> = b.take().into();

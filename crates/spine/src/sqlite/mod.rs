@@ -121,8 +121,10 @@ impl SqliteLog {
     /// Folds the whole WAL into the main file and truncates the WAL (for tests and shutdown).
     pub async fn checkpoint(&self) -> Result<(), SpineError> {
         self.with_reader(|conn, path| {
-            conn.execute_batch("PRAGMA query_only = 0; PRAGMA wal_checkpoint(TRUNCATE); PRAGMA query_only = 1;")
-                .map_err(|e| schema::map_err(path, "checkpointing", e))
+            conn.execute_batch(
+                "PRAGMA query_only = 0; PRAGMA wal_checkpoint(TRUNCATE); PRAGMA query_only = 1;",
+            )
+            .map_err(|e| schema::map_err(path, "checkpointing", e))
         })
         .await
     }
@@ -244,13 +246,23 @@ impl EventLog for SqliteLog {
                      WHERE exec_id = ?1 AND last_seq >= ?2 ORDER BY last_seq",
                 )
                 .map_err(err("preparing read"))?;
-            let mut rows = stmt.query((&key, from_seq)).map_err(err("reading an execution"))?;
+            let mut rows = stmt
+                .query((&key, from_seq))
+                .map_err(err("reading an execution"))?;
             let mut out = Vec::new();
             while let Some(row) = rows.next().map_err(err("reading an execution"))? {
-                let (offset, first_seq, body): (u64, u64, String) =
-                    (row.get(0).map_err(err("reading an execution"))?, row.get(1).map_err(err("reading an execution"))?, row.get(2).map_err(err("reading an execution"))?);
+                let (offset, first_seq, body): (u64, u64, String) = (
+                    row.get(0).map_err(err("reading an execution"))?,
+                    row.get(1).map_err(err("reading an execution"))?,
+                    row.get(2).map_err(err("reading an execution"))?,
+                );
                 let batch = decode_batch(path, offset, &key, first_seq, &body)?;
-                out.extend(batch.into_iter().map(|(_, e)| e).filter(|e| e.seq >= from_seq));
+                out.extend(
+                    batch
+                        .into_iter()
+                        .map(|(_, e)| e)
+                        .filter(|e| e.seq >= from_seq),
+                );
             }
             Ok(out)
         })

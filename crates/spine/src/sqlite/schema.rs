@@ -68,7 +68,11 @@ pub fn map_err(path: &Path, context: &'static str, e: rusqlite::Error) -> SpineE
 }
 
 /// Opens a connection with Keel's pragmas.
-pub fn connect(path: &Path, durability: Durability, writer: bool) -> Result<Connection, SpineError> {
+pub fn connect(
+    path: &Path,
+    durability: Durability,
+    writer: bool,
+) -> Result<Connection, SpineError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -93,7 +97,8 @@ pub fn connect(path: &Path, durability: Durability, writer: bool) -> Result<Conn
             "PRAGMA query_only = 1;".to_owned()
         }
     );
-    conn.execute_batch(&pragmas).map_err(|e| map_err(path, "setting pragmas", e))?;
+    conn.execute_batch(&pragmas)
+        .map_err(|e| map_err(path, "setting pragmas", e))?;
     Ok(conn)
 }
 

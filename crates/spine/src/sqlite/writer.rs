@@ -190,10 +190,12 @@ fn write_group(
     let mut next_offset = match cache.head {
         Some(h) => h + 1,
         None => {
-            conn.prepare_cached("SELECT last_offset FROM batches ORDER BY first_offset DESC LIMIT 1")
-                .and_then(|mut s| s.query_row([], |r| r.get::<_, u64>(0)).optional())
-                .map_err(err("reading the head offset"))?
-                .unwrap_or(0)
+            conn.prepare_cached(
+                "SELECT last_offset FROM batches ORDER BY first_offset DESC LIMIT 1",
+            )
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, u64>(0)).optional())
+            .map_err(err("reading the head offset"))?
+            .unwrap_or(0)
                 + 1
         }
     };
@@ -201,7 +203,10 @@ fn write_group(
     // Seqs appended earlier in this same group, so two requests for one execution chain.
     let mut pending: HashMap<&str, ExecInfo> = HashMap::new();
     for req in group {
-        let known = match pending.get(req.exec_key.as_str()).or(cache.execs.get(&req.exec_key)) {
+        let known = match pending
+            .get(req.exec_key.as_str())
+            .or(cache.execs.get(&req.exec_key))
+        {
             Some(info) => Some(info.clone()),
             None => lookup(conn, path, &req.exec_key)?,
         };
@@ -230,7 +235,10 @@ fn lookup(conn: &Connection, path: &Path, exec_key: &str) -> Result<Option<ExecI
     let err = |c| move |e| map_err(path, c, e);
     let stored: Option<(String, bool)> = conn
         .prepare_cached("SELECT tenant, ended FROM executions WHERE exec_id = ?1")
-        .and_then(|mut s| s.query_row([exec_key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .and_then(|mut s| {
+            s.query_row([exec_key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
         .map_err(err("reading the execution"))?;
     let Some((tenant, ended)) = stored else {
         return Ok(None);
