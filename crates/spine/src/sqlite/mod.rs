@@ -1,6 +1,6 @@
 //! The embedded spine backend: one SQLite file (WAL, `synchronous=FULL` by default).
 //!
-//! Writes go through one writer thread with group commit ([`writer`]); reads use a small pool of
+//! Writes go through one writer thread with group commit (see the `writer` module); reads use a small pool of
 //! read-only connections on blocking threads. Several processes may open the same file: SQLite's write lock
 //! serialises their groups, and the conditional append stays correct because the expected seq
 //! is checked inside the write transaction.

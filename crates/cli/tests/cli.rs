@@ -1,0 +1,116 @@
+//! The `keel` binary as users run it: real process, real store directory.
+
+// Test helpers too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use keel_spine::{EventLog, SqliteLog, SqliteOptions};
+use keel_testkit::builder::{exec_id, execution_with_steps};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn keel(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_prints_an_execution_as_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = execution_with_steps(exec_id(5), 2);
+    let log = SqliteLog::open(dir.path().join("spine.db"), SqliteOptions::default()).unwrap();
+    log.append(exec_id(5), 0, &events).await.unwrap();
+    drop(log);
+    let out = keel(dir.path(), &["events", &exec_id(5).to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let printed: Vec<keel_core::Event> = stdout
+        .lines()
+        .map(|l| keel_core::Event::decode(l).unwrap())
+        .collect();
+    assert_eq!(printed, events);
+}
+
+#[test]
+fn events_errors_name_what_and_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = keel(dir.path(), &["events", "not-a-uuid"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an execution id"));
+    let out = keel(dir.path(), &["events", &exec_id(1).to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no Keel store") && stderr.contains("spine.db"),
+        "{stderr}"
+    );
+    // With a store but no such execution.
+    drop(SqliteLog::open(dir.path().join("spine.db"), SqliteOptions::default()).unwrap());
+    let out = keel(dir.path(), &["events", &exec_id(1).to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no execution"));
+    assert!(out.stdout.is_empty(), "errors never go to stdout");
+}
+
+#[test]
+fn a_corrupt_store_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("spine.db"), vec![0x42u8; 4096]).unwrap();
+    let out = keel(dir.path(), &["events", &exec_id(1).to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("corrupt") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bench_spine_json_prints_exactly_the_documented_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = keel(
+        dir.path(),
+        &["bench", "spine", "--json", "--seconds", "0.1"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "append_batch100_nosync_per_s",
+            "append_batch100_per_s",
+            "append_concurrent64_per_s",
+            "append_concurrent8_per_s",
+            "append_single_per_s",
+            "fold_40_steps_us",
+            "fsync_us",
+        ]
+    );
+    assert!(
+        v.as_object()
+            .unwrap()
+            .values()
+            .all(|x| x.as_f64().is_some_and(|f| f > 0.0))
+    );
+    // The bench cleans up after itself.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_bad_command_line_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(keel(dir.path(), &["frobnicate"]).status.code(), Some(2));
+}
