@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 pub use schema::{APPLICATION_ID, latest_version};
+pub use writer::WriterStats;
 
 /// How durable a returned append is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -59,6 +60,7 @@ struct Inner {
     requests: Option<mpsc::Sender<writer::AppendRequest>>,
     readers: Mutex<Vec<Connection>>,
     head: watch::Receiver<u64>,
+    stats: Arc<WriterStats>,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -94,9 +96,11 @@ impl SqliteLog {
         let (head_tx, head) = watch::channel(last);
         let (requests, rx) = mpsc::channel();
         let writer_path = path.clone();
+        let stats = Arc::new(WriterStats::default());
+        let writer_stats = stats.clone();
         let writer = std::thread::Builder::new()
             .name("keel-spine-writer".into())
-            .spawn(move || writer::run(conn, &writer_path, rx, &head_tx))
+            .spawn(move || writer::run(conn, &writer_path, rx, &head_tx, &writer_stats))
             .map_err(|source| SpineError::Io {
                 path: path.clone(),
                 source,
@@ -108,9 +112,15 @@ impl SqliteLog {
                 requests: Some(requests),
                 readers: Mutex::new(Vec::new()),
                 head,
+                stats,
                 writer: Some(writer),
             }),
         })
+    }
+
+    /// The writer's counters since this handle opened the store.
+    pub fn stats(&self) -> &WriterStats {
+        &self.inner.stats
     }
 
     /// The store file.

@@ -13,6 +13,7 @@ use keel_core::ExecId;
 use rusqlite::{Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use tokio::sync::{oneshot, watch};
 
@@ -55,12 +56,25 @@ struct Cache {
 /// Forget everything past this many cached executions (ended ones are dropped as they end).
 const MAX_CACHED_EXECS: usize = 100_000;
 
+/// Counters of the writer's work, for benchmarks and metrics: `requests / groups` is the
+/// group-commit factor (appends per fsync).
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed (one fsync each with full durability).
+    pub groups: AtomicU64,
+    /// Append requests committed.
+    pub requests: AtomicU64,
+    /// Events committed.
+    pub events: AtomicU64,
+}
+
 /// Runs until every sender is dropped, then returns after committing what was queued.
 pub(super) fn run(
     conn: Connection,
     path: &Path,
     requests: Receiver<AppendRequest>,
     head: &watch::Sender<u64>,
+    stats: &WriterStats,
 ) {
     let mut cache = Cache::default();
     while let Ok(first) = requests.recv() {
@@ -81,6 +95,16 @@ pub(super) fn run(
             .filter_map(|r| r.as_ref().ok().map(|a| a.last_offset))
             .max();
         if let Some(offset) = newest {
+            let (mut n_req, mut n_ev) = (0, 0);
+            for (req, r) in group.iter().zip(&results) {
+                if r.is_ok() {
+                    n_req += 1;
+                    n_ev += req.len;
+                }
+            }
+            stats.groups.fetch_add(1, Ordering::Relaxed);
+            stats.requests.fetch_add(n_req, Ordering::Relaxed);
+            stats.events.fetch_add(n_ev, Ordering::Relaxed);
             head.send_if_modified(|h| {
                 let newer = offset > *h;
                 *h = (*h).max(offset);
