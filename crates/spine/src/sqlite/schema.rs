@@ -48,6 +48,24 @@ pub const MIGRATIONS: &[&str] = &[
          FROM batches AS b
          JOIN executions AS e USING (exec_id)
          JOIN json_each(b.body) AS j;",
+    // 2: the idempotency ledger of keel-tools, in the same file so a tool call's `started` mark
+    //    is as durable as the events around it. One row per (tenant, key): `started` is written
+    //    (durably) before a side-effecting call runs, `finished` with the recorded outcome after.
+    //    A row left `started` is a call whose outcome is unknown (a crash mid-call).
+    "CREATE TABLE tool_ledger (
+         tenant      TEXT    NOT NULL,
+         key         TEXT    NOT NULL,
+         tool        TEXT    NOT NULL,
+         exec_id     TEXT    NOT NULL,
+         call_id     TEXT    NOT NULL,
+         state       TEXT    NOT NULL CHECK (state IN ('started', 'finished')),
+         started_at  TEXT    NOT NULL,
+         finished_at TEXT,
+         status      TEXT,
+         output_ref  TEXT,
+         actual_cost INTEGER,
+         PRIMARY KEY (tenant, key)
+     ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,321 @@
+//! A tool contract as validated data: what the orchestrator enforces for one tool. Values of these
+//! types only come out of [`crate::parse`], so inner code never re-checks a contract.
+//!
+//! The shape follows the seed's registry entry (name, schema both ways, side effect, consequence
+//! tier, idempotency with key fields, budgets, failure policy, timeout, adapter).
+
+use crate::schema::CompiledSchema;
+use keel_core::Cost;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What calling the tool does to the world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SideEffect {
+    /// Reads only; safe to repeat.
+    ReadOnly,
+    /// Changes something that a compensating tool can undo.
+    Reversible,
+    /// Changes something that cannot be undone (money moved, mail sent).
+    Irreversible,
+}
+
+impl SideEffect {
+    /// The contract spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadOnly => "read_only",
+            Self::Reversible => "reversible",
+            Self::Irreversible => "irreversible",
+        }
+    }
+}
+
+/// Whether calls carry an idempotency key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IdempotencyMode {
+    /// Every call has a key made from the key fields; the ledger guards it.
+    Required,
+    /// A key is made when every key field is present in the arguments.
+    Optional,
+    /// No key (read-only tools).
+    None,
+}
+
+impl IdempotencyMode {
+    /// The contract spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Required => "required",
+            Self::Optional => "optional",
+            Self::None => "none",
+        }
+    }
+}
+
+/// One component of an idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum KeyField {
+    /// The execution id (from the call's context, not from the model).
+    ExecId,
+    /// The tenant (from the call's context).
+    Tenant,
+    /// A top-level argument.
+    Arg(String),
+}
+
+impl KeyField {
+    /// The contract spelling.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::ExecId => "exec_id",
+            Self::Tenant => "tenant",
+            Self::Arg(a) => a,
+        }
+    }
+}
+
+/// Idempotency declaration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Idempotency {
+    /// Required, optional or none.
+    pub mode: IdempotencyMode,
+    /// The fields the key is made of, in order.
+    pub key: Vec<KeyField>,
+}
+
+/// A rate: `n` calls per `per`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// Calls allowed per period (burst size too).
+    pub calls: u32,
+    /// The period.
+    pub per: Duration,
+}
+
+/// Budgets attached to the tool.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Budgets {
+    /// Rate per tenant, if limited.
+    pub rate_per_tenant: Option<Rate>,
+    /// Estimated cost per call (what `tool.called.est_cost` carries and the cost budget checks).
+    pub cost_est: Cost,
+}
+
+/// A class of failure, as adapters report them and policies name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorClass {
+    /// The call did not finish in time (outcome unknown).
+    Timeout,
+    /// The tool said "slow down" (HTTP 429).
+    RateLimited,
+    /// The tool's server failed (HTTP 5xx).
+    ServerError,
+    /// The tool could not be reached (refused, reset, DNS).
+    Connection,
+    /// The tool refused the request as wrong (HTTP 4xx other than 429); retrying cannot help.
+    ClientError,
+    /// The tool ran and reported an error of its own (MCP `isError`, builtin business error).
+    ToolError,
+    /// The tool's reply was not what the protocol promised (not JSON, …).
+    Protocol,
+    /// A previous attempt was interrupted by a crash and its outcome is unknown.
+    Interrupted,
+}
+
+impl ErrorClass {
+    /// Every class.
+    pub const ALL: [ErrorClass; 8] = [
+        Self::Timeout,
+        Self::RateLimited,
+        Self::ServerError,
+        Self::Connection,
+        Self::ClientError,
+        Self::ToolError,
+        Self::Protocol,
+        Self::Interrupted,
+    ];
+
+    /// The contract / event spelling (`5xx` for server errors).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::RateLimited => "rate_limited",
+            Self::ServerError => "5xx",
+            Self::Connection => "connection",
+            Self::ClientError => "4xx",
+            Self::ToolError => "tool_error",
+            Self::Protocol => "protocol",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// Parses the contract spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// True if the tool may have acted even though the call failed (so a blind repeat could
+    /// duplicate a side effect).
+    pub fn outcome_unknown(self) -> bool {
+        matches!(self, Self::Timeout | Self::Interrupted)
+    }
+}
+
+/// Exponential backoff with full jitter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay before the first retry.
+    pub initial: Duration,
+    /// Cap on any one delay.
+    pub max: Duration,
+    /// Growth factor per attempt.
+    pub factor: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(10),
+            factor: 2,
+        }
+    }
+}
+
+/// What to do when retries are exhausted (or the failure is not retryable).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnExhaust {
+    /// Hand the decision to a person: the runtime opens a gate.
+    EscalateToGate,
+    /// Fail the call; the model sees the error.
+    Fail,
+}
+
+impl OnExhaust {
+    /// The contract spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EscalateToGate => "escalate_to_gate",
+            Self::Fail => "fail",
+        }
+    }
+}
+
+/// Failure policy as data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailurePolicy {
+    /// Classes retried (same idempotency key each attempt).
+    pub retryable: Vec<ErrorClass>,
+    /// Delays between attempts.
+    pub backoff: Backoff,
+    /// Attempts in all, the first included (≥ 1).
+    pub max_attempts: u32,
+    /// Tool that undoes this one (reversible tools only), called with the same arguments.
+    pub compensation: Option<String>,
+    /// What happens when attempts run out.
+    pub on_exhaust: OnExhaust,
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        Self {
+            retryable: Vec::new(),
+            backoff: Backoff::default(),
+            max_attempts: 1,
+            compensation: None,
+            on_exhaust: OnExhaust::Fail,
+        }
+    }
+}
+
+/// How an MCP server is reached.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum McpServer {
+    /// A child process speaking stdio: program and arguments, extra environment.
+    Stdio {
+        /// Program then arguments.
+        command: Vec<String>,
+        /// Extra environment variables for the child.
+        env: BTreeMap<String, String>,
+    },
+    /// A Streamable HTTP endpoint.
+    Http {
+        /// The endpoint, e.g. `http://127.0.0.1:3001/mcp`.
+        url: String,
+    },
+}
+
+impl std::fmt::Display for McpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stdio { command, .. } => f.write_str(&command.join(" ")),
+            Self::Http { url } => f.write_str(url),
+        }
+    }
+}
+
+/// Which adapter runs the tool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdapterSpec {
+    /// POST the arguments as JSON to `url`.
+    Http {
+        /// Endpoint.
+        url: String,
+        /// Header name → name of the environment variable holding its value (secrets stay
+        /// out of contracts, events, logs and errors).
+        headers_from_env: BTreeMap<String, String>,
+    },
+    /// Call a tool on an MCP server.
+    Mcp {
+        /// The server.
+        server: McpServer,
+        /// The tool's name on the server (defaults to the contract name).
+        tool: String,
+    },
+    /// A Rust function registered by name.
+    Builtin {
+        /// Registered function name.
+        function: String,
+    },
+}
+
+impl AdapterSpec {
+    /// `http`, `mcp` or `builtin`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Http { .. } => "http",
+            Self::Mcp { .. } => "mcp",
+            Self::Builtin { .. } => "builtin",
+        }
+    }
+}
+
+/// One tool's contract, validated.
+#[derive(Clone, Debug)]
+pub struct Contract {
+    /// Unique name (what the model calls).
+    pub name: String,
+    /// What the tool does (shown to the model).
+    pub description: String,
+    /// Input schema (JSON Schema 2020-12), compiled.
+    pub input: CompiledSchema,
+    /// Output schema, compiled.
+    pub output: CompiledSchema,
+    /// Side effect class.
+    pub side_effect: SideEffect,
+    /// Consequence tier 0–3 (3 always passes a gate).
+    pub consequence_tier: u8,
+    /// Idempotency declaration.
+    pub idempotency: Idempotency,
+    /// Budgets.
+    pub budgets: Budgets,
+    /// Failure policy.
+    pub failure_policy: FailurePolicy,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// The adapter.
+    pub adapter: AdapterSpec,
+    /// The file the contract came from.
+    pub source: std::path::PathBuf,
+}

@@ -1,0 +1,148 @@
+//! `keel tools import-mcp`: lists an MCP server's tools and drafts one contract file per tool,
+//! mapping the server's annotations to defaults that a person then reviews. Annotations are hints
+//! from the server, not promises, so every draft says so at the top.
+//!
+//! | annotation | draft |
+//! |---|---|
+//! | `readOnlyHint: true` | `side_effect: read_only`, tier 0, `idempotency: none`, retry timeouts |
+//! | `destructiveHint: true` (the MCP default when not read-only) | `irreversible`, tier 3, escalate on exhaustion |
+//! | `destructiveHint: false` | `reversible`, tier 1 |
+//! | `idempotentHint: true` | repeats are harmless: retry timeouts and connection errors |
+
+use crate::contract::McpServer;
+use crate::error::ToolError;
+use rmcp::model::Tool;
+use serde_json::{Map, Value, json};
+
+/// One drafted contract file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Draft {
+    /// Suggested file name (`<name>.yaml`).
+    pub file_name: String,
+    /// The contract's YAML text, with a review note on top.
+    pub yaml: String,
+}
+
+/// Parses a CLI target: an `http(s)://` URL, or a command line split on whitespace.
+pub fn server_from_target(target: &[String]) -> Option<McpServer> {
+    let words: Vec<String> = target
+        .iter()
+        .flat_map(|t| t.split_whitespace().map(str::to_owned))
+        .collect();
+    match words.as_slice() {
+        [] => None,
+        [url] if url.starts_with("http://") || url.starts_with("https://") => {
+            Some(McpServer::Http { url: url.clone() })
+        }
+        _ => Some(McpServer::Stdio {
+            command: words,
+            env: Default::default(),
+        }),
+    }
+}
+
+/// Connects to `server`, lists its tools and drafts a contract for each.
+pub async fn import(server: &McpServer) -> Result<Vec<Draft>, ToolError> {
+    let client = crate::adapter::mcp::McpClient::connect(server).await?;
+    let tools = client.list_tools().await;
+    client.close().await;
+    Ok(tools?.iter().map(|t| draft(server, t)).collect())
+}
+
+/// A contract name from an MCP tool name (contracts allow letters, digits, `_`, `-`).
+fn contract_name(tool: &str) -> String {
+    tool.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// MCP servers often emit draft-07 schemas (`$schema: …draft-07…`); the keywords they use mean
+/// the same in 2020-12, so the declaration is dropped and the result checked as 2020-12.
+fn as_2020_12(schema: &Map<String, Value>) -> Value {
+    let mut s = schema.clone();
+    s.remove("$schema");
+    Value::Object(s)
+}
+
+/// Drafts the contract for one tool.
+pub fn draft(server: &McpServer, tool: &Tool) -> Draft {
+    let name = contract_name(&tool.name);
+    let a = tool.annotations.clone().unwrap_or_default();
+    let read_only = a.read_only_hint == Some(true);
+    let destructive = !read_only && a.destructive_hint != Some(false);
+    let idempotent = read_only || a.idempotent_hint == Some(true);
+    let (side_effect, tier) = match (read_only, destructive) {
+        (true, _) => ("read_only", 0),
+        (false, true) => ("irreversible", 3),
+        (false, false) => ("reversible", 1),
+    };
+    let input = as_2020_12(&tool.input_schema);
+    let output = match &tool.output_schema {
+        Some(s) => as_2020_12(s),
+        None => {
+            json!({"type": "object", "properties": {"content": {"type": "array"}}, "required": ["content"]})
+        }
+    };
+    let mut key: Vec<Value> = input
+        .get("required")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    key.push(json!("exec_id"));
+    let idempotency = if read_only {
+        json!("none")
+    } else {
+        json!({"mode": "required", "key": key})
+    };
+    let retryable = if idempotent {
+        json!(["timeout", "connection"])
+    } else {
+        json!(["connection"])
+    };
+    let adapter = match server {
+        McpServer::Stdio { command, .. } => {
+            json!({"kind": "mcp", "command": command, "tool": tool.name})
+        }
+        McpServer::Http { url } => json!({"kind": "mcp", "url": url, "tool": tool.name}),
+    };
+    let contract = json!({
+        "name": name,
+        "description": tool.description.as_deref().unwrap_or(tool.title.as_deref().unwrap_or("")),
+        "schema": {"input": input, "output": output},
+        "side_effect": side_effect,
+        "consequence_tier": tier,
+        "idempotency": idempotency,
+        "budgets": {"rate": "60/min", "cost_est": "$0"},
+        "failure_policy": {
+            "retryable": retryable,
+            "max_attempts": 3,
+            "backoff": {"initial": "200ms", "max": "5s"},
+            "compensation": "none",
+            "on_exhaust": if destructive { "escalate_to_gate" } else { "fail" },
+        },
+        "timeout": "30s",
+        "adapter": adapter,
+    });
+    let hints = format!(
+        "readOnlyHint={:?} destructiveHint={:?} idempotentHint={:?} openWorldHint={:?}",
+        a.read_only_hint, a.destructive_hint, a.idempotent_hint, a.open_world_hint
+    );
+    let body = serde_saphyr::to_string(&contract).unwrap_or_default();
+    let yaml = format!(
+        "# Drafted by `keel tools import-mcp` from MCP server {server}, tool {:?}.\n\
+         # REVIEW before use: side_effect, consequence_tier, idempotency key, budgets and\n\
+         # failure_policy are defaults derived from the server's annotations, which are hints:\n\
+         # {hints}\n{body}",
+        tool.name
+    );
+    Draft {
+        file_name: format!("{name}.yaml"),
+        yaml,
+    }
+}

@@ -1,0 +1,131 @@
+//! Writing a tool call's events to the spine: one [`Recorder`] per call, holding the execution's
+//! position (last seq, step) so every append is conditional on it (`expected_seq`), and the
+//! events written so far, which the caller gets back to fold into its state.
+
+use crate::error::ToolError;
+use keel_core::payload::{ToolCalled, ToolResult, ToolStatus};
+use keel_core::{CURRENT_SCHEMA_VERSION, Cost, Event, ExecId, Payload, TenantId, TraceId};
+use keel_spine::EventLog;
+use keel_spine::clock::{self, Clock};
+
+/// Where a call is recorded.
+pub struct Recorder<'a> {
+    log: &'a dyn EventLog,
+    clock: &'a dyn Clock,
+    exec_id: ExecId,
+    tenant: TenantId,
+    trace_id: TraceId,
+    step_n: u32,
+    /// The execution's last seq (advanced by every append).
+    pub last_seq: u64,
+    /// Events appended by this recorder, in order.
+    pub events: Vec<Event>,
+}
+
+/// A `tool.result` being written; unset fields default to "nothing happened".
+pub struct ResultFields {
+    /// Status.
+    pub status: ToolStatus,
+    /// Output blob.
+    pub output_ref: Option<String>,
+    /// Actual cost.
+    pub actual_cost: Cost,
+    /// Latency, ms.
+    pub latency_ms: u64,
+    /// Error class spelling.
+    pub error_class: Option<String>,
+    /// Errors.
+    pub errors: Vec<String>,
+}
+
+impl ResultFields {
+    /// A result of `status` that cost nothing and took no time (rejections, refusals).
+    pub fn nothing_ran(status: ToolStatus, errors: Vec<String>) -> Self {
+        Self {
+            status,
+            output_ref: None,
+            actual_cost: Cost::ZERO,
+            latency_ms: 0,
+            error_class: None,
+            errors,
+        }
+    }
+}
+
+impl<'a> Recorder<'a> {
+    /// A recorder continuing the execution after `last_seq`, at step `step_n`.
+    pub fn new(
+        log: &'a dyn EventLog,
+        clock: &'a dyn Clock,
+        (exec_id, tenant, trace_id): (ExecId, TenantId, TraceId),
+        last_seq: u64,
+        step_n: u32,
+    ) -> Self {
+        Self {
+            log,
+            clock,
+            exec_id,
+            tenant,
+            trace_id,
+            step_n,
+            last_seq,
+            events: Vec::new(),
+        }
+    }
+
+    /// The execution's tenant.
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    /// The execution's id.
+    pub fn exec_id(&self) -> ExecId {
+        self.exec_id
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock
+    }
+
+    fn event(&self, seq: u64, payload: Payload) -> Event {
+        Event {
+            event_id: clock::new_event_id(),
+            exec_id: self.exec_id,
+            tenant: self.tenant.clone(),
+            seq,
+            ts: self.clock.now(),
+            trace_id: self.trace_id,
+            step_n: self.step_n,
+            schema_version: CURRENT_SCHEMA_VERSION,
+            payload,
+        }
+    }
+
+    /// Appends `payloads` as one batch (durable on return).
+    pub async fn append(&mut self, payloads: Vec<Payload>) -> Result<(), ToolError> {
+        let batch: Vec<Event> = payloads
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| self.event(self.last_seq + 1 + i as u64, p))
+            .collect();
+        let ack = self.log.append(self.exec_id, self.last_seq, &batch).await?;
+        self.last_seq = ack.last_seq;
+        self.events.extend(batch);
+        Ok(())
+    }
+
+    /// The `tool.result` payload for `call`.
+    pub fn result(call: &ToolCalled, r: ResultFields) -> Payload {
+        Payload::ToolResult(ToolResult {
+            call_id: call.call_id.clone(),
+            tool: call.tool.clone(),
+            status: r.status,
+            output_ref: r.output_ref,
+            actual_cost: r.actual_cost,
+            latency_ms: r.latency_ms,
+            error_class: r.error_class,
+            errors: r.errors,
+        })
+    }
+}

@@ -1,0 +1,325 @@
+//! [`ToolRunner`]: the registry, one adapter per contract, and the stores a call is recorded in
+//! (spine, blobs, ledger), wired once; plus [`CallContext`], where in an execution a call is made.
+//! The call flow itself is in [`crate::invoke`].
+
+use crate::adapter::Adapter;
+use crate::adapter::builtin::Builtins;
+use crate::adapter::http::{HttpAdapter, client};
+use crate::adapter::mcp::{McpAdapter, McpPool};
+use crate::budget::RateBudgets;
+use crate::contract::{AdapterSpec, Contract, ErrorClass, SideEffect};
+use crate::error::ToolError;
+use crate::invoke::{Call, CallOutcome, CallReport, Partial};
+use crate::ledger::{Begin, Ledger, LedgerStart, SqliteLedger};
+use crate::record::{Recorder, ResultFields};
+use crate::registry::Registry;
+use keel_core::payload::ToolStatus;
+use keel_core::{Cost, ExecId, ExecStatus, ExecutionState, Payload, TenantId, TraceId};
+use keel_spine::clock::{Clock, SystemClock};
+use keel_spine::{BlobStore, EventLog, LocalBlobStore, SqliteLog, SqliteOptions};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where in an execution a tool call is made, and what it may still spend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallContext {
+    /// The execution.
+    pub exec_id: ExecId,
+    /// Its tenant (rates and ledger keys are per tenant).
+    pub tenant: TenantId,
+    /// Its trace id.
+    pub trace_id: TraceId,
+    /// Its last seq: the call's events follow it (the append is conditional on it).
+    pub last_seq: u64,
+    /// The current reasoning step.
+    pub step_n: u32,
+    /// Cost so far (model + tools).
+    pub spent: Cost,
+    /// The execution's cost budget, micro-USD.
+    pub max_cost_micros: Option<u64>,
+}
+
+impl CallContext {
+    /// The context of an execution's current state; refuses a state in which a tool call is not
+    /// legal (not running, at a gate, a tool call already pending).
+    pub fn from_state(state: &ExecutionState) -> Result<Self, ToolError> {
+        let ctx = Self::of(state)?;
+        if let Some(p) = &state.pending_tool_call {
+            return Err(ToolError::NotCallable {
+                exec_id: ctx.exec_id.to_string(),
+                detail: format!(
+                    "tool call {} ({}) is still pending; resolve it first",
+                    p.call_id, p.tool
+                ),
+            });
+        }
+        Ok(ctx)
+    }
+
+    fn of(state: &ExecutionState) -> Result<Self, ToolError> {
+        let not = |detail: String| ToolError::NotCallable {
+            exec_id: state
+                .exec_id
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "(none)".into()),
+            detail,
+        };
+        if state.status != ExecStatus::Running {
+            return Err(not(format!("execution is {}, not running", state.status)));
+        }
+        match (state.exec_id, &state.tenant, state.trace_id) {
+            (Some(exec_id), Some(tenant), Some(trace_id)) => Ok(Self {
+                exec_id,
+                tenant: tenant.clone(),
+                trace_id,
+                last_seq: state.last_seq,
+                step_n: state.step_n,
+                spent: state.totals.cost,
+                max_cost_micros: state.budget.max_cost_micros,
+            }),
+            _ => Err(not("execution has not started".into())),
+        }
+    }
+}
+
+/// What a runner records into and runs with.
+pub struct Wiring {
+    /// The spine.
+    pub log: Arc<dyn EventLog>,
+    /// Where outputs go.
+    pub blobs: Arc<dyn BlobStore>,
+    /// The idempotency ledger.
+    pub ledger: Arc<dyn Ledger>,
+    /// The clock that stamps events.
+    pub clock: Arc<dyn Clock>,
+    /// Builtin functions by name.
+    pub builtins: Builtins,
+}
+
+/// Runs tool calls through their contracts. Cheap to share (`Arc`); calls may run concurrently
+/// for different executions.
+pub struct ToolRunner {
+    pub(crate) registry: Arc<Registry>,
+    adapters: HashMap<String, Arc<dyn Adapter>>,
+    pub(crate) log: Arc<dyn EventLog>,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) ledger: Arc<dyn Ledger>,
+    pub(crate) rates: RateBudgets,
+    clock: Arc<dyn Clock>,
+    mcp: McpPool,
+}
+
+impl ToolRunner {
+    /// Wires one adapter per contract. Fails if a contract names a builtin that is not registered.
+    pub fn new(registry: Registry, wiring: Wiring) -> Result<Self, ToolError> {
+        let mcp = McpPool::default();
+        let http = client(Duration::from_secs(300))?;
+        let mut adapters: HashMap<String, Arc<dyn Adapter>> = HashMap::new();
+        for c in registry.iter() {
+            let adapter: Arc<dyn Adapter> = match &c.adapter {
+                AdapterSpec::Builtin { function } => {
+                    Arc::new(wiring.builtins.adapter(function).ok_or_else(|| {
+                        ToolError::Adapter {
+                            tool: c.name.clone(),
+                            detail: format!("builtin function {function:?} is not registered"),
+                        }
+                    })?)
+                }
+                AdapterSpec::Http {
+                    url,
+                    headers_from_env,
+                } => Arc::new(HttpAdapter::new(
+                    http.clone(),
+                    url.clone(),
+                    headers_from_env.clone(),
+                )),
+                AdapterSpec::Mcp { server, tool } => {
+                    Arc::new(McpAdapter::new(mcp.clone(), server.clone(), tool.clone()))
+                }
+            };
+            adapters.insert(c.name.clone(), adapter);
+        }
+        Ok(Self {
+            registry: Arc::new(registry),
+            adapters,
+            log: wiring.log,
+            blobs: wiring.blobs,
+            ledger: wiring.ledger,
+            rates: RateBudgets::default(),
+            clock: wiring.clock,
+            mcp,
+        })
+    }
+
+    /// The embedded default under a data directory: spine and ledger in `DIR/spine.db`, blobs
+    /// in `DIR/blobs`, the system clock. Returns the spine too, for the caller's own appends.
+    pub fn embedded(
+        data: &Path,
+        registry: Registry,
+        builtins: Builtins,
+        options: SqliteOptions,
+    ) -> Result<(Self, SqliteLog), ToolError> {
+        let spine = data.join("spine.db");
+        let log = SqliteLog::open(&spine, options)?;
+        let ledger = SqliteLedger::open(&spine)?;
+        let runner = Self::new(
+            registry,
+            Wiring {
+                log: Arc::new(log.clone()),
+                blobs: Arc::new(LocalBlobStore::new(data.join("blobs"))),
+                ledger: Arc::new(ledger),
+                clock: Arc::new(SystemClock),
+                builtins,
+            },
+        )?;
+        Ok((runner, log))
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// A contract by name (e.g. for the runtime's gate-before-tier-3 check).
+    pub fn contract(&self, name: &str) -> Option<&Arc<Contract>> {
+        self.registry.get(name)
+    }
+
+    /// Closes MCP sessions (stops stdio servers).
+    pub async fn shutdown(&self) {
+        self.mcp.close_all().await;
+    }
+
+    pub(crate) fn lookup(&self, tool: &str) -> Option<(Arc<Contract>, Arc<dyn Adapter>)> {
+        Some((
+            self.registry.get(tool)?.clone(),
+            self.adapters.get(tool)?.clone(),
+        ))
+    }
+
+    pub(crate) fn recorder(&self, ctx: &CallContext) -> Recorder<'_> {
+        Recorder::new(
+            self.log.as_ref(),
+            self.clock.as_ref(),
+            (ctx.exec_id, ctx.tenant.clone(), ctx.trace_id),
+            ctx.last_seq,
+            ctx.step_n,
+        )
+    }
+
+    /// Settles the tool call an execution was left with (a `tool.called` with no result: the
+    /// process died mid-call). `Ok(None)` if nothing is pending.
+    ///
+    /// Never blindly re-runs a side effect: if the ledger holds the result it is used; if the
+    /// ledger never saw the call, the adapter never ran and the call runs now; if the call
+    /// started and its outcome is unknown it is repeated with the same key only when the adapter
+    /// deduplicates on it, and escalated to a person otherwise.
+    pub async fn resolve_pending(
+        &self,
+        state: &ExecutionState,
+    ) -> Result<Option<CallReport>, ToolError> {
+        let Some(pending) = &state.pending_tool_call else {
+            return Ok(None);
+        };
+        let ctx = CallContext::of(state)?;
+        let exec = ctx.exec_id.to_string();
+        let called = self
+            .log
+            .read(ctx.exec_id, pending.seq)
+            .await?
+            .into_iter()
+            .next()
+            .and_then(|e| match e.payload {
+                Payload::ToolCalled(c) if e.seq == pending.seq => Some(c),
+                _ => None,
+            })
+            .ok_or_else(|| ToolError::NotCallable {
+                exec_id: exec.clone(),
+                detail: format!(
+                    "seq {} should be the pending tool.called, but is not",
+                    pending.seq
+                ),
+            })?;
+        let mut rec = self.recorder(&ctx);
+        let Some((contract, adapter)) = self.lookup(&called.tool) else {
+            let errors = vec![format!(
+                "tool {:?} is no longer registered; the interrupted call cannot be settled",
+                called.tool
+            )];
+            let mut r = ResultFields::nothing_ran(ToolStatus::Error, errors.clone());
+            r.error_class = Some(ErrorClass::Interrupted.as_str().into());
+            rec.append(vec![Recorder::result(&called, r)]).await?;
+            let attempts = called.attempt;
+            let outcome = CallOutcome::Failed {
+                error_class: ErrorClass::Interrupted,
+                errors,
+                compensated: false,
+            };
+            return Ok(Some(
+                Partial {
+                    outcome,
+                    called,
+                    attempts,
+                }
+                .into_report(rec),
+            ));
+        };
+        let mut call = Call {
+            contract,
+            adapter,
+            called,
+            errors: Vec::new(),
+        };
+        match call.called.idempotency_key.clone() {
+            Some(key) => {
+                let now = self.clock.now().to_rfc3339();
+                let begin = self
+                    .ledger
+                    .begin(&LedgerStart {
+                        tenant: ctx.tenant.as_str(),
+                        key: &key,
+                        tool: &call.called.tool,
+                        exec_id: &exec,
+                        call_id: &call.called.call_id,
+                        now: &now,
+                    })
+                    .await?;
+                // `Started`: the ledger never saw the call, so the adapter never ran.
+                if let Begin::Existing(entry) = begin
+                    && let Some(done) = self.answer_from_ledger(&mut rec, &mut call, entry).await?
+                {
+                    return Ok(Some(done.into_report(rec)));
+                }
+            }
+            None if call.contract.side_effect == SideEffect::ReadOnly => {}
+            None => {
+                let reason = format!(
+                    "call {} of {} was interrupted and has no idempotency key; its outcome is unknown, so a person must decide",
+                    call.called.call_id, call.called.tool
+                );
+                let mut r = ResultFields::nothing_ran(ToolStatus::Error, vec![reason.clone()]);
+                r.error_class = Some(ErrorClass::Interrupted.as_str().into());
+                rec.append(vec![Recorder::result(&call.called, r)]).await?;
+                let outcome = CallOutcome::Escalate {
+                    reason,
+                    consequence_tier: call.contract.consequence_tier,
+                    action: serde_json::json!({"tool": call.called.tool, "args": call.called.args, "idempotency_key": null}),
+                    compensated: false,
+                };
+                let attempts = call.called.attempt;
+                return Ok(Some(
+                    Partial {
+                        outcome,
+                        called: call.called,
+                        attempts,
+                    }
+                    .into_report(rec),
+                ));
+            }
+        }
+        let done = self.attempts(&mut rec, call, true).await?;
+        Ok(Some(done.into_report(rec)))
+    }
+}
