@@ -18,12 +18,19 @@ pub enum Target {
         /// Seconds to run each append scenario.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
+        /// Run only this scenario (single, batch, conc8, conc64, nosync), for profiling.
+        #[arg(long, hide = true)]
+        only: Option<String>,
     },
 }
 
 /// Runs the chosen benchmark.
 pub async fn run(data: &Path, target: Target) -> anyhow::Result<()> {
     match target {
-        Target::Spine { json, seconds } => spine::run(data, json, seconds).await,
+        Target::Spine {
+            json,
+            seconds,
+            only,
+        } => spine::run(data, json, seconds, only.as_deref()).await,
     }
 }

@@ -25,7 +25,12 @@ impl Drop for Scratch {
     }
 }
 
-pub async fn run(data: &Path, json_out: bool, seconds: f64) -> anyhow::Result<()> {
+pub async fn run(
+    data: &Path,
+    json_out: bool,
+    seconds: f64,
+    only: Option<&str>,
+) -> anyhow::Result<()> {
     let scratch = Scratch(data.join(format!("bench-{}", uuid::Uuid::new_v4().simple())));
     std::fs::create_dir_all(&scratch.0)
         .with_context(|| format!("creating {}", scratch.0.display()))?;
@@ -36,6 +41,22 @@ pub async fn run(data: &Path, json_out: bool, seconds: f64) -> anyhow::Result<()
         }
     };
 
+    if let Some(name) = only {
+        let (durability, appenders, batch) = match name {
+            "single" => (Durability::Full, 1, 1),
+            "batch" => (Durability::Full, 1, 100),
+            "conc8" => (Durability::Full, 8, 1),
+            "conc64" => (Durability::Full, 64, 1),
+            "nosync" => (Durability::Off, 1, 100),
+            other => anyhow::bail!("unknown scenario {other:?}"),
+        };
+        let r = append_rate(&scratch.0, name, durability, appenders, batch, budget).await?;
+        println!(
+            "{name}: {:.0} events/s, {:.1} appends/commit",
+            r.per_s, r.appends_per_commit
+        );
+        return Ok(());
+    }
     // The disk's fsync latency drifts with load, so it is sampled before every durable
     // scenario and the median of all samples is the limit the figures are compared with.
     let mut probe = FsyncProbe::open(&scratch.0.join("fsync.probe"))?;

@@ -12,9 +12,11 @@ use std::path::Path;
 /// "KEEL" in ASCII: marks a SQLite file as a Keel store.
 pub const APPLICATION_ID: i64 = 0x4B45_454C;
 
-/// WAL size (in pages, 1 MiB) at which the writer checkpoints after a commit. Small keeps the
-/// WAL in cache and its restarts frequent; each checkpoint costs one extra fsync of the main file.
-pub const WAL_CHECKPOINT_PAGES: u32 = 256;
+/// WAL size (in pages, 4 MiB) at which the writer checkpoints after a commit. A checkpoint writes
+/// each page once however many commits rewrote it, so fewer, larger checkpoints copy less; much
+/// larger WALs fall out of cache. Measured 256 / 1000 / 4000 / 16000: 1000 was best or near it
+/// for single, batched and 64-way concurrent appends.
+pub const WAL_CHECKPOINT_PAGES: u32 = 1000;
 
 /// Schema migrations; migration `i` takes the store from version `i` to `i + 1`.
 pub const MIGRATIONS: &[&str] = &[

@@ -1,0 +1,195 @@
+//! The HTTP plumbing both vendor clients share: API keys from the environment (redacted
+//! everywhere), per-attempt timeouts, and retries on 429 / 5xx / timeouts that honour
+//! `Retry-After`.
+
+use crate::error::ModelError;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// A secret that never prints: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Reads the secret from environment variable `var`.
+    pub fn from_env(provider: &str, var: &str) -> Result<Self, ModelError> {
+        match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Self(v)),
+            _ => Err(ModelError::MissingApiKey {
+                provider: provider.to_owned(),
+                var: var.to_owned(),
+            }),
+        }
+    }
+
+    /// The value, for the one header that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Timeouts and retries of one provider.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Attempts in all (1 = no retry).
+    pub max_attempts: u32,
+    /// First backoff when the server gives no `Retry-After`; doubles each attempt.
+    pub base_backoff: Duration,
+    /// Longest wait we accept, from `Retry-After` or backoff.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(60),
+            max_attempts: 4,
+            base_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Builds an HTTP client (rustls with the ring provider, so no C crypto build).
+pub fn client() -> Result<reqwest::Client, ModelError> {
+    // Installing the process-wide provider twice is harmless: the first one wins.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .build()
+        .map_err(|e| ModelError::Config {
+            file: "http client".into(),
+            detail: e.to_string(),
+        })
+}
+
+/// The body of a successful reply, or the error after retries.
+pub struct Reply {
+    /// Response body.
+    pub body: String,
+    /// Wall time including retries.
+    pub latency: Duration,
+}
+
+/// POSTs `body` (JSON) to `url` with `headers`, retrying 429 / 5xx / timeouts per `policy`.
+pub async fn post_json(
+    provider: &str,
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    policy: &RetryPolicy,
+) -> Result<Reply, ModelError> {
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut req = client
+            .post(url)
+            .timeout(policy.timeout)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let last = attempt >= policy.max_attempts;
+        let wait = match req.send().await {
+            Err(e) if e.is_timeout() => {
+                if last {
+                    return Err(ModelError::Timeout {
+                        provider: provider.to_owned(),
+                        timeout: policy.timeout,
+                        attempts: attempt,
+                    });
+                }
+                backoff(policy, attempt)
+            }
+            Err(e) => {
+                // A refused connection is retried like a 5xx: the server may be restarting.
+                if last || !e.is_connect() {
+                    return Err(ModelError::Connection {
+                        provider: provider.to_owned(),
+                        detail: without_url(&e),
+                    });
+                }
+                backoff(policy, attempt)
+            }
+            Ok(resp) => {
+                let status = resp.status();
+                let retry_after = retry_after(resp.headers());
+                let text = resp.text().await.unwrap_or_default();
+                if status.is_success() {
+                    return Ok(Reply {
+                        body: text,
+                        latency: started.elapsed(),
+                    });
+                }
+                let detail = error_detail(&text);
+                let retryable = status.as_u16() == 429 || status.is_server_error();
+                if !retryable {
+                    return Err(ModelError::Rejected {
+                        provider: provider.to_owned(),
+                        status: status.as_u16(),
+                        detail,
+                    });
+                }
+                if last {
+                    return Err(ModelError::Exhausted {
+                        provider: provider.to_owned(),
+                        status: status.as_u16(),
+                        attempts: attempt,
+                        detail,
+                    });
+                }
+                retry_after.map_or_else(|| backoff(policy, attempt), |d| d.min(policy.max_backoff))
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
+    let exp = policy
+        .base_backoff
+        .saturating_mul(1 << (attempt - 1).min(16));
+    exp.min(policy.max_backoff)
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from model APIs and treated as absent).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get("retry-after")?.to_str().ok()?;
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// The vendor's error message (`{"error": {"message": …}}` in both formats), or a short excerpt.
+fn error_detail(body: &str) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    if let Some(msg) = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/error/message"))
+        .and_then(|m| m.as_str())
+    {
+        return msg.to_owned();
+    }
+    body.chars().take(200).collect()
+}
+
+/// reqwest errors print the URL; ours may carry a key in a query string for some gateways.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(url) = e.url() {
+        s = s.replace(url.as_str(), "<url>");
+    }
+    s
+}

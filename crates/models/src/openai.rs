@@ -1,0 +1,214 @@
+//! OpenAI-compatible Chat Completions (`POST {base_url}/chat/completions`, streaming off), the
+//! wire format OpenAI, vLLM, Ollama, LiteLLM and llama.cpp servers share. Quirks of "compatible"
+//! servers are normalised on ingest: `arguments` sent as an object instead of a JSON string, and
+//! missing tool-call ids (synthesised deterministically).
+
+use crate::error::ModelError;
+use crate::http::{self, RetryPolicy, Secret};
+use crate::provider::{
+    ChatRequest, ChatResponse, FinishReason, Message, ModelProvider, ToolCall, Usage,
+    check_tool_names,
+};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+/// Where and how to reach an OpenAI-compatible server.
+#[derive(Clone, Debug)]
+pub struct OpenAiConfig {
+    /// Base URL up to and including the version, e.g. `https://api.openai.com/v1` or
+    /// `http://127.0.0.1:11434/v1` for Ollama.
+    pub base_url: String,
+    /// Environment variable holding the API key; `None` for local servers without auth.
+    pub api_key_env: Option<String>,
+    /// Timeouts and retries.
+    pub retry: RetryPolicy,
+}
+
+/// An OpenAI-compatible provider.
+pub struct OpenAi {
+    config: OpenAiConfig,
+    key: Option<Secret>,
+    client: reqwest::Client,
+}
+
+const NAME: &str = "openai";
+
+impl OpenAi {
+    /// Builds the provider, reading the API key from the environment now so a missing key fails
+    /// at start-up, not at the first call.
+    pub fn new(config: OpenAiConfig) -> Result<Self, ModelError> {
+        let key = match &config.api_key_env {
+            Some(var) => Some(Secret::from_env(NAME, var)?),
+            None => None,
+        };
+        Ok(Self {
+            config,
+            key,
+            client: http::client()?,
+        })
+    }
+}
+
+/// The request body in OpenAI's wire format.
+pub fn request_body(req: &ChatRequest) -> Value {
+    let messages: Vec<Value> = req
+        .messages
+        .iter()
+        .map(|m| match m {
+            Message::System { content } => json!({"role": "system", "content": content}),
+            Message::User { content } => json!({"role": "user", "content": content}),
+            Message::Assistant {
+                content,
+                tool_calls,
+            } => {
+                let mut msg = json!({"role": "assistant", "content": content});
+                if !tool_calls.is_empty() {
+                    msg["tool_calls"] = tool_calls
+                        .iter()
+                        .map(|c| {
+                            json!({
+                                "id": c.id,
+                                "type": "function",
+                                "function": {"name": c.name, "arguments": c.arguments.to_string()},
+                            })
+                        })
+                        .collect();
+                }
+                msg
+            }
+            Message::Tool {
+                call_id, content, ..
+            } => json!({"role": "tool", "tool_call_id": call_id, "content": content}),
+        })
+        .collect();
+    let mut body = json!({
+        "model": req.model,
+        "messages": messages,
+        "max_tokens": req.max_tokens,
+        "stream": false,
+    });
+    if !req.tools.is_empty() {
+        body["tools"] = req
+            .tools
+            .iter()
+            .map(|t| {
+                json!({
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.input_schema},
+                })
+            })
+            .collect();
+    }
+    body
+}
+
+/// Parses a Chat Completions reply.
+pub fn parse_reply(req: &ChatRequest, raw: &str) -> Result<ChatResponse, ModelError> {
+    let bad = |detail: String| ModelError::Malformed {
+        provider: NAME.into(),
+        detail,
+        raw: raw.to_owned(),
+    };
+    let v: Value = serde_json::from_str(raw).map_err(|e| bad(format!("reply is not JSON: {e}")))?;
+    let choice = v
+        .pointer("/choices/0")
+        .ok_or_else(|| bad("reply has no choices[0]".into()))?;
+    let message = choice
+        .get("message")
+        .ok_or_else(|| bad("choices[0] has no message".into()))?;
+    let text = message
+        .get("content")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    let mut tool_calls = Vec::new();
+    if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
+        for (i, c) in calls.iter().enumerate() {
+            let name = c
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(format!("tool_calls[{i}] has no function.name")))?;
+            let arguments = match c.pointer("/function/arguments") {
+                Some(Value::String(s)) if s.trim().is_empty() => json!({}),
+                Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| {
+                    bad(format!(
+                        "tool_calls[{i}] ({name}): arguments are not valid JSON: {e}"
+                    ))
+                })?,
+                Some(obj @ Value::Object(_)) => obj.clone(),
+                None => json!({}),
+                Some(other) => {
+                    return Err(bad(format!(
+                        "tool_calls[{i}] ({name}): arguments must be a JSON object or string, found {other}"
+                    )));
+                }
+            };
+            let id = c
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map_or_else(|| format!("call_{i}"), str::to_owned);
+            tool_calls.push(ToolCall {
+                id,
+                name: name.to_owned(),
+                arguments,
+            });
+        }
+    }
+    check_tool_names(NAME, req, &tool_calls, raw)?;
+    let finish = match choice.get("finish_reason").and_then(Value::as_str) {
+        Some("stop") => FinishReason::Stop,
+        Some("tool_calls" | "function_call") => FinishReason::ToolCalls,
+        Some("length") => FinishReason::Length,
+        _ if !tool_calls.is_empty() => FinishReason::ToolCalls,
+        _ => FinishReason::Other,
+    };
+    let n = |p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    Ok(ChatResponse {
+        model: v
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or(&req.model)
+            .to_owned(),
+        text,
+        tool_calls,
+        usage: Usage {
+            input: n("/usage/prompt_tokens"),
+            output: n("/usage/completion_tokens"),
+            cached_input: n("/usage/prompt_tokens_details/cached_tokens"),
+        },
+        finish,
+        latency: Default::default(),
+        raw: raw.to_owned(),
+    })
+}
+
+#[async_trait]
+impl ModelProvider for OpenAi {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        let url = format!(
+            "{}/chat/completions",
+            self.config.base_url.trim_end_matches('/')
+        );
+        let auth = self.key.as_ref().map(|k| format!("Bearer {}", k.expose()));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let body = request_body(req).to_string();
+        let reply = http::post_json(
+            NAME,
+            &self.client,
+            &url,
+            &headers,
+            &body,
+            &self.config.retry,
+        )
+        .await?;
+        let mut response = parse_reply(req, &reply.body)?;
+        response.latency = reply.latency;
+        Ok(response)
+    }
+}
