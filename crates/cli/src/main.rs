@@ -6,6 +6,7 @@
 
 mod bench;
 mod events;
+mod tools;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -29,6 +30,11 @@ enum Command {
         /// The execution id (a UUID).
         exec_id: String,
     },
+    /// Tool contracts: check a folder, list it, draft contracts from an MCP server.
+    Tools {
+        #[command(subcommand)]
+        command: tools::ToolsCmd,
+    },
     /// Measure a component and print figures (never asserts anything about time).
     Bench {
         #[command(subcommand)]
@@ -51,6 +57,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Events { exec_id } => events::print(&cli.data, &exec_id).await,
+            Command::Tools { command } => tools::run(command).await,
             Command::Bench { target } => bench::run(&cli.data, target).await,
         }
     });

@@ -207,9 +207,14 @@ impl ToolRunner {
                 .end_before_run(rec, called, ToolStatus::Refused, vec![reason])
                 .await;
         }
-        // The intent is durable before anything can act.
-        rec.append(vec![Payload::ToolCalled(called.clone())])
-            .await?;
+        // A side effect's intent is durable before anything can act; a read-only call's intent
+        // is written with its result (one commit instead of two).
+        if barrier(&contract, &called) {
+            rec.append(vec![Payload::ToolCalled(called.clone())])
+                .await?;
+        } else {
+            rec.defer(Payload::ToolCalled(called.clone()));
+        }
         let mut call = Call {
             contract,
             adapter,
@@ -405,8 +410,12 @@ impl ToolRunner {
                 let delay = delays.next().unwrap_or(policy.backoff.max);
                 tokio::time::sleep(delay).await;
                 call.called.attempt += 1;
-                rec.append(vec![Payload::ToolCalled(call.called.clone())])
-                    .await?;
+                if barrier(&call.contract, &call.called) {
+                    rec.append(vec![Payload::ToolCalled(call.called.clone())])
+                        .await?;
+                } else {
+                    rec.defer(Payload::ToolCalled(call.called.clone()));
+                }
                 continue;
             }
             rec.append(vec![result]).await?;
@@ -526,6 +535,12 @@ impl ToolRunner {
             called: call.called,
         })
     }
+}
+
+/// True if a call's `tool.called` must be durable before its adapter runs: it may act on the
+/// world, or it holds an idempotency key whose ledger entry must follow the intent.
+fn barrier(contract: &Contract, called: &ToolCalled) -> bool {
+    contract.side_effect != SideEffect::ReadOnly || called.idempotency_key.is_some()
 }
 
 fn escalate(

@@ -117,6 +117,12 @@ impl SqliteLedger {
     /// Opens the ledger in the spine file at `path` (`DIR/spine.db`). The spine must have been
     /// opened (and so migrated) first: the table is one of its migrations.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ToolError> {
+        Self::open_with(path, true)
+    }
+
+    /// Like [`SqliteLedger::open`]; `durable: false` skips fsync (for benchmarks of the CPU path
+    /// and throwaway stores, like the spine's `Durability::Off`).
+    pub fn open_with(path: impl AsRef<Path>, durable: bool) -> Result<Self, ToolError> {
         let path = path.as_ref().to_owned();
         let err = |context| {
             let path = path.clone();
@@ -132,9 +138,10 @@ impl SqliteLedger {
         )
         .map_err(err("opening"))?;
         // Same durability as the spine: `started` must survive a crash that follows it.
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
-        )
+        let sync = if durable { "FULL" } else { "OFF" };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 10000;"
+        ))
         .map_err(err("setting pragmas"))?;
         conn.query_row("SELECT count(*) FROM tool_ledger WHERE 0", [], |_| Ok(()))
             .map_err(err(

@@ -20,6 +20,8 @@ pub struct Recorder<'a> {
     pub last_seq: u64,
     /// Events appended by this recorder, in order.
     pub events: Vec<Event>,
+    /// Payloads to write with the next append (see [`Recorder::defer`]).
+    deferred: Vec<Payload>,
 }
 
 /// A `tool.result` being written; unset fields default to "nothing happened".
@@ -70,7 +72,15 @@ impl<'a> Recorder<'a> {
             step_n,
             last_seq,
             events: Vec::new(),
+            deferred: Vec::new(),
         }
+    }
+
+    /// Holds `payload` back to be written in the same batch as the next append. Used for the
+    /// `tool.called` of calls without side effects: nothing needs to be durable before they run
+    /// (a crash just means the call is made again), so intent and result share one commit.
+    pub fn defer(&mut self, payload: Payload) {
+        self.deferred.push(payload);
     }
 
     /// The execution's tenant.
@@ -104,7 +114,9 @@ impl<'a> Recorder<'a> {
 
     /// Appends `payloads` as one batch (durable on return).
     pub async fn append(&mut self, payloads: Vec<Payload>) -> Result<(), ToolError> {
-        let batch: Vec<Event> = payloads
+        let mut all = std::mem::take(&mut self.deferred);
+        all.extend(payloads);
+        let batch: Vec<Event> = all
             .into_iter()
             .enumerate()
             .map(|(i, p)| self.event(self.last_seq + 1 + i as u64, p))

@@ -16,7 +16,7 @@ use crate::registry::Registry;
 use keel_core::payload::ToolStatus;
 use keel_core::{Cost, ExecId, ExecStatus, ExecutionState, Payload, TenantId, TraceId};
 use keel_spine::clock::{Clock, SystemClock};
-use keel_spine::{BlobStore, EventLog, LocalBlobStore, SqliteLog, SqliteOptions};
+use keel_spine::{BlobStore, Durability, EventLog, LocalBlobStore, SqliteLog, SqliteOptions};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -162,8 +162,9 @@ impl ToolRunner {
         options: SqliteOptions,
     ) -> Result<(Self, SqliteLog), ToolError> {
         let spine = data.join("spine.db");
+        let durable = options.durability == Durability::Full;
         let log = SqliteLog::open(&spine, options)?;
-        let ledger = SqliteLedger::open(&spine)?;
+        let ledger = SqliteLedger::open_with(&spine, durable)?;
         let runner = Self::new(
             registry,
             Wiring {

@@ -21,6 +21,15 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// The builtin functions the shop registers (for checking contracts without opening a shop).
+pub const BUILTIN_NAMES: [&str; 5] = [
+    "lookup_order",
+    "draft_reply",
+    "discard_draft",
+    "notify_team",
+    "issue_customer_refund",
+];
+
 /// The shop database.
 #[derive(Clone)]
 pub struct Shop {

@@ -61,7 +61,7 @@ async fn valid_call_records_called_then_ok_and_stores_the_output() {
     assert_eq!(r.output_ref.as_deref(), Some(output_ref.as_str()));
     assert_eq!(r.actual_cost, Cost::Known(100));
     // The output is in the blob store under the ref the event carries.
-    let blobs = LocalBlobStore::new(env.dir.path().join("blobs"));
+    let blobs = LocalBlobStore::new(env.dir.join("blobs"));
     let bytes = blobs.get(&output_ref.parse().unwrap()).await.unwrap();
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),

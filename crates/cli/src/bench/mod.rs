@@ -2,6 +2,7 @@
 //! `--json`). They measure; they never assert anything about time.
 
 mod spine;
+mod tools;
 
 use clap::Subcommand;
 use std::path::Path;
@@ -22,6 +23,16 @@ pub enum Target {
         #[arg(long, hide = true)]
         only: Option<String>,
     },
+    /// Per-call overhead of the tool contract layer (validation, ledger, events, blob) against
+    /// the bare builtin call measured in the same run, durability on and off.
+    Tools {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Calls per scenario.
+        #[arg(long, default_value_t = 300)]
+        calls: u32,
+    },
 }
 
 /// Runs the chosen benchmark.
@@ -32,5 +43,6 @@ pub async fn run(data: &Path, target: Target) -> anyhow::Result<()> {
             seconds,
             only,
         } => spine::run(data, json, seconds, only.as_deref()).await,
+        Target::Tools { json, calls } => tools::run(data, json, calls).await,
     }
 }

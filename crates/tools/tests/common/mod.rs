@@ -38,12 +38,13 @@ pub fn demo_sources() -> Vec<(PathBuf, String)> {
     out
 }
 
-/// A test store: runner, spine, shop, in a temp dir.
+/// A test store: runner, spine, shop, in a directory (a temp dir unless reopened).
 pub struct Env {
-    pub dir: tempfile::TempDir,
+    pub dir: PathBuf,
     pub runner: Arc<ToolRunner>,
     pub log: SqliteLog,
     pub shop: Shop,
+    _tmp: Option<tempfile::TempDir>,
 }
 
 /// The demo contracts plus `extra` (file name, YAML), with the shop's builtins.
@@ -53,29 +54,28 @@ pub fn env(extra: &[(&str, String)]) -> Env {
 
 /// Like [`env`], letting the test add builtins.
 pub fn env_with(extra: &[(&str, String)], more: impl FnOnce(&mut Builtins)) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    env_in(dir, extra, more)
+    let tmp = tempfile::tempdir().unwrap();
+    let mut env = env_at(tmp.path(), extra, more);
+    env._tmp = Some(tmp);
+    env
 }
 
-/// Like [`env_with`] in an existing directory (to reopen a store after a crash).
-pub fn env_in(
-    dir: tempfile::TempDir,
-    extra: &[(&str, String)],
-    more: impl FnOnce(&mut Builtins),
-) -> Env {
-    let shop = Shop::open(dir.path().join("shop.db")).unwrap();
+/// Opens (or reopens, after a crash) the store in `dir`.
+pub fn env_at(dir: &Path, extra: &[(&str, String)], more: impl FnOnce(&mut Builtins)) -> Env {
+    let shop = Shop::open(dir.join("shop.db")).unwrap();
     let mut builtins = shop.builtins();
     more(&mut builtins);
     let mut sources = demo_sources();
     sources.extend(extra.iter().map(|(n, t)| (PathBuf::from(n), t.clone())));
     let registry = Registry::from_sources(&sources, Some(&builtins.names())).unwrap();
     let (runner, log) =
-        ToolRunner::embedded(dir.path(), registry, builtins, SqliteOptions::default()).unwrap();
+        ToolRunner::embedded(dir, registry, builtins, SqliteOptions::default()).unwrap();
     Env {
-        dir,
+        dir: dir.to_owned(),
         runner: Arc::new(runner),
         log,
         shop,
+        _tmp: None,
     }
 }
 

@@ -1,0 +1,160 @@
+//! `keel tools check|list|import-mcp` and `keel bench tools` as users run them: the real binary.
+
+// Test helpers too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn keel(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn tools_check_accepts_the_demo_folder() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = repo().join("tools");
+    let out = keel(data.path(), &["tools", "check", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    assert!(text(&out.stderr).contains("5 contract(s), all valid"));
+}
+
+#[test]
+fn tools_check_prints_every_problem_one_a_line_and_fails() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = repo().join("crates/tools/tests/fixtures/broken");
+    let out = keel(data.path(), &["tools", "check", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.len() >= 15, "{stdout}");
+    for l in &lines {
+        let parts: Vec<&str> = l.splitn(3, ": ").collect();
+        assert_eq!(parts.len(), 3, "not `<file>: <field path>: <what>`: {l}");
+        assert!(parts[0].ends_with(".yaml"), "{l}");
+    }
+    assert!(
+        stdout.contains("many_problems.yaml: consequence_tier: must be an integer 0–3, found 7"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("unknown_fields.yaml: retries: unknown field"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(
+        "irreversible_low_tier.yaml: consequence_tier: an irreversible tool must be tier 3"
+    ));
+    assert!(text(&out.stderr).contains(&format!("{} problem(s)", lines.len())));
+    // A folder that does not exist is an error naming it.
+    let out = keel(data.path(), &["tools", "check", "/no/such/folder"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/no/such/folder"));
+}
+
+#[test]
+fn tools_list_prints_one_json_object_per_tool() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = repo().join("tools");
+    let out = keel(
+        data.path(),
+        &["tools", "list", "--dir", dir.to_str().unwrap(), "--json"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tools: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(tools.len(), 5);
+    let refund = tools
+        .iter()
+        .find(|t| t["tool"] == "issue_customer_refund")
+        .unwrap();
+    assert_eq!(refund["consequence_tier"], 3);
+    assert_eq!(refund["cost_est_micros"], 2000);
+}
+
+#[test]
+fn import_mcp_drafts_contracts_that_pass_check() {
+    let peers = std::env::var_os("KEEL_TEST_PEERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/keel-test-peers")
+        });
+    let server = peers.join("venv/bin/mcp-server-time");
+    assert!(
+        server.exists(),
+        "{} is missing: run scripts/test-peers",
+        server.display()
+    );
+    let data = tempfile::tempdir().unwrap();
+    let out_dir = data.path().join("imported");
+    let out = keel(
+        data.path(),
+        &[
+            "tools",
+            "import-mcp",
+            "--out",
+            out_dir.to_str().unwrap(),
+            server.to_str().unwrap(),
+            "--local-timezone",
+            "UTC",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let written = text(&out.stdout);
+    assert!(
+        written.contains("get_current_time.yaml") && written.contains("convert_time.yaml"),
+        "{written}"
+    );
+    let out = keel(data.path(), &["tools", "check", out_dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // Importing again does not overwrite reviewed files unless asked to.
+    let out = keel(
+        data.path(),
+        &[
+            "tools",
+            "import-mcp",
+            "--out",
+            out_dir.to_str().unwrap(),
+            server.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--force"));
+}
+
+#[test]
+fn bench_tools_json_prints_one_object() {
+    let data = tempfile::tempdir().unwrap();
+    let out = keel(data.path(), &["bench", "tools", "--json", "--calls", "10"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    for k in [
+        "baseline_read_builtin_us",
+        "read_only_call_us",
+        "keyed_call_us",
+        "read_only_overhead_us",
+        "keyed_overhead_us",
+    ] {
+        assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
+    }
+}
