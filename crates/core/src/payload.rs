@@ -80,6 +80,10 @@ pub struct ModelResponded {
     /// Blob holding the raw response bytes, for replay.
     #[serde(default)]
     pub response_ref: Option<String>,
+    /// Set when the reply could not be used (bad JSON in tool arguments, an unknown tool): the
+    /// loop shows this to the model and asks again.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// One memory chunk as the model saw it.

@@ -10,7 +10,7 @@
 //! output_tokens: 40                # default output tokens per reply
 //! rules:
 //!   - name: refund-lookup
-//!     when: { goal: '(?i)refund.*?(?P<order>\d{4})', last_tool: none }
+//!     when: { goal: '(?i)refund.*?(?P<order>\d{4})', last_tool: none }   # also: prompt: <regex>
 //!     then:
 //!       text: "Look up order {order}, then refund it."
 //!       call: { tool: lookup_order, args: { order_id: "{order}" } }
@@ -76,6 +76,9 @@ struct WhenFile {
     /// Regex the goal must match; its named captures become placeholders.
     #[serde(default)]
     goal: Option<String>,
+    /// Regex the system prompt must match (so prompt versions can behave differently).
+    #[serde(default)]
+    prompt: Option<String>,
     /// Tool of the last result, or `none` for "no tool has answered yet".
     #[serde(default)]
     last_tool: Option<String>,
@@ -126,6 +129,7 @@ struct CallTemplate {
 struct Rule {
     name: String,
     goal: Option<Regex>,
+    prompt: Option<Regex>,
     last_tool: Option<Option<String>>,
     last_status: Option<LastStatus>,
     called: Vec<String>,
@@ -175,6 +179,13 @@ impl ScriptedModel {
                 ),
                 None => None,
             };
+            let prompt = match &r.when.prompt {
+                Some(p) => Some(
+                    Regex::new(p)
+                        .map_err(|e| err(format!("{}: invalid regex: {e}", at("when.prompt"))))?,
+                ),
+                None => None,
+            };
             if r.then.text.is_none() && r.then.call.is_none() && r.then.malformed.is_none() {
                 return Err(err(format!(
                     "{}: a rule must reply with text, a call, or malformed",
@@ -185,6 +196,7 @@ impl ScriptedModel {
             rules.push(Rule {
                 name: r.name.clone().unwrap_or_else(|| format!("rules[{i}]")),
                 goal,
+                prompt,
                 last_tool,
                 last_status: r.when.last_status,
                 called: r.when.called,
@@ -212,6 +224,7 @@ impl ScriptedModel {
 /// What the script can see of a conversation.
 struct Seen<'a> {
     goal: &'a str,
+    prompt: &'a str,
     last: Option<(String, bool, Value)>,
     called: BTreeSet<&'a str>,
     turns: usize,
@@ -221,6 +234,7 @@ struct Seen<'a> {
 fn look(req: &ChatRequest) -> Seen<'_> {
     let mut seen = Seen {
         goal: "",
+        prompt: "",
         last: None,
         called: BTreeSet::new(),
         turns: 0,
@@ -229,7 +243,12 @@ fn look(req: &ChatRequest) -> Seen<'_> {
     let mut names: HashMap<&str, &str> = HashMap::new();
     for m in &req.messages {
         match m {
-            Message::System { content } => seen.chars += content.len(),
+            Message::System { content } => {
+                if seen.prompt.is_empty() {
+                    seen.prompt = content;
+                }
+                seen.chars += content.len();
+            }
             Message::User { content } => {
                 if seen.goal.is_empty() {
                     seen.goal = content;
@@ -284,6 +303,11 @@ impl Rule {
                     vars.insert(name.to_owned(), Value::String(m.as_str().to_owned()));
                 }
             }
+        }
+        if let Some(re) = &self.prompt
+            && !re.is_match(seen.prompt)
+        {
+            return None;
         }
         match (&self.last_tool, &seen.last) {
             (Some(None), Some(_)) => return None,

@@ -125,6 +125,7 @@ impl ExecBuilder {
             cost,
             latency_ms: 120,
             response_ref: None,
+            error: None,
         }));
         self
     }

@@ -128,18 +128,21 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
             arb_tokens(),
             arb_cost(),
             any::<u64>(),
-            proptest::option::of(text()),
+            (proptest::option::of(text()), proptest::option::of(text())),
         )
-            .prop_map(|(call_id, model, tokens, cost, latency_ms, response_ref)| {
-                Payload::ModelResponded(ModelResponded {
-                    call_id,
-                    model,
-                    tokens,
-                    cost,
-                    latency_ms,
-                    response_ref,
-                })
-            })
+            .prop_map(
+                |(call_id, model, tokens, cost, latency_ms, (response_ref, error))| {
+                    Payload::ModelResponded(ModelResponded {
+                        call_id,
+                        model,
+                        tokens,
+                        cost,
+                        latency_ms,
+                        response_ref,
+                        error,
+                    })
+                },
+            )
             .boxed(),
         T::MemoryRetrieved => (
             text(),

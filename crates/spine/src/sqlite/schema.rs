@@ -68,6 +68,15 @@ pub const MIGRATIONS: &[&str] = &[
          actual_cost INTEGER,
          PRIMARY KEY (tenant, key)
      ) WITHOUT ROWID;",
+    // 3: kill-switches of the runtime, per tenant, strategy or tool. (The gates issue turns control
+    //    state into a fold of control events; until then this table is the control state.)
+    "CREATE TABLE kill_switches (
+         scope  TEXT NOT NULL CHECK (scope IN ('tenant', 'strategy', 'tool')),
+         name   TEXT NOT NULL,
+         reason TEXT NOT NULL,
+         set_at TEXT NOT NULL,
+         PRIMARY KEY (scope, name)
+     ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

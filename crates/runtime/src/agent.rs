@@ -1,0 +1,436 @@
+//! The agent loop. Per step: `model.called`, `model.responded`, then either tool calls through
+//! the contract layer (`plan.proposed`, `tool.called` / `tool.result` …) and `step.completed`, or
+//! an answer that ends the execution with `exec.finished` and an outcome evaluated against the
+//! strategy's success criteria. Limits (steps, cost, tokens), kill-switches and unrecoverable
+//! errors end it with their own outcomes.
+//!
+//! The loop holds nothing the log does not: `drive` starts by folding the execution's events,
+//! so a fresh worker resumes a crashed execution exactly where its log stops. A tool call that
+//! was recorded as called but has no result is resolved through the idempotency ledger, never
+//! blindly re-run.
+
+use crate::conversation;
+use crate::error::RuntimeError;
+use crate::kill::{KillSwitches, Scope};
+use crate::strategy::{Criterion, Strategy};
+use keel_core::payload::*;
+use keel_core::{
+    CURRENT_SCHEMA_VERSION, Cost, Event, ExecId, ExecStatus, ExecutionState, TenantId, Tokens,
+};
+use keel_models::{ChatRequest, ModelProvider, PriceTable, ToolCall, ToolSpec};
+use keel_spine::clock::{self, Clock};
+use keel_spine::{BlobStore, EventLog, SpineError};
+use keel_tools::{CallContext, ToolRunner};
+use std::sync::Arc;
+
+/// Malformed replies in a row after which the execution ends with outcome `error`.
+const MAX_MALFORMED_IN_A_ROW: u32 = 3;
+
+/// Everything the loop runs with. Cheap to share across executions.
+pub struct Agent {
+    /// The spine.
+    pub log: Arc<dyn EventLog>,
+    /// Where raw model replies and tool outputs live.
+    pub blobs: Arc<dyn BlobStore>,
+    /// The tool contract layer.
+    pub tools: Arc<ToolRunner>,
+    /// Model prices.
+    pub prices: PriceTable,
+    /// Kill-switches.
+    pub kill: Arc<KillSwitches>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// One execution being driven: its events so far and their fold.
+struct Run<'a> {
+    agent: &'a Agent,
+    events: Vec<Event>,
+    state: ExecutionState,
+}
+
+impl Run<'_> {
+    fn exec_id(&self) -> Result<ExecId, RuntimeError> {
+        self.state
+            .exec_id
+            .ok_or_else(|| RuntimeError::UnknownExecution("(not started)".into()))
+    }
+
+    /// Appends one event after the last, durably, and folds it in.
+    async fn append(&mut self, payload: Payload) -> Result<(), RuntimeError> {
+        let exec_id = self.exec_id()?;
+        let event = Event {
+            event_id: clock::new_event_id(),
+            exec_id,
+            tenant: self
+                .state
+                .tenant
+                .clone()
+                .unwrap_or_else(|| TenantId("".into())),
+            seq: self.state.last_seq + 1,
+            ts: self.agent.clock.now(),
+            trace_id: self.state.trace_id.unwrap_or(keel_core::TraceId([1; 16])),
+            step_n: self.state.totals.steps,
+            schema_version: CURRENT_SCHEMA_VERSION,
+            payload,
+        };
+        let next = self.state.apply(&event)?;
+        match self
+            .agent
+            .log
+            .append(exec_id, self.state.last_seq, std::slice::from_ref(&event))
+            .await
+        {
+            Ok(_) => {}
+            Err(SpineError::Conflict { .. }) => {
+                return Err(RuntimeError::Contended(exec_id.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.state = next;
+        self.events.push(event);
+        Ok(())
+    }
+
+    /// Folds in events another component (the tool runner) appended.
+    fn absorb(&mut self, events: Vec<Event>) -> Result<(), RuntimeError> {
+        for e in events {
+            self.state.apply_mut(&e)?;
+            self.events.push(e);
+        }
+        Ok(())
+    }
+
+    async fn finish(
+        &mut self,
+        outcome: Outcome,
+        detail: Option<String>,
+    ) -> Result<(), RuntimeError> {
+        let totals = self.state.totals.clone();
+        let trace_id = self.state.trace_id.unwrap_or(keel_core::TraceId([1; 16]));
+        self.append(Payload::ExecFinished(ExecFinished {
+            outcome,
+            steps_n: totals.steps,
+            tokens: totals.tokens,
+            cost: totals.cost,
+            trace_id,
+            detail,
+        }))
+        .await
+    }
+
+    /// Records a call the runtime refuses itself (not offered, killed, needs approval).
+    async fn refuse(
+        &mut self,
+        call: &ToolCall,
+        status: ToolStatus,
+        why: String,
+    ) -> Result<(), RuntimeError> {
+        let call_id = uuid::Uuid::now_v7().to_string();
+        self.append(Payload::ToolCalled(ToolCalled {
+            call_id: call_id.clone(),
+            tool: call.name.clone(),
+            args: call.arguments.clone(),
+            idempotency_key: None,
+            est_cost: Cost::ZERO,
+            attempt: 1,
+        }))
+        .await?;
+        self.append(Payload::ToolResult(ToolResult {
+            call_id,
+            tool: call.name.clone(),
+            status,
+            output_ref: None,
+            actual_cost: Cost::ZERO,
+            latency_ms: 0,
+            error_class: None,
+            errors: vec![why],
+        }))
+        .await
+    }
+}
+
+fn over_budget(state: &ExecutionState) -> Option<String> {
+    let b = &state.budget;
+    let t = &state.totals;
+    if let (Some(max), Cost::Known(spent)) = (b.max_cost_micros, t.cost)
+        && spent >= max
+    {
+        return Some(format!("spent {spent} µUSD of a {max} µUSD budget"));
+    }
+    let tokens = t.tokens.input + t.tokens.output;
+    if let Some(max) = b.max_tokens
+        && tokens >= max
+    {
+        return Some(format!("used {tokens} tokens of a {max} token budget"));
+    }
+    None
+}
+
+/// True if any of the strategy's criteria holds for this log and answer.
+pub fn succeeded(strategy: &Strategy, events: &[Event], answer: &str) -> bool {
+    strategy.success.iter().any(|c| match c {
+        Criterion::AnswerMatches(re) => re.is_match(answer),
+        Criterion::ToolStatus { tool, status } => events.iter().any(|e| match &e.payload {
+            Payload::ToolResult(r) => {
+                r.tool == *tool
+                    && serde_json::to_value(r.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .as_deref()
+                        == Some(status.as_str())
+            }
+            _ => false,
+        }),
+    })
+}
+
+impl Agent {
+    /// Appends `exec.started` for a new execution and returns its id (it runs when driven).
+    pub async fn start(
+        &self,
+        strategy: &Strategy,
+        tenant: &str,
+        goal: &str,
+    ) -> Result<ExecId, RuntimeError> {
+        let exec_id = clock::new_exec_id();
+        let event = Event {
+            event_id: clock::new_event_id(),
+            exec_id,
+            tenant: TenantId(tenant.to_owned()),
+            seq: 1,
+            ts: self.clock.now(),
+            trace_id: clock::new_trace_id(),
+            step_n: 0,
+            schema_version: CURRENT_SCHEMA_VERSION,
+            payload: Payload::ExecStarted(ExecStarted {
+                goal: goal.to_owned(),
+                strategy_version: strategy.version.clone(),
+                budget: strategy.budget.clone(),
+                experiment_arm: strategy.experiment_arm.clone(),
+            }),
+        };
+        self.log.append(exec_id, 0, &[event]).await?;
+        Ok(exec_id)
+    }
+
+    fn tool_specs(&self, strategy: &Strategy) -> Vec<ToolSpec> {
+        strategy
+            .tools
+            .iter()
+            .filter_map(|name| self.tools.contract(name))
+            .map(|c| ToolSpec {
+                name: c.name.clone(),
+                description: c.description.clone(),
+                input_schema: c.input.raw().clone(),
+            })
+            .collect()
+    }
+
+    /// Drives an execution from wherever its log stops until it ends (or suspends). Returns its
+    /// final state.
+    pub async fn drive(
+        &self,
+        strategy: &Strategy,
+        model: &dyn ModelProvider,
+        exec_id: ExecId,
+    ) -> Result<ExecutionState, RuntimeError> {
+        let events = self.log.read(exec_id, 1).await?;
+        if events.is_empty() {
+            return Err(RuntimeError::UnknownExecution(exec_id.to_string()));
+        }
+        let state = ExecutionState::fold(&events)?;
+        let mut run = Run {
+            agent: self,
+            events,
+            state,
+        };
+        let tools = self.tool_specs(strategy);
+        let mut malformed_in_a_row = 0;
+        loop {
+            match &run.state.status {
+                s if s.is_terminal() => return Ok(run.state),
+                ExecStatus::Suspended | ExecStatus::SuspendedAtGate { .. } => return Ok(run.state),
+                _ => {}
+            }
+            if run.state.pending_tool_call.is_some() {
+                // A crash between tool.called and tool.result: the ledger decides, not a re-run.
+                if let Some(report) = self.tools.resolve_pending(&run.state).await? {
+                    run.absorb(report.events)?;
+                }
+                run.append(Payload::StepCompleted(StepCompleted {
+                    summary: Some("resumed: resolved the in-flight tool call".into()),
+                }))
+                .await?;
+                continue;
+            }
+            let tenant = run.state.tenant.clone().map(|t| t.0).unwrap_or_default();
+            let killed = match self.kill.reason(Scope::Tenant, &tenant)? {
+                Some(r) => Some(format!("tenant {tenant} is killed: {r}")),
+                None => self
+                    .kill
+                    .reason(Scope::Strategy, &strategy.name)?
+                    .map(|r| format!("strategy {} is killed: {r}", strategy.name)),
+            };
+            if let Some(why) = killed {
+                run.finish(Outcome::Killed, Some(why)).await?;
+                continue;
+            }
+            if run.state.totals.steps >= strategy.max_steps {
+                let why = format!("reached max_steps {}", strategy.max_steps);
+                run.finish(Outcome::MaxSteps, Some(why)).await?;
+                continue;
+            }
+            if let Some(why) = over_budget(&run.state) {
+                run.finish(Outcome::BudgetExhausted, Some(why)).await?;
+                continue;
+            }
+
+            let call_id = match run.state.pending_model_call.clone() {
+                // A crash while the model was thinking: ask again under the same call.
+                Some(id) => id,
+                None => {
+                    let id = format!("model-{}", uuid::Uuid::now_v7());
+                    run.append(Payload::ModelCalled(ModelCalled {
+                        call_id: id.clone(),
+                        model: strategy.model.clone(),
+                        prompt_version: Some(strategy.prompt_version.clone()),
+                        request_ref: None,
+                    }))
+                    .await?;
+                    id
+                }
+            };
+            let messages =
+                conversation::rebuild(&strategy.prompt, &run.events, &*self.blobs).await?;
+            let request = ChatRequest {
+                model: strategy.model.clone(),
+                messages,
+                tools: tools.clone(),
+                max_tokens: strategy.max_tokens,
+            };
+            match model.chat(&request).await {
+                Ok(reply) => {
+                    malformed_in_a_row = 0;
+                    let response_ref = self.blobs.put(reply.raw.clone().into_bytes()).await?;
+                    run.append(Payload::ModelResponded(ModelResponded {
+                        call_id,
+                        model: reply.model.clone(),
+                        tokens: Tokens {
+                            input: reply.usage.input,
+                            output: reply.usage.output,
+                        },
+                        // Priced by the strategy's model name: vendors answer with dated names.
+                        cost: self.prices.cost(&strategy.model, &reply.usage),
+                        latency_ms: reply.latency.as_millis() as u64,
+                        response_ref: Some(response_ref.to_string()),
+                        error: None,
+                    }))
+                    .await?;
+                    if reply.tool_calls.is_empty() {
+                        let answer = reply.text.unwrap_or_default();
+                        run.append(Payload::StepCompleted(StepCompleted {
+                            summary: Some("answered".into()),
+                        }))
+                        .await?;
+                        let outcome = if succeeded(strategy, &run.events, &answer) {
+                            Outcome::Success
+                        } else {
+                            Outcome::Failure
+                        };
+                        run.finish(outcome, Some(answer)).await?;
+                        continue;
+                    }
+                    if let Some(text) = &reply.text {
+                        run.append(Payload::PlanProposed(PlanProposed {
+                            steps: text.lines().map(str::to_owned).collect(),
+                            model: reply.model.clone(),
+                            prompt_version: strategy.prompt_version.clone(),
+                        }))
+                        .await?;
+                    }
+                    let names: Vec<String> =
+                        reply.tool_calls.iter().map(|c| c.name.clone()).collect();
+                    for call in &reply.tool_calls {
+                        self.call_tool(&mut run, strategy, call).await?;
+                    }
+                    run.append(Payload::StepCompleted(StepCompleted {
+                        summary: Some(format!("called {}", names.join(", "))),
+                    }))
+                    .await?;
+                }
+                Err(e) => {
+                    let recoverable = e.is_recoverable();
+                    run.append(Payload::ModelResponded(ModelResponded {
+                        call_id,
+                        model: strategy.model.clone(),
+                        tokens: Tokens::default(),
+                        // The provider's usage of a reply we could not parse is not known.
+                        cost: Cost::Unknown,
+                        latency_ms: 0,
+                        response_ref: None,
+                        error: Some(e.to_string()),
+                    }))
+                    .await?;
+                    if !recoverable {
+                        run.finish(Outcome::Error, Some(e.to_string())).await?;
+                        continue;
+                    }
+                    malformed_in_a_row += 1;
+                    run.append(Payload::StepCompleted(StepCompleted {
+                        summary: Some("malformed model reply; asking again".into()),
+                    }))
+                    .await?;
+                    if malformed_in_a_row >= MAX_MALFORMED_IN_A_ROW {
+                        let why =
+                            format!("{malformed_in_a_row} malformed replies in a row; last: {e}");
+                        run.finish(Outcome::Error, Some(why)).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn call_tool(
+        &self,
+        run: &mut Run<'_>,
+        strategy: &Strategy,
+        call: &ToolCall,
+    ) -> Result<(), RuntimeError> {
+        if !strategy.tools.contains(&call.name) {
+            let why = format!(
+                "tool {:?} is not offered by strategy {}",
+                call.name, strategy.name
+            );
+            return run.refuse(call, ToolStatus::Rejected, why).await;
+        }
+        if let Some(reason) = self.kill.reason(Scope::Tool, &call.name)? {
+            let why = format!("kill-switch: tool {} is off: {reason}", call.name);
+            return run.refuse(call, ToolStatus::Refused, why).await;
+        }
+        if let Some(c) = self.tools.contract(&call.name)
+            && c.consequence_tier > strategy.max_autonomous_tier
+        {
+            let why = format!(
+                "requires approval: {} is a tier-{} action and strategy {} acts alone up to tier {} (approval gates are not enabled in this build)",
+                call.name, c.consequence_tier, strategy.name, strategy.max_autonomous_tier
+            );
+            return run.refuse(call, ToolStatus::Refused, why).await;
+        }
+        let ctx = CallContext::from_state(&run.state)?;
+        let report = self
+            .tools
+            .call(&ctx, &call.name, call.arguments.clone())
+            .await?;
+        run.absorb(report.events)
+    }
+}
+
+/// An execution's summary, for the CLI and the demo.
+#[derive(Clone, Debug)]
+pub struct Finished {
+    /// The execution.
+    pub exec_id: ExecId,
+    /// Its final state.
+    pub state: ExecutionState,
+}

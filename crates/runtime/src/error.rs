@@ -1,0 +1,44 @@
+//! The runtime's errors. Failures of the model or a tool are not errors here: they end up as
+//! events and outcomes. These are the conditions under which the loop cannot go on at all.
+
+/// What stops the loop itself.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A strategy file is wrong.
+    #[error("{file}: {detail}")]
+    Strategy {
+        /// The file.
+        file: String,
+        /// What and where.
+        detail: String,
+    },
+    /// No strategy by that name or version.
+    #[error("no strategy {0:?} (see strategies/*.yaml)")]
+    UnknownStrategy(String),
+    /// No such execution.
+    #[error("no execution {0}")]
+    UnknownExecution(String),
+    /// Another worker appended to this execution first: it owns the execution now.
+    #[error("execution {0} is being run by another worker")]
+    Contended(String),
+    /// The execution's log is not legal (it should never happen; the message names the event).
+    #[error(transparent)]
+    Fold(#[from] keel_core::FoldError),
+    /// The spine failed.
+    #[error(transparent)]
+    Spine(#[from] keel_spine::SpineError),
+    /// The tool layer failed (not a tool: the layer).
+    #[error(transparent)]
+    Tools(#[from] keel_tools::ToolError),
+    /// A model configuration is wrong.
+    #[error(transparent)]
+    Model(#[from] keel_models::ModelError),
+    /// The kill-switch table failed.
+    #[error("kill-switches ({path}): {detail}")]
+    Kill {
+        /// The store.
+        path: String,
+        /// What failed.
+        detail: String,
+    },
+}

@@ -1,0 +1,21 @@
+//! The orchestrator: runs an agent execution as a loop over the spine. Every step is appended as
+//! events before the loop moves on, and the loop's only state is the fold of those events, so
+//! any worker can pick an execution up where the last one stopped.
+//!
+//! - [`strategy`]: what an execution runs — prompt version × model × tool policy × limits ×
+//!   success criteria, loaded from `strategies/*.yaml`.
+//! - [`agent`]: the loop (model call, tool calls through the contract layer, outcomes).
+//! - [`conversation`]: rebuilding the model's view of the execution from its events.
+//! - [`kill`]: kill-switches per tenant, strategy and tool.
+
+pub mod agent;
+pub mod conversation;
+pub mod embedded;
+pub mod error;
+pub mod kill;
+pub mod strategy;
+
+pub use agent::{Agent, Finished};
+pub use error::RuntimeError;
+pub use kill::KillSwitches;
+pub use strategy::{Strategy, StrategySet};

@@ -1,0 +1,365 @@
+//! Strategies (`strategies/*.yaml`): everything an execution runs with, as data. Its identity,
+//! `strategy_version`, is derived from all of it — prompt version × model × tool policy × limits
+//! × success criteria — so two executions with the same version ran the same thing, and A/B
+//! readouts group by it.
+//!
+//! ```yaml
+//! name: support-short
+//! prompt: { file: ../prompts/support-v1.md, version: v1 }   # relative to this file
+//! model: { provider: scripted, name: scripted-small, script: ../models/support.yaml }
+//! tools: [lookup_order, draft_reply, notify_team, issue_customer_refund]
+//! max_steps: 6
+//! budget: { max_cost_usd: 0.05, max_tokens: 50000 }
+//! max_autonomous_tier: 2          # actions above it need approval
+//! success:                        # any of these, evaluated on the log
+//!   - { tool: issue_customer_refund, status: ok }
+//!   - { answer_matches: "(?i)order A-\\d{4} is (shipped|delivered)" }
+//! ```
+
+use crate::error::RuntimeError;
+use keel_core::payload::Budget;
+use keel_models::ModelProvider;
+use keel_models::anthropic::{Anthropic, AnthropicConfig};
+use keel_models::http::RetryPolicy;
+use keel_models::openai::{OpenAi, OpenAiConfig};
+use keel_models::scripted::ScriptedModel;
+use regex::Regex;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrategyFile {
+    name: String,
+    prompt: PromptFile,
+    model: ModelFile,
+    tools: Vec<String>,
+    max_steps: u32,
+    #[serde(default)]
+    budget: BudgetFile,
+    #[serde(default = "default_tier")]
+    max_autonomous_tier: u8,
+    success: Vec<CriterionFile>,
+    #[serde(default)]
+    experiment_arm: Option<String>,
+}
+
+fn default_tier() -> u8 {
+    2
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromptFile {
+    file: String,
+    version: String,
+}
+
+#[derive(Deserialize, serde::Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct ModelFile {
+    provider: String,
+    name: String,
+    #[serde(default)]
+    script: Option<String>,
+    #[serde(default)]
+    base_url: Option<String>,
+    #[serde(default)]
+    api_key_env: Option<String>,
+    #[serde(default = "default_max_tokens")]
+    max_tokens: u32,
+}
+
+fn default_max_tokens() -> u32 {
+    1024
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BudgetFile {
+    #[serde(default)]
+    max_cost_usd: Option<f64>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CriterionFile {
+    #[serde(default)]
+    tool: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    answer_matches: Option<String>,
+}
+
+/// A declared success criterion; an execution succeeds if any holds when it answers.
+#[derive(Clone, Debug)]
+pub enum Criterion {
+    /// A call of this tool ended with this status (`ok`, `rejected`, …).
+    ToolStatus {
+        /// The tool.
+        tool: String,
+        /// The status, as on `tool.result`.
+        status: String,
+    },
+    /// The final answer matches this regex.
+    AnswerMatches(Regex),
+}
+
+/// Which provider runs the model.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProviderKind {
+    /// The offline scripted model, with its script.
+    Scripted(PathBuf),
+    /// An OpenAI-compatible server.
+    OpenAi {
+        /// Base URL including `/v1`.
+        base_url: String,
+        /// API key variable, if the server needs one.
+        api_key_env: Option<String>,
+    },
+    /// Anthropic.
+    Anthropic {
+        /// Base URL.
+        base_url: String,
+        /// API key variable.
+        api_key_env: String,
+    },
+}
+
+/// A validated strategy.
+#[derive(Clone, Debug)]
+pub struct Strategy {
+    /// Short name (`support-short`).
+    pub name: String,
+    /// The derived identity: `name/prompt-version/model/policy-hash`.
+    pub version: String,
+    /// The prompt's text.
+    pub prompt: String,
+    /// The prompt's version.
+    pub prompt_version: String,
+    /// The model name (as priced in `prices.toml`).
+    pub model: String,
+    /// Its provider.
+    pub provider: ProviderKind,
+    /// Output token cap per reply.
+    pub max_tokens: u32,
+    /// Tools the model is offered.
+    pub tools: Vec<String>,
+    /// Step limit.
+    pub max_steps: u32,
+    /// Per-execution limits.
+    pub budget: Budget,
+    /// Highest consequence tier run without approval.
+    pub max_autonomous_tier: u8,
+    /// Success criteria (any of).
+    pub success: Vec<Criterion>,
+    /// Experiment arm, if this strategy is one.
+    pub experiment_arm: Option<String>,
+}
+
+impl Strategy {
+    /// Parses a strategy file's text; paths in it are relative to `dir`.
+    pub fn parse(text: &str, file: &str, dir: &Path) -> Result<Self, RuntimeError> {
+        let err = |detail: String| RuntimeError::Strategy {
+            file: file.to_owned(),
+            detail,
+        };
+        let f: StrategyFile = serde_saphyr::from_str(text).map_err(|e| err(e.to_string()))?;
+        let prompt_path = dir.join(&f.prompt.file);
+        let prompt = std::fs::read_to_string(&prompt_path)
+            .map_err(|e| err(format!("prompt.file: {}: {e}", prompt_path.display())))?;
+        if f.max_steps == 0 {
+            return Err(err("max_steps: must be at least 1".into()));
+        }
+        if f.max_autonomous_tier > 3 {
+            return Err(err("max_autonomous_tier: must be 0..=3".into()));
+        }
+        if f.tools.is_empty() {
+            return Err(err("tools: offer at least one tool".into()));
+        }
+        if f.success.is_empty() {
+            return Err(err(
+                "success: declare at least one criterion; outcomes are evaluated, not guessed"
+                    .into(),
+            ));
+        }
+        let mut success = Vec::new();
+        for (i, c) in f.success.iter().enumerate() {
+            success.push(match (&c.tool, &c.answer_matches) {
+                (Some(tool), None) => Criterion::ToolStatus {
+                    tool: tool.clone(),
+                    status: c.status.clone().unwrap_or_else(|| "ok".into()),
+                },
+                (None, Some(re)) => Criterion::AnswerMatches(
+                    Regex::new(re)
+                        .map_err(|e| err(format!("success[{i}].answer_matches: {e}")))?,
+                ),
+                _ => {
+                    return Err(err(format!(
+                        "success[{i}]: give either `tool` (with optional `status`) or `answer_matches`"
+                    )));
+                }
+            });
+        }
+        let m = &f.model;
+        let provider = match m.provider.as_str() {
+            "scripted" => {
+                let script = m.script.as_ref().ok_or_else(|| {
+                    err("model.script: the scripted provider needs a script".into())
+                })?;
+                ProviderKind::Scripted(dir.join(script))
+            }
+            "openai" => ProviderKind::OpenAi {
+                base_url: m
+                    .base_url
+                    .clone()
+                    .unwrap_or_else(|| "https://api.openai.com/v1".into()),
+                api_key_env: m.api_key_env.clone(),
+            },
+            "anthropic" => ProviderKind::Anthropic {
+                base_url: m
+                    .base_url
+                    .clone()
+                    .unwrap_or_else(|| "https://api.anthropic.com".into()),
+                api_key_env: m
+                    .api_key_env
+                    .clone()
+                    .unwrap_or_else(|| "ANTHROPIC_API_KEY".into()),
+            },
+            other => {
+                return Err(err(format!(
+                    "model.provider: {other:?} is not one of scripted, openai, anthropic"
+                )));
+            }
+        };
+        let budget = Budget {
+            max_cost_micros: match f.budget.max_cost_usd {
+                Some(usd) if usd.is_finite() && usd >= 0.0 => Some((usd * 1e6).round() as u64),
+                Some(usd) => {
+                    return Err(err(format!("budget.max_cost_usd: {usd} is not an amount")));
+                }
+                None => None,
+            },
+            max_steps: Some(f.max_steps),
+            max_tokens: f.budget.max_tokens,
+        };
+        // Everything that changes behaviour goes into the version.
+        let policy = serde_json::json!({
+            "prompt": prompt,
+            "model": m,
+            "tools": f.tools,
+            "max_steps": f.max_steps,
+            "budget": [budget.max_cost_micros, budget.max_tokens],
+            "tier": f.max_autonomous_tier,
+            "success": f.success.iter().map(|c| (&c.tool, &c.status, &c.answer_matches)).collect::<Vec<_>>(),
+        });
+        let hash = hex::encode(&Sha256::digest(policy.to_string().as_bytes())[..4]);
+        Ok(Self {
+            version: format!("{}/{}/{}/{hash}", f.name, f.prompt.version, m.name),
+            name: f.name,
+            prompt,
+            prompt_version: f.prompt.version,
+            model: m.name.clone(),
+            provider,
+            max_tokens: m.max_tokens,
+            tools: f.tools,
+            max_steps: f.max_steps,
+            budget,
+            max_autonomous_tier: f.max_autonomous_tier,
+            success,
+            experiment_arm: f.experiment_arm,
+        })
+    }
+
+    /// Builds this strategy's model provider.
+    pub fn provider(&self) -> Result<Arc<dyn ModelProvider>, RuntimeError> {
+        Ok(match &self.provider {
+            ProviderKind::Scripted(script) => Arc::new(ScriptedModel::load(script)?),
+            ProviderKind::OpenAi {
+                base_url,
+                api_key_env,
+            } => Arc::new(OpenAi::new(OpenAiConfig {
+                base_url: base_url.clone(),
+                api_key_env: api_key_env.clone(),
+                retry: RetryPolicy::default(),
+            })?),
+            ProviderKind::Anthropic {
+                base_url,
+                api_key_env,
+            } => Arc::new(Anthropic::new(AnthropicConfig {
+                base_url: base_url.clone(),
+                api_key_env: api_key_env.clone(),
+                retry: RetryPolicy::default(),
+            })?),
+        })
+    }
+}
+
+/// Every strategy of a folder, by name and by version.
+#[derive(Clone, Debug, Default)]
+pub struct StrategySet {
+    by_name: BTreeMap<String, Strategy>,
+}
+
+impl StrategySet {
+    /// Loads `dir/*.yaml`; every problem of every file is reported, one a line.
+    pub fn load_dir(dir: &Path) -> Result<Self, RuntimeError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| RuntimeError::Strategy {
+            file: dir.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        paths.sort();
+        let mut set = Self::default();
+        let mut problems = Vec::new();
+        for path in paths {
+            let file = path.display().to_string();
+            let parsed = std::fs::read_to_string(&path)
+                .map_err(|e| RuntimeError::Strategy {
+                    file: file.clone(),
+                    detail: e.to_string(),
+                })
+                .and_then(|text| Strategy::parse(&text, &file, dir));
+            match parsed {
+                Ok(s) if set.by_name.contains_key(&s.name) => {
+                    problems.push(format!(
+                        "{file}: name: {:?} is used by another strategy",
+                        s.name
+                    ));
+                }
+                Ok(s) => {
+                    set.by_name.insert(s.name.clone(), s);
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(RuntimeError::Strategy {
+                file: dir.display().to_string(),
+                detail: format!("\n{}", problems.join("\n")),
+            });
+        }
+        Ok(set)
+    }
+
+    /// A strategy by name, or by its full version (as recorded on `exec.started`).
+    pub fn get(&self, name_or_version: &str) -> Option<&Strategy> {
+        self.by_name
+            .get(name_or_version)
+            .or_else(|| self.by_name.values().find(|s| s.version == name_or_version))
+    }
+
+    /// All strategies, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Strategy> {
+        self.by_name.values()
+    }
+}

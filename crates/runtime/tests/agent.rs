@@ -1,0 +1,331 @@
+//! The agent loop against the scripted model, the real tool contract layer (the demo shop's
+//! builtin tools on a real SQLite file) and the real spine: outcomes, recovery, limits,
+//! kill-switches, resume.
+
+// Test helpers too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use keel_core::payload::{Outcome, Payload, ToolStatus};
+use keel_core::{Cost, Event, ExecId, ExecStatus, ExecutionState};
+use keel_runtime::embedded::{Config, Embedded};
+use keel_runtime::kill::Scope;
+use keel_spine::EventLog;
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// A store in a temp dir, with the demo strategies plus `extra` (name, YAML with `{repo}`).
+fn setup(extra: &[(&str, &str)]) -> (tempfile::TempDir, Embedded) {
+    let tmp = tempfile::tempdir().unwrap();
+    let strategies = tmp.path().join("strategies");
+    std::fs::create_dir_all(&strategies).unwrap();
+    let repo = repo();
+    for name in ["support-short", "support-long"] {
+        let text = std::fs::read_to_string(repo.join(format!("strategies/{name}.yaml"))).unwrap();
+        let text = text.replace("../", &format!("{}/", repo.display()));
+        std::fs::write(strategies.join(format!("{name}.yaml")), text).unwrap();
+    }
+    for (name, text) in extra {
+        let text = text.replace("{repo}", &repo.display().to_string());
+        std::fs::write(strategies.join(format!("{name}.yaml")), text).unwrap();
+    }
+    let config = Config {
+        tools: repo.join("tools"),
+        strategies,
+        prices: repo.join("prices.toml"),
+    };
+    let env = Embedded::open(&tmp.path().join("data"), &config).unwrap();
+    (tmp, env)
+}
+
+async fn run(env: &Embedded, strategy: &str, goal: &str) -> (ExecId, ExecutionState, Vec<Event>) {
+    let s = env.strategies.get(strategy).unwrap();
+    let model = s.provider().unwrap();
+    let exec = env.agent.start(s, "acme", goal).await.unwrap();
+    let state = env.agent.drive(s, &*model, exec).await.unwrap();
+    let events = env.log.read(exec, 1).await.unwrap();
+    assert_eq!(
+        ExecutionState::fold(&events).unwrap(),
+        state,
+        "the state is the fold of the log"
+    );
+    (exec, state, events)
+}
+
+fn types(events: &[Event]) -> Vec<&'static str> {
+    events.iter().map(|e| e.event_type().as_str()).collect()
+}
+
+fn outcome(state: &ExecutionState) -> Option<Outcome> {
+    match state.status {
+        ExecStatus::Finished { outcome } => Some(outcome),
+        ExecStatus::Failed => Some(Outcome::Error),
+        _ => None,
+    }
+}
+
+fn tool_statuses(events: &[Event]) -> Vec<(String, ToolStatus)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Payload::ToolResult(r) => Some((r.tool.clone(), r.status)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn finished_detail(events: &[Event]) -> String {
+    match &events.last().unwrap().payload {
+        Payload::ExecFinished(f) => f.detail.clone().unwrap_or_default(),
+        p => panic!("last event is {p:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_status_question_succeeds_with_every_step_on_the_log() {
+    let (_tmp, env) = setup(&[]);
+    let (_, state, events) = run(&env, "support-short", "Where is my order 1003?").await;
+    assert_eq!(outcome(&state), Some(Outcome::Success));
+    assert_eq!(
+        types(&events),
+        [
+            "exec.started",
+            "model.called",
+            "model.responded",
+            "plan.proposed",
+            "tool.called",
+            "tool.result",
+            "step.completed",
+            "model.called",
+            "model.responded",
+            "step.completed",
+            "exec.finished",
+        ]
+    );
+    assert_eq!(finished_detail(&events), "Order A-1003 is shipped.");
+    assert_eq!(state.totals.steps, 2);
+    assert!(
+        matches!(state.totals.cost, Cost::Known(c) if c > 0),
+        "{:?}",
+        state.totals.cost
+    );
+    match &events.last().unwrap().payload {
+        Payload::ExecFinished(f) => {
+            assert_eq!(
+                (f.steps_n, f.tokens, f.cost),
+                (2, state.totals.tokens, state.totals.cost)
+            );
+            assert_eq!(Some(f.trace_id), state.trace_id);
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complaint_costs_more_on_the_long_strategy() {
+    let (_tmp, env) = setup(&[]);
+    let goal = "This is terrible, order 1002 arrived broken";
+    let (_, short, short_events) = run(&env, "support-short", goal).await;
+    let (_, long, long_events) = run(&env, "support-long", goal).await;
+    assert_eq!(outcome(&short), Some(Outcome::Success));
+    assert_eq!(outcome(&long), Some(Outcome::Success));
+    assert_eq!(
+        tool_statuses(&short_events),
+        [("notify_team".into(), ToolStatus::Ok)]
+    );
+    assert_eq!(
+        tool_statuses(&long_events),
+        [
+            ("draft_reply".into(), ToolStatus::Ok),
+            ("notify_team".into(), ToolStatus::Ok)
+        ]
+    );
+    let (Cost::Known(a), Cost::Known(b)) = (short.totals.cost, long.totals.cost) else {
+        panic!()
+    };
+    assert!(b > 5 * a, "long {b} µUSD vs short {a} µUSD");
+    assert_eq!(env.shop.count("notifications").unwrap(), 2);
+    assert_eq!(env.shop.count("drafts").unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_3_refund_is_refused_as_requiring_approval() {
+    let (_tmp, env) = setup(&[]);
+    let (_, state, events) = run(&env, "support-short", "Please refund order 1001").await;
+    assert_eq!(
+        tool_statuses(&events),
+        [
+            ("lookup_order".into(), ToolStatus::Ok),
+            ("issue_customer_refund".into(), ToolStatus::Refused)
+        ]
+    );
+    assert_eq!(outcome(&state), Some(Outcome::Failure));
+    assert!(
+        finished_detail(&events).contains("requires approval"),
+        "{}",
+        finished_detail(&events)
+    );
+    assert_eq!(env.shop.count("refunds").unwrap(), 0, "no money moved");
+}
+
+const RECOVERING: &str = r#"
+name: recovering
+prompt: { file: {repo}/prompts/support-v1.md, version: v1 }
+model: { provider: scripted, name: scripted-small, script: {repo}/crates/runtime/tests/fixtures/recovering.yaml }
+tools: [lookup_order]
+max_steps: 5
+success: [ { answer_matches: '^Order A-\d{4} is' } ]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_call_is_shown_to_the_model_which_recovers() {
+    let (_tmp, env) = setup(&[("recovering", RECOVERING)]);
+    let (_, state, events) = run(&env, "recovering", "status of order 1002 please").await;
+    assert_eq!(
+        tool_statuses(&events),
+        [
+            ("lookup_order".into(), ToolStatus::Rejected),
+            ("lookup_order".into(), ToolStatus::Ok)
+        ]
+    );
+    assert_eq!(outcome(&state), Some(Outcome::Success));
+    // What the model read about the rejection came from the log: the schema's reason.
+    let rejected = events.iter().find_map(|e| match &e.payload {
+        Payload::ToolResult(r) if r.status == ToolStatus::Rejected => Some(r.errors.join(" ")),
+        _ => None,
+    });
+    assert!(
+        rejected.unwrap().contains("order_id"),
+        "the rejection names the field"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_replies_are_recorded_and_end_in_error_after_three() {
+    let (_tmp, env) = setup(&[("recovering", RECOVERING)]);
+    let (_, state, events) = run(&env, "recovering", "garble everything").await;
+    assert_eq!(outcome(&state), Some(Outcome::Error));
+    let errors: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Payload::ModelResponded(r) => r.error.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 3);
+    assert!(errors[0].contains("not valid JSON"), "{errors:?}");
+    assert!(finished_detail(&events).contains("malformed replies in a row"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_steps_and_budget_end_with_their_own_outcomes() {
+    let tight_steps = RECOVERING
+        .replace("name: recovering", "name: one-step")
+        .replace("max_steps: 5", "max_steps: 1");
+    let tight_budget = RECOVERING
+        .replace("name: recovering", "name: poor")
+        .replace(
+            "max_steps: 5",
+            "max_steps: 5\nbudget: { max_cost_usd: 0.00001 }",
+        );
+    let (_tmp, env) = setup(&[("one-step", &tight_steps), ("poor", &tight_budget)]);
+    let (_, state, events) = run(&env, "one-step", "where is order 1002").await;
+    assert_eq!(outcome(&state), Some(Outcome::MaxSteps));
+    assert_eq!(state.totals.steps, 1);
+    assert!(finished_detail(&events).contains("max_steps 1"));
+    let (_, state, events) = run(&env, "poor", "where is order 1002").await;
+    assert_eq!(outcome(&state), Some(Outcome::BudgetExhausted));
+    assert!(
+        finished_detail(&events).contains("budget"),
+        "{}",
+        finished_detail(&events)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_switches_stop_executions_and_refuse_tools() {
+    let (_tmp, env) = setup(&[]);
+    env.agent
+        .kill
+        .set(Scope::Tenant, "acme", "incident 42", "2026-11-25T00:00:00Z")
+        .unwrap();
+    let (_, state, events) = run(&env, "support-short", "where is order 1002").await;
+    assert_eq!(outcome(&state), Some(Outcome::Killed));
+    assert!(finished_detail(&events).contains("incident 42"));
+    assert_eq!(
+        types(&events),
+        ["exec.started", "exec.finished"],
+        "it stopped before any step"
+    );
+    assert!(env.agent.kill.clear(Scope::Tenant, "acme").unwrap());
+
+    env.agent
+        .kill
+        .set(
+            Scope::Tool,
+            "notify_team",
+            "channel flooded",
+            "2026-11-25T00:00:00Z",
+        )
+        .unwrap();
+    let (_, state, events) = run(&env, "support-short", "terrible service on order 1001").await;
+    assert_eq!(
+        tool_statuses(&events),
+        [("notify_team".into(), ToolStatus::Refused)]
+    );
+    assert_eq!(outcome(&state), Some(Outcome::Failure));
+    assert_eq!(env.shop.count("notifications").unwrap(), 0);
+
+    env.agent
+        .kill
+        .set(
+            Scope::Strategy,
+            "support-short",
+            "bad prompt",
+            "2026-11-25T00:00:00Z",
+        )
+        .unwrap();
+    let (_, state, _) = run(&env, "support-short", "where is order 1002").await;
+    assert_eq!(outcome(&state), Some(Outcome::Killed));
+    let (_, state, _) = run(&env, "support-long", "where is order 1002").await;
+    assert_eq!(
+        outcome(&state),
+        Some(Outcome::Success),
+        "other strategies still run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_died_mid_execution_is_resumed_from_the_log() {
+    let (_tmp, env) = setup(&[]);
+    let s = env.strategies.get("support-long").unwrap();
+    let model = s.provider().unwrap();
+    let exec = env
+        .agent
+        .start(s, "acme", "This is awful, order 1001 was rude")
+        .await
+        .unwrap();
+    // A first worker runs the whole execution; we then cut its log back to a crash point by
+    // replaying only a prefix into a fresh store, and let a second worker finish from there.
+    env.agent.drive(s, &*model, exec).await.unwrap();
+    let full = env.log.read(exec, 1).await.unwrap();
+    let crash_at = full
+        .iter()
+        .position(|e| e.event_type().as_str() == "tool.called")
+        .unwrap()
+        + 1;
+
+    let (_tmp2, fresh) = setup(&[]);
+    fresh.log.append(exec, 0, &full[..crash_at]).await.unwrap();
+    let state = fresh.agent.drive(s, &*model, exec).await.unwrap();
+    assert_eq!(outcome(&state), Some(Outcome::Success));
+    let events = fresh.log.read(exec, 1).await.unwrap();
+    assert!(events.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    // The in-flight draft_reply was resolved and the run went on to the notification.
+    assert_eq!(fresh.shop.count("notifications").unwrap(), 1);
+}
