@@ -1,6 +1,6 @@
-//! The demo's "shop": a small SQLite database (`DIR/shop.db`, separate from Keel's store: it is
-//! the outside world the agent acts on) and the four builtin tools that act on it, one per
-//! consequence tier, so side effects are real and countable:
+//! The demo's "shop" (orders A-1001 to A-1050): a small SQLite database (`DIR/shop.db`, separate
+//! from Keel's store: it is the outside world the agent acts on) and the four builtin tools that
+//! act on it, one per consequence tier, so side effects are real and countable:
 //!
 //! | tool | tier | effect |
 //! |---|---|---|
@@ -53,6 +53,11 @@ INSERT OR IGNORE INTO orders VALUES
     ('A-1001', 'ada@example.com', 4999, 'delivered'),
     ('A-1002', 'grace@example.com', 12900, 'delivered'),
     ('A-1003', 'linus@example.com', 2500, 'shipped');
+INSERT OR IGNORE INTO orders
+    WITH RECURSIVE n(i) AS (SELECT 1004 UNION ALL SELECT i + 1 FROM n WHERE i < 1050)
+    SELECT 'A-' || i, 'customer' || i || '@example.com', 1500 + (i * 7919) % 20000,
+           CASE i % 4 WHEN 0 THEN 'placed' WHEN 3 THEN 'shipped' ELSE 'delivered' END
+    FROM n;
 ";
 
 fn arg_str<'a>(args: &'a Value, field: &str) -> Result<&'a str, AdapterError> {

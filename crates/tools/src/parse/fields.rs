@@ -1,0 +1,340 @@
+//! Field parsers of a contract: rates, money, durations, the failure policy and the adapter.
+
+use super::walk::{Obj, Problems};
+use crate::contract::*;
+use keel_core::Cost;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Parses `20/min`, `5/s`, `100/hour`.
+fn rate(p: &mut Problems, path: &str, v: &Value) -> Option<Rate> {
+    let s = v.as_str().unwrap_or_default();
+    let parsed = s.split_once('/').and_then(|(n, per)| {
+        let calls: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
+        let per = match per.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            _ => return None,
+        };
+        Some(Rate { calls, per })
+    });
+    if parsed.is_none() {
+        p.add(
+            path,
+            format!("must look like \"20/min\" (per s, min or hour), found {v}"),
+        );
+    }
+    parsed
+}
+
+/// Parses a USD amount into micro-USD exactly: `"$0.002"`, `"$0.002/call"`, `0.002`.
+pub fn usd_micros(v: &Value) -> Option<u64> {
+    let text = match v {
+        Value::String(s) => s
+            .trim()
+            .trim_end_matches("/call")
+            .trim()
+            .trim_start_matches('$')
+            .to_owned(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let (whole, frac) = text.split_once('.').unwrap_or((&text, ""));
+    if frac.len() > 6
+        || !whole.chars().all(|c| c.is_ascii_digit())
+        || !frac.chars().all(|c| c.is_ascii_digit())
+        || whole.is_empty()
+    {
+        return None;
+    }
+    let whole: u64 = whole.parse().ok()?;
+    let frac_micros: u64 = format!("{frac:0<6}").parse().ok()?;
+    whole.checked_mul(1_000_000)?.checked_add(frac_micros)
+}
+
+pub(crate) fn budgets(p: &mut Problems, map: &Map<String, Value>) -> Option<Budgets> {
+    let mut o = Obj::new(map, "budgets");
+    let rate = match o.opt(p, "rate") {
+        Some(v) => Some(rate(p, "budgets.rate", v)?),
+        None => None,
+    };
+    let cost = match o.opt(p, "cost_est") {
+        Some(v) => match usd_micros(v) {
+            Some(m) => Cost::Known(m),
+            None => {
+                p.add(
+                    "budgets.cost_est",
+                    format!("must be a USD amount like \"$0.002\" (at most 6 decimals), found {v}"),
+                );
+                return None;
+            }
+        },
+        None => Cost::Unknown,
+    };
+    o.finish(p);
+    Some(Budgets {
+        rate_per_tenant: rate,
+        cost_est: cost,
+    })
+}
+
+/// Parses `250ms`, `10s`, `2m`.
+pub(crate) fn duration(p: &mut Problems, path: &str, v: &Value) -> Option<Duration> {
+    let s = v.as_str().unwrap_or_default().trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let d = n.parse::<u64>().ok().and_then(|n| match unit.trim() {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" | "min" => Some(Duration::from_secs(n * 60)),
+        _ => None,
+    });
+    match d {
+        Some(d) if !d.is_zero() => Some(d),
+        _ => {
+            p.add(
+                path,
+                format!("must be a positive duration like \"250ms\", \"10s\" or \"2m\", found {v}"),
+            );
+            None
+        }
+    }
+}
+
+pub(crate) fn failure_policy(p: &mut Problems, map: &Map<String, Value>) -> Option<FailurePolicy> {
+    let mut o = Obj::new(map, "failure_policy");
+    let mut ok = true;
+    let mut policy = FailurePolicy::default();
+    match o.opt(p, "retryable") {
+        None => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                match item.as_str().and_then(ErrorClass::parse) {
+                    Some(
+                        c @ (ErrorClass::Timeout
+                        | ErrorClass::RateLimited
+                        | ErrorClass::ServerError
+                        | ErrorClass::Connection),
+                    ) => policy.retryable.push(c),
+                    _ => {
+                        ok = false;
+                        p.add(format!("failure_policy.retryable.{i}"), format!("{item} is not a retryable class (timeout, rate_limited, 5xx, connection)"));
+                    }
+                }
+            }
+        }
+        Some(v) => {
+            ok = false;
+            p.add(
+                "failure_policy.retryable",
+                format!("must be a list of error classes, found {v}"),
+            );
+        }
+    }
+    match o.opt(p, "backoff") {
+        None => {}
+        Some(Value::Object(b)) => {
+            let mut bo = Obj::new(b, "failure_policy.backoff");
+            if let Some(v) = bo.opt(p, "initial") {
+                match duration(p, "failure_policy.backoff.initial", v) {
+                    Some(d) => policy.backoff.initial = d,
+                    None => ok = false,
+                }
+            }
+            if let Some(v) = bo.opt(p, "max") {
+                match duration(p, "failure_policy.backoff.max", v) {
+                    Some(d) => policy.backoff.max = d,
+                    None => ok = false,
+                }
+            }
+            if let Some(v) = bo.opt(p, "factor") {
+                match v.as_u64().filter(|f| (1..=10).contains(f)) {
+                    Some(f) => policy.backoff.factor = f as u32,
+                    None => {
+                        ok = false;
+                        p.add(
+                            "failure_policy.backoff.factor",
+                            format!("must be an integer 1–10, found {v}"),
+                        )
+                    }
+                }
+            }
+            bo.finish(p);
+        }
+        Some(v) => {
+            ok = false;
+            p.add(
+                "failure_policy.backoff",
+                format!("must be a mapping {{initial, max, factor}}, found {v}"),
+            );
+        }
+    }
+    if let Some(v) = o.opt(p, "max_attempts") {
+        match v.as_u64().filter(|n| (1..=20).contains(n)) {
+            Some(n) => policy.max_attempts = n as u32,
+            None => {
+                ok = false;
+                p.add(
+                    "failure_policy.max_attempts",
+                    format!("must be an integer 1–20, found {v}"),
+                )
+            }
+        }
+    } else if !policy.retryable.is_empty() {
+        policy.max_attempts = 3;
+    }
+    match o.opt_str(p, "compensation").as_deref() {
+        None | Some("none") => {}
+        Some(tool) => policy.compensation = Some(tool.to_owned()),
+    }
+    match o.opt_str(p, "on_exhaust").as_deref() {
+        None | Some("fail") => {}
+        Some("escalate_to_gate") => policy.on_exhaust = OnExhaust::EscalateToGate,
+        Some(other) => {
+            ok = false;
+            p.add(
+                "failure_policy.on_exhaust",
+                format!("{other:?} is not one of escalate_to_gate, fail"),
+            )
+        }
+    }
+    o.finish(p);
+    ok.then_some(policy)
+}
+
+fn string_map(p: &mut Problems, path: &str, v: Option<&Value>) -> Option<BTreeMap<String, String>> {
+    let Some(v) = v else {
+        return Some(BTreeMap::new());
+    };
+    let Some(m) = v.as_object() else {
+        p.add(path, format!("must be a mapping of strings, found {v}"));
+        return None;
+    };
+    let mut out = BTreeMap::new();
+    for (k, v) in m {
+        match v.as_str() {
+            Some(s) => {
+                out.insert(k.clone(), s.to_owned());
+            }
+            None => {
+                p.add(
+                    format!("{path}.{k}"),
+                    format!("must be a string, found {v}"),
+                );
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+pub(crate) fn adapter(
+    p: &mut Problems,
+    map: &Map<String, Value>,
+    name: Option<&str>,
+    builtins: Option<&BTreeSet<String>>,
+) -> Option<AdapterSpec> {
+    let mut o = Obj::new(map, "adapter");
+    let kind = o.req_str(p, "kind");
+    let spec = match kind.as_deref() {
+        Some("http") => {
+            let url = o.req_str(p, "url");
+            if let Some(u) = &url
+                && !(u.starts_with("http://") || u.starts_with("https://"))
+            {
+                p.add(
+                    "adapter.url",
+                    format!("must be an http:// or https:// URL, found {u:?}"),
+                );
+            }
+            let h = o.opt(p, "headers_from_env");
+            let headers = string_map(p, "adapter.headers_from_env", h);
+            Some(AdapterSpec::Http {
+                url: url?,
+                headers_from_env: headers?,
+            })
+        }
+        Some("mcp") => {
+            let command = o.opt(p, "command");
+            let url = o.opt_str(p, "url");
+            let e = o.opt(p, "env");
+            let env = string_map(p, "adapter.env", e);
+            let tool = o.opt_str(p, "tool").or_else(|| name.map(str::to_owned));
+            let server = match (command, url) {
+                (Some(Value::Array(parts)), None)
+                    if !parts.is_empty() && parts.iter().all(Value::is_string) =>
+                {
+                    Some(McpServer::Stdio {
+                        command: parts
+                            .iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect(),
+                        env: env?,
+                    })
+                }
+                (Some(c), None) => {
+                    p.add(
+                        "adapter.command",
+                        format!("must be a non-empty list [program, args…], found {c}"),
+                    );
+                    None
+                }
+                (None, Some(url)) if url.starts_with("http://") || url.starts_with("https://") => {
+                    Some(McpServer::Http { url })
+                }
+                (None, Some(url)) => {
+                    p.add(
+                        "adapter.url",
+                        format!("must be an http(s) URL, found {url:?}"),
+                    );
+                    None
+                }
+                (Some(_), Some(_)) => {
+                    p.add(
+                        "adapter",
+                        "give either command (stdio) or url (streamable HTTP), not both",
+                    );
+                    None
+                }
+                (None, None) => {
+                    p.add(
+                        "adapter",
+                        "an mcp adapter needs command (stdio) or url (streamable HTTP)",
+                    );
+                    None
+                }
+            };
+            Some(AdapterSpec::Mcp {
+                server: server?,
+                tool: tool?,
+            })
+        }
+        Some("builtin") => {
+            let function = o.req_str(p, "function")?;
+            if let Some(known) = builtins
+                && !known.contains(&function)
+            {
+                p.add(
+                    "adapter.function",
+                    format!(
+                        "no builtin function {function:?} is registered (known: {})",
+                        known.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+            Some(AdapterSpec::Builtin { function })
+        }
+        Some(other) => {
+            p.add(
+                "adapter.kind",
+                format!("{other:?} is not one of http, mcp, builtin"),
+            );
+            None
+        }
+        None => None,
+    };
+    o.finish(p);
+    spec
+}
