@@ -4,7 +4,9 @@
 //! has machine output. Exit codes: 0 success, 1 a command failed (the message says what and
 //! where), 2 the command line itself was wrong.
 
+mod agents;
 mod bench;
+mod demo;
 mod events;
 mod tools;
 
@@ -29,6 +31,48 @@ enum Command {
     Events {
         /// The execution id (a UUID).
         exec_id: String,
+    },
+    /// The whole story, offline: a support agent, two strategies, a crash and resume, the tables.
+    Demo,
+    /// Run one execution to its end and print its trace id and outcome.
+    Run {
+        /// Strategy name (see strategies/*.yaml).
+        #[arg(long)]
+        strategy: String,
+        /// Tenant the execution belongs to.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// What the agent is asked to do.
+        goal: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: agents::ConfigArgs,
+    },
+    /// Resume and run every unfinished execution of the store.
+    Worker {
+        /// Exit once nothing is left to run (otherwise keep polling for new executions).
+        #[arg(long)]
+        once: bool,
+        /// Executions driven at a time.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Pause before every model call, in milliseconds (paces demos and crash drills).
+        #[arg(long, default_value_t = 0)]
+        pace_ms: u64,
+        #[command(flatten)]
+        config: agents::ConfigArgs,
+    },
+    /// Print an execution's steps as a table (by execution id or trace id).
+    Trace {
+        /// Execution id (UUID) or trace id (32 hex digits).
+        id: String,
+    },
+    /// Kill-switches per tenant, strategy (agent) and tool.
+    Kill {
+        #[command(subcommand)]
+        command: agents::KillCmd,
     },
     /// Tool contracts: check a folder, list it, draft contracts from an MCP server.
     Tools {
@@ -57,6 +101,22 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Events { exec_id } => events::print(&cli.data, &exec_id).await,
+            Command::Demo => demo::run(&cli.data).await,
+            Command::Run {
+                strategy,
+                tenant,
+                goal,
+                json,
+                config,
+            } => agents::run(&cli.data, &config, &strategy, &tenant, &goal, json).await,
+            Command::Worker {
+                once,
+                concurrency,
+                pace_ms,
+                config,
+            } => agents::worker(&cli.data, &config, once, concurrency, pace_ms).await,
+            Command::Trace { id } => agents::trace(&cli.data, &id).await,
+            Command::Kill { command } => agents::kill(&cli.data, command).await,
             Command::Tools { command } => tools::run(command).await,
             Command::Bench { target } => bench::run(&cli.data, target).await,
         }

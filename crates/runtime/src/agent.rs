@@ -40,6 +40,9 @@ pub struct Agent {
     pub kill: Arc<KillSwitches>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// A pause before every model call (zero by default): paces executions for demos and
+    /// crash drills, so a watcher can see, or kill, a run mid-way.
+    pub pace: std::time::Duration,
 }
 
 /// One execution being driven: its events so far and their fold.
@@ -247,6 +250,20 @@ impl Agent {
         };
         let tools = self.tool_specs(strategy);
         let mut malformed_in_a_row = 0;
+        // A crash can cut a step after the model answered or after a tool returned; close that
+        // step so the next model call starts a new one and sees what the cut step did.
+        let cut = run.events.last().is_some_and(|e| {
+            matches!(
+                e.payload,
+                Payload::ModelResponded(_) | Payload::PlanProposed(_) | Payload::ToolResult(_)
+            )
+        });
+        if cut && !run.state.status.is_terminal() && run.state.pending_tool_call.is_none() {
+            run.append(Payload::StepCompleted(StepCompleted {
+                summary: Some("resumed: closing a step cut short by a crash".into()),
+            }))
+            .await?;
+        }
         loop {
             match &run.state.status {
                 s if s.is_terminal() => return Ok(run.state),
@@ -286,6 +303,9 @@ impl Agent {
                 continue;
             }
 
+            if !self.pace.is_zero() {
+                tokio::time::sleep(self.pace).await;
+            }
             let call_id = match run.state.pending_model_call.clone() {
                 // A crash while the model was thinking: ask again under the same call.
                 Some(id) => id,

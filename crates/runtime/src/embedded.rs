@@ -27,7 +27,7 @@ pub struct Config {
 
 /// A wired embedded runtime.
 pub struct Embedded {
-    /// The agent loop.
+    /// The agent loop (set `pace` before sharing it).
     pub agent: Arc<Agent>,
     /// The spine (also inside the agent).
     pub log: SqliteLog,
@@ -59,6 +59,7 @@ impl Embedded {
             prices,
             kill: Arc::new(kill),
             clock: Arc::new(SystemClock),
+            pace: std::time::Duration::ZERO,
         };
         Ok(Self {
             agent: Arc::new(agent),

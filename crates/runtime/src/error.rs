@@ -33,6 +33,9 @@ pub enum RuntimeError {
     /// A model configuration is wrong.
     #[error(transparent)]
     Model(#[from] keel_models::ModelError),
+    /// A worker task died (a bug: the loop returns errors, it does not panic).
+    #[error("worker task failed: {0}")]
+    Worker(String),
     /// The kill-switch table failed.
     #[error("kill-switches ({path}): {detail}")]
     Kill {

@@ -14,6 +14,7 @@ pub mod embedded;
 pub mod error;
 pub mod kill;
 pub mod strategy;
+pub mod worker;
 
 pub use agent::{Agent, Finished};
 pub use error::RuntimeError;

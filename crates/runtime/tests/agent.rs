@@ -329,3 +329,57 @@ async fn a_worker_that_died_mid_execution_is_resumed_from_the_log() {
     // The in-flight draft_reply was resolved and the run went on to the notification.
     assert_eq!(fresh.shop.count("notifications").unwrap(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_cut_after_a_tool_returned_is_closed_and_not_redone() {
+    let (_tmp, env) = setup(&[]);
+    let s = env.strategies.get("support-short").unwrap();
+    let model = s.provider().unwrap();
+    let exec = env
+        .agent
+        .start(s, "acme", "This is terrible, order 1021 arrived broken")
+        .await
+        .unwrap();
+    env.agent.drive(s, &*model, exec).await.unwrap();
+    let full = env.log.read(exec, 1).await.unwrap();
+    let cut = full
+        .iter()
+        .position(|e| e.event_type().as_str() == "tool.result")
+        .unwrap()
+        + 1;
+
+    let (tmp2, fresh) = setup(&[]);
+    copy_dir(
+        &_tmp.path().join("data/blobs"),
+        &tmp2.path().join("data/blobs"),
+    );
+    fresh.log.append(exec, 0, &full[..cut]).await.unwrap();
+    let state = fresh.agent.drive(s, &*model, exec).await.unwrap();
+    assert_eq!(outcome(&state), Some(Outcome::Success));
+    let events = fresh.log.read(exec, 1).await.unwrap();
+    assert_eq!(
+        events[cut].event_type().as_str(),
+        "step.completed",
+        "the cut step is closed first"
+    );
+    assert_eq!(
+        tool_statuses(&events),
+        [("notify_team".into(), ToolStatus::Ok)],
+        "not redone"
+    );
+    assert_eq!(state.totals.steps, 2);
+}
+
+/// Blobs referenced by copied events must come along (the blob store is part of the log).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let p = entry.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! `keel run`, `keel worker`, `keel trace` and `keel kill`: running agent executions on the
+//! embedded default and looking at them.
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use keel_core::payload::{Outcome, Payload};
+use keel_core::{Cost, Event, ExecId, ExecStatus, ExecutionState, TraceId};
+use keel_runtime::embedded::{Config, Embedded};
+use keel_runtime::kill::{KillSwitches, Scope};
+use keel_spine::clock::{Clock, SystemClock};
+use keel_spine::{EventLog, SqliteLog, SqliteOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the configuration is read from.
+#[derive(Args, Clone, Debug)]
+pub struct ConfigArgs {
+    /// Tool contracts folder.
+    #[arg(long, default_value = "tools")]
+    pub tools: PathBuf,
+    /// Strategies folder.
+    #[arg(long, default_value = "strategies")]
+    pub strategies: PathBuf,
+    /// Price table.
+    #[arg(long, default_value = "prices.toml")]
+    pub prices: PathBuf,
+}
+
+impl ConfigArgs {
+    /// As the runtime's config.
+    pub fn config(&self) -> Config {
+        Config {
+            tools: self.tools.clone(),
+            strategies: self.strategies.clone(),
+            prices: self.prices.clone(),
+        }
+    }
+}
+
+/// The outcome of a final state, as a word (`success`, `max_steps`, …), or its status.
+pub fn outcome_word(state: &ExecutionState) -> String {
+    let outcome = match &state.status {
+        ExecStatus::Finished { outcome } => *outcome,
+        ExecStatus::Failed => Outcome::Error,
+        other => return other.to_string(),
+    };
+    serde_json::to_value(outcome)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Micro-USD as dollars, or `unknown`.
+pub fn dollars(cost: Cost) -> String {
+    match cost {
+        Cost::Known(m) => format!("${:.6}", m as f64 / 1e6),
+        Cost::Unknown => "unknown".into(),
+    }
+}
+
+/// `keel run`: one execution, start to end.
+pub async fn run(
+    data: &Path,
+    cfg: &ConfigArgs,
+    strategy: &str,
+    tenant: &str,
+    goal: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let env = Embedded::open(data, &cfg.config())?;
+    let s = env
+        .strategies
+        .get(strategy)
+        .with_context(|| format!("no strategy {strategy:?} in {}", cfg.strategies.display()))?;
+    let model = s.provider()?;
+    let exec = env.agent.start(s, tenant, goal).await?;
+    eprintln!("started execution {exec} ({})", s.version);
+    let state = env.agent.drive(s, &*model, exec).await?;
+    let events = env.log.read(exec, 1).await?;
+    let answer = events.iter().rev().find_map(|e| match &e.payload {
+        Payload::ExecFinished(f) => f.detail.clone(),
+        _ => None,
+    });
+    let trace = state.trace_id.map(|t| t.to_string()).unwrap_or_default();
+    if json {
+        let v = serde_json::json!({
+            "exec_id": exec.to_string(),
+            "trace_id": trace,
+            "outcome": outcome_word(&state),
+            "steps": state.totals.steps,
+            "tokens": state.totals.tokens.input + state.totals.tokens.output,
+            "cost_usd_micros": state.totals.cost.micros(),
+            "answer": answer,
+        });
+        println!("{v}");
+    } else {
+        println!("exec_id   {exec}");
+        println!("trace_id  {trace}");
+        println!("outcome   {}", outcome_word(&state));
+        println!(
+            "steps {}  tokens {}  cost {}",
+            state.totals.steps,
+            state.totals.tokens.input + state.totals.tokens.output,
+            dollars(state.totals.cost)
+        );
+        if let Some(a) = answer {
+            println!("answer    {a}");
+        }
+    }
+    Ok(())
+}
+
+/// `keel worker`: resume and run every unfinished execution.
+pub async fn worker(
+    data: &Path,
+    cfg: &ConfigArgs,
+    once: bool,
+    concurrency: usize,
+    pace_ms: u64,
+) -> anyhow::Result<()> {
+    let mut env = Embedded::open(data, &cfg.config())?;
+    if let Some(agent) = Arc::get_mut(&mut env.agent) {
+        agent.pace = Duration::from_millis(pace_ms);
+    }
+    loop {
+        let drained = keel_runtime::worker::drain(&env.agent, &env.strategies, concurrency).await?;
+        for d in &drained {
+            match &d.result {
+                Ok(state) => eprintln!("{}: {}", d.exec_id, outcome_word(state)),
+                Err(e) => eprintln!("{}: not run: {e}", d.exec_id),
+            }
+        }
+        if once {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn summary(e: &Event) -> (String, String, String, String) {
+    let mut tokens = String::new();
+    let mut cost = String::new();
+    let mut ms = String::new();
+    let text = match &e.payload {
+        Payload::ExecStarted(s) => format!("{} — {:?}", s.strategy_version, s.goal),
+        Payload::PlanProposed(p) => p.steps.join(" / "),
+        Payload::ModelCalled(c) => c.model.clone(),
+        Payload::ModelResponded(r) => {
+            tokens = format!("{}/{}", r.tokens.input, r.tokens.output);
+            cost = dollars(r.cost);
+            ms = r.latency_ms.to_string();
+            match &r.error {
+                Some(err) => format!("{} ERROR {err}", r.model),
+                None => r.model.clone(),
+            }
+        }
+        Payload::ToolCalled(c) => format!("{}({}) attempt {}", c.tool, c.args, c.attempt),
+        Payload::ToolResult(r) => {
+            cost = dollars(r.actual_cost);
+            ms = r.latency_ms.to_string();
+            let status = serde_json::to_value(r.status).unwrap_or_default();
+            let status = status.as_str().unwrap_or_default();
+            if r.errors.is_empty() {
+                format!("{} {status}", r.tool)
+            } else {
+                format!("{} {status}: {}", r.tool, r.errors.join("; "))
+            }
+        }
+        Payload::GateRequested(g) => format!("gate {} tier {}", g.gate_id, g.consequence_tier),
+        Payload::GateDecided(g) => format!("gate {} {:?} by {}", g.gate_id, g.verdict, g.approver),
+        Payload::StepCompleted(s) => s.summary.clone().unwrap_or_default(),
+        Payload::ExecFinished(f) => {
+            tokens = format!("{}/{}", f.tokens.input, f.tokens.output);
+            cost = dollars(f.cost);
+            let o = serde_json::to_value(f.outcome).unwrap_or_default();
+            format!(
+                "{} — {}",
+                o.as_str().unwrap_or_default(),
+                f.detail.clone().unwrap_or_default()
+            )
+        }
+        Payload::MemoryRetrieved(m) => format!("{} chunks for {:?}", m.chunks.len(), m.query),
+        Payload::MemoryWritten(m) => m.memory_id.clone(),
+        Payload::ExecSuspended(t) | Payload::ExecResumed(t) | Payload::ExecCancelled(t) => {
+            t.reason.clone()
+        }
+    };
+    (text, tokens, cost, ms)
+}
+
+async fn find_by_trace(log: &SqliteLog, trace: TraceId) -> anyhow::Result<Option<ExecId>> {
+    let mut from = 1;
+    loop {
+        let page = log.read_all(from, 4096).await?;
+        let Some(last) = page.last() else {
+            return Ok(None);
+        };
+        from = last.offset + 1;
+        if let Some(c) = page.iter().find(|c| c.event.trace_id == trace) {
+            return Ok(Some(c.event.exec_id));
+        }
+    }
+}
+
+/// `keel trace`: an execution's steps as a table.
+pub async fn trace(data: &Path, id: &str) -> anyhow::Result<()> {
+    let path = data.join("spine.db");
+    if !path.exists() {
+        bail!("no Keel store at {} (is --data right?)", path.display());
+    }
+    let log = SqliteLog::open(&path, SqliteOptions::default())?;
+    let exec = if let Ok(exec) = id.parse::<ExecId>() {
+        exec
+    } else if let Ok(trace) = id.parse::<TraceId>() {
+        find_by_trace(&log, trace)
+            .await?
+            .with_context(|| format!("no execution with trace id {trace}"))?
+    } else {
+        bail!("{id:?} is neither an execution id (UUID) nor a trace id (32 hex digits)");
+    };
+    let events = log.read(exec, 1).await?;
+    if events.is_empty() {
+        bail!("no execution {exec} in {}", path.display());
+    }
+    println!(
+        "execution {exec}  trace {}  tenant {}",
+        events[0].trace_id, events[0].tenant
+    );
+    println!(
+        "{:>4} {:>4}  {:<16} {:>10} {:>10} {:>6}  detail",
+        "seq", "step", "event", "tokens", "cost", "ms"
+    );
+    for e in &events {
+        let (text, tokens, cost, ms) = summary(e);
+        let text: String = text.chars().take(110).collect();
+        println!(
+            "{:>4} {:>4}  {:<16} {:>10} {:>10} {:>6}  {text}",
+            e.seq,
+            e.step_n,
+            e.event_type().as_str(),
+            tokens,
+            cost,
+            ms
+        );
+    }
+    Ok(())
+}
+
+/// `keel kill …`.
+#[derive(Subcommand)]
+pub enum KillCmd {
+    /// Turn a kill-switch on: running executions stop at their next step; a killed tool refuses.
+    Set {
+        /// tenant, strategy (or agent), or tool.
+        scope: String,
+        /// The tenant, strategy name or tool name.
+        name: String,
+        /// Why (recorded on the executions it stops).
+        #[arg(long, default_value = "killed by an operator")]
+        reason: String,
+    },
+    /// Turn a kill-switch off.
+    Clear {
+        /// tenant, strategy (or agent), or tool.
+        scope: String,
+        /// The tenant, strategy name or tool name.
+        name: String,
+    },
+    /// List the switches that are on.
+    List,
+}
+
+fn scope(s: &str) -> anyhow::Result<Scope> {
+    Scope::parse(s).with_context(|| format!("scope {s:?} is not one of tenant, strategy, tool"))
+}
+
+/// Runs a kill-switch command.
+pub async fn kill(data: &Path, cmd: KillCmd) -> anyhow::Result<()> {
+    // Opening the spine creates (or migrates) the table.
+    drop(SqliteLog::open(
+        data.join("spine.db"),
+        SqliteOptions::default(),
+    )?);
+    let switches = KillSwitches::open(&data.join("spine.db"))?;
+    match cmd {
+        KillCmd::Set {
+            scope: s,
+            name,
+            reason,
+        } => {
+            let at = SystemClock.now().to_rfc3339();
+            switches.set(scope(&s)?, &name, &reason, &at)?;
+            eprintln!("kill-switch on: {s} {name}");
+        }
+        KillCmd::Clear { scope: s, name } => {
+            if !switches.clear(scope(&s)?, &name)? {
+                bail!("no kill-switch {s} {name} is on");
+            }
+            eprintln!("kill-switch off: {s} {name}");
+        }
+        KillCmd::List => {
+            for sw in switches.list()? {
+                println!("{}\t{}\t{}\t{}", sw.scope, sw.name, sw.set_at, sw.reason);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! `keel demo`: the whole story on the embedded default, offline, in seconds. A support agent
+//! with the demo shop's four tools (one per consequence tier) answers a handful of customer
+//! requests under two strategies (an A/B), one execution is crashed (its worker process is killed
+//! with SIGKILL mid-run) and resumed from the log, and the end prints the executions and the
+//! cost per success of each strategy.
+//!
+//! Everything it needs is compiled in and written under `DIR/demo/config`, so it runs from any
+//! directory; the store it fills is `DIR/demo/store`, ready for `keel trace` and `keel events`.
+
+use crate::agents::{dollars, outcome_word};
+use anyhow::Context;
+use keel_core::payload::Outcome;
+use keel_core::{Cost, ExecId, ExecStatus, ExecutionState};
+use keel_runtime::embedded::{Config, Embedded};
+use keel_spine::EventLog;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ASSETS: &[(&str, &str)] = &[
+    (
+        "tools/lookup_order.yaml",
+        include_str!("../../../tools/lookup_order.yaml"),
+    ),
+    (
+        "tools/draft_reply.yaml",
+        include_str!("../../../tools/draft_reply.yaml"),
+    ),
+    (
+        "tools/discard_draft.yaml",
+        include_str!("../../../tools/discard_draft.yaml"),
+    ),
+    (
+        "tools/notify_team.yaml",
+        include_str!("../../../tools/notify_team.yaml"),
+    ),
+    (
+        "tools/issue_customer_refund.yaml",
+        include_str!("../../../tools/issue_customer_refund.yaml"),
+    ),
+    (
+        "strategies/support-short.yaml",
+        include_str!("../../../strategies/support-short.yaml"),
+    ),
+    (
+        "strategies/support-long.yaml",
+        include_str!("../../../strategies/support-long.yaml"),
+    ),
+    (
+        "prompts/support-v1.md",
+        include_str!("../../../prompts/support-v1.md"),
+    ),
+    (
+        "prompts/support-v2.md",
+        include_str!("../../../prompts/support-v2.md"),
+    ),
+    (
+        "models/support.yaml",
+        include_str!("../../../models/support.yaml"),
+    ),
+    ("prices.toml", include_str!("../../../prices.toml")),
+];
+
+const REQUESTS: &[(&str, &str)] = &[
+    ("acme", "Where is my order 1007?"),
+    ("acme", "Has order 1012 shipped yet?"),
+    ("globex", "This is terrible, order 1021 arrived broken"),
+    ("globex", "Please refund order 1003, it arrived damaged"),
+    (
+        "initech",
+        "The courier was rude when delivering order 1030, I want to complain",
+    ),
+    ("initech", "Can you help me with something?"),
+];
+
+const STRATEGIES: &[&str] = &["support-short", "support-long"];
+
+struct Row {
+    strategy: String,
+    version: String,
+    goal: String,
+    exec: ExecId,
+    state: ExecutionState,
+}
+
+/// Runs the demo under `data/demo`.
+pub async fn run(data: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let root = data.join("demo");
+    if root.exists() {
+        std::fs::remove_dir_all(&root).with_context(|| format!("clearing {}", root.display()))?;
+    }
+    let config_dir = root.join("config");
+    for (file, text) in ASSETS {
+        let path = config_dir.join(file);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let config = Config {
+        tools: config_dir.join("tools"),
+        strategies: config_dir.join("strategies"),
+        prices: config_dir.join("prices.toml"),
+    };
+    let store = root.join("store");
+    let env = Embedded::open(&store, &config)?;
+    eprintln!("keel demo — store {}", store.display());
+    eprintln!(
+        "a support agent, 4 shop tools (tiers 0–3), {} requests × {} strategies",
+        REQUESTS.len(),
+        STRATEGIES.len()
+    );
+
+    let mut rows = Vec::new();
+    let total = REQUESTS.len() * STRATEGIES.len();
+    for (i, (tenant, goal)) in REQUESTS.iter().enumerate() {
+        for (j, name) in STRATEGIES.iter().enumerate() {
+            let s = env
+                .strategies
+                .get(name)
+                .with_context(|| format!("strategy {name}"))?;
+            let model = s.provider()?;
+            let exec = env.agent.start(s, tenant, goal).await?;
+            let state = env.agent.drive(s, &*model, exec).await?;
+            eprintln!(
+                "[{:>2}/{total}] {name:<13} {:<58} → {} ({} steps, {})",
+                i * STRATEGIES.len() + j + 1,
+                goal,
+                outcome_word(&state),
+                state.totals.steps,
+                dollars(state.totals.cost)
+            );
+            rows.push(Row {
+                strategy: name.to_string(),
+                version: s.version.clone(),
+                goal: goal.to_string(),
+                exec,
+                state,
+            });
+        }
+    }
+
+    // A crash: a worker process runs one execution, paced, and is killed with SIGKILL mid-run.
+    let s = env
+        .strategies
+        .get("support-long")
+        .context("strategy support-long")?;
+    let goal = "This is awful, order 1044 arrived broken";
+    let exec = env.agent.start(s, "acme", goal).await?;
+    let exe = std::env::current_exe().context("locating the keel binary")?;
+    let mut child = Command::new(exe)
+        .arg("--data")
+        .arg(&store)
+        .args(["worker", "--once", "--pace-ms", "150", "--tools"])
+        .arg(&config.tools)
+        .arg("--strategies")
+        .arg(&config.strategies)
+        .arg("--prices")
+        .arg(&config.prices)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting a worker process")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = 0;
+    while Instant::now() < deadline {
+        seen = env.log.read(exec, 1).await?.len();
+        if seen >= 6 || child.try_wait()?.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().context("killing the worker")?; // SIGKILL
+    child.wait()?;
+    let at_kill = env.log.read(exec, 1).await?.len();
+    let model = s.provider()?;
+    let state = env.agent.drive(s, &*model, exec).await?;
+    eprintln!(
+        "[crash] support-long  worker killed (SIGKILL) after {at_kill} events (saw {seen}); resumed from the log → {} ({} steps)",
+        outcome_word(&state),
+        state.totals.steps
+    );
+    rows.push(Row {
+        strategy: "support-long".into(),
+        version: s.version.clone(),
+        goal: format!("{goal} [crashed+resumed]"),
+        exec,
+        state,
+    });
+
+    print_tables(&rows);
+    println!();
+    println!(
+        "shop side effects: {} refunds, {} notifications, {} drafts (tier-3 refunds need approval: refused until gates are enabled)",
+        env.shop.count("refunds")?,
+        env.shop.count("notifications")?,
+        env.shop.count("drafts")?
+    );
+    println!(
+        "inspect: keel --data {} trace {}",
+        store.display(),
+        rows[0].exec
+    );
+    eprintln!("done in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn print_tables(rows: &[Row]) {
+    println!();
+    println!("EXECUTIONS");
+    println!(
+        "{:<13} {:<60} {:<17} {:>5} {:>7} {:>11}  exec_id",
+        "strategy", "request", "outcome", "steps", "tokens", "cost"
+    );
+    for r in rows {
+        let goal: String = r.goal.chars().take(60).collect();
+        let t = r.state.totals.tokens;
+        println!(
+            "{:<13} {:<60} {:<17} {:>5} {:>7} {:>11}  {}",
+            r.strategy,
+            goal,
+            outcome_word(&r.state),
+            r.state.totals.steps,
+            t.input + t.output,
+            dollars(r.state.totals.cost),
+            r.exec
+        );
+    }
+    println!();
+    println!("COST PER SUCCESS (by strategy_version)");
+    println!(
+        "{:<44} {:>4} {:>9} {:>8} {:>12} {:>14}",
+        "strategy_version", "runs", "successes", "rate", "total cost", "cost/success"
+    );
+    let mut by: BTreeMap<&str, (u32, u32, Cost)> = BTreeMap::new();
+    for r in rows {
+        let e = by.entry(&r.version).or_insert((0, 0, Cost::ZERO));
+        e.0 += 1;
+        if r.state.status
+            == (ExecStatus::Finished {
+                outcome: Outcome::Success,
+            })
+        {
+            e.1 += 1;
+        }
+        e.2 = e.2 + r.state.totals.cost;
+    }
+    for (version, (runs, ok, cost)) in by {
+        let per = match cost {
+            Cost::Known(m) if ok > 0 => dollars(Cost::Known(m / u64::from(ok))),
+            Cost::Known(_) => "n/a".into(),
+            Cost::Unknown => "unknown".into(),
+        };
+        println!(
+            "{version:<44} {runs:>4} {ok:>9} {:>7.0}% {:>12} {per:>14}",
+            100.0 * f64::from(ok) / f64::from(runs),
+            dollars(cost)
+        );
+    }
+}
