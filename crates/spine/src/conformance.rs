@@ -31,6 +31,7 @@ macro_rules! conformance_tests {
             racing_writers_exactly_one_wins_each_seq,
             nothing_follows_a_terminal_event,
             another_tenant_cannot_append_to_an_execution,
+            buffered_appends_keep_order_and_conditions,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {$(
@@ -281,4 +282,33 @@ async fn race_writer(
         }
     }
     wins
+}
+
+/// Buffered appends obey the same conditions and order, and a durable append after them makes
+/// all of them readable.
+pub async fn buffered_appends_keep_order_and_conditions(log: &dyn EventLog) {
+    let events = keel_testkit::builder::execution_with_steps(exec_id(70), 2);
+    let (head, tail) = events.split_at(events.len() - 1);
+    let mut last = 0;
+    for chunk in head.chunks(2) {
+        last = log
+            .append_buffered(exec_id(70), last, chunk)
+            .await
+            .unwrap()
+            .last_seq;
+    }
+    let stale = log
+        .append_buffered(exec_id(70), 1, &head[1..2])
+        .await
+        .unwrap_err();
+    assert!(matches!(stale, SpineError::Conflict { .. }), "{stale:?}");
+    log.append(exec_id(70), last, tail).await.unwrap();
+    assert_eq!(log.read(exec_id(70), 1).await.unwrap(), events);
+    assert!(
+        log.list_unfinished()
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.exec_id != exec_id(70))
+    );
 }

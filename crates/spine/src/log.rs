@@ -61,6 +61,21 @@ pub trait EventLog: Send + Sync {
         events: &[Event],
     ) -> Result<AppendAck, SpineError>;
 
+    /// Like [`EventLog::append`] (same conditions, same order), but may return before the
+    /// events are durable: they are committed, later appends build on them, and they become
+    /// durable with the next durable append, which makes everything before it durable too.
+    /// Readers and subscribers see them only once they are durable. For steps whose loss in a
+    /// machine crash costs only a re-run (read-only work); backends without a cheaper path
+    /// simply append durably.
+    async fn append_buffered(
+        &self,
+        exec_id: ExecId,
+        expected_seq: u64,
+        events: &[Event],
+    ) -> Result<AppendAck, SpineError> {
+        self.append(exec_id, expected_seq, events).await
+    }
+
     /// The execution's events with `seq >= from_seq`, in seq order (empty if unknown).
     async fn read(&self, exec_id: ExecId, from_seq: u64) -> Result<Vec<Event>, SpineError>;
 

@@ -213,3 +213,25 @@ async fn durability_off_still_stores_and_reads() {
         2 * (2 + 3 * 5 + 1)
     );
 }
+
+#[tokio::test]
+async fn buffered_appends_are_hidden_from_readers_until_a_durable_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir.path().join("spine.db")).unwrap();
+    let events = execution_with_steps(exec_id(1), 1);
+    log.append_buffered(exec_id(1), 0, &events[..3])
+        .await
+        .unwrap();
+    assert!(
+        log.read(exec_id(1), 1).await.unwrap().is_empty(),
+        "not durable yet, not visible"
+    );
+    assert!(log.read_all(1, 100).await.unwrap().is_empty());
+    // The writer already builds on them: the next append's condition is seq 3.
+    log.append_buffered(exec_id(1), 3, &events[3..5])
+        .await
+        .unwrap();
+    log.append(exec_id(1), 5, &events[5..6]).await.unwrap();
+    assert_eq!(log.read(exec_id(1), 1).await.unwrap(), events[..6].to_vec());
+    assert_eq!(log.read_all(1, 100).await.unwrap().len(), 6);
+}

@@ -100,7 +100,16 @@ impl SqliteLog {
         let writer_stats = stats.clone();
         let writer = std::thread::Builder::new()
             .name("keel-spine-writer".into())
-            .spawn(move || writer::run(conn, &writer_path, rx, &head_tx, &writer_stats))
+            .spawn(move || {
+                writer::run(
+                    conn,
+                    &writer_path,
+                    options.durability,
+                    rx,
+                    &head_tx,
+                    &writer_stats,
+                )
+            })
             .map_err(|source| SpineError::Io {
                 path: path.clone(),
                 source,
@@ -116,6 +125,45 @@ impl SqliteLog {
                 writer: Some(writer),
             }),
         })
+    }
+
+    async fn send(
+        &self,
+        exec_id: ExecId,
+        expected_seq: u64,
+        events: &[Event],
+        durable: bool,
+    ) -> Result<AppendAck, SpineError> {
+        validate_batch(exec_id, expected_seq, events)?;
+        let (reply, answer) = oneshot::channel();
+        let request = writer::AppendRequest {
+            exec_id,
+            exec_key: exec_id.to_string(),
+            tenant: events[0].tenant.0.clone(),
+            expected_seq,
+            ends: events.iter().any(|e| e.event_type().is_terminal()),
+            durable,
+            len: events.len() as u64,
+            body: encode_batch(events),
+            reply,
+        };
+        let sender = self.inner.requests.as_ref().ok_or(SpineError::Closed)?;
+        sender.send(request).map_err(|_| SpineError::Closed)?;
+        answer.await.map_err(|_| SpineError::Closed)?
+    }
+
+    /// The last offset readers may see: everything before this handle's oldest buffered (not
+    /// yet durable) append. Appends by other processes are visible once they commit.
+    fn durable_head(&self) -> u64 {
+        match self
+            .inner
+            .stats
+            .buffered_from
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            0 => i64::MAX as u64,
+            first => first - 1,
+        }
     }
 
     /// The writer's counters since this handle opened the store.
@@ -229,35 +277,32 @@ impl EventLog for SqliteLog {
         expected_seq: u64,
         events: &[Event],
     ) -> Result<AppendAck, SpineError> {
-        validate_batch(exec_id, expected_seq, events)?;
-        let (reply, answer) = oneshot::channel();
-        let request = writer::AppendRequest {
-            exec_id,
-            exec_key: exec_id.to_string(),
-            tenant: events[0].tenant.0.clone(),
-            expected_seq,
-            ends: events.iter().any(|e| e.event_type().is_terminal()),
-            len: events.len() as u64,
-            body: encode_batch(events),
-            reply,
-        };
-        let sender = self.inner.requests.as_ref().ok_or(SpineError::Closed)?;
-        sender.send(request).map_err(|_| SpineError::Closed)?;
-        answer.await.map_err(|_| SpineError::Closed)?
+        self.send(exec_id, expected_seq, events, true).await
+    }
+
+    async fn append_buffered(
+        &self,
+        exec_id: ExecId,
+        expected_seq: u64,
+        events: &[Event],
+    ) -> Result<AppendAck, SpineError> {
+        self.send(exec_id, expected_seq, events, false).await
     }
 
     async fn read(&self, exec_id: ExecId, from_seq: u64) -> Result<Vec<Event>, SpineError> {
+        let durable = self.durable_head();
         self.with_reader(move |conn, path| {
             let key = exec_id.to_string();
             let err = |c| move |e| schema::map_err(path, c, e);
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT first_offset, first_seq, body FROM batches
-                     WHERE exec_id = ?1 AND last_seq >= ?2 ORDER BY last_seq",
+                     WHERE exec_id = ?1 AND last_seq >= ?2 AND first_offset <= ?3
+                     ORDER BY last_seq",
                 )
                 .map_err(err("preparing read"))?;
             let mut rows = stmt
-                .query((&key, from_seq))
+                .query((&key, from_seq, durable))
                 .map_err(err("reading an execution"))?;
             let mut out = Vec::new();
             while let Some(row) = rows.next().map_err(err("reading an execution"))? {
@@ -280,6 +325,7 @@ impl EventLog for SqliteLog {
     }
 
     async fn read_all(&self, from_offset: u64, limit: usize) -> Result<Vec<Committed>, SpineError> {
+        let durable = self.durable_head();
         self.with_reader(move |conn, path| {
             let err = |c| move |e| schema::map_err(path, c, e);
             // Start at the batch holding `from_offset`, then walk forward in commit order.
@@ -287,10 +333,13 @@ impl EventLog for SqliteLog {
                 .prepare_cached(
                     "SELECT first_offset, exec_id, first_seq, body FROM batches
                      WHERE first_offset >= (SELECT coalesce(max(first_offset), 0) FROM batches WHERE first_offset <= ?1)
+                       AND first_offset <= ?2
                      ORDER BY first_offset",
                 )
                 .map_err(err("preparing read_all"))?;
-            let mut rows = stmt.query([from_offset]).map_err(err("reading the log"))?;
+            let mut rows = stmt
+                .query([from_offset, durable])
+                .map_err(err("reading the log"))?;
             let mut out = Vec::new();
             while out.len() < limit {
                 let Some(row) = rows.next().map_err(err("reading the log"))? else { break };

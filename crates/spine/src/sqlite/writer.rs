@@ -6,6 +6,7 @@
 //! fsync, new requests queue up and form the next group, so throughput grows with the number of
 //! concurrent appenders while a lone appender still pays exactly one fsync.
 
+use super::Durability;
 use super::schema::map_err;
 use crate::error::SpineError;
 use crate::log::AppendAck;
@@ -29,6 +30,8 @@ pub(super) struct AppendRequest {
     pub tenant: String,
     pub expected_seq: u64,
     pub ends: bool,
+    /// Must be durable when acknowledged (otherwise it may ride on a later durable commit).
+    pub durable: bool,
     /// Number of events in the batch.
     pub len: u64,
     /// The batch, already encoded by the appender as a JSON array of events.
@@ -66,17 +69,25 @@ pub struct WriterStats {
     pub requests: AtomicU64,
     /// Events committed.
     pub events: AtomicU64,
+    /// First offset of the oldest commit that is not yet durable (0 when all are): readers of
+    /// this handle see nothing from here on until a durable commit flushes it.
+    pub buffered_from: AtomicU64,
 }
 
 /// Runs until every sender is dropped, then returns after committing what was queued.
 pub(super) fn run(
     conn: Connection,
     path: &Path,
+    durability: Durability,
     requests: Receiver<AppendRequest>,
     head: &watch::Sender<u64>,
     stats: &WriterStats,
 ) {
     let mut cache = Cache::default();
+    let mut synchronous = match durability {
+        Durability::Full => "FULL",
+        Durability::Off => "OFF",
+    };
     while let Ok(first) = requests.recv() {
         let mut events = first.len as usize;
         let mut group = vec![first];
@@ -89,7 +100,39 @@ pub(super) fn run(
                 Err(_) => break,
             }
         }
+        // A group is fsynced if any request in it must be durable; then everything before it is
+        // durable too. Otherwise it commits without an fsync (NORMAL: the WAL is still synced
+        // before any checkpoint, so a later durable commit covers it).
+        let durable = group.iter().any(|r| r.durable);
+        let wanted = match (durability, durable) {
+            (Durability::Off, _) => "OFF",
+            (Durability::Full, true) => "FULL",
+            (Durability::Full, false) => "NORMAL",
+        };
+        if wanted != synchronous
+            && conn
+                .execute_batch(&format!("PRAGMA synchronous = {wanted}"))
+                .is_ok()
+        {
+            synchronous = wanted;
+        }
         let results = commit_group(&conn, path, &group, &mut cache);
+        let first_ok = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|a| a.first_offset))
+            .min();
+        match (synchronous, first_ok) {
+            ("NORMAL", Some(first)) => {
+                let _ = stats.buffered_from.compare_exchange(
+                    0,
+                    first,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
+            ("FULL", Some(_)) => stats.buffered_from.store(0, Ordering::Release),
+            _ => {}
+        }
         let newest = results
             .iter()
             .filter_map(|r| r.as_ref().ok().map(|a| a.last_offset))
