@@ -210,6 +210,29 @@ impl ToolRunner {
         )
     }
 
+    /// Runs a call that a person approved at a gate opened for an [`CallOutcome::Escalate`].
+    /// If the call's idempotency key is still held `started` (an earlier attempt's outcome was
+    /// unknown), the approval is the decision that it may run again, so the key is released
+    /// first; otherwise this is [`ToolRunner::call`]. Never call it without that decision.
+    pub async fn call_after_gate(
+        &self,
+        ctx: &CallContext,
+        tool: &str,
+        args: serde_json::Value,
+    ) -> Result<CallReport, ToolError> {
+        let tenant = ctx.tenant.as_str();
+        if let Some(contract) = self.registry.get(tool)
+            && contract.input.errors(&args).is_empty()
+            && let Ok(Some(key)) =
+                crate::invoke::idempotency_key(contract, &args, &ctx.exec_id.to_string(), tenant)
+            && let Some(entry) = self.ledger.get(tenant, &key).await?
+            && entry.state == crate::ledger::LedgerState::Started
+        {
+            self.ledger.release(tenant, &key).await?;
+        }
+        self.call(ctx, tool, args).await
+    }
+
     /// Settles the tool call an execution was left with (a `tool.called` with no result: the
     /// process died mid-call). `Ok(None)` if nothing is pending.
     ///

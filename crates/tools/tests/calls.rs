@@ -601,6 +601,48 @@ async fn a_call_is_refused_while_another_is_pending_and_appends_are_conditional(
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_tool_is_a_connection_failure_retried_per_policy() {
+    // A port nothing listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let policy = "{retryable: [connection], max_attempts: 2, backoff: {initial: 10ms, max: 20ms}}";
+    let url = format!("http://127.0.0.1:{port}/nothing");
+    let c = http_contract("gone", &url, "read_only", 0, policy, "");
+    let env = env(&[("gone.yaml", c)]);
+    let state = start(&env.log, "acme", None).await;
+    let ctx = CallContext::from_state(&state).unwrap();
+    let report = env
+        .runner
+        .call(&ctx, "gone", json!({"item": "a"}))
+        .await
+        .unwrap();
+    let CallOutcome::Failed {
+        error_class,
+        errors,
+        ..
+    } = &report.outcome
+    else {
+        panic!("{:?}", report.outcome)
+    };
+    assert_eq!(*error_class, ErrorClass::Connection);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    let state = apply(&state, &report);
+    let events = check_log(&env.log, &state).await;
+    assert_eq!(
+        shape(&events),
+        [
+            "called:gone#1",
+            "result:gone:Error",
+            "called:gone#2",
+            "result:gone:Error"
+        ]
+    );
+}
+
 const SECRET_CHILD: &str = "KEEL_TOOLS_SECRET_CHILD";
 
 #[test]

@@ -224,11 +224,38 @@ async fn sigkill_mid_call_to_a_tool_that_cannot_deduplicate_escalates_instead_of
 
     // Asked again later, the same call still escalates: the key stays `started` (unknown).
     let ctx = CallContext::from_state(&state).unwrap();
-    let again = env.runner.call(&ctx, "notify_team", args).await.unwrap();
+    let again = env
+        .runner
+        .call(&ctx, "notify_team", args.clone())
+        .await
+        .unwrap();
     assert!(
         matches!(again.outcome, CallOutcome::Escalate { .. }),
         "{:?}",
         again.outcome
     );
     assert_eq!(env.shop.count("notifications").unwrap(), 1);
+
+    // A person looked and decided it should be sent again: after the gate, it runs once more.
+    let state = apply(&state, &again);
+    let ctx = CallContext::from_state(&state).unwrap();
+    let approved = env
+        .runner
+        .call_after_gate(&ctx, "notify_team", args)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            approved.outcome,
+            CallOutcome::Ok {
+                from_ledger: false,
+                ..
+            }
+        ),
+        "{:?}",
+        approved.outcome
+    );
+    assert_eq!(env.shop.count("notifications").unwrap(), 2);
+    let state = apply(&state, &approved);
+    check_log(&env.log, &state).await;
 }

@@ -134,3 +134,21 @@ impl Adapter for HttpAdapter {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_the_classes_policies_name() {
+        assert_eq!(classify_status(200), None);
+        assert_eq!(classify_status(204), None);
+        assert_eq!(classify_status(408), Some(ErrorClass::Timeout));
+        assert_eq!(classify_status(429), Some(ErrorClass::RateLimited));
+        assert_eq!(classify_status(500), Some(ErrorClass::ServerError));
+        assert_eq!(classify_status(503), Some(ErrorClass::ServerError));
+        assert_eq!(classify_status(401), Some(ErrorClass::ClientError));
+        assert_eq!(classify_status(422), Some(ErrorClass::ClientError));
+        assert_eq!(classify_status(302), Some(ErrorClass::ClientError));
+    }
+}

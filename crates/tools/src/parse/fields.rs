@@ -238,7 +238,8 @@ pub(crate) fn adapter(
 ) -> Option<AdapterSpec> {
     let mut o = Obj::new(map, "adapter");
     let kind = o.req_str(p, "kind");
-    let spec = match kind.as_deref() {
+    // In a closure so that an early `?` still reaches `o.finish` (unknown fields are reported).
+    let mut spec_of = || match kind.as_deref() {
         Some("http") => {
             let url = o.req_str(p, "url");
             if let Some(u) = &url
@@ -335,6 +336,7 @@ pub(crate) fn adapter(
         }
         None => None,
     };
+    let spec = spec_of();
     o.finish(p);
     spec
 }
