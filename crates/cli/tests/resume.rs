@@ -26,14 +26,17 @@ fn repo() -> PathBuf {
 }
 
 /// The demo's long strategy, allowed to refund on its own (tier 3) so refunds are exercised.
-fn config(dir: &Path) -> Config {
+fn config(dir: &Path, durability: &str) -> Config {
     let strategies = dir.join("strategies");
     std::fs::create_dir_all(&strategies).unwrap();
     let text = std::fs::read_to_string(repo().join("strategies/support-long.yaml")).unwrap();
     let text = text
         .replace("../", &format!("{}/", repo().display()))
         .replace("name: support-long", "name: crash-drill")
-        .replace("max_autonomous_tier: 2", "max_autonomous_tier: 3");
+        .replace(
+            "max_autonomous_tier: 2",
+            &format!("max_autonomous_tier: 3\ndurability: {durability}"),
+        );
     std::fs::write(strategies.join("crash-drill.yaml"), text).unwrap();
     Config {
         tools: repo().join("tools"),
@@ -66,10 +69,19 @@ fn worker(data: &Path, config: &Config) -> Command {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_killed_at_random_resume_with_exactly_one_run_of_side_effects() {
+async fn killed_workers_resume_with_one_run_of_side_effects_before_effects() {
+    drill("before_effects").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_workers_resume_with_one_run_of_side_effects_every_step() {
+    drill("every_step").await;
+}
+
+async fn drill(durability: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let config = config(tmp.path());
+    let config = config(tmp.path(), durability);
     let mut refunds: BTreeMap<ExecId, String> = BTreeMap::new();
     let mut all = Vec::new();
     {

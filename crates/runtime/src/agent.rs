@@ -48,6 +48,7 @@ pub struct Agent {
 /// One execution being driven: its events so far and their fold.
 struct Run<'a> {
     agent: &'a Agent,
+    every_step: bool,
     events: Vec<Event>,
     state: ExecutionState,
 }
@@ -59,7 +60,7 @@ impl Run<'_> {
             .ok_or_else(|| RuntimeError::UnknownExecution("(not started)".into()))
     }
 
-    /// Appends one event after the last, durably, and folds it in.
+    /// Appends one event after the last and folds it in; durable per the strategy's mode.
     async fn append(&mut self, payload: Payload) -> Result<(), RuntimeError> {
         let exec_id = self.exec_id()?;
         let event = Event {
@@ -78,12 +79,27 @@ impl Run<'_> {
             payload,
         };
         let next = self.state.apply(&event)?;
-        match self
-            .agent
-            .log
-            .append(exec_id, self.state.last_seq, std::slice::from_ref(&event))
-            .await
-        {
+        // The loop's own events wait for the disk only at its consequence boundaries; tool
+        // intents are made durable by the tool layer's log (see `embedded::EffectBarrier`).
+        let durable = match &event.payload {
+            Payload::ExecFinished(_) | Payload::GateRequested(_) | Payload::ExecCancelled(_) => {
+                true
+            }
+            Payload::StepCompleted(_) => self.every_step,
+            _ => false,
+        };
+        let batch = std::slice::from_ref(&event);
+        let appended = if durable {
+            self.agent
+                .log
+                .append(exec_id, self.state.last_seq, batch)
+                .await
+        } else {
+            let log = &self.agent.log;
+            log.append_buffered(exec_id, self.state.last_seq, batch)
+                .await
+        };
+        match appended {
             Ok(_) => {}
             Err(SpineError::Conflict { .. }) => {
                 return Err(RuntimeError::Contended(exec_id.to_string()));
@@ -245,6 +261,7 @@ impl Agent {
         let state = ExecutionState::fold(&events)?;
         let mut run = Run {
             agent: self,
+            every_step: strategy.durability == crate::strategy::Durability::EveryStep,
             events,
             state,
         };

@@ -6,11 +6,18 @@ use crate::agent::Agent;
 use crate::error::RuntimeError;
 use crate::kill::KillSwitches;
 use crate::strategy::StrategySet;
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use keel_core::payload::Payload;
+use keel_core::{Event, ExecId};
 use keel_models::PriceTable;
 use keel_spine::clock::SystemClock;
+use keel_spine::{AppendAck, Committed, EventLog, ExecSummary, SpineError};
 use keel_spine::{LocalBlobStore, SqliteLog, SqliteOptions};
+use keel_tools::contract::SideEffect;
 use keel_tools::shop::Shop;
-use keel_tools::{Registry, ToolRunner};
+use keel_tools::{Registry, SqliteLedger, ToolRunner, Wiring};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -49,8 +56,26 @@ impl Embedded {
         let shop = Shop::open(data.join("shop.db"))?;
         let builtins = shop.builtins();
         let registry = Registry::load_dir(&config.tools, Some(&builtins.names()))?;
-        let (runner, log) =
-            ToolRunner::embedded(data, registry, builtins, SqliteOptions::default())?;
+        let spine = data.join("spine.db");
+        let log = SqliteLog::open(&spine, SqliteOptions::default())?;
+        let read_only = registry
+            .iter()
+            .filter(|c| c.side_effect == SideEffect::ReadOnly)
+            .map(|c| c.name.clone())
+            .collect();
+        let runner = ToolRunner::new(
+            registry,
+            Wiring {
+                log: Arc::new(EffectBarrier {
+                    log: log.clone(),
+                    read_only,
+                }),
+                blobs: Arc::new(LocalBlobStore::new(data.join("blobs"))),
+                ledger: Arc::new(SqliteLedger::open(&spine)?),
+                clock: Arc::new(SystemClock),
+                builtins,
+            },
+        )?;
         let kill = KillSwitches::open(&data.join("spine.db"))?;
         let agent = Agent {
             log: Arc::new(log.clone()),
@@ -67,5 +92,64 @@ impl Embedded {
             shop,
             strategies,
         })
+    }
+}
+
+/// The spine as the tool layer sees it: the events of read-only tools ride on the next durable
+/// commit (losing them in a machine crash costs a re-run, nothing else), while every other
+/// tool's events, its `tool.called` intent first, are durable before the adapter runs.
+struct EffectBarrier {
+    log: SqliteLog,
+    read_only: HashSet<String>,
+}
+
+impl EffectBarrier {
+    fn harmless(&self, events: &[Event]) -> bool {
+        events.iter().all(|e| match &e.payload {
+            Payload::ToolCalled(c) => self.read_only.contains(&c.tool),
+            Payload::ToolResult(r) => self.read_only.contains(&r.tool),
+            _ => false,
+        })
+    }
+}
+
+#[async_trait]
+impl EventLog for EffectBarrier {
+    async fn append(
+        &self,
+        exec: ExecId,
+        expected: u64,
+        events: &[Event],
+    ) -> Result<AppendAck, SpineError> {
+        if self.harmless(events) {
+            self.log.append_buffered(exec, expected, events).await
+        } else {
+            self.log.append(exec, expected, events).await
+        }
+    }
+
+    async fn append_buffered(
+        &self,
+        exec: ExecId,
+        expected: u64,
+        events: &[Event],
+    ) -> Result<AppendAck, SpineError> {
+        self.log.append_buffered(exec, expected, events).await
+    }
+
+    async fn read(&self, exec: ExecId, from_seq: u64) -> Result<Vec<Event>, SpineError> {
+        self.log.read(exec, from_seq).await
+    }
+
+    async fn read_all(&self, from: u64, limit: usize) -> Result<Vec<Committed>, SpineError> {
+        self.log.read_all(from, limit).await
+    }
+
+    fn subscribe(&self, from: u64) -> BoxStream<'static, Result<Committed, SpineError>> {
+        self.log.subscribe(from)
+    }
+
+    async fn list_unfinished(&self) -> Result<Vec<ExecSummary>, SpineError> {
+        self.log.list_unfinished().await
     }
 }

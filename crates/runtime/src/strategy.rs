@@ -11,6 +11,7 @@
 //! max_steps: 6
 //! budget: { max_cost_usd: 0.05, max_tokens: 50000 }
 //! max_autonomous_tier: 2          # actions above it need approval
+//! durability: before_effects      # or every_step
 //! success:                        # any of these, evaluated on the log
 //!   - { tool: issue_customer_refund, status: ok }
 //!   - { answer_matches: "(?i)order A-\\d{4} is (shipped|delivered)" }
@@ -45,6 +46,21 @@ struct StrategyFile {
     success: Vec<CriterionFile>,
     #[serde(default)]
     experiment_arm: Option<String>,
+    #[serde(default)]
+    durability: Durability,
+}
+
+/// When the loop waits for the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Each step's events are durable before the next step starts (one fsync per step).
+    EveryStep,
+    /// Durable only before a side effect (its `tool.called` intent), before a gate, and at the
+    /// end; read-only steps ride along. A machine crash may lose a tail of read-only steps,
+    /// which are re-run; never a side effect.
+    #[default]
+    BeforeEffects,
 }
 
 fn default_tier() -> u8 {
@@ -161,6 +177,8 @@ pub struct Strategy {
     pub success: Vec<Criterion>,
     /// Experiment arm, if this strategy is one.
     pub experiment_arm: Option<String>,
+    /// When the loop waits for the disk.
+    pub durability: Durability,
 }
 
 impl Strategy {
@@ -257,6 +275,7 @@ impl Strategy {
             "max_steps": f.max_steps,
             "budget": [budget.max_cost_micros, budget.max_tokens],
             "tier": f.max_autonomous_tier,
+            "durability": f.durability,
             "success": f.success.iter().map(|c| (&c.tool, &c.status, &c.answer_matches)).collect::<Vec<_>>(),
         });
         let hash = hex::encode(&Sha256::digest(policy.to_string().as_bytes())[..4]);
@@ -274,6 +293,7 @@ impl Strategy {
             max_autonomous_tier: f.max_autonomous_tier,
             success,
             experiment_arm: f.experiment_arm,
+            durability: f.durability,
         })
     }
 
