@@ -114,3 +114,25 @@ fn a_bad_command_line_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(keel(dir.path(), &["frobnicate"]).status.code(), Some(2));
 }
+
+#[test]
+fn bench_step_overhead_json_prints_exactly_the_documented_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = keel(dir.path(), &["bench", "step-overhead", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "before_effects_p50_us_1",
+            "cpu_us_per_step",
+            "every_step_p50_us_1",
+            "every_step_steps_per_s_64",
+            "every_step_steps_per_s_8",
+            "fsync_us",
+        ]
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the bench cleans up");
+}

@@ -267,6 +267,7 @@ impl Agent {
         };
         let tools = self.tool_specs(strategy);
         let mut malformed_in_a_row = 0;
+        let mut outputs = conversation::OutputCache::new();
         // A crash can cut a step after the model answered or after a tool returned; close that
         // step so the next model call starts a new one and sees what the cut step did.
         let cut = run.events.last().is_some_and(|e| {
@@ -339,7 +340,8 @@ impl Agent {
                 }
             };
             let messages =
-                conversation::rebuild(&strategy.prompt, &run.events, &*self.blobs).await?;
+                conversation::rebuild(&strategy.prompt, &run.events, &*self.blobs, &mut outputs)
+                    .await?;
             let request = ChatRequest {
                 model: strategy.model.clone(),
                 messages,

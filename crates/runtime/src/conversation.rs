@@ -37,11 +37,16 @@ struct Turn {
     calls: Vec<ToolCall>,
 }
 
-/// Rebuilds the conversation from `events`.
+/// Tool outputs already read, by blob reference, so each step does not re-read every earlier
+/// output from disk.
+pub type OutputCache = HashMap<String, Value>;
+
+/// Rebuilds the conversation from `events`, reading tool outputs from `blobs` (through `cache`).
 pub async fn rebuild(
     prompt: &str,
     events: &[Event],
     blobs: &dyn BlobStore,
+    cache: &mut OutputCache,
 ) -> Result<Vec<Message>, SpineError> {
     let mut messages = vec![Message::System {
         content: prompt.to_owned(),
@@ -94,11 +99,16 @@ pub async fn rebuild(
             }
             Payload::ToolResult(r) => {
                 let output = match (&r.status, &r.output_ref) {
-                    (ToolStatus::Ok, Some(reference)) => {
-                        let reference: BlobRef = reference.parse()?;
-                        let bytes = blobs.get(&reference).await?;
-                        Some(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-                    }
+                    (ToolStatus::Ok, Some(reference)) => match cache.get(reference) {
+                        Some(v) => Some(v.clone()),
+                        None => {
+                            let parsed: BlobRef = reference.parse()?;
+                            let bytes = blobs.get(&parsed).await?;
+                            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                            cache.insert(reference.clone(), v.clone());
+                            Some(v)
+                        }
+                    },
                     _ => None,
                 };
                 results.insert(

@@ -14,6 +14,7 @@ use keel_models::PriceTable;
 use keel_spine::clock::SystemClock;
 use keel_spine::{AppendAck, Committed, EventLog, ExecSummary, SpineError};
 use keel_spine::{LocalBlobStore, SqliteLog, SqliteOptions};
+use keel_tools::adapter::builtin::Builtins;
 use keel_tools::contract::SideEffect;
 use keel_tools::shop::Shop;
 use keel_tools::{Registry, SqliteLedger, ToolRunner, Wiring};
@@ -47,6 +48,15 @@ pub struct Embedded {
 impl Embedded {
     /// Opens everything under `data` with `config`.
     pub fn open(data: &Path, config: &Config) -> Result<Self, RuntimeError> {
+        Self::open_with(data, config, |_| {})
+    }
+
+    /// Like [`Embedded::open`], registering more builtin tools next to the shop's.
+    pub fn open_with(
+        data: &Path,
+        config: &Config,
+        more: impl FnOnce(&mut Builtins),
+    ) -> Result<Self, RuntimeError> {
         std::fs::create_dir_all(data).map_err(|e| RuntimeError::Strategy {
             file: data.display().to_string(),
             detail: format!("creating the data directory: {e}"),
@@ -54,7 +64,8 @@ impl Embedded {
         let strategies = StrategySet::load_dir(&config.strategies)?;
         let prices = PriceTable::load(&config.prices)?;
         let shop = Shop::open(data.join("shop.db"))?;
-        let builtins = shop.builtins();
+        let mut builtins = shop.builtins();
+        more(&mut builtins);
         let registry = Registry::load_dir(&config.tools, Some(&builtins.names()))?;
         let spine = data.join("spine.db");
         let log = SqliteLog::open(&spine, SqliteOptions::default())?;

@@ -132,12 +132,9 @@ impl KillSwitches {
     /// The reason `name` in `scope` is killed, if it is.
     pub fn reason(&self, scope: Scope, name: &str) -> Result<Option<String>, RuntimeError> {
         self.with(|c| {
-            c.query_row(
-                "SELECT reason FROM kill_switches WHERE scope = ?1 AND name = ?2",
-                (scope.as_str(), name),
-                |r| r.get(0),
-            )
-            .optional()
+            c.prepare_cached("SELECT reason FROM kill_switches WHERE scope = ?1 AND name = ?2")?
+                .query_row((scope.as_str(), name), |r| r.get(0))
+                .optional()
         })
     }
 }

@@ -2,6 +2,7 @@
 //! `--json`). They measure; they never assert anything about time.
 
 mod spine;
+mod steps;
 mod tools;
 
 use clap::Subcommand;
@@ -22,6 +23,13 @@ pub enum Target {
         /// Run only this scenario (single, batch, conc8, conc64, nosync), for profiling.
         #[arg(long, hide = true)]
         only: Option<String>,
+    },
+    /// What the platform adds per agent step: a 40-step execution (instant scripted model,
+    /// no-op read-only tool) under every_step and before_effects durability, against one fsync.
+    StepOverhead {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Per-call overhead of the tool contract layer (validation, ledger, events, blob) against
     /// the bare builtin call measured in the same run, durability on and off.
@@ -44,5 +52,6 @@ pub async fn run(data: &Path, target: Target) -> anyhow::Result<()> {
             only,
         } => spine::run(data, json, seconds, only.as_deref()).await,
         Target::Tools { json, calls } => tools::run(data, json, calls).await,
+        Target::StepOverhead { json } => steps::run(data, json).await,
     }
 }

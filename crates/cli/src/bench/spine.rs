@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-struct Scratch(PathBuf);
+pub(super) struct Scratch(pub(super) PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -128,13 +128,13 @@ fn round1(v: f64) -> f64 {
 }
 
 /// Latency of one plain fsync on the store's disk: write 4 KiB in place, fsync, time the fsync.
-struct FsyncProbe {
+pub(super) struct FsyncProbe {
     file: std::fs::File,
     samples: Vec<f64>,
 }
 
 impl FsyncProbe {
-    fn open(path: &Path) -> anyhow::Result<Self> {
+    pub(super) fn open(path: &Path) -> anyhow::Result<Self> {
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -150,7 +150,7 @@ impl FsyncProbe {
         })
     }
 
-    fn sample(&mut self, n: usize) -> anyhow::Result<()> {
+    pub(super) fn sample(&mut self, n: usize) -> anyhow::Result<()> {
         for _ in 0..n {
             self.file.seek(SeekFrom::Start(0))?;
             self.file.write_all(&[0x5Au8; 4096])?;
@@ -161,12 +161,12 @@ impl FsyncProbe {
         Ok(())
     }
 
-    fn median_us(&mut self) -> f64 {
+    pub(super) fn median_us(&mut self) -> f64 {
         median(&mut self.samples)
     }
 }
 
-fn median(samples: &mut [f64]) -> f64 {
+pub(super) fn median(samples: &mut [f64]) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
 }
