@@ -119,7 +119,11 @@ fn a_bad_command_line_exits_2() {
 fn bench_step_overhead_json_prints_exactly_the_documented_keys() {
     let dir = tempfile::tempdir().unwrap();
     let out = keel(dir.path(), &["bench", "step-overhead", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
     keys.sort();
@@ -134,5 +138,9 @@ fn bench_step_overhead_json_prints_exactly_the_documented_keys() {
             "fsync_us",
         ]
     );
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the bench cleans up");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "the bench cleans up"
+    );
 }
