@@ -464,12 +464,3 @@ impl Agent {
         run.absorb(report.events)
     }
 }
-
-/// An execution's summary, for the CLI and the demo.
-#[derive(Clone, Debug)]
-pub struct Finished {
-    /// The execution.
-    pub exec_id: ExecId,
-    /// Its final state.
-    pub state: ExecutionState,
-}

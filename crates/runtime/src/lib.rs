@@ -16,7 +16,7 @@ pub mod kill;
 pub mod strategy;
 pub mod worker;
 
-pub use agent::{Agent, Finished};
+pub use agent::Agent;
 pub use error::RuntimeError;
 pub use kill::KillSwitches;
 pub use strategy::{Strategy, StrategySet};
