@@ -1,0 +1,145 @@
+//! The fixed data set of the observe tests: six executions whose economics are computed by hand
+//! in `projection_sql.rs`, appended to a real SQLite spine.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use chrono::{Duration, Utc};
+use keel_core::payload::{Budget, ExecStarted, Outcome, Payload, ToolStatus, Verdict};
+use keel_core::{Cost, Event};
+use keel_spine::{EventLog, SqliteLog, SqliteOptions};
+use keel_testkit::builder::{ExecBuilder, exec_id};
+use std::path::Path;
+
+/// One execution of the fixture.
+pub struct Spec {
+    pub n: u64,
+    pub tenant: &'static str,
+    pub strategy: &'static str,
+    /// Days before now it started.
+    pub days_ago: i64,
+    /// (model cost in micro-USD, tool status) per step; every tool call costs 90 micro-USD.
+    pub steps: Vec<(u64, ToolStatus)>,
+    pub gate: Option<Verdict>,
+    pub outcome: Outcome,
+}
+
+pub fn specs() -> Vec<Spec> {
+    use ToolStatus::*;
+    vec![
+        Spec {
+            n: 1,
+            tenant: "acme",
+            strategy: "s-short",
+            days_ago: 1,
+            steps: vec![(10_000, Ok)],
+            gate: None,
+            outcome: Outcome::Success,
+        },
+        Spec {
+            n: 2,
+            tenant: "acme",
+            strategy: "s-short",
+            days_ago: 2,
+            steps: vec![(20_000, Ok)],
+            gate: None,
+            outcome: Outcome::Success,
+        },
+        Spec {
+            n: 3,
+            tenant: "acme",
+            strategy: "s-short",
+            days_ago: 3,
+            steps: vec![(30_000, Error)],
+            gate: None,
+            outcome: Outcome::Failure,
+        },
+        Spec {
+            n: 4,
+            tenant: "acme",
+            strategy: "s-long",
+            days_ago: 1,
+            steps: vec![(50_000, Ok); 3],
+            gate: Some(Verdict::Approve),
+            outcome: Outcome::Success,
+        },
+        Spec {
+            n: 5,
+            tenant: "globex",
+            strategy: "s-long",
+            days_ago: 2,
+            steps: vec![(50_000, Ok); 2],
+            gate: Some(Verdict::Reject),
+            outcome: Outcome::Failure,
+        },
+        // Older than the economics query's 14-day window: must not count.
+        Spec {
+            n: 6,
+            tenant: "acme",
+            strategy: "s-short",
+            days_ago: 30,
+            steps: vec![(1_000_000, Ok)],
+            gate: None,
+            outcome: Outcome::Success,
+        },
+    ]
+}
+
+/// The events of one spec, timestamps shifted to `days_ago` before now.
+pub fn events(spec: &Spec) -> Vec<Event> {
+    let mut b = ExecBuilder::new(exec_id(spec.n), spec.tenant);
+    b.push(Payload::ExecStarted(ExecStarted {
+        goal: format!("goal {}", spec.n),
+        strategy_version: spec.strategy.into(),
+        budget: Budget::default(),
+        experiment_arm: Some(spec.strategy.into()),
+        ..fixture_started()
+    }));
+    let mut b = b.plan();
+    for (i, (cost, status)) in spec.steps.iter().enumerate() {
+        b = b.model_call(100 * (i as u64 + 1), 10, Cost::Known(*cost));
+        if i == 0 {
+            if let Some(v) = spec.gate {
+                b = b.gate(v);
+            }
+        }
+        b = b.tool_call("lookup_order", *status).step_completed();
+    }
+    let mut events = b.finished(spec.outcome).build();
+    let base = Utc::now() - Duration::days(spec.days_ago);
+    let first = events[0].ts;
+    for e in &mut events {
+        e.ts = base + (e.ts - first);
+    }
+    events
+}
+
+/// Defaults for fields of `exec.started` added by later versions.
+pub fn fixture_started() -> ExecStarted {
+    ExecStarted {
+        goal: String::new(),
+        strategy_version: String::new(),
+        budget: Budget::default(),
+        experiment_arm: None,
+    }
+}
+
+/// Opens a spine at `path` and appends the whole fixture, one execution at a time, in two
+/// appends each (so batches and offsets interleave as in a real log).
+pub async fn seed(path: &Path) -> SqliteLog {
+    let log = SqliteLog::open(path, SqliteOptions::default()).expect("open spine");
+    for spec in specs() {
+        append(&log, &events(&spec)).await;
+    }
+    log
+}
+
+/// Appends one execution's events in two batches.
+pub async fn append(log: &SqliteLog, events: &[Event]) {
+    let mid = events.len() / 2;
+    log.append(events[0].exec_id, 0, &events[..mid])
+        .await
+        .expect("append");
+    log.append(events[0].exec_id, mid as u64, &events[mid..])
+        .await
+        .expect("append");
+}
