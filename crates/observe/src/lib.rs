@@ -14,6 +14,7 @@
 //! decides anything an agent does; it only reads and explains.
 
 pub mod error;
+pub mod lakehouse;
 pub mod projection;
 pub mod sql;
 

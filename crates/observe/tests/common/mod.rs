@@ -143,3 +143,21 @@ pub async fn append(log: &SqliteLog, events: &[Event]) {
         .await
         .expect("append");
 }
+
+/// The Python with `duckdb` and `opentelemetry-proto` installed by `scripts/test-observe-peers`
+/// (which `scripts/test` runs). Missing is a failure, not a skip.
+pub fn peer_python() -> std::path::PathBuf {
+    let py = std::env::var_os("KEEL_OBSERVE_PY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/keel-observe-peers/venv/bin/python")
+        });
+    assert!(
+        py.exists(),
+        "the observe test peers (DuckDB, OTLP proto decoder) are missing at {}: run \
+         scripts/test-observe-peers (scripts/test does)",
+        py.display()
+    );
+    py
+}
