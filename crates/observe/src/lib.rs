@@ -15,7 +15,9 @@
 
 pub mod error;
 pub mod lakehouse;
+pub mod otlp;
 pub mod projection;
+pub mod semconv;
 pub mod sql;
 
 pub use error::{ObserveError, Result};

@@ -161,3 +161,53 @@ pub fn peer_python() -> std::path::PathBuf {
     );
     py
 }
+
+/// A real OTLP/HTTP receiver (`otlp_receiver.py`, decoding with the official proto definitions)
+/// on 127.0.0.1; stopped when dropped.
+pub struct Receiver {
+    child: std::process::Child,
+    pub endpoint: String,
+    pub out: std::path::PathBuf,
+}
+
+impl Receiver {
+    pub fn start(dir: &Path) -> Receiver {
+        use std::io::BufRead;
+        let out = dir.join("spans.jsonl");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otlp_receiver.py");
+        let mut child = std::process::Command::new(peer_python())
+            .arg(script)
+            .arg(&out)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the OTLP receiver");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("receiver port");
+        let port: u16 = line.trim().parse().expect("receiver printed its port");
+        Receiver {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}/v1/traces"),
+            out,
+        }
+    }
+
+    /// Every span received so far, decoded.
+    pub fn spans(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("receiver wrote JSON"))
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
