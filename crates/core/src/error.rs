@@ -79,6 +79,9 @@ pub enum IllegalEvent {
     /// A second `exec.started`.
     #[error("the execution has already started")]
     AlreadyStarted,
+    /// A control-stream event (kill-switch, demotion, certification) in an execution.
+    #[error("control events belong on the control stream, not in an execution")]
+    ControlInExecution,
     /// Anything after `exec.finished` or `exec.cancelled`.
     #[error("the execution has already ended")]
     AfterTerminal,

@@ -6,6 +6,7 @@
 //! tests can drive with fixed inputs. `.ci/run` checks that no I/O or async crate is linked in.
 
 pub mod compat;
+pub mod control;
 pub mod cost;
 pub mod error;
 pub mod event;

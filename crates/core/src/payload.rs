@@ -202,6 +202,104 @@ pub struct GateRequested {
     /// Everything an approver needs to decide.
     #[serde(default)]
     pub evidence_pack: Value,
+    /// Why the action is gated (its tier, the strategy's ceiling, an escalation).
+    #[serde(default)]
+    pub reason: String,
+    /// The approval queue the gate waits in.
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    /// Milliseconds after the request at which the gate breaches its SLA and escalates.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    /// Milliseconds after the request at which an undecided gate expires (verdict `expired`).
+    #[serde(default)]
+    pub expire_after_ms: Option<u64>,
+}
+
+fn default_queue() -> String {
+    "default".into()
+}
+
+/// `gate.escalated`: a gate passed its SLA deadline undecided (it stays open).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateEscalated {
+    /// The gate.
+    pub gate_id: String,
+    /// Its queue.
+    pub queue: String,
+    /// The deadline it breached, milliseconds after the request.
+    pub deadline_ms: u64,
+    /// How long it had waited when the breach was noticed.
+    pub waited_ms: u64,
+}
+
+/// `review.sampled`: a tier-2 action that ran autonomously was sampled for post-hoc human review.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReviewSampled {
+    /// The call reviewed.
+    pub call_id: String,
+    /// Its tool.
+    pub tool: String,
+    /// Its consequence tier.
+    pub consequence_tier: u8,
+    /// The sampling rate that picked it.
+    pub rate: f64,
+}
+
+/// `control.kill_set`: a kill-switch turned on (control stream).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KillSet {
+    /// `tenant`, `strategy` or `tool`.
+    pub scope: String,
+    /// The tenant, strategy or tool switched off.
+    pub name: String,
+    /// The tenant the switch applies in; `None` for every tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub by: String,
+}
+
+/// `control.kill_cleared`: a kill-switch turned off (control stream).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KillCleared {
+    /// `tenant`, `strategy` or `tool`.
+    pub scope: String,
+    /// The tenant, strategy or tool switched back on.
+    pub name: String,
+    /// The tenant the switch applied in; `None` for every tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Who.
+    pub by: String,
+}
+
+/// `strategy.demoted`: a strategy version's gate rejections passed the threshold, so its maximum
+/// autonomous tier drops until a person re-certifies it (control stream).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StrategyDemoted {
+    /// The strategy version.
+    pub strategy_version: String,
+    /// The maximum autonomous tier from now on.
+    pub max_autonomous_tier: u8,
+    /// Rejected share of the decisions in the window.
+    pub rejection_rate: f64,
+    /// Decisions in the window.
+    pub sample: u32,
+}
+
+/// `strategy.certified`: a person restored a strategy version's autonomy (control stream).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StrategyCertified {
+    /// The strategy version.
+    pub strategy_version: String,
+    /// Who certified it.
+    pub by: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// A human's (or the SLA timer's) decision on a gate.
@@ -214,6 +312,17 @@ pub enum Verdict {
     Reject,
     /// Nobody decided before the deadline.
     Expired,
+}
+
+impl Verdict {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approve",
+            Verdict::Reject => "reject",
+            Verdict::Expired => "expired",
+        }
+    }
 }
 
 /// `gate.decided`: resumes an execution suspended at a gate.
@@ -268,6 +377,20 @@ pub enum Outcome {
     Killed,
     /// An error the loop could not recover from.
     Error,
+}
+
+impl Outcome {
+    /// The wire spelling (`success`, `budget_exhausted`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::BudgetExhausted => "budget_exhausted",
+            Outcome::MaxSteps => "max_steps",
+            Outcome::Killed => "killed",
+            Outcome::Error => "error",
+        }
+    }
 }
 
 /// `exec.finished`: the last event of a completed execution.
@@ -355,6 +478,10 @@ payloads! {
     GateRequested(GateRequested) = "gate.requested",
     /// `gate.decided`
     GateDecided(GateDecided) = "gate.decided",
+    /// `gate.escalated`
+    GateEscalated(GateEscalated) = "gate.escalated",
+    /// `review.sampled`
+    ReviewSampled(ReviewSampled) = "review.sampled",
     /// `step.completed`
     StepCompleted(StepCompleted) = "step.completed",
     /// `exec.suspended`
@@ -365,12 +492,32 @@ payloads! {
     ExecCancelled(Transition) = "exec.cancelled",
     /// `exec.finished`
     ExecFinished(ExecFinished) = "exec.finished",
+    /// `control.kill_set`
+    KillSet(KillSet) = "control.kill_set",
+    /// `control.kill_cleared`
+    KillCleared(KillCleared) = "control.kill_cleared",
+    /// `strategy.demoted`
+    StrategyDemoted(StrategyDemoted) = "strategy.demoted",
+    /// `strategy.certified`
+    StrategyCertified(StrategyCertified) = "strategy.certified",
 }
 
 impl EventType {
     /// True for the events after which nothing may follow.
     pub fn is_terminal(self) -> bool {
         matches!(self, EventType::ExecFinished | EventType::ExecCancelled)
+    }
+
+    /// True for the events of the control stream (kill-switches, demotions, certifications),
+    /// which never belong to an execution.
+    pub fn is_control(self) -> bool {
+        matches!(
+            self,
+            EventType::KillSet
+                | EventType::KillCleared
+                | EventType::StrategyDemoted
+                | EventType::StrategyCertified
+        )
     }
 }
 

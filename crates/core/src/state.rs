@@ -192,6 +192,9 @@ impl ExecutionState {
                 found: e.seq,
             });
         }
+        if e.event_type().is_control() {
+            return Err(I::ControlInExecution);
+        }
         match (&self.status, &e.payload) {
             (ExecStatus::NotStarted, Payload::ExecStarted(_)) => return Ok(()),
             (ExecStatus::NotStarted, _) => return Err(I::NotStarted),
@@ -223,6 +226,15 @@ impl ExecutionState {
         match (&self.status, &e.payload) {
             (_, Payload::ExecCancelled(_)) => return Ok(()),
             (ExecStatus::SuspendedAtGate { .. }, Payload::GateDecided(_)) => {}
+            (ExecStatus::SuspendedAtGate { gate_id }, Payload::GateEscalated(g)) => {
+                if *gate_id != g.gate_id {
+                    return Err(I::GateMismatch {
+                        pending: gate_id.clone(),
+                        found: g.gate_id.clone(),
+                    });
+                }
+                return Ok(());
+            }
             (ExecStatus::SuspendedAtGate { gate_id }, _) => {
                 return Err(I::AtGate {
                     gate_id: gate_id.clone(),
@@ -269,6 +281,11 @@ impl ExecutionState {
                 Some(_) => {}
             },
             Payload::GateRequested(_) => pending_tool()?,
+            Payload::GateEscalated(g) => {
+                return Err(I::NoPendingGate {
+                    gate_id: g.gate_id.clone(),
+                });
+            }
             Payload::GateDecided(d) => match &self.pending_gate {
                 None => {
                     return Err(I::NoPendingGate {
@@ -354,7 +371,15 @@ impl ExecutionState {
                     outcome => ExecStatus::Finished { outcome },
                 };
             }
-            Payload::PlanProposed(_) | Payload::MemoryRetrieved(_) | Payload::MemoryWritten(_) => {}
+            Payload::PlanProposed(_)
+            | Payload::MemoryRetrieved(_)
+            | Payload::MemoryWritten(_)
+            | Payload::GateEscalated(_)
+            | Payload::ReviewSampled(_)
+            | Payload::KillSet(_)
+            | Payload::KillCleared(_)
+            | Payload::StrategyDemoted(_)
+            | Payload::StrategyCertified(_) => {}
         }
     }
 }

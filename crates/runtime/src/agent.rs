@@ -9,10 +9,12 @@
 //! was recorded as called but has no result is resolved through the idempotency ledger, never
 //! blindly re-run.
 
+use crate::control::{Control, Scope};
 use crate::conversation;
 use crate::error::RuntimeError;
-use crate::kill::{KillSwitches, Scope};
+use crate::gates;
 use crate::strategy::{Criterion, Strategy};
+use keel_core::control::{Autonomy, autonomy, draw};
 use keel_core::payload::*;
 use keel_core::{
     CURRENT_SCHEMA_VERSION, Cost, Event, ExecId, ExecStatus, ExecutionState, TenantId, Tokens,
@@ -20,11 +22,24 @@ use keel_core::{
 use keel_models::{ChatRequest, ModelProvider, PriceTable, ToolCall, ToolSpec};
 use keel_spine::clock::{self, Clock};
 use keel_spine::{BlobStore, EventLog, SpineError};
-use keel_tools::{CallContext, ToolRunner};
+use keel_tools::{CallContext, CallOutcome, ToolRunner};
+use serde_json::{Value, json};
 use std::sync::Arc;
 
 /// Malformed replies in a row after which the execution ends with outcome `error`.
 const MAX_MALFORMED_IN_A_ROW: u32 = 3;
+
+/// What became of a tool call the model asked for.
+enum Flow {
+    /// It ran (or was refused with an event); the step goes on.
+    Done,
+    /// A person decides first: open a gate for this action.
+    Gate {
+        action: Value,
+        tier: u8,
+        reason: String,
+    },
+}
 
 /// Everything the loop runs with. Cheap to share across executions.
 pub struct Agent {
@@ -36,8 +51,8 @@ pub struct Agent {
     pub tools: Arc<ToolRunner>,
     /// Model prices.
     pub prices: PriceTable,
-    /// Kill-switches.
-    pub kill: Arc<KillSwitches>,
+    /// Kill-switches, demotions and certifications.
+    pub control: Arc<Control>,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// A pause before every model call (zero by default): paces executions for demos and
@@ -134,6 +149,32 @@ impl Run<'_> {
             cost: totals.cost,
             trace_id,
             detail,
+        }))
+        .await
+    }
+
+    /// Opens a gate: `gate.requested` with its evidence pack, durable; the execution waits.
+    async fn request_gate(
+        &mut self,
+        strategy: &Strategy,
+        action: Value,
+        tier: u8,
+        reason: String,
+    ) -> Result<(), RuntimeError> {
+        let tool = action["tool"].as_str().unwrap_or_default();
+        let contract = self.agent.tools.contract(tool).map(|c| &**c);
+        let evidence_pack =
+            gates::evidence_pack(&self.events, &self.state, contract, &action, &reason);
+        let a = &strategy.approval;
+        self.append(Payload::GateRequested(GateRequested {
+            gate_id: uuid::Uuid::now_v7().to_string(),
+            action,
+            consequence_tier: tier,
+            evidence_pack,
+            reason,
+            queue: a.queue.clone(),
+            deadline_ms: a.deadline_s.map(|s| s * 1000),
+            expire_after_ms: a.expire_after_s.map(|s| s * 1000),
         }))
         .await
     }
@@ -299,12 +340,22 @@ impl Agent {
                 .await?;
                 continue;
             }
+            if let Some(Payload::GateDecided(d)) = run.events.last().map(|e| &e.payload) {
+                let d = d.clone();
+                self.carry_out(&mut run, d).await?;
+                continue;
+            }
             let tenant = run.state.tenant.clone().map(|t| t.0).unwrap_or_default();
-            let killed = match self.kill.reason(Scope::Tenant, &tenant)? {
+            let killed = match self
+                .control
+                .kill_reason(Scope::Tenant, &tenant, &tenant)
+                .await?
+            {
                 Some(r) => Some(format!("tenant {tenant} is killed: {r}")),
                 None => self
-                    .kill
-                    .reason(Scope::Strategy, &strategy.name)?
+                    .control
+                    .kill_reason(Scope::Strategy, &strategy.name, &tenant)
+                    .await?
                     .map(|r| format!("strategy {} is killed: {r}", strategy.name)),
             };
             if let Some(why) = killed {
@@ -390,13 +441,38 @@ impl Agent {
                     }
                     let names: Vec<String> =
                         reply.tool_calls.iter().map(|c| c.name.clone()).collect();
-                    for call in &reply.tool_calls {
-                        self.call_tool(&mut run, strategy, call).await?;
+                    let mut gate = None;
+                    for (i, call) in reply.tool_calls.iter().enumerate() {
+                        if let Flow::Gate {
+                            action,
+                            tier,
+                            reason,
+                        } = self.call_tool(&mut run, strategy, call).await?
+                        {
+                            // Nothing may follow the gate until it is decided: the step's later
+                            // calls are refused now, and the model can ask again afterwards.
+                            for later in &reply.tool_calls[i + 1..] {
+                                let why = format!(
+                                    "not run: {} waits for an approval decision; ask again after it",
+                                    call.name
+                                );
+                                run.refuse(later, ToolStatus::Refused, why).await?;
+                            }
+                            gate = Some((action, tier, reason));
+                            break;
+                        }
                     }
-                    run.append(Payload::StepCompleted(StepCompleted {
-                        summary: Some(format!("called {}", names.join(", "))),
-                    }))
-                    .await?;
+                    match gate {
+                        Some((action, tier, reason)) => {
+                            run.request_gate(strategy, action, tier, reason).await?;
+                        }
+                        None => {
+                            run.append(Payload::StepCompleted(StepCompleted {
+                                summary: Some(format!("called {}", names.join(", "))),
+                            }))
+                            .await?;
+                        }
+                    }
                 }
                 Err(e) => {
                     let recoverable = e.is_recoverable();
@@ -435,32 +511,137 @@ impl Agent {
         run: &mut Run<'_>,
         strategy: &Strategy,
         call: &ToolCall,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Flow, RuntimeError> {
         if !strategy.tools.contains(&call.name) {
             let why = format!(
                 "tool {:?} is not offered by strategy {}",
                 call.name, strategy.name
             );
-            return run.refuse(call, ToolStatus::Rejected, why).await;
+            run.refuse(call, ToolStatus::Rejected, why).await?;
+            return Ok(Flow::Done);
         }
-        if let Some(reason) = self.kill.reason(Scope::Tool, &call.name)? {
-            let why = format!("kill-switch: tool {} is off: {reason}", call.name);
-            return run.refuse(call, ToolStatus::Refused, why).await;
-        }
-        if let Some(c) = self.tools.contract(&call.name)
-            && c.consequence_tier > strategy.max_autonomous_tier
+        let tenant = run.state.tenant.clone().map(|t| t.0).unwrap_or_default();
+        if let Some(reason) = self
+            .control
+            .kill_reason(Scope::Tool, &call.name, &tenant)
+            .await?
         {
-            let why = format!(
-                "requires approval: {} is a tier-{} action and strategy {} acts alone up to tier {} (approval gates are not enabled in this build)",
-                call.name, c.consequence_tier, strategy.name, strategy.max_autonomous_tier
-            );
-            return run.refuse(call, ToolStatus::Refused, why).await;
+            let why = format!("kill-switch: tool {} is off: {reason}", call.name);
+            run.refuse(call, ToolStatus::Refused, why).await?;
+            return Ok(Flow::Done);
+        }
+        let mut sampled = None;
+        // Arguments that break the input schema never reach a gate: the contract layer rejects
+        // them with an event, before any adapter.
+        if let Some(c) = self.tools.contract(&call.name)
+            && c.input.errors(&call.arguments).is_empty()
+        {
+            let ceiling = self
+                .control
+                .state()
+                .await?
+                .max_autonomous_tier(&strategy.version, strategy.max_autonomous_tier);
+            let review = &strategy.approval;
+            // The draw is keyed by the call's position in the log, so a resumed or replayed
+            // execution samples the same calls.
+            let key = format!("{}:{}:{}", run.exec_id()?, run.state.last_seq, call.name);
+            match autonomy(c.consequence_tier, ceiling, review.review_rate, draw(&key)) {
+                Autonomy::Gate { reason } => {
+                    let key = keel_tools::invoke::idempotency_key(
+                        c,
+                        &call.arguments,
+                        &run.exec_id()?.to_string(),
+                        &tenant,
+                    )
+                    .ok()
+                    .flatten();
+                    return Ok(Flow::Gate {
+                        action: json!({
+                            "tool": call.name,
+                            "args": call.arguments,
+                            "idempotency_key": key,
+                        }),
+                        tier: c.consequence_tier,
+                        reason,
+                    });
+                }
+                Autonomy::Reviewed { sampled: true } => {
+                    sampled = Some((c.consequence_tier, review.review_rate))
+                }
+                _ => {}
+            }
         }
         let ctx = CallContext::from_state(&run.state)?;
         let report = self
             .tools
             .call(&ctx, &call.name, call.arguments.clone())
             .await?;
-        run.absorb(report.events)
+        run.absorb(report.events)?;
+        if let CallOutcome::Escalate {
+            reason,
+            consequence_tier,
+            action,
+            ..
+        } = report.outcome
+        {
+            return Ok(Flow::Gate {
+                action,
+                tier: consequence_tier,
+                reason: format!("escalated by the tool's failure policy: {reason}"),
+            });
+        }
+        if let Some((consequence_tier, rate)) = sampled {
+            run.append(Payload::ReviewSampled(ReviewSampled {
+                call_id: report.call_id.clone(),
+                tool: call.name.clone(),
+                consequence_tier,
+                rate,
+            }))
+            .await?;
+        }
+        Ok(Flow::Done)
+    }
+
+    /// Acts on a gate's decision: an approved action runs (with its idempotency key, through the
+    /// contract layer); a rejected or expired one is recorded as refused with the approver's
+    /// reason, which is what the model sees next.
+    async fn carry_out(&self, run: &mut Run<'_>, d: GateDecided) -> Result<(), RuntimeError> {
+        let action = run
+            .events
+            .iter()
+            .rev()
+            .find_map(|e| match &e.payload {
+                Payload::GateRequested(g) if g.gate_id == d.gate_id => Some(g.action.clone()),
+                _ => None,
+            })
+            .ok_or_else(|| gates::GateError::Unknown(d.gate_id.clone()))?;
+        let call = ToolCall {
+            id: format!("gate-{}", d.gate_id),
+            name: action["tool"].as_str().unwrap_or_default().to_owned(),
+            arguments: action["args"].clone(),
+        };
+        let summary = match d.verdict {
+            Verdict::Approve => {
+                let ctx = CallContext::from_state(&run.state)?;
+                let report = self
+                    .tools
+                    .call_after_gate(&ctx, &call.name, call.arguments.clone())
+                    .await?;
+                run.absorb(report.events)?;
+                format!("approved by {}: called {}", d.approver, call.name)
+            }
+            verdict => {
+                let why = match verdict {
+                    Verdict::Expired => format!("expired at the gate: {}", d.reason),
+                    _ => format!("rejected at the gate by {}: {}", d.approver, d.reason),
+                };
+                run.refuse(&call, ToolStatus::Rejected, why).await?;
+                format!("{} at the gate: {}", verdict.as_str(), call.name)
+            }
+        };
+        run.append(Payload::StepCompleted(StepCompleted {
+            summary: Some(summary),
+        }))
+        .await
     }
 }

@@ -1,10 +1,11 @@
-//! The embedded default, wired in one place: the spine, ledger and kill-switches in
+//! The embedded default, wired in one place: the spine, ledger and control stream in
 //! `DIR/spine.db`, blobs in `DIR/blobs`, the demo shop in `DIR/shop.db`, contracts from a tools
 //! folder, strategies from a strategies folder, prices from `prices.toml`.
 
 use crate::agent::Agent;
+use crate::control::Control;
 use crate::error::RuntimeError;
-use crate::kill::KillSwitches;
+use crate::gates::Approvals;
 use crate::strategy::StrategySet;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -43,6 +44,8 @@ pub struct Embedded {
     pub shop: Shop,
     /// The strategies.
     pub strategies: StrategySet,
+    /// Gates: the queue, decisions, SLAs, demotion.
+    pub approvals: Arc<Approvals>,
 }
 
 impl Embedded {
@@ -87,13 +90,20 @@ impl Embedded {
                 builtins,
             },
         )?;
-        let kill = KillSwitches::open(&data.join("spine.db"))?;
+        let shared: Arc<dyn EventLog> = Arc::new(log.clone());
+        let control = Arc::new(Control::new(shared.clone(), Arc::new(SystemClock)));
+        let approvals = Arc::new(Approvals::new(
+            shared.clone(),
+            Arc::new(SystemClock),
+            control.clone(),
+            strategies.clone(),
+        ));
         let agent = Agent {
-            log: Arc::new(log.clone()),
+            log: shared,
             blobs: Arc::new(LocalBlobStore::new(data.join("blobs"))),
             tools: Arc::new(runner),
             prices,
-            kill: Arc::new(kill),
+            control,
             clock: Arc::new(SystemClock),
             pace: std::time::Duration::ZERO,
         };
@@ -102,6 +112,7 @@ impl Embedded {
             log,
             shop,
             strategies,
+            approvals,
         })
     }
 }

@@ -36,12 +36,10 @@ pub enum RuntimeError {
     /// A worker task died (a bug: the loop returns errors, it does not panic).
     #[error("worker task failed: {0}")]
     Worker(String),
-    /// The kill-switch table failed.
-    #[error("kill-switches ({path}): {detail}")]
-    Kill {
-        /// The store.
-        path: String,
-        /// What failed.
-        detail: String,
-    },
+    /// The control stream could not be read or written.
+    #[error("control stream: {0}")]
+    Control(String),
+    /// A gate decision that cannot be taken.
+    #[error(transparent)]
+    Gate(#[from] crate::gates::GateError),
 }

@@ -6,17 +6,19 @@
 //!   success criteria, loaded from `strategies/*.yaml`.
 //! - [`agent`]: the loop (model call, tool calls through the contract layer, outcomes).
 //! - [`conversation`]: rebuilding the model's view of the execution from its events.
-//! - [`kill`]: kill-switches per tenant, strategy and tool.
+//! - [`control`]: kill-switches, demotions and certifications, folded from the control stream.
+//! - [`gates`]: approval gates — evidence packs, decisions, the queue, SLAs, demotion.
 
 pub mod agent;
+pub mod control;
 pub mod conversation;
 pub mod embedded;
 pub mod error;
-pub mod kill;
+pub mod gates;
 pub mod strategy;
 pub mod worker;
 
 pub use agent::Agent;
+pub use control::Control;
 pub use error::RuntimeError;
-pub use kill::KillSwitches;
 pub use strategy::{Strategy, StrategySet};

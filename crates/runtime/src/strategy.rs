@@ -48,6 +48,85 @@ struct StrategyFile {
     experiment_arm: Option<String>,
     #[serde(default)]
     durability: Durability,
+    #[serde(default)]
+    approval: Approval,
+    /// The strategy `keel serve` and the API run when a request names none.
+    #[serde(default)]
+    default: bool,
+}
+
+/// How this strategy's gates and post-hoc reviews work.
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// The queue its gates wait in.
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    /// Seconds after which an undecided gate breaches its SLA and escalates.
+    #[serde(default)]
+    pub deadline_s: Option<u64>,
+    /// Seconds after which an undecided gate expires (verdict `expired`; the model is told).
+    #[serde(default)]
+    pub expire_after_s: Option<u64>,
+    /// Share of tier-2 calls sampled for post-hoc review.
+    #[serde(default = "default_review_rate")]
+    pub review_rate: f64,
+    /// Automatic demotion on a rejection spike.
+    #[serde(default)]
+    pub demotion: DemotionFile,
+}
+
+impl Default for Approval {
+    fn default() -> Self {
+        Self {
+            queue: default_queue(),
+            deadline_s: None,
+            expire_after_s: None,
+            review_rate: default_review_rate(),
+            demotion: DemotionFile::default(),
+        }
+    }
+}
+
+fn default_queue() -> String {
+    "default".into()
+}
+
+fn default_review_rate() -> f64 {
+    0.1
+}
+
+/// Demotion thresholds: see [`keel_core::control::DemotionPolicy`].
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemotionFile {
+    /// Most recent decisions looked at.
+    pub window: usize,
+    /// Fewest decisions to judge on.
+    pub min_sample: usize,
+    /// Highest tolerated rejected share.
+    pub max_rejection_rate: f64,
+}
+
+impl Default for DemotionFile {
+    fn default() -> Self {
+        Self {
+            window: 20,
+            min_sample: 5,
+            max_rejection_rate: 0.5,
+        }
+    }
+}
+
+impl DemotionFile {
+    /// As the core's policy.
+    pub fn policy(&self) -> keel_core::control::DemotionPolicy {
+        keel_core::control::DemotionPolicy {
+            window: self.window,
+            min_sample: self.min_sample,
+            max_rejection_rate: self.max_rejection_rate,
+        }
+    }
 }
 
 /// When the loop waits for the disk.
@@ -179,6 +258,10 @@ pub struct Strategy {
     pub experiment_arm: Option<String>,
     /// When the loop waits for the disk.
     pub durability: Durability,
+    /// Gates, SLAs, post-hoc review and demotion.
+    pub approval: Approval,
+    /// Run when a request names no strategy.
+    pub default: bool,
 }
 
 impl Strategy {
@@ -197,6 +280,26 @@ impl Strategy {
         }
         if f.max_autonomous_tier > 3 {
             return Err(err("max_autonomous_tier: must be 0..=3".into()));
+        }
+        let a = &f.approval;
+        if !(0.0..=1.0).contains(&a.review_rate) {
+            return Err(err(format!(
+                "approval.review_rate: {} is not a share in 0..=1",
+                a.review_rate
+            )));
+        }
+        if !(0.0..=1.0).contains(&a.demotion.max_rejection_rate) || a.demotion.window == 0 {
+            return Err(err(
+                "approval.demotion: window must be at least 1 and max_rejection_rate in 0..=1"
+                    .into(),
+            ));
+        }
+        if let (Some(d), Some(x)) = (a.deadline_s, a.expire_after_s)
+            && x < d
+        {
+            return Err(err(format!(
+                "approval.expire_after_s: {x} comes before deadline_s {d}"
+            )));
         }
         if f.tools.is_empty() {
             return Err(err("tools: offer at least one tool".into()));
@@ -294,6 +397,8 @@ impl Strategy {
             success,
             experiment_arm: f.experiment_arm,
             durability: f.durability,
+            approval: f.approval,
+            default: f.default,
         })
     }
 
@@ -376,6 +481,14 @@ impl StrategySet {
         self.by_name
             .get(name_or_version)
             .or_else(|| self.by_name.values().find(|s| s.version == name_or_version))
+    }
+
+    /// The strategy marked `default: true`, else the first by name.
+    pub fn default_strategy(&self) -> Option<&Strategy> {
+        self.by_name
+            .values()
+            .find(|s| s.default)
+            .or_else(|| self.by_name.values().next())
     }
 
     /// All strategies, by name.

@@ -5,6 +5,7 @@
 use crate::agent::Agent;
 use crate::error::RuntimeError;
 use crate::strategy::StrategySet;
+use keel_core::control::CONTROL_STREAM;
 use keel_core::payload::Payload;
 use keel_core::{ExecId, ExecutionState};
 use keel_models::ModelProvider;
@@ -33,7 +34,8 @@ pub async fn drain(
     loop {
         let mut batch = Vec::new();
         for summary in agent.log.list_unfinished().await? {
-            if done.contains(&summary.exec_id) {
+            // The control stream is not an execution.
+            if done.contains(&summary.exec_id) || summary.exec_id == CONTROL_STREAM {
                 continue;
             }
             done.insert(summary.exec_id);

@@ -5,86 +5,14 @@
 // Test helpers too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::*;
 use keel_core::payload::{Outcome, Payload, ToolStatus};
-use keel_core::{Cost, Event, ExecId, ExecStatus, ExecutionState};
-use keel_runtime::embedded::{Config, Embedded};
-use keel_runtime::kill::Scope;
+use keel_core::{Cost, ExecStatus};
+use keel_runtime::control::Scope;
 use keel_spine::EventLog;
-use std::path::{Path, PathBuf};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// A store in a temp dir, with the demo strategies plus `extra` (name, YAML with `{repo}`).
-fn setup(extra: &[(&str, &str)]) -> (tempfile::TempDir, Embedded) {
-    let tmp = tempfile::tempdir().unwrap();
-    let strategies = tmp.path().join("strategies");
-    std::fs::create_dir_all(&strategies).unwrap();
-    let repo = repo();
-    for name in ["support-short", "support-long"] {
-        let text = std::fs::read_to_string(repo.join(format!("strategies/{name}.yaml"))).unwrap();
-        let text = text.replace("../", &format!("{}/", repo.display()));
-        std::fs::write(strategies.join(format!("{name}.yaml")), text).unwrap();
-    }
-    for (name, text) in extra {
-        let text = text.replace("{repo}", &repo.display().to_string());
-        std::fs::write(strategies.join(format!("{name}.yaml")), text).unwrap();
-    }
-    let config = Config {
-        tools: repo.join("tools"),
-        strategies,
-        prices: repo.join("prices.toml"),
-    };
-    let env = Embedded::open(&tmp.path().join("data"), &config).unwrap();
-    (tmp, env)
-}
-
-async fn run(env: &Embedded, strategy: &str, goal: &str) -> (ExecId, ExecutionState, Vec<Event>) {
-    let s = env.strategies.get(strategy).unwrap();
-    let model = s.provider().unwrap();
-    let exec = env.agent.start(s, "acme", goal).await.unwrap();
-    let state = env.agent.drive(s, &*model, exec).await.unwrap();
-    let events = env.log.read(exec, 1).await.unwrap();
-    assert_eq!(
-        ExecutionState::fold(&events).unwrap(),
-        state,
-        "the state is the fold of the log"
-    );
-    (exec, state, events)
-}
-
-fn types(events: &[Event]) -> Vec<&'static str> {
-    events.iter().map(|e| e.event_type().as_str()).collect()
-}
-
-fn outcome(state: &ExecutionState) -> Option<Outcome> {
-    match state.status {
-        ExecStatus::Finished { outcome } => Some(outcome),
-        ExecStatus::Failed => Some(Outcome::Error),
-        _ => None,
-    }
-}
-
-fn tool_statuses(events: &[Event]) -> Vec<(String, ToolStatus)> {
-    events
-        .iter()
-        .filter_map(|e| match &e.payload {
-            Payload::ToolResult(r) => Some((r.tool.clone(), r.status)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn finished_detail(events: &[Event]) -> String {
-    match &events.last().unwrap().payload {
-        Payload::ExecFinished(f) => f.detail.clone().unwrap_or_default(),
-        p => panic!("last event is {p:?}"),
-    }
-}
+use std::path::Path;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_status_question_succeeds_with_every_step_on_the_log() {
@@ -154,22 +82,15 @@ async fn a_complaint_costs_more_on_the_long_strategy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tier_3_refund_is_refused_as_requiring_approval() {
+async fn a_tier_3_refund_waits_at_a_gate_without_moving_money() {
     let (_tmp, env) = setup(&[]);
     let (_, state, events) = run(&env, "support-short", "Please refund order 1001").await;
+    assert!(matches!(state.status, ExecStatus::SuspendedAtGate { .. }));
     assert_eq!(
         tool_statuses(&events),
-        [
-            ("lookup_order".into(), ToolStatus::Ok),
-            ("issue_customer_refund".into(), ToolStatus::Refused)
-        ]
+        [("lookup_order".into(), ToolStatus::Ok)]
     );
-    assert_eq!(outcome(&state), Some(Outcome::Failure));
-    assert!(
-        finished_detail(&events).contains("requires approval"),
-        "{}",
-        finished_detail(&events)
-    );
+    assert_eq!(types(&events).last(), Some(&"gate.requested"));
     assert_eq!(env.shop.count("refunds").unwrap(), 0, "no money moved");
 }
 
@@ -251,8 +172,9 @@ async fn max_steps_and_budget_end_with_their_own_outcomes() {
 async fn kill_switches_stop_executions_and_refuse_tools() {
     let (_tmp, env) = setup(&[]);
     env.agent
-        .kill
-        .set(Scope::Tenant, "acme", "incident 42", "2026-11-25T00:00:00Z")
+        .control
+        .kill(Scope::Tenant, "acme", None, "incident 42", "test")
+        .await
         .unwrap();
     let (_, state, events) = run(&env, "support-short", "where is order 1002").await;
     assert_eq!(outcome(&state), Some(Outcome::Killed));
@@ -262,16 +184,18 @@ async fn kill_switches_stop_executions_and_refuse_tools() {
         ["exec.started", "exec.finished"],
         "it stopped before any step"
     );
-    assert!(env.agent.kill.clear(Scope::Tenant, "acme").unwrap());
+    assert!(
+        env.agent
+            .control
+            .clear(Scope::Tenant, "acme", None, "test")
+            .await
+            .unwrap()
+    );
 
     env.agent
-        .kill
-        .set(
-            Scope::Tool,
-            "notify_team",
-            "channel flooded",
-            "2026-11-25T00:00:00Z",
-        )
+        .control
+        .kill(Scope::Tool, "notify_team", None, "channel flooded", "test")
+        .await
         .unwrap();
     let (_, state, events) = run(&env, "support-short", "terrible service on order 1001").await;
     assert_eq!(
@@ -282,13 +206,9 @@ async fn kill_switches_stop_executions_and_refuse_tools() {
     assert_eq!(env.shop.count("notifications").unwrap(), 0);
 
     env.agent
-        .kill
-        .set(
-            Scope::Strategy,
-            "support-short",
-            "bad prompt",
-            "2026-11-25T00:00:00Z",
-        )
+        .control
+        .kill(Scope::Strategy, "support-short", None, "bad prompt", "test")
+        .await
         .unwrap();
     let (_, state, _) = run(&env, "support-short", "where is order 1002").await;
     assert_eq!(outcome(&state), Some(Outcome::Killed));

@@ -181,6 +181,10 @@ impl ExecBuilder {
             action: json!({"tool": "refund", "args": {"amount": 120}}),
             consequence_tier: 3,
             evidence_pack: json!({"goal": "refund"}),
+            reason: "tier-3 actions always pass a gate".into(),
+            queue: "default".into(),
+            deadline_ms: None,
+            expire_after_ms: None,
         }));
         self.push(Payload::GateDecided(GateDecided {
             gate_id,

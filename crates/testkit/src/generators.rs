@@ -219,13 +219,89 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
                 },
             )
             .boxed(),
-        T::GateRequested => (text(), arb_json(), 0u8..4, arb_json())
-            .prop_map(|(gate_id, action, consequence_tier, evidence_pack)| {
-                Payload::GateRequested(GateRequested {
+        T::GateRequested => (
+            (text(), arb_json(), 0u8..4, arb_json()),
+            (text(), text(), proptest::option::of(any::<u64>())),
+            proptest::option::of(any::<u64>()),
+        )
+            .prop_map(
+                |(
+                    (gate_id, action, consequence_tier, evidence_pack),
+                    (reason, queue, deadline_ms),
+                    expire_after_ms,
+                )| {
+                    Payload::GateRequested(GateRequested {
+                        gate_id,
+                        action,
+                        consequence_tier,
+                        evidence_pack,
+                        reason,
+                        queue,
+                        deadline_ms,
+                        expire_after_ms,
+                    })
+                },
+            )
+            .boxed(),
+        T::GateEscalated => (text(), text(), any::<u64>(), any::<u64>())
+            .prop_map(|(gate_id, queue, deadline_ms, waited_ms)| {
+                Payload::GateEscalated(GateEscalated {
                     gate_id,
-                    action,
+                    queue,
+                    deadline_ms,
+                    waited_ms,
+                })
+            })
+            .boxed(),
+        T::ReviewSampled => (text(), text(), 0u8..4, 0.0f64..1.0)
+            .prop_map(|(call_id, tool, consequence_tier, rate)| {
+                Payload::ReviewSampled(ReviewSampled {
+                    call_id,
+                    tool,
                     consequence_tier,
-                    evidence_pack,
+                    rate,
+                })
+            })
+            .boxed(),
+        T::KillSet => (text(), text(), proptest::option::of(text()), text(), text())
+            .prop_map(|(scope, name, tenant, reason, by)| {
+                Payload::KillSet(KillSet {
+                    scope,
+                    name,
+                    tenant,
+                    reason,
+                    by,
+                })
+            })
+            .boxed(),
+        T::KillCleared => (text(), text(), proptest::option::of(text()), text())
+            .prop_map(|(scope, name, tenant, by)| {
+                Payload::KillCleared(KillCleared {
+                    scope,
+                    name,
+                    tenant,
+                    by,
+                })
+            })
+            .boxed(),
+        T::StrategyDemoted => (text(), 0u8..4, 0.0f64..1.0, any::<u32>())
+            .prop_map(
+                |(strategy_version, max_autonomous_tier, rejection_rate, sample)| {
+                    Payload::StrategyDemoted(StrategyDemoted {
+                        strategy_version,
+                        max_autonomous_tier,
+                        rejection_rate,
+                        sample,
+                    })
+                },
+            )
+            .boxed(),
+        T::StrategyCertified => (text(), text(), text())
+            .prop_map(|(strategy_version, by, reason)| {
+                Payload::StrategyCertified(StrategyCertified {
+                    strategy_version,
+                    by,
+                    reason,
                 })
             })
             .boxed(),

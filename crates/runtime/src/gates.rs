@@ -1,0 +1,655 @@
+//! Approval gates. The loop opens one (`gate.requested`, durable, with an evidence pack) when the
+//! autonomy ladder says a person decides; the execution then waits with no worker held. A
+//! decision (`gate.decided`) is appended to the execution's own stream with the spine's
+//! conditional append, so of two approvers racing exactly one wins and the other is told the gate
+//! is already decided. [`Approvals`] is the approver's side: the queue (a [`Book`] kept current
+//! from the spine), decisions, the SLA sweep (escalation, expiry) and automatic demotion.
+
+use crate::control::Control;
+use crate::error::RuntimeError;
+use crate::strategy::StrategySet;
+use chrono::{DateTime, Utc};
+use keel_core::payload::*;
+use keel_core::{
+    CURRENT_SCHEMA_VERSION, Cost, Event, ExecId, ExecStatus, ExecutionState, TraceId,
+    control::CONTROL_STREAM,
+};
+use keel_spine::clock::{self, Clock};
+use keel_spine::{Committed, EventLog, SpineError};
+use keel_tools::Contract;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Why a decision cannot be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// No gate by that id (for this tenant).
+    #[error("no gate {0}")]
+    Unknown(String),
+    /// Somebody (or the SLA timer) decided it first.
+    #[error("gate {gate_id} was already decided: {verdict} by {approver}")]
+    AlreadyDecided {
+        /// The gate.
+        gate_id: String,
+        /// The verdict that stands.
+        verdict: String,
+        /// Who gave it.
+        approver: String,
+    },
+    /// The execution ended (cancelled) while the gate waited.
+    #[error("gate {0} is closed: its execution has ended")]
+    Closed(String),
+}
+
+/// Assembles what an approver needs to decide at a glance: the goal, the reasoning that led here
+/// (plans and model calls), the exact action as it will be sent, the tool contract, the memory the
+/// execution retrieved with its provenance, and the cost so far.
+pub fn evidence_pack(
+    events: &[Event],
+    state: &ExecutionState,
+    contract: Option<&Contract>,
+    action: &Value,
+    reason: &str,
+) -> Value {
+    let mut goal = Value::Null;
+    let mut strategy = Value::Null;
+    let mut reasoning = Vec::new();
+    let mut memory = Vec::new();
+    let mut tools = Vec::new();
+    for e in events {
+        match &e.payload {
+            Payload::ExecStarted(s) => {
+                goal = json!(s.goal);
+                strategy = json!(s.strategy_version);
+            }
+            Payload::PlanProposed(p) => reasoning.push(json!({
+                "step": e.step_n, "kind": "plan", "model": p.model, "text": p.steps.join("\n"),
+            })),
+            Payload::ModelResponded(r) => reasoning.push(json!({
+                "step": e.step_n, "kind": "model", "model": r.model,
+                "tokens_in": r.tokens.input, "tokens_out": r.tokens.output,
+                "cost_usd": cost_usd(r.cost), "latency_ms": r.latency_ms, "error": r.error,
+            })),
+            Payload::ToolResult(r) => tools.push(json!({
+                "step": e.step_n, "tool": r.tool, "status": r.status, "errors": r.errors,
+            })),
+            Payload::MemoryRetrieved(m) => {
+                for c in &m.chunks {
+                    memory.push(json!({
+                        "id": c.id, "score": c.score, "provenance": c.provenance,
+                        "query": m.query, "memory_version": m.memory_version,
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+    let contract = contract.map(|c| {
+        json!({
+            "name": c.name,
+            "description": c.description,
+            "consequence_tier": c.consequence_tier,
+            "side_effect": c.side_effect.as_str(),
+            "input_schema": c.input.raw(),
+            "source": c.source.display().to_string(),
+        })
+    });
+    json!({
+        "goal": goal,
+        "strategy_version": strategy,
+        "why_gated": reason,
+        "action": action,
+        "contract": contract,
+        "reasoning": reasoning,
+        "tool_results": tools,
+        "memory": memory,
+        "cost_so_far": {
+            "usd": cost_usd(state.totals.cost),
+            "tokens_in": state.totals.tokens.input,
+            "tokens_out": state.totals.tokens.output,
+            "steps": state.totals.steps,
+        },
+    })
+}
+
+fn cost_usd(c: Cost) -> Value {
+    match c {
+        Cost::Known(micros) => json!(micros as f64 / 1e6),
+        Cost::Unknown => Value::Null,
+    }
+}
+
+/// A decision as the queue shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DecisionView {
+    /// Who.
+    pub approver: String,
+    /// `approve`, `reject` or `expired`.
+    pub verdict: Verdict,
+    /// Why.
+    pub reason: String,
+    /// Request to decision.
+    pub latency_ms: u64,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A gate as the queue shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct GateView {
+    /// Gate id.
+    pub gate_id: String,
+    /// Its execution.
+    pub exec_id: ExecId,
+    /// Its tenant.
+    pub tenant: String,
+    /// Its trace.
+    pub trace_id: TraceId,
+    /// The execution's strategy version.
+    pub strategy_version: String,
+    /// The queue.
+    pub queue: String,
+    /// The action's consequence tier.
+    pub consequence_tier: u8,
+    /// The exact action.
+    pub action: Value,
+    /// Why it is gated.
+    pub reason: String,
+    /// The evidence pack.
+    pub evidence_pack: Value,
+    /// When it was requested.
+    pub requested_at: DateTime<Utc>,
+    /// SLA deadline, ms after the request.
+    pub deadline_ms: Option<u64>,
+    /// Expiry, ms after the request.
+    pub expire_after_ms: Option<u64>,
+    /// Breached its SLA.
+    pub escalated: bool,
+    /// The decision, once there is one.
+    pub decision: Option<DecisionView>,
+    /// The execution ended without a decision (cancelled).
+    pub closed: bool,
+}
+
+impl GateView {
+    /// Waiting for a decision.
+    pub fn is_pending(&self) -> bool {
+        self.decision.is_none() && !self.closed
+    }
+}
+
+/// An execution as lists and metrics show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExecView {
+    /// Execution id.
+    pub exec_id: ExecId,
+    /// Tenant.
+    pub tenant: String,
+    /// Trace.
+    pub trace_id: TraceId,
+    /// Strategy version.
+    pub strategy_version: String,
+    /// Goal.
+    pub goal: String,
+    /// Started.
+    pub started_at: DateTime<Utc>,
+    /// Last event.
+    pub updated_at: DateTime<Utc>,
+    /// `running`, `at_gate`, `suspended`, `cancelled` or the outcome.
+    pub status: String,
+    /// Outcome, once finished.
+    pub outcome: Option<Outcome>,
+    /// Final answer or why it ended.
+    pub detail: Option<String>,
+    /// Steps completed.
+    pub steps: u32,
+    /// Tokens in + out.
+    pub tokens: u64,
+    /// Cost in µUSD (unknown parts excluded; see `cost_known`).
+    pub cost_micros: u64,
+    /// False if any part of the cost is unknown.
+    pub cost_known: bool,
+    /// Gates opened.
+    pub gates: u32,
+}
+
+/// A tier-2 call sampled for post-hoc review.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReviewView {
+    /// Its execution.
+    pub exec_id: ExecId,
+    /// Tenant.
+    pub tenant: String,
+    /// The call.
+    pub call_id: String,
+    /// The tool.
+    pub tool: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// The control plane's live view of the spine: gates, executions and sampled reviews, folded
+/// from the global commit order and kept current by [`Book::catch_up`] (reads only what is new).
+#[derive(Default)]
+pub struct Book {
+    offset: u64,
+    /// Gates by id.
+    pub gates: BTreeMap<String, GateView>,
+    /// Executions by id.
+    pub execs: BTreeMap<ExecId, ExecView>,
+    /// Post-hoc review samples, oldest first.
+    pub reviews: Vec<ReviewView>,
+}
+
+impl Book {
+    /// Folds in every event committed since the last call.
+    pub async fn catch_up(&mut self, log: &dyn EventLog) -> Result<(), SpineError> {
+        loop {
+            let batch = log.read_all(self.offset + 1, 4096).await?;
+            let Some(last) = batch.last() else {
+                return Ok(());
+            };
+            self.offset = last.offset;
+            for c in &batch {
+                self.apply(c);
+            }
+        }
+    }
+
+    fn apply(&mut self, c: &Committed) {
+        let e = &c.event;
+        if e.exec_id == CONTROL_STREAM {
+            return;
+        }
+        if let Payload::ExecStarted(s) = &e.payload {
+            self.execs.insert(
+                e.exec_id,
+                ExecView {
+                    exec_id: e.exec_id,
+                    tenant: e.tenant.0.clone(),
+                    trace_id: e.trace_id,
+                    strategy_version: s.strategy_version.clone(),
+                    goal: s.goal.clone(),
+                    started_at: e.ts,
+                    updated_at: e.ts,
+                    status: "running".into(),
+                    outcome: None,
+                    detail: None,
+                    steps: 0,
+                    tokens: 0,
+                    cost_micros: 0,
+                    cost_known: true,
+                    gates: 0,
+                },
+            );
+            return;
+        }
+        let Some(x) = self.execs.get_mut(&e.exec_id) else {
+            return;
+        };
+        x.updated_at = e.ts;
+        let mut add_cost = |c: Cost| match c {
+            Cost::Known(m) => x.cost_micros += m,
+            Cost::Unknown => x.cost_known = false,
+        };
+        match &e.payload {
+            Payload::ModelResponded(r) => {
+                add_cost(r.cost);
+                x.tokens += r.tokens.input + r.tokens.output;
+            }
+            Payload::ToolResult(r) => add_cost(r.actual_cost),
+            Payload::StepCompleted(_) => x.steps += 1,
+            Payload::GateRequested(g) => {
+                x.gates += 1;
+                x.status = "at_gate".into();
+                self.gates.insert(
+                    g.gate_id.clone(),
+                    GateView {
+                        gate_id: g.gate_id.clone(),
+                        exec_id: e.exec_id,
+                        tenant: e.tenant.0.clone(),
+                        trace_id: e.trace_id,
+                        strategy_version: x.strategy_version.clone(),
+                        queue: g.queue.clone(),
+                        consequence_tier: g.consequence_tier,
+                        action: g.action.clone(),
+                        reason: g.reason.clone(),
+                        evidence_pack: g.evidence_pack.clone(),
+                        requested_at: e.ts,
+                        deadline_ms: g.deadline_ms,
+                        expire_after_ms: g.expire_after_ms,
+                        escalated: false,
+                        decision: None,
+                        closed: false,
+                    },
+                );
+            }
+            Payload::GateEscalated(g) => {
+                if let Some(v) = self.gates.get_mut(&g.gate_id) {
+                    v.escalated = true;
+                }
+            }
+            Payload::GateDecided(d) => {
+                x.status = "running".into();
+                if let Some(v) = self.gates.get_mut(&d.gate_id) {
+                    v.decision = Some(DecisionView {
+                        approver: d.approver.clone(),
+                        verdict: d.verdict,
+                        reason: d.reason.clone(),
+                        latency_ms: d.latency_ms,
+                        at: e.ts,
+                    });
+                }
+            }
+            Payload::ReviewSampled(r) => self.reviews.push(ReviewView {
+                exec_id: e.exec_id,
+                tenant: e.tenant.0.clone(),
+                call_id: r.call_id.clone(),
+                tool: r.tool.clone(),
+                at: e.ts,
+            }),
+            Payload::ExecSuspended(_) => x.status = "suspended".into(),
+            Payload::ExecResumed(_) => x.status = "running".into(),
+            Payload::ExecCancelled(_) => {
+                x.status = "cancelled".into();
+                for g in self.gates.values_mut() {
+                    if g.exec_id == e.exec_id && g.decision.is_none() {
+                        g.closed = true;
+                    }
+                }
+            }
+            Payload::ExecFinished(f) => {
+                x.status = f.outcome.as_str().into();
+                x.outcome = Some(f.outcome);
+                x.detail = f.detail.clone();
+            }
+            _ => {}
+        }
+    }
+
+    /// Gates waiting for a decision, oldest first, optionally of one tenant.
+    pub fn pending(&self, tenant: Option<&str>) -> Vec<&GateView> {
+        let mut v: Vec<&GateView> = self
+            .gates
+            .values()
+            .filter(|g| g.is_pending() && tenant.is_none_or(|t| g.tenant == t))
+            .collect();
+        v.sort_by_key(|g| g.requested_at);
+        v
+    }
+}
+
+/// What one SLA sweep did.
+#[derive(Clone, Debug, Default)]
+pub struct SweepReport {
+    /// Gates that breached their deadline now (queue, gate id).
+    pub escalated: Vec<(String, String)>,
+    /// Gates that expired now (queue, gate id).
+    pub expired: Vec<(String, String)>,
+}
+
+/// The approver's side of gates over one spine.
+pub struct Approvals {
+    log: Arc<dyn EventLog>,
+    clock: Arc<dyn Clock>,
+    control: Arc<Control>,
+    strategies: StrategySet,
+    book: tokio::sync::Mutex<Book>,
+}
+
+impl Approvals {
+    /// Approvals over `log`; demotion thresholds come from `strategies`.
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        clock: Arc<dyn Clock>,
+        control: Arc<Control>,
+        strategies: StrategySet,
+    ) -> Self {
+        Self {
+            log,
+            clock,
+            control,
+            strategies,
+            book: tokio::sync::Mutex::new(Book::default()),
+        }
+    }
+
+    /// The book, caught up with the spine.
+    pub async fn book(&self) -> Result<tokio::sync::MutexGuard<'_, Book>, RuntimeError> {
+        let mut book = self.book.lock().await;
+        book.catch_up(&*self.log).await?;
+        Ok(book)
+    }
+
+    /// Decides a gate. With `tenant`, a gate of another tenant is [`GateError::Unknown`] (it is
+    /// not the caller's to know about). Two deciders racing: exactly one wins, the other gets
+    /// [`GateError::AlreadyDecided`].
+    pub async fn decide(
+        &self,
+        gate_id: &str,
+        tenant: Option<&str>,
+        approver: &str,
+        verdict: Verdict,
+        reason: &str,
+    ) -> Result<(GateView, GateDecided), RuntimeError> {
+        let gate = {
+            let book = self.book().await?;
+            book.gates
+                .get(gate_id)
+                .filter(|g| tenant.is_none_or(|t| g.tenant == t))
+                .cloned()
+                .ok_or_else(|| GateError::Unknown(gate_id.into()))?
+        };
+        let decided = decide(
+            &*self.log,
+            &*self.clock,
+            gate.exec_id,
+            gate_id,
+            approver,
+            verdict,
+            reason,
+        )
+        .await?;
+        self.judge(&gate.strategy_version).await?;
+        Ok((gate, decided))
+    }
+
+    /// Escalates gates past their SLA deadline and expires those past their expiry.
+    pub async fn sweep(&self) -> Result<SweepReport, RuntimeError> {
+        let now = self.clock.now();
+        let pending: Vec<GateView> = self
+            .book()
+            .await?
+            .pending(None)
+            .into_iter()
+            .cloned()
+            .collect();
+        let mut report = SweepReport::default();
+        for g in pending {
+            let waited = (now - g.requested_at).num_milliseconds().max(0) as u64;
+            if let Some(x) = g.expire_after_ms
+                && waited >= x
+            {
+                let why = format!(
+                    "no decision within {} s: expired by the queue SLA",
+                    x / 1000
+                );
+                match decide(
+                    &*self.log,
+                    &*self.clock,
+                    g.exec_id,
+                    &g.gate_id,
+                    "keel:sla",
+                    Verdict::Expired,
+                    &why,
+                )
+                .await
+                {
+                    Ok(_) => report.expired.push((g.queue.clone(), g.gate_id.clone())),
+                    // A person decided meanwhile: theirs stands.
+                    Err(RuntimeError::Gate(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            if let Some(d) = g.deadline_ms
+                && waited >= d
+                && !g.escalated
+                && escalate(&*self.log, &*self.clock, &g, d, waited).await?
+            {
+                report.escalated.push((g.queue.clone(), g.gate_id.clone()));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Demotes `strategy_version` if its recent gate rejections call for it.
+    async fn judge(&self, strategy_version: &str) -> Result<(), RuntimeError> {
+        let Some(strategy) = self.strategies.get(strategy_version) else {
+            return Ok(());
+        };
+        let control = self.control.state().await?;
+        if control.demotions.contains_key(strategy_version) {
+            return Ok(());
+        }
+        let since = control
+            .certified_at
+            .get(strategy_version)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        let mut decided: Vec<(DateTime<Utc>, bool)> = self
+            .book()
+            .await?
+            .gates
+            .values()
+            .filter(|g| g.strategy_version == strategy_version)
+            .filter_map(|g| g.decision.as_ref())
+            .filter(|d| d.verdict != Verdict::Expired && since.is_none_or(|s| d.at > s))
+            .map(|d| (d.at, d.verdict == Verdict::Reject))
+            .collect();
+        decided.sort_by_key(|d| d.0);
+        let rejected: Vec<bool> = decided.into_iter().map(|d| d.1).collect();
+        if let Some((rate, sample)) = strategy.approval.demotion.policy().judge(&rejected) {
+            let ceiling =
+                control.max_autonomous_tier(strategy_version, strategy.max_autonomous_tier);
+            self.control
+                .demote(StrategyDemoted {
+                    strategy_version: strategy_version.into(),
+                    max_autonomous_tier: ceiling.saturating_sub(1),
+                    rejection_rate: rate,
+                    sample,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends `gate.decided` for `gate_id` on `exec_id`, conditional on the execution's last seq.
+pub async fn decide(
+    log: &dyn EventLog,
+    clock: &dyn Clock,
+    exec_id: ExecId,
+    gate_id: &str,
+    approver: &str,
+    verdict: Verdict,
+    reason: &str,
+) -> Result<GateDecided, RuntimeError> {
+    loop {
+        let events = log.read(exec_id, 1).await?;
+        let state = ExecutionState::fold(&events)?;
+        let requested = events.iter().find_map(|e| match &e.payload {
+            Payload::GateRequested(g) if g.gate_id == gate_id => Some(e.ts),
+            _ => None,
+        });
+        let Some(requested) = requested else {
+            return Err(GateError::Unknown(gate_id.into()).into());
+        };
+        if !matches!(&state.status, ExecStatus::SuspendedAtGate { gate_id: g } if g == gate_id) {
+            let earlier = events.iter().find_map(|e| match &e.payload {
+                Payload::GateDecided(d) if d.gate_id == gate_id => Some(d.clone()),
+                _ => None,
+            });
+            return Err(match earlier {
+                Some(d) => GateError::AlreadyDecided {
+                    gate_id: gate_id.into(),
+                    verdict: d.verdict.as_str().into(),
+                    approver: d.approver,
+                },
+                None => GateError::Closed(gate_id.into()),
+            }
+            .into());
+        }
+        let now = clock.now();
+        let decided = GateDecided {
+            gate_id: gate_id.into(),
+            approver: approver.into(),
+            verdict,
+            reason: reason.into(),
+            latency_ms: (now - requested).num_milliseconds().max(0) as u64,
+        };
+        let event = next_event(&state, now, Payload::GateDecided(decided.clone()))?;
+        match log.append(exec_id, state.last_seq, &[event]).await {
+            Ok(_) => return Ok(decided),
+            // Someone appended first (a decision, or an escalation): look again.
+            Err(SpineError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Appends `gate.escalated`; false if the gate moved on meanwhile.
+async fn escalate(
+    log: &dyn EventLog,
+    clock: &dyn Clock,
+    g: &GateView,
+    deadline_ms: u64,
+    waited_ms: u64,
+) -> Result<bool, RuntimeError> {
+    let events = log.read(g.exec_id, 1).await?;
+    let state = ExecutionState::fold(&events)?;
+    if !matches!(&state.status, ExecStatus::SuspendedAtGate { gate_id } if *gate_id == g.gate_id) {
+        return Ok(false);
+    }
+    let event = next_event(
+        &state,
+        clock.now(),
+        Payload::GateEscalated(GateEscalated {
+            gate_id: g.gate_id.clone(),
+            queue: g.queue.clone(),
+            deadline_ms,
+            waited_ms,
+        }),
+    )?;
+    match log.append(g.exec_id, state.last_seq, &[event]).await {
+        Ok(_) => Ok(true),
+        Err(SpineError::Conflict { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn next_event(
+    state: &ExecutionState,
+    ts: DateTime<Utc>,
+    payload: Payload,
+) -> Result<Event, RuntimeError> {
+    let exec_id = state
+        .exec_id
+        .ok_or_else(|| RuntimeError::UnknownExecution("(not started)".into()))?;
+    Ok(Event {
+        event_id: clock::new_event_id(),
+        exec_id,
+        tenant: state
+            .tenant
+            .clone()
+            .unwrap_or_else(|| keel_core::TenantId(String::new())),
+        seq: state.last_seq + 1,
+        ts,
+        trace_id: state.trace_id.unwrap_or(TraceId([1; 16])),
+        step_n: state.step_n,
+        schema_version: CURRENT_SCHEMA_VERSION,
+        payload,
+    })
+}
