@@ -5,9 +5,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use keel_core::payload::{Outcome, Payload};
 use keel_core::{Cost, Event, ExecId, ExecStatus, ExecutionState, TraceId};
+use keel_runtime::control::{Control, Scope};
 use keel_runtime::embedded::{Config, Embedded};
-use keel_runtime::kill::{KillSwitches, Scope};
-use keel_spine::clock::{Clock, SystemClock};
+use keel_spine::clock::SystemClock;
 use keel_spine::{EventLog, SqliteLog, SqliteOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -182,6 +182,18 @@ fn summary(e: &Event) -> (String, String, String, String) {
         }
         Payload::MemoryRetrieved(m) => format!("{} chunks for {:?}", m.chunks.len(), m.query),
         Payload::MemoryWritten(m) => m.memory_id.clone(),
+        Payload::GateEscalated(g) => format!(
+            "gate {} breached its {} ms SLA in queue {}",
+            g.gate_id, g.deadline_ms, g.queue
+        ),
+        Payload::ReviewSampled(r) => format!("{} sampled for post-hoc review", r.tool),
+        Payload::KillSet(k) => format!("kill {} {}: {}", k.scope, k.name, k.reason),
+        Payload::KillCleared(k) => format!("clear {} {}", k.scope, k.name),
+        Payload::StrategyDemoted(d) => format!(
+            "{} demoted to tier {}",
+            d.strategy_version, d.max_autonomous_tier
+        ),
+        Payload::StrategyCertified(c) => format!("{} certified by {}", c.strategy_version, c.by),
         Payload::ExecSuspended(t) | Payload::ExecResumed(t) | Payload::ExecCancelled(t) => {
             t.reason.clone()
         }
@@ -259,6 +271,9 @@ pub enum KillCmd {
         /// Why (recorded on the executions it stops).
         #[arg(long, default_value = "killed by an operator")]
         reason: String,
+        /// Only in this tenant (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Turn a kill-switch off.
     Clear {
@@ -266,6 +281,9 @@ pub enum KillCmd {
         scope: String,
         /// The tenant, strategy name or tool name.
         name: String,
+        /// The tenant the switch was set in (default: the every-tenant switch).
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// List the switches that are on.
     List,
@@ -275,33 +293,59 @@ fn scope(s: &str) -> anyhow::Result<Scope> {
     Scope::parse(s).with_context(|| format!("scope {s:?} is not one of tenant, strategy, tool"))
 }
 
+/// Opens the control stream of the store at `data`.
+pub fn control(data: &Path) -> anyhow::Result<Control> {
+    let log = SqliteLog::open(data.join("spine.db"), SqliteOptions::default())?;
+    Ok(Control::new(Arc::new(log), Arc::new(SystemClock)))
+}
+
+/// Who a command-line change is recorded as.
+pub fn operator() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "operator".into())
+    )
+}
+
 /// Runs a kill-switch command.
 pub async fn kill(data: &Path, cmd: KillCmd) -> anyhow::Result<()> {
-    // Opening the spine creates (or migrates) the table.
-    drop(SqliteLog::open(
-        data.join("spine.db"),
-        SqliteOptions::default(),
-    )?);
-    let switches = KillSwitches::open(&data.join("spine.db"))?;
+    let control = control(data)?;
     match cmd {
         KillCmd::Set {
             scope: s,
             name,
             reason,
+            tenant,
         } => {
-            let at = SystemClock.now().to_rfc3339();
-            switches.set(scope(&s)?, &name, &reason, &at)?;
+            control
+                .kill(scope(&s)?, &name, tenant.as_deref(), &reason, &operator())
+                .await?;
             eprintln!("kill-switch on: {s} {name}");
         }
-        KillCmd::Clear { scope: s, name } => {
-            if !switches.clear(scope(&s)?, &name)? {
+        KillCmd::Clear {
+            scope: s,
+            name,
+            tenant,
+        } => {
+            if !control
+                .clear(scope(&s)?, &name, tenant.as_deref(), &operator())
+                .await?
+            {
                 bail!("no kill-switch {s} {name} is on");
             }
             eprintln!("kill-switch off: {s} {name}");
         }
         KillCmd::List => {
-            for sw in switches.list()? {
-                println!("{}\t{}\t{}\t{}", sw.scope, sw.name, sw.set_at, sw.reason);
+            for sw in control.switches().await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    sw.key.scope,
+                    sw.key.name,
+                    sw.key.tenant.as_deref().unwrap_or("*"),
+                    sw.info.at,
+                    sw.info.by,
+                    sw.info.reason
+                );
             }
         }
     }
