@@ -3,8 +3,9 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use keel_core::describe::describe;
 use keel_core::payload::{Outcome, Payload};
-use keel_core::{Cost, Event, ExecId, ExecStatus, ExecutionState, TraceId};
+use keel_core::{Event, ExecId, ExecStatus, ExecutionState, TraceId};
 use keel_runtime::control::{Control, Scope};
 use keel_runtime::embedded::{Config, Embedded};
 use keel_spine::clock::SystemClock;
@@ -51,13 +52,7 @@ pub fn outcome_word(state: &ExecutionState) -> String {
         .unwrap_or_default()
 }
 
-/// Micro-USD as dollars, or `unknown`.
-pub fn dollars(cost: Cost) -> String {
-    match cost {
-        Cost::Known(m) => format!("${:.6}", m as f64 / 1e6),
-        Cost::Unknown => "unknown".into(),
-    }
-}
+pub use keel_core::describe::dollars;
 
 /// `keel run`: one execution, start to end.
 pub async fn run(
@@ -139,66 +134,24 @@ pub async fn worker(
 }
 
 fn summary(e: &Event) -> (String, String, String, String) {
-    let mut tokens = String::new();
-    let mut cost = String::new();
-    let mut ms = String::new();
-    let text = match &e.payload {
-        Payload::ExecStarted(s) => format!("{} — {:?}", s.strategy_version, s.goal),
-        Payload::PlanProposed(p) => p.steps.join(" / "),
-        Payload::ModelCalled(c) => c.model.clone(),
+    let (mut tokens, mut cost, mut ms) = (String::new(), String::new(), String::new());
+    match &e.payload {
         Payload::ModelResponded(r) => {
             tokens = format!("{}/{}", r.tokens.input, r.tokens.output);
             cost = dollars(r.cost);
             ms = r.latency_ms.to_string();
-            match &r.error {
-                Some(err) => format!("{} ERROR {err}", r.model),
-                None => r.model.clone(),
-            }
         }
-        Payload::ToolCalled(c) => format!("{}({}) attempt {}", c.tool, c.args, c.attempt),
         Payload::ToolResult(r) => {
             cost = dollars(r.actual_cost);
             ms = r.latency_ms.to_string();
-            let status = serde_json::to_value(r.status).unwrap_or_default();
-            let status = status.as_str().unwrap_or_default();
-            if r.errors.is_empty() {
-                format!("{} {status}", r.tool)
-            } else {
-                format!("{} {status}: {}", r.tool, r.errors.join("; "))
-            }
         }
-        Payload::GateRequested(g) => format!("gate {} tier {}", g.gate_id, g.consequence_tier),
-        Payload::GateDecided(g) => format!("gate {} {:?} by {}", g.gate_id, g.verdict, g.approver),
-        Payload::StepCompleted(s) => s.summary.clone().unwrap_or_default(),
         Payload::ExecFinished(f) => {
             tokens = format!("{}/{}", f.tokens.input, f.tokens.output);
             cost = dollars(f.cost);
-            let o = serde_json::to_value(f.outcome).unwrap_or_default();
-            format!(
-                "{} — {}",
-                o.as_str().unwrap_or_default(),
-                f.detail.clone().unwrap_or_default()
-            )
         }
-        Payload::MemoryRetrieved(m) => format!("{} chunks for {:?}", m.chunks.len(), m.query),
-        Payload::MemoryWritten(m) => m.memory_id.clone(),
-        Payload::GateEscalated(g) => format!(
-            "gate {} breached its {} ms SLA in queue {}",
-            g.gate_id, g.deadline_ms, g.queue
-        ),
-        Payload::ReviewSampled(r) => format!("{} sampled for post-hoc review", r.tool),
-        Payload::KillSet(k) => format!("kill {} {}: {}", k.scope, k.name, k.reason),
-        Payload::KillCleared(k) => format!("clear {} {}", k.scope, k.name),
-        Payload::StrategyDemoted(d) => format!(
-            "{} demoted to tier {}",
-            d.strategy_version, d.max_autonomous_tier
-        ),
-        Payload::StrategyCertified(c) => format!("{} certified by {}", c.strategy_version, c.by),
-        Payload::ExecSuspended(t) | Payload::ExecResumed(t) | Payload::ExecCancelled(t) => {
-            t.reason.clone()
-        }
-    };
-    (text, tokens, cost, ms)
+        _ => {}
+    }
+    (describe(&e.payload), tokens, cost, ms)
 }
 
 async fn find_by_trace(log: &SqliteLog, trace: TraceId) -> anyhow::Result<Option<ExecId>> {

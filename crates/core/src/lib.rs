@@ -8,6 +8,7 @@
 pub mod compat;
 pub mod control;
 pub mod cost;
+pub mod describe;
 pub mod error;
 pub mod event;
 pub mod ids;

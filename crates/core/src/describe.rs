@@ -1,0 +1,81 @@
+//! One line of text per event, for people: the trace table of `keel trace`, the web UI's
+//! timeline. Pure, so every surface words an event the same way.
+
+use crate::cost::Cost;
+use crate::payload::Payload;
+
+/// Micro-USD as dollars, or `unknown`.
+pub fn dollars(cost: Cost) -> String {
+    match cost {
+        Cost::Known(m) => format!("${:.6}", m as f64 / 1e6),
+        Cost::Unknown => "unknown".into(),
+    }
+}
+
+fn word<T: serde::Serialize>(v: T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// What happened, in one line.
+pub fn describe(payload: &Payload) -> String {
+    match payload {
+        Payload::ExecStarted(s) => format!("{} — {:?}", s.strategy_version, s.goal),
+        Payload::PlanProposed(p) => p.steps.join(" / "),
+        Payload::ModelCalled(c) => c.model.clone(),
+        Payload::ModelResponded(r) => match &r.error {
+            Some(err) => format!("{} ERROR {err}", r.model),
+            None => r.model.clone(),
+        },
+        Payload::ToolCalled(c) => format!("{}({}) attempt {}", c.tool, c.args, c.attempt),
+        Payload::ToolResult(r) => {
+            let status = word(r.status);
+            if r.errors.is_empty() {
+                format!("{} {status}", r.tool)
+            } else {
+                format!("{} {status}: {}", r.tool, r.errors.join("; "))
+            }
+        }
+        Payload::GateRequested(g) => format!(
+            "gate {} tier {} ({}): {}",
+            g.gate_id,
+            g.consequence_tier,
+            g.action["tool"].as_str().unwrap_or("?"),
+            g.reason
+        ),
+        Payload::GateDecided(g) => format!(
+            "gate {} {} by {}: {}",
+            g.gate_id,
+            g.verdict.as_str(),
+            g.approver,
+            g.reason
+        ),
+        Payload::GateEscalated(g) => format!(
+            "gate {} breached its {} ms SLA in queue {}",
+            g.gate_id, g.deadline_ms, g.queue
+        ),
+        Payload::ReviewSampled(r) => format!("{} sampled for post-hoc review", r.tool),
+        Payload::StepCompleted(s) => s.summary.clone().unwrap_or_default(),
+        Payload::ExecFinished(f) => format!(
+            "{} — {}",
+            f.outcome.as_str(),
+            f.detail.clone().unwrap_or_default()
+        ),
+        Payload::MemoryRetrieved(m) => format!("{} chunks for {:?}", m.chunks.len(), m.query),
+        Payload::MemoryWritten(m) => m.memory_id.clone(),
+        Payload::ExecSuspended(t) | Payload::ExecResumed(t) | Payload::ExecCancelled(t) => {
+            t.reason.clone()
+        }
+        Payload::KillSet(k) => format!("kill {} {}: {}", k.scope, k.name, k.reason),
+        Payload::KillCleared(k) => format!("clear {} {}", k.scope, k.name),
+        Payload::StrategyDemoted(d) => format!(
+            "{} demoted to tier {}",
+            d.strategy_version, d.max_autonomous_tier
+        ),
+        Payload::StrategyCertified(c) => format!("{} certified by {}", c.strategy_version, c.by),
+        #[allow(unreachable_patterns)]
+        other => other.event_type().to_string(),
+    }
+}
