@@ -63,6 +63,15 @@ pub trait BlobStore: Send + Sync {
     async fn put(&self, bytes: Vec<u8>) -> Result<BlobRef, SpineError>;
     /// The bytes stored under `reference`, verified.
     async fn get(&self, reference: &BlobRef) -> Result<Vec<u8>, SpineError>;
+    /// Deletes a blob (subject erasure); `Ok(false)` if it was not there. Stores that cannot
+    /// delete say so with an error rather than pretend.
+    async fn delete(&self, reference: &BlobRef) -> Result<bool, SpineError> {
+        Err(SpineError::Storage {
+            context: "deleting a blob",
+            path: std::path::PathBuf::new(),
+            detail: format!("this blob store cannot delete {reference}"),
+        })
+    }
 }
 
 /// Blobs as files under a local directory: `<root>/sha256/<2 hex>/<62 hex>`.
@@ -153,5 +162,15 @@ impl BlobStore for LocalBlobStore {
         tokio::task::spawn_blocking(move || store.get_blocking(&reference))
             .await
             .map_err(|_| SpineError::Closed)?
+    }
+    async fn delete(&self, reference: &BlobRef) -> Result<bool, SpineError> {
+        let path = self.path_of(reference);
+        tokio::task::spawn_blocking(move || match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io(&path)(e)),
+        })
+        .await
+        .map_err(|_| SpineError::Closed)?
     }
 }

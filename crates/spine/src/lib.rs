@@ -15,6 +15,7 @@ pub mod clock;
 pub mod conformance;
 pub mod error;
 pub mod log;
+pub mod shred;
 pub mod sqlite;
 
 pub use blob::{BlobRef, BlobStore, LocalBlobStore};

@@ -6,15 +6,17 @@
 //! is checked inside the write transaction.
 
 mod schema;
+mod subjects;
 mod writer;
 
 use crate::error::SpineError;
 use crate::log::{AppendAck, Committed, EventLog, ExecSummary, validate_batch};
+use crate::shred::{self, Cipher};
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use keel_core::{Event, ExecId, TenantId};
 use rusqlite::Connection;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -23,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 pub use schema::{APPLICATION_ID, latest_version};
+pub use subjects::{Erasure, subject_digest};
 pub use writer::WriterStats;
 
 /// How durable a returned append is.
@@ -62,6 +65,8 @@ struct Inner {
     head: watch::Receiver<u64>,
     stats: Arc<WriterStats>,
     writer: Option<JoinHandle<()>>,
+    /// Per execution: the subject cipher its events are sealed with, `None` if not linked.
+    ciphers: Mutex<HashMap<ExecId, Option<Arc<Cipher>>>>,
 }
 
 pub(crate) fn storage_err(path: &Path, context: &'static str, e: rusqlite::Error) -> SpineError {
@@ -123,6 +128,7 @@ impl SqliteLog {
                 head,
                 stats,
                 writer: Some(writer),
+                ciphers: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -135,6 +141,8 @@ impl SqliteLog {
         durable: bool,
     ) -> Result<AppendAck, SpineError> {
         validate_batch(exec_id, expected_seq, events)?;
+        let cipher = self.cipher_for(exec_id).await?;
+        let body = encode_batch(events, cipher.as_deref())?;
         let (reply, answer) = oneshot::channel();
         let request = writer::AppendRequest {
             exec_id,
@@ -144,12 +152,17 @@ impl SqliteLog {
             ends: events.iter().any(|e| e.event_type().is_terminal()),
             durable,
             len: events.len() as u64,
-            body: encode_batch(events),
+            body,
             reply,
         };
+        let ends = request.ends;
         let sender = self.inner.requests.as_ref().ok_or(SpineError::Closed)?;
         sender.send(request).map_err(|_| SpineError::Closed)?;
-        answer.await.map_err(|_| SpineError::Closed)?
+        let ack = answer.await.map_err(|_| SpineError::Closed)?;
+        if ends {
+            self.forget_cipher(exec_id);
+        }
+        ack
     }
 
     /// The last offset readers may see: everything before this handle's oldest buffered (not
@@ -227,6 +240,7 @@ fn decode_batch(
     exec_key: &str,
     first_seq: u64,
     body: &str,
+    opener: &mut Opener<'_>,
 ) -> Result<Vec<(u64, Event)>, SpineError> {
     let decode_err = |i: usize, source| SpineError::Decode {
         offset: first_offset + i as u64,
@@ -238,7 +252,12 @@ fn decode_batch(
         .map_err(|e| decode_err(0, keel_core::DecodeError::Json(e.to_string())))?;
     let mut out = Vec::with_capacity(raws.len());
     for (i, raw) in raws.into_iter().enumerate() {
-        let event = Event::decode(raw.get()).map_err(|e| decode_err(i, e))?;
+        let event = if shred::maybe_sealed(raw.get()) {
+            Event::decode(&opener.open(exec_key, raw.get()))
+        } else {
+            Event::decode(raw.get())
+        }
+        .map_err(|e| decode_err(i, e))?;
         let (offset, seq) = (first_offset + i as u64, first_seq + i as u64);
         if event.seq != seq || event.exec_id.to_string() != exec_key {
             return Err(SpineError::Corrupt {
@@ -254,19 +273,65 @@ fn decode_batch(
     Ok(out)
 }
 
-/// Encodes a batch as the JSON array stored in one row.
-fn encode_batch(events: &[Event]) -> String {
+/// Encodes a batch as the JSON array stored in one row, sealing subject-linked fields with
+/// `cipher` (see [`crate::shred`]).
+fn encode_batch(events: &[Event], cipher: Option<&Cipher>) -> Result<String, SpineError> {
     let mut body = Vec::with_capacity(events.len() * 512);
     body.push(b'[');
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
-        e.encode_into(&mut body);
+        match cipher {
+            None => e.encode_into(&mut body),
+            Some(c) => body.extend_from_slice(shred::seal_event(&e.encode(), c)?.as_bytes()),
+        }
     }
     body.push(b']');
     // Event encoding writes only UTF-8.
-    String::from_utf8(body).unwrap_or_default()
+    Ok(String::from_utf8(body).unwrap_or_default())
+}
+
+/// Opens sealed fields while decoding: looks each execution's key up once per read.
+pub(crate) struct Opener<'a> {
+    conn: &'a Connection,
+    cache: HashMap<String, Option<Cipher>>,
+}
+
+impl<'a> Opener<'a> {
+    fn new(conn: &'a Connection) -> Self {
+        Opener {
+            conn,
+            cache: HashMap::new(),
+        }
+    }
+
+    fn open(&mut self, exec_key: &str, raw: &str) -> String {
+        let conn = self.conn;
+        let cipher = self.cache.entry(exec_key.to_owned()).or_insert_with(|| {
+            subject_key(conn, exec_key)
+                .ok()
+                .flatten()
+                .and_then(|(_, k)| k)
+                .and_then(|k| shred::cipher(&k))
+        });
+        shred::open_event(raw, cipher.as_ref())
+    }
+}
+
+/// A subject link: the subject's digest and its key (`None` once erased).
+type SubjectLink = (String, Option<Vec<u8>>);
+
+/// The subject link of an execution, if it has one.
+fn subject_key(conn: &Connection, exec_key: &str) -> Result<Option<SubjectLink>, rusqlite::Error> {
+    use rusqlite::OptionalExtension;
+    conn.query_row(
+        "SELECT e.digest, k.key FROM subject_execs AS e
+         LEFT JOIN subject_keys AS k ON k.digest = e.digest WHERE e.exec_id = ?1",
+        [exec_key],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
 }
 
 #[async_trait]
@@ -305,13 +370,14 @@ impl EventLog for SqliteLog {
                 .query((&key, from_seq, durable))
                 .map_err(err("reading an execution"))?;
             let mut out = Vec::new();
+            let mut opener = Opener::new(conn);
             while let Some(row) = rows.next().map_err(err("reading an execution"))? {
                 let (offset, first_seq, body): (u64, u64, String) = (
                     row.get(0).map_err(err("reading an execution"))?,
                     row.get(1).map_err(err("reading an execution"))?,
                     row.get(2).map_err(err("reading an execution"))?,
                 );
-                let batch = decode_batch(path, offset, &key, first_seq, &body)?;
+                let batch = decode_batch(path, offset, &key, first_seq, &body, &mut opener)?;
                 out.extend(
                     batch
                         .into_iter()
@@ -341,6 +407,7 @@ impl EventLog for SqliteLog {
                 .query([from_offset, durable])
                 .map_err(err("reading the log"))?;
             let mut out = Vec::new();
+            let mut opener = Opener::new(conn);
             while out.len() < limit {
                 let Some(row) = rows.next().map_err(err("reading the log"))? else { break };
                 let (first_offset, key, first_seq, body): (u64, String, u64, String) = (
@@ -349,7 +416,7 @@ impl EventLog for SqliteLog {
                     row.get(2).map_err(err("reading the log"))?,
                     row.get(3).map_err(err("reading the log"))?,
                 );
-                let batch = decode_batch(path, first_offset, &key, first_seq, &body)?;
+                let batch = decode_batch(path, first_offset, &key, first_seq, &body, &mut opener)?;
                 let wanted = batch.into_iter().filter(|(offset, _)| *offset >= from_offset);
                 out.extend(wanted.map(|(offset, event)| Committed { offset, event }).take(limit - out.len()));
             }

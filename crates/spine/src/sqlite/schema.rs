@@ -77,6 +77,28 @@ pub const MIGRATIONS: &[&str] = &[
          set_at TEXT NOT NULL,
          PRIMARY KEY (scope, name)
      ) WITHOUT ROWID;",
+    // 4: crypto-shredding (docs/decisions/030-crypto-shredding.md). One key per (tenant, subject),
+    //    found by a digest so the subject's name is stored only beside its key and goes with it;
+    //    executions linked to a subject; and a tombstone per erasure (digest, time, counts).
+    "CREATE TABLE subject_keys (
+         digest     TEXT PRIMARY KEY,
+         tenant     TEXT NOT NULL,
+         subject    TEXT NOT NULL,
+         key        BLOB NOT NULL,
+         created_at TEXT NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE subject_execs (
+         exec_id TEXT PRIMARY KEY,
+         digest  TEXT NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX subject_execs_by_digest ON subject_execs (digest);
+     CREATE TABLE erasures (
+         digest     TEXT NOT NULL,
+         tenant     TEXT NOT NULL,
+         erased_at  TEXT NOT NULL,
+         executions INTEGER NOT NULL,
+         blobs      INTEGER NOT NULL
+     );",
 ];
 
 /// The schema version this build writes.
