@@ -184,6 +184,8 @@ impl ControlState {
                 self.demotions.remove(&c.strategy_version);
                 self.certified_at.insert(c.strategy_version.clone(), at);
             }
+            // SLO alarms are signals for people and dashboards; they change no control state.
+            Payload::SloAlarmed(_) => {}
             _ => return Err(bad("not a control event".into())),
         }
         self.last_seq = e.seq;

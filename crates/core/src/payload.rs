@@ -36,6 +36,9 @@ pub struct ExecStarted {
     /// Experiment arm this execution was assigned to, if any.
     #[serde(default)]
     pub experiment_arm: Option<String>,
+    /// The execution this one replays (`keel replay`), if it is a replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<crate::ids::ExecId>,
 }
 
 /// `plan.proposed`: the model's plan for the steps ahead.
@@ -411,6 +414,24 @@ pub struct ExecFinished {
     pub detail: Option<String>,
 }
 
+/// `slo.alarmed`: a configured SLO bound was crossed for a strategy version (control stream;
+/// written by keel-observe's SLO check).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SloAlarmed {
+    /// The strategy version.
+    pub strategy_version: String,
+    /// The SLO metric (`p95_steps`, `outcome_rate`, …).
+    pub metric: String,
+    /// The measured value.
+    pub value: f64,
+    /// The comparison that fired (`>` or `<`).
+    pub op: String,
+    /// The configured bound.
+    pub bound: f64,
+    /// Executions the value was computed over.
+    pub sample: u64,
+}
+
 macro_rules! payloads {
     ($( $(#[$doc:meta])* $variant:ident($ty:ty) = $name:literal, )*) => {
         /// The typed payload of an event; its variant is the event's `type`.
@@ -500,6 +521,8 @@ payloads! {
     StrategyDemoted(StrategyDemoted) = "strategy.demoted",
     /// `strategy.certified`
     StrategyCertified(StrategyCertified) = "strategy.certified",
+    /// `slo.alarmed`
+    SloAlarmed(SloAlarmed) = "slo.alarmed",
 }
 
 impl EventType {
@@ -517,6 +540,7 @@ impl EventType {
                 | EventType::KillCleared
                 | EventType::StrategyDemoted
                 | EventType::StrategyCertified
+                | EventType::SloAlarmed
         )
     }
 }

@@ -379,7 +379,8 @@ impl ExecutionState {
             | Payload::KillSet(_)
             | Payload::KillCleared(_)
             | Payload::StrategyDemoted(_)
-            | Payload::StrategyCertified(_) => {}
+            | Payload::StrategyCertified(_)
+            | Payload::SloAlarmed(_) => {}
         }
     }
 }

@@ -15,9 +15,11 @@
 
 pub mod error;
 pub mod lakehouse;
+pub mod metrics;
 pub mod otlp;
 pub mod projection;
 pub mod semconv;
+pub mod slo;
 pub mod sql;
 
 pub use error::{ObserveError, Result};

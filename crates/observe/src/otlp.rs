@@ -15,6 +15,7 @@
 
 use crate::error::{ObserveError, Result};
 use crate::semconv as sc;
+use keel_core::control::CONTROL_STREAM;
 use keel_core::payload::{Payload, ToolStatus};
 use keel_core::{Cost, Event, EventId, ExecId};
 use keel_spine::EventLog;
@@ -154,8 +155,8 @@ pub fn spans(events: &[Event], conv: &Conventions) -> Vec<SpanData> {
         KeyValue::new(sc::KEEL_TENANT, first.tenant.as_str().to_owned()),
         KeyValue::new(sc::KEEL_STRATEGY_VERSION, started.strategy_version.clone()),
     ];
-    if let Some(of) = replay_of(first) {
-        root_attrs.push(KeyValue::new(sc::KEEL_REPLAY_OF, of));
+    if let Some(of) = started.replay_of {
+        root_attrs.push(KeyValue::new(sc::KEEL_REPLAY_OF, of.to_string()));
     }
     let mut root_status = Status::Unset;
     let mut root_end = time(events.last().unwrap_or(first));
@@ -362,11 +363,6 @@ pub fn spans(events: &[Event], conv: &Conventions) -> Vec<SpanData> {
     out
 }
 
-fn replay_of(e: &Event) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(&e.encode()).ok()?;
-    v.get("data")?.get("replay_of")?.as_str().map(str::to_owned)
-}
-
 /// Sends spans to an OTLP/HTTP endpoint (full URL, e.g. `http://127.0.0.1:4318/v1/traces`).
 pub struct OtlpSink {
     exporter: opentelemetry_otlp::SpanExporter,
@@ -430,7 +426,7 @@ pub async fn export_ended(
         };
         let mut spans_out = Vec::new();
         for c in &batch {
-            if c.event.event_type().is_terminal() {
+            if c.event.event_type().is_terminal() && c.event.exec_id != CONTROL_STREAM {
                 let events = log.read(c.event.exec_id, 1).await?;
                 spans_out.extend(spans(&events, conv));
                 sent += 1;

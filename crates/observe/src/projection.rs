@@ -11,6 +11,7 @@
 //! the seed's queries (`FROM traces.steps`, `FROM gold.executions`) run unchanged.
 
 use crate::error::{Result, store};
+use keel_core::control::CONTROL_STREAM;
 use keel_core::payload::{Outcome, Payload, ToolStatus, Verdict};
 use keel_core::{Cost, Event};
 use keel_spine::{Committed, EventLog};
@@ -156,6 +157,55 @@ impl Projector {
     /// The first spine offset not yet applied (the durable checkpoint).
     pub fn next_offset(&self) -> u64 {
         self.next_offset
+    }
+
+    /// The saved position of another consumer of the spine sharing this file (`otlp`, …);
+    /// offset 1 when it never ran.
+    pub fn cursor(&self, name: &str) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT next_offset FROM projection_state WHERE name = ?1",
+                [name],
+                |r| r.get::<_, u64>(0),
+            )
+            .optional()
+            .map_err(store(&self.path, "reading a cursor"))
+            .map(|v| v.unwrap_or(1))
+    }
+
+    /// Saves another consumer's position (see [`Projector::cursor`]); `main` is reserved.
+    pub fn set_cursor(&self, name: &str, next_offset: u64) -> Result<()> {
+        if name == "main" {
+            return Err(crate::ObserveError::Config {
+                what: "cursor name".into(),
+                detail: "`main` is the projections' own checkpoint".into(),
+            });
+        }
+        self.conn
+            .execute(
+                "INSERT INTO projection_state (name, next_offset) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET next_offset = excluded.next_offset",
+                rusqlite::params![name, next_offset],
+            )
+            .map_err(store(&self.path, "writing a cursor"))?;
+        Ok(())
+    }
+
+    /// The earliest partition date (`YYYY-MM-DD`) whose rows changed at or after spine offset
+    /// `from`: the date of any new step, or the start date of any execution it updated. `None`
+    /// when nothing changed. What the continuous Parquet export rewrites from.
+    pub fn changed_since(&self, from: u64) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT min(d) FROM (
+                     SELECT substr(ts, 1, 10) AS d FROM steps WHERE log_offset >= ?1
+                     UNION ALL
+                     SELECT substr(e.started_at, 1, 10) FROM executions AS e
+                     WHERE e.exec_id IN (SELECT exec_id FROM steps WHERE log_offset >= ?1))",
+                [from],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .map_err(store(&self.path, "finding changed partitions"))
     }
 
     /// Empties every projection table and resets the checkpoint to offset 1.
@@ -503,6 +553,10 @@ fn sampled(e: &Event) -> bool {
 }
 
 fn apply_one(tx: &rusqlite::Transaction<'_>, path: &Path, offset: u64, e: &Event) -> Result<()> {
+    if e.exec_id == CONTROL_STREAM {
+        // The control stream is no execution (kill-switches, demotions, SLO alarms).
+        return Ok(());
+    }
     let row = step_row(e);
     let exec = e.exec_id.to_string();
     let trace = e.trace_id.to_string();
@@ -546,7 +600,7 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, path: &Path, offset: u64, e: &Event
     };
     match &e.payload {
         Payload::ExecStarted(p) => {
-            let replay_of: Option<String> = replay_of(e);
+            let replay_of: Option<String> = p.replay_of.map(|r| r.to_string());
             update(
                 "INSERT INTO executions (exec_id, trace_id, tenant, strategy_version, experiment_arm,
                      replay_of, goal, started_at)
@@ -663,13 +717,6 @@ fn cost_parts(c: Cost) -> (u64, bool) {
         Cost::Known(m) => (m, true),
         Cost::Unknown => (0, false),
     }
-}
-
-/// The execution this one replays, if `exec.started` says so (read from the encoded payload so
-/// this crate builds whether or not the field exists in this version of `keel-core`).
-fn replay_of(e: &Event) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(&e.encode()).ok()?;
-    v.get("data")?.get("replay_of")?.as_str().map(str::to_owned)
 }
 
 /// Applies `events` through a fresh consumer on `log` until it has caught up; convenience for

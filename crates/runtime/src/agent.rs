@@ -268,6 +268,7 @@ impl Agent {
                 strategy_version: strategy.version.clone(),
                 budget: strategy.budget.clone(),
                 experiment_arm: strategy.experiment_arm.clone(),
+                replay_of: None,
             }),
         };
         self.log.append(exec_id, 0, &[event]).await?;

@@ -92,6 +92,7 @@ impl ExecBuilder {
                 max_tokens: None,
             },
             experiment_arm: Some("A".into()),
+            replay_of: None,
         }));
         self
     }

@@ -95,6 +95,7 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
                         max_tokens: t,
                     },
                     experiment_arm: arm,
+                    replay_of: None,
                 })
             })
             .boxed(),
@@ -302,6 +303,25 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
                     strategy_version,
                     by,
                     reason,
+                })
+            })
+            .boxed(),
+        T::SloAlarmed => (
+            text(),
+            text(),
+            -1e9f64..1e9,
+            text(),
+            -1e9f64..1e9,
+            any::<u64>(),
+        )
+            .prop_map(|(strategy_version, metric, value, op, bound, sample)| {
+                Payload::SloAlarmed(SloAlarmed {
+                    strategy_version,
+                    metric,
+                    value,
+                    op,
+                    bound,
+                    sample,
                 })
             })
             .boxed(),

@@ -166,6 +166,7 @@ async fn scenario(dir: &Path, durability: Durability, calls: u32) -> anyhow::Res
         strategy_version: "bench".into(),
         budget: Budget::default(),
         experiment_arm: None,
+        replay_of: None,
     }));
     let events = b.build();
     log.append(events[0].exec_id, 0, &events).await?;

@@ -120,6 +120,7 @@ pub fn fixture_started() -> ExecStarted {
         strategy_version: String::new(),
         budget: Budget::default(),
         experiment_arm: None,
+        replay_of: None,
     }
 }
 
