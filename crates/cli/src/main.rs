@@ -8,6 +8,7 @@ mod agents;
 mod bench;
 mod demo;
 mod events;
+mod gates;
 mod tools;
 
 use clap::{Parser, Subcommand};
@@ -79,6 +80,33 @@ enum Command {
         #[command(subcommand)]
         command: tools::ToolsCmd,
     },
+    /// The approval queue: list, approve, reject, sweep SLAs, export verdicts.
+    Gates {
+        #[command(subcommand)]
+        command: gates::GatesCmd,
+        #[command(flatten)]
+        config: agents::ConfigArgs,
+    },
+    /// Strategies and their autonomy: list, re-certify after a demotion.
+    Strategies {
+        #[command(subcommand)]
+        command: gates::StrategiesCmd,
+        #[command(flatten)]
+        config: agents::ConfigArgs,
+    },
+    /// API tokens (scoped to a tenant and roles).
+    Tokens {
+        #[command(subcommand)]
+        command: gates::TokensCmd,
+    },
+    /// The HTTP API, web UI, metrics and workers (the demo's tools, shop and strategies by default).
+    Serve {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        #[command(flatten)]
+        config: agents::ConfigArgs,
+    },
     /// Measure a component and print figures (never asserts anything about time).
     Bench {
         #[command(subcommand)]
@@ -118,6 +146,12 @@ fn main() -> ExitCode {
             Command::Trace { id } => agents::trace(&cli.data, &id).await,
             Command::Kill { command } => agents::kill(&cli.data, command).await,
             Command::Tools { command } => tools::run(command).await,
+            Command::Gates { command, config } => gates::gates(&cli.data, &config, command).await,
+            Command::Strategies { command, config } => {
+                gates::strategies(&cli.data, &config, command).await
+            }
+            Command::Tokens { command } => gates::tokens(&cli.data, command),
+            Command::Serve { addr, config } => gates::serve(&cli.data, &config, &addr).await,
             Command::Bench { target } => bench::run(&cli.data, target).await,
         }
     });

@@ -1,0 +1,430 @@
+//! The JSON API. Paths clients and scripts rely on: `POST /v1/executions`,
+//! `GET /v1/executions/{id}`, `GET /v1/executions/{id}/events`, `GET /v1/gates?status=…`,
+//! `POST /v1/gates/{id}/decision`, `PUT`/`DELETE /v1/kill-switches/{scope}/{name}`,
+//! `GET /v1/metrics`, `GET /healthz`, `GET /metrics`, `GET /openapi.json`.
+//!
+//! Bodies are parsed by hand from JSON so that a malformed one gets a 400 naming the field.
+
+use crate::auth::Role;
+use crate::error::ApiError;
+use crate::{Caller, State};
+use axum::body::Bytes;
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use keel_core::payload::Verdict;
+use keel_core::{Event, ExecId};
+use keel_runtime::control::Scope;
+use keel_runtime::gates::{ExecView, GateView};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+pub(crate) fn routes() -> Router<State> {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/openapi.json", get(openapi))
+        .route("/metrics", get(crate::metrics::prometheus))
+        .route("/v1/metrics", get(crate::metrics::json))
+        .route("/v1/executions", post(start).get(list_executions))
+        .route("/v1/executions/{id}", get(execution))
+        .route("/v1/executions/{id}/events", get(events))
+        .route("/v1/gates", get(list_gates))
+        .route("/v1/gates/{id}", get(gate))
+        .route("/v1/gates/{id}/decision", post(decide))
+        .route("/v1/kill-switches", get(list_switches))
+        .route(
+            "/v1/kill-switches/{scope}/{name}",
+            put(set_switch).delete(clear_switch),
+        )
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("../openapi.json"),
+    )
+}
+
+/// Requires one of `roles`.
+pub(crate) fn need(caller: &Caller, roles: &[Role]) -> Result<(), ApiError> {
+    if caller.0.may(roles) {
+        return Ok(());
+    }
+    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    Err(ApiError::Forbidden(format!(
+        "this needs one of the roles {}",
+        names.join(", ")
+    )))
+}
+
+/// A JSON object body, or a 400 saying why not.
+pub(crate) fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad("body", "expected a JSON object")),
+        Err(e) => Err(ApiError::bad("body", format!("malformed JSON: {e}"))),
+    }
+}
+
+/// A string field: required (non-empty) or optional.
+pub(crate) fn text(
+    m: &Map<String, Value>,
+    field: &str,
+    required: bool,
+) -> Result<Option<String>, ApiError> {
+    match m.get(field) {
+        None | Some(Value::Null) if required => {
+            Err(ApiError::bad(field, "required (a non-empty string)"))
+        }
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if required && s.trim().is_empty() => {
+            Err(ApiError::bad(field, "must not be empty"))
+        }
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(ApiError::bad(
+            field,
+            format!("expected a string, got {}", kind(other)),
+        )),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn unknown_fields(m: &Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {
+    match m.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::bad(
+            k,
+            format!("unknown field (known: {})", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn exec_id(id: &str) -> Result<ExecId, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad("id", format!("{id:?} is not an execution id (a UUID)")))
+}
+
+/// Starts an execution on behalf of `tenant` and wakes the worker.
+pub(crate) async fn start_execution(
+    state: &State,
+    tenant: &str,
+    strategy: Option<&str>,
+    goal: &str,
+) -> Result<(ExecId, String), ApiError> {
+    let s = match strategy {
+        Some(name) => state
+            .strategies
+            .get(name)
+            .ok_or_else(|| ApiError::bad("strategy", format!("no strategy {name:?}")))?,
+        None => state
+            .strategies
+            .default_strategy()
+            .ok_or_else(|| ApiError::bad("strategy", "no strategies are loaded"))?,
+    };
+    let exec = state.agent.start(s, tenant, goal).await?;
+    state.wake.notify_one();
+    Ok((exec, s.version.clone()))
+}
+
+async fn start(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    need(&caller, &[Role::Agent, Role::Operator])?;
+    let m = object(&body)?;
+    unknown_fields(&m, &["goal", "strategy"])?;
+    let goal = text(&m, "goal", true)?.unwrap_or_default();
+    let strategy = text(&m, "strategy", false)?;
+    let (exec, version) =
+        start_execution(&state, &caller.0.tenant, strategy.as_deref(), &goal).await?;
+    let events = state.log.read(exec, 1).await?;
+    let trace = events.first().map(|e| e.trace_id.to_string());
+    Ok((
+        StatusCode::CREATED,
+        [(
+            axum::http::header::LOCATION,
+            format!("/v1/executions/{exec}"),
+        )],
+        Json(json!({
+            "exec_id": exec.to_string(),
+            "trace_id": trace,
+            "strategy_version": version,
+            "status": "running",
+        })),
+    ))
+}
+
+/// The caller's view of one execution, or 404 (also for another tenant's).
+pub(crate) async fn exec_view(
+    state: &State,
+    caller: &Caller,
+    exec: ExecId,
+) -> Result<ExecView, ApiError> {
+    let book = state.approvals.book().await?;
+    book.execs
+        .get(&exec)
+        .filter(|x| x.tenant == caller.0.tenant)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("execution {exec}")))
+}
+
+async fn execution(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ExecView>, ApiError> {
+    let exec = exec_id(&id)?;
+    Ok(Json(exec_view(&state, &caller, exec).await?))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn list_executions(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let book = state.approvals.book().await?;
+    let mut v: Vec<&ExecView> = book
+        .execs
+        .values()
+        .filter(|x| x.tenant == caller.0.tenant)
+        .filter(|x| q.status.as_deref().is_none_or(|s| x.status == s))
+        .collect();
+    v.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    v.truncate(q.limit.unwrap_or(100));
+    Ok(Json(json!({ "executions": v })))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    from_seq: Option<u64>,
+}
+
+async fn events(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let exec = exec_id(&id)?;
+    if state.tenant_of(exec).await?.as_deref() != Some(caller.0.tenant.as_str()) {
+        return Err(ApiError::NotFound(format!("execution {exec}")));
+    }
+    let events = state.log.read(exec, q.from_seq.unwrap_or(1).max(1)).await?;
+    let events: Vec<Value> = events.iter().map(event_json).collect();
+    Ok(Json(json!({ "events": events })))
+}
+
+/// An event as the API shows it: its wire form.
+pub(crate) fn event_json(e: &Event) -> Value {
+    serde_json::from_str(&e.encode()).unwrap_or(Value::Null)
+}
+
+async fn list_gates(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    need(&caller, &[Role::Approver, Role::Operator])?;
+    let status = q.status.as_deref().unwrap_or("pending");
+    let book = state.approvals.book().await?;
+    let mine = book.gates.values().filter(|g| g.tenant == caller.0.tenant);
+    let mut gates: Vec<&GateView> = match status {
+        "pending" => mine.filter(|g| g.is_pending()).collect(),
+        "decided" => mine.filter(|g| g.decision.is_some()).collect(),
+        "all" => mine.collect(),
+        other => {
+            return Err(ApiError::bad(
+                "status",
+                format!("{other:?} is not one of pending, decided, all"),
+            ));
+        }
+    };
+    gates.sort_by_key(|g| g.requested_at);
+    gates.truncate(q.limit.unwrap_or(500));
+    Ok(Json(json!({ "gates": gates })))
+}
+
+async fn gate(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<GateView>, ApiError> {
+    need(&caller, &[Role::Approver, Role::Operator])?;
+    let book = state.approvals.book().await?;
+    book.gates
+        .get(&id)
+        .filter(|g| g.tenant == caller.0.tenant)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("gate {id}")))
+}
+
+/// Decides a gate for the caller's tenant and wakes the worker.
+pub(crate) async fn decide_gate(
+    state: &State,
+    caller: &Caller,
+    gate_id: &str,
+    verdict: Verdict,
+    reason: &str,
+) -> Result<Value, ApiError> {
+    need(caller, &[Role::Approver])?;
+    let (gate, d) = state
+        .approvals
+        .decide(
+            gate_id,
+            Some(&caller.0.tenant),
+            &caller.0.name,
+            verdict,
+            reason,
+        )
+        .await?;
+    state.wake.notify_one();
+    Ok(json!({
+        "gate_id": d.gate_id,
+        "exec_id": gate.exec_id.to_string(),
+        "verdict": d.verdict,
+        "approver": d.approver,
+        "reason": d.reason,
+        "latency_ms": d.latency_ms,
+    }))
+}
+
+async fn decide(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    need(&caller, &[Role::Approver])?;
+    let m = object(&body)?;
+    unknown_fields(&m, &["verdict", "reason"])?;
+    let verdict = match text(&m, "verdict", true)?.as_deref() {
+        Some("approve") => Verdict::Approve,
+        Some("reject") => Verdict::Reject,
+        Some(other) => {
+            return Err(ApiError::bad(
+                "verdict",
+                format!("{other:?} is not one of approve, reject"),
+            ));
+        }
+        None => return Err(ApiError::bad("verdict", "required")),
+    };
+    let reason = text(&m, "reason", verdict == Verdict::Reject)?.unwrap_or_default();
+    Ok(Json(
+        decide_gate(&state, &caller, &id, verdict, &reason).await?,
+    ))
+}
+
+fn scope(s: &str) -> Result<Scope, ApiError> {
+    Scope::parse(s).ok_or_else(|| {
+        ApiError::bad(
+            "scope",
+            format!("{s:?} is not one of tenant, strategy, tool"),
+        )
+    })
+}
+
+/// Checks a switch is the caller's to touch: a tenant switch only for their own tenant.
+pub(crate) fn switch_target(caller: &Caller, scope_s: &str, name: &str) -> Result<Scope, ApiError> {
+    need(caller, &[Role::Operator])?;
+    let sc = scope(scope_s)?;
+    if sc == Scope::Tenant && name != caller.0.tenant {
+        return Err(ApiError::NotFound(format!("tenant {name}")));
+    }
+    Ok(sc)
+}
+
+async fn set_switch(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Caller,
+    Path((scope_s, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let sc = switch_target(&caller, &scope_s, &name)?;
+    let reason = if body.is_empty() {
+        None
+    } else {
+        let m = object(&body)?;
+        unknown_fields(&m, &["reason"])?;
+        text(&m, "reason", false)?
+    };
+    let reason = reason.unwrap_or_else(|| "killed by an operator".into());
+    state
+        .control
+        .kill(sc, &name, Some(&caller.0.tenant), &reason, &caller.0.name)
+        .await?;
+    Ok(Json(
+        json!({"scope": sc.as_str(), "name": name, "tenant": caller.0.tenant, "on": true, "reason": reason}),
+    ))
+}
+
+async fn clear_switch(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Caller,
+    Path((scope_s, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let sc = switch_target(&caller, &scope_s, &name)?;
+    if !state
+        .control
+        .clear(sc, &name, Some(&caller.0.tenant), &caller.0.name)
+        .await?
+    {
+        return Err(ApiError::NotFound(format!(
+            "kill-switch {} {name}",
+            sc.as_str()
+        )));
+    }
+    Ok(Json(
+        json!({"scope": sc.as_str(), "name": name, "tenant": caller.0.tenant, "on": false}),
+    ))
+}
+
+/// The caller's tenant's switches (and those for every tenant, which apply to it too).
+pub(crate) async fn switches_of(state: &State, tenant: &str) -> Result<Vec<Value>, ApiError> {
+    Ok(state
+        .control
+        .switches()
+        .await?
+        .into_iter()
+        .filter(|s| s.key.tenant.as_deref().is_none_or(|t| t == tenant))
+        .map(|s| {
+            json!({
+                "scope": s.key.scope, "name": s.key.name,
+                "tenant": s.key.tenant.unwrap_or_else(|| "*".into()),
+                "reason": s.info.reason, "by": s.info.by, "at": s.info.at,
+            })
+        })
+        .collect())
+}
+
+async fn list_switches(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    need(&caller, &[Role::Operator])?;
+    Ok(Json(
+        json!({ "kill_switches": switches_of(&state, &caller.0.tenant).await? }),
+    ))
+}

@@ -1,0 +1,155 @@
+//! `keel serve`: the HTTP API (JSON, described by `/openapi.json`), the web UI for approvers and
+//! operators, Prometheus metrics, and the workers that drive executions and sweep gate SLAs.
+//!
+//! - [`auth`]: bearer tokens scoped to a tenant and roles.
+//! - [`api`]: the JSON endpoints.
+//! - [`ui`]: server-rendered pages (log in with a token; the approval queue; executions and their
+//!   traces; the kill-switch panel).
+//! - [`metrics`]: the Prometheus exposition, computed from the spine.
+//!
+//! Every lookup is scoped by the caller's tenant: anything of another tenant is a 404, never a
+//! 403, so a token cannot even learn what exists elsewhere.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod ui;
+
+use auth::{Principal, Tokens};
+use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use error::ApiError;
+use keel_core::ExecId;
+use keel_runtime::embedded::Embedded;
+use keel_runtime::gates::Approvals;
+use keel_runtime::{Agent, Control, StrategySet};
+use keel_spine::EventLog;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Everything a request handler reaches.
+pub struct App {
+    /// The agent loop.
+    pub agent: Arc<Agent>,
+    /// The spine.
+    pub log: Arc<dyn EventLog>,
+    /// Strategies.
+    pub strategies: StrategySet,
+    /// Gates.
+    pub approvals: Arc<Approvals>,
+    /// Control state.
+    pub control: Arc<Control>,
+    /// Tokens.
+    pub tokens: Tokens,
+    /// Wakes the worker (an execution started, a gate was decided).
+    pub wake: Notify,
+}
+
+/// Shared application state.
+pub type State = Arc<App>;
+
+impl App {
+    /// Wires the server over an embedded runtime.
+    pub fn new(env: &Embedded, tokens: Tokens) -> State {
+        Arc::new(Self {
+            agent: env.agent.clone(),
+            log: env.agent.log.clone(),
+            strategies: env.strategies.clone(),
+            approvals: env.approvals.clone(),
+            control: env.agent.control.clone(),
+            tokens,
+            wake: Notify::new(),
+        })
+    }
+
+    /// The tenant of an execution, if it exists.
+    pub async fn tenant_of(&self, exec: ExecId) -> Result<Option<String>, ApiError> {
+        let first = self.log.read(exec, 1).await?;
+        Ok(first.first().map(|e| e.tenant.0.clone()))
+    }
+}
+
+/// The whole router: API, UI, metrics, health, OpenAPI.
+pub fn router(state: State) -> Router {
+    Router::new()
+        .merge(api::routes())
+        .merge(ui::routes())
+        .with_state(state)
+}
+
+/// Background work of a server: drive executions that can make progress (on start, when woken,
+/// and every second), and sweep gate SLAs.
+pub fn spawn_background(state: State) {
+    let s = state.clone();
+    tokio::spawn(async move {
+        loop {
+            match keel_runtime::worker::drain(&s.agent, &s.strategies, 8).await {
+                Ok(drained) => {
+                    for d in drained {
+                        if let Err(e) = d.result {
+                            eprintln!("keel serve: execution {}: {e}", d.exec_id);
+                        }
+                    }
+                }
+                Err(e) => eprintln!("keel serve: worker: {e}"),
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), s.wake.notified()).await;
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            match state.approvals.sweep().await {
+                Ok(r) if !r.expired.is_empty() => state.wake.notify_one(),
+                Ok(_) => {}
+                Err(e) => eprintln!("keel serve: SLA sweep: {e}"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+/// Serves on `listener` until the process stops.
+pub async fn serve(listener: tokio::net::TcpListener, state: State) -> std::io::Result<()> {
+    spawn_background(state.clone());
+    axum::serve(listener, router(state)).await
+}
+
+/// The caller, from `Authorization: Bearer …` or the UI's `keel_token` cookie.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<State> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
+        let token = bearer(parts).or_else(|| cookie(parts, "keel_token"));
+        let Some(token) = token else {
+            return Err(ApiError::Unauthorized("no bearer token".into()));
+        };
+        match state.tokens.resolve(&token)? {
+            Some(p) => Ok(Caller(p)),
+            None => Err(ApiError::Unauthorized("unknown token".into())),
+        }
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<String> {
+    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?;
+    let v = v.to_str().ok()?;
+    v.strip_prefix("Bearer ").map(|t| t.trim().to_owned())
+}
+
+/// A cookie's value.
+pub fn cookie(parts: &Parts, name: &str) -> Option<String> {
+    parts
+        .headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
