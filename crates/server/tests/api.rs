@@ -1,0 +1,462 @@
+//! The HTTP API against a real server on 127.0.0.1 over the embedded default (a real spine
+//! file, the demo shop, the scripted model): tenant isolation on every endpoint, roles, malformed
+//! requests, the approve and reject paths, racing approvers, OpenAPI and metrics.
+
+#![allow(clippy::unwrap_used)]
+
+use keel_runtime::embedded::{Config, Embedded};
+use keel_server::auth::{Role, Tokens};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+struct Server {
+    _tmp: tempfile::TempDir,
+    base: String,
+    http: reqwest::Client,
+    env: Embedded,
+    tokens: Vec<(String, String)>,
+}
+
+impl Server {
+    fn token(&self, name: &str) -> &str {
+        &self.tokens.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    async fn call(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r
+                .header("content-type", "application/json")
+                .body(b.to_owned());
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Starts an execution as `who` and waits until it is at a gate or ended.
+    async fn start_and_settle(&self, who: &str, goal: &str) -> String {
+        let (s, v) = self
+            .call(
+                Some(self.token(who)),
+                Method::POST,
+                "/v1/executions",
+                Some(&json!({"goal": goal}).to_string()),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let exec = v["exec_id"].as_str().unwrap().to_owned();
+        self.wait_status(who, &exec, |s| s != "running").await;
+        exec
+    }
+
+    async fn wait_status(&self, who: &str, exec: &str, done: impl Fn(&str) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (s, v) = self
+                .call(
+                    Some(self.token(who)),
+                    Method::GET,
+                    &format!("/v1/executions/{exec}"),
+                    None,
+                )
+                .await;
+            if s == StatusCode::OK && done(v["status"].as_str().unwrap_or("")) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "execution {exec} stuck: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn pending_gate(&self, who: &str, exec: &str) -> String {
+        let (s, v) = self
+            .call(
+                Some(self.token(who)),
+                Method::GET,
+                "/v1/gates?status=pending",
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["gates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["exec_id"] == exec)
+            .unwrap_or_else(|| panic!("no pending gate for {exec}: {v}"))["gate_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+async fn server() -> Server {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repo();
+    let config = Config {
+        tools: repo.join("tools"),
+        strategies: repo.join("strategies"),
+        prices: repo.join("prices.toml"),
+    };
+    let data = tmp.path().join("data");
+    let env = Embedded::open(&data, &config).unwrap();
+    let store = Tokens::open(&data).unwrap();
+    let mut tokens = Vec::new();
+    for (name, tenant, roles) in [
+        (
+            "acme-all",
+            "acme",
+            vec![Role::Agent, Role::Approver, Role::Operator],
+        ),
+        ("acme-agent", "acme", vec![Role::Agent]),
+        ("acme-approver", "acme", vec![Role::Approver]),
+        ("acme-approver2", "acme", vec![Role::Approver]),
+        ("globex-admin", "globex", vec![Role::Admin]),
+    ] {
+        tokens.push((
+            name.to_owned(),
+            store
+                .create(tenant, &roles, name, "2026-11-25T00:00:00Z")
+                .unwrap(),
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = keel_server::App::new(&env, store);
+    tokio::spawn(keel_server::serve(listener, state));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Server {
+        _tmp: tmp,
+        base,
+        http: reqwest::Client::new(),
+        env,
+        tokens,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenant_gets_404_on_every_endpoint() {
+    let srv = server().await;
+    let exec = srv
+        .start_and_settle("acme-all", "Please refund order 1001")
+        .await;
+    let gate = srv.pending_gate("acme-all", &exec).await;
+    let other = Some(srv.token("globex-admin"));
+    for (method, path, body) in [
+        (Method::GET, format!("/v1/executions/{exec}"), None),
+        (Method::GET, format!("/v1/executions/{exec}/events"), None),
+        (Method::GET, format!("/v1/gates/{gate}"), None),
+        (
+            Method::POST,
+            format!("/v1/gates/{gate}/decision"),
+            Some(r#"{"verdict":"approve","reason":"mine now"}"#),
+        ),
+        (
+            Method::PUT,
+            "/v1/kill-switches/tenant/acme".to_string(),
+            Some(r#"{"reason":"sabotage"}"#),
+        ),
+        (
+            Method::DELETE,
+            "/v1/kill-switches/tenant/acme".to_string(),
+            None,
+        ),
+    ] {
+        let (s, v) = srv.call(other, method.clone(), &path, body).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{method} {path}: {v}");
+    }
+    // Lists and figures never show the other tenant's work.
+    for path in [
+        "/v1/executions",
+        "/v1/gates?status=all",
+        "/v1/kill-switches",
+        "/v1/metrics",
+    ] {
+        let (s, v) = srv.call(other, Method::GET, path, None).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {v}");
+        let text = v.to_string();
+        assert!(
+            !text.contains(&exec) && !text.contains("acme"),
+            "{path} leaks: {text}"
+        );
+    }
+    let (s, v) = srv.call(other, Method::GET, "/metrics", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!v.as_str().unwrap().contains("acme"), "{v}");
+    // The gate is still acme's to decide, and still pending.
+    assert_eq!(srv.pending_gate("acme-all", &exec).await, gate);
+    // A globex tool switch does not stop acme.
+    let (s, _) = srv
+        .call(
+            other,
+            Method::PUT,
+            "/v1/kill-switches/tool/lookup_order",
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let exec2 = srv
+        .start_and_settle("acme-all", "Where is my order 1007?")
+        .await;
+    let v = srv
+        .wait_status("acme-all", &exec2, |s| s == "success")
+        .await;
+    assert_eq!(v["status"], "success");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_roles_and_malformed_requests() {
+    let srv = server().await;
+    let (s, _) = srv.call(None, Method::GET, "/v1/executions", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = srv
+        .call(Some("keel_forged"), Method::GET, "/v1/executions", None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = srv
+        .call(
+            Some(srv.token("acme-approver")),
+            Method::POST,
+            "/v1/executions",
+            Some(r#"{"goal":"x"}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, _) = srv
+        .call(
+            Some(srv.token("acme-agent")),
+            Method::GET,
+            "/v1/gates",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = srv
+        .call(
+            Some(srv.token("acme-agent")),
+            Method::PUT,
+            "/v1/kill-switches/tool/notify_team",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    let agent = Some(srv.token("acme-all"));
+    for (body, field) in [
+        ("{not json", "body"),
+        ("[1,2]", "body"),
+        ("{}", "goal"),
+        (r#"{"goal": ""}"#, "goal"),
+        (r#"{"goal": 42}"#, "goal"),
+        (r#"{"goal": "hi", "strategy": ["a"]}"#, "strategy"),
+        (r#"{"goal": "hi", "strategy": "nope"}"#, "strategy"),
+        (r#"{"goal": "hi", "priority": 1}"#, "priority"),
+    ] {
+        let (s, v) = srv
+            .call(agent, Method::POST, "/v1/executions", Some(body))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_eq!(v["field"], field, "{body}: {v}");
+    }
+    let exec = srv
+        .start_and_settle("acme-all", "Please refund order 1002")
+        .await;
+    let gate = srv.pending_gate("acme-all", &exec).await;
+    for (body, field) in [
+        (r#"{"verdict":"maybe"}"#, "verdict"),
+        (r#"{}"#, "verdict"),
+        (r#"{"verdict":"reject"}"#, "reason"),
+        (r#"{"verdict":"approve","reason":7}"#, "reason"),
+        (r#"{"verdict":"approve","by":"x"}"#, "by"),
+    ] {
+        let (s, v) = srv
+            .call(
+                agent,
+                Method::POST,
+                &format!("/v1/gates/{gate}/decision"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_eq!(v["field"], field, "{body}: {v}");
+    }
+    for (method, path, field) in [
+        (Method::GET, "/v1/executions/not-a-uuid".to_string(), "id"),
+        (Method::GET, "/v1/gates?status=weird".to_string(), "status"),
+        (
+            Method::PUT,
+            "/v1/kill-switches/planet/mars".to_string(),
+            "scope",
+        ),
+    ] {
+        let (s, v) = srv.call(agent, method, &path, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {v}");
+        assert_eq!(v["field"], field, "{path}: {v}");
+    }
+    let (s, _) = srv
+        .call(agent, Method::GET, "/v1/gates/no-such-gate", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Nothing stored was touched by the bad requests: the gate still waits.
+    assert_eq!(srv.pending_gate("acme-all", &exec).await, gate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_and_reject_over_http_and_racing_approvers() {
+    let srv = server().await;
+    let a = srv
+        .start_and_settle("acme-agent", "Please refund order 1003")
+        .await;
+    let b = srv
+        .start_and_settle("acme-agent", "Please refund order 1004")
+        .await;
+    let ga = srv.pending_gate("acme-approver", &a).await;
+    let gb = srv.pending_gate("acme-approver", &b).await;
+    let (s, g) = srv
+        .call(
+            Some(srv.token("acme-approver")),
+            Method::GET,
+            &format!("/v1/gates/{ga}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        g["evidence_pack"]["action"]["tool"],
+        "issue_customer_refund"
+    );
+
+    // Two approvers at once: exactly one 200, the other 409.
+    let decide = |who: &'static str, gate: String, verdict: &'static str| {
+        let srv = &srv;
+        async move {
+            let body =
+                json!({"verdict": verdict, "reason": format!("{who} says {verdict}")}).to_string();
+            srv.call(
+                Some(srv.token(who)),
+                Method::POST,
+                &format!("/v1/gates/{gate}/decision"),
+                Some(&body),
+            )
+            .await
+        }
+    };
+    let (r1, r2) = tokio::join!(
+        decide("acme-approver", ga.clone(), "approve"),
+        decide("acme-approver2", ga.clone(), "reject")
+    );
+    let statuses = [r1.0, r2.0];
+    assert!(
+        statuses.contains(&StatusCode::OK) && statuses.contains(&StatusCode::CONFLICT),
+        "{r1:?} {r2:?}"
+    );
+    let approved = r1.0 == StatusCode::OK && r1.1["verdict"] == "approve"
+        || r2.0 == StatusCode::OK && r2.1["verdict"] == "approve";
+    let v = srv
+        .wait_status("acme-agent", &a, |s| s != "running" && s != "at_gate")
+        .await;
+    assert_eq!(
+        v["status"],
+        if approved { "success" } else { "failure" },
+        "{v}"
+    );
+
+    let (s, _) = decide("acme-approver", gb.clone(), "reject").await;
+    assert_eq!(s, StatusCode::OK);
+    let v = srv
+        .wait_status("acme-agent", &b, |s| s != "running" && s != "at_gate")
+        .await;
+    assert_eq!(v["status"], "failure");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("acme-approver says reject"),
+        "{v}"
+    );
+    let (s, ev) = srv
+        .call(
+            Some(srv.token("acme-agent")),
+            Method::GET,
+            &format!("/v1/executions/{b}/events"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let types: Vec<&str> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        types.contains(&"gate.decided") && types.last() == Some(&"exec.finished"),
+        "{types:?}"
+    );
+    assert_eq!(
+        srv.env.shop.count("refunds").unwrap(),
+        u64::from(approved)
+    );
+
+    let (s, m) = srv
+        .call(Some(srv.token("acme-all")), Method::GET, "/metrics", None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let m = m.as_str().unwrap();
+    assert!(
+        m.contains("keel_gate_decision_latency_seconds_count{tenant=\"acme\",queue=\"default\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("keel_gates_pending{tenant=\"acme\",queue=\"default\"} 0"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_openapi_are_public_and_describe_the_paths() {
+    let srv = server().await;
+    let (s, v) = srv.call(None, Method::GET, "/healthz", None).await;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let (s, v) = srv.call(None, Method::GET, "/openapi.json", None).await;
+    assert_eq!(s, StatusCode::OK);
+    for path in [
+        "/v1/executions",
+        "/v1/executions/{id}",
+        "/v1/executions/{id}/events",
+        "/v1/gates",
+        "/v1/gates/{id}/decision",
+        "/v1/kill-switches/{scope}/{name}",
+        "/healthz",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        assert!(
+            v["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+}
