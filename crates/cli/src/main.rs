@@ -9,6 +9,7 @@ mod bench;
 mod demo;
 mod events;
 mod gates;
+mod observe;
 mod tools;
 
 use clap::{Parser, Subcommand};
@@ -112,6 +113,8 @@ enum Command {
         #[command(subcommand)]
         target: bench::Target,
     },
+    #[command(flatten)]
+    Observe(observe::ObserveCmd),
 }
 
 fn main() -> ExitCode {
@@ -153,6 +156,7 @@ fn main() -> ExitCode {
             Command::Tokens { command } => gates::tokens(&cli.data, command),
             Command::Serve { addr, config } => gates::serve(&cli.data, &config, &addr).await,
             Command::Bench { target } => bench::run(&cli.data, target).await,
+            Command::Observe(cmd) => observe::run(&cli.data, cmd).await,
         }
     });
     match result {

@@ -13,6 +13,7 @@
 //! What it is not: it never writes the spine except the alarm events of [`slo`], and it never
 //! decides anything an agent does; it only reads and explains.
 
+pub mod diff;
 pub mod error;
 pub mod lakehouse;
 pub mod metrics;

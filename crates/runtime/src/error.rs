@@ -42,4 +42,12 @@ pub enum RuntimeError {
     /// A gate decision that cannot be taken.
     #[error(transparent)]
     Gate(#[from] crate::gates::GateError),
+    /// A replay that cannot run (unknown or unfinished original, a tool it cannot answer).
+    #[error("replay of {exec}: {detail}")]
+    Replay {
+        /// The execution replayed.
+        exec: String,
+        /// What is wrong.
+        detail: String,
+    },
 }

@@ -134,6 +134,18 @@ impl Registry {
         self.tools.get(name)
     }
 
+    /// Replaces the adapter of tool `name` (replay answers tools from a recording this way);
+    /// false when there is no such tool. Everything else in the contract stays as declared.
+    pub fn set_adapter(&mut self, name: &str, adapter: crate::contract::AdapterSpec) -> bool {
+        match self.tools.get_mut(name) {
+            Some(c) => {
+                Arc::make_mut(c).adapter = adapter;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Every contract, by name.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Contract>> {
         self.tools.values()
