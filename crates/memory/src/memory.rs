@@ -54,6 +54,20 @@ impl Memory {
     /// Screens, classifies and stores one distilled fact. A fact the PII policy rejects is an
     /// error ([`MemoryError::PiiRejected`]) and nothing is stored.
     pub async fn write(&self, new: NewFact, now: DateTime<Utc>) -> Result<Fact, MemoryError> {
+        let fact = self.prepare(new, uuid::Uuid::now_v7().to_string(), now)?;
+        self.store(&fact).await?;
+        Ok(fact)
+    }
+
+    /// The governed fact `new` becomes, with id `id`, without storing it: PII-screened (an error
+    /// if the policy rejects it), in review if its source is trusted less than the threshold, with
+    /// its class's TTL and freshness window. No I/O.
+    pub fn prepare(
+        &self,
+        new: NewFact,
+        id: String,
+        now: DateTime<Utc>,
+    ) -> Result<Fact, MemoryError> {
         let tenant = new.provenance.tenant.clone();
         if tenant.is_empty() {
             return Err(MemoryError::Invalid("a fact needs a tenant".into()));
@@ -69,7 +83,7 @@ impl Memory {
             Status::Active
         };
         let fact = Fact {
-            id: uuid::Uuid::now_v7().to_string(),
+            id,
             tenant,
             subject: new.provenance.subject.clone(),
             text: screened.text,
@@ -85,9 +99,17 @@ impl Memory {
             pii: screened.actions,
             promoted_from: None,
         };
-        let v = self.embed_one(&fact.text).await?;
-        self.store.insert(&fact, &v, self.embedder.model()).await?;
         Ok(fact)
+    }
+
+    /// Embeds and stores a prepared fact. Storing a fact whose id is already stored is a no-op,
+    /// so a retried write (after a crash) does not duplicate it.
+    pub async fn store(&self, fact: &Fact) -> Result<(), MemoryError> {
+        if self.store.get(&fact.tenant, &fact.id).await?.is_some() {
+            return Ok(());
+        }
+        let v = self.embed_one(&fact.text).await?;
+        self.store.insert(fact, &v, self.embedder.model()).await
     }
 
     async fn embed_one(&self, text: &str) -> Result<Vec<f32>, MemoryError> {

@@ -22,7 +22,10 @@
 //!     then: { text: "I could not understand the request." }
 //! ```
 //!
-//! Placeholders: `{goal}`, a named capture of the `goal` regex (`{order}`), and `{result/<json
+//! `when.memory: <regex>` matches the memory the runtime showed the model (every system message
+//! after the first); its named captures become placeholders too.
+//!
+//! `{{` and `}}` are literal braces. Placeholders: `{goal}`, a named capture of the `goal` regex (`{order}`), and `{result/<json
 //! pointer>}` into the last tool result (parsed as JSON). A string that is exactly one placeholder
 //! takes the placeholder's JSON type (so `"{result./total_cents}"` stays a number).
 
@@ -85,6 +88,9 @@ struct WhenFile {
     /// `ok` or `error`: how the last tool call ended.
     #[serde(default)]
     last_status: Option<LastStatus>,
+    /// Regex the memory shown to the model (system messages after the prompt) must match.
+    #[serde(default)]
+    memory: Option<String>,
     /// Tools that must have been called already.
     #[serde(default)]
     called: Vec<String>,
@@ -130,6 +136,7 @@ struct Rule {
     name: String,
     goal: Option<Regex>,
     prompt: Option<Regex>,
+    memory: Option<Regex>,
     last_tool: Option<Option<String>>,
     last_status: Option<LastStatus>,
     called: Vec<String>,
@@ -186,6 +193,13 @@ impl ScriptedModel {
                 ),
                 None => None,
             };
+            let memory = match &r.when.memory {
+                Some(p) => Some(
+                    Regex::new(p)
+                        .map_err(|e| err(format!("{}: invalid regex: {e}", at("when.memory"))))?,
+                ),
+                None => None,
+            };
             if r.then.text.is_none() && r.then.call.is_none() && r.then.malformed.is_none() {
                 return Err(err(format!(
                     "{}: a rule must reply with text, a call, or malformed",
@@ -197,6 +211,7 @@ impl ScriptedModel {
                 name: r.name.clone().unwrap_or_else(|| format!("rules[{i}]")),
                 goal,
                 prompt,
+                memory,
                 last_tool,
                 last_status: r.when.last_status,
                 called: r.when.called,
@@ -225,6 +240,7 @@ impl ScriptedModel {
 struct Seen<'a> {
     goal: &'a str,
     prompt: &'a str,
+    memory: String,
     last: Option<(String, bool, Value)>,
     called: BTreeSet<&'a str>,
     turns: usize,
@@ -235,6 +251,7 @@ fn look(req: &ChatRequest) -> Seen<'_> {
     let mut seen = Seen {
         goal: "",
         prompt: "",
+        memory: String::new(),
         last: None,
         called: BTreeSet::new(),
         turns: 0,
@@ -246,6 +263,9 @@ fn look(req: &ChatRequest) -> Seen<'_> {
             Message::System { content } => {
                 if seen.prompt.is_empty() {
                     seen.prompt = content;
+                } else {
+                    seen.memory.push_str(content);
+                    seen.memory.push('\n');
                 }
                 seen.chars += content.len();
             }
@@ -308,6 +328,14 @@ impl Rule {
             && !re.is_match(seen.prompt)
         {
             return None;
+        }
+        if let Some(re) = &self.memory {
+            let caps = re.captures(&seen.memory)?;
+            for name in re.capture_names().flatten() {
+                if let Some(m) = caps.name(name) {
+                    vars.insert(name.to_owned(), Value::String(m.as_str().to_owned()));
+                }
+            }
         }
         match (&self.last_tool, &seen.last) {
             (Some(None), Some(_)) => return None,
@@ -388,7 +416,13 @@ fn render_str(
     let mut out = String::new();
     let mut rest = s;
     while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
+        // `{{` and `}}` are literal braces (for JSON replies).
+        out.push_str(&rest[..open].replace("}}", "}"));
+        if rest[open..].starts_with("{{") {
+            out.push('{');
+            rest = &rest[open + 2..];
+            continue;
+        }
         let Some(close) = rest[open..].find('}') else {
             out.push_str(&rest[open..]);
             return Ok(Value::String(out));
@@ -399,7 +433,7 @@ fn render_str(
         }
         rest = &rest[open + close + 1..];
     }
-    out.push_str(rest);
+    out.push_str(&rest.replace("}}", "}"));
     Ok(Value::String(out))
 }
 

@@ -58,6 +58,8 @@ pub struct Agent {
     /// A pause before every model call (zero by default): paces executions for demos and
     /// crash drills, so a watcher can see, or kill, a run mid-way.
     pub pace: std::time::Duration,
+    /// Governed memory, for strategies with a `memory:` section (see [`crate::recall`]).
+    pub memory: Option<Arc<keel_memory::Memory>>,
 }
 
 /// One execution being driven: its events so far and their fold.
@@ -376,6 +378,11 @@ impl Agent {
             if !self.pace.is_zero() {
                 tokio::time::sleep(self.pace).await;
             }
+            if let Some(p) =
+                crate::recall::before_first_call(self, strategy, &run.state, &run.events).await?
+            {
+                run.append(p).await?;
+            }
             let call_id = match run.state.pending_model_call.clone() {
                 // A crash while the model was thinking: ask again under the same call.
                 Some(id) => id,
@@ -429,6 +436,12 @@ impl Agent {
                         } else {
                             Outcome::Failure
                         };
+                        let memories =
+                            crate::recall::distill(self, strategy, model, &run.state, &run.events)
+                                .await?;
+                        for p in memories {
+                            run.append(p).await?;
+                        }
                         run.finish(outcome, Some(answer)).await?;
                         continue;
                     }

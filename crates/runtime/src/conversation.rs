@@ -116,6 +116,11 @@ pub async fn rebuild(
                     tool_message(r.status, output, &r.errors, r.error_class.as_deref()),
                 );
             }
+            Payload::MemoryRetrieved(m) => {
+                if let Some(content) = crate::recall::memory_message(m) {
+                    messages.push(Message::System { content });
+                }
+            }
             Payload::StepCompleted(_) => flush(&mut turn, &mut results, &mut messages),
             _ => {}
         }

@@ -106,6 +106,7 @@ impl Embedded {
             control,
             clock: Arc::new(SystemClock),
             pace: std::time::Duration::ZERO,
+            memory: crate::recall::open_for(data, &strategies)?,
         };
         Ok(Self {
             agent: Arc::new(agent),

@@ -42,6 +42,9 @@ pub enum RuntimeError {
     /// A gate decision that cannot be taken.
     #[error(transparent)]
     Gate(#[from] crate::gates::GateError),
+    /// Governed memory failed (retrieval, distillation, the store, the embedder).
+    #[error(transparent)]
+    Memory(#[from] keel_memory::MemoryError),
     /// A replay that cannot run (unknown or unfinished original, a tool it cannot answer).
     #[error("replay of {exec}: {detail}")]
     Replay {

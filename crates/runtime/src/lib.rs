@@ -15,6 +15,7 @@ pub mod conversation;
 pub mod embedded;
 pub mod error;
 pub mod gates;
+pub mod recall;
 pub mod replay;
 pub mod strategy;
 pub mod worker;

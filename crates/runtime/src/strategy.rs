@@ -53,6 +53,9 @@ struct StrategyFile {
     /// The strategy `keel serve` and the API run when a request names none.
     #[serde(default)]
     default: bool,
+    /// Retrieval and distillation (see `crate::recall`); off when absent.
+    #[serde(default)]
+    memory: crate::recall::MemoryConfig,
 }
 
 /// How this strategy's gates and post-hoc reviews work.
@@ -262,6 +265,8 @@ pub struct Strategy {
     pub approval: Approval,
     /// Run when a request names no strategy.
     pub default: bool,
+    /// Memory retrieval and distillation.
+    pub memory: crate::recall::MemoryConfig,
 }
 
 impl Strategy {
@@ -381,6 +386,11 @@ impl Strategy {
             "durability": f.durability,
             "success": f.success.iter().map(|c| (&c.tool, &c.status, &c.answer_matches)).collect::<Vec<_>>(),
         });
+        let mut policy = policy;
+        f.memory.validate().map_err(err)?;
+        if f.memory != crate::recall::MemoryConfig::default() {
+            policy["memory"] = serde_json::json!(f.memory);
+        }
         let hash = hex::encode(&Sha256::digest(policy.to_string().as_bytes())[..4]);
         Ok(Self {
             version: format!("{}/{}/{}/{hash}", f.name, f.prompt.version, m.name),
@@ -399,6 +409,7 @@ impl Strategy {
             durability: f.durability,
             approval: f.approval,
             default: f.default,
+            memory: f.memory,
         })
     }
 

@@ -88,6 +88,26 @@ pub trait EventLog: Send + Sync {
 
     /// Executions with no terminal event (`exec.finished`, `exec.cancelled`) yet.
     async fn list_unfinished(&self) -> Result<Vec<ExecSummary>, SpineError>;
+
+    /// Links an execution to a data subject before its first append, so its personal fields are
+    /// sealed under the subject's key (see [`crate::shred`]). Backends without crypto-shredding
+    /// refuse, rather than store personal data they could not erase.
+    async fn link_subject(
+        &self,
+        exec_id: ExecId,
+        _tenant: &str,
+        _subject: &str,
+    ) -> Result<(), SpineError> {
+        Err(SpineError::InvalidAppend {
+            exec_id,
+            detail: "this spine backend cannot link executions to data subjects".into(),
+        })
+    }
+
+    /// The data subject an execution is linked to (`None` if none, or erased).
+    async fn subject_of(&self, _exec_id: ExecId) -> Result<Option<String>, SpineError> {
+        Ok(None)
+    }
 }
 
 /// Checks the shape of a batch before it reaches storage: non-empty, one execution, one tenant,

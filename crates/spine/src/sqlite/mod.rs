@@ -470,6 +470,19 @@ impl EventLog for SqliteLog {
         .boxed()
     }
 
+    async fn link_subject(
+        &self,
+        exec_id: ExecId,
+        tenant: &str,
+        subject: &str,
+    ) -> Result<(), SpineError> {
+        SqliteLog::link_subject(self, exec_id, tenant, subject).await
+    }
+
+    async fn subject_of(&self, exec_id: ExecId) -> Result<Option<String>, SpineError> {
+        SqliteLog::subject_of(self, exec_id).await
+    }
+
     async fn list_unfinished(&self) -> Result<Vec<ExecSummary>, SpineError> {
         self.with_reader(|conn, path| {
             let mut stmt = conn

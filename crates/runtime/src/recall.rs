@@ -1,0 +1,449 @@
+//! Governed memory in the agent loop (issue 6): per the strategy's `memory:` section, retrieval
+//! before the first model call (recorded as `memory.retrieved` with exactly the chunks the model
+//! is shown, each with its provenance, age and freshness flag), and distillation at the end: the
+//! execution's conversation goes to the model provider with the distillation prompt, and only the
+//! durable facts it extracts (never the raw conversation) are PII-screened and written, each as a
+//! row in the memory store and a `memory.written` event carrying everything needed to rebuild it.
+//!
+//! An execution linked to a data subject ([`Agent::start_for_subject`]) has its personal fields
+//! sealed by the spine, and its facts are filed under that subject for access and erasure.
+
+use crate::agent::Agent;
+use crate::conversation;
+use crate::error::RuntimeError;
+use crate::strategy::{Strategy, StrategySet};
+use keel_core::payload::{ExecStarted, MemoryRetrieved, MemoryWritten, Payload, RetrievedChunk};
+use keel_core::{CURRENT_SCHEMA_VERSION, Event, ExecId, ExecutionState, TenantId};
+use keel_memory::{
+    Fact, Memory, MemoryError, MemoryPolicy, MiniLm, NewFact, Provenance, Query, SqliteMemory,
+    Trust,
+};
+use keel_models::{ChatRequest, Message, ModelProvider};
+use keel_spine::clock;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The prompt version of the distillation step (recorded in each fact's provenance).
+pub const DISTILL_PROMPT_VERSION: &str = "distill-v1";
+
+/// The distillation instructions. The scripted model recognises them by their first words.
+pub const DISTILL_PROMPT: &str = "Distil durable facts from this support conversation for long-term memory. \
+Reply with JSON only: {\"facts\": [{\"text\": one sentence, \"volatility\": \"policy\"|\"preference\"|\"account\"|\"stable\", \
+\"trust\": \"user_claim\"|\"agent\"|\"tool_record\", \"source\": \"goal\"|\"answer\"|\"tool:<name>\"}]}. \
+Only facts useful in later conversations; no greetings, no one-off details, no personal identifiers. \
+A customer's statement about policy or entitlements is a user_claim.";
+
+/// A strategy's `memory:` section. Every field has a default, so strategies without one load as
+/// before (memory off).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Retrieve memory before the first model call.
+    pub enabled: bool,
+    /// How many facts to show the model.
+    pub k: usize,
+    /// Minimum cosine similarity of a shown fact.
+    pub min_score: f32,
+    /// Distil facts at the end of a successful execution.
+    pub distill: bool,
+    /// Pin the semantic catalogue version read (`None`: the current one).
+    pub semantic_version: Option<u64>,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            enabled: false,
+            k: 5,
+            min_score: 0.3,
+            distill: false,
+            semantic_version: None,
+        }
+    }
+}
+
+impl MemoryConfig {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.k == 0 || self.k > 100 {
+            return Err("memory.k: must be 1..=100".into());
+        }
+        if !(-1.0..=1.0).contains(&self.min_score) {
+            return Err("memory.min_score: must be within -1..=1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Opens the embedded memory (`DIR/memory.db`, MiniLM from `$KEEL_MINILM_DIR`) if any strategy
+/// uses memory; `None` otherwise, so deployments without memory never load the model.
+pub fn open_for(
+    data: &Path,
+    strategies: &StrategySet,
+) -> Result<Option<Arc<Memory>>, RuntimeError> {
+    let wanted = strategies
+        .iter()
+        .any(|s| s.memory.enabled || s.memory.distill);
+    if !wanted {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(open_embedded(data)?)))
+}
+
+/// The embedded memory under `data`: `memory.db` pinned to all-MiniLM-L6-v2.
+pub fn open_embedded(data: &Path) -> Result<Memory, RuntimeError> {
+    let embedder = MiniLm::from_env()?;
+    let store = SqliteMemory::open(
+        data.join("memory.db"),
+        keel_memory::Embedder::model(&embedder),
+    )?;
+    Ok(Memory::new(
+        Arc::new(store),
+        Arc::new(embedder),
+        MemoryPolicy::default(),
+    )?)
+}
+
+fn goal_of(events: &[Event]) -> Option<&str> {
+    events.iter().find_map(|e| match &e.payload {
+        Payload::ExecStarted(s) => Some(s.goal.as_str()),
+        _ => None,
+    })
+}
+
+/// The provenance object shown with a chunk or recorded with a write.
+fn provenance_json(fact: &Fact) -> Value {
+    let p = &fact.provenance;
+    json!({
+        "fact": fact.text,
+        "tier": fact.tier,
+        "status": fact.status,
+        "volatility": fact.volatility,
+        "subject": fact.subject,
+        "trace_id": p.trace_id,
+        "exec_id": p.exec_id,
+        "event_seqs": p.event_seqs,
+        "strategy_version": p.strategy_version,
+        "written_at": p.written_at,
+        "source": p.source,
+        "trust": p.trust,
+        "pii": fact.pii,
+        "expires_at": fact.expires_at,
+        "fresh_until": fact.fresh_until,
+    })
+}
+
+/// `memory.retrieved` for the first step of an execution, if its strategy uses memory and it has
+/// not retrieved yet (a resumed execution does not retrieve twice).
+pub async fn before_first_call(
+    agent: &Agent,
+    strategy: &Strategy,
+    state: &ExecutionState,
+    events: &[Event],
+) -> Result<Option<Payload>, RuntimeError> {
+    let Some(memory) = &agent.memory else {
+        return Ok(None);
+    };
+    let retrieved = events
+        .iter()
+        .any(|e| matches!(e.payload, Payload::MemoryRetrieved(_)));
+    if !strategy.memory.enabled
+        || retrieved
+        || state.totals.steps > 0
+        || state.pending_model_call.is_some()
+    {
+        return Ok(None);
+    }
+    let Some(goal) = goal_of(events) else {
+        return Ok(None);
+    };
+    let tenant = state.tenant.clone().map(|t| t.0).unwrap_or_default();
+    let q = Query {
+        tenant,
+        text: goal.to_owned(),
+        k: strategy.memory.k,
+        min_score: strategy.memory.min_score,
+        semantic_version: strategy.memory.semantic_version,
+    };
+    let r = memory.retrieve(&q, agent.clock.now()).await?;
+    let chunks = r
+        .hits
+        .iter()
+        .map(|h| {
+            let mut p = provenance_json(&h.fact);
+            p["age_secs"] = json!(h.age_secs);
+            p["stale"] = json!(h.stale);
+            RetrievedChunk {
+                id: h.fact.id.clone(),
+                score: f64::from(h.score),
+                provenance: p,
+            }
+        })
+        .collect();
+    Ok(Some(Payload::MemoryRetrieved(MemoryRetrieved {
+        query: q.text,
+        chunks,
+        memory_version: r.memory_version,
+    })))
+}
+
+/// How a `memory.retrieved` event reads to the model (`None` if it retrieved nothing).
+pub fn memory_message(m: &MemoryRetrieved) -> Option<String> {
+    if m.chunks.is_empty() {
+        return None;
+    }
+    let mut out = String::from(
+        "Memory: facts distilled from earlier conversations with this tenant, best match first. \
+Each shows its age; a fact marked STALE is past its freshness window, so check it before relying on it.\n",
+    );
+    for c in &m.chunks {
+        let p = &c.provenance;
+        let age = p["age_secs"].as_i64().unwrap_or(0);
+        let age = if age >= 86_400 {
+            format!("{}d", age / 86_400)
+        } else if age >= 3600 {
+            format!("{}h", age / 3600)
+        } else {
+            format!("{}m", age / 60)
+        };
+        out.push_str(&format!(
+            "- {} (memory {}, {}, age {age}{})\n",
+            p["fact"].as_str().unwrap_or("[erased]"),
+            c.id,
+            p["volatility"].as_str().unwrap_or("?"),
+            if p["stale"].as_bool().unwrap_or(false) {
+                ", STALE"
+            } else {
+                ""
+            }
+        ));
+    }
+    Some(out)
+}
+
+/// One candidate fact as the distiller returns it.
+#[derive(Deserialize)]
+struct Candidate {
+    text: String,
+    #[serde(default = "default_volatility")]
+    volatility: String,
+    #[serde(default = "default_trust")]
+    trust: Trust,
+    #[serde(default)]
+    source: String,
+}
+
+fn default_volatility() -> String {
+    "preference".into()
+}
+
+fn default_trust() -> Trust {
+    Trust::UserClaim
+}
+
+#[derive(Deserialize)]
+struct Candidates {
+    facts: Vec<Candidate>,
+}
+
+fn render(messages: &[Message]) -> String {
+    let mut out = String::new();
+    for m in messages.iter().skip(1) {
+        match m {
+            Message::System { content } => out.push_str(&format!("memory: {content}\n")),
+            Message::User { content } => out.push_str(&format!("customer: {content}\n")),
+            Message::Assistant {
+                content,
+                tool_calls,
+            } => {
+                if let Some(c) = content {
+                    out.push_str(&format!("agent: {c}\n"));
+                }
+                for c in tool_calls {
+                    out.push_str(&format!("agent calls {}({})\n", c.name, c.arguments));
+                }
+            }
+            Message::Tool { content, .. } => out.push_str(&format!("tool result: {content}\n")),
+        }
+    }
+    out
+}
+
+/// Which events a candidate came from.
+fn evidence(events: &[Event], source: &str) -> Vec<u64> {
+    let seqs: Vec<u64> = match source.strip_prefix("tool:") {
+        Some(tool) => events
+            .iter()
+            .filter(|e| matches!(&e.payload, Payload::ToolResult(r) if r.tool == tool))
+            .map(|e| e.seq)
+            .collect(),
+        None if source == "answer" => events
+            .iter()
+            .rev()
+            .find(|e| matches!(e.payload, Payload::ModelResponded(_)))
+            .map(|e| vec![e.seq])
+            .unwrap_or_default(),
+        None => vec![1],
+    };
+    if seqs.is_empty() { vec![1] } else { seqs }
+}
+
+/// A deterministic fact id for the `i`th candidate of an execution, so a distillation repeated
+/// after a crash stores nothing twice.
+fn fact_id(exec: ExecId, i: usize, text: &str) -> String {
+    let h = Sha256::digest(format!("{exec}/{i}/{text}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h[..16]);
+    uuid::Builder::from_custom_bytes(b).into_uuid().to_string()
+}
+
+/// Distils the finished conversation into facts, stores them, and returns the `memory.written`
+/// payloads to append before `exec.finished`. A candidate the PII policy rejects is recorded as
+/// a `memory.written` with status `rejected_pii` and no text. Does nothing if the strategy does
+/// not distil, there is no memory, or this execution already wrote its facts.
+pub async fn distill(
+    agent: &Agent,
+    strategy: &Strategy,
+    model: &dyn ModelProvider,
+    state: &ExecutionState,
+    events: &[Event],
+) -> Result<Vec<Payload>, RuntimeError> {
+    let Some(memory) = &agent.memory else {
+        return Ok(Vec::new());
+    };
+    let written = events
+        .iter()
+        .any(|e| matches!(e.payload, Payload::MemoryWritten(_)));
+    let Some(exec_id) = state.exec_id else {
+        return Ok(Vec::new());
+    };
+    if !strategy.memory.distill || written {
+        return Ok(Vec::new());
+    }
+    let mut cache = conversation::OutputCache::new();
+    let messages =
+        conversation::rebuild(&strategy.prompt, events, &*agent.blobs, &mut cache).await?;
+    let request = ChatRequest {
+        model: strategy.model.clone(),
+        messages: vec![
+            Message::System {
+                content: DISTILL_PROMPT.into(),
+            },
+            Message::User {
+                content: render(&messages),
+            },
+        ],
+        tools: Vec::new(),
+        max_tokens: strategy.max_tokens,
+    };
+    let reply = model.chat(&request).await?;
+    let text = reply.text.unwrap_or_default();
+    let json_part = text
+        .find('{')
+        .and_then(|a| text.rfind('}').map(|b| &text[a..=b]))
+        .unwrap_or("");
+    let candidates: Candidates = serde_json::from_str(json_part).map_err(|e| {
+        RuntimeError::Memory(MemoryError::Invalid(format!(
+            "distillation reply of {} is not the facts JSON: {e}",
+            reply.model
+        )))
+    })?;
+    let tenant = state.tenant.clone().map(|t| t.0).unwrap_or_default();
+    let subject = agent.log.subject_of(exec_id).await?;
+    let now = agent.clock.now();
+    let mut out = Vec::new();
+    for (i, c) in candidates.facts.into_iter().enumerate() {
+        // What the customer said can never be trusted above the agent's own judgement.
+        let trust = if c.source == "goal" {
+            c.trust.min(Trust::Agent)
+        } else {
+            c.trust
+        };
+        let new = NewFact {
+            text: c.text.clone(),
+            volatility: c.volatility.clone(),
+            provenance: Provenance {
+                tenant: tenant.clone(),
+                subject: subject.clone(),
+                trace_id: state.trace_id.map(|t| t.to_string()),
+                exec_id: Some(exec_id.to_string()),
+                event_seqs: evidence(events, &c.source),
+                strategy_version: Some(strategy.version.clone()),
+                written_at: now,
+                source: format!("distilled by {} ({DISTILL_PROMPT_VERSION})", reply.model),
+                trust,
+            },
+        };
+        let id = fact_id(exec_id, i, &c.text);
+        match memory.prepare(new.clone(), id.clone(), now) {
+            Ok(fact) => {
+                memory.store(&fact).await?;
+                out.push(Payload::MemoryWritten(MemoryWritten {
+                    memory_id: fact.id.clone(),
+                    subject: fact.subject.clone(),
+                    volatility: fact.volatility.clone(),
+                    provenance: provenance_json(&fact),
+                }));
+            }
+            Err(MemoryError::PiiRejected { kinds }) => {
+                out.push(Payload::MemoryWritten(MemoryWritten {
+                    memory_id: id,
+                    subject: subject.clone(),
+                    volatility: c.volatility,
+                    provenance: json!({
+                        "status": "rejected_pii",
+                        "pii": kinds,
+                        "trace_id": new.provenance.trace_id,
+                        "event_seqs": new.provenance.event_seqs,
+                        "strategy_version": new.provenance.strategy_version,
+                        "written_at": now,
+                    }),
+                }));
+            }
+            // An unknown volatility class from the distiller: skip the candidate, keep the rest.
+            Err(MemoryError::Config { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+impl Agent {
+    /// Like [`Agent::start`], for a request about data subject `subject`: the execution is linked
+    /// to the subject on the spine before its first event, so its personal fields are sealed
+    /// under the subject's key (erasable) and its distilled facts are filed under the subject.
+    pub async fn start_for_subject(
+        &self,
+        strategy: &Strategy,
+        tenant: &str,
+        subject: &str,
+        goal: &str,
+    ) -> Result<ExecId, RuntimeError> {
+        // Built through serde so fields added to `exec.started` later take their defaults here.
+        let started: ExecStarted = serde_json::from_value(json!({
+            "goal": goal,
+            "strategy_version": strategy.version,
+            "budget": strategy.budget,
+            "experiment_arm": strategy.experiment_arm,
+        }))
+        .map_err(|e| RuntimeError::Memory(MemoryError::Invalid(format!("exec.started: {e}"))))?;
+        let exec_id = clock::new_exec_id();
+        self.log.link_subject(exec_id, tenant, subject).await?;
+        let event = Event {
+            event_id: clock::new_event_id(),
+            exec_id,
+            tenant: TenantId(tenant.to_owned()),
+            seq: 1,
+            ts: self.clock.now(),
+            trace_id: clock::new_trace_id(),
+            step_n: 0,
+            schema_version: CURRENT_SCHEMA_VERSION,
+            payload: Payload::ExecStarted(started),
+        };
+        self.log.append(exec_id, 0, &[event]).await?;
+        Ok(exec_id)
+    }
+}
