@@ -142,6 +142,7 @@ struct GateCard {
     action: String,
     contract: String,
     reasoning: Vec<String>,
+    tools: Vec<String>,
     memory: Vec<String>,
     cost: String,
     waited: String,
@@ -197,6 +198,21 @@ fn card(g: &GateView) -> GateCard {
                 .collect()
         })
         .unwrap_or_default();
+    let tools = p["tool_results"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .map(|r| {
+                    format!(
+                        "step {}: {} → {}",
+                        r["step"],
+                        s(&r["tool"]),
+                        s(&r["status"])
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let contract = &p["contract"];
     GateCard {
         gate_id: g.gate_id.clone(),
@@ -215,6 +231,7 @@ fn card(g: &GateView) -> GateCard {
             s(&contract["side_effect"])
         ),
         reasoning,
+        tools,
         memory,
         cost: format!(
             "${} · {} steps · {} tokens",
