@@ -1,6 +1,7 @@
 //! `keel bench <name>`: benchmarks that print figures (a table, or one JSON object with
 //! `--json`). They measure; they never assert anything about time.
 
+mod observe;
 mod spine;
 mod steps;
 mod tools;
@@ -31,6 +32,19 @@ pub enum Target {
         #[arg(long)]
         json: bool,
     },
+    /// Projections at scale: load and project N events, projection lag under a steady load,
+    /// trace lookup by trace_id, and the seed's economics query over every execution.
+    Observe {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Events to store (7 per execution).
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Events per second offered while measuring projection lag.
+        #[arg(long, default_value_t = 20_000)]
+        lag_rate: u64,
+    },
     /// Per-call overhead of the tool contract layer (validation, ledger, events, blob) against
     /// the bare builtin call measured in the same run, durability on and off.
     Tools {
@@ -53,5 +67,10 @@ pub async fn run(data: &Path, target: Target) -> anyhow::Result<()> {
         } => spine::run(data, json, seconds, only.as_deref()).await,
         Target::Tools { json, calls } => tools::run(data, json, calls).await,
         Target::StepOverhead { json } => steps::run(data, json).await,
+        Target::Observe {
+            json,
+            events,
+            lag_rate,
+        } => observe::run(data, json, events, lag_rate).await,
     }
 }
