@@ -104,6 +104,7 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
         strategies: config_dir.join("strategies"),
         prices: config_dir.join("prices.toml"),
     };
+    crate::memory::write_demo_assets(&config_dir)?;
     let store = root.join("store");
     let env = Embedded::open(&store, &config)?;
     eprintln!("keel demo — store {}", store.display());
@@ -191,6 +192,7 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
     });
 
     print_tables(&rows);
+    crate::memory::demo_story(&env).await?;
     println!();
     println!(
         "shop side effects: {} refunds, {} notifications, {} drafts (tier-3 refunds need approval: refused until gates are enabled)",

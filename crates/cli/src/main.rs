@@ -9,6 +9,7 @@ mod bench;
 mod demo;
 mod events;
 mod gates;
+mod memory;
 mod observe;
 mod tools;
 
@@ -115,6 +116,11 @@ enum Command {
     },
     #[command(flatten)]
     Observe(observe::ObserveCmd),
+    /// Governed memory: list, search, review, promote, subject access, erase, sweep, migrate.
+    Memory {
+        #[command(subcommand)]
+        command: memory::MemoryCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -157,6 +163,7 @@ fn main() -> ExitCode {
             Command::Serve { addr, config } => gates::serve(&cli.data, &config, &addr).await,
             Command::Bench { target } => bench::run(&cli.data, target).await,
             Command::Observe(cmd) => observe::run(&cli.data, cmd).await,
+            Command::Memory { command } => memory::run(&cli.data, command).await,
         }
     });
     match result {

@@ -1,0 +1,182 @@
+//! `keel memory` as users run it, on the store `keel demo` fills (real MiniLM, real spine, real
+//! blobs): subject access, then erasure, after which no path — retrieval, `keel sql`,
+//! `keel events`, blobs, the Parquet export, replay, subject access — returns the subject's data.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn keel(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every byte of every file under `dir`, searched for `needle`.
+fn files_contain(dir: &Path, needle: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+            {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+/// Words only the subject's requests contain.
+const SECRET: &str = "send me updates by e-mail";
+
+#[test]
+fn subject_access_then_erasure_reaches_every_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    ok(keel(tmp.path(), &["demo"]));
+    let store = tmp.path().join("demo/store");
+    let config = tmp.path().join("demo/config");
+
+    let access: serde_json::Value = serde_json::from_str(&ok(keel(
+        &store,
+        &["memory", "subject-access", "cust-42", "--tenant", "acme"],
+    )))
+    .unwrap();
+    let facts = access["facts"].as_array().unwrap();
+    assert_eq!(facts.len(), 2, "{access:#}");
+    assert!(
+        facts
+            .iter()
+            .all(|f| f["provenance"]["trace_id"].is_string())
+    );
+    let execs = access["executions"].as_array().unwrap();
+    assert_eq!(execs.len(), 2);
+    assert!(execs[0]["goal"].as_str().unwrap().contains(SECRET));
+    let first = execs[0]["exec_id"].as_str().unwrap().to_owned();
+    assert!(ok(keel(&store, &["events", &first])).contains(SECRET));
+    let search = ok(keel(
+        &store,
+        &[
+            "memory",
+            "search",
+            "--tenant",
+            "acme",
+            "how does the customer want updates",
+        ],
+    ));
+    assert!(search.contains("updates by e-mail"), "{search}");
+    ok(keel(&store, &["project"]));
+    let sql = ok(keel(
+        &store,
+        &["sql", "SELECT * FROM gold.executions", "--format", "csv"],
+    ));
+    assert!(
+        sql.contains(SECRET),
+        "the projection holds the goal before erasure"
+    );
+
+    let report: serde_json::Value = serde_json::from_str(&ok(keel(
+        &store,
+        &["memory", "erase", "cust-42", "--tenant", "acme"],
+    )))
+    .unwrap();
+    assert_eq!(report["facts_erased"], 2);
+    assert_eq!(report["executions_shredded"], 2);
+    assert!(report["blobs_deleted"].as_u64().unwrap() > 0);
+    assert_eq!(report["projections"], "rebuilt");
+
+    // Retrieval.
+    let search = ok(keel(
+        &store,
+        &[
+            "memory",
+            "search",
+            "--tenant",
+            "acme",
+            "how does the customer want updates",
+        ],
+    ));
+    assert!(!search.contains("e-mail"), "{search}");
+    // Subject access.
+    let access: serde_json::Value = serde_json::from_str(&ok(keel(
+        &store,
+        &["memory", "subject-access", "cust-42", "--tenant", "acme"],
+    )))
+    .unwrap();
+    assert!(access["facts"].as_array().unwrap().is_empty());
+    assert!(
+        access["executions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["goal"] == "[erased]")
+    );
+    // keel events.
+    let events = ok(keel(&store, &["events", &first]));
+    assert!(
+        !events.contains("e-mail") && events.contains("[erased]"),
+        "{events}"
+    );
+    // keel sql.
+    for table in [
+        "gold.executions",
+        "traces.steps",
+        "traces.retrieval_samples",
+    ] {
+        let sql = ok(keel(
+            &store,
+            &["sql", &format!("SELECT * FROM {table}"), "--format", "csv"],
+        ));
+        assert!(!sql.contains("e-mail"), "{table}: {sql}");
+    }
+    // Parquet export.
+    let out = tmp.path().join("parquet");
+    ok(keel(
+        &store,
+        &["export", "parquet", "--out", out.to_str().unwrap()],
+    ));
+    assert!(files_contain(&out, "e-mail").is_empty());
+    // Replay.
+    let replay = keel(
+        &store,
+        &[
+            "replay",
+            &first,
+            "--tools",
+            config.join("tools").to_str().unwrap(),
+            "--strategies",
+            config.join("strategies").to_str().unwrap(),
+            "--prices",
+            config.join("prices.toml").to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&replay.stdout),
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(!text.contains("e-mail"), "{text}");
+    // Blobs and every other file of the store (spine, memory, projections).
+    let hits = files_contain(&store, "e-mail");
+    assert!(hits.is_empty(), "subject data left in {hits:?}");
+}
