@@ -1,15 +1,16 @@
 //! `keel demo`: the whole story on the embedded default, offline, in seconds. A support agent
 //! with the demo shop's four tools (one per consequence tier) answers a handful of customer
-//! requests under two strategies (an A/B), one execution is crashed (its worker process is killed
-//! with SIGKILL mid-run) and resumed from the log, and the end prints the executions and the
-//! cost per success of each strategy.
+//! requests under two strategies (an A/B); every tier-3 refund stops at an approval gate that the
+//! demo's automatic approver decides (printed as such); one execution is crashed (its worker
+//! process is killed with SIGKILL mid-run) and resumed from the log, and the end prints the
+//! executions and the cost per success of each strategy, and how to open the web UI on the store.
 //!
 //! Everything it needs is compiled in and written under `DIR/demo/config`, so it runs from any
 //! directory; the store it fills is `DIR/demo/store`, ready for `keel trace` and `keel events`.
 
 use crate::agents::{dollars, outcome_word};
 use anyhow::Context;
-use keel_core::payload::Outcome;
+use keel_core::payload::{Outcome, Verdict};
 use keel_core::{Cost, ExecId, ExecStatus, ExecutionState};
 use keel_runtime::embedded::{Config, Embedded};
 use keel_spine::EventLog;
@@ -67,6 +68,7 @@ const REQUESTS: &[(&str, &str)] = &[
     ("acme", "Has order 1012 shipped yet?"),
     ("globex", "This is terrible, order 1021 arrived broken"),
     ("globex", "Please refund order 1003, it arrived damaged"),
+    ("acme", "Please refund order 1040, it never arrived"),
     (
         "initech",
         "The courier was rude when delivering order 1030, I want to complain",
@@ -124,7 +126,11 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
                 .with_context(|| format!("strategy {name}"))?;
             let model = s.provider()?;
             let exec = env.agent.start(s, tenant, goal).await?;
-            let state = env.agent.drive(s, &*model, exec).await?;
+            let mut state = env.agent.drive(s, &*model, exec).await?;
+            if let ExecStatus::SuspendedAtGate { gate_id } = &state.status {
+                auto_approve(&env, gate_id, name).await?;
+                state = env.agent.drive(s, &*model, exec).await?;
+            }
             eprintln!(
                 "[{:>2}/{total}] {name:<13} {:<58} → {} ({} steps, {})",
                 i * STRATEGIES.len() + j + 1,
@@ -195,7 +201,7 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
     crate::memory::demo_story(&env).await?;
     println!();
     println!(
-        "shop side effects: {} refunds, {} notifications, {} drafts (tier-3 refunds need approval: refused until gates are enabled)",
+        "shop side effects: {} refunds, {} notifications, {} drafts (every refund passed a gate)",
         env.shop.count("refunds")?,
         env.shop.count("notifications")?,
         env.shop.count("drafts")?
@@ -205,7 +211,51 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
         store.display(),
         rows[0].exec
     );
+    println!(
+        "see the gates, decisions and timelines in the web UI:\n  keel --data {} tokens create --tenant globex --role approver --role operator\n  keel --data {} serve --addr 127.0.0.1:8080   # then open http://127.0.0.1:8080/ui and paste the token",
+        store.display(),
+        store.display()
+    );
     eprintln!("done in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Refunds up to this many cents are approved by the demo's automatic approver.
+const AUTO_APPROVE_CENTS: i64 = 10_000;
+
+/// The demo's automatic approver (a stand-in for a person at the approval queue, printed as such):
+/// approves refunds up to $100 and rejects larger ones, with a reason the agent is told.
+async fn auto_approve(env: &Embedded, gate_id: &str, strategy: &str) -> anyhow::Result<()> {
+    let gate = {
+        let book = env.approvals.book().await?;
+        book.gates
+            .get(gate_id)
+            .cloned()
+            .with_context(|| format!("gate {gate_id} is not in the queue"))?
+    };
+    let args = &gate.action["args"];
+    let cents = args["amount_cents"].as_i64().unwrap_or(i64::MAX);
+    let (verdict, reason) = if cents <= AUTO_APPROVE_CENTS {
+        (
+            Verdict::Approve,
+            format!("{cents} cents is within the $100 auto-approval limit"),
+        )
+    } else {
+        (
+            Verdict::Reject,
+            format!("{cents} cents is over the $100 auto-approval limit; a person must review it"),
+        )
+    };
+    env.approvals
+        .decide(gate_id, None, "demo-auto-approver", verdict, &reason)
+        .await?;
+    eprintln!(
+        "        [gate] {strategy}: tier-{} {} {} → demo auto-approver (automatic, not a person): {} — {reason}",
+        gate.consequence_tier,
+        gate.action["tool"].as_str().unwrap_or("?"),
+        args["order_id"].as_str().unwrap_or("?"),
+        verdict.as_str()
+    );
     Ok(())
 }
 

@@ -1,12 +1,14 @@
 //! Resume after crash, for real: `keel worker` processes are killed with SIGKILL at random
 //! moments while they run a queue of executions (≥ 30 kills), each restart resumes what the
 //! last one left, and at the end every execution has finished with a gapless, legal log and
-//! exactly the side effects of one run (rows in the demo shop).
+//! exactly the side effects of one run (rows in the demo shop). Refunds (tier 3) wait at gates
+//! that an approver, another handle on the store, decides between kills: a gate survives a
+//! killed worker and an approved refund still runs exactly once.
 
 // Test helpers too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use keel_core::payload::{Payload, ToolStatus};
+use keel_core::payload::{Payload, ToolStatus, Verdict};
 use keel_core::{ExecId, ExecutionState};
 use keel_runtime::embedded::{Config, Embedded};
 use keel_spine::EventLog;
@@ -25,7 +27,7 @@ fn repo() -> PathBuf {
         .unwrap()
 }
 
-/// The demo's long strategy, allowed to refund on its own (tier 3) so refunds are exercised.
+/// The demo's long strategy with the highest ceiling (tier 3 still always passes a gate).
 fn config(dir: &Path, durability: &str) -> Config {
     let strategies = dir.join("strategies");
     std::fs::create_dir_all(&strategies).unwrap();
@@ -78,6 +80,41 @@ async fn killed_workers_resume_with_one_run_of_side_effects_every_step() {
     drill("every_step").await;
 }
 
+/// The approver: approves every pending refund gate; rejects escalations of calls whose outcome
+/// a crash made unknown (the person decides not to risk a repeat). Returns how many it decided.
+async fn decide_pending(data: &Path, config: &Config) -> usize {
+    let env = Embedded::open(data, config).unwrap();
+    let pending: Vec<(String, bool)> = env
+        .approvals
+        .book()
+        .await
+        .unwrap()
+        .pending(None)
+        .iter()
+        .map(|g| {
+            (
+                g.gate_id.clone(),
+                g.action["tool"] == "issue_customer_refund",
+            )
+        })
+        .collect();
+    for (gate, refund) in &pending {
+        let (verdict, why) = if *refund {
+            (Verdict::Approve, "refund checked")
+        } else {
+            (
+                Verdict::Reject,
+                "do not repeat a call that may have happened",
+            )
+        };
+        env.approvals
+            .decide(gate, None, "drill-approver", verdict, why)
+            .await
+            .unwrap();
+    }
+    pending.len()
+}
+
 async fn drill(durability: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -126,6 +163,7 @@ async fn drill(durability: &str) {
         std::thread::sleep(Duration::from_millis(rng.random_range(30..200)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
+        decide_pending(&data, &config).await;
         let log = keel_spine::SqliteLog::open(data.join("spine.db"), Default::default()).unwrap();
         let len = log.read_all(1, usize::MAX >> 1).await.unwrap().len();
         if len > last_len && !log.list_unfinished().await.unwrap().is_empty() {
@@ -140,12 +178,18 @@ async fn drill(durability: &str) {
         interrupted >= KILLS / 4,
         "only {interrupted} kills landed mid-run"
     );
-    let out = worker(&data, &config).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Run to the end: a worker, then the approver, until nothing waits.
+    for _ in 0..10 {
+        let out = worker(&data, &config).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if decide_pending(&data, &config).await == 0 {
+            break;
+        }
+    }
 
     let env = Embedded::open(&data, &config).unwrap();
     assert!(

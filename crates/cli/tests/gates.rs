@@ -1,0 +1,191 @@
+//! Gates from the command line, across processes: a gate survives the SIGKILL of the worker that
+//! opened it, `keel gates list|approve|export`, a worker killed after the approval still refunds
+//! exactly once, `keel tokens create` prints only the token, `keel strategies list|certify`.
+
+#![allow(clippy::unwrap_used)]
+
+use keel_core::payload::Payload;
+use keel_runtime::embedded::{Config, Embedded};
+use keel_spine::EventLog;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn keel(data: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keel"));
+    c.current_dir(repo()).arg("--data").arg(data);
+    c
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn worker(data: &Path, once: bool, pace_ms: u32) -> Child {
+    let mut c = keel(data);
+    c.args(["worker", "--pace-ms", &pace_ms.to_string()]);
+    if once {
+        c.arg("--once");
+    }
+    c.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_for(env: &Embedded, exec: keel_core::ExecId, what: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = env.log.read(exec, 1).await.unwrap();
+        if events.iter().any(|e| e.event_type().as_str() == what) {
+            return events.len();
+        }
+        assert!(Instant::now() < deadline, "no {what} in {exec}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_survives_a_killed_worker_and_the_approved_refund_runs_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = Config {
+        tools: repo().join("tools"),
+        strategies: repo().join("strategies"),
+        prices: repo().join("prices.toml"),
+    };
+    let env = Embedded::open(&data, &config).unwrap();
+    let s = env.strategies.get("support-short").unwrap();
+    let exec = env
+        .agent
+        .start(s, "acme", "Please refund order 1005")
+        .await
+        .unwrap();
+
+    // A worker opens the gate and is killed (SIGKILL) while the execution waits.
+    let mut w = worker(&data, false, 20);
+    let at_gate = wait_for(&env, exec, "gate.requested").await;
+    w.kill().unwrap();
+    w.wait().unwrap();
+    // A new worker finds nothing to do: the gate is durable and still pending.
+    assert!(worker(&data, true, 0).wait().unwrap().success());
+    let events = env.log.read(exec, 1).await.unwrap();
+    assert_eq!(events.len(), at_gate, "nothing ran past the gate");
+    let gate_id = match &events.last().unwrap().payload {
+        Payload::GateRequested(g) => g.gate_id.clone(),
+        p => panic!("last event {p:?}"),
+    };
+    let listed = ok(keel(&data)
+        .args(["gates", "list", "--tenant", "acme"])
+        .output()
+        .unwrap());
+    assert!(
+        listed.contains(&gate_id) && listed.contains("issue_customer_refund"),
+        "{listed}"
+    );
+    assert!(
+        ok(keel(&data)
+            .args(["gates", "list", "--tenant", "globex"])
+            .output()
+            .unwrap())
+        .is_empty()
+    );
+
+    // Approved from another process; the worker that runs it is killed too, and a third finishes.
+    ok(keel(&data)
+        .args([
+            "gates", "approve", &gate_id, "--reason", "checked", "--as", "alice",
+        ])
+        .output()
+        .unwrap());
+    let again = keel(&data)
+        .args(["gates", "reject", &gate_id, "--reason", "too late"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already decided"));
+    let mut w = worker(&data, false, 200);
+    wait_for(&env, exec, "gate.decided").await;
+    std::thread::sleep(Duration::from_millis(30));
+    w.kill().unwrap();
+    w.wait().unwrap();
+    assert!(worker(&data, true, 0).wait().unwrap().success());
+    let events = env.log.read(exec, 1).await.unwrap();
+    assert_eq!(
+        events.last().unwrap().event_type().as_str(),
+        "exec.finished"
+    );
+    assert_eq!(
+        env.shop.count("refunds").unwrap(),
+        1,
+        "one refund, however many workers"
+    );
+
+    // The verdict as a labelled example.
+    let export = ok(keel(&data)
+        .args(["gates", "export", "--format", "jsonl"])
+        .output()
+        .unwrap());
+    let rows: Vec<serde_json::Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["label"], "approve");
+    assert_eq!(rows[0]["approver"], "alice");
+    assert_eq!(rows[0]["evidence_pack"]["goal"], "Please refund order 1005");
+    assert_eq!(rows[0]["action"]["args"]["order_id"], "A-1005");
+    let bad = keel(&data)
+        .args(["gates", "export", "--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn tokens_strategies_and_their_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = ok(keel(&data)
+        .args(["tokens", "create", "--tenant", "acme", "--role", "approver"])
+        .output()
+        .unwrap());
+    assert!(
+        out.starts_with("keel_") && out.trim().len() == 53 && out.lines().count() == 1,
+        "{out:?}"
+    );
+    let bad = keel(&data)
+        .args(["tokens", "create", "--tenant", "acme", "--role", "root"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--role \"root\""));
+    let list = ok(keel(&data).args(["strategies", "list"]).output().unwrap());
+    assert!(
+        list.contains("support-short") && list.contains("effective 2"),
+        "{list}"
+    );
+    let out = keel(&data)
+        .args(["strategies", "certify", "support-short", "--as", "lead"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("certified"));
+    let out = keel(&data)
+        .args(["strategies", "certify", "nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
