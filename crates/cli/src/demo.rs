@@ -86,6 +86,24 @@ struct Row {
     state: ExecutionState,
 }
 
+/// Writes the demo's configuration (tools, shop strategies, prompts, model script, prices) under
+/// `dir`, compiled in so it works from any directory; `keel serve` uses it when it has none.
+pub fn write_config(dir: &Path) -> anyhow::Result<Config> {
+    for (file, text) in ASSETS {
+        let path = dir.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    crate::memory::write_demo_assets(dir)?;
+    Ok(Config {
+        tools: dir.join("tools"),
+        strategies: dir.join("strategies"),
+        prices: dir.join("prices.toml"),
+    })
+}
+
 /// Runs the demo under `data/demo`.
 pub async fn run(data: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -93,20 +111,7 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
     if root.exists() {
         std::fs::remove_dir_all(&root).with_context(|| format!("clearing {}", root.display()))?;
     }
-    let config_dir = root.join("config");
-    for (file, text) in ASSETS {
-        let path = config_dir.join(file);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    let config = Config {
-        tools: config_dir.join("tools"),
-        strategies: config_dir.join("strategies"),
-        prices: config_dir.join("prices.toml"),
-    };
-    crate::memory::write_demo_assets(&config_dir)?;
+    let config = write_config(&root.join("config"))?;
     let store = root.join("store");
     let env = Embedded::open(&store, &config)?;
     eprintln!("keel demo — store {}", store.display());

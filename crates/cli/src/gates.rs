@@ -328,7 +328,20 @@ pub fn tokens(data: &Path, cmd: TokensCmd) -> anyhow::Result<()> {
 
 /// `keel serve`.
 pub async fn serve(data: &Path, cfg: &ConfigArgs, addr: &str) -> anyhow::Result<()> {
-    let env = open(data, cfg)?;
+    // With no configuration of its own (no tools/ and strategies/ here), serve the demo's.
+    let env = if cfg.tools.exists() || cfg.strategies.exists() {
+        open(data, cfg)?
+    } else {
+        let dir = data.join("config");
+        let config = crate::demo::write_config(&dir)?;
+        eprintln!(
+            "keel serve: no {} or {} here; serving the demo's tools, shop and strategies from {}",
+            cfg.tools.display(),
+            cfg.strategies.display(),
+            dir.display()
+        );
+        Embedded::open(data, &config)?
+    };
     let tokens = Tokens::open(data)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

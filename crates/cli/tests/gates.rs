@@ -189,3 +189,61 @@ fn tokens_strategies_and_their_errors() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// One HTTP/1.1 request over a plain socket; returns the status line and the body.
+fn http(addr: &str, request: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+#[test]
+fn serve_with_no_configuration_runs_the_demo_setup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let token = ok(keel(&data)
+        .args(["tokens", "create", "--tenant", "acme", "--role", "agent"])
+        .output()
+        .unwrap());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    // Started from an empty directory: no tools/, no strategies/.
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .current_dir(tmp.path())
+        .arg("--data")
+        .arg(&data)
+        .args(["serve", "--addr", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "keel serve did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body = r#"{"goal":"Where is my order 1007?"}"#;
+    let (status, reply) = http(
+        &addr,
+        &format!(
+            "POST /v1/executions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            token.trim(),
+            body.len()
+        ),
+    );
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    assert!(status.contains("201"), "{status} {reply}");
+    assert!(
+        reply.contains("support-short/"),
+        "the default strategy: {reply}"
+    );
+}
