@@ -15,6 +15,7 @@ use keel_observe::sql::{self, Format, Scope};
 use keel_observe::{diff, lakehouse, slo};
 use keel_runtime::replay::{ReadOnlyTools, Replayer};
 use keel_runtime::strategy::Strategy;
+use keel_spine::clock::Clock;
 use keel_spine::{EventLog, SqliteLog, SqliteOptions};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -231,7 +232,10 @@ async fn export(data: &Path, target: ExportCmd) -> anyhow::Result<()> {
                 report.files,
                 out.display()
             );
-            while follow {
+            if !follow {
+                return Ok(());
+            }
+            loop {
                 tokio::time::sleep(Duration::from_millis(interval_ms)).await;
                 let from = p.next_offset();
                 if p.catch_up(&log).await? == 0 {
@@ -242,7 +246,6 @@ async fn export(data: &Path, target: ExportCmd) -> anyhow::Result<()> {
                     eprintln!("rewrote {} files from {since} ({} rows)", r.files, r.rows);
                 }
             }
-            Ok(())
         }
         ExportCmd::Otlp {
             endpoint,
@@ -279,12 +282,12 @@ async fn slo_cmd(
 ) -> anyhow::Result<()> {
     let alarms: Vec<slo::Alarm> = alarms.iter().map(|a| a.parse()).collect::<Result<_, _>>()?;
     let (log, p) = refresh(data).await?;
-    let since = (chrono::Utc::now() - chrono::Duration::days(i64::from(days)))
+    let since = (keel_spine::clock::SystemClock.now() - chrono::Duration::days(i64::from(days)))
         .format("%Y-%m-%d")
         .to_string();
     let report = slo::compute(p.path(), &since)?;
     let breaches = slo::check(&report, &alarms);
-    let fired = slo::emit(&log, breaches.clone()).await?;
+    let fired = slo::emit(&log, &keel_spine::clock::SystemClock, breaches.clone()).await?;
     for b in &breaches {
         eprintln!(
             "ALARM {}: {} = {:.4} {} {}{}",

@@ -90,7 +90,7 @@ CREATE TABLE IF NOT EXISTS projection_state (
 ) WITHOUT ROWID;
 ";
 
-/// Version of [`SCHEMA`], stored in the file's `user_version`.
+/// Version of the projection tables' schema, stored in the file's `user_version`.
 pub const SCHEMA_VERSION: i64 = 1;
 
 /// One retrieval in this many is queued for a human relevance rating (chosen by a hash of the

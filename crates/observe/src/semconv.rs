@@ -8,8 +8,9 @@
 //! `gen_ai.system`). Names under `keel.` are Keel's own. The `opentelemetry-semantic-conventions`
 //! crate is not used: its `GEN_AI_*` constants are deprecated pointers to the new repository.
 
-/// The GenAI conventions version followed with the opt-in (`gen_ai_latest_experimental`).
-pub const GENAI_SEMCONV_VERSION: &str = "1.40.0";
+/// The semantic-conventions schema followed with the opt-in (`gen_ai_latest_experimental`): the
+/// version at which the GenAI names moved to the semantic-conventions-genai repository.
+pub const GENAI_SEMCONV_VERSION: &str = "1.42.0";
 /// The version followed without the opt-in.
 pub const GENAI_SEMCONV_LEGACY_VERSION: &str = "1.36.0";
 /// The opt-in switch and the value that selects the latest experimental names.

@@ -15,7 +15,8 @@ use crate::error::{ObserveError, Result};
 use crate::sql::{self, Scope};
 use keel_core::control::{CONTROL_STREAM, CONTROL_TENANT};
 use keel_core::payload::{Payload, SloAlarmed};
-use keel_core::{CURRENT_SCHEMA_VERSION, Event, EventId, TenantId, TraceId};
+use keel_core::{CURRENT_SCHEMA_VERSION, Event, TenantId, TraceId};
+use keel_spine::clock::{self, Clock};
 use keel_spine::{EventLog, SpineError};
 use serde::Serialize;
 use serde_json::Value;
@@ -324,7 +325,11 @@ pub fn check(report: &SloReport, alarms: &[Alarm]) -> Vec<SloAlarmed> {
 
 /// Appends one `slo.alarmed` event per breach to the control stream, skipping a breach already
 /// recorded with the same strategy, metric, bound and sample. Returns the events appended.
-pub async fn emit(log: &dyn EventLog, breaches: Vec<SloAlarmed>) -> Result<Vec<Event>> {
+pub async fn emit(
+    log: &dyn EventLog,
+    clock: &dyn Clock,
+    breaches: Vec<SloAlarmed>,
+) -> Result<Vec<Event>> {
     let mut appended = Vec::new();
     'next: for breach in breaches {
         for _ in 0..64 {
@@ -344,11 +349,11 @@ pub async fn emit(log: &dyn EventLog, breaches: Vec<SloAlarmed>) -> Result<Vec<E
             }
             let last = stream.last().map_or(0, |e| e.seq);
             let event = Event {
-                event_id: EventId(uuid::Uuid::now_v7()),
+                event_id: clock::new_event_id(),
                 exec_id: CONTROL_STREAM,
                 tenant: TenantId(CONTROL_TENANT.into()),
                 seq: last + 1,
-                ts: chrono::Utc::now(),
+                ts: clock.now(),
                 // The control stream's one fixed trace (as the runtime writes it).
                 trace_id: TraceId(*b"keel-control-str"),
                 step_n: 0,

@@ -62,7 +62,7 @@ async fn spans_arrive_decoded_with_genai_and_keel_attributes() {
     assert_eq!(root["name"], "invoke_agent s-long");
     assert_eq!(root["parent_span_id"], "");
     assert_eq!(root["resource"]["service.name"], "keel");
-    assert!(root["schema_url"].as_str().unwrap().ends_with("1.40.0"));
+    assert!(root["schema_url"].as_str().unwrap().ends_with("1.42.0"));
     let a = &root["attributes"];
     assert_eq!(a["gen_ai.operation.name"], "invoke_agent");
     assert_eq!(a["keel.tenant"], "acme");

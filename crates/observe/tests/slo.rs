@@ -26,9 +26,10 @@ async fn slos_match_hand_computed_numbers_and_an_alarm_fires_an_event() {
         .catch_up(&log)
         .await
         .unwrap();
-    let since = (chrono::Utc::now() - chrono::Duration::days(14))
-        .format("%Y-%m-%d")
-        .to_string();
+    let since = (keel_spine::clock::Clock::now(&keel_spine::clock::SystemClock)
+        - chrono::Duration::days(14))
+    .format("%Y-%m-%d")
+    .to_string();
     let report = slo::compute(&proj, &since).unwrap();
 
     let names: Vec<&str> = report
@@ -81,7 +82,9 @@ async fn slos_match_hand_computed_numbers_and_an_alarm_fires_an_event() {
         .collect();
     let breaches = slo::check(&report, &alarms);
     assert_eq!(breaches.len(), 1);
-    let appended = slo::emit(&log, breaches.clone()).await.unwrap();
+    let appended = slo::emit(&log, &keel_spine::clock::SystemClock, breaches.clone())
+        .await
+        .unwrap();
     assert_eq!(appended.len(), 1);
     let stream = log.read(CONTROL_STREAM, 1).await.unwrap();
     let Payload::SloAlarmed(a) = &stream.last().unwrap().payload else {
@@ -97,7 +100,12 @@ async fn slos_match_hand_computed_numbers_and_an_alarm_fires_an_event() {
     );
     assert!((a.value - 2.95).abs() < 1e-9 && a.bound == 2.5 && a.sample == 2);
     // The same breach over the same executions is not recorded twice.
-    assert!(slo::emit(&log, breaches).await.unwrap().is_empty());
+    assert!(
+        slo::emit(&log, &keel_spine::clock::SystemClock, breaches)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         log.read(CONTROL_STREAM, 1).await.unwrap().len(),
         stream.len()

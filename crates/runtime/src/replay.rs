@@ -266,7 +266,7 @@ impl Replayer {
             Wiring {
                 log: log.clone(),
                 blobs: self.blobs.clone(),
-                ledger: Arc::new(SqliteLedger::open(&self.data.join("spine.db"))?),
+                ledger: Arc::new(SqliteLedger::open(self.data.join("spine.db"))?),
                 clock: self.clock.clone(),
                 builtins,
             },

@@ -18,6 +18,7 @@ use keel_core::payload::*;
 use keel_core::{CURRENT_SCHEMA_VERSION, Cost, Event, ExecId, TenantId, Tokens, TraceId};
 use keel_observe::projection::Projector;
 use keel_observe::sql::{self, Scope};
+use keel_spine::clock::Clock;
 use keel_spine::{Durability, EventLog, SqliteLog, SqliteOptions, clock};
 use serde_json::json;
 use std::path::Path;
@@ -50,7 +51,7 @@ fn execution(rng: &mut Rng, n: u64) -> (Vec<Event>, TraceId) {
     let exec_id: ExecId = clock::new_exec_id();
     let trace_id = clock::new_trace_id();
     let tenant = TenantId(format!("tenant-{}", n % 8));
-    let strategy = if n % 2 == 0 {
+    let strategy = if n.is_multiple_of(2) {
         "support-short"
     } else {
         "support-long"
@@ -122,7 +123,7 @@ fn execution(rng: &mut Rng, n: u64) -> (Vec<Event>, TraceId) {
             detail: None,
         }),
     ];
-    let now = chrono::Utc::now();
+    let now = clock::SystemClock.now();
     let events = payloads
         .into_iter()
         .enumerate()
@@ -218,7 +219,7 @@ pub async fn run(data: &Path, json_out: bool, events: u64, lag_rate: u64) -> any
             &log,
             Duration::from_millis(2),
             |batch| {
-                let now = chrono::Utc::now();
+                let now = clock::SystemClock.now();
                 for c in batch {
                     let lag = (now - c.event.ts).num_microseconds().unwrap_or(0) as f64 / 1000.0;
                     lags.push(lag);

@@ -3,9 +3,10 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use keel_core::payload::{Budget, ExecStarted, Outcome, Payload, ToolStatus, Verdict};
 use keel_core::{Cost, Event};
+use keel_spine::clock::{Clock, SystemClock};
 use keel_spine::{EventLog, SqliteLog, SqliteOptions};
 use keel_testkit::builder::{ExecBuilder, exec_id};
 use std::path::Path;
@@ -97,15 +98,15 @@ pub fn events(spec: &Spec) -> Vec<Event> {
     let mut b = b.plan();
     for (i, (cost, status)) in spec.steps.iter().enumerate() {
         b = b.model_call(100 * (i as u64 + 1), 10, Cost::Known(*cost));
-        if i == 0 {
-            if let Some(v) = spec.gate {
-                b = b.gate(v);
-            }
+        if i == 0
+            && let Some(v) = spec.gate
+        {
+            b = b.gate(v);
         }
         b = b.tool_call("lookup_order", *status).step_completed();
     }
     let mut events = b.finished(spec.outcome).build();
-    let base = Utc::now() - Duration::days(spec.days_ago);
+    let base = SystemClock.now() - Duration::days(spec.days_ago);
     let first = events[0].ts;
     for e in &mut events {
         e.ts = base + (e.ts - first);
