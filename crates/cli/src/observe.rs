@@ -126,7 +126,8 @@ pub struct ReplayArgs {
     /// Model name to replay with (same provider as the strategy's).
     #[arg(long)]
     model: Option<String>,
-    /// Memory version to retrieve from.
+    /// Semantic memory catalogue version to retrieve from (`2` or `v2`); the strategy must
+    /// retrieve memory.
     #[arg(long)]
     memory_version: Option<String>,
     /// Answer read-only tools from the recording too, instead of running them live.
@@ -410,6 +411,20 @@ fn replay_strategy(
         s.prompt_version = v.clone();
         s.version = format!("{}+prompt-{v}", s.version);
     }
+    if let Some(v) = &args.memory_version {
+        let v: u64 = v
+            .trim_start_matches('v')
+            .parse()
+            .with_context(|| format!("--memory-version {v:?} is not a catalogue version number"))?;
+        if !s.memory.enabled {
+            bail!(
+                "--memory-version {v}: strategy {} does not retrieve memory (no memory: section)",
+                s.name
+            );
+        }
+        s.memory.semantic_version = Some(v);
+        s.version = format!("{}+memory-v{v}", s.version);
+    }
     if let Some(m) = &args.model {
         s.model = m.clone();
         s.version = format!("{}+model-{m}", s.version);
@@ -418,12 +433,6 @@ fn replay_strategy(
 }
 
 async fn replay(data: &Path, args: ReplayArgs) -> anyhow::Result<()> {
-    if let Some(v) = &args.memory_version {
-        bail!(
-            "--memory-version {v}: this build's runtime does not retrieve from versioned memory \
-             yet, so a replay cannot pin one"
-        );
-    }
     let read_only = if args.recorded_reads {
         ReadOnlyTools::Recorded
     } else {

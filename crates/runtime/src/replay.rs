@@ -14,6 +14,9 @@
 //!   the original's recorded decision on the same action (approver `replay:<who>`), or rejects it
 //!   as a would-be call when the original never asked for it. No person is paged by a replay.
 //!
+//! - **Memory** is read at the version the chosen strategy pins (`keel replay --memory-version`),
+//!   and never written: distillation is off in a replay.
+//!
 //! Model calls go to whichever model the chosen strategy names.
 
 use crate::agent::Agent;
@@ -207,6 +210,8 @@ pub struct Replayer {
     blobs: Arc<LocalBlobStore>,
     prices: PriceTable,
     clock: Arc<dyn Clock>,
+    /// Governed memory, opened the first time a replayed strategy retrieves.
+    memory: Mutex<Option<Arc<keel_memory::Memory>>>,
 }
 
 impl Replayer {
@@ -220,6 +225,7 @@ impl Replayer {
             blobs: Arc::new(LocalBlobStore::new(data.join("blobs"))),
             prices: PriceTable::load(&config.prices)?,
             clock: Arc::new(SystemClock),
+            memory: Mutex::new(None),
         })
     }
 
@@ -234,7 +240,20 @@ impl Replayer {
         &self,
         recording: Arc<Recording>,
         read_only: ReadOnlyTools,
+        strategy: &Strategy,
     ) -> Result<Agent, RuntimeError> {
+        let memory = if strategy.memory.enabled {
+            let mut slot = self.memory.lock().map_err(|_| RuntimeError::Replay {
+                exec: String::new(),
+                detail: "memory handle poisoned".into(),
+            })?;
+            if slot.is_none() {
+                *slot = Some(Arc::new(crate::recall::open_embedded(&self.data)?));
+            }
+            slot.clone()
+        } else {
+            None
+        };
         let shop = Shop::open(self.data.join("shop.db"))?;
         let mut builtins = shop.builtins();
         let mut registry = Registry::load_dir(&self.config.tools, Some(&builtins.names()))?;
@@ -279,7 +298,7 @@ impl Replayer {
             control: Arc::new(Control::new(log, self.clock.clone())),
             clock: self.clock.clone(),
             pace: std::time::Duration::ZERO,
-            memory: None,
+            memory,
         })
     }
 
@@ -308,8 +327,12 @@ impl Replayer {
         {
             return Err(bad("it has not ended yet; replay ended executions".into()));
         }
+        // A replay reads memory (at the strategy's pinned version) but never writes it.
+        let mut strategy = strategy.clone();
+        strategy.memory.distill = false;
+        let strategy = &strategy;
         let recording = Arc::new(Recording::new(&recorded, self.blobs.clone()));
-        let agent = self.agent(recording.clone(), read_only)?;
+        let agent = self.agent(recording.clone(), read_only, strategy)?;
         let replay = clock::new_exec_id();
         let start = Event {
             event_id: clock::new_event_id(),
