@@ -114,7 +114,7 @@ async fn an_answer_from_stale_memory_is_fixed_by_replaying_against_the_corrected
     assert_eq!(common::outcome(&state), Some(Outcome::Failure));
     assert_eq!(answer(&events), "Order A-1003 arrives within 5 days.");
     let (chunks, version) = retrieved(&events);
-    assert_eq!(chunks, [stale.id.clone()]);
+    assert_eq!(chunks, std::slice::from_ref(&stale.id));
     assert!(version.ends_with("#semantic-v1"), "{version}");
     assert!(
         common::tool_statuses(&events).is_empty(),
@@ -140,7 +140,7 @@ async fn an_answer_from_stale_memory_is_fixed_by_replaying_against_the_corrected
     assert_eq!(common::outcome(&r.state), Some(Outcome::Success));
     assert_eq!(answer(&after), "Order A-1003 arrives within 2 days.");
     let (chunks, version) = retrieved(&after);
-    assert_eq!(chunks, [fixed.id.clone()]);
+    assert_eq!(chunks, std::slice::from_ref(&fixed.id));
     assert!(version.ends_with("#semantic-v2"), "{version}");
     assert!(
         !after
