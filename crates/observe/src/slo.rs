@@ -104,15 +104,20 @@ fn s(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_owned()
 }
 
-/// Computes the SLOs over executions started on or after `since` (`YYYY-MM-DD`).
+/// Computes the SLOs over executions started on or after `since` (`YYYY-MM-DD`), every tenant.
 pub fn compute(projections: &Path, since: &str) -> Result<SloReport> {
+    compute_scoped(projections, since, &Scope::Admin)
+}
+
+/// Like [`compute`], over the executions `scope` may see (one tenant's, for a tenant's token).
+pub fn compute_scoped(projections: &Path, since: &str, scope: &Scope) -> Result<SloReport> {
     if chrono::NaiveDate::parse_from_str(since, "%Y-%m-%d").is_err() {
         return Err(ObserveError::Config {
             what: "SLO window start".into(),
             detail: format!("{since:?} is not a date (YYYY-MM-DD)"),
         });
     }
-    let conn = sql::connect(projections, &Scope::Admin)?;
+    let conn = sql::connect(projections, scope)?;
     let lit = since.replace('\'', "");
     let rows = sql::query(
         &conn,

@@ -14,6 +14,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod metrics;
+pub mod observe;
 pub mod ui;
 
 use auth::{Principal, Tokens};
@@ -46,6 +47,8 @@ pub struct App {
     pub tokens: Tokens,
     /// Wakes the worker (an execution started, a gate was decided).
     pub wake: Notify,
+    /// The data directory (the projections live in `observe.db` there).
+    pub data: std::path::PathBuf,
 }
 
 /// Shared application state.
@@ -62,6 +65,12 @@ impl App {
             control: env.agent.control.clone(),
             tokens,
             wake: Notify::new(),
+            data: env
+                .log
+                .path()
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default(),
         })
     }
 
@@ -77,6 +86,7 @@ pub fn router(state: State) -> Router {
     Router::new()
         .merge(api::routes())
         .merge(ui::routes())
+        .merge(observe::routes())
         .with_state(state)
 }
 

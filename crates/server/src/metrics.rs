@@ -223,6 +223,7 @@ pub async fn prometheus(
             esc(version)
         );
     }
+    out.push_str(&crate::observe::slo_metrics(&state, &caller.0).await?);
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -1,0 +1,473 @@
+//! Observability over HTTP (keel-observe): `POST /v1/sql` (read-only; tenant-scoped unless the
+//! token is an admin's), `GET /v1/traces/{trace_id}`, `GET /v1/slo`, `GET /v1/replays/{id}/diff`,
+//! the SLO gauges of `/metrics` ([`slo_metrics`]), and the pages: trace search, a trace's steps,
+//! a replay's diff against its original, and the SLO table.
+//!
+//! Every read first brings the projections (`DATA/observe.db`) up to date from the spine.
+
+use crate::auth::{Principal, Role};
+use crate::error::ApiError;
+use crate::{Caller, State};
+use askama::Template;
+use axum::extract::{Path, Query};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use keel_core::payload::Payload;
+use keel_core::{ExecId, TraceId};
+use keel_observe::diff::{self, ExecDiff};
+use keel_observe::projection::Projector;
+use keel_observe::slo::{self, SloReport};
+use keel_observe::sql::{self, Format, Rows, Scope};
+use keel_spine::clock::{Clock, SystemClock};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+pub(crate) fn routes() -> Router<State> {
+    Router::new()
+        .route("/v1/sql", post(sql_api))
+        .route("/v1/traces/{trace_id}", get(trace_api))
+        .route("/v1/slo", get(slo_api))
+        .route("/v1/replays/{id}/diff", get(replay_diff_api))
+        .route("/ui/traces", get(trace_search_page))
+        .route("/ui/traces/{trace_id}", get(trace_page))
+        .route("/ui/replays/{id}", get(replay_page))
+        .route("/ui/slo", get(slo_page))
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+fn observe_err(e: keel_observe::ObserveError) -> ApiError {
+    match e {
+        keel_observe::ObserveError::QueryRefused { reason } => ApiError::bad("query", reason),
+        keel_observe::ObserveError::Query { detail } => ApiError::bad("query", detail),
+        keel_observe::ObserveError::Config { what, detail } => ApiError::bad(&what, detail),
+        other => internal(other),
+    }
+}
+
+/// The projection file, brought up to date with the spine.
+async fn projections(state: &State) -> Result<PathBuf, ApiError> {
+    let path = state.data.join("observe.db");
+    let mut p = Projector::open(&path).map_err(observe_err)?;
+    p.catch_up(&*state.log).await.map_err(observe_err)?;
+    Ok(path)
+}
+
+fn scope(p: &Principal) -> Scope {
+    if p.roles.contains(&Role::Admin) {
+        Scope::Admin
+    } else {
+        Scope::Tenant(p.tenant.clone())
+    }
+}
+
+#[derive(Deserialize)]
+struct SqlBody {
+    query: String,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// `POST /v1/sql {"query": "...", "format": "json"|"csv"|"table"}`.
+async fn sql_api(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Caller,
+    Json(body): Json<SqlBody>,
+) -> Result<Response, ApiError> {
+    crate::api::need(&caller, &[Role::Operator])?;
+    let path = projections(&state).await?;
+    let rows = sql::run(&path, &scope(&caller.0), &body.query).map_err(observe_err)?;
+    Ok(match body.format.as_deref() {
+        None | Some("json") => {
+            Json(json!({"columns": rows.columns, "rows": rows.rows})).into_response()
+        }
+        Some(f) => {
+            let format: Format = f.parse().map_err(observe_err)?;
+            rows.render(format).into_response()
+        }
+    })
+}
+
+async fn trace_rows(state: &State, p: &Principal, trace: &str) -> Result<Rows, ApiError> {
+    let trace: TraceId = trace
+        .parse()
+        .map_err(|_| ApiError::bad("trace_id", format!("{trace:?} is not 32 hex digits")))?;
+    let path = projections(state).await?;
+    sql::run(
+        &path,
+        &scope(p),
+        &format!(
+            "SELECT seq, step_n, ts, event_type, summary, exec_id, tenant, model, tokens_in, \
+             tokens_out, cost, latency_ms, tool, status, gate_verdict, memory_chunks \
+             FROM traces.steps WHERE trace_id = '{trace}' ORDER BY seq"
+        ),
+    )
+    .map_err(observe_err)
+}
+
+/// `GET /v1/traces/{trace_id}`: the trace's steps (404 when none is visible to the caller).
+async fn trace_api(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Caller,
+    Path(trace): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let rows = trace_rows(&state, &caller.0, &trace).await?;
+    if rows.rows.is_empty() {
+        return Err(ApiError::NotFound(format!("no trace {trace}")));
+    }
+    let steps: Vec<Value> = rows
+        .rows
+        .iter()
+        .map(|r| {
+            Value::Object(
+                rows.columns
+                    .iter()
+                    .cloned()
+                    .zip(r.iter().cloned())
+                    .collect(),
+            )
+        })
+        .collect();
+    Ok(Json(json!({"trace_id": trace, "steps": steps})))
+}
+
+#[derive(Deserialize)]
+struct SloParams {
+    #[serde(default)]
+    days: Option<u32>,
+}
+
+async fn slo_report(state: &State, p: &Principal, days: u32) -> Result<SloReport, ApiError> {
+    let path = projections(state).await?;
+    let since = (SystemClock.now() - chrono::Duration::days(i64::from(days)))
+        .format("%Y-%m-%d")
+        .to_string();
+    slo::compute_scoped(&path, &since, &scope(p)).map_err(observe_err)
+}
+
+/// `GET /v1/slo?days=N`: SLOs per strategy version (operators).
+async fn slo_api(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Caller,
+    Query(q): Query<SloParams>,
+) -> Result<Json<SloReport>, ApiError> {
+    crate::api::need(&caller, &[Role::Operator])?;
+    Ok(Json(
+        slo_report(&state, &caller.0, q.days.unwrap_or(14)).await?,
+    ))
+}
+
+/// The SLO gauges for `/metrics` (Prometheus text), over the last 14 days of what `p` may see.
+pub async fn slo_metrics(state: &State, p: &Principal) -> Result<String, ApiError> {
+    Ok(slo::prometheus(&slo_report(state, p, 14).await?))
+}
+
+async fn replay_diff(
+    state: &State,
+    p: &Principal,
+    id: &str,
+) -> Result<(ExecId, ExecId, ExecDiff), ApiError> {
+    let replay: ExecId = id
+        .parse()
+        .map_err(|_| ApiError::bad("id", format!("{id:?} is not an execution id")))?;
+    let after = state.log.read(replay, 1).await?;
+    let not_found = || ApiError::NotFound(format!("no replay {replay}"));
+    let first = after.first().ok_or_else(not_found)?;
+    if first.tenant.0 != p.tenant && !p.roles.contains(&Role::Admin) {
+        return Err(not_found());
+    }
+    let Payload::ExecStarted(started) = &first.payload else {
+        return Err(not_found());
+    };
+    let original = started
+        .replay_of
+        .ok_or_else(|| ApiError::bad("id", format!("execution {replay} is not a replay")))?;
+    let before = state.log.read(original, 1).await?;
+    Ok((original, replay, diff::diff(&before, &after)))
+}
+
+/// `GET /v1/replays/{id}/diff`: a replay against its original, step by step.
+async fn replay_diff_api(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (original, replay, d) = replay_diff(&state, &caller.0, &id).await?;
+    Ok(Json(
+        json!({"original": original.to_string(), "replay": replay.to_string(), "diff": d}),
+    ))
+}
+
+// ---- pages ----
+
+fn page(t: &impl Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => internal(format!("rendering a page: {e}")).into_response(),
+    }
+}
+
+fn who(p: &Principal) -> String {
+    let roles: Vec<&str> = p.roles.iter().map(|r| r.as_str()).collect();
+    format!("{} ({}) · tenant {}", p.name, roles.join(", "), p.tenant)
+}
+
+fn logged_in(caller: Result<Caller, ApiError>) -> Result<Principal, Box<Response>> {
+    caller
+        .map(|c| c.0)
+        .map_err(|_| Box::new(Redirect::to("/ui/login").into_response()))
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "observe_traces.html")]
+struct TracePage {
+    title: &'static str,
+    refresh: bool,
+    who: String,
+    flash: String,
+    trace_id: String,
+    columns: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct SearchParams {
+    #[serde(default)]
+    trace_id: Option<String>,
+}
+
+async fn trace_search_page(
+    axum::extract::State(_state): axum::extract::State<State>,
+    caller: Result<Caller, ApiError>,
+    Query(q): Query<SearchParams>,
+) -> Response {
+    let p = match logged_in(caller) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    if let Some(t) = q.trace_id.filter(|t| !t.trim().is_empty()) {
+        return Redirect::to(&format!("/ui/traces/{}", t.trim())).into_response();
+    }
+    page(&TracePage {
+        title: "Trace search",
+        refresh: false,
+        who: who(&p),
+        flash: String::new(),
+        trace_id: String::new(),
+        columns: vec![],
+        rows: vec![],
+    })
+}
+
+async fn trace_page(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Result<Caller, ApiError>,
+    Path(trace): Path<String>,
+) -> Response {
+    let p = match logged_in(caller) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let (rows, flash) = match trace_rows(&state, &p, &trace).await {
+        Ok(r) if r.rows.is_empty() => (None, format!("no trace {trace}")),
+        Ok(r) => (Some(r), String::new()),
+        Err(e) => (None, e.to_string()),
+    };
+    let (columns, rows) = rows.map_or((vec![], vec![]), |r| {
+        let rows = r
+            .rows
+            .iter()
+            .map(|x| x.iter().map(cell).collect())
+            .collect();
+        (r.columns, rows)
+    });
+    page(&TracePage {
+        title: "Trace",
+        refresh: false,
+        who: who(&p),
+        flash,
+        trace_id: trace,
+        columns,
+        rows,
+    })
+}
+
+struct DiffRow {
+    step_n: u32,
+    changed: bool,
+    before: String,
+    after: String,
+}
+
+#[derive(Template)]
+#[template(path = "observe_replay.html")]
+struct ReplayPage {
+    title: &'static str,
+    refresh: bool,
+    who: String,
+    flash: String,
+    original: String,
+    replay: String,
+    steps: Vec<DiffRow>,
+    before: String,
+    after: String,
+}
+
+fn view(v: Option<&diff::StepView>) -> String {
+    let Some(v) = v else {
+        return "(no such step)".into();
+    };
+    let mut out = Vec::new();
+    if let Some(p) = &v.plan {
+        out.push(format!("plan: {p}"));
+    }
+    out.extend(v.calls.iter().map(|c| format!("call: {c}")));
+    out.extend(v.gates.iter().cloned());
+    out.push(format!(
+        "tokens {} · cost {}",
+        v.tokens,
+        v.cost_micros
+            .map_or("unknown".into(), |m| format!("${:.6}", m as f64 / 1e6))
+    ));
+    out.join("\n")
+}
+
+fn totals(t: &diff::Totals) -> String {
+    format!(
+        "{} · {} steps · {} tokens · {}{}",
+        t.outcome,
+        t.steps,
+        t.tokens,
+        t.cost_micros
+            .map_or("unknown".into(), |m| format!("${:.6}", m as f64 / 1e6)),
+        t.detail
+            .as_ref()
+            .map(|d| format!(" · answer: {d}"))
+            .unwrap_or_default()
+    )
+}
+
+async fn replay_page(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Result<Caller, ApiError>,
+    Path(id): Path<String>,
+) -> Response {
+    let p = match logged_in(caller) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    match replay_diff(&state, &p, &id).await {
+        Ok((original, replay, d)) => page(&ReplayPage {
+            title: "Replay diff",
+            refresh: false,
+            who: who(&p),
+            flash: String::new(),
+            original: original.to_string(),
+            replay: replay.to_string(),
+            steps: d
+                .steps
+                .iter()
+                .map(|s| DiffRow {
+                    step_n: s.step_n,
+                    changed: s.changed,
+                    before: view(s.before.as_ref()),
+                    after: view(s.after.as_ref()),
+                })
+                .collect(),
+            before: totals(&d.before),
+            after: totals(&d.after),
+        }),
+        Err(e) => e.into_response(),
+    }
+}
+
+struct SloRow {
+    strategy: String,
+    executions: u64,
+    finished: u64,
+    outcome_rate: String,
+    gate_rate: String,
+    p50_steps: String,
+    p95_steps: String,
+    p50_tokens: String,
+    p95_tokens: String,
+    cost_per_success: String,
+}
+
+#[derive(Template)]
+#[template(path = "observe_slo.html")]
+struct SloPage {
+    title: &'static str,
+    refresh: bool,
+    who: String,
+    flash: String,
+    since: String,
+    strategies: Vec<SloRow>,
+    tools: Vec<(String, String, u64, u64, String)>,
+}
+
+async fn slo_page(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Result<Caller, ApiError>,
+) -> Response {
+    let p = match logged_in(caller) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    if !p.may(&[Role::Operator]) {
+        return ApiError::Forbidden("the SLO page needs the operator role".into()).into_response();
+    }
+    let r = match slo_report(&state, &p, 14).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let f = |v: Option<f64>, d: usize| v.map_or("-".into(), |v| format!("{v:.d$}"));
+    page(&SloPage {
+        title: "SLOs",
+        refresh: false,
+        who: who(&p),
+        flash: String::new(),
+        since: r.since.clone(),
+        strategies: r
+            .strategies
+            .iter()
+            .map(|s| SloRow {
+                strategy: s.strategy_version.clone(),
+                executions: s.executions,
+                finished: s.finished,
+                outcome_rate: f(s.outcome_rate, 3),
+                gate_rate: f(s.gate_escalation_rate, 3),
+                p50_steps: f(s.p50_steps, 1),
+                p95_steps: f(s.p95_steps, 1),
+                p50_tokens: f(s.p50_tokens, 0),
+                p95_tokens: f(s.p95_tokens, 0),
+                cost_per_success: f(s.cost_per_success, 6),
+            })
+            .collect(),
+        tools: r
+            .tools
+            .iter()
+            .map(|t| {
+                (
+                    t.strategy_version.clone(),
+                    t.tool.clone(),
+                    t.calls,
+                    t.failures,
+                    format!("{:.3}", t.failure_rate),
+                )
+            })
+            .collect(),
+    })
+}
