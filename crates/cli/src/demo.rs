@@ -204,6 +204,7 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
 
     print_tables(&rows);
     crate::memory::demo_story(&env).await?;
+    crate::observe::demo_stale_memory(&env, &root.join("config"), &store).await?;
     println!();
     println!(
         "shop side effects: {} refunds, {} notifications, {} drafts (every refund passed a gate)",

@@ -1,5 +1,5 @@
-//! A step-by-step diff of two executions (what `keel replay` prints): per step, the plan, the
-//! tool calls with their arguments and statuses, the gates, tokens and cost; then the totals and
+//! A step-by-step diff of two executions (what `keel replay` prints): per step, the memory
+//! retrieved, the plan, the tool calls with their arguments and statuses, the gates, tokens and cost; then the totals and
 //! the outcome. Pure: it reads two event lists and returns rows.
 
 use keel_core::payload::{Payload, ToolStatus};
@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 pub struct StepView {
     /// The plan text of the step, if any.
     pub plan: Option<String>,
+    /// `memory <version>: id (score), …` per retrieval.
+    pub memory: Vec<String>,
     /// `tool(args) → status` per call, in order.
     pub calls: Vec<String>,
     /// `gate tool → verdict` per gate.
@@ -77,6 +79,25 @@ fn steps(events: &[Event]) -> BTreeMap<u32, StepView> {
             .or_insert((StepView::default(), Cost::ZERO));
         match &e.payload {
             Payload::PlanProposed(p) => v.plan = Some(p.steps.join(" / ")),
+            Payload::MemoryRetrieved(m) => {
+                let chunks: Vec<String> = m
+                    .chunks
+                    .iter()
+                    .map(|c| {
+                        let text = c.provenance.get("fact").and_then(|f| f.as_str());
+                        match text {
+                            Some(t) => format!("{} {t:?} ({:.2})", c.id, c.score),
+                            None => format!("{} ({:.2})", c.id, c.score),
+                        }
+                    })
+                    .collect();
+                let version = m
+                    .memory_version
+                    .rsplit_once('#')
+                    .map_or(m.memory_version.as_str(), |(_, v)| v);
+                v.memory
+                    .push(format!("memory {version}: {}", chunks.join(", ")));
+            }
             Payload::ModelResponded(r) => {
                 v.tokens += r.tokens.input + r.tokens.output;
                 *cost = *cost + r.cost;
@@ -104,7 +125,11 @@ fn steps(events: &[Event]) -> BTreeMap<u32, StepView> {
     out.into_iter()
         // Steps with nothing to show (the final, step-less finish) are dropped.
         .filter(|(_, (v, _))| {
-            v.plan.is_some() || !v.calls.is_empty() || v.tokens > 0 || !v.gates.is_empty()
+            v.plan.is_some()
+                || !v.memory.is_empty()
+                || !v.calls.is_empty()
+                || v.tokens > 0
+                || !v.gates.is_empty()
         })
         .map(|(n, (mut v, cost))| {
             v.cost_micros = cost.micros();
@@ -144,7 +169,12 @@ pub fn diff(before: &[Event], after: &[Event]) -> ExecDiff {
         .map(|n| {
             let (x, y) = (a.get(&n).cloned(), b.get(&n).cloned());
             let changed = match (&x, &y) {
-                (Some(x), Some(y)) => x.plan != y.plan || x.calls != y.calls || x.gates != y.gates,
+                (Some(x), Some(y)) => {
+                    x.plan != y.plan
+                        || x.memory != y.memory
+                        || x.calls != y.calls
+                        || x.gates != y.gates
+                }
                 _ => true,
             };
             StepDiff {
@@ -172,6 +202,9 @@ impl ExecDiff {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let view = |prefix: &str, v: &StepView, out: &mut String| {
+            for m in &v.memory {
+                out.push_str(&format!("  {prefix} {m}\n"));
+            }
             if let Some(p) = &v.plan {
                 out.push_str(&format!("  {prefix} plan: {p}\n"));
             }

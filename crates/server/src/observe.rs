@@ -329,7 +329,7 @@ fn view(v: Option<&diff::StepView>) -> String {
     let Some(v) = v else {
         return "(no such step)".into();
     };
-    let mut out = Vec::new();
+    let mut out = v.memory.clone();
     if let Some(p) = &v.plan {
         out.push(format!("plan: {p}"));
     }
