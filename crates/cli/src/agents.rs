@@ -155,17 +155,8 @@ fn summary(e: &Event) -> (String, String, String, String) {
 }
 
 async fn find_by_trace(log: &SqliteLog, trace: TraceId) -> anyhow::Result<Option<ExecId>> {
-    let mut from = 1;
-    loop {
-        let page = log.read_all(from, 4096).await?;
-        let Some(last) = page.last() else {
-            return Ok(None);
-        };
-        from = last.offset + 1;
-        if let Some(c) = page.iter().find(|c| c.event.trace_id == trace) {
-            return Ok(Some(c.event.exec_id));
-        }
-    }
+    // The projection (indexed by trace_id, brought up to date first), not a scan of the log.
+    crate::observe::exec_by_trace(log, trace).await
 }
 
 /// `keel trace`: an execution's steps as a table.
@@ -175,7 +166,12 @@ pub async fn trace(data: &Path, id: &str) -> anyhow::Result<()> {
         bail!("no Keel store at {} (is --data right?)", path.display());
     }
     let log = SqliteLog::open(&path, SqliteOptions::default())?;
-    let exec = if let Ok(exec) = id.parse::<ExecId>() {
+    // 32 hex digits without hyphens is a trace id (it would also parse as a UUID).
+    let exec = if let Ok(exec) = id
+        .parse::<ExecId>()
+        .map_err(drop)
+        .and_then(|e| if id.contains('-') { Ok(e) } else { Err(()) })
+    {
         exec
     } else if let Ok(trace) = id.parse::<TraceId>() {
         find_by_trace(&log, trace)

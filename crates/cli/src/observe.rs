@@ -164,6 +164,26 @@ pub async fn refresh(data: &Path) -> anyhow::Result<(SqliteLog, Projector)> {
     Ok((log, p))
 }
 
+/// The execution whose trace id is `trace`, from the projections of the store `log` lives in.
+pub async fn exec_by_trace(
+    log: &SqliteLog,
+    trace: keel_core::TraceId,
+) -> anyhow::Result<Option<ExecId>> {
+    let data = log.path().parent().unwrap_or(Path::new("."));
+    let mut p = Projector::open(projections_path(data))?;
+    p.catch_up(log).await?;
+    let rows = sql::run(
+        p.path(),
+        &Scope::Admin,
+        &format!("SELECT exec_id FROM gold.executions WHERE trace_id = '{trace}'"),
+    )?;
+    Ok(rows
+        .rows
+        .first()
+        .and_then(|r| r[0].as_str())
+        .and_then(|s| s.parse().ok()))
+}
+
 /// Runs an observe command.
 pub async fn run(data: &Path, cmd: ObserveCmd) -> anyhow::Result<()> {
     match cmd {
@@ -324,7 +344,7 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 fn render_slo(r: &slo::SloReport) -> String {
     let mut out = format!("SLOs of executions started since {}\n", r.since);
     out.push_str(&format!(
-        "{:<22} {:>6} {:>6} {:>8} {:>8} {:>6} {:>6} {:>8} {:>8} {:>10}\n",
+        "{:<44} {:>6} {:>6} {:>8} {:>8} {:>6} {:>6} {:>8} {:>8} {:>10}\n",
         "strategy_version",
         "execs",
         "ended",
@@ -338,7 +358,7 @@ fn render_slo(r: &slo::SloReport) -> String {
     ));
     for s in &r.strategies {
         out.push_str(&format!(
-            "{:<22} {:>6} {:>6} {:>8} {:>8} {:>6} {:>6} {:>8} {:>8} {:>10}\n",
+            "{:<44} {:>6} {:>6} {:>8} {:>8} {:>6} {:>6} {:>8} {:>8} {:>10}\n",
             s.strategy_version,
             s.executions,
             s.finished,
@@ -354,7 +374,7 @@ fn render_slo(r: &slo::SloReport) -> String {
     out.push_str("\ntool failure rate per contract\n");
     for t in &r.tools {
         out.push_str(&format!(
-            "{:<22} {:<24} {:>6} calls {:>5} failed  {:.3}\n",
+            "{:<44} {:<24} {:>6} calls {:>5} failed  {:.3}\n",
             t.strategy_version, t.tool, t.calls, t.failures, t.failure_rate
         ));
     }
@@ -362,7 +382,7 @@ fn render_slo(r: &slo::SloReport) -> String {
         out.push_str("\nretrieval relevance sampling\n");
         for s in &r.retrieval {
             out.push_str(&format!(
-                "{:<22} {:>6} retrievals {:>5} queued for rating {:>5} rated  mean {}\n",
+                "{:<44} {:>6} retrievals {:>5} queued for rating {:>5} rated  mean {}\n",
                 s.strategy_version,
                 s.retrievals,
                 s.sampled,
