@@ -118,3 +118,42 @@ async fn duckdb_reads_the_parquet_export_with_the_same_numbers_as_keel_sql() {
     let again = lakehouse::export(&proj, &out, None).unwrap();
     assert_eq!(again, report);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn continuous_export_rewrites_only_partitions_from_the_earliest_changed_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::seed(&dir.path().join("spine.db")).await;
+    let proj = dir.path().join("observe.db");
+    let mut p = Projector::open(&proj).unwrap();
+    p.catch_up(&log).await.unwrap();
+    let out = dir.path().join("lake");
+    let all = lakehouse::export(&proj, &out, None).unwrap();
+    let from = p.next_offset();
+    assert_eq!(
+        p.changed_since(from).unwrap(),
+        None,
+        "nothing new, nothing changed"
+    );
+    // A new execution today: only today's partitions are rewritten.
+    let today = common::Spec {
+        n: 7,
+        tenant: "initech",
+        strategy: "s-short",
+        days_ago: 0,
+        steps: vec![(1_000, keel_core::payload::ToolStatus::Ok)],
+        gate: None,
+        outcome: keel_core::payload::Outcome::Success,
+    };
+    let events = common::events(&today);
+    common::append(&log, &events).await;
+    p.catch_up(&log).await.unwrap();
+    let since = p.changed_since(from).unwrap().unwrap();
+    let date = events[0].ts.format("%Y-%m-%d").to_string();
+    assert_eq!(since, date);
+    let again = lakehouse::export(&proj, &out, Some(&since)).unwrap();
+    assert!(again.files < all.files, "{again:?} vs {all:?}");
+    let part = out.join(format!(
+        "executions/date={date}/tenant=initech/part-0.parquet"
+    ));
+    assert!(part.exists(), "{}", part.display());
+}
