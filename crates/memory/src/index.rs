@@ -217,12 +217,33 @@ impl VectorIndex {
                 }
             }
         }
+        // Filing every vector under its nearest centroid is the expensive part: split it across
+        // the machine's cores.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = n.div_ceil(threads).max(1);
+        let (dim, data, cents) = (self.dim, &self.data, &centroids);
+        let nearest_of: Vec<usize> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..n)
+                .step_by(chunk)
+                .map(|start| {
+                    let end = (start + chunk).min(n);
+                    scope.spawn(move || {
+                        (start..end)
+                            .map(|i| nearest(cents, dim, &data[i * dim..(i + 1) * dim]))
+                            .collect::<Vec<usize>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
         let mut lists = vec![Vec::new(); nlist];
         let mut at = Vec::with_capacity(n);
-        for slot in 0..n as u32 {
-            let c = nearest(&centroids, self.dim, self.row(slot));
+        for (slot, &c) in nearest_of.iter().enumerate() {
             at.push((c as u32, lists[c].len() as u32));
-            lists[c].push(slot);
+            lists[c].push(slot as u32);
         }
         self.ivf = Some(Ivf {
             centroids,

@@ -1,6 +1,7 @@
 //! `keel bench <name>`: benchmarks that print figures (a table, or one JSON object with
 //! `--json`). They measure; they never assert anything about time.
 
+mod memory;
 mod observe;
 mod spine;
 mod steps;
@@ -55,6 +56,19 @@ pub enum Target {
         #[arg(long, default_value_t = 300)]
         calls: u32,
     },
+    /// Governed memory: write and top-10 query latency (p50/p99) and recall@10 against exact
+    /// search, per backend and size, plus the real MiniLM write/retrieval path.
+    Memory {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Comma list of `embedded:N` / `pgvector:N` (N like 10k, 1m; a bare N is embedded).
+        #[arg(long, default_value = "embedded:10k,embedded:1m,pgvector:100k")]
+        sizes: String,
+        /// Inverted lists a query scans in the embedded index's IVF layer.
+        #[arg(long, default_value_t = 24)]
+        nprobe: usize,
+    },
 }
 
 /// Runs the chosen benchmark.
@@ -67,6 +81,11 @@ pub async fn run(data: &Path, target: Target) -> anyhow::Result<()> {
         } => spine::run(data, json, seconds, only.as_deref()).await,
         Target::Tools { json, calls } => tools::run(data, json, calls).await,
         Target::StepOverhead { json } => steps::run(data, json).await,
+        Target::Memory {
+            json,
+            sizes,
+            nprobe,
+        } => memory::run(data, json, &sizes, nprobe).await,
         Target::Observe {
             json,
             events,
