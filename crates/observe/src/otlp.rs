@@ -376,6 +376,9 @@ impl OtlpSink {
             endpoint: endpoint.to_owned(),
             detail,
         };
+        // The workspace's reqwest leaves the TLS provider to the program: rustls with `ring`
+        // (no C build), as the other HTTP clients do. Fails only if one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
