@@ -1,6 +1,7 @@
 //! `keel bench <name>`: benchmarks that print figures (a table, or one JSON object with
 //! `--json`). They measure; they never assert anything about time.
 
+mod gates;
 mod memory;
 mod observe;
 mod spine;
@@ -56,6 +57,16 @@ pub enum Target {
         #[arg(long, default_value_t = 300)]
         calls: u32,
     },
+    /// An approval gate's round trip: step to `gate.requested`, the decision, resume to the
+    /// end, p50/p99 each, beside one fsync measured in the same run.
+    Gates {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Gates to measure.
+        #[arg(long, default_value_t = 300)]
+        gates: usize,
+    },
     /// Governed memory: write and top-10 query latency (p50/p99) and recall@10 against exact
     /// search, per backend and size, plus the real MiniLM write/retrieval path.
     Memory {
@@ -81,6 +92,7 @@ pub async fn run(data: &Path, target: Target) -> anyhow::Result<()> {
         } => spine::run(data, json, seconds, only.as_deref()).await,
         Target::Tools { json, calls } => tools::run(data, json, calls).await,
         Target::StepOverhead { json } => steps::run(data, json).await,
+        Target::Gates { json, gates } => gates::run(data, json, gates).await,
         Target::Memory {
             json,
             sizes,
