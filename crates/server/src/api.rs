@@ -210,7 +210,7 @@ async fn list_executions(
         .filter(|x| x.tenant == caller.0.tenant)
         .filter(|x| q.status.as_deref().is_none_or(|s| x.status == s))
         .collect();
-    v.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    v.sort_by_key(|x| std::cmp::Reverse(x.started_at));
     v.truncate(q.limit.unwrap_or(100));
     Ok(Json(json!({ "executions": v })))
 }

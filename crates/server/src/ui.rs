@@ -15,7 +15,7 @@ use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use chrono::Utc;
+use keel_spine::clock::{Clock, SystemClock};
 use keel_core::describe::{describe, dollars};
 use keel_core::payload::{Payload, Verdict};
 use keel_core::{Cost, ExecId};
@@ -51,7 +51,7 @@ fn who(p: &Principal) -> String {
 }
 
 /// The logged-in principal, or a redirect to the login page.
-fn principal(state: &State, headers: &HeaderMap) -> Result<Principal, Response> {
+fn principal(state: &State, headers: &HeaderMap) -> Result<Principal, Box<Response>> {
     let token = headers
         .get_all(header::COOKIE)
         .iter()
@@ -62,8 +62,8 @@ fn principal(state: &State, headers: &HeaderMap) -> Result<Principal, Response> 
         .map(|(_, v)| v.to_owned());
     match token.map(|t| state.tokens.resolve(&t)) {
         Some(Ok(Some(p))) => Ok(p),
-        Some(Err(e)) => Err(ApiError::from(e).into_response()),
-        _ => Err(Redirect::to("/ui/login").into_response()),
+        Some(Err(e)) => Err(Box::new(ApiError::from(e).into_response())),
+        _ => Err(Box::new(Redirect::to("/ui/login").into_response())),
     }
 }
 
@@ -240,7 +240,7 @@ fn card(g: &GateView) -> GateCard {
             p["cost_so_far"]["tokens_in"].as_u64().unwrap_or(0)
                 + p["cost_so_far"]["tokens_out"].as_u64().unwrap_or(0)
         ),
-        waited: ago((Utc::now() - g.requested_at).num_milliseconds()),
+        waited: ago((SystemClock.now() - g.requested_at).num_milliseconds()),
     }
 }
 
@@ -271,7 +271,7 @@ async fn gates_page(
 ) -> Response {
     let p = match principal(&state, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     gates_view(&state, &p, String::new()).await
 }
@@ -334,7 +334,7 @@ async fn decide(
 ) -> Response {
     let p = match principal(&state, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let verdict = match f.verdict.as_str() {
         "approve" => Verdict::Approve,
@@ -425,7 +425,7 @@ async fn executions_page(
 ) -> Response {
     let p = match principal(&state, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let book = match state.approvals.book().await {
         Ok(b) => b,
@@ -436,7 +436,7 @@ async fn executions_page(
         .values()
         .filter(|x| x.tenant == p.tenant)
         .collect();
-    execs.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    execs.sort_by_key(|x| std::cmp::Reverse(x.started_at));
     let refresh = execs.iter().any(|x| x.status == "running");
     render(&ExecutionsPage {
         title: "Executions",
@@ -474,7 +474,7 @@ async fn execution_page(
 ) -> Response {
     let p = match principal(&state, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Ok(exec) = id.parse::<ExecId>() else {
         return ApiError::bad("id", format!("{id:?} is not an execution id")).into_response();
@@ -589,7 +589,7 @@ async fn switches_page(
 ) -> Response {
     match principal(&state, &headers) {
         Ok(p) => switches_view(&state, &p, String::new()).await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -610,7 +610,7 @@ async fn set_switch(
 ) -> Response {
     let p = match principal(&state, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let caller = Caller(p.clone());
     let result = async {
@@ -644,7 +644,7 @@ async fn clear_switch(
 ) -> Response {
     let p = match principal(&state, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let caller = Caller(p.clone());
     let result = async {
