@@ -15,11 +15,11 @@ use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use keel_spine::clock::{Clock, SystemClock};
 use keel_core::describe::{describe, dollars};
 use keel_core::payload::{Payload, Verdict};
 use keel_core::{Cost, ExecId};
 use keel_runtime::gates::{ExecView, GateView};
+use keel_spine::clock::{Clock, SystemClock};
 use serde::Deserialize;
 use serde_json::Value;
 
