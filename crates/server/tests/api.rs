@@ -416,10 +416,7 @@ async fn approve_and_reject_over_http_and_racing_approvers() {
         types.contains(&"gate.decided") && types.last() == Some(&"exec.finished"),
         "{types:?}"
     );
-    assert_eq!(
-        srv.env.shop.count("refunds").unwrap(),
-        u64::from(approved)
-    );
+    assert_eq!(srv.env.shop.count("refunds").unwrap(), u64::from(approved));
 
     let (s, m) = srv
         .call(Some(srv.token("acme-all")), Method::GET, "/metrics", None)
