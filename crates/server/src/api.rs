@@ -31,6 +31,7 @@ pub(crate) fn routes() -> Router<State> {
         .route("/v1/executions/{id}", get(execution))
         .route("/v1/executions/{id}/events", get(events))
         .route("/v1/gates", get(list_gates))
+        .route("/v1/reviews", get(list_reviews))
         .route("/v1/gates/{id}", get(gate))
         .route("/v1/gates/{id}/decision", post(decide))
         .route("/v1/kill-switches", get(list_switches))
@@ -264,6 +265,24 @@ async fn list_gates(
     gates.sort_by_key(|g| g.requested_at);
     gates.truncate(q.limit.unwrap_or(500));
     Ok(Json(json!({ "gates": gates })))
+}
+
+/// Tier-2 calls that ran alone and were sampled for post-hoc review, newest first.
+async fn list_reviews(
+    axum::extract::State(state): axum::extract::State<State>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    need(&caller, &[Role::Approver, Role::Operator])?;
+    let book = state.approvals.book().await?;
+    let reviews: Vec<_> = book
+        .reviews
+        .iter()
+        .rev()
+        .filter(|r| r.tenant == caller.0.tenant)
+        .take(q.limit.unwrap_or(100))
+        .collect();
+    Ok(Json(json!({ "reviews": reviews })))
 }
 
 async fn gate(

@@ -263,6 +263,7 @@ struct GatesPage {
     flash: String,
     pending: Vec<GateCard>,
     decided: Vec<DecidedRow>,
+    reviews: Vec<(String, String, String)>,
 }
 
 async fn gates_page(
@@ -308,6 +309,20 @@ async fn gates_view(state: &State, p: &Principal, flash: String) -> Response {
             })
         })
         .collect();
+    let reviews = book
+        .reviews
+        .iter()
+        .rev()
+        .filter(|r| r.tenant == p.tenant)
+        .take(20)
+        .map(|r| {
+            (
+                r.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                r.tool.clone(),
+                r.exec_id.to_string(),
+            )
+        })
+        .collect();
     render(&GatesPage {
         title: "Approval queue",
         refresh: false,
@@ -315,6 +330,7 @@ async fn gates_view(state: &State, p: &Principal, flash: String) -> Response {
         flash,
         pending,
         decided,
+        reviews,
     })
 }
 

@@ -193,6 +193,7 @@ async fn another_tenant_gets_404_on_every_endpoint() {
         "/v1/executions",
         "/v1/gates?status=all",
         "/v1/kill-switches",
+        "/v1/reviews",
         "/v1/metrics",
     ] {
         let (s, v) = srv.call(other, Method::GET, path, None).await;
