@@ -349,17 +349,13 @@ impl Agent {
                 continue;
             }
             let tenant = run.state.tenant.clone().map(|t| t.0).unwrap_or_default();
-            let killed = match self
-                .control
-                .kill_reason(Scope::Tenant, &tenant, &tenant)
-                .await?
-            {
-                Some(r) => Some(format!("tenant {tenant} is killed: {r}")),
-                None => self
-                    .control
-                    .kill_reason(Scope::Strategy, &strategy.name, &tenant)
-                    .await?
-                    .map(|r| format!("strategy {} is killed: {r}", strategy.name)),
+            // One catch-up read of the control stream per step.
+            let control = self.control.state().await?;
+            let killed = match control.kill_reason(Scope::Tenant.as_str(), &tenant, &tenant) {
+                Some(k) => Some(format!("tenant {tenant} is killed: {}", k.reason)),
+                None => control
+                    .kill_reason(Scope::Strategy.as_str(), &strategy.name, &tenant)
+                    .map(|k| format!("strategy {} is killed: {}", strategy.name, k.reason)),
             };
             if let Some(why) = killed {
                 run.finish(Outcome::Killed, Some(why)).await?;
@@ -535,12 +531,9 @@ impl Agent {
             return Ok(Flow::Done);
         }
         let tenant = run.state.tenant.clone().map(|t| t.0).unwrap_or_default();
-        if let Some(reason) = self
-            .control
-            .kill_reason(Scope::Tool, &call.name, &tenant)
-            .await?
-        {
-            let why = format!("kill-switch: tool {} is off: {reason}", call.name);
+        let control = self.control.state().await?;
+        if let Some(k) = control.kill_reason(Scope::Tool.as_str(), &call.name, &tenant) {
+            let why = format!("kill-switch: tool {} is off: {}", call.name, k.reason);
             run.refuse(call, ToolStatus::Refused, why).await?;
             return Ok(Flow::Done);
         }
@@ -550,11 +543,8 @@ impl Agent {
         if let Some(c) = self.tools.contract(&call.name)
             && c.input.errors(&call.arguments).is_empty()
         {
-            let ceiling = self
-                .control
-                .state()
-                .await?
-                .max_autonomous_tier(&strategy.version, strategy.max_autonomous_tier);
+            let ceiling =
+                control.max_autonomous_tier(&strategy.version, strategy.max_autonomous_tier);
             let review = &strategy.approval;
             // The draw is keyed by the call's position in the log, so a resumed or replayed
             // execution samples the same calls.
