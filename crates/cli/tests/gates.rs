@@ -247,3 +247,63 @@ fn serve_with_no_configuration_runs_the_demo_setup() {
         "the default strategy: {reply}"
     );
 }
+
+#[test]
+fn kill_switches_are_control_events_listed_and_cleared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok(keel(&data)
+        .args([
+            "kill",
+            "set",
+            "tool",
+            "notify_team",
+            "--reason",
+            "channel flooded",
+        ])
+        .args(["--tenant", "acme"])
+        .output()
+        .unwrap());
+    ok(keel(&data)
+        .args([
+            "kill",
+            "set",
+            "strategy",
+            "support-long",
+            "--reason",
+            "bad prompt",
+        ])
+        .output()
+        .unwrap());
+    let list = ok(keel(&data).args(["kill", "list"]).output().unwrap());
+    assert!(
+        list.contains("tool\tnotify_team\tacme\t") && list.contains("channel flooded"),
+        "{list}"
+    );
+    assert!(list.contains("strategy\tsupport-long\t*\t"), "{list}");
+    // They are events on the spine's control stream, with who set them.
+    let log = ok(keel(&data)
+        .args(["events", &keel_core::control::CONTROL_STREAM.to_string()])
+        .output()
+        .unwrap());
+    assert_eq!(log.matches("control.kill_set").count(), 2, "{log}");
+    ok(keel(&data)
+        .args(["kill", "clear", "tool", "notify_team", "--tenant", "acme"])
+        .output()
+        .unwrap());
+    let again = keel(&data)
+        .args(["kill", "clear", "tool", "notify_team", "--tenant", "acme"])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    let bad = keel(&data)
+        .args(["kill", "set", "planet", "mars"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("scope \"planet\""));
+    let list = ok(keel(&data).args(["kill", "list"]).output().unwrap());
+    assert!(
+        !list.contains("notify_team") && list.contains("support-long"),
+        "{list}"
+    );
+}
