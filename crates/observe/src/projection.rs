@@ -44,7 +44,6 @@ CREATE TABLE IF NOT EXISTS steps (
     memory_chunks TEXT
 );
 CREATE INDEX IF NOT EXISTS steps_by_trace ON steps (trace_id, seq);
-CREATE INDEX IF NOT EXISTS steps_by_exec ON steps (exec_id, seq);
 CREATE TABLE IF NOT EXISTS executions (
     exec_id          TEXT    PRIMARY KEY,
     trace_id         TEXT    NOT NULL,
@@ -91,7 +90,7 @@ CREATE TABLE IF NOT EXISTS projection_state (
 ";
 
 /// Version of the projection tables' schema, stored in the file's `user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// One retrieval in this many is queued for a human relevance rating (chosen by a hash of the
 /// event id, so a rebuild samples the same ones).
@@ -116,7 +115,9 @@ impl Projector {
         let path = path.as_ref().to_owned();
         let conn = Connection::open(&path).map_err(store(&path, "opening"))?;
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;",
+            // 64 MiB of page cache: index inserts keyed by random trace ids stay in memory.
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;
+             PRAGMA cache_size = -65536;",
         )
         .map_err(store(&path, "setting pragmas"))?;
         let version: i64 = conn
