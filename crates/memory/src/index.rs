@@ -75,14 +75,25 @@ impl TopK {
     }
 }
 
-struct Ivf {
-    centroids: Vec<f32>,
-    lists: Vec<Vec<u32>>,
-    /// Slot -> (list, position in list), for removal.
-    at: Vec<(u32, u32)>,
+struct List {
+    /// Slot of each row.
+    slots: Vec<u32>,
+    /// The rows, contiguous, so a probed list is one sequential scan.
+    data: Vec<f32>,
 }
 
-/// An in-memory vector index over unit vectors of one dimension.
+struct Ivf {
+    centroids: Vec<f32>,
+    lists: Vec<List>,
+    /// Slot -> (list, row in list).
+    at: Vec<(u32, u32)>,
+    /// Vectors when trained: the layer is retrained when the index has grown fourfold, so the
+    /// number of lists stays near √n.
+    trained_at: usize,
+}
+
+/// An in-memory vector index over unit vectors of one dimension. Without the IVF layer the rows
+/// live in one contiguous array; with it, in their lists (each contiguous).
 pub struct VectorIndex {
     dim: usize,
     data: Vec<f32>,
@@ -102,7 +113,7 @@ impl VectorIndex {
             ids: Vec::new(),
             slot_of: HashMap::new(),
             ivf: None,
-            nprobe: 24,
+            nprobe: 48,
         }
     }
 
@@ -127,8 +138,14 @@ impl VectorIndex {
     }
 
     fn row(&self, slot: u32) -> &[f32] {
-        let s = slot as usize * self.dim;
-        &self.data[s..s + self.dim]
+        let d = self.dim;
+        match &self.ivf {
+            None => &self.data[slot as usize * d..(slot as usize + 1) * d],
+            Some(ivf) => {
+                let (l, p) = ivf.at[slot as usize];
+                &ivf.lists[l as usize].data[p as usize * d..(p as usize + 1) * d]
+            }
+        }
     }
 
     /// Adds (or replaces) `id`. `v` must have `dim` values.
@@ -136,15 +153,25 @@ impl VectorIndex {
         debug_assert_eq!(v.len(), self.dim);
         self.remove(id);
         let slot = self.ids.len() as u32;
-        self.data.extend_from_slice(v);
         self.ids.push(id.to_owned());
         self.slot_of.insert(id.to_owned(), slot);
-        if let Some(ivf) = &mut self.ivf {
-            let list = nearest(&ivf.centroids, self.dim, v);
-            ivf.at.push((list as u32, ivf.lists[list].len() as u32));
-            ivf.lists[list].push(slot);
-        } else if self.ids.len() >= IVF_THRESHOLD {
-            self.train(1);
+        match &mut self.ivf {
+            Some(ivf) => {
+                let l = nearest(&ivf.centroids, self.dim, v);
+                let list = &mut ivf.lists[l];
+                ivf.at.push((l as u32, list.slots.len() as u32));
+                list.slots.push(slot);
+                list.data.extend_from_slice(v);
+                if self.ids.len() >= ivf.trained_at * 4 {
+                    self.train(1);
+                }
+            }
+            None => {
+                self.data.extend_from_slice(v);
+                if self.ids.len() >= IVF_THRESHOLD {
+                    self.train(1);
+                }
+            }
         }
     }
 
@@ -153,40 +180,69 @@ impl VectorIndex {
         let Some(slot) = self.slot_of.remove(id) else {
             return false;
         };
+        let d = self.dim;
         let last = (self.ids.len() - 1) as u32;
-        if let Some(ivf) = &mut self.ivf {
-            let (list, pos) = ivf.at[slot as usize];
-            let l = &mut ivf.lists[list as usize];
-            l.swap_remove(pos as usize);
-            if let Some(&moved) = l.get(pos as usize) {
-                ivf.at[moved as usize].1 = pos;
+        match &mut self.ivf {
+            Some(ivf) => {
+                // Swap-remove the row inside its list.
+                let (l, p) = ivf.at[slot as usize];
+                let list = &mut ivf.lists[l as usize];
+                let tail = list.slots.len() - 1;
+                list.slots.swap_remove(p as usize);
+                if (p as usize) < tail {
+                    list.data
+                        .copy_within(tail * d..(tail + 1) * d, p as usize * d);
+                    let moved = list.slots[p as usize];
+                    ivf.at[moved as usize] = (l, p);
+                }
+                list.data.truncate(tail * d);
+                // Renumber: the last slot takes `slot`'s number.
+                if slot != last {
+                    let (ll, lp) = ivf.at[last as usize];
+                    ivf.lists[ll as usize].slots[lp as usize] = slot;
+                    ivf.at[slot as usize] = (ll, lp);
+                }
+                ivf.at.pop();
             }
-            // The last slot moves into `slot`: fix its list entry.
-            if slot != last {
-                let (ll, lp) = ivf.at[last as usize];
-                ivf.lists[ll as usize][lp as usize] = slot;
-                ivf.at[slot as usize] = (ll, lp);
+            None => {
+                if slot != last {
+                    let (s, l) = (slot as usize * d, last as usize * d);
+                    self.data.copy_within(l..l + d, s);
+                }
+                self.data.truncate(last as usize * d);
             }
-            ivf.at.pop();
         }
         if slot != last {
-            let (s, l, d) = (slot as usize * self.dim, last as usize * self.dim, self.dim);
-            self.data.copy_within(l..l + d, s);
             self.ids.swap(slot as usize, last as usize);
             self.slot_of.insert(self.ids[slot as usize].clone(), slot);
         }
-        self.data.truncate(last as usize * self.dim);
         self.ids.pop();
         true
     }
 
+    /// The rows in slot order (moves them out of the lists if the IVF layer is on).
+    fn flat(&mut self) -> Vec<f32> {
+        if self.ivf.is_none() {
+            return std::mem::take(&mut self.data);
+        }
+        let mut out = Vec::with_capacity(self.len() * self.dim);
+        for slot in 0..self.len() as u32 {
+            out.extend_from_slice(self.row(slot));
+        }
+        self.ivf = None;
+        out
+    }
+
     /// (Re)builds the IVF layer: about √n centroids (at least 16) from a k-means over a sample.
     pub fn train(&mut self, seed: u64) {
+        let flat = self.flat();
         let n = self.len();
+        let dim = self.dim;
         if n == 0 {
-            self.ivf = None;
+            self.data = flat;
             return;
         }
+        let row = |s: u32| &flat[s as usize * dim..(s as usize + 1) * dim];
         let nlist = ((n as f64).sqrt() as usize).clamp(16, 4096).min(n);
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let all: Vec<u32> = (0..n as u32).collect();
@@ -194,26 +250,26 @@ impl VectorIndex {
             .choose_multiple(&mut rng, (nlist * 24).min(n))
             .copied()
             .collect();
-        let mut centroids: Vec<f32> = Vec::with_capacity(nlist * self.dim);
+        let mut centroids: Vec<f32> = Vec::with_capacity(nlist * dim);
         for &s in sample.iter().take(nlist) {
-            centroids.extend_from_slice(self.row(s));
+            centroids.extend_from_slice(row(s));
         }
         for _ in 0..6 {
-            let mut sums = vec![0.0f32; nlist * self.dim];
+            let mut sums = vec![0.0f32; nlist * dim];
             let mut counts = vec![0usize; nlist];
             for &s in &sample {
-                let v = self.row(s);
-                let c = nearest(&centroids, self.dim, v);
+                let v = row(s);
+                let c = nearest(&centroids, dim, v);
                 counts[c] += 1;
-                for (a, b) in sums[c * self.dim..(c + 1) * self.dim].iter_mut().zip(v) {
+                for (a, b) in sums[c * dim..(c + 1) * dim].iter_mut().zip(v) {
                     *a += b;
                 }
             }
             for c in 0..nlist {
                 if counts[c] > 0 {
-                    let row = &mut sums[c * self.dim..(c + 1) * self.dim];
-                    crate::embed::normalize(row);
-                    centroids[c * self.dim..(c + 1) * self.dim].copy_from_slice(row);
+                    let r = &mut sums[c * dim..(c + 1) * dim];
+                    crate::embed::normalize(r);
+                    centroids[c * dim..(c + 1) * dim].copy_from_slice(r);
                 }
             }
         }
@@ -221,7 +277,7 @@ impl VectorIndex {
         // the machine's cores.
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let chunk = n.div_ceil(threads).max(1);
-        let (dim, data, cents) = (self.dim, &self.data, &centroids);
+        let (data, cents) = (&flat, &centroids);
         let nearest_of: Vec<usize> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..n)
                 .step_by(chunk)
@@ -239,24 +295,43 @@ impl VectorIndex {
                 .flat_map(|h| h.join().unwrap_or_default())
                 .collect()
         });
-        let mut lists = vec![Vec::new(); nlist];
+        let mut lists: Vec<List> = (0..nlist)
+            .map(|_| List {
+                slots: Vec::new(),
+                data: Vec::new(),
+            })
+            .collect();
         let mut at = Vec::with_capacity(n);
         for (slot, &c) in nearest_of.iter().enumerate() {
-            at.push((c as u32, lists[c].len() as u32));
-            lists[c].push(slot as u32);
+            let list = &mut lists[c];
+            at.push((c as u32, list.slots.len() as u32));
+            list.slots.push(slot as u32);
+            list.data.extend_from_slice(row(slot as u32));
         }
         self.ivf = Some(Ivf {
             centroids,
             lists,
             at,
+            trained_at: n,
         });
     }
 
     /// Exact top-`k` by a full scan, best first.
     pub fn search_exact(&self, q: &[f32], k: usize) -> Vec<(&str, f32)> {
         let mut top = TopK::new(k);
-        for (slot, row) in self.data.chunks_exact(self.dim).enumerate() {
-            top.push(dot(q, row), slot as u32);
+        match &self.ivf {
+            None => {
+                for (slot, row) in self.data.chunks_exact(self.dim).enumerate() {
+                    top.push(dot(q, row), slot as u32);
+                }
+            }
+            Some(ivf) => {
+                for list in &ivf.lists {
+                    for (row, &slot) in list.data.chunks_exact(self.dim).zip(&list.slots) {
+                        top.push(dot(q, row), slot);
+                    }
+                }
+            }
         }
         self.named(top)
     }
@@ -268,16 +343,14 @@ impl VectorIndex {
         };
         let nlist = ivf.lists.len();
         let mut near = TopK::new(self.nprobe.min(nlist));
-        for c in 0..nlist {
-            near.push(
-                dot(q, &ivf.centroids[c * self.dim..(c + 1) * self.dim]),
-                c as u32,
-            );
+        for (c, centroid) in ivf.centroids.chunks_exact(self.dim).enumerate() {
+            near.push(dot(q, centroid), c as u32);
         }
         let mut top = TopK::new(k);
         for (c, _) in near.into_sorted() {
-            for &slot in &ivf.lists[c as usize] {
-                top.push(dot(q, self.row(slot)), slot);
+            let list = &ivf.lists[c as usize];
+            for (row, &slot) in list.data.chunks_exact(self.dim).zip(&list.slots) {
+                top.push(dot(q, row), slot);
             }
         }
         self.named(top)

@@ -77,7 +77,7 @@ pub enum Target {
         #[arg(long, default_value = "embedded:10k,embedded:1m,pgvector:100k")]
         sizes: String,
         /// Inverted lists a query scans in the embedded index's IVF layer.
-        #[arg(long, default_value_t = 24)]
+        #[arg(long, default_value_t = 48)]
         nprobe: usize,
     },
 }
