@@ -62,7 +62,14 @@ fn subject_access_then_erasure_reaches_every_path() {
     )))
     .unwrap();
     let facts = access["facts"].as_array().unwrap();
-    assert_eq!(facts.len(), 2, "{access:#}");
+    // The preference; the policy claim (7-day TTL) may already be gone: the demo's stale-memory
+    // story sweeps as of 30 days later.
+    assert!(
+        facts
+            .iter()
+            .any(|f| f["text"] == "The customer wants order updates by e-mail"),
+        "{access:#}"
+    );
     assert!(
         facts
             .iter()
@@ -99,7 +106,7 @@ fn subject_access_then_erasure_reaches_every_path() {
         &["memory", "erase", "cust-42", "--tenant", "acme"],
     )))
     .unwrap();
-    assert_eq!(report["facts_erased"], 2);
+    assert_eq!(report["facts_erased"].as_u64(), Some(facts.len() as u64));
     assert_eq!(report["executions_shredded"], 2);
     assert!(report["blobs_deleted"].as_u64().unwrap() > 0);
     assert_eq!(report["projections"], "rebuilt");
