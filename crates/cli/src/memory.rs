@@ -9,6 +9,7 @@
 //! - `erase`: the subject's facts and vectors, the spine's sealed fields (key deleted), the
 //!   executions' blobs, and the trace projections (rebuilt from the now-erased log, then vacuumed).
 //! - `sweep`: purges expired facts and prints what it removed (JSON lines).
+//! - `rebuild`: re-stores every fact the log's `memory.written` events carry.
 //! - `migrate-embeddings`: re-embeds into a side-by-side index and switches atomically.
 
 use anyhow::Context;
@@ -90,6 +91,8 @@ pub enum MemoryCmd {
     },
     /// Purge expired facts; prints each removed fact as a JSON line.
     Sweep,
+    /// Rebuild the memory store from the spine's `memory.written` events (idempotent).
+    Rebuild,
     /// Re-embed every fact with another model version, side by side, then switch atomically.
     MigrateEmbeddings {
         /// Directory of the new model (default: `$KEEL_MINILM_DIR`).
@@ -240,6 +243,12 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
             for s in swept {
                 println!("{}", serde_json::to_string(&s)?);
             }
+            Ok(())
+        }
+        MemoryCmd::Rebuild => {
+            let m = open_memory(data)?;
+            let n = recall::rebuild_from_log(&open_log(data)?, &m).await?;
+            eprintln!("rebuilt: {n} facts from the log");
             Ok(())
         }
         MemoryCmd::MigrateEmbeddings {

@@ -74,6 +74,15 @@ impl SqliteMemory {
                 source,
             }
         };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|err| {
+                MemoryError::Invalid(format!(
+                    "memory store {}: creating {}: {err}",
+                    path.display(),
+                    dir.display()
+                ))
+            })?;
+        }
         let conn = Connection::open(&path).map_err(e("open"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(e("journal_mode"))?;

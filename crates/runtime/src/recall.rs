@@ -447,3 +447,68 @@ impl Agent {
         Ok(exec_id)
     }
 }
+
+fn parsed<T: serde::de::DeserializeOwned>(v: &Value) -> Option<T> {
+    serde_json::from_value(v.clone()).ok()
+}
+
+/// Rebuilds the memory store from the log: every `memory.written` whose fact is readable (not
+/// erased, not refused by the PII screen) is stored again under its id, with its provenance,
+/// class, TTL and freshness as written; facts already stored are left alone. Returns how many
+/// facts were (re)stored. Review decisions and promotions made after the write are not events
+/// yet, so rebuilt facts come back in the status they were written with.
+pub async fn rebuild_from_log(
+    log: &dyn keel_spine::EventLog,
+    memory: &Memory,
+) -> Result<usize, RuntimeError> {
+    let mut next = 1;
+    let mut stored = 0;
+    loop {
+        let page = log.read_all(next, 1000).await?;
+        let Some(last) = page.last() else {
+            return Ok(stored);
+        };
+        next = last.offset + 1;
+        for c in &page {
+            let Payload::MemoryWritten(w) = &c.event.payload else {
+                continue;
+            };
+            let p = &w.provenance;
+            let (Some(text), Some(written_at)) = (
+                p["fact"].as_str(),
+                p["written_at"].as_str().and_then(|t| t.parse().ok()),
+            ) else {
+                continue;
+            };
+            let fact = Fact {
+                id: w.memory_id.clone(),
+                tenant: c.event.tenant.0.clone(),
+                subject: w.subject.clone(),
+                text: text.to_owned(),
+                volatility: w.volatility.clone(),
+                tier: parsed(&p["tier"]).unwrap_or(keel_memory::Tier::Episodic),
+                status: parsed(&p["status"]).unwrap_or(keel_memory::Status::Review),
+                semantic_from: None,
+                semantic_to: None,
+                created_at: written_at,
+                expires_at: parsed(&p["expires_at"]),
+                fresh_until: parsed(&p["fresh_until"]),
+                provenance: Provenance {
+                    tenant: c.event.tenant.0.clone(),
+                    subject: w.subject.clone(),
+                    trace_id: p["trace_id"].as_str().map(str::to_owned),
+                    exec_id: p["exec_id"].as_str().map(str::to_owned),
+                    event_seqs: parsed(&p["event_seqs"]).unwrap_or_default(),
+                    strategy_version: p["strategy_version"].as_str().map(str::to_owned),
+                    written_at,
+                    source: p["source"].as_str().unwrap_or("rebuilt").to_owned(),
+                    trust: parsed(&p["trust"]).unwrap_or(Trust::UserClaim),
+                },
+                pii: parsed(&p["pii"]).unwrap_or_default(),
+                promoted_from: None,
+            };
+            memory.store(&fact).await?;
+            stored += 1;
+        }
+    }
+}
