@@ -220,6 +220,21 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
                 report["tombstone"] = json!(e.digest);
                 report["executions_shredded"] = json!(e.executions.len());
                 report["blobs_deleted"] = json!(e.blobs_deleted.len());
+                // The tombstone event, on the control stream: auditable, names no one.
+                let control = keel_runtime::Control::new(
+                    std::sync::Arc::new(log.clone()),
+                    std::sync::Arc::new(keel_spine::clock::SystemClock),
+                );
+                control
+                    .erased(keel_core::payload::SubjectErased {
+                        digest: e.digest.clone(),
+                        tenant: tenant.clone(),
+                        executions: e.executions.len() as u32,
+                        blobs_deleted: e.blobs_deleted.len() as u32,
+                        facts_erased: facts.len() as u32,
+                        by: crate::agents::operator(),
+                    })
+                    .await?;
                 // Derived stores: the trace projections are rebuilt from the (now erased) log,
                 // and the file is vacuumed so no page keeps the old rows.
                 let proj = crate::observe::projections_path(data);

@@ -110,6 +110,14 @@ fn subject_access_then_erasure_reaches_every_path() {
     assert_eq!(report["executions_shredded"], 2);
     assert!(report["blobs_deleted"].as_u64().unwrap() > 0);
     assert_eq!(report["projections"], "rebuilt");
+    // The tombstone is an event on the control stream, naming the subject only by digest.
+    let control = ok(keel(
+        &store,
+        &["events", &keel_core::control::CONTROL_STREAM.to_string()],
+    ));
+    assert!(control.contains("\"subject.erased\""), "{control}");
+    assert!(control.contains(report["tombstone"].as_str().unwrap()));
+    assert!(!control.contains("cust-42"), "{control}");
 
     // Retrieval.
     let search = ok(keel(

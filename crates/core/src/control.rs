@@ -186,6 +186,8 @@ impl ControlState {
             }
             // SLO alarms are signals for people and dashboards; they change no control state.
             Payload::SloAlarmed(_) => {}
+            // The tombstone of an erasure: audit only.
+            Payload::SubjectErased(_) => {}
             _ => return Err(bad("not a control event".into())),
         }
         self.last_seq = e.seq;

@@ -75,6 +75,14 @@ pub fn describe(payload: &Payload) -> String {
             d.strategy_version, d.max_autonomous_tier
         ),
         Payload::StrategyCertified(c) => format!("{} certified by {}", c.strategy_version, c.by),
+        Payload::SubjectErased(x) => format!(
+            "subject {}… of tenant {} erased: {} executions shredded, {} blobs, {} facts",
+            &x.digest[..x.digest.len().min(12)],
+            x.tenant,
+            x.executions,
+            x.blobs_deleted,
+            x.facts_erased
+        ),
         #[allow(unreachable_patterns)]
         other => other.event_type().to_string(),
     }

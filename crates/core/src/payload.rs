@@ -414,6 +414,24 @@ pub struct ExecFinished {
     pub detail: Option<String>,
 }
 
+/// `subject.erased`: a data subject was erased (control stream). The tombstone names the
+/// subject only by digest (`sha256(tenant \0 subject)`), so the audit trail keeps no personal data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubjectErased {
+    /// `sha256(tenant \0 subject)`, hex.
+    pub digest: String,
+    /// The tenant.
+    pub tenant: String,
+    /// Executions whose subject-linked fields now decode as `[erased]`.
+    pub executions: u32,
+    /// Blobs deleted.
+    pub blobs_deleted: u32,
+    /// Memory facts erased.
+    pub facts_erased: u32,
+    /// Who.
+    pub by: String,
+}
+
 /// `slo.alarmed`: a configured SLO bound was crossed for a strategy version (control stream;
 /// written by keel-observe's SLO check).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -523,6 +541,8 @@ payloads! {
     StrategyCertified(StrategyCertified) = "strategy.certified",
     /// `slo.alarmed`
     SloAlarmed(SloAlarmed) = "slo.alarmed",
+    /// `subject.erased`
+    SubjectErased(SubjectErased) = "subject.erased",
 }
 
 impl EventType {
@@ -541,6 +561,7 @@ impl EventType {
                 | EventType::StrategyDemoted
                 | EventType::StrategyCertified
                 | EventType::SloAlarmed
+                | EventType::SubjectErased
         )
     }
 }

@@ -380,7 +380,8 @@ impl ExecutionState {
             | Payload::KillCleared(_)
             | Payload::StrategyDemoted(_)
             | Payload::StrategyCertified(_)
-            | Payload::SloAlarmed(_) => {}
+            | Payload::SloAlarmed(_)
+            | Payload::SubjectErased(_) => {}
         }
     }
 }

@@ -7,7 +7,9 @@
 
 use crate::error::RuntimeError;
 use keel_core::control::{CONTROL_STREAM, CONTROL_TENANT, ControlState, KillInfo, KillKey};
-use keel_core::payload::{KillCleared, KillSet, Payload, StrategyCertified, StrategyDemoted};
+use keel_core::payload::{
+    KillCleared, KillSet, Payload, StrategyCertified, StrategyDemoted, SubjectErased,
+};
 use keel_core::{CURRENT_SCHEMA_VERSION, Event, TenantId, TraceId};
 use keel_spine::clock::{self, Clock};
 use keel_spine::{EventLog, SpineError};
@@ -192,6 +194,11 @@ impl Control {
             .await?
             .kill_reason(scope.as_str(), name, tenant)
             .map(|i| i.reason.clone()))
+    }
+
+    /// Records an erasure's tombstone (the subject by digest only).
+    pub async fn erased(&self, tombstone: SubjectErased) -> Result<(), RuntimeError> {
+        self.record(Payload::SubjectErased(tombstone)).await
     }
 
     /// Demotes a strategy version.

@@ -306,6 +306,27 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
                 })
             })
             .boxed(),
+        T::SubjectErased => (
+            text(),
+            text(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            text(),
+        )
+            .prop_map(
+                |(digest, tenant, executions, blobs_deleted, facts_erased, by)| {
+                    Payload::SubjectErased(SubjectErased {
+                        digest,
+                        tenant,
+                        executions,
+                        blobs_deleted,
+                        facts_erased,
+                        by,
+                    })
+                },
+            )
+            .boxed(),
         T::SloAlarmed => (
             text(),
             text(),
