@@ -134,7 +134,7 @@ impl FromRequestParts<State> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
-        let token = bearer(parts).or_else(|| cookie(parts, "keel_token"));
+        let token = bearer(parts).or_else(|| cookie(&parts.headers, "keel_token"));
         let Some(token) = token else {
             return Err(ApiError::Unauthorized("no bearer token".into()));
         };
@@ -152,9 +152,8 @@ fn bearer(parts: &Parts) -> Option<String> {
 }
 
 /// A cookie's value.
-pub fn cookie(parts: &Parts, name: &str) -> Option<String> {
-    parts
-        .headers
+pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())

@@ -52,15 +52,7 @@ fn who(p: &Principal) -> String {
 
 /// The logged-in principal, or a redirect to the login page.
 fn principal(state: &State, headers: &HeaderMap) -> Result<Principal, Box<Response>> {
-    let token = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == "keel_token")
-        .map(|(_, v)| v.to_owned());
-    match token.map(|t| state.tokens.resolve(&t)) {
+    match crate::cookie(headers, "keel_token").map(|t| state.tokens.resolve(&t)) {
         Some(Ok(Some(p))) => Ok(p),
         Some(Err(e)) => Err(Box::new(ApiError::from(e).into_response())),
         _ => Err(Box::new(Redirect::to("/ui/login").into_response())),
