@@ -14,7 +14,7 @@ use crate::conversation;
 use crate::error::RuntimeError;
 use crate::gates;
 use crate::strategy::{Criterion, Strategy};
-use keel_core::control::{Autonomy, autonomy, draw};
+use keel_core::control::{Autonomy, ControlState, autonomy, draw};
 use keel_core::payload::*;
 use keel_core::{
     CURRENT_SCHEMA_VERSION, Cost, Event, ExecId, ExecStatus, ExecutionState, TenantId, Tokens,
@@ -349,8 +349,7 @@ impl Agent {
                 continue;
             }
             let tenant = run.state.tenant.clone().map(|t| t.0).unwrap_or_default();
-            // One catch-up read of the control stream per step.
-            let control = self.control.state().await?;
+            // One catch-up read of the control stream per step, used by the step's tool calls too.
             let killed = match control.kill_reason(Scope::Tenant.as_str(), &tenant, &tenant) {
                 Some(k) => Some(format!("tenant {tenant} is killed: {}", k.reason)),
                 None => control
@@ -457,7 +456,7 @@ impl Agent {
                             action,
                             tier,
                             reason,
-                        } = self.call_tool(&mut run, strategy, call).await?
+                        } = self.call_tool(&mut run, strategy, &control, call).await?
                         {
                             // Nothing may follow the gate until it is decided: the step's later
                             // calls are refused now, and the model can ask again afterwards.
@@ -516,10 +515,12 @@ impl Agent {
         }
     }
 
+    /// `control` is the control state read at the start of this step.
     async fn call_tool(
         &self,
         run: &mut Run<'_>,
         strategy: &Strategy,
+        control: &ControlState,
         call: &ToolCall,
     ) -> Result<Flow, RuntimeError> {
         if !strategy.tools.contains(&call.name) {
