@@ -350,6 +350,7 @@ impl Agent {
             }
             let tenant = run.state.tenant.clone().map(|t| t.0).unwrap_or_default();
             // One catch-up read of the control stream per step, used by the step's tool calls too.
+            let control = self.control.state().await?;
             let killed = match control.kill_reason(Scope::Tenant.as_str(), &tenant, &tenant) {
                 Some(k) => Some(format!("tenant {tenant} is killed: {}", k.reason)),
                 None => control
@@ -532,7 +533,6 @@ impl Agent {
             return Ok(Flow::Done);
         }
         let tenant = run.state.tenant.clone().map(|t| t.0).unwrap_or_default();
-        let control = self.control.state().await?;
         if let Some(k) = control.kill_reason(Scope::Tool.as_str(), &call.name, &tenant) {
             let why = format!("kill-switch: tool {} is off: {}", call.name, k.reason);
             run.refuse(call, ToolStatus::Refused, why).await?;
