@@ -238,12 +238,15 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
                 // Derived stores: the trace projections are rebuilt from the (now erased) log,
                 // and the file is vacuumed so no page keeps the old rows.
                 let proj = crate::observe::projections_path(data);
-                if proj.exists() {
-                    let mut p = keel_observe::projection::Projector::open(&proj)?;
-                    p.reset()?;
+                let external = std::env::var_os("KEEL_PROJECTIONS_URL").is_some();
+                if proj.exists() || external {
+                    let mut p = crate::observe::open_projections(data).await?;
+                    p.reset().await?;
                     p.catch_up(&log).await?;
                     drop(p);
-                    rusqlite::Connection::open(&proj)?.execute_batch("VACUUM")?;
+                    if proj.exists() {
+                        rusqlite::Connection::open(&proj)?.execute_batch("VACUUM")?;
+                    }
                     report["projections"] = json!("rebuilt");
                 }
             }

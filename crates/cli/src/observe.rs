@@ -1,8 +1,9 @@
 //! `keel sql`, `keel project`, `keel export parquet|otlp`, `keel slo` and `keel replay`: reading
 //! the spine to explain what agents did (keel-observe), and re-running what they did (replay).
 //!
-//! The projections live in `DATA/observe.db`; every reading command first brings them up to
-//! date from the spine (the consumer's checkpoint makes that incremental).
+//! The projections live in `DATA/observe.db`, or in the PostgreSQL database `KEEL_PROJECTIONS_URL`
+//! names; every reading command first brings them up to date from the spine (the consumer's
+//! checkpoint makes that incremental).
 
 use crate::agents::ConfigArgs;
 use anyhow::{Context, bail};
@@ -10,9 +11,9 @@ use clap::{Args, Subcommand};
 use keel_core::payload::Payload;
 use keel_core::{ExecId, ExecStatus, ExecutionState};
 use keel_observe::otlp::{self, Conventions, OtlpSink};
-use keel_observe::projection::Projector;
-use keel_observe::sql::{self, Format, Scope};
-use keel_observe::{diff, lakehouse, slo};
+use keel_observe::rating::{self, Rate};
+use keel_observe::sql::{Format, Scope};
+use keel_observe::{Backend, ProjectionStore, diff, lakehouse, slo};
 use keel_runtime::replay::{ReadOnlyTools, Replayer};
 use keel_runtime::strategy::Strategy;
 use keel_spine::clock::Clock;
@@ -66,10 +67,54 @@ pub enum ObserveCmd {
         #[arg(long, conflicts_with = "json")]
         prometheus: bool,
     },
+    /// Sampled memory retrievals: list them, and rate their relevance (each rating is a
+    /// `retrieval.rated` event, so projection rebuilds keep it).
+    Retrievals {
+        #[command(subcommand)]
+        cmd: RetrievalsCmd,
+    },
     /// Re-run a recorded execution (or every one since a date) as a new, linked execution with
     /// another strategy, prompt or model, and diff it against the original. Side-effecting tools
     /// are never executed: they are answered from the recording, or recorded as would-be calls.
     Replay(ReplayArgs),
+}
+
+/// `keel retrievals` commands.
+#[derive(Subcommand)]
+pub enum RetrievalsCmd {
+    /// The sampled retrievals, newest first.
+    List {
+        /// Only those not rated yet (the rating queue).
+        #[arg(long)]
+        unrated: bool,
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Output format: table, json or csv.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Rate one sample: 0 irrelevant, 1 partly relevant, 2 relevant, 3 exactly what was needed.
+    Rate {
+        /// The execution that retrieved.
+        exec_id: String,
+        /// The seq of its `memory.retrieved` event (the `seq` column of `list`).
+        seq: u64,
+        /// The grade, 0–3.
+        rating: u8,
+        /// Who rates (default: `cli:$USER`).
+        #[arg(long)]
+        by: Option<String>,
+        /// Why.
+        #[arg(long)]
+        note: Option<String>,
+        /// Rate as this tenant (refused if the sample is another tenant's).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 /// Export targets.
@@ -156,10 +201,18 @@ fn open_log(data: &Path) -> anyhow::Result<SqliteLog> {
     Ok(SqliteLog::open(&path, SqliteOptions::default())?)
 }
 
+/// The projections of `data`: the backend `KEEL_PROJECTIONS_URL` names (a `postgres://` URL),
+/// else the embedded file `DATA/observe.db`. The one place the CLI chooses it.
+pub async fn open_projections(data: &Path) -> anyhow::Result<Box<dyn ProjectionStore>> {
+    let url = std::env::var("KEEL_PROJECTIONS_URL").ok();
+    let backend = Backend::from_config(url.as_deref(), &projections_path(data))?;
+    Ok(backend.open().await?)
+}
+
 /// Opens the projections of `data` and applies everything the spine has committed since.
-pub async fn refresh(data: &Path) -> anyhow::Result<(SqliteLog, Projector)> {
+pub async fn refresh(data: &Path) -> anyhow::Result<(SqliteLog, Box<dyn ProjectionStore>)> {
     let log = open_log(data)?;
-    let mut p = Projector::open(projections_path(data))?;
+    let mut p = open_projections(data).await?;
     p.catch_up(&log).await?;
     Ok((log, p))
 }
@@ -170,13 +223,14 @@ pub async fn exec_by_trace(
     trace: keel_core::TraceId,
 ) -> anyhow::Result<Option<ExecId>> {
     let data = log.path().parent().unwrap_or(Path::new("."));
-    let mut p = Projector::open(projections_path(data))?;
+    let mut p = open_projections(data).await?;
     p.catch_up(log).await?;
-    let rows = sql::run(
-        p.path(),
-        &Scope::Admin,
-        &format!("SELECT exec_id FROM gold.executions WHERE trace_id = '{trace}'"),
-    )?;
+    let rows = p
+        .query(
+            &Scope::Admin,
+            &format!("SELECT exec_id FROM gold.executions WHERE trace_id = '{trace}'"),
+        )
+        .await?;
     Ok(rows
         .rows
         .first()
@@ -193,9 +247,12 @@ pub async fn run(data: &Path, cmd: ObserveCmd) -> anyhow::Result<()> {
             tenant,
         } => {
             let format: Format = format.parse()?;
-            refresh(data).await?;
+            let (_, p) = refresh(data).await?;
             let scope = tenant.map_or(Scope::Admin, Scope::Tenant);
-            let rows = sql::run(&projections_path(data), &scope, &query)?;
+            let rows = p
+                .query(&scope, &query)
+                .await
+                .with_context(|| format!("dialect: {}", p.dialect()))?;
             print!("{}", rows.render(format));
             Ok(())
         }
@@ -207,25 +264,74 @@ pub async fn run(data: &Path, cmd: ObserveCmd) -> anyhow::Result<()> {
             json,
             prometheus,
         } => slo_cmd(data, days, &alarms, json, prometheus).await,
+        ObserveCmd::Retrievals { cmd } => retrievals(data, cmd).await,
         ObserveCmd::Replay(args) => replay(data, args).await,
     }
 }
 
+async fn retrievals(data: &Path, cmd: RetrievalsCmd) -> anyhow::Result<()> {
+    let (log, mut p) = refresh(data).await?;
+    match cmd {
+        RetrievalsCmd::List {
+            unrated,
+            tenant,
+            limit,
+            format,
+        } => {
+            let format: Format = format.parse()?;
+            let scope = tenant.map_or(Scope::Admin, Scope::Tenant);
+            let rows = rating::samples(&*p, &scope, unrated, limit).await?;
+            print!("{}", rows.render(format));
+        }
+        RetrievalsCmd::Rate {
+            exec_id,
+            seq,
+            rating: grade,
+            by,
+            note,
+            tenant,
+        } => {
+            let exec_id: ExecId = exec_id
+                .parse()
+                .with_context(|| format!("{exec_id:?} is not an execution id (expected a UUID)"))?;
+            let scope = tenant.map_or(Scope::Admin, Scope::Tenant);
+            let rate = Rate {
+                exec_id,
+                seq,
+                rating: grade,
+                rater: by.unwrap_or_else(crate::agents::operator),
+                note,
+            };
+            let clock = keel_spine::clock::SystemClock;
+            let event = rating::rate(&log, &clock, &*p, &scope, rate).await?;
+            p.catch_up(&log).await?;
+            eprintln!(
+                "recorded: {} (control stream seq {})",
+                keel_core::describe::describe(&event.payload),
+                event.seq
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn project(data: &Path, follow: bool, rebuild: bool) -> anyhow::Result<()> {
     let log = open_log(data)?;
-    let mut p = Projector::open(projections_path(data))?;
+    let mut p = open_projections(data).await?;
     if rebuild {
-        p.reset()?;
+        p.reset().await?;
         eprintln!("projections emptied; rebuilding from offset 1");
     }
     let applied = p.catch_up(&log).await?;
     eprintln!(
-        "applied {applied} events; checkpoint at offset {}",
+        "applied {applied} events into {}; checkpoint at offset {}",
+        p.describe(),
         p.next_offset()
     );
     if follow {
         eprintln!("following the spine (Ctrl-C to stop)");
-        p.follow(
+        keel_observe::store::follow(
+            &mut *p,
             &log,
             Duration::from_millis(100),
             |batch| eprintln!("applied {} events", batch.len()),
@@ -246,7 +352,7 @@ async fn export(data: &Path, target: ExportCmd) -> anyhow::Result<()> {
             interval_ms,
         } => {
             let (log, mut p) = refresh(data).await?;
-            let report = lakehouse::export(p.path(), &out, None)?;
+            let report = lakehouse::export(&*p, &out, None).await?;
             eprintln!(
                 "wrote {} rows in {} files under {}",
                 report.rows,
@@ -262,8 +368,8 @@ async fn export(data: &Path, target: ExportCmd) -> anyhow::Result<()> {
                 if p.catch_up(&log).await? == 0 {
                     continue;
                 }
-                if let Some(since) = p.changed_since(from)? {
-                    let r = lakehouse::export(p.path(), &out, Some(&since))?;
+                if let Some(since) = p.changed_since(from).await? {
+                    let r = lakehouse::export(&*p, &out, Some(&since)).await?;
                     eprintln!("rewrote {} files from {since} ({} rows)", r.files, r.rows);
                 }
             }
@@ -277,10 +383,14 @@ async fn export(data: &Path, target: ExportCmd) -> anyhow::Result<()> {
             let (log, p) = refresh(data).await?;
             let sink = OtlpSink::new(&endpoint)?;
             let conv = Conventions::from_env();
-            let mut from = if from_start { 1 } else { p.cursor("otlp")? };
+            let mut from = if from_start {
+                1
+            } else {
+                p.cursor("otlp").await?
+            };
             loop {
                 let (next, sent) = otlp::export_ended(&log, &sink, &conv, from).await?;
-                p.set_cursor("otlp", next)?;
+                p.set_cursor("otlp", next).await?;
                 if sent > 0 || !follow {
                     eprintln!("exported {sent} executions to {endpoint}");
                 }
@@ -306,7 +416,7 @@ async fn slo_cmd(
     let since = (keel_spine::clock::SystemClock.now() - chrono::Duration::days(i64::from(days)))
         .format("%Y-%m-%d")
         .to_string();
-    let report = slo::compute(p.path(), &since)?;
+    let report = slo::compute(&*p, &since).await?;
     let breaches = slo::check(&report, &alarms);
     let fired = slo::emit(&log, &keel_spine::clock::SystemClock, breaches.clone()).await?;
     for b in &breaches {
@@ -470,16 +580,17 @@ async fn replay(data: &Path, args: ReplayArgs) -> anyhow::Result<()> {
                 bail!("--since {since:?} is not a date (YYYY-MM-DD)");
             }
             let (_, p) = refresh(data).await?;
-            let rows = sql::run(
-                p.path(),
-                &Scope::Admin,
-                &format!(
-                    "SELECT exec_id FROM gold.executions WHERE replay_of IS NULL \
-                     AND finished_at IS NOT NULL AND started_at >= '{since}' \
-                     ORDER BY started_at LIMIT {}",
-                    args.limit
-                ),
-            )?;
+            let rows = p
+                .query(
+                    &Scope::Admin,
+                    &format!(
+                        "SELECT exec_id FROM gold.executions WHERE replay_of IS NULL \
+                         AND finished_at IS NOT NULL AND started_at >= '{since}' \
+                         ORDER BY started_at LIMIT {}",
+                        args.limit
+                    ),
+                )
+                .await?;
             rows.rows
                 .iter()
                 .filter_map(|r| r[0].as_str().and_then(|s| s.parse().ok()))

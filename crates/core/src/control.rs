@@ -188,6 +188,8 @@ impl ControlState {
             Payload::SloAlarmed(_) => {}
             // The tombstone of an erasure: audit only.
             Payload::SubjectErased(_) => {}
+            // Relevance ratings feed the SLO projections; they change no control state.
+            Payload::RetrievalRated(_) => {}
             _ => return Err(bad("not a control event".into())),
         }
         self.last_seq = e.seq;

@@ -83,6 +83,14 @@ pub fn describe(payload: &Payload) -> String {
             x.blobs_deleted,
             x.facts_erased
         ),
+        Payload::RetrievalRated(r) => format!(
+            "retrieval at seq {} of {} rated {}/{} by {}",
+            r.seq,
+            r.exec_id,
+            r.rating,
+            crate::payload::MAX_RELEVANCE,
+            r.rater
+        ),
         #[allow(unreachable_patterns)]
         other => other.event_type().to_string(),
     }

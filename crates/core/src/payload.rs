@@ -450,6 +450,29 @@ pub struct SloAlarmed {
     pub sample: u64,
 }
 
+/// `retrieval.rated`: a person rated the relevance of a sampled memory retrieval (control
+/// stream; the sample is the `memory.retrieved` event at `seq` of execution `exec_id`). The
+/// latest rating of a sample wins; projections keep it across rebuilds because it is an event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetrievalRated {
+    /// The tenant of the execution rated.
+    pub tenant: String,
+    /// The execution that retrieved.
+    pub exec_id: crate::ids::ExecId,
+    /// The seq of its `memory.retrieved` event.
+    pub seq: u64,
+    /// Graded relevance: 0 irrelevant, 1 partly relevant, 2 relevant, 3 exactly what was needed.
+    pub rating: u8,
+    /// Who rated.
+    pub rater: String,
+    /// Why, optionally.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// The highest [`RetrievalRated::rating`].
+pub const MAX_RELEVANCE: u8 = 3;
+
 macro_rules! payloads {
     ($( $(#[$doc:meta])* $variant:ident($ty:ty) = $name:literal, )*) => {
         /// The typed payload of an event; its variant is the event's `type`.
@@ -543,6 +566,8 @@ payloads! {
     SloAlarmed(SloAlarmed) = "slo.alarmed",
     /// `subject.erased`
     SubjectErased(SubjectErased) = "subject.erased",
+    /// `retrieval.rated`
+    RetrievalRated(RetrievalRated) = "retrieval.rated",
 }
 
 impl EventType {
@@ -562,6 +587,7 @@ impl EventType {
                 | EventType::StrategyCertified
                 | EventType::SloAlarmed
                 | EventType::SubjectErased
+                | EventType::RetrievalRated
         )
     }
 }

@@ -381,7 +381,8 @@ impl ExecutionState {
             | Payload::StrategyDemoted(_)
             | Payload::StrategyCertified(_)
             | Payload::SloAlarmed(_)
-            | Payload::SubjectErased(_) => {}
+            | Payload::SubjectErased(_)
+            | Payload::RetrievalRated(_) => {}
         }
     }
 }

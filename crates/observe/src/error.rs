@@ -16,6 +16,22 @@ pub enum ObserveError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The PostgreSQL projection store failed.
+    #[error("projection store {url}: {context}: {detail}")]
+    Postgres {
+        /// The server (password redacted).
+        url: String,
+        /// What was being done.
+        context: &'static str,
+        /// The server's message.
+        detail: String,
+    },
+    /// What was asked for does not exist (or is another tenant's).
+    #[error("not found: {what}")]
+    NotFound {
+        /// What.
+        what: String,
+    },
     /// Reading the spine failed.
     #[error("reading the spine: {0}")]
     Spine(#[from] keel_spine::SpineError),

@@ -10,7 +10,9 @@
 //! Any engine that reads Hive-partitioned Parquet (DuckDB, Spark, Trino, DataFusion) reads it; the
 //! tests check DuckDB gets the same numbers as `keel sql`.
 
-use crate::error::{ObserveError, Result, store};
+use crate::error::{ObserveError, Result};
+use crate::sql::Scope;
+use crate::store::ProjectionStore;
 use arrow_array::builder::{
     Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
 };
@@ -19,9 +21,7 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags};
-use std::collections::BTreeSet;
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -115,12 +115,16 @@ pub const TABLES: &[TableSpec] = &[
             ("trace_id", Kind::Text),
             ("exec_id", Kind::Text),
             ("tenant", Kind::Text),
+            ("seq", Kind::Int),
             ("step_n", Kind::Int),
+            ("ts", Kind::Time),
             ("query", Kind::Text),
             ("memory_version", Kind::Text),
             ("chunks", Kind::Text),
             ("rating", Kind::Int),
             ("rated_by", Kind::Text),
+            ("rated_at", Kind::Time),
+            ("rating_note", Kind::Text),
         ],
     },
 ];
@@ -152,52 +156,46 @@ pub struct ExportReport {
     pub rows: usize,
 }
 
-/// Writes every partition of every table whose date is `since` or later (all when `None`).
-pub fn export(projections: &Path, out: &Path, since: Option<&str>) -> Result<ExportReport> {
-    let conn = Connection::open_with_flags(
-        projections,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(store(projections, "opening the projections for export"))?;
+/// Writes every partition of every table whose date is `since` or later (all when `None`),
+/// reading the projections through `store` (either backend).
+pub async fn export(
+    store: &dyn ProjectionStore,
+    out: &Path,
+    since: Option<&str>,
+) -> Result<ExportReport> {
     let mut report = ExportReport::default();
     for spec in TABLES {
-        let partitions = partitions(&conn, projections, spec, since)?;
-        for (date, tenant) in partitions {
-            report.rows += write_partition(&conn, projections, out, spec, &date, &tenant)?;
+        let day = store.day(spec.date_column);
+        let rows = store
+            .query(
+                &Scope::Admin,
+                &format!(
+                    "SELECT DISTINCT {day}, tenant FROM {} WHERE {day} >= '{}' ORDER BY 1, 2",
+                    qualified(spec.name),
+                    literal(since.unwrap_or(""))
+                ),
+            )
+            .await?;
+        for r in rows.rows {
+            let (Some(date), Some(tenant)) = (r[0].as_str(), r[1].as_str()) else {
+                continue;
+            };
+            report.rows += write_partition(store, out, spec, date, tenant).await?;
             report.files += 1;
         }
     }
     Ok(report)
 }
 
-fn partitions(
-    conn: &Connection,
-    path: &Path,
-    spec: &TableSpec,
-    since: Option<&str>,
-) -> Result<BTreeSet<(String, String)>> {
-    let date = date_expr(spec);
-    let sql = format!(
-        "SELECT DISTINCT {date}, tenant FROM {} WHERE {date} >= ?1",
-        spec.name
-    );
-    let mut stmt = conn
-        .prepare(&sql)
-        .map_err(store(path, "listing partitions"))?;
-    let rows = stmt
-        .query_map([since.unwrap_or("")], |r| Ok((r.get(0)?, r.get(1)?)))
-        .map_err(store(path, "listing partitions"))?;
-    rows.collect::<std::result::Result<_, _>>()
-        .map_err(store(path, "listing partitions"))
+fn qualified(table: &str) -> String {
+    match table {
+        "executions" => "gold.executions".into(),
+        other => format!("traces.{other}"),
+    }
 }
 
-fn date_expr(spec: &TableSpec) -> String {
-    if spec.name == "retrieval_samples" {
-        // Samples carry no time of their own: the time of the retrieval's step row.
-        "(SELECT substr(s.ts, 1, 10) FROM steps AS s WHERE s.log_offset = retrieval_samples.log_offset)".into()
-    } else {
-        format!("substr({}, 1, 10)", spec.date_column)
-    }
+fn literal(v: &str) -> String {
+    v.replace('\'', "''")
 }
 
 /// Hive partition values: keep `[A-Za-z0-9_.-]`, percent-encode the rest.
@@ -213,40 +211,38 @@ fn path_value(v: &str) -> String {
     out
 }
 
-fn write_partition(
-    conn: &Connection,
-    path: &Path,
+async fn write_partition(
+    store: &dyn ProjectionStore,
     out: &Path,
     spec: &TableSpec,
     date: &str,
     tenant: &str,
 ) -> Result<usize> {
     let cols: Vec<&str> = spec.columns.iter().map(|(n, _)| *n).collect();
-    let sql = format!(
-        "SELECT {} FROM {} WHERE {} = ?1 AND tenant = ?2 ORDER BY {}",
-        cols.join(", "),
-        spec.name,
-        date_expr(spec),
-        spec.order_by
-    );
-    let mut stmt = conn
-        .prepare(&sql)
-        .map_err(store(path, "reading a partition"))?;
+    let rows = store
+        .query(
+            &Scope::Admin,
+            &format!(
+                "SELECT {} FROM {} WHERE {} = '{}' AND tenant = '{}' ORDER BY {}",
+                cols.join(", "),
+                qualified(spec.name),
+                store.day(spec.date_column),
+                literal(date),
+                literal(tenant),
+                spec.order_by
+            ),
+        )
+        .await?;
     let mut builders: Vec<Col> = spec.columns.iter().map(|(_, k)| Col::new(*k)).collect();
-    let mut rows = stmt
-        .query([date, tenant])
-        .map_err(store(path, "reading a partition"))?;
-    let mut n = 0usize;
-    while let Some(row) = rows.next().map_err(store(path, "reading a partition"))? {
+    for row in &rows.rows {
         for (i, b) in builders.iter_mut().enumerate() {
-            let v = row.get_ref(i).map_err(store(path, "reading a partition"))?;
-            b.push(v).map_err(|detail| ObserveError::Export {
-                path: path.to_owned(),
+            b.push(&row[i]).map_err(|detail| ObserveError::Export {
+                path: out.to_owned(),
                 detail: format!("{}.{}: {detail}", spec.name, spec.columns[i].0),
             })?;
         }
-        n += 1;
     }
+    let n = rows.rows.len();
     let schema = Arc::new(schema(spec));
     let arrays: Vec<ArrayRef> = builders.into_iter().map(Col::finish).collect();
     let dir: PathBuf = out
@@ -297,23 +293,25 @@ impl Col {
         }
     }
 
-    fn push(&mut self, v: ValueRef<'_>) -> std::result::Result<(), String> {
+    fn push(&mut self, v: &Value) -> std::result::Result<(), String> {
         match (self, v) {
-            (Col::Int(b), ValueRef::Null) => b.append_null(),
-            (Col::Float(b), ValueRef::Null) => b.append_null(),
-            (Col::Text(b), ValueRef::Null) => b.append_null(),
-            (Col::Time(b), ValueRef::Null) => b.append_null(),
-            (Col::Int(b), ValueRef::Integer(i)) => b.append_value(i),
-            (Col::Float(b), ValueRef::Real(f)) => b.append_value(f),
-            (Col::Float(b), ValueRef::Integer(i)) => b.append_value(i as f64),
-            (Col::Text(b), ValueRef::Text(t)) => b.append_value(String::from_utf8_lossy(t)),
-            (Col::Time(b), ValueRef::Text(t)) => {
-                let s = String::from_utf8_lossy(t);
-                let ts = chrono::DateTime::parse_from_rfc3339(&s)
+            (Col::Int(b), Value::Null) => b.append_null(),
+            (Col::Float(b), Value::Null) => b.append_null(),
+            (Col::Text(b), Value::Null) => b.append_null(),
+            (Col::Time(b), Value::Null) => b.append_null(),
+            (Col::Int(b), Value::Number(n)) if n.is_i64() || n.is_u64() => {
+                b.append_value(n.as_i64().ok_or_else(|| format!("{n} overflows INT64"))?)
+            }
+            (Col::Float(b), Value::Number(n)) => {
+                b.append_value(n.as_f64().ok_or_else(|| format!("{n} is not a number"))?)
+            }
+            (Col::Text(b), Value::String(t)) => b.append_value(t),
+            (Col::Time(b), Value::String(s)) => {
+                let ts = chrono::DateTime::parse_from_rfc3339(s)
                     .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))?;
                 b.append_value(ts.timestamp_millis());
             }
-            (_, other) => return Err(format!("unexpected value {other:?}")),
+            (_, other) => return Err(format!("unexpected value {other}")),
         }
         Ok(())
     }

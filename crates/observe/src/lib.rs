@@ -1,12 +1,15 @@
 //! `keel-observe`: everything that reads the spine to explain what agents did.
 //!
-//! - [`projection`]: a consumer of the spine with a durable, checkpointed offset that keeps
-//!   `traces.steps` (one row per event) and `gold.executions` (one row per execution) in a SQLite
-//!   file of their own.
+//! - [`projection`]: what `traces.steps` (one row per event), `gold.executions` (one row per
+//!   execution) and `traces.retrieval_samples` hold, as a pure function of the events.
+//! - [`store`]: the [`ProjectionStore`] trait — a consumer of the spine with a durable,
+//!   checkpointed offset — and its backends: [`sqlite`] (the embedded default, a file of its
+//!   own) and [`pg`] (PostgreSQL, the scaled path), chosen by configuration ([`Backend`]).
 //! - [`sql`]: read-only SQL over those tables (`keel sql`, `POST /v1/sql`), tenant-scoped on
 //!   request, with percentile aggregates registered.
 //! - [`otlp`]: OpenTelemetry traces over OTLP/HTTP (protobuf), GenAI semantic conventions.
 //! - [`lakehouse`]: the projections as Parquet, partitioned by date and tenant.
+//! - [`rating`]: relevance ratings of sampled retrievals, recorded as control events.
 //! - [`slo`]: per-strategy SLOs computed from the projections, and alarms that emit events.
 //! - [`diff`]: a step-by-step diff of two executions (what replay prints).
 //!
@@ -18,10 +21,15 @@ pub mod error;
 pub mod lakehouse;
 pub mod metrics;
 pub mod otlp;
+pub mod pg;
 pub mod projection;
+pub mod rating;
 pub mod semconv;
 pub mod slo;
 pub mod sql;
+pub mod sqlite;
+pub mod store;
 
 pub use error::{ObserveError, Result};
-pub use projection::Projector;
+pub use sqlite::Projector;
+pub use store::{Backend, ProjectionStore};

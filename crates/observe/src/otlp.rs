@@ -423,7 +423,7 @@ pub async fn export_ended(
     let mut next = from_offset.max(1);
     let mut sent = 0usize;
     loop {
-        let batch = log.read_all(next, crate::projection::BATCH).await?;
+        let batch = log.read_all(next, crate::store::BATCH).await?;
         let Some(last) = batch.last().map(|c| c.offset) else {
             return Ok((next, sent));
         };

@@ -1,330 +1,294 @@
-//! The projections: `traces.steps` (one row per event) and `gold.executions` (one row per
-//! execution), kept in their own SQLite file by a consumer of the spine.
+//! What the projections hold, as a pure function of the spine's events: [`changes`] turns one
+//! committed event into the row changes every backend applies (`crate::sqlite`, `crate::pg`),
+//! and [`step_row`] derives a `traces.steps` row's columns.
 //!
-//! The consumer's position is a durable checkpoint: every batch of events is applied and the next
-//! offset recorded in one SQLite transaction, so a consumer that stops (or is killed) resumes at
-//! exactly the first event it had not applied, and no event is applied twice. The rows are a pure
-//! function of the events, so rebuilding from offset 0 gives identical tables (tested).
-//!
-//! The file is separate from the spine's so projection writes never contend with appends for
-//! SQLite's single writer lock. [`crate::sql`] attaches it twice, as `traces` and as `gold`, so
-//! the seed's queries (`FROM traces.steps`, `FROM gold.executions`) run unchanged.
+//! The tables: `traces.steps` (one row per execution event), `gold.executions` (one row per
+//! execution) and `traces.retrieval_samples` (the retrievals sampled for a human relevance
+//! rating; ratings arrive as `retrieval.rated` events on the control stream, so a rebuild keeps
+//! them). Nothing here does I/O: the backends only translate [`Change`]s into their SQL.
 
-use crate::error::{Result, store};
 use keel_core::control::CONTROL_STREAM;
 use keel_core::payload::{Outcome, Payload, ToolStatus, Verdict};
 use keel_core::{Cost, Event};
-use keel_spine::{Committed, EventLog};
-use rusqlite::{Connection, OptionalExtension, params};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-/// Schema of the projection file. Bump [`SCHEMA_VERSION`] when it changes: an older file is
-/// rebuilt from the spine (projections are derived data), never migrated in place.
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS steps (
-    log_offset    INTEGER PRIMARY KEY,
-    trace_id      TEXT    NOT NULL,
-    exec_id       TEXT    NOT NULL,
-    tenant        TEXT    NOT NULL,
-    seq           INTEGER NOT NULL,
-    step_n        INTEGER NOT NULL,
-    ts            TEXT    NOT NULL,
-    event_type    TEXT    NOT NULL,
-    summary       TEXT    NOT NULL,
-    model         TEXT,
-    tokens_in     INTEGER,
-    tokens_out    INTEGER,
-    cost          REAL,
-    latency_ms    INTEGER,
-    tool          TEXT,
-    status        TEXT,
-    output_ref    TEXT,
-    gate_verdict  TEXT,
-    memory_chunks TEXT
-);
-CREATE INDEX IF NOT EXISTS steps_by_trace ON steps (trace_id, seq);
-CREATE TABLE IF NOT EXISTS executions (
-    exec_id          TEXT    PRIMARY KEY,
-    trace_id         TEXT    NOT NULL,
-    tenant           TEXT    NOT NULL,
-    strategy_version TEXT    NOT NULL,
-    experiment_arm   TEXT,
-    replay_of        TEXT,
-    goal             TEXT    NOT NULL,
-    started_at       TEXT    NOT NULL,
-    finished_at      TEXT,
-    outcome          TEXT,
-    outcome_success  INTEGER,
-    steps_n          INTEGER NOT NULL DEFAULT 0,
-    tokens_in        INTEGER NOT NULL DEFAULT 0,
-    tokens_out       INTEGER NOT NULL DEFAULT 0,
-    cost_micros      INTEGER NOT NULL DEFAULT 0,
-    cost_known       INTEGER NOT NULL DEFAULT 1,
-    total_cost       REAL GENERATED ALWAYS AS (CASE WHEN cost_known THEN cost_micros / 1e6 END) VIRTUAL,
-    model_calls      INTEGER NOT NULL DEFAULT 0,
-    tool_calls       INTEGER NOT NULL DEFAULT 0,
-    tool_failures    INTEGER NOT NULL DEFAULT 0,
-    gate_escalations INTEGER NOT NULL DEFAULT 0,
-    gate_rejections  INTEGER NOT NULL DEFAULT 0,
-    retrievals       INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS executions_by_strategy ON executions (strategy_version, started_at);
-CREATE INDEX IF NOT EXISTS executions_by_trace ON executions (trace_id);
-CREATE TABLE IF NOT EXISTS retrieval_samples (
-    log_offset     INTEGER PRIMARY KEY,
-    trace_id       TEXT    NOT NULL,
-    exec_id        TEXT    NOT NULL,
-    tenant         TEXT    NOT NULL,
-    step_n         INTEGER NOT NULL,
-    query          TEXT    NOT NULL,
-    memory_version TEXT    NOT NULL,
-    chunks         TEXT    NOT NULL,
-    rating         INTEGER,
-    rated_by       TEXT
-);
-CREATE TABLE IF NOT EXISTS projection_state (
-    name        TEXT    PRIMARY KEY,
-    next_offset INTEGER NOT NULL
-) WITHOUT ROWID;
-";
-
-/// Version of the projection tables' schema, stored in the file's `user_version`.
-pub const SCHEMA_VERSION: i64 = 2;
 
 /// One retrieval in this many is queued for a human relevance rating (chosen by a hash of the
 /// event id, so a rebuild samples the same ones).
 pub const RETRIEVAL_SAMPLE_EVERY: u64 = 10;
 
-/// Events applied per transaction when catching up.
-pub const BATCH: usize = 4096;
-
-/// The tables that a projection rebuild compares (and `keel export parquet` writes).
-pub const TABLES: &[&str] = &["steps", "executions", "retrieval_samples"];
-
-/// The projection consumer and its store.
-pub struct Projector {
-    conn: Connection,
-    path: PathBuf,
-    next_offset: u64,
+/// A `traces.steps` row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepInsert {
+    /// Spine offset (the key).
+    pub log_offset: u64,
+    /// Trace id (32 hex).
+    pub trace_id: String,
+    /// Execution id.
+    pub exec_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// The event's seq in its execution.
+    pub seq: u64,
+    /// Step number.
+    pub step_n: u32,
+    /// Timestamp, RFC 3339 with milliseconds and `Z`.
+    pub ts: String,
+    /// Event type.
+    pub event_type: &'static str,
+    /// The derived columns.
+    pub row: StepRow,
 }
 
-impl Projector {
-    /// Opens (or creates) the projection file at `path`.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_owned();
-        let conn = Connection::open(&path).map_err(store(&path, "opening"))?;
-        conn.execute_batch(
-            // 64 MiB of page cache: index inserts keyed by random trace ids stay in memory.
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;
-             PRAGMA cache_size = -65536;",
-        )
-        .map_err(store(&path, "setting pragmas"))?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(store(&path, "reading the schema version"))?;
-        if version != 0 && version != SCHEMA_VERSION {
-            // Derived data: drop and rebuild rather than migrate.
-            for t in TABLES.iter().chain(&["projection_state"]) {
-                conn.execute_batch(&format!("DROP TABLE IF EXISTS {t};"))
-                    .map_err(store(&path, "dropping an old projection table"))?;
-            }
-        }
-        conn.execute_batch(SCHEMA)
-            .map_err(store(&path, "creating the projection tables"))?;
-        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))
-            .map_err(store(&path, "writing the schema version"))?;
-        let next_offset = conn
-            .query_row(
-                "SELECT next_offset FROM projection_state WHERE name = 'main'",
-                [],
-                |r| r.get::<_, u64>(0),
-            )
-            .optional()
-            .map_err(store(&path, "reading the checkpoint"))?
-            .unwrap_or(1);
-        Ok(Self {
-            conn,
-            path,
-            next_offset,
-        })
-    }
+/// A `gold.executions` row as `exec.started` creates it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecInsert {
+    /// Execution id.
+    pub exec_id: String,
+    /// Trace id.
+    pub trace_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Strategy version.
+    pub strategy_version: String,
+    /// Experiment arm, if any.
+    pub experiment_arm: Option<String>,
+    /// The execution this one replays.
+    pub replay_of: Option<String>,
+    /// The goal.
+    pub goal: String,
+    /// Start time (RFC 3339).
+    pub started_at: String,
+}
 
-    /// The projection file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
+/// A `traces.retrieval_samples` row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleInsert {
+    /// Spine offset of the `memory.retrieved` event (the key).
+    pub log_offset: u64,
+    /// Trace id.
+    pub trace_id: String,
+    /// Execution id.
+    pub exec_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// The retrieval's seq in its execution (with `exec_id`, how a rating names the sample).
+    pub seq: u64,
+    /// Step number.
+    pub step_n: u32,
+    /// When it retrieved (RFC 3339).
+    pub ts: String,
+    /// The query text.
+    pub query: String,
+    /// Memory version read.
+    pub memory_version: String,
+    /// The chunks returned, as JSON.
+    pub chunks: String,
+}
 
-    /// The first spine offset not yet applied (the durable checkpoint).
-    pub fn next_offset(&self) -> u64 {
-        self.next_offset
-    }
+/// One change to the projection tables.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// Insert a `traces.steps` row.
+    Step(StepInsert),
+    /// Insert the `gold.executions` row (ignored if it exists).
+    Started(ExecInsert),
+    /// A model reply: one more model call, its tokens and cost.
+    ModelResponded {
+        /// Execution id.
+        exec_id: String,
+        /// Input tokens.
+        tokens_in: u64,
+        /// Output tokens.
+        tokens_out: u64,
+        /// Cost, micro-USD (0 when unknown).
+        cost_micros: u64,
+        /// False when the cost is unknown.
+        cost_known: bool,
+    },
+    /// A tool result: one more call, maybe a failure, its cost.
+    ToolResult {
+        /// Execution id.
+        exec_id: String,
+        /// Anything but `ok`.
+        failed: bool,
+        /// Cost, micro-USD (0 when unknown).
+        cost_micros: u64,
+        /// False when the cost is unknown.
+        cost_known: bool,
+    },
+    /// One more gate asked for.
+    GateRequested {
+        /// Execution id.
+        exec_id: String,
+    },
+    /// One more gate rejected.
+    GateRejected {
+        /// Execution id.
+        exec_id: String,
+    },
+    /// One more retrieval.
+    Retrieved {
+        /// Execution id.
+        exec_id: String,
+    },
+    /// Insert a `traces.retrieval_samples` row.
+    Sampled(SampleInsert),
+    /// One more step completed.
+    StepCompleted {
+        /// Execution id.
+        exec_id: String,
+    },
+    /// The execution ended: the finish's authoritative totals replace the sums.
+    Finished {
+        /// Execution id.
+        exec_id: String,
+        /// When (RFC 3339).
+        finished_at: String,
+        /// Outcome word.
+        outcome: &'static str,
+        /// Whether the outcome is success.
+        success: bool,
+        /// Steps.
+        steps_n: u32,
+        /// Input tokens.
+        tokens_in: u64,
+        /// Output tokens.
+        tokens_out: u64,
+        /// Cost, micro-USD (0 when unknown).
+        cost_micros: u64,
+        /// False when the cost is unknown.
+        cost_known: bool,
+    },
+    /// The execution was cancelled.
+    Cancelled {
+        /// Execution id.
+        exec_id: String,
+        /// When (RFC 3339).
+        finished_at: String,
+    },
+    /// A sampled retrieval was rated (the latest rating wins).
+    Rated {
+        /// Tenant of the execution (a rating never touches another tenant's sample).
+        tenant: String,
+        /// Execution id.
+        exec_id: String,
+        /// Seq of the `memory.retrieved` event.
+        seq: u64,
+        /// 0..=3.
+        rating: u8,
+        /// Who.
+        rated_by: String,
+        /// When (RFC 3339).
+        rated_at: String,
+        /// Why.
+        note: Option<String>,
+    },
+}
 
-    /// The saved position of another consumer of the spine sharing this file (`otlp`, …);
-    /// offset 1 when it never ran.
-    pub fn cursor(&self, name: &str) -> Result<u64> {
-        self.conn
-            .query_row(
-                "SELECT next_offset FROM projection_state WHERE name = ?1",
-                [name],
-                |r| r.get::<_, u64>(0),
-            )
-            .optional()
-            .map_err(store(&self.path, "reading a cursor"))
-            .map(|v| v.unwrap_or(1))
+/// The row changes of the event at spine offset `offset`, in the order to apply them.
+pub fn changes(offset: u64, e: &Event) -> Vec<Change> {
+    let ts = timestamp(e);
+    if e.exec_id == CONTROL_STREAM {
+        // The control stream is no execution; only relevance ratings touch the projections.
+        return match &e.payload {
+            Payload::RetrievalRated(r) => vec![Change::Rated {
+                tenant: r.tenant.clone(),
+                exec_id: r.exec_id.to_string(),
+                seq: r.seq,
+                rating: r.rating,
+                rated_by: r.rater.clone(),
+                rated_at: ts,
+                note: r.note.clone(),
+            }],
+            _ => Vec::new(),
+        };
     }
-
-    /// Saves another consumer's position (see [`Projector::cursor`]); `main` is reserved.
-    pub fn set_cursor(&self, name: &str, next_offset: u64) -> Result<()> {
-        if name == "main" {
-            return Err(crate::ObserveError::Config {
-                what: "cursor name".into(),
-                detail: "`main` is the projections' own checkpoint".into(),
+    let exec = e.exec_id.to_string();
+    let trace = e.trace_id.to_string();
+    let mut out = vec![Change::Step(StepInsert {
+        log_offset: offset,
+        trace_id: trace.clone(),
+        exec_id: exec.clone(),
+        tenant: e.tenant.as_str().to_owned(),
+        seq: e.seq,
+        step_n: e.step_n,
+        ts: ts.clone(),
+        event_type: e.event_type().as_str(),
+        row: step_row(e),
+    })];
+    let exec_id = exec.clone();
+    match &e.payload {
+        Payload::ExecStarted(p) => out.push(Change::Started(ExecInsert {
+            exec_id,
+            trace_id: trace,
+            tenant: e.tenant.as_str().to_owned(),
+            strategy_version: p.strategy_version.clone(),
+            experiment_arm: p.experiment_arm.clone(),
+            replay_of: p.replay_of.map(|r| r.to_string()),
+            goal: p.goal.clone(),
+            started_at: ts,
+        })),
+        Payload::ModelResponded(p) => {
+            let (cost_micros, cost_known) = cost_parts(p.cost);
+            out.push(Change::ModelResponded {
+                exec_id,
+                tokens_in: p.tokens.input,
+                tokens_out: p.tokens.output,
+                cost_micros,
+                cost_known,
             });
         }
-        self.conn
-            .execute(
-                "INSERT INTO projection_state (name, next_offset) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET next_offset = excluded.next_offset",
-                rusqlite::params![name, next_offset],
-            )
-            .map_err(store(&self.path, "writing a cursor"))?;
-        Ok(())
-    }
-
-    /// The earliest partition date (`YYYY-MM-DD`) whose rows changed at or after spine offset
-    /// `from`: the date of any new step, or the start date of any execution it updated. `None`
-    /// when nothing changed. What the continuous Parquet export rewrites from.
-    pub fn changed_since(&self, from: u64) -> Result<Option<String>> {
-        self.conn
-            .query_row(
-                "SELECT min(d) FROM (
-                     SELECT substr(ts, 1, 10) AS d FROM steps WHERE log_offset >= ?1
-                     UNION ALL
-                     SELECT substr(e.started_at, 1, 10) FROM executions AS e
-                     WHERE e.exec_id IN (SELECT exec_id FROM steps WHERE log_offset >= ?1))",
-                [from],
-                |r| r.get::<_, Option<String>>(0),
-            )
-            .map_err(store(&self.path, "finding changed partitions"))
-    }
-
-    /// Empties every projection table and resets the checkpoint to offset 1.
-    pub fn reset(&mut self) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(store(&self.path, "starting a reset"))?;
-        for t in TABLES.iter().chain(&["projection_state"]) {
-            tx.execute_batch(&format!("DELETE FROM {t};"))
-                .map_err(store(&self.path, "emptying a projection table"))?;
-        }
-        tx.commit()
-            .map_err(store(&self.path, "committing a reset"))?;
-        self.next_offset = 1;
-        Ok(())
-    }
-
-    /// Applies a batch of committed events (in offset order) and moves the checkpoint past it,
-    /// in one transaction. Events before the checkpoint are skipped, so a batch delivered twice
-    /// is applied once.
-    pub fn apply(&mut self, batch: &[Committed]) -> Result<()> {
-        let fresh: Vec<&Committed> = batch
-            .iter()
-            .filter(|c| c.offset >= self.next_offset)
-            .collect();
-        let Some(last) = fresh.last().map(|c| c.offset) else {
-            return Ok(());
-        };
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(store(&path, "starting a projection batch"))?;
-        for c in &fresh {
-            apply_one(&tx, &path, c.offset, &c.event)?;
-        }
-        tx.execute(
-            "INSERT INTO projection_state (name, next_offset) VALUES ('main', ?1)
-             ON CONFLICT (name) DO UPDATE SET next_offset = excluded.next_offset",
-            [last + 1],
-        )
-        .map_err(store(&path, "writing the checkpoint"))?;
-        tx.commit()
-            .map_err(store(&path, "committing a projection batch"))?;
-        self.next_offset = last + 1;
-        Ok(())
-    }
-
-    /// Applies every event the spine has committed past the checkpoint; returns how many.
-    pub async fn catch_up(&mut self, log: &dyn EventLog) -> Result<u64> {
-        let mut applied = 0u64;
-        loop {
-            let batch = log.read_all(self.next_offset, BATCH).await?;
-            if batch.is_empty() {
-                return Ok(applied);
-            }
-            applied += batch.len() as u64;
-            self.apply(&batch)?;
-        }
-    }
-
-    /// Follows the spine until `stop` resolves: catches up, then applies new events as they
-    /// commit (polling every `poll` when idle). Each applied batch is checkpointed.
-    pub async fn follow(
-        &mut self,
-        log: &dyn EventLog,
-        poll: Duration,
-        mut on_batch: impl FnMut(&[Committed]),
-        stop: impl std::future::Future<Output = ()>,
-    ) -> Result<()> {
-        tokio::pin!(stop);
-        loop {
-            let batch = log.read_all(self.next_offset, BATCH).await?;
-            if batch.is_empty() {
-                tokio::select! {
-                    _ = &mut stop => return Ok(()),
-                    _ = tokio::time::sleep(poll) => continue,
-                }
-            }
-            self.apply(&batch)?;
-            on_batch(&batch);
-        }
-    }
-
-    /// Every row of `table` as text, in primary-key order: what the rebuild-equality test and
-    /// `keel observe rebuild --check` compare.
-    pub fn dump(&self, table: &str) -> Result<Vec<String>> {
-        if !TABLES.contains(&table) {
-            return Err(crate::ObserveError::QueryRefused {
-                reason: format!(
-                    "{table:?} is not a projection table ({})",
-                    TABLES.join(", ")
-                ),
+        Payload::ToolResult(p) => {
+            let (cost_micros, cost_known) = cost_parts(p.actual_cost);
+            out.push(Change::ToolResult {
+                exec_id,
+                failed: p.status != ToolStatus::Ok,
+                cost_micros,
+                cost_known,
             });
         }
-        let key = if table == "executions" {
-            "exec_id"
-        } else {
-            "log_offset"
-        };
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT * FROM {table} ORDER BY {key}"))
-            .map_err(store(&self.path, "dumping a table"))?;
-        let n = stmt.column_count();
-        let rows = stmt
-            .query_map([], |r| {
-                let mut cells = Vec::with_capacity(n);
-                for i in 0..n {
-                    cells.push(format!("{:?}", r.get_ref(i)?));
-                }
-                Ok(cells.join("|"))
-            })
-            .map_err(store(&self.path, "dumping a table"))?;
-        rows.collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(store(&self.path, "dumping a table"))
+        Payload::GateRequested(_) => out.push(Change::GateRequested { exec_id }),
+        Payload::GateDecided(p) if p.verdict == Verdict::Reject => {
+            out.push(Change::GateRejected { exec_id });
+        }
+        Payload::MemoryRetrieved(p) => {
+            out.push(Change::Retrieved { exec_id });
+            if sampled(e) {
+                out.push(Change::Sampled(SampleInsert {
+                    log_offset: offset,
+                    trace_id: trace,
+                    exec_id: exec,
+                    tenant: e.tenant.as_str().to_owned(),
+                    seq: e.seq,
+                    step_n: e.step_n,
+                    ts,
+                    query: p.query.clone(),
+                    memory_version: p.memory_version.clone(),
+                    chunks: serde_json::to_string(&p.chunks).unwrap_or_default(),
+                }));
+            }
+        }
+        Payload::StepCompleted(_) => out.push(Change::StepCompleted { exec_id }),
+        Payload::ExecFinished(p) => {
+            let (cost_micros, cost_known) = cost_parts(p.cost);
+            out.push(Change::Finished {
+                exec_id,
+                finished_at: ts,
+                outcome: outcome_word(p.outcome),
+                success: p.outcome == Outcome::Success,
+                steps_n: p.steps_n,
+                tokens_in: p.tokens.input,
+                tokens_out: p.tokens.output,
+                cost_micros,
+                cost_known,
+            });
+        }
+        Payload::ExecCancelled(_) => out.push(Change::Cancelled {
+            exec_id,
+            finished_at: ts,
+        }),
+        _ => {}
     }
+    out
 }
 
 /// Micro-USD as dollars; `None` when unknown.
@@ -553,177 +517,9 @@ fn sampled(e: &Event) -> bool {
     (hi ^ lo).wrapping_mul(0x9E37_79B9_7F4A_7C15) % RETRIEVAL_SAMPLE_EVERY == 0
 }
 
-fn apply_one(tx: &rusqlite::Transaction<'_>, path: &Path, offset: u64, e: &Event) -> Result<()> {
-    if e.exec_id == CONTROL_STREAM {
-        // The control stream is no execution (kill-switches, demotions, SLO alarms).
-        return Ok(());
-    }
-    let row = step_row(e);
-    let exec = e.exec_id.to_string();
-    let trace = e.trace_id.to_string();
-    let ts = timestamp(e);
-    tx.prepare_cached(
-        "INSERT INTO steps (log_offset, trace_id, exec_id, tenant, seq, step_n, ts, event_type,
-             summary, model, tokens_in, tokens_out, cost, latency_ms, tool, status, output_ref,
-             gate_verdict, memory_chunks)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            offset,
-            trace,
-            exec,
-            e.tenant.as_str(),
-            e.seq,
-            e.step_n,
-            ts,
-            e.event_type().as_str(),
-            row.summary,
-            row.model,
-            row.tokens_in,
-            row.tokens_out,
-            row.cost,
-            row.latency_ms,
-            row.tool,
-            row.status,
-            row.output_ref,
-            row.gate_verdict,
-            row.memory_chunks,
-        ])
-    })
-    .map_err(store(path, "inserting a step row"))?;
-
-    let update = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<()> {
-        tx.prepare_cached(sql)
-            .and_then(|mut s| s.execute(args))
-            .map(|_| ())
-            .map_err(store(path, "updating an execution row"))
-    };
-    match &e.payload {
-        Payload::ExecStarted(p) => {
-            let replay_of: Option<String> = p.replay_of.map(|r| r.to_string());
-            update(
-                "INSERT INTO executions (exec_id, trace_id, tenant, strategy_version, experiment_arm,
-                     replay_of, goal, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (exec_id) DO NOTHING",
-                &[
-                    &exec,
-                    &trace,
-                    &e.tenant.as_str(),
-                    &p.strategy_version,
-                    &p.experiment_arm,
-                    &replay_of,
-                    &p.goal,
-                    &ts,
-                ],
-            )?;
-        }
-        Payload::ModelResponded(p) => {
-            let (micros, known) = cost_parts(p.cost);
-            update(
-                "UPDATE executions SET model_calls = model_calls + 1,
-                     tokens_in = tokens_in + ?2, tokens_out = tokens_out + ?3,
-                     cost_micros = cost_micros + ?4, cost_known = cost_known AND ?5
-                 WHERE exec_id = ?1",
-                &[&exec, &p.tokens.input, &p.tokens.output, &micros, &known],
-            )?;
-        }
-        Payload::ToolResult(p) => {
-            let (micros, known) = cost_parts(p.actual_cost);
-            let failed = p.status != ToolStatus::Ok;
-            update(
-                "UPDATE executions SET tool_calls = tool_calls + 1,
-                     tool_failures = tool_failures + ?2,
-                     cost_micros = cost_micros + ?3, cost_known = cost_known AND ?4
-                 WHERE exec_id = ?1",
-                &[&exec, &failed, &micros, &known],
-            )?;
-        }
-        Payload::GateRequested(_) => {
-            update(
-                "UPDATE executions SET gate_escalations = gate_escalations + 1 WHERE exec_id = ?1",
-                &[&exec],
-            )?;
-        }
-        Payload::GateDecided(p) if p.verdict == Verdict::Reject => {
-            update(
-                "UPDATE executions SET gate_rejections = gate_rejections + 1 WHERE exec_id = ?1",
-                &[&exec],
-            )?;
-        }
-        Payload::MemoryRetrieved(p) => {
-            update(
-                "UPDATE executions SET retrievals = retrievals + 1 WHERE exec_id = ?1",
-                &[&exec],
-            )?;
-            if sampled(e) {
-                let chunks = serde_json::to_string(&p.chunks).unwrap_or_default();
-                update(
-                    "INSERT INTO retrieval_samples (log_offset, trace_id, exec_id, tenant, step_n,
-                         query, memory_version, chunks) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    &[
-                        &offset,
-                        &trace,
-                        &exec,
-                        &e.tenant.as_str(),
-                        &e.step_n,
-                        &p.query,
-                        &p.memory_version,
-                        &chunks,
-                    ],
-                )?;
-            }
-        }
-        Payload::StepCompleted(_) => {
-            update(
-                "UPDATE executions SET steps_n = steps_n + 1 WHERE exec_id = ?1",
-                &[&exec],
-            )?;
-        }
-        Payload::ExecFinished(p) => {
-            // The finish carries the authoritative totals (the fold's); they replace the sums.
-            let (micros, known) = cost_parts(p.cost);
-            update(
-                "UPDATE executions SET finished_at = ?2, outcome = ?3, outcome_success = ?4,
-                     steps_n = ?5, tokens_in = ?6, tokens_out = ?7, cost_micros = ?8,
-                     cost_known = ?9
-                 WHERE exec_id = ?1",
-                &[
-                    &exec,
-                    &ts,
-                    &outcome_word(p.outcome),
-                    &(p.outcome == Outcome::Success),
-                    &p.steps_n,
-                    &p.tokens.input,
-                    &p.tokens.output,
-                    &micros,
-                    &known,
-                ],
-            )?;
-        }
-        Payload::ExecCancelled(_) => {
-            update(
-                "UPDATE executions SET finished_at = ?2, outcome = 'cancelled', outcome_success = 0
-                 WHERE exec_id = ?1",
-                &[&exec, &ts],
-            )?;
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
 fn cost_parts(c: Cost) -> (u64, bool) {
     match c {
         Cost::Known(m) => (m, true),
         Cost::Unknown => (0, false),
     }
-}
-
-/// Applies `events` through a fresh consumer on `log` until it has caught up; convenience for
-/// commands that need the projections current before they read them.
-pub async fn refresh(path: &Path, log: &dyn EventLog) -> Result<Projector> {
-    let mut p = Projector::open(path)?;
-    p.catch_up(log).await?;
-    Ok(p)
 }

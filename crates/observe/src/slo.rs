@@ -12,15 +12,14 @@
 //! number of executions (so re-running the check without new data does not repeat it).
 
 use crate::error::{ObserveError, Result};
-use crate::sql::{self, Scope};
-use keel_core::control::{CONTROL_STREAM, CONTROL_TENANT};
+use crate::sql::Scope;
+use crate::store::ProjectionStore;
+use keel_core::Event;
 use keel_core::payload::{Payload, SloAlarmed};
-use keel_core::{CURRENT_SCHEMA_VERSION, Event, TenantId, TraceId};
-use keel_spine::clock::{self, Clock};
-use keel_spine::{EventLog, SpineError};
+use keel_spine::EventLog;
+use keel_spine::clock::Clock;
 use serde::Serialize;
 use serde_json::Value;
-use std::path::Path;
 
 /// One strategy version's SLOs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -97,7 +96,11 @@ fn f(v: &Value) -> Option<f64> {
 }
 
 fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
+    // PostgreSQL's SUM of integers is numeric; an integral one arrives as an integer, but be
+    // lenient with `3.0`.
+    v.as_u64()
+        .or_else(|| v.as_f64().map(|f| f.max(0.0) as u64))
+        .unwrap_or(0)
 }
 
 fn s(v: &Value) -> String {
@@ -105,26 +108,32 @@ fn s(v: &Value) -> String {
 }
 
 /// Computes the SLOs over executions started on or after `since` (`YYYY-MM-DD`), every tenant.
-pub fn compute(projections: &Path, since: &str) -> Result<SloReport> {
-    compute_scoped(projections, since, &Scope::Admin)
+pub async fn compute(projections: &dyn ProjectionStore, since: &str) -> Result<SloReport> {
+    compute_scoped(projections, since, &Scope::Admin).await
 }
 
 /// Like [`compute`], over the executions `scope` may see (one tenant's, for a tenant's token).
-pub fn compute_scoped(projections: &Path, since: &str, scope: &Scope) -> Result<SloReport> {
+/// The queries are written in the SQL both backends speak.
+pub async fn compute_scoped(
+    projections: &dyn ProjectionStore,
+    since: &str,
+    scope: &Scope,
+) -> Result<SloReport> {
     if chrono::NaiveDate::parse_from_str(since, "%Y-%m-%d").is_err() {
         return Err(ObserveError::Config {
             what: "SLO window start".into(),
             detail: format!("{since:?} is not a date (YYYY-MM-DD)"),
         });
     }
-    let conn = sql::connect(projections, scope)?;
     let lit = since.replace('\'', "");
-    let rows = sql::query(
-        &conn,
-        &format!(
+    let rows = projections
+        .query(
+            scope,
+            &format!(
             "SELECT strategy_version, COUNT(*), COUNT(finished_at),
                 AVG(CASE WHEN finished_at IS NOT NULL THEN outcome_success END),
-                AVG(CASE WHEN finished_at IS NOT NULL THEN (gate_escalations > 0) END),
+                AVG(CASE WHEN finished_at IS NOT NULL THEN
+                    CASE WHEN gate_escalations > 0 THEN 1.0 ELSE 0.0 END END),
                 AVG(CASE WHEN finished_at IS NOT NULL THEN gate_escalations END),
                 approx_percentile(CASE WHEN finished_at IS NOT NULL THEN steps_n END, 0.5),
                 approx_percentile(CASE WHEN finished_at IS NOT NULL THEN steps_n END, 0.95),
@@ -133,8 +142,9 @@ pub fn compute_scoped(projections: &Path, since: &str, scope: &Scope) -> Result<
                 SUM(total_cost) / NULLIF(SUM(outcome_success), 0)
              FROM gold.executions WHERE started_at >= '{lit}'
              GROUP BY 1 ORDER BY 1"
-        ),
-    )?;
+            ),
+        )
+        .await?;
     let strategies = rows
         .rows
         .iter()
@@ -152,15 +162,18 @@ pub fn compute_scoped(projections: &Path, since: &str, scope: &Scope) -> Result<
             cost_per_success: f(&r[10]),
         })
         .collect();
-    let rows = sql::query(
-        &conn,
-        &format!(
-            "SELECT e.strategy_version, s.tool, COUNT(*), SUM(s.status <> 'ok')
+    let rows = projections
+        .query(
+            scope,
+            &format!(
+                "SELECT e.strategy_version, s.tool, COUNT(*),
+                SUM(CASE WHEN s.status <> 'ok' THEN 1 ELSE 0 END)
              FROM traces.steps AS s JOIN gold.executions AS e USING (exec_id)
              WHERE s.event_type = 'tool.result' AND e.started_at >= '{lit}'
              GROUP BY 1, 2 ORDER BY 1, 2"
-        ),
-    )?;
+            ),
+        )
+        .await?;
     let tools = rows
         .rows
         .iter()
@@ -179,9 +192,10 @@ pub fn compute_scoped(projections: &Path, since: &str, scope: &Scope) -> Result<
             }
         })
         .collect();
-    let rows = sql::query(
-        &conn,
-        &format!(
+    let rows = projections
+        .query(
+            scope,
+            &format!(
             "SELECT e.strategy_version, SUM(e.retrievals),
                 (SELECT COUNT(*) FROM traces.retrieval_samples AS r JOIN gold.executions AS x USING (exec_id)
                   WHERE x.strategy_version = e.strategy_version AND x.started_at >= '{lit}'),
@@ -191,8 +205,9 @@ pub fn compute_scoped(projections: &Path, since: &str, scope: &Scope) -> Result<
                   WHERE x.strategy_version = e.strategy_version AND x.started_at >= '{lit}')
              FROM gold.executions AS e WHERE e.started_at >= '{lit}'
              GROUP BY 1 HAVING SUM(e.retrievals) > 0 ORDER BY 1"
-        ),
-    )?;
+            ),
+        )
+        .await?;
     let retrieval = rows
         .rows
         .iter()
@@ -336,10 +351,9 @@ pub async fn emit(
     breaches: Vec<SloAlarmed>,
 ) -> Result<Vec<Event>> {
     let mut appended = Vec::new();
-    'next: for breach in breaches {
-        for _ in 0..64 {
-            let stream = log.read(CONTROL_STREAM, 1).await?;
-            let already = stream.iter().any(|e| match &e.payload {
+    for breach in breaches {
+        let same = |stream: &[Event]| {
+            stream.iter().any(|e| match &e.payload {
                 Payload::SloAlarmed(a) => {
                     a.strategy_version == breach.strategy_version
                         && a.metric == breach.metric
@@ -348,39 +362,12 @@ pub async fn emit(
                         && a.sample == breach.sample
                 }
                 _ => false,
-            });
-            if already {
-                continue 'next;
-            }
-            let last = stream.last().map_or(0, |e| e.seq);
-            let event = Event {
-                event_id: clock::new_event_id(),
-                exec_id: CONTROL_STREAM,
-                tenant: TenantId(CONTROL_TENANT.into()),
-                seq: last + 1,
-                ts: clock.now(),
-                // The control stream's one fixed trace (as the runtime writes it).
-                trace_id: TraceId(*b"keel-control-str"),
-                step_n: 0,
-                schema_version: CURRENT_SCHEMA_VERSION,
-                payload: Payload::SloAlarmed(breach.clone()),
-            };
-            match log
-                .append(CONTROL_STREAM, last, std::slice::from_ref(&event))
-                .await
-            {
-                Ok(_) => {
-                    appended.push(event);
-                    continue 'next;
-                }
-                Err(SpineError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
+            })
+        };
+        let payload = Payload::SloAlarmed(breach.clone());
+        if let Some(e) = crate::rating::append_control(log, clock, payload, same).await? {
+            appended.push(e);
         }
-        return Err(ObserveError::Config {
-            what: "SLO alarm".into(),
-            detail: "the control stream stayed contended for 64 attempts".into(),
-        });
     }
     Ok(appended)
 }

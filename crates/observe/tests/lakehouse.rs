@@ -6,8 +6,7 @@
 mod common;
 
 use keel_observe::lakehouse;
-use keel_observe::projection::Projector;
-use keel_observe::sql::{self, Scope};
+use keel_observe::sql::Scope;
 use serde_json::Value;
 
 const DUCKDB_SCRIPT: &str = r#"
@@ -32,19 +31,21 @@ result = {
 print(json.dumps(result))
 "#;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn duckdb_reads_the_parquet_export_with_the_same_numbers_as_keel_sql() {
+on_every_backend!(
+    duckdb_reads_the_parquet_export_with_the_same_numbers_as_keel_sql,
+    continuous_export_rewrites_only_partitions_from_the_earliest_changed_date,
+);
+
+async fn duckdb_reads_the_parquet_export_with_the_same_numbers_as_keel_sql(
+    stores: &common::Stores,
+) {
     let py = common::peer_python();
     let dir = tempfile::tempdir().unwrap();
     let log = common::seed(&dir.path().join("spine.db")).await;
-    let proj = dir.path().join("observe.db");
-    Projector::open(&proj)
-        .unwrap()
-        .catch_up(&log)
-        .await
-        .unwrap();
+    let mut p = stores.open("observe").await;
+    p.catch_up(&log).await.unwrap();
     let out = dir.path().join("lake");
-    let report = lakehouse::export(&proj, &out, None).unwrap();
+    let report = lakehouse::export(&*p, &out, None).await.unwrap();
     let steps: usize = common::specs()
         .iter()
         .map(|s| common::events(s).len())
@@ -94,11 +95,12 @@ async fn duckdb_reads_the_parquet_export_with_the_same_numbers_as_keel_sql() {
         ]
     );
 
-    let ours = sql::run(
-        &proj,
+    let ours = p
+        .query(
         &Scope::Admin,
         "SELECT strategy_version, COUNT(*) AS executions, AVG(outcome_success::int) AS success_rate, APPROX_PERCENTILE(total_cost, 0.5) AS p50_cost, APPROX_PERCENTILE(total_cost, 0.95) AS p95_cost, APPROX_PERCENTILE(steps_n, 0.95) AS p95_steps, AVG(gate_escalations) AS gates_per_exec, SUM(total_cost) / NULLIF(SUM(outcome_success::int),0) AS cost_per_success FROM gold.executions WHERE started_at >= CURRENT_DATE - 14 GROUP BY 1 ORDER BY cost_per_success",
     )
+    .await
     .unwrap();
     let theirs = duck["economics"].as_array().unwrap();
     assert_eq!(theirs.len(), ours.rows.len());
@@ -115,22 +117,22 @@ async fn duckdb_reads_the_parquet_export_with_the_same_numbers_as_keel_sql() {
     }
 
     // A second export over the same data rewrites the same files (stable layout).
-    let again = lakehouse::export(&proj, &out, None).unwrap();
+    let again = lakehouse::export(&*p, &out, None).await.unwrap();
     assert_eq!(again, report);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn continuous_export_rewrites_only_partitions_from_the_earliest_changed_date() {
+async fn continuous_export_rewrites_only_partitions_from_the_earliest_changed_date(
+    stores: &common::Stores,
+) {
     let dir = tempfile::tempdir().unwrap();
     let log = common::seed(&dir.path().join("spine.db")).await;
-    let proj = dir.path().join("observe.db");
-    let mut p = Projector::open(&proj).unwrap();
+    let mut p = stores.open("observe").await;
     p.catch_up(&log).await.unwrap();
     let out = dir.path().join("lake");
-    let all = lakehouse::export(&proj, &out, None).unwrap();
+    let all = lakehouse::export(&*p, &out, None).await.unwrap();
     let from = p.next_offset();
     assert_eq!(
-        p.changed_since(from).unwrap(),
+        p.changed_since(from).await.unwrap(),
         None,
         "nothing new, nothing changed"
     );
@@ -147,10 +149,10 @@ async fn continuous_export_rewrites_only_partitions_from_the_earliest_changed_da
     let events = common::events(&today);
     common::append(&log, &events).await;
     p.catch_up(&log).await.unwrap();
-    let since = p.changed_since(from).unwrap().unwrap();
+    let since = p.changed_since(from).await.unwrap().unwrap();
     let date = events[0].ts.format("%Y-%m-%d").to_string();
     assert_eq!(since, date);
-    let again = lakehouse::export(&proj, &out, Some(&since)).unwrap();
+    let again = lakehouse::export(&*p, &out, Some(&since)).await.unwrap();
     assert!(again.files < all.files, "{again:?} vs {all:?}");
     let part = out.join(format!(
         "executions/date={date}/tenant=initech/part-0.parquet"

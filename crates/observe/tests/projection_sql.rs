@@ -1,13 +1,16 @@
-//! Projections and SQL against a real SQLite spine: the checkpoint survives a restart, a rebuild
-//! from offset 0 gives identical tables, and the seed's two queries return the numbers computed
-//! by hand for the fixture (see `common/mod.rs`).
+//! Projections and SQL on every backend (a SQLite file; a real PostgreSQL), fed by a real SQLite
+//! spine: the checkpoint survives a restart, a rebuild from offset 0 gives identical tables, two
+//! consumers sharing a store apply each event once, the seed's two queries return the numbers
+//! computed by hand for the fixture (see `common/mod.rs`), and the SQL path is read-only and
+//! tenant-scoped.
 
 #![allow(clippy::unwrap_used, clippy::needless_update)]
 
 mod common;
 
-use keel_observe::projection::{Projector, TABLES};
-use keel_observe::sql::{self, Format, Scope};
+use common::Stores;
+use keel_observe::sql::{Format, Scope};
+use keel_observe::store::TABLES;
 use keel_spine::EventLog;
 use serde_json::{Value, json};
 
@@ -25,12 +28,34 @@ fn close(a: f64, b: f64) {
     assert!((a - b).abs() < 1e-9, "{a} != {b}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn checkpoint_survives_restart_and_rebuild_gives_identical_tables() {
+on_every_backend!(
+    checkpoint_survives_restart_and_rebuild_gives_identical_tables,
+    two_consumers_sharing_a_store_apply_each_event_once,
+    seed_trace_lookup_returns_every_step_in_order,
+    seed_economics_query_matches_hand_computed_numbers,
+    sql_path_is_read_only_and_tenant_scoped,
+);
+
+async fn dump_all(p: &dyn keel_observe::ProjectionStore) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for t in TABLES {
+        out.push(p.dump(t).await.unwrap());
+    }
+    out
+}
+
+async fn seeded(stores: &Stores) -> (tempfile::TempDir, Box<dyn keel_observe::ProjectionStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::seed(&dir.path().join("spine.db")).await;
+    let mut p = stores.open("observe").await;
+    p.catch_up(&log).await.unwrap();
+    (dir, p)
+}
+
+async fn checkpoint_survives_restart_and_rebuild_gives_identical_tables(stores: &Stores) {
     let dir = tempfile::tempdir().unwrap();
     let log = keel_spine::SqliteLog::open(dir.path().join("spine.db"), Default::default()).unwrap();
     let specs = common::specs();
-    let proj = dir.path().join("observe.db");
 
     // Half the executions, projected in small batches, then the consumer stops.
     for s in &specs[..3] {
@@ -38,25 +63,25 @@ async fn checkpoint_survives_restart_and_rebuild_gives_identical_tables() {
     }
     let first_half;
     {
-        let mut p = Projector::open(&proj).unwrap();
+        let mut p = stores.open("observe").await;
         loop {
             let batch = log.read_all(p.next_offset(), 7).await.unwrap();
             if batch.is_empty() {
                 break;
             }
-            p.apply(&batch).unwrap();
+            p.apply(&batch).await.unwrap();
         }
         first_half = p.next_offset() - 1;
         // A batch delivered again is not applied twice.
         let again = log.read_all(1, 1000).await.unwrap();
-        p.apply(&again).unwrap();
+        p.apply(&again).await.unwrap();
         assert_eq!(p.next_offset(), first_half + 1);
     }
     // The rest arrives; a restarted consumer resumes at its checkpoint.
     for s in &specs[3..] {
         common::append(&log, &common::events(s)).await;
     }
-    let mut resumed = Projector::open(&proj).unwrap();
+    let mut resumed = stores.open("observe").await;
     assert_eq!(resumed.next_offset(), first_half + 1);
     let applied = resumed.catch_up(&log).await.unwrap();
     let total: usize = specs.iter().map(|s| common::events(s).len()).sum();
@@ -64,33 +89,61 @@ async fn checkpoint_survives_restart_and_rebuild_gives_identical_tables() {
     assert_eq!(resumed.catch_up(&log).await.unwrap(), 0);
 
     // A rebuild from offset 0 into a fresh file, and a reset in place, give identical tables.
-    let mut fresh = Projector::open(dir.path().join("rebuilt.db")).unwrap();
+    let mut fresh = stores.open("rebuilt").await;
     fresh.catch_up(&log).await.unwrap();
-    let live: Vec<Vec<String>> = TABLES.iter().map(|t| resumed.dump(t).unwrap()).collect();
-    let rebuilt: Vec<Vec<String>> = TABLES.iter().map(|t| fresh.dump(t).unwrap()).collect();
+    let live = dump_all(&*resumed).await;
+    let rebuilt = dump_all(&*fresh).await;
     assert_eq!(live, rebuilt);
     assert_eq!(live[0].len(), total);
     assert_eq!(live[1].len(), specs.len());
-    resumed.reset().unwrap();
+    resumed.reset().await.unwrap();
     assert_eq!(resumed.next_offset(), 1);
     resumed.catch_up(&log).await.unwrap();
-    let again: Vec<Vec<String>> = TABLES.iter().map(|t| resumed.dump(t).unwrap()).collect();
-    assert_eq!(live, again);
+    assert_eq!(live, dump_all(&*resumed).await);
+    // A cursor of another consumer survives beside the checkpoint; `main` is refused.
+    resumed.set_cursor("otlp", 5).await.unwrap();
+    assert_eq!(resumed.cursor("otlp").await.unwrap(), 5);
+    assert!(resumed.set_cursor("main", 1).await.is_err());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn seed_trace_lookup_returns_every_step_in_order() {
+async fn two_consumers_sharing_a_store_apply_each_event_once(stores: &Stores) {
     let dir = tempfile::tempdir().unwrap();
     let log = common::seed(&dir.path().join("spine.db")).await;
-    let proj = dir.path().join("observe.db");
-    Projector::open(&proj)
-        .unwrap()
-        .catch_up(&log)
+    let mut a = stores.open("observe").await;
+    let mut b = stores.open("observe").await;
+    // Both start at offset 1 and take turns with overlapping batches; neither fails and no
+    // event lands twice.
+    let all = log.read_all(1, 10_000).await.unwrap();
+    for chunk in all.chunks(5) {
+        a.apply(chunk).await.unwrap();
+        b.apply(chunk).await.unwrap();
+        b.apply(&all[..chunk.len()]).await.unwrap();
+    }
+    assert_eq!(a.catch_up(&log).await.unwrap(), 0);
+    let n = a
+        .query(
+            &Scope::Admin,
+            "SELECT count(*), count(DISTINCT log_offset) FROM traces.steps",
+        )
         .await
         .unwrap();
+    assert_eq!(n.rows[0], vec![json!(all.len()), json!(all.len())]);
+    let fresh = {
+        let mut f = stores.open("fresh").await;
+        f.catch_up(&log).await.unwrap();
+        dump_all(&*f).await
+    };
+    assert_eq!(dump_all(&*b).await, fresh);
+}
+
+async fn seed_trace_lookup_returns_every_step_in_order(stores: &Stores) {
+    let (_dir, p) = seeded(stores).await;
     let events = common::events(&common::specs()[3]);
     let trace = events[0].trace_id.to_string();
-    let rows = sql::run(&proj, &Scope::Admin, &TRACE_LOOKUP.replace("{}", &trace)).unwrap();
+    let rows = p
+        .query(&Scope::Admin, &TRACE_LOOKUP.replace("{}", &trace))
+        .await
+        .unwrap();
     assert_eq!(rows.columns, ["step_n", "event_type", "summary"]);
     assert_eq!(rows.rows.len(), events.len());
     for (row, e) in rows.rows.iter().zip(&events) {
@@ -113,17 +166,9 @@ async fn seed_trace_lookup_returns_every_step_in_order() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn seed_economics_query_matches_hand_computed_numbers() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = common::seed(&dir.path().join("spine.db")).await;
-    let proj = dir.path().join("observe.db");
-    Projector::open(&proj)
-        .unwrap()
-        .catch_up(&log)
-        .await
-        .unwrap();
-    let rows = sql::run(&proj, &Scope::Admin, ECONOMICS).unwrap();
+async fn seed_economics_query_matches_hand_computed_numbers(stores: &Stores) {
+    let (_dir, p) = seeded(stores).await;
+    let rows = p.query(&Scope::Admin, ECONOMICS).await.unwrap();
     assert_eq!(
         rows.columns,
         [
@@ -170,16 +215,8 @@ async fn seed_economics_query_matches_hand_computed_numbers() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sql_path_is_read_only_and_tenant_scoped() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = common::seed(&dir.path().join("spine.db")).await;
-    let proj = dir.path().join("observe.db");
-    Projector::open(&proj)
-        .unwrap()
-        .catch_up(&log)
-        .await
-        .unwrap();
+async fn sql_path_is_read_only_and_tenant_scoped(stores: &Stores) {
+    let (_dir, p) = seeded(stores).await;
     for bad in [
         "DELETE FROM gold.executions",
         "UPDATE traces.steps SET summary = 'x'",
@@ -188,38 +225,68 @@ async fn sql_path_is_read_only_and_tenant_scoped() {
         "ATTACH DATABASE '/tmp/other.db' AS other",
         "SELECT 1; DELETE FROM gold.executions",
     ] {
-        let err = sql::run(&proj, &Scope::Admin, bad).unwrap_err().to_string();
+        let err = p.query(&Scope::Admin, bad).await.unwrap_err().to_string();
         assert!(
             err.contains("refused") || err.contains("failed"),
             "{bad}: {err}"
         );
     }
-    let err = sql::run(&proj, &Scope::Admin, "DELETE FROM gold.executions")
+    let err = p
+        .query(&Scope::Admin, "DELETE FROM gold.executions")
+        .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("read-only"), "{err}");
-    let err = sql::run(&proj, &Scope::Admin, "SELEC 1")
+    let err = p
+        .query(&Scope::Admin, "SELEC 1")
+        .await
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("syntax error") && err.contains("SELEC 1"),
         "{err}"
     );
-    let n = sql::run(&proj, &Scope::Admin, "SELECT count(*) FROM gold.executions").unwrap();
+    let n = p
+        .query(&Scope::Admin, "SELECT count(*) FROM gold.executions")
+        .await
+        .unwrap();
     assert_eq!(n.rows[0][0], json!(6));
     let scoped = Scope::Tenant("globex".into());
-    let n = sql::run(
-        &proj,
-        &scoped,
-        "SELECT count(*), min(tenant), max(tenant) FROM gold.executions",
-    )
-    .unwrap();
+    let n = p
+        .query(
+            &scoped,
+            "SELECT count(*), min(tenant), max(tenant) FROM gold.executions",
+        )
+        .await
+        .unwrap();
     assert_eq!(n.rows[0], vec![json!(1), json!("globex"), json!("globex")]);
-    let n = sql::run(
-        &proj,
-        &scoped,
-        "SELECT count(DISTINCT tenant) FROM traces.steps",
-    )
-    .unwrap();
+    let n = p
+        .query(&scoped, "SELECT count(DISTINCT tenant) FROM traces.steps")
+        .await
+        .unwrap();
     assert_eq!(n.rows[0][0], json!(1));
+    // Ways out of the tenant's rows. Moving the tenant setting or the role from inside a
+    // query fails (PostgreSQL: set_config is revoked; SQLite has no such function)…
+    for escape in [
+        "SELECT set_config('keel.tenant', 'acme', true), tenant FROM gold.executions",
+        "SELECT set_config('role', 'postgres', true), tenant FROM gold.executions",
+        "WITH s AS MATERIALIZED (SELECT set_config('keel.tenant', 'acme', true) AS x) \
+         SELECT e.tenant FROM s, gold.executions AS e",
+    ] {
+        let err = p.query(&scoped, escape).await.unwrap_err().to_string();
+        assert!(err.contains("set_config"), "{escape}: {err}");
+    }
+    // …and every table shows only the tenant's rows.
+    for q in [
+        "SELECT tenant FROM gold.executions UNION ALL SELECT tenant FROM traces.steps",
+        "SELECT tenant FROM traces.retrieval_samples",
+    ] {
+        for r in &p.query(&scoped, q).await.unwrap().rows {
+            assert_eq!(r[0], json!("globex"), "{q}");
+        }
+    }
+    // A single statement that is no query is refused, however it is spelled.
+    for bad in ["SET ROLE postgres", "RESET ROLE", "COMMIT", "VACUUM"] {
+        assert!(p.query(&scoped, bad).await.is_err(), "{bad}");
+    }
 }

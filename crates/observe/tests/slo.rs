@@ -7,7 +7,6 @@ mod common;
 
 use keel_core::control::CONTROL_STREAM;
 use keel_core::payload::Payload;
-use keel_observe::projection::Projector;
 use keel_observe::slo::{self, Alarm};
 use keel_spine::EventLog;
 
@@ -16,21 +15,18 @@ fn close(a: Option<f64>, b: f64) {
     assert!((a - b).abs() < 1e-9, "{a} != {b}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn slos_match_hand_computed_numbers_and_an_alarm_fires_an_event() {
+on_every_backend!(slos_match_hand_computed_numbers_and_an_alarm_fires_an_event);
+
+async fn slos_match_hand_computed_numbers_and_an_alarm_fires_an_event(stores: &common::Stores) {
     let dir = tempfile::tempdir().unwrap();
     let log = common::seed(&dir.path().join("spine.db")).await;
-    let proj = dir.path().join("observe.db");
-    Projector::open(&proj)
-        .unwrap()
-        .catch_up(&log)
-        .await
-        .unwrap();
+    let mut p = stores.open("observe").await;
+    p.catch_up(&log).await.unwrap();
     let since = (keel_spine::clock::Clock::now(&keel_spine::clock::SystemClock)
         - chrono::Duration::days(14))
     .format("%Y-%m-%d")
     .to_string();
-    let report = slo::compute(&proj, &since).unwrap();
+    let report = slo::compute(&*p, &since).await.unwrap();
 
     let names: Vec<&str> = report
         .strategies
@@ -111,14 +107,14 @@ async fn slos_match_hand_computed_numbers_and_an_alarm_fires_an_event() {
         stream.len()
     );
     // The projections skip the control stream.
-    let mut p = Projector::open(&proj).unwrap();
     p.catch_up(&log).await.unwrap();
-    let n = keel_observe::sql::run(
-        &proj,
-        &keel_observe::sql::Scope::Admin,
-        "SELECT count(*) FROM traces.steps WHERE event_type = 'slo.alarmed'",
-    )
-    .unwrap();
+    let n = p
+        .query(
+            &keel_observe::sql::Scope::Admin,
+            "SELECT count(*) FROM traces.steps WHERE event_type = 'slo.alarmed'",
+        )
+        .await
+        .unwrap();
     assert_eq!(n.rows[0][0], serde_json::json!(0));
 }
 

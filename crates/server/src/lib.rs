@@ -47,8 +47,10 @@ pub struct App {
     pub tokens: Tokens,
     /// Wakes the worker (an execution started, a gate was decided).
     pub wake: Notify,
-    /// The data directory (the projections live in `observe.db` there).
+    /// The data directory (the embedded projections live in `observe.db` there).
     pub data: std::path::PathBuf,
+    /// The projections (`KEEL_PROJECTIONS_URL`, else `DATA/observe.db`), opened on first use.
+    pub projections: tokio::sync::Mutex<Option<Box<dyn keel_observe::ProjectionStore>>>,
 }
 
 /// Shared application state.
@@ -71,6 +73,7 @@ impl App {
                 .parent()
                 .map(std::path::Path::to_path_buf)
                 .unwrap_or_default(),
+            projections: tokio::sync::Mutex::new(None),
         })
     }
 

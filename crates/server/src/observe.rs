@@ -3,7 +3,8 @@
 //! the SLO gauges of `/metrics` ([`slo_metrics`]), and the pages: trace search, a trace's steps,
 //! a replay's diff against its original, and the SLO table.
 //!
-//! Every read first brings the projections (`DATA/observe.db`) up to date from the spine.
+//! Every read first brings the projections (`KEEL_PROJECTIONS_URL`, else `DATA/observe.db`) up
+//! to date from the spine.
 
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
@@ -16,13 +17,12 @@ use axum::{Json, Router};
 use keel_core::payload::Payload;
 use keel_core::{ExecId, TraceId};
 use keel_observe::diff::{self, ExecDiff};
-use keel_observe::projection::Projector;
 use keel_observe::slo::{self, SloReport};
-use keel_observe::sql::{self, Format, Rows, Scope};
+use keel_observe::sql::{Format, Rows, Scope};
+use keel_observe::{Backend, ProjectionStore};
 use keel_spine::clock::{Clock, SystemClock};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::path::PathBuf;
 
 pub(crate) fn routes() -> Router<State> {
     Router::new()
@@ -40,8 +40,9 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(e.to_string())
 }
 
-fn observe_err(e: keel_observe::ObserveError) -> ApiError {
+pub(crate) fn observe_err(e: keel_observe::ObserveError) -> ApiError {
     match e {
+        keel_observe::ObserveError::NotFound { what } => ApiError::NotFound(what),
         keel_observe::ObserveError::QueryRefused { reason } => ApiError::bad("query", reason),
         keel_observe::ObserveError::Query { detail } => ApiError::bad("query", detail),
         keel_observe::ObserveError::Config { what, detail } => ApiError::bad(&what, detail),
@@ -49,15 +50,50 @@ fn observe_err(e: keel_observe::ObserveError) -> ApiError {
     }
 }
 
-/// The projection file, brought up to date with the spine.
-async fn projections(state: &State) -> Result<PathBuf, ApiError> {
-    let path = state.data.join("observe.db");
-    let mut p = Projector::open(&path).map_err(observe_err)?;
-    p.catch_up(&*state.log).await.map_err(observe_err)?;
-    Ok(path)
+/// The projections, opened on first use (the backend `KEEL_PROJECTIONS_URL` names, else the
+/// embedded file) and brought up to date with the spine. Held for the caller's query.
+/// Runs `work` on the projections, opened on first use (the backend `KEEL_PROJECTIONS_URL`
+/// names, else the embedded file) and brought up to date with the spine first.
+///
+/// Boxed, with the store never held across a handler's own awaits: spelled as a plain async
+/// fn, the handlers' futures are not provably `Send` to axum (rustc's higher-ranked lifetime
+/// limitation with `dyn` stores behind guards).
+pub(crate) fn with_projections<'a, T: Send + 'a>(
+    state: &'a State,
+    work: impl for<'s> FnOnce(
+        &'s dyn ProjectionStore,
+    ) -> futures::future::BoxFuture<'s, keel_observe::Result<T>>
+    + Send
+    + 'a,
+) -> futures::future::BoxFuture<'a, Result<T, ApiError>> {
+    Box::pin(async move {
+        let mut slot = state.projections.lock().await;
+        if slot.is_none() {
+            let url = std::env::var("KEEL_PROJECTIONS_URL").ok();
+            let backend = Backend::from_config(url.as_deref(), &state.data.join("observe.db"))
+                .map_err(internal)?;
+            *slot = Some(backend.open().await.map_err(internal)?);
+        }
+        let Some(store) = slot.as_mut() else {
+            return Err(internal("the projections could not be opened"));
+        };
+        store.catch_up(&*state.log).await.map_err(observe_err)?;
+        work(&**store).await.map_err(observe_err)
+    })
 }
 
-fn scope(p: &Principal) -> Scope {
+/// One query over the projections, as `scope` may see them.
+pub(crate) fn query<'a>(
+    state: &'a State,
+    scope: Scope,
+    sql: String,
+) -> futures::future::BoxFuture<'a, Result<Rows, ApiError>> {
+    with_projections(state, move |store| {
+        Box::pin(async move { store.query(&scope, &sql).await })
+    })
+}
+
+pub(crate) fn scope(p: &Principal) -> Scope {
     if p.roles.contains(&Role::Admin) {
         Scope::Admin
     } else {
@@ -79,8 +115,7 @@ async fn sql_api(
     Json(body): Json<SqlBody>,
 ) -> Result<Response, ApiError> {
     crate::api::need(&caller, &[Role::Operator])?;
-    let path = projections(&state).await?;
-    let rows = sql::run(&path, &scope(&caller.0), &body.query).map_err(observe_err)?;
+    let rows = query(&state, scope(&caller.0), body.query).await?;
     Ok(match body.format.as_deref() {
         None | Some("json") => {
             Json(json!({"columns": rows.columns, "rows": rows.rows})).into_response()
@@ -96,17 +131,16 @@ async fn trace_rows(state: &State, p: &Principal, trace: &str) -> Result<Rows, A
     let trace: TraceId = trace
         .parse()
         .map_err(|_| ApiError::bad("trace_id", format!("{trace:?} is not 32 hex digits")))?;
-    let path = projections(state).await?;
-    sql::run(
-        &path,
-        &scope(p),
-        &format!(
+    query(
+        state,
+        scope(p),
+        format!(
             "SELECT seq, step_n, ts, event_type, summary, exec_id, tenant, model, tokens_in, \
              tokens_out, cost, latency_ms, tool, status, gate_verdict, memory_chunks \
              FROM traces.steps WHERE trace_id = '{trace}' ORDER BY seq"
         ),
     )
-    .map_err(observe_err)
+    .await
 }
 
 /// `GET /v1/traces/{trace_id}`: the trace's steps (404 when none is visible to the caller).
@@ -142,11 +176,14 @@ struct SloParams {
 }
 
 async fn slo_report(state: &State, p: &Principal, days: u32) -> Result<SloReport, ApiError> {
-    let path = projections(state).await?;
     let since = (SystemClock.now() - chrono::Duration::days(i64::from(days)))
         .format("%Y-%m-%d")
         .to_string();
-    slo::compute_scoped(&path, &since, &scope(p)).map_err(observe_err)
+    let scope = scope(p);
+    with_projections(state, move |store| {
+        Box::pin(async move { slo::compute_scoped(store, &since, &scope).await })
+    })
+    .await
 }
 
 /// `GET /v1/slo?days=N`: SLOs per strategy version (operators).

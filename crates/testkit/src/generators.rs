@@ -327,6 +327,25 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
                 },
             )
             .boxed(),
+        T::RetrievalRated => (
+            text(),
+            any::<u128>(),
+            any::<u64>(),
+            0u8..=3,
+            text(),
+            proptest::option::of(text()),
+        )
+            .prop_map(|(tenant, id, seq, rating, rater, note)| {
+                Payload::RetrievalRated(RetrievalRated {
+                    tenant,
+                    exec_id: ExecId(Uuid::from_u128(id)),
+                    seq,
+                    rating,
+                    rater,
+                    note,
+                })
+            })
+            .boxed(),
         T::SloAlarmed => (
             text(),
             text(),

@@ -16,8 +16,8 @@ use super::spine::Scratch;
 use anyhow::Context;
 use keel_core::payload::*;
 use keel_core::{CURRENT_SCHEMA_VERSION, Cost, Event, ExecId, TenantId, Tokens, TraceId};
-use keel_observe::projection::Projector;
 use keel_observe::sql::{self, Scope};
+use keel_observe::{ProjectionStore, Projector};
 use keel_spine::clock::Clock;
 use keel_spine::{Durability, EventLog, SqliteLog, SqliteOptions, clock};
 use serde_json::json;
@@ -214,27 +214,27 @@ pub async fn run(data: &Path, json_out: bool, events: u64, lag_rate: u64) -> any
     let target = projector.next_offset() + lag_execs * 7;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut stop_tx = Some(stop_tx);
-    projector
-        .follow(
-            &log,
-            Duration::from_millis(2),
-            |batch| {
-                let now = clock::SystemClock.now();
-                for c in batch {
-                    let lag = (now - c.event.ts).num_microseconds().unwrap_or(0) as f64 / 1000.0;
-                    lags.push(lag);
-                    if c.offset + 1 >= target
-                        && let Some(tx) = stop_tx.take()
-                    {
-                        let _ = tx.send(());
-                    }
+    keel_observe::store::follow(
+        &mut projector,
+        &log,
+        Duration::from_millis(2),
+        |batch| {
+            let now = clock::SystemClock.now();
+            for c in batch {
+                let lag = (now - c.event.ts).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+                lags.push(lag);
+                if c.offset + 1 >= target
+                    && let Some(tx) = stop_tx.take()
+                {
+                    let _ = tx.send(());
                 }
-            },
-            async {
-                let _ = stop_rx.await;
-            },
-        )
-        .await?;
+            }
+        },
+        async {
+            let _ = stop_rx.await;
+        },
+    )
+    .await?;
     writer.await??;
     lags.sort_by(f64::total_cmp);
 

@@ -213,3 +213,83 @@ impl Drop for Receiver {
         let _ = self.child.wait();
     }
 }
+
+/// Where a test's projection stores live: a temporary directory of SQLite files, or a
+/// throwaway PostgreSQL server (one database per store). Every projection test runs on both
+/// (see [`on_every_backend!`]).
+pub enum Stores {
+    Sqlite(tempfile::TempDir),
+    Postgres(keel_memory::pgserver::PgServer),
+}
+
+impl Stores {
+    pub fn sqlite() -> Self {
+        Stores::Sqlite(tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// Starts PostgreSQL from `$KEEL_TEST_PG_BIN` (a failure, never a skip, when missing).
+    pub fn postgres() -> Self {
+        Stores::Postgres(keel_memory::pgserver::PgServer::start().expect("start PostgreSQL"))
+    }
+
+    /// How to reach store `name` (`KEEL_PROJECTIONS_URL`'s value for it).
+    pub async fn url(&self, name: &str) -> String {
+        match self {
+            Stores::Sqlite(dir) => {
+                format!("sqlite:{}", dir.path().join(format!("{name}.db")).display())
+            }
+            Stores::Postgres(server) => {
+                let (client, conn) =
+                    tokio_postgres::connect(&server.url("postgres"), tokio_postgres::NoTls)
+                        .await
+                        .expect("connect to PostgreSQL");
+                tokio::spawn(conn);
+                let exists = client
+                    .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+                    .await
+                    .expect("list databases");
+                if exists.is_none() {
+                    client
+                        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                        .await
+                        .expect("create database");
+                }
+                server.url(name)
+            }
+        }
+    }
+
+    /// Opens (creating) store `name`.
+    pub async fn open(&self, name: &str) -> Box<dyn keel_observe::ProjectionStore> {
+        let url = self.url(name).await;
+        keel_observe::Backend::from_config(Some(&url), Path::new("unused"))
+            .expect("backend")
+            .open()
+            .await
+            .expect("open projections")
+    }
+}
+
+/// Runs each named `async fn(&Stores)` of the test file once per backend, as
+/// `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(&super::common::Stores::sqlite()).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(&super::common::Stores::postgres()).await
+                }
+            )*
+        }
+    };
+}
