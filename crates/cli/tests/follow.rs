@@ -7,7 +7,7 @@
 //!
 //! The projections are read straight from `DATA/observe.db` while a follower runs, never through
 //! `keel sql`: `keel sql` brings the projections up to date itself, so it would hide a follower
-//! that does nothing (and, see the ignored regression test below, it races the follower).
+//! that does nothing (and it races the follower: see the regression test below).
 
 use keel_core::control::CONTROL_STREAM;
 use rusqlite::{Connection, OpenFlags};
@@ -454,15 +454,14 @@ fn project_follow_applies_new_executions_and_resumes_from_its_checkpoint_after_s
     assert_eq!(followed, rebuilt);
 }
 
-/// Regression test for a race between two projection consumers of one store. `Projector::apply`
-/// filters a batch by the checkpoint it read when it opened (held in memory), not by the one in
-/// the file, so when another command (`keel sql`, `keel trace`, `keel slo`, … all catch up
-/// first) applies the same events, the follower's next batch fails with "UNIQUE constraint
-/// failed: steps.log_offset" and `keel project --follow` exits (or the other command fails).
-/// Seen on the first try with 15 `keel run` + `keel sql` pairs.
+/// Regression test for a race between two projection consumers of one store. `keel sql` (like
+/// `keel trace`, `keel slo`, …) catches the projections up itself before it reads, so it applies
+/// the same events as a running `keel project --follow`. The projector used to filter a batch by
+/// the checkpoint it held in memory, not the one in the file, and the follower's next batch then
+/// failed with "UNIQUE constraint failed: steps.log_offset" and exited (seen on the first try
+/// with 15 `keel run` + `keel sql` pairs). The SQLite projection store now takes the write lock
+/// first and re-reads the checkpoint inside the transaction.
 #[test]
-#[ignore = "known bug in keel-observe's Projector::apply (reads its checkpoint from memory, not \
-            inside the write transaction); un-ignore when fixed"]
 fn project_follow_survives_keel_sql_catching_up_concurrently() {
     let tmp = tempfile::tempdir().expect("a temporary directory");
     let data = tmp.path().join("store");
