@@ -102,7 +102,7 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-fn unknown_fields(m: &Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {
+pub(crate) fn unknown_fields(m: &Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {
     match m.keys().find(|k| !known.contains(&k.as_str())) {
         Some(k) => Err(ApiError::bad(
             k,

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod observe;
+pub mod ratings;
 pub mod ui;
 
 use auth::{Principal, Tokens};
@@ -90,6 +91,7 @@ pub fn router(state: State) -> Router {
         .merge(api::routes())
         .merge(ui::routes())
         .merge(observe::routes())
+        .merge(ratings::routes())
         .with_state(state)
 }
 

@@ -248,7 +248,7 @@ fn page(t: &impl Template) -> Response {
     }
 }
 
-fn who(p: &Principal) -> String {
+pub(crate) fn who(p: &Principal) -> String {
     let roles: Vec<&str> = p.roles.iter().map(|r| r.as_str()).collect();
     format!("{} ({}) · tenant {}", p.name, roles.join(", "), p.tenant)
 }
@@ -453,6 +453,7 @@ struct SloPage {
     since: String,
     strategies: Vec<SloRow>,
     tools: Vec<(String, String, u64, u64, String)>,
+    retrieval: Vec<(String, u64, u64, u64, String)>,
 }
 
 async fn slo_page(
@@ -503,6 +504,19 @@ async fn slo_page(
                     t.calls,
                     t.failures,
                     format!("{:.3}", t.failure_rate),
+                )
+            })
+            .collect(),
+        retrieval: r
+            .retrieval
+            .iter()
+            .map(|x| {
+                (
+                    x.strategy_version.clone(),
+                    x.retrievals,
+                    x.sampled,
+                    x.rated,
+                    f(x.mean_rating, 2),
                 )
             })
             .collect(),

@@ -448,6 +448,8 @@ async fn health_and_openapi_are_public_and_describe_the_paths() {
         "/v1/gates",
         "/v1/gates/{id}/decision",
         "/v1/kill-switches/{scope}/{name}",
+        "/v1/retrieval-samples",
+        "/v1/retrieval-samples/{exec_id}/{seq}/rating",
         "/healthz",
         "/metrics",
         "/openapi.json",
@@ -457,4 +459,190 @@ async fn health_and_openapi_are_public_and_describe_the_paths() {
             "{path} missing from the OpenAPI document"
         );
     }
+}
+
+/// Appends executions of acme with 20 retrievals each straight to the server's spine until the
+/// projections sample at least one (one retrieval in ten, by a hash of the event id).
+async fn sampled_retrievals(srv: &Server) -> Vec<Value> {
+    use keel_core::payload::{MemoryRetrieved, Outcome, Payload};
+    use keel_spine::EventLog;
+    use keel_testkit::builder::{ExecBuilder, exec_id};
+    for n in 900..950 {
+        let mut b = ExecBuilder::new(exec_id(n), "acme").started("where is my parcel?");
+        for i in 0..20 {
+            b.push(Payload::MemoryRetrieved(MemoryRetrieved {
+                query: format!("parcel policy {i}"),
+                chunks: Vec::new(),
+                memory_version: "v1".into(),
+            }));
+        }
+        let events = b.finished(Outcome::Success).build();
+        srv.env
+            .log
+            .append(events[0].exec_id, 0, &events)
+            .await
+            .unwrap();
+        let (s, v) = srv
+            .call(
+                Some(srv.token("acme-approver")),
+                Method::GET,
+                "/v1/retrieval-samples?unrated=true",
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let samples = v["samples"].as_array().unwrap().clone();
+        if !samples.is_empty() {
+            return samples;
+        }
+    }
+    panic!("no retrieval sampled in 1000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrieval_ratings_over_http_are_tenant_scoped_and_validated() {
+    let srv = server().await;
+    let samples = sampled_retrievals(&srv).await;
+    assert!(samples.iter().all(|s| s["tenant"] == "acme"), "{samples:?}");
+    let s0 = &samples[0];
+    let path = format!(
+        "/v1/retrieval-samples/{}/{}/rating",
+        s0["exec_id"].as_str().unwrap(),
+        s0["seq"]
+    );
+
+    // Another tenant sees none of them and cannot rate them (404, not 403); agents may not rate.
+    let (s, v) = srv
+        .call(
+            Some(srv.token("globex-admin")),
+            Method::GET,
+            "/v1/retrieval-samples",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["samples"].as_array().unwrap().len()),
+        (StatusCode::OK, 0),
+        "{v}"
+    );
+    let body = json!({"rating": 2}).to_string();
+    let (s, _) = srv
+        .call(
+            Some(srv.token("globex-admin")),
+            Method::POST,
+            &path,
+            Some(&body),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = srv
+        .call(
+            Some(srv.token("acme-agent")),
+            Method::POST,
+            &path,
+            Some(&body),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // Malformed ratings name the field.
+    for (bad, field) in [
+        (json!({"rating": 4}), "rating"),
+        (json!({"rating": -1}), "rating"),
+        (json!({"rating": "two"}), "rating"),
+        (json!({}), "rating"),
+        (json!({"rating": 2, "stars": 5}), "stars"),
+        (json!({"rating": 2, "note": 7}), "note"),
+    ] {
+        let (s, v) = srv
+            .call(
+                Some(srv.token("acme-approver")),
+                Method::POST,
+                &path,
+                Some(&bad.to_string()),
+            )
+            .await;
+        assert_eq!(
+            (s, v["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{bad}: {v}"
+        );
+    }
+    let (s, v) = srv
+        .call(
+            Some(srv.token("acme-approver")),
+            Method::POST,
+            "/v1/retrieval-samples/not-a-uuid/3/rating",
+            Some(&body),
+        )
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("exec_id"))
+    );
+
+    // The owner's approver rates it: recorded, shown, out of the queue, counted by the SLOs.
+    let body = json!({"rating": 2, "note": "the right policy"}).to_string();
+    let (s, v) = srv
+        .call(
+            Some(srv.token("acme-approver")),
+            Method::POST,
+            &path,
+            Some(&body),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["rater"], "acme-approver");
+    let (_, v) = srv
+        .call(
+            Some(srv.token("acme-approver")),
+            Method::GET,
+            "/v1/retrieval-samples",
+            None,
+        )
+        .await;
+    let rated = v["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["exec_id"] == s0["exec_id"] && s["seq"] == s0["seq"])
+        .unwrap();
+    assert_eq!(
+        (&rated["rating"], &rated["rated_by"], &rated["rating_note"]),
+        (
+            &json!(2),
+            &json!("acme-approver"),
+            &json!("the right policy")
+        )
+    );
+    let (_, v) = srv
+        .call(
+            Some(srv.token("acme-approver")),
+            Method::GET,
+            "/v1/retrieval-samples?unrated=true",
+            None,
+        )
+        .await;
+    assert!(
+        v["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| !(s["exec_id"] == s0["exec_id"] && s["seq"] == s0["seq"]))
+    );
+    let (s, v) = srv
+        .call(
+            Some(srv.token("acme-all")),
+            Method::GET,
+            "/v1/slo?days=100000",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let r = &v["retrieval"][0];
+    assert_eq!(
+        (&r["rated"], &r["mean_rating"]),
+        (&json!(1), &json!(2.0)),
+        "{v}"
+    );
 }
