@@ -24,6 +24,7 @@ macro_rules! memory_conformance_tests {
             distilled_write_is_retrieved_with_provenance,
             no_query_path_crosses_tenants,
             expired_facts_are_not_retrieved_and_the_sweep_logs_them,
+            a_tenant_sweep_leaves_other_tenants_expired_facts,
             stale_facts_are_flagged_with_their_age,
             low_trust_facts_wait_for_review,
             pii_is_redacted_or_rejected_at_write,
@@ -304,6 +305,108 @@ pub async fn expired_facts_are_not_retrieved_and_the_sweep_logs_them(store: Arc<
         m.sweep(later).await.unwrap().is_empty(),
         "a second sweep finds nothing"
     );
+}
+
+/// Rules 4 and 5: a sweep scoped to one tenant removes only that tenant's expired facts (in
+/// review or active) and says so; another tenant's expired facts stay until its own sweep.
+pub async fn a_tenant_sweep_leaves_other_tenants_expired_facts(store: Arc<dyn MemoryStore>) {
+    let m = memory(store.clone());
+    let write = |tenant: &'static str, text: &'static str, volatility: &'static str, trust| {
+        let m = m.clone();
+        async move {
+            m.write(fact(tenant, None, text, volatility, trust), t0())
+                .await
+                .unwrap()
+        }
+    };
+    // Policy facts live 7 days, preferences 180.
+    let initech_policy = write(
+        "initech",
+        "Carrier policy: delivery takes 5 days",
+        "policy",
+        Trust::Operator,
+    )
+    .await;
+    let initech_pref = write(
+        "initech",
+        "The customer prefers deliveries in the morning",
+        "preference",
+        Trust::Agent,
+    )
+    .await;
+    let acme_claim = write(
+        "acme",
+        "Shipping is free on every order",
+        "policy",
+        Trust::UserClaim,
+    )
+    .await;
+    assert_eq!(acme_claim.status, Status::Review);
+    let acme_policy = write(
+        "acme",
+        "Returns are accepted within 14 days",
+        "policy",
+        Trust::ToolRecord,
+    )
+    .await;
+    let later = t0() + Duration::days(30);
+
+    let swept = m.sweep_tenant("initech", later).await.unwrap();
+    assert_eq!(swept.len(), 1, "{swept:?}");
+    assert_eq!(swept[0].id, initech_policy.id);
+    assert_eq!(swept[0].tenant, "initech");
+    assert_eq!(swept[0].volatility, "policy");
+    assert_eq!(swept[0].expired_at, t0() + Duration::days(7));
+    assert!(
+        store
+            .get("initech", &initech_policy.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .get("initech", &initech_pref.id)
+            .await
+            .unwrap()
+            .is_some(),
+        "an unexpired fact of the swept tenant stays"
+    );
+    for f in [&acme_claim, &acme_policy] {
+        assert_eq!(
+            store.get("acme", &f.id).await.unwrap().as_ref(),
+            Some(f),
+            "another tenant's expired fact stays, unchanged"
+        );
+    }
+    assert!(
+        m.sweep_tenant("initech", later).await.unwrap().is_empty(),
+        "a second tenant sweep finds nothing"
+    );
+    assert!(
+        m.sweep_tenant("nobody", later).await.unwrap().is_empty(),
+        "a tenant with no facts sweeps nothing"
+    );
+    assert!(
+        m.sweep_tenant("", later).await.is_err(),
+        "a tenant is named"
+    );
+
+    // The other tenant's own sweep takes its expired facts, and leaves nothing for a global one.
+    let mut swept: Vec<String> = m
+        .sweep_tenant("acme", later)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    swept.sort();
+    let mut want = vec![acme_claim.id.clone(), acme_policy.id.clone()];
+    want.sort();
+    assert_eq!(swept, want);
+    assert!(store.list("acme", None).await.unwrap().is_empty());
+    assert!(m.sweep(later).await.unwrap().is_empty());
+    assert_eq!(store.list("initech", None).await.unwrap().len(), 1);
 }
 
 /// Rule 5: retrieval returns each fact's age and flags one past its freshness window.

@@ -243,9 +243,22 @@ impl Memory {
         self.store.erase_subject(tenant, subject).await
     }
 
-    /// Purges expired facts.
+    /// Purges every tenant's facts expired at `now`; returns what it removed.
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<Vec<Swept>, MemoryError> {
         self.store.sweep(now).await
+    }
+
+    /// Purges `tenant`'s facts expired at `now`, leaving other tenants' alone; returns what it
+    /// removed.
+    pub async fn sweep_tenant(
+        &self,
+        tenant: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Swept>, MemoryError> {
+        if tenant.is_empty() {
+            return Err(MemoryError::Invalid("a tenant sweep needs a tenant".into()));
+        }
+        self.store.sweep_tenant(tenant, now).await
     }
 
     /// Re-embeds every fact with `to` into a side-by-side index, `batch` at a time, then switches

@@ -6,7 +6,8 @@
 //! tables' owner too) on every tenant table, with each tenant-scoped call running in a transaction
 //! as the `keel_memory_tenant` role with `keel.tenant` set for that transaction only. A query that
 //! forgot its `WHERE tenant = …` would still see only its tenant. Operator jobs across tenants
-//! (the TTL sweep, embedding migration) run as the connecting user.
+//! (the all-tenant TTL sweep, embedding migration) run as the connecting user; a one-tenant
+//! sweep runs as the tenant role like every other tenant-scoped call.
 
 use crate::error::MemoryError;
 use crate::fact::{EmbeddingModel, Fact, Status, Swept};
@@ -77,6 +78,21 @@ fn encode(f: &Fact) -> String {
 
 fn ms(t: Option<DateTime<Utc>>) -> Option<i64> {
     t.map(|t| t.timestamp_millis())
+}
+
+/// What a sweep's `DELETE … RETURNING doc::text` removed.
+fn swept(rows: &[tokio_postgres::Row], now: DateTime<Utc>) -> Result<Vec<Swept>, MemoryError> {
+    rows.iter()
+        .map(|r| {
+            let f = decode(r.get::<_, &str>(0))?;
+            Ok(Swept {
+                expired_at: f.expires_at.unwrap_or(now),
+                id: f.id,
+                tenant: f.tenant,
+                volatility: f.volatility,
+            })
+        })
+        .collect()
 }
 
 async fn tenant_tx<'a>(
@@ -455,6 +471,7 @@ impl MemoryStore for PgMemory {
 
     async fn sweep(&self, now: DateTime<Utc>) -> Result<Vec<Swept>, MemoryError> {
         let c = self.client.lock().await;
+        // Vectors in every model's table go with their fact (ON DELETE CASCADE).
         let rows = c
             .query(
                 "DELETE FROM keel_facts WHERE expires_ms IS NOT NULL AND expires_ms <= $1 RETURNING doc::text",
@@ -462,17 +479,31 @@ impl MemoryStore for PgMemory {
             )
             .await
             .map_err(MemoryError::pg("sweep"))?;
-        rows.iter()
-            .map(|r| {
-                let f = decode(r.get::<_, &str>(0))?;
-                Ok(Swept {
-                    expired_at: f.expires_at.unwrap_or(now),
-                    id: f.id,
-                    tenant: f.tenant,
-                    volatility: f.volatility,
-                })
-            })
-            .collect()
+        swept(&rows, now)
+    }
+
+    async fn sweep_tenant(
+        &self,
+        tenant: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Swept>, MemoryError> {
+        let mut c = self.client.lock().await;
+        // As the tenant role: row-level security confines the delete to `tenant` even without
+        // the WHERE clause's tenant filter.
+        let tx = tenant_tx(&mut c, tenant).await?;
+        let rows = tx
+            .query(
+                "DELETE FROM keel_facts WHERE tenant = $1 AND expires_ms IS NOT NULL AND expires_ms <= $2
+                 RETURNING doc::text",
+                &[&tenant, &now.timestamp_millis()],
+            )
+            .await
+            .map_err(MemoryError::pg("sweep tenant"))?;
+        let swept = swept(&rows, now)?;
+        tx.commit()
+            .await
+            .map_err(MemoryError::pg("commit tenant sweep"))?;
+        Ok(swept)
     }
 
     async fn migration_start(&self, model: &EmbeddingModel) -> Result<(), MemoryError> {

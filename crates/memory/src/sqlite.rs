@@ -143,6 +143,50 @@ impl SqliteMemory {
     pub fn indexed(&self) -> usize {
         self.lock().indexes.values().map(VectorIndex::len).sum()
     }
+
+    /// Deletes the facts (of `tenant`, or of every tenant) expired at `now`, with their vectors
+    /// in every model's index, in one transaction; then drops them from the in-memory indexes.
+    fn sweep_expired(
+        &self,
+        tenant: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Swept>, MemoryError> {
+        let mut g = self.lock();
+        let tx = g.conn.transaction().map_err(self.err("begin sweep"))?;
+        let docs: Vec<String> = {
+            // `?2 IS NULL`: no tenant named, every tenant's facts.
+            let mut st = tx
+                .prepare(
+                    "SELECT doc FROM facts WHERE expires_ms IS NOT NULL AND expires_ms <= ?1
+                     AND (?2 IS NULL OR tenant = ?2)",
+                )
+                .map_err(self.err("find expired"))?;
+            st.query_map(params![now.timestamp_millis(), tenant], |r| r.get(0))
+                .and_then(|rows| rows.collect())
+                .map_err(self.err("find expired"))?
+        };
+        let mut swept = Vec::with_capacity(docs.len());
+        for d in &docs {
+            let f = decode(d)?;
+            tx.execute("DELETE FROM vectors WHERE fact_id = ?1", [&f.id])
+                .map_err(self.err("sweep vectors"))?;
+            tx.execute("DELETE FROM facts WHERE id = ?1", [&f.id])
+                .map_err(self.err("sweep fact"))?;
+            swept.push(Swept {
+                id: f.id.clone(),
+                tenant: f.tenant.clone(),
+                volatility: f.volatility.clone(),
+                expired_at: f.expires_at.unwrap_or(now),
+            });
+        }
+        tx.commit().map_err(self.err("commit sweep"))?;
+        for s in &swept {
+            if let Some(index) = g.indexes.get_mut(&s.tenant) {
+                index.remove(&s.id);
+            }
+        }
+        Ok(swept)
+    }
 }
 
 impl Inner {
@@ -440,37 +484,15 @@ impl MemoryStore for SqliteMemory {
     }
 
     async fn sweep(&self, now: DateTime<Utc>) -> Result<Vec<Swept>, MemoryError> {
-        let mut g = self.lock();
-        let tx = g.conn.transaction().map_err(self.err("begin sweep"))?;
-        let docs: Vec<String> = {
-            let mut st = tx
-                .prepare("SELECT doc FROM facts WHERE expires_ms IS NOT NULL AND expires_ms <= ?1")
-                .map_err(self.err("find expired"))?;
-            st.query_map([now.timestamp_millis()], |r| r.get(0))
-                .and_then(|rows| rows.collect())
-                .map_err(self.err("find expired"))?
-        };
-        let mut swept = Vec::with_capacity(docs.len());
-        for d in &docs {
-            let f = decode(d)?;
-            tx.execute("DELETE FROM vectors WHERE fact_id = ?1", [&f.id])
-                .map_err(self.err("sweep vectors"))?;
-            tx.execute("DELETE FROM facts WHERE id = ?1", [&f.id])
-                .map_err(self.err("sweep fact"))?;
-            swept.push(Swept {
-                id: f.id.clone(),
-                tenant: f.tenant.clone(),
-                volatility: f.volatility.clone(),
-                expired_at: f.expires_at.unwrap_or(now),
-            });
-        }
-        tx.commit().map_err(self.err("commit sweep"))?;
-        for s in &swept {
-            if let Some(index) = g.indexes.get_mut(&s.tenant) {
-                index.remove(&s.id);
-            }
-        }
-        Ok(swept)
+        self.sweep_expired(None, now)
+    }
+
+    async fn sweep_tenant(
+        &self,
+        tenant: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Swept>, MemoryError> {
+        self.sweep_expired(Some(tenant), now)
     }
 
     async fn migration_start(&self, model: &EmbeddingModel) -> Result<(), MemoryError> {

@@ -11,6 +11,8 @@
 //!    `migration_switch` (one transaction) changes the pinned model, so a crash at any point before
 //!    it leaves the old index serving.
 //! 5. **Erasure is complete.** `erase_subject` removes the subject's facts and their vectors.
+//! 6. **Expiry is purged by a sweep** that reports each fact it removed: `sweep` across tenants
+//!    (an operator job), `sweep_tenant` for one tenant only.
 
 use crate::error::MemoryError;
 use crate::fact::{EmbeddingModel, Fact, Status, Swept};
@@ -75,8 +77,17 @@ pub trait MemoryStore: Send + Sync {
     /// in every index; returns the ids removed.
     async fn erase_subject(&self, tenant: &str, subject: &str) -> Result<Vec<String>, MemoryError>;
 
-    /// Deletes every fact (all tenants) expired at `now`; returns what it removed.
+    /// Deletes every fact (all tenants) expired at `now`, with its vectors; returns what it
+    /// removed.
     async fn sweep(&self, now: DateTime<Utc>) -> Result<Vec<Swept>, MemoryError>;
+
+    /// Deletes the facts of `tenant` expired at `now`, with their vectors; returns what it
+    /// removed. Other tenants' facts, expired or not, stay (rule 1).
+    async fn sweep_tenant(
+        &self,
+        tenant: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Swept>, MemoryError>;
 
     /// Starts (or restarts) building an index for `model` beside the serving one.
     async fn migration_start(&self, model: &EmbeddingModel) -> Result<(), MemoryError>;
