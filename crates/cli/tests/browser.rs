@@ -1,8 +1,9 @@
 //! The web UI in a real browser: `keel serve` on 127.0.0.1 over a fresh store, driven by
 //! Playwright (`playwright-core` from npm) with Debian's Chromium, both installed by
 //! `scripts/test-browser` (which `scripts/test` runs and whose output it exports as
-//! `KEEL_PLAYWRIGHT_NODE_PATH`). The script is `tests/browser/approval.cjs`; screenshots are kept
-//! in `target/test-artifacts/`.
+//! `KEEL_PLAYWRIGHT_NODE_PATH`). The scripts are `tests/browser/approval.cjs` (the approval queue)
+//! and `tests/browser/ratings.cjs` (rating sampled retrievals); screenshots are kept in
+//! `target/test-artifacts/`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -27,11 +28,16 @@ impl Drop for Serve {
     }
 }
 
-#[test]
-fn approve_and_reject_refunds_in_a_real_browser() {
-    let node_path = std::env::var("KEEL_PLAYWRIGHT_NODE_PATH").expect(
-        "KEEL_PLAYWRIGHT_NODE_PATH is not set: run the suite with scripts/test (it installs Chromium and playwright-core)",
-    );
+/// A fresh store with an approver/operator token, and `keel serve` on it from `dir`.
+struct Served {
+    _tmp: tempfile::TempDir,
+    data: PathBuf,
+    token: String,
+    addr: String,
+    _serve: Serve,
+}
+
+fn serve_from(dir: &Path) -> Served {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let keel = env!("CARGO_BIN_EXE_keel");
@@ -61,9 +67,9 @@ fn approve_and_reject_refunds_in_a_real_browser() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let _serve = Serve(
+    let serve = Serve(
         Command::new(keel)
-            .current_dir(repo())
+            .current_dir(dir)
             .arg("--data")
             .arg(&data)
             .args(["serve", "--addr", &addr])
@@ -72,7 +78,7 @@ fn approve_and_reject_refunds_in_a_real_browser() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(&addr).is_err() {
         assert!(
             Instant::now() < deadline,
@@ -80,25 +86,50 @@ fn approve_and_reject_refunds_in_a_real_browser() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    Served {
+        _tmp: tmp,
+        data,
+        token,
+        addr,
+        _serve: serve,
+    }
+}
 
-    let artifacts = repo().join("target/test-artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let screenshot = artifacts.join("approval-queue.png");
-    let _ = std::fs::remove_file(&screenshot);
+fn node_path() -> String {
+    std::env::var("KEEL_PLAYWRIGHT_NODE_PATH").expect(
+        "KEEL_PLAYWRIGHT_NODE_PATH is not set: run the suite with scripts/test (it installs Chromium and playwright-core)",
+    )
+}
+
+/// Runs a browser script against `s`; returns its stdout.
+fn browse(s: &Served, script: &str, artifacts: &Path) -> String {
     let run = Command::new("node")
-        .arg(repo().join("crates/cli/tests/browser/approval.cjs"))
-        .env("NODE_PATH", &node_path)
-        .env("KEEL_BASE", format!("http://{addr}"))
-        .env("KEEL_TOKEN", &token)
-        .env("KEEL_ARTIFACTS", &artifacts)
+        .arg(repo().join("crates/cli/tests/browser").join(script))
+        .env("NODE_PATH", node_path())
+        .env("KEEL_BASE", format!("http://{}", s.addr))
+        .env("KEEL_TOKEN", &s.token)
+        .env("KEEL_ARTIFACTS", artifacts)
         .output()
         .unwrap();
     assert!(
         run.status.success(),
-        "browser script failed:\n{}\n{}",
+        "browser script {script} failed:\n{}\n{}",
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );
+    String::from_utf8_lossy(&run.stdout).into_owned()
+}
+
+#[test]
+fn approve_and_reject_refunds_in_a_real_browser() {
+    node_path();
+    let served = serve_from(&repo());
+    let data = served.data.clone();
+    let artifacts = repo().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("approval-queue.png");
+    let _ = std::fs::remove_file(&screenshot);
+    browse(&served, "approval.cjs", &artifacts);
     assert!(
         std::fs::metadata(&screenshot).unwrap().len() > 10_000,
         "a real screenshot"
@@ -114,4 +145,56 @@ fn approve_and_reject_refunds_in_a_real_browser() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(refunds, ["A-1001"]);
+}
+
+#[test]
+fn rate_a_sampled_retrieval_in_a_real_browser() {
+    node_path();
+    // An empty directory: `keel serve` writes and serves the demo's configuration, whose
+    // `support-memory` strategy retrieves (and distils) governed memory.
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve_from(dir.path());
+    let artifacts = repo().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let out = browse(&served, "ratings.cjs", &artifacts);
+    let rated: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let keel = env!("CARGO_BIN_EXE_keel");
+
+    // The rating is an event: a projection rebuild from the first event keeps it.
+    let sql = |args: &[&str]| {
+        let out = Command::new(keel)
+            .arg("--data")
+            .arg(&served.data)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    sql(&["project", "--rebuild"]);
+    let rows: serde_json::Value = serde_json::from_str(&sql(&[
+        "sql",
+        "--format",
+        "json",
+        "SELECT exec_id, seq, rating, rated_by, rating_note FROM traces.retrieval_samples \
+         WHERE rating IS NOT NULL",
+    ]))
+    .unwrap();
+    assert_eq!(
+        rows,
+        serde_json::json!([{
+            "exec_id": rated["exec_id"],
+            "seq": rated["seq"],
+            "rating": 2,
+            "rated_by": "Ada (approver)",
+            "rating_note": "right customer, right preference"
+        }])
+    );
+    let control = keel_core::control::CONTROL_STREAM.to_string();
+    let events = sql(&["events", &control]);
+    assert!(events.contains("retrieval.rated"), "{events}");
 }

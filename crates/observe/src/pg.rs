@@ -262,13 +262,13 @@ impl PgProjections {
         }
         tx.batch_execute(SCHEMA).await.map_err(|e| {
             let mut err = pg_err(&shown, "creating the projection tables")(e);
-            if let ObserveError::Postgres { detail, .. } = &mut err {
-                if detail.contains("permission denied") {
-                    detail.push_str(
-                        " — the projections' database needs an owner that may create roles and \
-                         revoke set_config() from PUBLIC (a superuser, once)",
-                    );
-                }
+            if let ObserveError::Postgres { detail, .. } = &mut err
+                && detail.contains("permission denied")
+            {
+                detail.push_str(
+                    " — the projections' database needs an owner that may create roles and \
+                     revoke set_config() from PUBLIC (a superuser, once)",
+                );
             }
             err
         })?;

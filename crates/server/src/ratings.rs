@@ -73,10 +73,10 @@ fn objects(rows: &Rows) -> Vec<Value> {
                 .zip(r.iter().cloned())
                 .collect();
             // The chunks are stored as JSON text; hand them back as JSON.
-            if let Some(Value::String(c)) = o.get("chunks") {
-                if let Ok(v) = serde_json::from_str::<Value>(c) {
-                    o.insert("chunks".into(), v);
-                }
+            if let Some(Value::String(c)) = o.get("chunks")
+                && let Ok(v) = serde_json::from_str::<Value>(c)
+            {
+                o.insert("chunks".into(), v);
             }
             Value::Object(o)
         })
@@ -226,7 +226,10 @@ async fn sample_rows(state: &State, rows: &Rows) -> Vec<SampleRow> {
         for c in o["chunks"].as_array().cloned().unwrap_or_default() {
             let id = text_of(&c["id"]);
             let text = fact_text(state, &tenant, &id).await;
-            chunks.push(format!("{id} (score {}): {text}", text_of(&c["score"])));
+            let score = c["score"]
+                .as_f64()
+                .map_or("?".into(), |f| format!("{f:.3}"));
+            chunks.push(format!("{id} (score {score}): {text}"));
         }
         out.push(SampleRow {
             chunks,
