@@ -8,7 +8,8 @@
 //!   that touched the subject, as one JSON document.
 //! - `erase`: the subject's facts and vectors, the spine's sealed fields (key deleted), the
 //!   executions' blobs, and the trace projections (rebuilt from the now-erased log, then vacuumed).
-//! - `sweep`: purges expired facts and prints what it removed (JSON lines).
+//! - `sweep`: purges expired facts (every tenant's, or one's with `--tenant`) and prints what it
+//!   removed (JSON lines).
 //! - `rebuild`: re-stores every fact the log's `memory.written` events carry.
 //! - `migrate-embeddings`: re-embeds into a side-by-side index and switches atomically.
 
@@ -89,8 +90,12 @@ pub enum MemoryCmd {
         #[arg(long)]
         tenant: String,
     },
-    /// Purge expired facts; prints each removed fact as a JSON line.
-    Sweep,
+    /// Purge expired facts (of every tenant, or of one); prints each removed fact as a JSON line.
+    Sweep {
+        /// Only this tenant's facts.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Rebuild the memory store from the spine's `memory.written` events (idempotent).
     Rebuild,
     /// Re-embed every fact with another model version, side by side, then switch atomically.
@@ -255,9 +260,16 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
             );
             print(&report)
         }
-        MemoryCmd::Sweep => {
-            let swept = open_memory(data)?.sweep(now).await?;
-            eprintln!("sweep: removed {} expired facts", swept.len());
+        MemoryCmd::Sweep { tenant } => {
+            let m = open_memory(data)?;
+            let swept = match &tenant {
+                Some(t) => m.sweep_tenant(t, now).await?,
+                None => m.sweep(now).await?,
+            };
+            match &tenant {
+                Some(t) => eprintln!("sweep: removed {} expired facts of {t}", swept.len()),
+                None => eprintln!("sweep: removed {} expired facts", swept.len()),
+            }
             for s in swept {
                 println!("{}", serde_json::to_string(&s)?);
             }

@@ -734,8 +734,9 @@ success:
 
 /// The demo's last step, the seed's stale-memory story: an answer given from a semantic fact
 /// that catalogue version 2 corrected, then the same execution replayed against version 2, with
-/// the diff. Uses tenant `initech`; the expiry sweep it runs (so the drafts the facts were
-/// promoted from are gone) is global, which is why it runs last.
+/// the diff. Uses tenant `initech`; the expiry sweep it runs as of 30 days later (so the drafts
+/// the facts were promoted from are gone) is scoped to `initech`, leaving the other demo steps'
+/// memory alone.
 pub async fn demo_stale_memory(
     env: &keel_runtime::embedded::Embedded,
     config_dir: &Path,
@@ -777,7 +778,9 @@ pub async fn demo_stale_memory(
             now,
         )
         .await?;
-    memory.sweep(now + chrono::Duration::days(30)).await?;
+    memory
+        .sweep_tenant("initech", now + chrono::Duration::days(30))
+        .await?;
     let model = s.provider()?;
     let goal = "When will order A-1003 arrive?";
     let exec = env.agent.start(&s, "initech", goal).await?;

@@ -1,7 +1,8 @@
 //! `keel demo` as users run it, on a fresh data directory (real MiniLM from `$KEEL_MINILM_DIR`):
 //! its stale-memory step. An execution pinned to semantic catalogue v1 answers from the fact
 //! that v2 superseded and fails; its replay against v2 is recorded as a linked execution
-//! (`replay_of` in gold.executions) that retrieves the corrected fact and succeeds.
+//! (`replay_of` in gold.executions) that retrieves the corrected fact and succeeds. The step's
+//! expiry sweep touches its own tenant's memory only.
 
 use serde_json::Value;
 use std::path::Path;
@@ -166,13 +167,11 @@ fn demo_replays_the_stale_memory_answer_against_the_corrected_catalogue() {
     );
 }
 
-/// Regression test: the stale-memory step purges expired facts "as of 30 days later" for every
+/// Regression test: the stale-memory step purged expired facts "as of 30 days later" for every
 /// tenant (`Memory::sweep` has no scope), so the memory step's policy claim for tenant acme —
-/// which the demo tells the user "waits in review: keel memory list --tenant acme" — is gone
-/// when the demo ends.
+/// which the demo tells the user "waits in review: keel memory list --tenant acme" — was gone
+/// when the demo ended. The step now sweeps its own tenant only (`Memory::sweep_tenant`).
 #[test]
-#[ignore = "known bug: demo_stale_memory (crates/cli/src/observe.rs) sweeps every tenant's \
-            memory; un-ignore when the sweep is scoped to its own facts"]
 fn demo_stale_memory_sweep_leaves_other_tenants_memory_alone() {
     let tmp = tempfile::tempdir().expect("a temporary directory");
     let (stdout, store) = demo(tmp.path());
@@ -190,5 +189,16 @@ fn demo_stale_memory_sweep_leaves_other_tenants_memory_alone() {
                 .as_str()
                 .is_some_and(|t| t.contains("shipping is free"))),
         "acme's policy claim is still in review: {facts:#?}"
+    );
+    // The step's own sweep still did its job: initech's episodic drafts (7-day policy facts,
+    // swept as of +30 days) are gone; only the two semantic facts promoted from them remain.
+    let initech: Vec<Value> = ok(keel(&store, &["memory", "list", "--tenant", "initech"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("keel memory list prints JSON lines"))
+        .collect();
+    assert_eq!(initech.len(), 2, "{initech:#?}");
+    assert!(
+        initech.iter().all(|f| f["tier"] == "semantic"),
+        "{initech:#?}"
     );
 }

@@ -62,12 +62,20 @@ fn subject_access_then_erasure_reaches_every_path() {
     )))
     .unwrap();
     let facts = access["facts"].as_array().unwrap();
-    // The preference; the policy claim (7-day TTL) may already be gone: the demo's stale-memory
-    // story sweeps as of 30 days later.
+    // The preference, and the policy claim waiting in review (the demo's stale-memory story
+    // sweeps as of 30 days later, but only its own tenant).
+    assert_eq!(facts.len(), 2, "{access:#}");
     assert!(
         facts
             .iter()
             .any(|f| f["text"] == "The customer wants order updates by e-mail"),
+        "{access:#}"
+    );
+    assert!(
+        facts.iter().any(|f| f["status"] == "review"
+            && f["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("shipping is free"))),
         "{access:#}"
     );
     assert!(
