@@ -353,14 +353,16 @@ fn dump(data: &Path, sql: &str) -> Vec<String> {
     .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-/// "applied N events; checkpoint at offset M" → (N, M).
+/// "applied N events into WHERE; checkpoint at offset M" → (N, M). WHERE (the projection file's
+/// path) may hold digits of its own, so only the two numbers' own places are read.
 fn applied_line(line: &str) -> (u64, u64) {
-    let nums: Vec<u64> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    match nums.as_slice() {
-        [n, m] => (*n, *m),
+    let number = |s: Option<&str>| -> Option<u64> {
+        s?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    let n = number(line.strip_prefix("applied "));
+    let m = number(line.rsplit_once("checkpoint at offset ").map(|(_, m)| m));
+    match (n, m) {
+        (Some(n), Some(m)) => (n, m),
         _ => panic!("unexpected catch-up line {line:?}"),
     }
 }
