@@ -204,7 +204,16 @@ fn detail(e: &tokio_postgres::Error) -> String {
             }
             s
         }
-        None => e.to_string(),
+        None => {
+            // tokio-postgres' own errors ("error connecting to server") keep the cause below.
+            let mut s = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                s.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            s
+        }
     }
 }
 
@@ -224,7 +233,7 @@ impl PgProjections {
         let shown = redact(url);
         let (mut client, connection) = tokio_postgres::connect(url, NoTls)
             .await
-            .map_err(pg_err(&shown, "connecting"))?;
+            .map_err(pg_err(&shown, "connecting (KEEL_PROJECTIONS_URL)"))?;
         tokio::spawn(async move {
             // Errors surface on the next request as a closed connection.
             let _ = connection.await;

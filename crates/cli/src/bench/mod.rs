@@ -46,6 +46,10 @@ pub enum Target {
         /// Events per second offered while measuring projection lag.
         #[arg(long, default_value_t = 20_000)]
         lag_rate: u64,
+        /// Where the projections live: `embedded` (SQLite file) or `postgres` (a throwaway
+        /// PostgreSQL from `$KEEL_TEST_PG_BIN`).
+        #[arg(long, default_value = "embedded")]
+        backend: String,
     },
     /// Per-call overhead of the tool contract layer (validation, ledger, events, blob) against
     /// the bare builtin call measured in the same run, durability on and off.
@@ -102,6 +106,7 @@ pub async fn run(data: &Path, target: Target) -> anyhow::Result<()> {
             json,
             events,
             lag_rate,
-        } => observe::run(data, json, events, lag_rate).await,
+            backend,
+        } => observe::run(data, json, events, lag_rate, &backend).await,
     }
 }

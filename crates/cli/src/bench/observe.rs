@@ -10,14 +10,17 @@
 //!    WHERE trace_id = …` for random trace ids, p50 and p99.
 //! 4. The seed's economics query over every execution.
 //!
+//! `--backend postgres` runs the same against the scaled path: the projections in a throwaway
+//! PostgreSQL (from `$KEEL_TEST_PG_BIN`, as `keel bench memory` does) instead of the SQLite file.
+//!
 //! It measures; it never asserts anything about time.
 
 use super::spine::Scratch;
 use anyhow::Context;
 use keel_core::payload::*;
 use keel_core::{CURRENT_SCHEMA_VERSION, Cost, Event, ExecId, TenantId, Tokens, TraceId};
-use keel_observe::sql::{self, Scope};
-use keel_observe::{ProjectionStore, Projector};
+use keel_observe::sql::{self, Rows, Scope};
+use keel_observe::{Backend, ProjectionStore};
 use keel_spine::clock::Clock;
 use keel_spine::{Durability, EventLog, SqliteLog, SqliteOptions, clock};
 use serde_json::json;
@@ -150,8 +153,27 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Runs the benchmark.
-pub async fn run(data: &Path, json_out: bool, events: u64, lag_rate: u64) -> anyhow::Result<()> {
+/// A query on the embedded file's reused read connection (as a server holds one), or through
+/// the store (PostgreSQL: its one connection).
+async fn query(
+    conn: Option<&rusqlite::Connection>,
+    store: &dyn ProjectionStore,
+    q: &str,
+) -> anyhow::Result<Rows> {
+    Ok(match conn {
+        Some(c) => sql::query(c, q)?,
+        None => store.query(&Scope::Admin, q).await?,
+    })
+}
+
+/// Runs the benchmark on `backend` (`embedded` or `postgres`).
+pub async fn run(
+    data: &Path,
+    json_out: bool,
+    events: u64,
+    lag_rate: u64,
+    backend: &str,
+) -> anyhow::Result<()> {
     let scratch = Scratch(data.join(format!("bench-{}", uuid::Uuid::new_v4().simple())));
     std::fs::create_dir_all(&scratch.0)
         .with_context(|| format!("creating {}", scratch.0.display()))?;
@@ -184,7 +206,16 @@ pub async fn run(data: &Path, json_out: bool, events: u64, lag_rate: u64) -> any
     let load_s = t.elapsed().as_secs_f64();
     say(format!("projecting {} events…", execs * 7));
     let proj_path = scratch.0.join("observe.db");
-    let mut projector = Projector::open(&proj_path)?;
+    let server = match backend {
+        "embedded" => None,
+        "postgres" => Some(keel_memory::pgserver::PgServer::start()?),
+        other => anyhow::bail!("--backend {other:?}: expected embedded or postgres"),
+    };
+    let store_backend = match &server {
+        Some(s) => Backend::Postgres(s.create_database("bench").await?),
+        None => Backend::Sqlite(proj_path.clone()),
+    };
+    let mut projector = store_backend.open().await?;
     let t = Instant::now();
     let projected = projector.catch_up(&log).await?;
     let project_s = t.elapsed().as_secs_f64();
@@ -215,7 +246,7 @@ pub async fn run(data: &Path, json_out: bool, events: u64, lag_rate: u64) -> any
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut stop_tx = Some(stop_tx);
     keel_observe::store::follow(
-        &mut projector,
+        &mut *projector,
         &log,
         Duration::from_millis(2),
         |batch| {
@@ -239,7 +270,10 @@ pub async fn run(data: &Path, json_out: bool, events: u64, lag_rate: u64) -> any
     lags.sort_by(f64::total_cmp);
 
     // Trace lookups by trace id (the seed's query), on a fresh read-only connection.
-    let conn = sql::connect(&proj_path, &Scope::Admin)?;
+    let conn = match server {
+        None => Some(sql::connect(&proj_path, &Scope::Admin)?),
+        Some(_) => None,
+    };
     let mut lookups = Vec::new();
     for i in 0..1000 {
         let trace = traces[rng.range(0, traces.len() as u64) as usize];
@@ -247,7 +281,7 @@ pub async fn run(data: &Path, json_out: bool, events: u64, lag_rate: u64) -> any
             "SELECT step_n, event_type, summary FROM traces.steps WHERE trace_id = '{trace}'"
         );
         let t = Instant::now();
-        let rows = sql::query(&conn, &q)?;
+        let rows = query(conn.as_ref(), &*projector, &q).await?;
         lookups.push(t.elapsed().as_secs_f64() * 1000.0);
         if i == 0 && rows.rows.len() != 7 {
             anyhow::bail!(
@@ -259,13 +293,19 @@ pub async fn run(data: &Path, json_out: bool, events: u64, lag_rate: u64) -> any
     lookups.sort_by(f64::total_cmp);
 
     // The economics query over every execution; median of three runs.
-    let executions = sql::query(&conn, "SELECT count(*) FROM gold.executions")?.rows[0][0]
+    let executions = query(
+        conn.as_ref(),
+        &*projector,
+        "SELECT count(*) FROM gold.executions",
+    )
+    .await?
+    .rows[0][0]
         .as_u64()
         .unwrap_or(0);
     let mut econ = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        let rows = sql::query(&conn, ECONOMICS)?;
+        let rows = query(conn.as_ref(), &*projector, ECONOMICS).await?;
         econ.push(t.elapsed().as_secs_f64() * 1000.0);
         if rows.rows.len() != 2 {
             anyhow::bail!("economics query returned {} rows", rows.rows.len());
@@ -275,7 +315,17 @@ pub async fn run(data: &Path, json_out: bool, events: u64, lag_rate: u64) -> any
     let stored = log.read_all(1, 1).await?;
     drop(stored);
 
+    let store_mb = match &server {
+        None => std::fs::metadata(&proj_path).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0),
+        Some(_) => query(None, &*projector, "SELECT pg_database_size(current_database())")
+            .await?
+            .rows[0][0]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e6,
+    };
     let out = json!({
+        "backend": backend,
         "events": execs * 7 + lag_execs * 7,
         "executions": executions,
         "load_events_per_s": (execs * 7) as f64 / load_s,
@@ -286,12 +336,13 @@ pub async fn run(data: &Path, json_out: bool, events: u64, lag_rate: u64) -> any
         "trace_lookup_ms_p50": pct(&lookups, 0.5),
         "trace_lookup_ms_p99": pct(&lookups, 0.99),
         "economics_query_ms": pct(&econ, 0.5),
-        "projection_file_mb": std::fs::metadata(&proj_path).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0),
+        "projection_file_mb": store_mb,
     });
     if json_out {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         let f = |k: &str| out[k].as_f64().unwrap_or(0.0);
+        println!("projections                    {:>12}", backend);
         println!("events stored                  {:>12}", out["events"]);
         println!("executions                     {:>12}", out["executions"]);
         println!(
@@ -318,7 +369,7 @@ pub async fn run(data: &Path, json_out: bool, events: u64, lag_rate: u64) -> any
             f("economics_query_ms")
         );
         println!(
-            "projection file                {:>12.1} MB",
+            "projection store size          {:>12.1} MB",
             f("projection_file_mb")
         );
     }
