@@ -22,6 +22,7 @@ pub mod lakehouse;
 pub mod metrics;
 pub mod otlp;
 pub mod pg;
+mod pg_bulk;
 pub mod projection;
 pub mod rating;
 pub mod semconv;

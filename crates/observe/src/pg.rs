@@ -4,8 +4,7 @@
 //!
 //! Consumers sharing the database serialise their batches on an advisory lock and re-read the
 //! checkpoint inside the transaction, so a batch is applied once however many processes
-//! project. A batch's statements are pipelined on the connection (one round trip per batch, not
-//! per row).
+//! project. A batch is a handful of set-based statements ([`crate::pg_bulk`]), not one per row.
 //!
 //! Queries (`keel sql`, `POST /v1/sql`, the SLOs) run in a read-only transaction as a role that
 //! can only `SELECT` the three tables, under row-level security: `keel_sql_admin` sees every
@@ -15,15 +14,16 @@
 //! database; our own settings use `SET LOCAL`, which it does not need.
 
 use crate::error::{ObserveError, Result};
-use crate::projection::{Change, changes};
+use crate::pg_bulk::Bulk;
+use crate::projection::changes;
 use crate::sql::{Rows, Scope};
 use crate::store::{ProjectionStore, TABLES};
 use async_trait::async_trait;
 use keel_spine::Committed;
 use serde_json::Value;
 use tokio::sync::Mutex;
-use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 /// Version of the tables' layout, kept in `keel_observe.meta`; another version is dropped and
 /// rebuilt from the spine (projections are derived data).
@@ -158,26 +158,9 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// The statements a batch uses, prepared once per connection.
-struct Prepared {
-    step: Statement,
-    started: Statement,
-    model: Statement,
-    tool: Statement,
-    gate_requested: Statement,
-    gate_rejected: Statement,
-    retrieved: Statement,
-    sampled: Statement,
-    step_completed: Statement,
-    finished: Statement,
-    cancelled: Statement,
-    rated: Statement,
-}
-
 /// The PostgreSQL projection store.
 pub struct PgProjections {
     client: Mutex<Client>,
-    prepared: Prepared,
     url: String,
     next_offset: u64,
 }
@@ -219,12 +202,6 @@ fn detail(e: &tokio_postgres::Error) -> String {
 
 fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-type Param = Box<dyn ToSql + Sync + Send>;
-
-fn p<T: ToSql + Sync + Send + 'static>(v: T) -> Param {
-    Box::new(v)
 }
 
 impl PgProjections {
@@ -296,257 +273,13 @@ impl PgProjections {
         tx.commit()
             .await
             .map_err(pg_err(&shown, "committing the schema set-up"))?;
-        let prepared = prepare(&client, &shown).await?;
         let next_offset = checkpoint(&client, &shown).await?;
         Ok(Self {
             client: Mutex::new(client),
-            prepared,
             url: shown,
             next_offset,
         })
     }
-
-    fn statement_and_params(&self, change: Change) -> (&Statement, Vec<Param>) {
-        let s = &self.prepared;
-        match change {
-            Change::Step(x) => {
-                let r = x.row;
-                (
-                    &s.step,
-                    vec![
-                        p(int(x.log_offset)),
-                        p(x.trace_id),
-                        p(x.exec_id),
-                        p(x.tenant),
-                        p(int(x.seq)),
-                        p(i64::from(x.step_n)),
-                        p(x.ts),
-                        p(x.event_type.to_owned()),
-                        p(r.summary),
-                        p(r.model),
-                        p(r.tokens_in.map(int)),
-                        p(r.tokens_out.map(int)),
-                        p(r.cost),
-                        p(r.latency_ms.map(int)),
-                        p(r.tool),
-                        p(r.status),
-                        p(r.output_ref),
-                        p(r.gate_verdict),
-                        p(r.memory_chunks),
-                    ],
-                )
-            }
-            Change::Started(x) => (
-                &s.started,
-                vec![
-                    p(x.exec_id),
-                    p(x.trace_id),
-                    p(x.tenant),
-                    p(x.strategy_version),
-                    p(x.experiment_arm),
-                    p(x.replay_of),
-                    p(x.goal),
-                    p(x.started_at),
-                ],
-            ),
-            Change::ModelResponded {
-                exec_id,
-                tokens_in,
-                tokens_out,
-                cost_micros,
-                cost_known,
-            } => (
-                &s.model,
-                vec![
-                    p(exec_id),
-                    p(int(tokens_in)),
-                    p(int(tokens_out)),
-                    p(int(cost_micros)),
-                    p(i32::from(cost_known)),
-                ],
-            ),
-            Change::ToolResult {
-                exec_id,
-                failed,
-                cost_micros,
-                cost_known,
-            } => (
-                &s.tool,
-                vec![
-                    p(exec_id),
-                    p(i64::from(failed)),
-                    p(int(cost_micros)),
-                    p(i32::from(cost_known)),
-                ],
-            ),
-            Change::GateRequested { exec_id } => (&s.gate_requested, vec![p(exec_id)]),
-            Change::GateRejected { exec_id } => (&s.gate_rejected, vec![p(exec_id)]),
-            Change::Retrieved { exec_id } => (&s.retrieved, vec![p(exec_id)]),
-            Change::Sampled(x) => (
-                &s.sampled,
-                vec![
-                    p(int(x.log_offset)),
-                    p(x.trace_id),
-                    p(x.exec_id),
-                    p(x.tenant),
-                    p(int(x.seq)),
-                    p(i64::from(x.step_n)),
-                    p(x.ts),
-                    p(x.query),
-                    p(x.memory_version),
-                    p(x.chunks),
-                ],
-            ),
-            Change::StepCompleted { exec_id } => (&s.step_completed, vec![p(exec_id)]),
-            Change::Finished {
-                exec_id,
-                finished_at,
-                outcome,
-                success,
-                steps_n,
-                tokens_in,
-                tokens_out,
-                cost_micros,
-                cost_known,
-            } => (
-                &s.finished,
-                vec![
-                    p(exec_id),
-                    p(finished_at),
-                    p(outcome.to_owned()),
-                    p(i32::from(success)),
-                    p(i64::from(steps_n)),
-                    p(int(tokens_in)),
-                    p(int(tokens_out)),
-                    p(int(cost_micros)),
-                    p(i32::from(cost_known)),
-                ],
-            ),
-            Change::Cancelled {
-                exec_id,
-                finished_at,
-            } => (&s.cancelled, vec![p(exec_id), p(finished_at)]),
-            Change::Rated {
-                tenant,
-                exec_id,
-                seq,
-                rating,
-                rated_by,
-                rated_at,
-                note,
-            } => (
-                &s.rated,
-                vec![
-                    p(tenant),
-                    p(exec_id),
-                    p(int(seq)),
-                    p(i32::from(rating)),
-                    p(rated_by),
-                    p(rated_at),
-                    p(note),
-                ],
-            ),
-        }
-    }
-}
-
-async fn prepare(client: &Client, url: &str) -> Result<Prepared> {
-    let prep = |sql: &'static str| async move {
-        client
-            .prepare(sql)
-            .await
-            .map_err(pg_err(url, "preparing a projection statement"))
-    };
-    Ok(Prepared {
-        step: prep(
-            "INSERT INTO traces.steps (log_offset, trace_id, exec_id, tenant, seq, step_n, ts,
-                 event_type, summary, model, tokens_in, tokens_out, cost, latency_ms, tool, status,
-                 output_ref, gate_verdict, memory_chunks)
-             VALUES ($1, $2, $3, $4, $5, $6, CAST($7::text AS timestamptz), $8, $9, $10, $11,
-                 $12, $13, $14, $15, $16, $17, $18, $19)",
-        )
-        .await?,
-        started: prep(
-            "INSERT INTO gold.executions (exec_id, trace_id, tenant, strategy_version,
-                 experiment_arm, replay_of, goal, started_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, CAST($8::text AS timestamptz))
-             ON CONFLICT (exec_id) DO NOTHING",
-        )
-        .await?,
-        model: prep(
-            "UPDATE gold.executions SET model_calls = model_calls + 1,
-                 tokens_in = tokens_in + $2, tokens_out = tokens_out + $3,
-                 cost_micros = cost_micros + $4, cost_known = LEAST(cost_known, $5::integer)
-             WHERE exec_id = $1",
-        )
-        .await?,
-        tool: prep(
-            "UPDATE gold.executions SET tool_calls = tool_calls + 1,
-                 tool_failures = tool_failures + $2,
-                 cost_micros = cost_micros + $3, cost_known = LEAST(cost_known, $4::integer)
-             WHERE exec_id = $1",
-        )
-        .await?,
-        gate_requested: prep(
-            "UPDATE gold.executions SET gate_escalations = gate_escalations + 1
-             WHERE exec_id = $1",
-        )
-        .await?,
-        gate_rejected: prep(
-            "UPDATE gold.executions SET gate_rejections = gate_rejections + 1 WHERE exec_id = $1",
-        )
-        .await?,
-        retrieved: prep(
-            "UPDATE gold.executions SET retrievals = retrievals + 1 WHERE exec_id = $1",
-        )
-        .await?,
-        sampled: prep(
-            "INSERT INTO traces.retrieval_samples (log_offset, trace_id, exec_id, tenant, seq,
-                 step_n, ts, query, memory_version, chunks)
-             VALUES ($1, $2, $3, $4, $5, $6, CAST($7::text AS timestamptz), $8, $9, $10)",
-        )
-        .await?,
-        step_completed: prep("UPDATE gold.executions SET steps_n = steps_n + 1 WHERE exec_id = $1")
-            .await?,
-        finished: prep(
-            "UPDATE gold.executions SET finished_at = CAST($2::text AS timestamptz),
-                 outcome = $3, outcome_success = $4, steps_n = $5, tokens_in = $6,
-                 tokens_out = $7, cost_micros = $8, cost_known = $9
-             WHERE exec_id = $1",
-        )
-        .await?,
-        cancelled: prep(
-            "UPDATE gold.executions SET finished_at = CAST($2::text AS timestamptz),
-                 outcome = 'cancelled', outcome_success = 0
-             WHERE exec_id = $1",
-        )
-        .await?,
-        rated: prep(
-            "UPDATE traces.retrieval_samples SET rating = $4, rated_by = $5,
-                 rated_at = CAST($6::text AS timestamptz), rating_note = $7
-             WHERE exec_id = $2 AND seq = $3 AND tenant = $1",
-        )
-        .await?,
-    })
-}
-
-/// Sends every statement before awaiting the first reply (the server runs them in order).
-/// A plain function returning a boxed future: spelled inside `apply`, the futures' borrowed
-/// parameter slices defeat the compiler's proof that the whole future is `Send`.
-fn pipeline<'a>(
-    tx: &'a tokio_postgres::Transaction<'a>,
-    work: &'a [(&'a Statement, Vec<Param>)],
-) -> futures::future::BoxFuture<'a, std::result::Result<(), tokio_postgres::Error>> {
-    let mut pending = futures::stream::FuturesOrdered::new();
-    for (stmt, params) in work {
-        let args: Vec<&(dyn ToSql + Sync)> =
-            params.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
-        pending.push_back(async move { tx.execute(*stmt, &args).await });
-    }
-    Box::pin(async move {
-        use futures::TryStreamExt;
-        pending.try_collect::<Vec<u64>>().await.map(|_| ())
-    })
 }
 
 async fn checkpoint(client: &impl tokio_postgres::GenericClient, url: &str) -> Result<u64> {
@@ -598,12 +331,11 @@ impl ProjectionStore for PgProjections {
             self.next_offset = next;
             return Ok(());
         };
-        let work: Vec<(&Statement, Vec<Param>)> = fresh
-            .iter()
-            .flat_map(|c| changes(c.offset, &c.event))
-            .map(|ch| self.statement_and_params(ch))
-            .collect();
-        pipeline(&tx, &work)
+        let mut bulk = Bulk::default();
+        for change in fresh.iter().flat_map(|c| changes(c.offset, &c.event)) {
+            bulk.push(change);
+        }
+        bulk.apply(&tx)
             .await
             .map_err(pg_err(&url, "applying a projection batch"))?;
         tx.execute(
