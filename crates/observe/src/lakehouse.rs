@@ -12,7 +12,7 @@
 
 use crate::error::{ObserveError, Result};
 use crate::sql::Scope;
-use crate::store::ProjectionStore;
+use crate::store::{ProjectionStore, qualified};
 use arrow_array::builder::{
     Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
 };
@@ -185,13 +185,6 @@ pub async fn export(
         }
     }
     Ok(report)
-}
-
-fn qualified(table: &str) -> String {
-    match table {
-        "executions" => "gold.executions".into(),
-        other => format!("traces.{other}"),
-    }
 }
 
 fn literal(v: &str) -> String {

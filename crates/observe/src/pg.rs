@@ -17,7 +17,7 @@ use crate::error::{ObserveError, Result};
 use crate::pg_bulk::Bulk;
 use crate::projection::changes;
 use crate::sql::{Rows, Scope};
-use crate::store::{ProjectionStore, TABLES};
+use crate::store::{ProjectionStore, TABLES, qualified};
 use async_trait::async_trait;
 use keel_spine::Committed;
 use serde_json::Value;
@@ -134,14 +134,6 @@ fn policies(table: &str) -> String {
          CREATE POLICY keel_sql_tenant_rows ON {table} FOR SELECT TO keel_sql_tenant
              USING (tenant = current_setting('keel.tenant', true));"
     )
-}
-
-/// The schema-qualified name of a projection table.
-fn qualified(table: &str) -> String {
-    match table {
-        "executions" => "gold.executions".into(),
-        other => format!("traces.{other}"),
-    }
 }
 
 /// The URL without its password, for messages.

@@ -168,6 +168,14 @@ impl Backend {
     }
 }
 
+/// The schema-qualified name of a projection table, as queries write it.
+pub(crate) fn qualified(table: &str) -> String {
+    match table {
+        "executions" => "gold.executions".into(),
+        other => format!("traces.{other}"),
+    }
+}
+
 /// Refuses the projections' own checkpoint name as another consumer's cursor.
 pub(crate) fn check_cursor_name(name: &str) -> Result<()> {
     if name == "main" {
