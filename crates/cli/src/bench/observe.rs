@@ -316,13 +316,21 @@ pub async fn run(
     drop(stored);
 
     let store_mb = match &server {
-        None => std::fs::metadata(&proj_path).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0),
-        Some(_) => query(None, &*projector, "SELECT pg_database_size(current_database())")
+        None => std::fs::metadata(&proj_path)
+            .map(|m| m.len() as f64 / 1e6)
+            .unwrap_or(0.0),
+        Some(_) => {
+            query(
+                None,
+                &*projector,
+                "SELECT pg_database_size(current_database())",
+            )
             .await?
             .rows[0][0]
-            .as_f64()
-            .unwrap_or(0.0)
-            / 1e6,
+                .as_f64()
+                .unwrap_or(0.0)
+                / 1e6
+        }
     };
     let out = json!({
         "backend": backend,
