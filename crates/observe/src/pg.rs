@@ -192,7 +192,7 @@ fn detail(e: &tokio_postgres::Error) -> String {
     }
 }
 
-fn int(v: u64) -> i64 {
+pub(crate) fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 

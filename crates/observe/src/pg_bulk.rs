@@ -9,14 +9,11 @@
 //! applied after the folded increments, as they would be one by one. Ratings are rare and
 //! order-sensitive (the latest wins), so they stay one statement each, in order, last.
 
+use crate::pg::int;
 use crate::projection::Change;
 use std::collections::HashMap;
 use tokio_postgres::Transaction;
 use tokio_postgres::types::ToSql;
-
-fn int(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
 
 /// The counters of one execution accumulated over a batch.
 #[derive(Default)]

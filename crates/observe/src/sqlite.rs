@@ -139,11 +139,6 @@ impl Projector {
         })
     }
 
-    /// The projection file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding it leaves nothing half-done: every write is one transaction.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
