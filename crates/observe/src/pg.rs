@@ -4,7 +4,7 @@
 //!
 //! Consumers sharing the database serialise their batches on an advisory lock and re-read the
 //! checkpoint inside the transaction, so a batch is applied once however many processes
-//! project. A batch is a handful of set-based statements ([`crate::pg_bulk`]), not one per row.
+//! project. A batch is a handful of set-based statements (module `pg_bulk`), not one per row.
 //!
 //! Queries (`keel sql`, `POST /v1/sql`, the SLOs) run in a read-only transaction as a role that
 //! can only `SELECT` the three tables, under row-level security: `keel_sql_admin` sees every
