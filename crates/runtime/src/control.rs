@@ -2,8 +2,8 @@
 //! and tool, strategy demotions and re-certifications. Every change is an event on
 //! [`CONTROL_STREAM`], so it survives restarts, is the same for every process on the store, and
 //! is auditable; the state is [`ControlState`], the fold of those events. Reads catch up with the
-//! stream first (one indexed query for what is new), so a switch set by another process takes
-//! effect at the next step.
+//! stream first (a point query for its last seq, and a read only when it moved), so a switch set
+//! by another process takes effect at the next step.
 
 use crate::error::RuntimeError;
 use keel_core::control::{CONTROL_STREAM, CONTROL_TENANT, ControlState, KillInfo, KillKey};
@@ -79,10 +79,15 @@ impl Control {
             .map_err(|_| RuntimeError::Control("control state lock poisoned".into()))
     }
 
-    /// The state, caught up with the stream.
+    /// The state, caught up with the stream. Asks the spine first whether anything was appended
+    /// after the last folded event (a point query, see [`EventLog::appended_after`]), and reads
+    /// only then: a switch set by any process is seen at the next call either way.
     pub async fn state(&self) -> Result<ControlState, RuntimeError> {
-        let from = self.locked()?.last_seq + 1;
-        let new = self.log.read(CONTROL_STREAM, from).await?;
+        let last = self.locked()?.last_seq;
+        if !self.log.appended_after(CONTROL_STREAM, last).await? {
+            return Ok(self.locked()?.clone());
+        }
+        let new = self.log.read(CONTROL_STREAM, last + 1).await?;
         let mut state = self.locked()?;
         for e in &new {
             // Another caller may have folded these meanwhile.
@@ -220,5 +225,44 @@ impl Control {
             reason: reason.into(),
         }))
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_spine::clock::SystemClock;
+    use keel_spine::{SqliteLog, SqliteOptions};
+
+    /// Regression for skipping the catch-up read while the stream has not moved: a switch set
+    /// through another handle on the same file (as another process would) is seen by the very
+    /// next read, and so is its clearing.
+    async fn reason(c: &Control) -> Option<String> {
+        c.kill_reason(Scope::Tenant, "acme", "acme").await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_switch_set_by_another_process_is_seen_by_the_next_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("spine.db");
+        let open = || -> Arc<dyn EventLog> {
+            Arc::new(SqliteLog::open(&path, SqliteOptions::default()).unwrap())
+        };
+        let here = Control::new(open(), Arc::new(SystemClock));
+        let there = Control::new(open(), Arc::new(SystemClock));
+        assert_eq!(reason(&here).await, None);
+        assert_eq!(reason(&here).await, None, "a second read with nothing new");
+        there
+            .kill(Scope::Tenant, "acme", None, "incident 42", "test")
+            .await
+            .unwrap();
+        assert_eq!(reason(&here).await.as_deref(), Some("incident 42"));
+        assert!(
+            there
+                .clear(Scope::Tenant, "acme", None, "test")
+                .await
+                .unwrap()
+        );
+        assert_eq!(reason(&here).await, None);
     }
 }

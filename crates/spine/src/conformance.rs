@@ -32,6 +32,7 @@ macro_rules! conformance_tests {
             nothing_follows_a_terminal_event,
             another_tenant_cannot_append_to_an_execution,
             buffered_appends_keep_order_and_conditions,
+            appended_after_sees_every_readable_event,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {$(
@@ -311,4 +312,20 @@ pub async fn buffered_appends_keep_order_and_conditions(log: &dyn EventLog) {
             .iter()
             .all(|s| s.exec_id != exec_id(70))
     );
+}
+
+/// `appended_after` never says "nothing new" while `read` has something after that seq.
+pub async fn appended_after_sees_every_readable_event(log: &dyn EventLog) {
+    let events = keel_testkit::builder::execution_with_steps(exec_id(80), 2);
+    assert!(!log.appended_after(exec_id(80), 0).await.unwrap());
+    let (head, tail) = events.split_at(3);
+    log.append(exec_id(80), 0, head).await.unwrap();
+    assert!(log.appended_after(exec_id(80), 0).await.unwrap());
+    assert!(log.appended_after(exec_id(80), 2).await.unwrap());
+    assert!(!log.appended_after(exec_id(80), 3).await.unwrap());
+    log.append(exec_id(80), 3, tail).await.unwrap();
+    let last = events.len() as u64;
+    assert!(log.appended_after(exec_id(80), 3).await.unwrap());
+    assert!(!log.appended_after(exec_id(80), last).await.unwrap());
+    assert!(!log.appended_after(exec_id(81), 0).await.unwrap());
 }

@@ -79,6 +79,14 @@ pub trait EventLog: Send + Sync {
     /// The execution's events with `seq >= from_seq`, in seq order (empty if unknown).
     async fn read(&self, exec_id: ExecId, from_seq: u64) -> Result<Vec<Event>, SpineError>;
 
+    /// True if the execution has committed events with a seq above `seq`: a cheap check before
+    /// [`EventLog::read`] for callers that poll a stream they have already folded. It may count
+    /// events `read` does not show yet (buffered appends not yet durable), never miss one that
+    /// `read` would show. The default simply reads.
+    async fn appended_after(&self, exec_id: ExecId, seq: u64) -> Result<bool, SpineError> {
+        Ok(!self.read(exec_id, seq + 1).await?.is_empty())
+    }
+
     /// Up to `limit` committed events with `offset >= from_offset`, in commit order.
     async fn read_all(&self, from_offset: u64, limit: usize) -> Result<Vec<Committed>, SpineError>;
 
