@@ -6,6 +6,7 @@
 
 use super::{Durability, storage_err};
 use crate::error::SpineError;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
 
@@ -128,6 +129,13 @@ pub fn connect(
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| map_err(path, "opening", e))?;
+    // Plans must not depend on bound values. Without this, the bundled SQLite (built with STAT4)
+    // marks a statement whose parameter meets an indexed column as "re-plan on rebind", and
+    // the statement cache clears bindings on every reuse, so each cached query was parsed and
+    // planned again on every call: most of a point read's CPU. We keep no statistics, so the
+    // plans are the same.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(|e| map_err(path, "setting the query planner stability guarantee", e))?;
     let sync = match durability {
         Durability::Full => "FULL",
         Durability::Off => "OFF",
