@@ -235,3 +235,36 @@ async fn buffered_appends_are_hidden_from_readers_until_a_durable_append() {
     assert_eq!(log.read(exec_id(1), 1).await.unwrap(), events[..6].to_vec());
     assert_eq!(log.read_all(1, 100).await.unwrap().len(), 6);
 }
+
+/// A handle's unflushed appends hide only its own execution: what another handle (another
+/// process) commits to another execution afterwards — a kill-switch on the control stream — is
+/// read at once. Before, the handle hid everything after its first unflushed append, so a
+/// worker running read-only steps never saw a kill-switch set by `keel kill`.
+#[tokio::test]
+async fn buffered_appends_hide_only_their_own_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spine.db");
+    let worker = open(&path).unwrap();
+    let operator = open(&path).unwrap();
+    let running = execution_with_steps(exec_id(1), 3);
+    worker
+        .append_buffered(exec_id(1), 0, &running[..3])
+        .await
+        .unwrap();
+    let switch = execution_with_steps(exec_id(2), 0);
+    operator.append(exec_id(2), 0, &switch[..1]).await.unwrap();
+    assert_eq!(
+        worker.read(exec_id(2), 1).await.unwrap(),
+        switch[..1].to_vec(),
+        "another process's durable commit is visible to a handle with unflushed appends"
+    );
+    assert!(
+        worker.read(exec_id(1), 1).await.unwrap().is_empty(),
+        "the handle's own unflushed appends stay hidden"
+    );
+    worker.append(exec_id(1), 3, &running[3..4]).await.unwrap();
+    assert_eq!(
+        worker.read(exec_id(1), 1).await.unwrap(),
+        running[..4].to_vec()
+    );
+}

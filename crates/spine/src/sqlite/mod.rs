@@ -62,6 +62,10 @@ struct Inner {
     durability: Durability,
     requests: Option<mpsc::Sender<writer::AppendRequest>>,
     readers: Mutex<Vec<Connection>>,
+    /// Executions this handle appended to without an fsync (until they end): only their reads
+    /// wait for a durable commit. Everything else that is committed — another process's
+    /// kill-switch on the control stream, say — is read as soon as it commits.
+    buffered_execs: Mutex<std::collections::HashSet<ExecId>>,
     /// A read-only connection for point queries cheap enough to run on the caller's thread
     /// (see [`EventLog::appended_after`]); opened on first use.
     probe: Mutex<Option<Connection>>,
@@ -128,6 +132,7 @@ impl SqliteLog {
                 durability: options.durability,
                 requests: Some(requests),
                 readers: Mutex::new(Vec::new()),
+                buffered_execs: Mutex::new(std::collections::HashSet::new()),
                 probe: Mutex::new(None),
                 head,
                 stats,
@@ -160,13 +165,34 @@ impl SqliteLog {
             reply,
         };
         let ends = request.ends;
+        if !durable && let Ok(mut b) = self.inner.buffered_execs.lock() {
+            b.insert(exec_id);
+        }
         let sender = self.inner.requests.as_ref().ok_or(SpineError::Closed)?;
         sender.send(request).map_err(|_| SpineError::Closed)?;
         let ack = answer.await.map_err(|_| SpineError::Closed)?;
         if ends {
             self.forget_cipher(exec_id);
+            if let Ok(mut b) = self.inner.buffered_execs.lock() {
+                b.remove(&exec_id);
+            }
         }
         ack
+    }
+
+    /// The last offset `exec_id`'s reads may see: everything committed, unless this handle
+    /// appended to it without an fsync and that is not durable yet.
+    fn durable_head_for(&self, exec_id: ExecId) -> u64 {
+        let buffered = self
+            .inner
+            .buffered_execs
+            .lock()
+            .map_or(true, |b| b.contains(&exec_id));
+        if buffered {
+            self.durable_head()
+        } else {
+            i64::MAX as u64
+        }
     }
 
     /// The last offset readers may see: everything before this handle's oldest buffered (not
@@ -359,7 +385,7 @@ impl EventLog for SqliteLog {
     }
 
     async fn read(&self, exec_id: ExecId, from_seq: u64) -> Result<Vec<Event>, SpineError> {
-        let durable = self.durable_head();
+        let durable = self.durable_head_for(exec_id);
         self.with_reader(move |conn, path| {
             let key = exec_id.to_string();
             let err = |c| move |e| schema::map_err(path, c, e);
