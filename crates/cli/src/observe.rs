@@ -25,8 +25,9 @@ use std::time::Duration;
 #[derive(Subcommand)]
 pub enum ObserveCmd {
     /// Run one read-only SQL query over the projections (`traces.steps`, `gold.executions`,
-    /// `traces.retrieval_samples`); SQLite dialect plus APPROX_PERCENTILE, `x::int` and
-    /// `CURRENT_DATE - N`.
+    /// `traces.retrieval_samples`): SQLite dialect plus APPROX_PERCENTILE, `x::int` and
+    /// `CURRENT_DATE - N` on the embedded default; PostgreSQL's own when `KEEL_PROJECTIONS_URL`
+    /// names a database.
     Sql {
         /// The query.
         query: String,
