@@ -243,9 +243,10 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
                 // Derived stores: the trace projections are rebuilt from the (now erased) log,
                 // and the file is vacuumed so no page keeps the old rows.
                 let proj = crate::observe::projections_path(data);
-                let external = std::env::var_os("KEEL_PROJECTIONS_URL").is_some();
+                let backend = keel_observe::Backend::from_env(&proj)?;
+                let external = backend != keel_observe::Backend::Sqlite(proj.clone());
                 if proj.exists() || external {
-                    let mut p = crate::observe::open_projections(data).await?;
+                    let mut p = backend.open().await?;
                     p.reset().await?;
                     p.catch_up(&log).await?;
                     drop(p);

@@ -205,9 +205,7 @@ fn open_log(data: &Path) -> anyhow::Result<SqliteLog> {
 /// The projections of `data`: the backend `KEEL_PROJECTIONS_URL` names (a `postgres://` URL),
 /// else the embedded file `DATA/observe.db`. The one place the CLI chooses it.
 pub async fn open_projections(data: &Path) -> anyhow::Result<Box<dyn ProjectionStore>> {
-    let url = std::env::var("KEEL_PROJECTIONS_URL").ok();
-    let backend = Backend::from_config(url.as_deref(), &projections_path(data))?;
-    Ok(backend.open().await?)
+    Ok(Backend::from_env(&projections_path(data))?.open().await?)
 }
 
 /// Opens the projections of `data` and applies everything the spine has committed since.

@@ -69,9 +69,7 @@ pub(crate) fn with_projections<'a, T: Send + 'a>(
     Box::pin(async move {
         let mut slot = state.projections.lock().await;
         if slot.is_none() {
-            let url = std::env::var("KEEL_PROJECTIONS_URL").ok();
-            let backend = Backend::from_config(url.as_deref(), &state.data.join("observe.db"))
-                .map_err(internal)?;
+            let backend = Backend::from_env(&state.data.join("observe.db")).map_err(internal)?;
             *slot = Some(backend.open().await.map_err(internal)?);
         }
         let Some(store) = slot.as_mut() else {
