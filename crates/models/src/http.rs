@@ -123,7 +123,7 @@ pub async fn post_json(
             }
             Ok(resp) => {
                 let status = resp.status();
-                let retry_after = retry_after(resp.headers());
+                let retry_after = retry_after(resp.headers(), policy.max_backoff);
                 let text = resp.text().await.unwrap_or_default();
                 if status.is_success() {
                     return Ok(Reply {
@@ -148,7 +148,7 @@ pub async fn post_json(
                         detail,
                     });
                 }
-                retry_after.map_or_else(|| backoff(policy, attempt), |d| d.min(policy.max_backoff))
+                retry_after.unwrap_or_else(|| backoff(policy, attempt))
             }
         };
         tokio::time::sleep(wait).await;
@@ -162,14 +162,14 @@ fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
     exp.min(policy.max_backoff)
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is rare from model APIs and treated as absent).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+/// `Retry-After` in seconds, capped at `max`. The header is untrusted: a value too large for a
+/// `Duration` (`1e20`, a 30-digit integer, `inf`) means "wait long" and gets `max`; a negative,
+/// NaN or unparsable value, or the HTTP-date form (rare from model APIs, and reading it would
+/// need the wall clock here), is treated as absent so our own backoff applies.
+fn retry_after(headers: &reqwest::header::HeaderMap, max: Duration) -> Option<Duration> {
     let v = headers.get("retry-after")?.to_str().ok()?;
-    v.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+    let secs = v.trim().parse::<f64>().ok().filter(|s| *s >= 0.0)?;
+    Some(Duration::try_from_secs_f64(secs).map_or(max, |d| d.min(max)))
 }
 
 /// The vendor's error message (`{"error": {"message": …}}` in both formats), or a short excerpt.

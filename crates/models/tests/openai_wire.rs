@@ -149,6 +149,36 @@ async fn rate_limits_are_retried_honouring_retry_after() {
     );
 }
 
+/// Regression: `Retry-After: 1e20` made `Duration::from_secs_f64` panic on every call.
+#[tokio::test]
+async fn an_untrusted_retry_after_never_panics_and_is_capped() {
+    let hostile = [
+        "1e20",
+        "-5",
+        "NaN",
+        "inf",
+        "-inf",
+        "99999999999999999999999999999999",
+        "18446744073709551616",
+        "Fri, 31 Dec 1999 23:59:59 GMT",
+        "",
+    ];
+    let mut replies: Vec<Canned> = hostile
+        .iter()
+        .map(|v| Canned::status(429, &fixture("openai/error_429.json")).header("retry-after", v))
+        .collect();
+    replies.push(Canned::ok(&fixture("openai/answer.json")));
+    let server = start(replies).await;
+    // max_backoff (50 ms) bounds every wait, so nine retries finish promptly.
+    let attempts = u32::try_from(hostile.len()).unwrap() + 1;
+    let reply = provider(&server.base_url, attempts)
+        .chat(&request())
+        .await
+        .unwrap();
+    assert!(reply.text.is_some());
+    assert_eq!(server.requests().len(), hostile.len() + 1);
+}
+
 #[tokio::test]
 async fn retries_run_out_with_the_vendor_message() {
     let server = start(vec![
