@@ -5,6 +5,12 @@
 //!
 //! Checksums and shape rules keep near-misses out: an order number, a date, a 16-digit tracking
 //! number that fails Luhn, an IBAN-shaped string that fails mod 97, "the API key rotates".
+//!
+//! Digits in any script count: the text is screened through a one-to-one fold (every Unicode
+//! decimal digit to its ASCII digit, full-width forms and Unicode dashes and spaces to ASCII), so
+//! "４１１１ １１１１ １１１１ １１１１" is a card like its ASCII spelling. The patterns themselves are
+//! ASCII-only and the checks read ASCII digits, so no script can reach a check with a shape it
+//! does not expect; matches are mapped back to the original text by character, never by byte.
 
 use crate::fact::PiiAction;
 use crate::policy::{MemoryPolicy, PiiRule};
@@ -43,8 +49,12 @@ fn always(_: &str) -> bool {
     true
 }
 
+/// The ASCII digits of `s` (the screen folds other scripts' digits to ASCII before any check).
 fn digits(s: &str) -> Vec<u32> {
-    s.chars().filter_map(|c| c.to_digit(10)).collect()
+    s.chars()
+        .filter(char::is_ascii_digit)
+        .filter_map(|c| c.to_digit(10))
+        .collect()
 }
 
 /// Luhn checksum over the digits of `s` (13–19 digits).
@@ -71,13 +81,13 @@ pub fn luhn(s: &str) -> bool {
 
 /// IBAN mod-97 check (ISO 13616) on `s` with spaces removed.
 pub fn iban_valid(s: &str) -> bool {
-    let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    let compact: Vec<char> = s.chars().filter(|c| !c.is_whitespace()).collect();
     if !(15..=34).contains(&compact.len()) {
         return false;
     }
     let (head, tail) = compact.split_at(4);
     let mut rem: u32 = 0;
-    for c in tail.chars().chain(head.chars()) {
+    for &c in tail.iter().chain(head) {
         let v = match c {
             '0'..='9' => c as u32 - '0' as u32,
             'A'..='Z' => c as u32 - 'A' as u32 + 10,
@@ -96,15 +106,18 @@ fn phone_ok(s: &str) -> bool {
     }
     // Dates and times are not phone numbers.
     static DATE: OnceLock<Option<Regex>> = OnceLock::new();
-    let date = DATE.get_or_init(|| Regex::new(r"^\d{4}[-/.]\d{2}[-/.]\d{2}").ok());
+    let date = DATE.get_or_init(|| Regex::new(r"^[0-9]{4}[-/.][0-9]{2}[-/.][0-9]{2}").ok());
     !date.as_ref().is_some_and(|d| d.is_match(s.trim()))
 }
 
 fn ssn_ok(s: &str) -> bool {
     let d = digits(s);
-    let area = d[..3].iter().fold(0, |a, x| a * 10 + x);
-    let group = d[3..5].iter().fold(0, |a, x| a * 10 + x);
-    let serial = d[5..].iter().fold(0, |a, x| a * 10 + x);
+    let &[a1, a2, a3, g1, g2, s1, s2, s3, s4] = d.as_slice() else {
+        return false;
+    };
+    let area = a1 * 100 + a2 * 10 + a3;
+    let group = g1 * 10 + g2;
+    let serial = s1 * 1000 + s2 * 100 + s3 * 10 + s4;
     area != 0 && area != 666 && area < 900 && group != 0 && serial != 0
 }
 
@@ -128,14 +141,14 @@ fn detectors() -> &'static [Detector] {
             ),
             (
                 "iban",
-                r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
+                r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
                 iban_valid,
             ),
-            ("card", r"\b(?:\d[ -]?){12,18}\d\b", luhn),
-            ("national_id", r"\b\d{3}-\d{2}-\d{4}\b", ssn_ok),
+            ("card", r"\b(?:[0-9][ -]?){12,18}[0-9]\b", luhn),
+            ("national_id", r"\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b", ssn_ok),
             (
                 "national_id",
-                r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",
+                r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D]\b",
                 always,
             ),
             (
@@ -145,12 +158,12 @@ fn detectors() -> &'static [Detector] {
             ),
             (
                 "phone",
-                r"\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}\b",
+                r"\+[0-9]{1,3}[ .-]?(?:\([0-9]{1,4}\)[ .-]?)?[0-9]{1,4}(?:[ .-]?[0-9]{2,4}){1,4}\b",
                 phone_ok,
             ),
             (
                 "phone",
-                r"(?:\(\d{3}\) ?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b|\b0\d{2,4}[ .-]?\d{3,4}[ .-]?\d{3,4}\b",
+                r"(?:\([0-9]{3}\) ?|\b[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}\b|\b0[0-9]{2,4}[ .-]?[0-9]{3,4}[ .-]?[0-9]{3,4}\b",
                 phone_ok,
             ),
         ];
@@ -163,26 +176,109 @@ fn detectors() -> &'static [Detector] {
     })
 }
 
-/// Screens `text` under `policy`.
+/// The decimal value of `c` if it is a Unicode decimal digit (general category Nd) of any script.
+/// Unicode encodes every script's digits as a contiguous run 0..=9, and runs that touch are whole
+/// runs, so the value is the distance from the start of the contiguous block, modulo 10.
+fn decimal_value(c: char) -> Option<char> {
+    if c.is_ascii_digit() {
+        return Some(c);
+    }
+    if !c.is_numeric() {
+        return None;
+    }
+    static ND: OnceLock<Option<Regex>> = OnceLock::new();
+    let nd = ND.get_or_init(|| Regex::new(r"\A\d\z").ok()).as_ref()?;
+    let is_nd = |c: char| {
+        let mut buf = [0u8; 4];
+        nd.is_match(c.encode_utf8(&mut buf))
+    };
+    if !is_nd(c) {
+        return None;
+    }
+    let mut start = u32::from(c);
+    // Digit blocks are at most a few runs long; the bound only keeps the walk finite.
+    for _ in 0..200 {
+        match start.checked_sub(1).and_then(char::from_u32) {
+            Some(prev) if is_nd(prev) => start -= 1,
+            _ => break,
+        }
+    }
+    let value = (u32::from(c) - start) % 10;
+    char::from_digit(value, 10)
+}
+
+/// One character of the fold the detectors read: digits of every script to ASCII, full-width
+/// forms to ASCII, Unicode spaces and dashes to their ASCII spelling; anything else unchanged.
+fn fold_char(c: char) -> char {
+    let cp = u32::from(c);
+    if c.is_ascii() {
+        return c;
+    }
+    match cp {
+        0xFF01..=0xFF5E => char::from_u32(cp - 0xFEE0).unwrap_or(c),
+        0x00A0 | 0x2000..=0x200A | 0x202F | 0x205F | 0x3000 => ' ',
+        0x2010..=0x2015 | 0x2212 | 0xFE58 | 0xFE63 => '-',
+        _ => decimal_value(c).unwrap_or(c),
+    }
+}
+
+/// `text` folded one character for one character, with each folded character's byte offset in
+/// the fold and in `text` (plus both ends), so a match in the fold maps back to `text` exactly.
+struct Folded {
+    text: String,
+    offsets: Vec<(usize, usize)>,
+}
+
+impl Folded {
+    fn new(original: &str) -> Folded {
+        let mut text = String::with_capacity(original.len());
+        let mut offsets = Vec::with_capacity(original.len() + 1);
+        for (at, c) in original.char_indices() {
+            offsets.push((text.len(), at));
+            text.push(fold_char(c));
+        }
+        offsets.push((text.len(), original.len()));
+        Folded { text, offsets }
+    }
+
+    /// The offset in the original text of the character at `folded` in the fold.
+    fn original(&self, folded: usize) -> Option<usize> {
+        self.offsets
+            .binary_search_by_key(&folded, |&(f, _)| f)
+            .ok()
+            .and_then(|i| self.offsets.get(i))
+            .map(|&(_, o)| o)
+    }
+}
+
+/// Screens `text` under `policy`. Never panics, whatever the text.
 pub fn screen(text: &str, policy: &MemoryPolicy) -> Screened {
     let mut out = text.to_owned();
     let mut actions: Vec<PiiAction> = Vec::new();
     for d in detectors() {
+        let folded = Folded::new(&out);
         let mut count = 0;
-        let replaced =
-            d.re.replace_all(&out, |caps: &regex::Captures<'_>| {
-                let m = caps.get(0).map_or("", |m| m.as_str());
-                if (d.check)(m) {
-                    count += 1;
-                    format!("[{}]", d.kind)
-                } else {
-                    m.to_owned()
-                }
-            })
-            .into_owned();
+        let mut replaced = String::with_capacity(out.len());
+        let mut last = 0;
+        for m in d.re.find_iter(&folded.text) {
+            if !(d.check)(m.as_str()) {
+                continue;
+            }
+            let (Some(a), Some(b)) = (folded.original(m.start()), folded.original(m.end())) else {
+                continue;
+            };
+            let Some(before) = out.get(last..a) else {
+                continue;
+            };
+            replaced.push_str(before);
+            replaced.push_str(&format!("[{}]", d.kind));
+            last = b;
+            count += 1;
+        }
         if count == 0 {
             continue;
         }
+        replaced.push_str(out.get(last..).unwrap_or_default());
         out = replaced;
         let action = match policy.pii_rule(d.kind) {
             PiiRule::Redact => "redacted",
@@ -278,11 +374,109 @@ mod tests {
         assert_eq!(s.actions[0].action, "redacted");
     }
 
+    /// Regression (issue 12, item 12): digits of other scripts panicked the SSN and IBAN checks
+    /// (ASCII-only digit parsing and byte offsets behind a Unicode `\d`), and a full-width card
+    /// number passed the screen unredacted.
+    #[test]
+    fn digits_of_any_script_are_screened_without_panicking() {
+        let p = MemoryPolicy::default();
+        let s = screen("SSN １２３-４５-６７８９ was given", &p);
+        assert_eq!(s.text, "SSN [national_id] was given");
+        // Check digits 00 fail mod 97: screened as text, not as an IBAN, and no panic.
+        let s = screen("IBAN DE०० 1234 5678 9012 3456 please", &p);
+        assert!(s.actions.is_empty(), "{s:?}");
+        let s = screen("IBAN DE८९ ३७०४ ००४४ ०५३२ ०१३० ०० please", &p);
+        assert_eq!(s.text, "IBAN [iban] please");
+        let s = screen(
+            "paid with ４１１１　１１１１　１１１１　１１１１ last time",
+            &p,
+        );
+        assert_eq!(s.text, "paid with [card] last time");
+        assert_eq!(s.rejected().as_deref(), Some("card"));
+        let s = screen(
+            "card ４１１１-１１１１-１１１１-１１１１ and mail ｊａｎｅ＠ｅｘａｍｐｌｅ．ｃｏｍ",
+            &p,
+        );
+        assert_eq!(s.text, "card [card] and mail [email]");
+        // Mathematical digits sit in five touching runs; each still reads as its own value.
+        assert_eq!(decimal_value('\u{1D7D7}'), Some('9'));
+        assert_eq!(decimal_value('\u{1D7D8}'), Some('0'));
+        assert_eq!(decimal_value('²'), None);
+        assert!(!iban_valid("DE००12345678901234567"));
+    }
+
     #[test]
     fn checksums() {
         assert!(luhn("4111111111111111"));
         assert!(!luhn("4111111111111112"));
         assert!(iban_valid("GB82WEST12345698765432"));
         assert!(!iban_valid("GB00WEST12345698765432"));
+    }
+
+    mod never_panics {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Characters that reach the detectors' shapes: digits of several scripts, separators,
+        /// letters, `@`, `+`, parentheses, full-width forms.
+        fn tricky() -> impl Strategy<Value = String> {
+            let chars = prop::sample::select(vec![
+                '0',
+                '1',
+                '4',
+                '9',
+                '-',
+                ' ',
+                '.',
+                '/',
+                '(',
+                ')',
+                '+',
+                '@',
+                'A',
+                'D',
+                'E',
+                'G',
+                'B',
+                'x',
+                '１',
+                '４',
+                '９',
+                '－',
+                '　',
+                '०',
+                '८',
+                '٣',
+                '৯',
+                '\u{1D7CE}',
+                '\u{2212}',
+                '\u{00A0}',
+                'é',
+                '€',
+                '\u{0301}',
+                '＠',
+                'Ａ',
+                'Ｅ',
+            ]);
+            prop::collection::vec(chars, 0..80).prop_map(|v| v.into_iter().collect())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn the_screen_never_panics_on_any_text(text in any::<String>()) {
+                let s = screen(&text, &MemoryPolicy::default());
+                prop_assert!(s.actions.iter().all(|a| a.count > 0));
+            }
+
+            #[test]
+            fn the_screen_never_panics_on_digit_shaped_text(text in tricky()) {
+                let s = screen(&text, &MemoryPolicy::default());
+                if s.actions.is_empty() {
+                    prop_assert_eq!(s.text, text);
+                }
+            }
+        }
     }
 }

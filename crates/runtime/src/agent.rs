@@ -212,6 +212,30 @@ impl Run<'_> {
     }
 }
 
+/// Why the execution's tenant or strategy is switched off, if it is.
+fn killed(control: &ControlState, strategy: &Strategy, tenant: &str) -> Option<String> {
+    match control.kill_reason(Scope::Tenant.as_str(), tenant, tenant) {
+        Some(k) => Some(format!("tenant {tenant} is killed: {}", k.reason)),
+        None => control
+            .kill_reason(Scope::Strategy.as_str(), &strategy.name, tenant)
+            .map(|k| format!("strategy {} is killed: {}", strategy.name, k.reason)),
+    }
+}
+
+/// Why a call of `tool` may not run now: its tenant, strategy or the tool itself is switched off.
+fn tool_killed(
+    control: &ControlState,
+    strategy: &Strategy,
+    tenant: &str,
+    tool: &str,
+) -> Option<String> {
+    killed(control, strategy, tenant).or_else(|| {
+        control
+            .kill_reason(Scope::Tool.as_str(), tool, tenant)
+            .map(|k| format!("kill-switch: tool {tool} is off: {}", k.reason))
+    })
+}
+
 fn over_budget(state: &ExecutionState) -> Option<String> {
     let b = &state.budget;
     let t = &state.totals;
@@ -345,19 +369,16 @@ impl Agent {
             }
             if let Some(Payload::GateDecided(d)) = run.events.last().map(|e| &e.payload) {
                 let d = d.clone();
-                self.carry_out(&mut run, d).await?;
+                // Read after the decision, never before: a switch set while the gate waited (by
+                // any process) stops the approved action.
+                let control = self.control.state().await?;
+                self.carry_out(&mut run, strategy, &control, d).await?;
                 continue;
             }
             let tenant = run.state.tenant.clone().map(|t| t.0).unwrap_or_default();
             // One catch-up read of the control stream per step, used by the step's tool calls too.
             let control = self.control.state().await?;
-            let killed = match control.kill_reason(Scope::Tenant.as_str(), &tenant, &tenant) {
-                Some(k) => Some(format!("tenant {tenant} is killed: {}", k.reason)),
-                None => control
-                    .kill_reason(Scope::Strategy.as_str(), &strategy.name, &tenant)
-                    .map(|k| format!("strategy {} is killed: {}", strategy.name, k.reason)),
-            };
-            if let Some(why) = killed {
+            if let Some(why) = killed(&control, strategy, &tenant) {
                 run.finish(Outcome::Killed, Some(why)).await?;
                 continue;
             }
@@ -610,7 +631,17 @@ impl Agent {
     /// Acts on a gate's decision: an approved action runs (with its idempotency key, through the
     /// contract layer); a rejected or expired one is recorded as refused with the approver's
     /// reason, which is what the model sees next.
-    async fn carry_out(&self, run: &mut Run<'_>, d: GateDecided) -> Result<(), RuntimeError> {
+    ///
+    /// `control` is read after the decision: an approved action whose tenant, strategy or tool
+    /// was switched off meanwhile does not run; it is recorded as refused with the switch's
+    /// reason (and a tenant or strategy switch then ends the execution `killed`).
+    async fn carry_out(
+        &self,
+        run: &mut Run<'_>,
+        strategy: &Strategy,
+        control: &ControlState,
+        d: GateDecided,
+    ) -> Result<(), RuntimeError> {
         let action = run
             .events
             .iter()
@@ -625,16 +656,23 @@ impl Agent {
             name: action["tool"].as_str().unwrap_or_default().to_owned(),
             arguments: action["args"].clone(),
         };
+        let tenant = run.state.tenant.clone().map(|t| t.0).unwrap_or_default();
         let summary = match d.verdict {
-            Verdict::Approve => {
-                let ctx = CallContext::from_state(&run.state)?;
-                let report = self
-                    .tools
-                    .call_after_gate(&ctx, &call.name, call.arguments.clone())
-                    .await?;
-                run.absorb(report.events)?;
-                format!("approved by {}: called {}", d.approver, call.name)
-            }
+            Verdict::Approve => match tool_killed(control, strategy, &tenant, &call.name) {
+                Some(why) => {
+                    run.refuse(&call, ToolStatus::Refused, why.clone()).await?;
+                    format!("approved by {} but not run: {why}", d.approver)
+                }
+                None => {
+                    let ctx = CallContext::from_state(&run.state)?;
+                    let report = self
+                        .tools
+                        .call_after_gate(&ctx, &call.name, call.arguments.clone())
+                        .await?;
+                    run.absorb(report.events)?;
+                    format!("approved by {}: called {}", d.approver, call.name)
+                }
+            },
             verdict => {
                 let why = match verdict {
                     Verdict::Expired => format!("expired at the gate: {}", d.reason),
