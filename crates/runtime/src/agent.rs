@@ -279,7 +279,21 @@ impl Agent {
         tenant: &str,
         goal: &str,
     ) -> Result<ExecId, RuntimeError> {
-        let exec_id = clock::new_exec_id();
+        self.start_as(clock::new_exec_id(), strategy, tenant, goal)
+            .await
+    }
+
+    /// Starts an execution under a chosen id. The spine's conditional append makes the start
+    /// happen at most once per id: a second start of the same id is
+    /// [`keel_spine::SpineError::Conflict`] and stores nothing (the API's `Idempotency-Key`
+    /// relies on this).
+    pub async fn start_as(
+        &self,
+        exec_id: ExecId,
+        strategy: &Strategy,
+        tenant: &str,
+        goal: &str,
+    ) -> Result<ExecId, RuntimeError> {
         let event = Event {
             event_id: clock::new_event_id(),
             exec_id,

@@ -117,13 +117,15 @@ fn exec_id(id: &str) -> Result<ExecId, ApiError> {
         .map_err(|_| ApiError::bad("id", format!("{id:?} is not an execution id (a UUID)")))
 }
 
-/// Starts an execution on behalf of `tenant` and wakes the worker.
+/// Starts an execution on behalf of `tenant` and wakes the worker. With an idempotency key, a
+/// repeat answers with the first execution: `(exec, version, false)` (see [`crate::idempotency`]).
 pub(crate) async fn start_execution(
     state: &State,
     tenant: &str,
     strategy: Option<&str>,
     goal: &str,
-) -> Result<(ExecId, String), ApiError> {
+    idempotency_key: Option<&str>,
+) -> Result<(ExecId, String, bool), ApiError> {
     let s = match strategy {
         Some(name) => state
             .strategies
@@ -134,14 +136,41 @@ pub(crate) async fn start_execution(
             .default_strategy()
             .ok_or_else(|| ApiError::bad("strategy", "no strategies are loaded"))?,
     };
-    let exec = state.agent.start(s, tenant, goal).await?;
-    state.wake.notify_one();
-    Ok((exec, s.version.clone()))
+    let Some(key) = idempotency_key else {
+        let exec = state.agent.start(s, tenant, goal).await?;
+        state.wake.notify_one();
+        return Ok((exec, s.version.clone(), true));
+    };
+    let exec = crate::idempotency::exec_id(tenant, key);
+    let created = match state.agent.start_as(exec, s, tenant, goal).await {
+        Ok(_) => true,
+        Err(keel_runtime::RuntimeError::Spine(keel_spine::SpineError::Conflict { .. })) => false,
+        Err(e) => return Err(e.into()),
+    };
+    if created {
+        state.wake.notify_one();
+        return Ok((exec, s.version.clone(), true));
+    }
+    let Some(first) = crate::idempotency::earlier(&*state.log, exec, tenant).await? else {
+        return Err(ApiError::Internal(format!(
+            "execution {exec} of Idempotency-Key {key:?} cannot be read"
+        )));
+    };
+    let same_strategy = first.strategy_version == s.version
+        || first.strategy_version.starts_with(&format!("{}/", s.name));
+    if first.goal != goal || !same_strategy {
+        return Err(ApiError::Unprocessable(format!(
+            "Idempotency-Key {key:?} was already used for execution {exec} with another body \
+             (goal or strategy differ); use a new key for a new execution"
+        )));
+    }
+    Ok((exec, first.strategy_version, false))
 }
 
 async fn start(
     axum::extract::State(state): axum::extract::State<State>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     need(&caller, &[Role::Agent, Role::Operator])?;
@@ -149,12 +178,31 @@ async fn start(
     unknown_fields(&m, &["goal", "strategy"])?;
     let goal = text(&m, "goal", true)?.unwrap_or_default();
     let strategy = text(&m, "strategy", false)?;
-    let (exec, version) =
-        start_execution(&state, &caller.0.tenant, strategy.as_deref(), &goal).await?;
+    let key = crate::idempotency::key(&headers)?;
+    let (exec, version, created) = start_execution(
+        &state,
+        &caller.0.tenant,
+        strategy.as_deref(),
+        &goal,
+        key.as_deref(),
+    )
+    .await?;
     let events = state.log.read(exec, 1).await?;
     let trace = events.first().map(|e| e.trace_id.to_string());
-    Ok((
-        StatusCode::CREATED,
+    let status = match events.last().map(|e| &e.payload) {
+        Some(keel_core::payload::Payload::ExecFinished(f)) => f.outcome.as_str().to_owned(),
+        Some(keel_core::payload::Payload::ExecCancelled(_)) => "cancelled".into(),
+        Some(keel_core::payload::Payload::GateRequested(_)) => "at_gate".into(),
+        _ => "running".into(),
+    };
+    // A repeat is 200 (nothing was created) and says so in a header, as Stripe's API does.
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut r = (
+        code,
         [(
             axum::http::header::LOCATION,
             format!("/v1/executions/{exec}"),
@@ -163,9 +211,17 @@ async fn start(
             "exec_id": exec.to_string(),
             "trace_id": trace,
             "strategy_version": version,
-            "status": "running",
+            "status": status,
         })),
-    ))
+    )
+        .into_response();
+    if !created {
+        r.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(r)
 }
 
 /// The caller's view of one execution, or 404 (also for another tenant's).

@@ -30,6 +30,12 @@ pub enum ApiError {
     /// The request conflicts with the state (a gate already decided).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// Well-formed but not processable: an `Idempotency-Key` reused with another body.
+    #[error("unprocessable: {0}")]
+    Unprocessable(String),
+    /// A body in a media type the endpoint does not take (the API takes JSON only).
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
     /// Something failed inside.
     #[error("internal error: {0}")]
     Internal(String),
@@ -52,6 +58,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

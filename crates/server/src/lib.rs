@@ -13,6 +13,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod idempotency;
 pub mod metrics;
 pub mod observe;
 pub mod ratings;
