@@ -307,3 +307,103 @@ fn kill_switches_are_control_events_listed_and_cleared() {
         "{list}"
     );
 }
+
+/// Runs a refund to its gate with `keel worker --once`, turns `switch` on from another process
+/// (`keel kill set …`), approves the gate from a third, and lets a worker resume it. Returns the
+/// environment and the execution.
+async fn approve_under_a_switch(
+    data: &Path,
+    switch: &[&str],
+) -> (Embedded, keel_core::ExecId, Vec<keel_core::Event>) {
+    let config = Config {
+        tools: repo().join("tools"),
+        strategies: repo().join("strategies"),
+        prices: repo().join("prices.toml"),
+    };
+    let env = Embedded::open(data, &config).unwrap();
+    let s = env.strategies.get("support-short").unwrap();
+    let exec = env
+        .agent
+        .start(s, "acme", "Please refund order 1005")
+        .await
+        .unwrap();
+    assert!(worker(data, true, 0).wait().unwrap().success());
+    let events = env.log.read(exec, 1).await.unwrap();
+    let gate_id = match &events.last().unwrap().payload {
+        Payload::GateRequested(g) => g.gate_id.clone(),
+        p => panic!("last event {p:?}"),
+    };
+    let mut set = vec!["kill", "set"];
+    set.extend_from_slice(switch);
+    set.extend_from_slice(&["--reason", "refund fraud wave"]);
+    ok(keel(data).args(&set).output().unwrap());
+    ok(keel(data)
+        .args(["gates", "approve", &gate_id, "--reason", "looks fine"])
+        .output()
+        .unwrap());
+    assert!(worker(data, true, 0).wait().unwrap().success());
+    let events = env.log.read(exec, 1).await.unwrap();
+    (env, exec, events)
+}
+
+/// The refusal the approved refund got, after the decision.
+fn refused_after_decision(events: &[keel_core::Event]) -> Vec<String> {
+    let decided = events
+        .iter()
+        .position(|e| matches!(e.payload, Payload::GateDecided(_)))
+        .unwrap();
+    events[decided..]
+        .iter()
+        .find_map(|e| match &e.payload {
+            Payload::ToolResult(r) if r.tool == "issue_customer_refund" => {
+                assert_eq!(r.status, keel_core::payload::ToolStatus::Refused, "{r:?}");
+                Some(r.errors.clone())
+            }
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// Regression: the approved action ran before the control state was read, so a refund approved
+/// while `issue_customer_refund` was switched off was still issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_kill_switch_stops_an_approved_refund() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (env, _, events) = approve_under_a_switch(&data, &["tool", "issue_customer_refund"]).await;
+    assert_eq!(
+        env.shop.count("refunds").unwrap(),
+        0,
+        "no refund was issued"
+    );
+    let errors = refused_after_decision(&events);
+    assert!(
+        errors.iter().any(|e| e.contains("refund fraud wave")),
+        "{errors:?}"
+    );
+}
+
+/// Same for a strategy switch: the approved refund is refused with the switch's reason and the
+/// execution ends `killed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strategy_kill_switch_stops_an_approved_refund_and_ends_the_execution_killed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (env, _, events) = approve_under_a_switch(&data, &["strategy", "support-short"]).await;
+    assert_eq!(
+        env.shop.count("refunds").unwrap(),
+        0,
+        "no refund was issued"
+    );
+    let errors = refused_after_decision(&events);
+    assert!(
+        errors.iter().any(|e| e.contains("refund fraud wave")),
+        "{errors:?}"
+    );
+    match &events.last().unwrap().payload {
+        Payload::ExecFinished(f) => {
+            assert_eq!(f.outcome, keel_core::payload::Outcome::Killed, "{f:?}")
+        }
+        p => panic!("last event {p:?}"),
+    }
+}
