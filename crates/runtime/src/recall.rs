@@ -249,6 +249,16 @@ struct Candidates {
     facts: Vec<Candidate>,
 }
 
+/// The facts JSON of a distiller's reply: the object from its first `{` to its last `}` (models
+/// wrap JSON in prose or code fences). Any reply, however malformed, is an error, never a panic.
+fn parse_candidates(reply: &str) -> Result<Candidates, String> {
+    let object = reply
+        .find('{')
+        .and_then(|a| reply.rfind('}').and_then(|b| reply.get(a..=b)))
+        .ok_or_else(|| "no JSON object in the reply".to_owned())?;
+    serde_json::from_str(object).map_err(|e| e.to_string())
+}
+
 fn render(messages: &[Message]) -> String {
     let mut out = String::new();
     for m in messages.iter().skip(1) {
@@ -341,11 +351,7 @@ pub async fn distill(
     };
     let reply = model.chat(&request).await?;
     let text = reply.text.unwrap_or_default();
-    let json_part = text
-        .find('{')
-        .and_then(|a| text.rfind('}').map(|b| &text[a..=b]))
-        .unwrap_or("");
-    let candidates: Candidates = serde_json::from_str(json_part).map_err(|e| {
+    let candidates = parse_candidates(&text).map_err(|e| {
         RuntimeError::Memory(MemoryError::Invalid(format!(
             "distillation reply of {} is not the facts JSON: {e}",
             reply.model
@@ -509,6 +515,43 @@ pub async fn rebuild_from_log(
             };
             memory.store(&fact).await?;
             stored += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_candidates;
+    use proptest::prelude::*;
+
+    /// Regression (issue 12, item 13): a `}` before the first `{` sliced a reversed range.
+    #[test]
+    fn a_closing_brace_before_the_first_opening_one_is_an_error_not_a_panic() {
+        let e = parse_candidates("} oops {").err();
+        assert_eq!(e.as_deref(), Some("no JSON object in the reply"));
+        assert!(parse_candidates("}{").is_err());
+        assert!(parse_candidates("").is_err());
+        let ok = parse_candidates("} prose {\"facts\": [{\"text\": \"a\"}]} more")
+            .map(|c| c.facts.len());
+        assert_eq!(
+            ok,
+            Ok(1),
+            "a stray closing brace before the object is prose"
+        );
+        let ok = parse_candidates("Here: {\"facts\": [{\"text\": \"Prefers e-mail\"}]} done")
+            .map(|c| c.facts.len());
+        assert_eq!(ok, Ok(1));
+    }
+
+    proptest! {
+        #[test]
+        fn any_reply_parses_or_errors(reply in any::<String>()) {
+            let _ = parse_candidates(&reply);
+        }
+
+        #[test]
+        fn any_brace_soup_parses_or_errors(reply in "[{}\\[\\]\":, a-z0-9é€]{0,60}") {
+            let _ = parse_candidates(&reply);
         }
     }
 }
