@@ -25,6 +25,10 @@
 //! `when.memory: <regex>` matches the memory the runtime showed the model (every system message
 //! after the first); its named captures become placeholders too.
 //!
+//! `then.json: <any YAML value>` replies with that value, its strings' placeholders filled, as
+//! JSON text (serialised, so whatever a placeholder holds — quotes, backslashes, newlines — stays
+//! valid JSON); use it, not a hand-written JSON `text`, for structured replies.
+//!
 //! `{{` and `}}` are literal braces. Placeholders: `{goal}`, a named capture of the `goal` regex (`{order}`), and `{result/<json
 //! pointer>}` into the last tool result (parsed as JSON). A string that is exactly one placeholder
 //! takes the placeholder's JSON type (so `"{result./total_cents}"` stays a number).
@@ -122,6 +126,9 @@ struct Then {
     /// Reply malformed, with this detail (exercises the loop's recovery).
     #[serde(default)]
     malformed: Option<String>,
+    /// Text: this value, placeholders filled inside its strings, serialised as JSON.
+    #[serde(default)]
+    json: Option<Value>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -200,9 +207,19 @@ impl ScriptedModel {
                 ),
                 None => None,
             };
-            if r.then.text.is_none() && r.then.call.is_none() && r.then.malformed.is_none() {
+            if r.then.text.is_none()
+                && r.then.json.is_none()
+                && r.then.call.is_none()
+                && r.then.malformed.is_none()
+            {
                 return Err(err(format!(
-                    "{}: a rule must reply with text, a call, or malformed",
+                    "{}: a rule must reply with text, json, a call, or malformed",
+                    at("then")
+                )));
+            }
+            if r.then.text.is_some() && r.then.json.is_some() {
+                return Err(err(format!(
+                    "{}: text and json are both the reply's text; give one",
                     at("then")
                 )));
             }
@@ -415,23 +432,24 @@ fn render_str(
     }
     let mut out = String::new();
     let mut rest = s;
-    while let Some(open) = rest.find('{') {
+    while let Some((before, after)) = rest.split_once('{') {
         // `{{` and `}}` are literal braces (for JSON replies).
-        out.push_str(&rest[..open].replace("}}", "}"));
-        if rest[open..].starts_with("{{") {
+        out.push_str(&before.replace("}}", "}"));
+        if let Some(after) = after.strip_prefix('{') {
             out.push('{');
-            rest = &rest[open + 2..];
+            rest = after;
             continue;
         }
-        let Some(close) = rest[open..].find('}') else {
-            out.push_str(&rest[open..]);
+        let Some((name, after)) = after.split_once('}') else {
+            out.push('{');
+            out.push_str(after);
             return Ok(Value::String(out));
         };
-        match lookup(&rest[open + 1..open + close], vars, last)? {
+        match lookup(name, vars, last)? {
             Value::String(v) => out.push_str(&v),
             v => out.push_str(&v.to_string()),
         }
-        rest = &rest[open + close + 1..];
+        rest = after;
     }
     out.push_str(&rest.replace("}}", "}"));
     Ok(Value::String(out))
@@ -477,7 +495,14 @@ impl ModelProvider for ScriptedModel {
                 Value::String(s) => Some(s),
                 v => Some(v.to_string()),
             },
-            None => None,
+            None => match &rule.then.json {
+                Some(template) => Some(
+                    render(template, &vars, last)
+                        .map_err(|e| malformed(&rule.name, e, String::new()))?
+                        .to_string(),
+                ),
+                None => None,
+            },
         };
         let mut tool_calls = Vec::new();
         if let Some(call) = &rule.then.call {

@@ -178,3 +178,52 @@ fn bad_scripts_name_the_rule_and_field() {
         );
     }
 }
+
+/// Regression (issue 12, item 21): a `"` or `\` in the goal broke a JSON reply written as a
+/// `text` template; a `json:` reply is serialised, so whatever the customer typed stays valid.
+#[tokio::test]
+async fn a_json_reply_survives_quotes_backslashes_and_newlines_in_the_goal() {
+    let m = ScriptedModel::parse(
+        r#"
+rules:
+  - when: { goal: '(?i)policy says (?P<claim>[\s\S]+)' }
+    then:
+      json: { facts: [ { text: "The customer claims {claim}", n: "{goal}" } ] }
+"#,
+        "inline.yaml",
+    )
+    .unwrap();
+    let goal = "Your policy says \"free\" shipping \\ always,\nand {braces} too";
+    let r = m.chat(&request(goal)).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(r.text.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        v["facts"][0]["text"],
+        "The customer claims \"free\" shipping \\ always,\nand {braces} too"
+    );
+    assert_eq!(v["facts"][0]["n"], goal);
+    // The demo's own script replies with `json:` for distillation.
+    let demo = ScriptedModel::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../models/support.yaml"
+    )))
+    .unwrap();
+    let mut req = request(
+        "customer: Where is A-1007? Please always send me updates by e-mail. Also, your policy says \"shipping\" is free \\ always\n",
+    );
+    req.messages[0] = Message::System {
+        content: "Distil durable facts from this support conversation.".into(),
+    };
+    let r = demo.chat(&req).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(r.text.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        v["facts"][1]["text"],
+        "The customer claims the policy says \"shipping\" is free \\ always"
+    );
+    let e = ScriptedModel::parse(
+        "rules: [ { then: { text: a, json: { b: 1 } } } ]",
+        "both.yaml",
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("rules[0].then"), "{e}");
+}
