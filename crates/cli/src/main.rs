@@ -106,6 +106,11 @@ enum Command {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: String,
+        /// The origin browsers use when the server sits behind a proxy or TLS terminator
+        /// (`https://keel.example.com`): only it may post the web UI's forms, and an https
+        /// origin makes the session cookie `Secure`.
+        #[arg(long)]
+        public_origin: Option<String>,
         #[command(flatten)]
         config: agents::ConfigArgs,
     },
@@ -124,6 +129,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // reqwest is built without a TLS provider (`rustls-no-provider`), so the program chooses one,
+    // once, before any command builds a client: every command (`tools import-mcp`, `serve`, the
+    // OTLP exporter) then gets ring, whichever library happens to build the first client. The
+    // only error is "already installed", which cannot happen this early.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -160,7 +170,11 @@ fn main() -> ExitCode {
                 gates::strategies(&cli.data, &config, command).await
             }
             Command::Tokens { command } => gates::tokens(&cli.data, command),
-            Command::Serve { addr, config } => gates::serve(&cli.data, &config, &addr).await,
+            Command::Serve {
+                addr,
+                public_origin,
+                config,
+            } => gates::serve(&cli.data, &config, &addr, public_origin).await,
             Command::Bench { target } => bench::run(&cli.data, target).await,
             Command::Observe(cmd) => observe::run(&cli.data, cmd).await,
             Command::Memory { command } => memory::run(&cli.data, command).await,

@@ -19,6 +19,15 @@ fn keel(data: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Where scripts/test-peers installed the real MCP servers.
+fn peers() -> PathBuf {
+    std::env::var_os("KEEL_TEST_PEERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/keel-test-peers")
+        })
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -89,12 +98,7 @@ fn tools_list_prints_one_json_object_per_tool() {
 
 #[test]
 fn import_mcp_drafts_contracts_that_pass_check() {
-    let peers = std::env::var_os("KEEL_TEST_PEERS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/keel-test-peers")
-        });
-    let server = peers.join("venv/bin/mcp-server-time");
+    let server = peers().join("venv/bin/mcp-server-time");
     assert!(
         server.exists(),
         "{} is missing: run scripts/test-peers",
@@ -140,6 +144,69 @@ fn import_mcp_drafts_contracts_that_pass_check() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--force"));
+}
+
+/// The everything server over Streamable HTTP on a free loopback port; killed on drop.
+struct HttpPeer(std::process::Child);
+
+impl Drop for HttpPeer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Regression: the binary panicked ("No rustls crypto provider is configured", exit 101) before
+/// sending a request to any Streamable HTTP MCP server, since only building a tool runner
+/// installed the TLS provider.
+#[test]
+fn import_mcp_over_streamable_http_writes_contracts_and_exits_0() {
+    let server = peers().join("node_modules/.bin/mcp-server-everything");
+    assert!(
+        server.exists(),
+        "{} is missing: run scripts/test-peers",
+        server.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _peer = HttpPeer(
+        Command::new(&server)
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Polls until the peer listens (a readiness wait, not a timed assertion).
+    let listening = (0..400).any(|_| {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            false
+        }
+    });
+    assert!(listening, "the everything server did not listen on {port}");
+    let data = tempfile::tempdir().unwrap();
+    let out_dir = data.path().join("imported");
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let out = keel(
+        data.path(),
+        &["tools", "import-mcp", "--out", out_dir.to_str().unwrap(), &url],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let written = text(&out.stdout);
+    assert!(written.contains("echo.yaml"), "{written}");
+    assert!(out_dir.join("echo.yaml").exists());
+    let out = keel(data.path(), &["tools", "check", out_dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
 
 #[test]
