@@ -74,6 +74,88 @@ fn tools_check_prints_every_problem_one_a_line_and_fails() {
     assert!(text(&out.stderr).contains("/no/such/folder"));
 }
 
+/// Regression: a key field missing from the input schema passed `check` (every call then failed
+/// at run time), and cross-file problems of files with other problems were reported only once
+/// those were fixed. Now one run reports all of them.
+#[test]
+fn tools_check_reports_key_fields_and_cross_file_problems_in_one_pass() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("tools");
+    std::fs::create_dir(&dir).unwrap();
+    let contract = |name: &str, input: &str, key: &str, extra: &str| {
+        format!(
+            "name: {name}\ndescription: d\nschema: {{input: {input}, output: {{type: object}}}}\n\
+             side_effect: reversible\nconsequence_tier: 1\nidempotency: {{mode: required, key: {key}}}\n\
+             adapter: {{kind: http, url: \"http://127.0.0.1:9/x\"}}\n{extra}"
+        )
+    };
+    let room = "{type: object, properties: {room: {type: string}}, required: [room]}";
+    let files = [
+        // The key names a field the schema lacks, and the compensation tool does not exist.
+        (
+            "a.yaml",
+            contract(
+                "book",
+                room,
+                "[booking_id, exec_id]",
+                "failure_policy: {compensation: unbook}\n",
+            ),
+        ),
+        // A duplicate name in a file that also has a per-file problem.
+        (
+            "b.yaml",
+            contract("book", room, "[room]", "timeout: soon\n"),
+        ),
+        // A required key field the schema declares but does not require.
+        (
+            "c.yaml",
+            contract(
+                "hold",
+                "{type: object, properties: {room: {type: string}}}",
+                "[room, exec_id]",
+                "",
+            ),
+        ),
+        ("d.yaml", contract("fine", room, "[room, tenant]", "")),
+    ];
+    for (file, text) in &files {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    let out = keel(data.path(), &["tools", "check", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    let a = dir.join("a.yaml");
+    let b = dir.join("b.yaml");
+    let c = dir.join("c.yaml");
+    for expected in [
+        format!(
+            "{}: idempotency.key.0: \"booking_id\" is not a property of schema.input",
+            a.display()
+        ),
+        format!(
+            "{}: failure_policy.compensation: names \"unbook\", which is not a tool in this folder",
+            a.display()
+        ),
+        format!("{}: timeout: ", b.display()),
+        format!(
+            "{}: name: tool \"book\" is already defined in {}",
+            b.display(),
+            a.display()
+        ),
+        format!(
+            "{}: idempotency.key.0: \"room\" is not in schema.input.required",
+            c.display()
+        ),
+    ] {
+        assert!(
+            stdout.contains(&expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("d.yaml"), "{stdout}");
+    assert_eq!(stdout.lines().count(), 5, "{stdout}");
+}
+
 #[test]
 fn tools_list_prints_one_json_object_per_tool() {
     let data = tempfile::tempdir().unwrap();
@@ -194,7 +276,13 @@ fn import_mcp_over_streamable_http_writes_contracts_and_exits_0() {
     let url = format!("http://127.0.0.1:{port}/mcp");
     let out = keel(
         data.path(),
-        &["tools", "import-mcp", "--out", out_dir.to_str().unwrap(), &url],
+        &[
+            "tools",
+            "import-mcp",
+            "--out",
+            out_dir.to_str().unwrap(),
+            &url,
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let written = text(&out.stdout);

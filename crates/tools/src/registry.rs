@@ -80,48 +80,67 @@ impl Registry {
     ) -> Result<Self, ToolError> {
         let mut problems = Vec::new();
         let mut tools: BTreeMap<String, Arc<Contract>> = BTreeMap::new();
+        // Every file's declared name and compensation, valid or not: cross-file rules are
+        // checked over these in the same pass as the per-file ones, so one run of
+        // `keel tools check` reports everything.
+        let mut declared: Vec<(&Path, Option<String>, Option<String>)> = Vec::new();
         for (path, text) in sources {
             match parse_contract(text, path, builtins) {
                 Ok(c) => {
-                    if let Some(first) = tools.get(&c.name) {
-                        problems.push(Problem {
-                            file: path.clone(),
-                            path: "name".into(),
-                            message: format!(
-                                "tool {:?} is already defined in {}",
-                                c.name,
-                                first.source.display()
-                            ),
-                        });
-                    } else {
-                        tools.insert(c.name.clone(), Arc::new(c));
-                    }
+                    declared.push((
+                        path,
+                        Some(c.name.clone()),
+                        c.failure_policy.compensation.clone(),
+                    ));
+                    tools.entry(c.name.clone()).or_insert_with(|| Arc::new(c));
                 }
-                Err(list) => problems.extend(list.into_iter().map(|(p, m)| Problem {
-                    file: path.clone(),
-                    path: p,
-                    message: m,
-                })),
-            }
-        }
-        // Cross-file rules: a compensation must name a registered tool.
-        for c in tools.values() {
-            if let Some(comp) = &c.failure_policy.compensation {
-                if !tools.contains_key(comp) {
-                    problems.push(Problem {
-                        file: c.source.clone(),
-                        path: "failure_policy.compensation".into(),
-                        message: format!("names {comp:?}, which is not a tool in this folder"),
-                    });
-                } else if comp == &c.name {
-                    problems.push(Problem {
-                        file: c.source.clone(),
-                        path: "failure_policy.compensation".into(),
-                        message: "a tool cannot compensate itself".into(),
-                    });
+                Err(rejected) => {
+                    declared.push((path, rejected.name, rejected.compensation));
+                    problems.extend(rejected.problems.into_iter().map(|(p, m)| Problem {
+                        file: path.clone(),
+                        path: p,
+                        message: m,
+                    }));
                 }
             }
         }
+        let mut first_file: BTreeMap<&str, &Path> = BTreeMap::new();
+        for (path, name, _) in &declared {
+            let Some(name) = name else { continue };
+            if let Some(first) = first_file.get(name.as_str()) {
+                problems.push(Problem {
+                    file: path.to_path_buf(),
+                    path: "name".into(),
+                    message: format!("tool {name:?} is already defined in {}", first.display()),
+                });
+            } else {
+                first_file.insert(name, path);
+            }
+        }
+        // A compensation must name a tool of this folder (one with problems of its own counts:
+        // those are reported against its file).
+        for (path, name, comp) in &declared {
+            let Some(comp) = comp else { continue };
+            let message = if !first_file.contains_key(comp.as_str()) {
+                format!("names {comp:?}, which is not a tool in this folder")
+            } else if name.as_ref() == Some(comp) {
+                "a tool cannot compensate itself".into()
+            } else {
+                continue;
+            };
+            problems.push(Problem {
+                file: path.to_path_buf(),
+                path: "failure_policy.compensation".into(),
+                message,
+            });
+        }
+        // Report file by file, in the order the files were read.
+        let order: BTreeMap<&Path, usize> = sources
+            .iter()
+            .enumerate()
+            .map(|(i, (p, _))| (p.as_path(), i))
+            .collect();
+        problems.sort_by_key(|p| order.get(p.file.as_path()).copied().unwrap_or(usize::MAX));
         if problems.is_empty() {
             Ok(Self { tools })
         } else {

@@ -149,6 +149,19 @@ fn a_broken_folder_reports_every_problem_with_file_and_field() {
         "adapter.function",
         "no_such_function",
     );
+    // Cross-file problems of a file with per-file problems come in the same pass (they used to
+    // appear only once everything else was fixed).
+    has(
+        "compensation_missing.yaml",
+        "failure_policy.compensation",
+        "\"cancel_room\", which is not a tool in this folder",
+    );
+    // A key field the input schema does not declare: every call would fail to derive its key.
+    has(
+        "compensation_missing.yaml",
+        "idempotency.key.0",
+        "\"room\" is not a property of schema.input",
+    );
     // Every line is `<file>: <field path>: <what is wrong>`, and the valid file is not named.
     for l in &lines {
         assert_eq!(l.splitn(3, ": ").count(), 3, "{l}");
@@ -160,7 +173,7 @@ fn a_broken_folder_reports_every_problem_with_file_and_field() {
 fn cross_file_rules_name_the_file_and_field() {
     let one = |name: &str, extra: &str| {
         format!(
-            "name: {name}\ndescription: d\nschema: {{input: {{type: object}}, output: {{type: object}}}}\n\
+            "name: {name}\ndescription: d\nschema: {{input: {{type: object, properties: {{id: {{type: string}}}}, required: [id]}}, output: {{type: object}}}}\n\
              side_effect: reversible\nconsequence_tier: 1\nidempotency: {{mode: required, key: [id]}}\n\
              adapter: {{kind: http, url: \"http://127.0.0.1:9/x\"}}\n{extra}"
         )
@@ -213,7 +226,7 @@ fn a_side_effecting_tool_must_have_a_key_and_only_reversible_tools_compensate() 
         "{text}"
     );
     // With an explicit, reasoned override an irreversible tool may sit below tier 3.
-    let ok = "name: t\ndescription: d\nschema: {input: {type: object}, output: {type: object}}\n\
+    let ok = "name: t\ndescription: d\nschema: {input: {type: object, properties: {id: {type: string}}, required: [id]}, output: {type: object}}\n\
               side_effect: irreversible\nconsequence_tier: 2\ntier_override: \"sandbox account, no real money\"\n\
               idempotency: {mode: required, key: [id]}\nadapter: {kind: builtin, function: f}\n";
     Registry::from_sources(&[("t.yaml".into(), ok.into())], None).unwrap();

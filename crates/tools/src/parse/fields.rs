@@ -88,7 +88,7 @@ pub(crate) fn duration(p: &mut Problems, path: &str, v: &Value) -> Option<Durati
     let d = n.parse::<u64>().ok().and_then(|n| match unit.trim() {
         "ms" => Some(Duration::from_millis(n)),
         "s" => Some(Duration::from_secs(n)),
-        "m" | "min" => Some(Duration::from_secs(n * 60)),
+        "m" | "min" => n.checked_mul(60).map(Duration::from_secs),
         _ => None,
     });
     match d {

@@ -22,26 +22,47 @@ use std::time::Duration;
 /// Problems found in one file: `(field path, what is wrong)`.
 pub type FieldProblems = Vec<(String, String)>;
 
+/// A file that is not a valid contract: every problem found in it, and what it still declares
+/// that other files may refer to, so the registry checks cross-file rules (duplicate names,
+/// compensation tools) in the same pass instead of after every per-file error is fixed.
+#[derive(Debug, Default)]
+pub struct Rejected {
+    /// Every problem of the file.
+    pub problems: FieldProblems,
+    /// The tool name it declares, when that field itself is valid.
+    pub name: Option<String>,
+    /// The compensation tool it names, if any.
+    pub compensation: Option<String>,
+}
+
+impl Rejected {
+    fn file(msg: String) -> Self {
+        Self {
+            problems: vec![("(file)".into(), msg)],
+            ..Self::default()
+        }
+    }
+}
+
 /// Parses one contract from YAML text. `builtins`, when given, are the builtin function names
 /// that exist (an unknown one is a problem).
 pub fn parse_contract(
     text: &str,
     source: &Path,
     builtins: Option<&BTreeSet<String>>,
-) -> Result<Contract, FieldProblems> {
+) -> Result<Contract, Rejected> {
     let value: Value = match serde_saphyr::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             let msg = e.to_string().lines().next().unwrap_or("").to_owned();
-            return Err(vec![("(file)".into(), format!("not valid YAML: {msg}"))]);
+            return Err(Rejected::file(format!("not valid YAML: {msg}")));
         }
     };
     let mut p = Problems::default();
     let Some(map) = value.as_object() else {
-        return Err(vec![(
-            "(file)".into(),
+        return Err(Rejected::file(
             "must be a mapping with the contract's fields".into(),
-        )]);
+        ));
     };
     let mut top = Obj::new(map, "");
     let name = top.req_str(&mut p, "name");
@@ -56,6 +77,7 @@ pub fn parse_contract(
             "must be non-empty and use only letters, digits, '_' and '-'",
         );
     }
+    let declared_name = name.clone().filter(|_| p.0.is_empty());
     let description = top.req_str(&mut p, "description");
     let (input, output) = match top.req_obj(&mut p, "schema") {
         Some(s) => {
@@ -107,7 +129,7 @@ pub fn parse_contract(
             format!("an irreversible tool must be tier 3 (found {t}); set tier_override: \"<reason>\" to allow it"),
         );
     }
-    let idempotency = idempotency(&mut p, &mut top);
+    let idempotency = idempotency(&mut p, &mut top, input.as_ref().map(CompiledSchema::raw));
     if let (Some(se), Some(idem)) = (side_effect, &idempotency)
         && se != SideEffect::ReadOnly
         && idem.mode == IdempotencyMode::None
@@ -188,8 +210,34 @@ pub fn parse_contract(
             adapter,
             source: source.to_owned(),
         }),
-        _ => Err(p.0),
+        _ => Err(Rejected {
+            problems: p.0,
+            name: declared_name,
+            compensation: map
+                .get("failure_policy")
+                .and_then(|f| f.get("compensation"))
+                .and_then(Value::as_str)
+                .filter(|c| *c != "none")
+                .map(str::to_owned),
+        }),
     }
+}
+
+/// The top-level property names of an input schema, and which of them are required, including
+/// those of `allOf` branches (all of which apply to every call).
+fn declared_fields(input: &Value) -> (BTreeSet<&str>, BTreeSet<&str>) {
+    let mut props = BTreeSet::new();
+    let mut required = BTreeSet::new();
+    let branches = input.get("allOf").and_then(Value::as_array);
+    for s in std::iter::once(input).chain(branches.into_iter().flatten()) {
+        if let Some(m) = s.get("properties").and_then(Value::as_object) {
+            props.extend(m.keys().map(String::as_str));
+        }
+        if let Some(r) = s.get("required").and_then(Value::as_array) {
+            required.extend(r.iter().filter_map(Value::as_str));
+        }
+    }
+    (props, required)
 }
 
 fn schema(p: &mut Problems, path: &str, v: &Value) -> Option<CompiledSchema> {
@@ -209,7 +257,10 @@ fn schema(p: &mut Problems, path: &str, v: &Value) -> Option<CompiledSchema> {
     }
 }
 
-fn idempotency(p: &mut Problems, top: &mut Obj<'_>) -> Option<Idempotency> {
+/// `input` is the tool's input schema when it compiled: every key field taken from the arguments
+/// must be one of its properties (else every call fails to derive its key), and a required key's
+/// fields must be required by it (else a call that omits one fails).
+fn idempotency(p: &mut Problems, top: &mut Obj<'_>, input: Option<&Value>) -> Option<Idempotency> {
     let v = top.req(p, "idempotency")?;
     // Shorthand for read-only tools: `idempotency: none`.
     if v.as_str() == Some("none") {
@@ -239,6 +290,7 @@ fn idempotency(p: &mut Problems, top: &mut Obj<'_>) -> Option<Idempotency> {
         }
     });
     let key_v = o.opt(p, "key");
+    let declared = input.map(declared_fields);
     let key = match key_v {
         None => Some(Vec::new()),
         Some(Value::Array(items)) => {
@@ -247,7 +299,24 @@ fn idempotency(p: &mut Problems, top: &mut Obj<'_>) -> Option<Idempotency> {
                 match item.as_str() {
                     Some("exec_id") => key.push(KeyField::ExecId),
                     Some("tenant") => key.push(KeyField::Tenant),
-                    Some(s) if !s.is_empty() => key.push(KeyField::Arg(s.to_owned())),
+                    Some(s) if !s.is_empty() => {
+                        if let Some((props, required)) = &declared {
+                            if !props.contains(s) {
+                                p.add(
+                                    format!("idempotency.key.{i}"),
+                                    format!("{s:?} is not a property of schema.input, so no call could derive its key (exec_id and tenant come from the call)"),
+                                );
+                            } else if mode == Some(IdempotencyMode::Required)
+                                && !required.contains(s)
+                            {
+                                p.add(
+                                    format!("idempotency.key.{i}"),
+                                    format!("{s:?} is not in schema.input.required, so a call without it could not derive its required key"),
+                                );
+                            }
+                        }
+                        key.push(KeyField::Arg(s.to_owned()));
+                    }
                     _ => p.add(
                         format!("idempotency.key.{i}"),
                         format!("must be a field name, found {item}"),
