@@ -294,6 +294,7 @@ impl Agent {
         tenant: &str,
         goal: &str,
     ) -> Result<ExecId, RuntimeError> {
+        crate::estimate::check_priced(&self.prices, strategy)?;
         let event = Event {
             event_id: clock::new_event_id(),
             exec_id,
@@ -414,6 +415,26 @@ impl Agent {
             {
                 run.append(p).await?;
             }
+            let messages =
+                conversation::rebuild(&strategy.prompt, &run.events, &*self.blobs, &mut outputs)
+                    .await?;
+            let request = ChatRequest {
+                model: strategy.model.clone(),
+                messages,
+                tools: tools.clone(),
+                max_tokens: strategy.max_tokens,
+            };
+            // The call that would cross the budget is never made: its most possible cost is
+            // checked first (see `crate::estimate`).
+            if let Some(why) = crate::estimate::refuse_model_call(
+                &self.prices,
+                &strategy.model,
+                &run.state,
+                &request,
+            ) {
+                run.finish(Outcome::BudgetExhausted, Some(why)).await?;
+                continue;
+            }
             let call_id = match run.state.pending_model_call.clone() {
                 // A crash while the model was thinking: ask again under the same call.
                 Some(id) => id,
@@ -428,15 +449,6 @@ impl Agent {
                     .await?;
                     id
                 }
-            };
-            let messages =
-                conversation::rebuild(&strategy.prompt, &run.events, &*self.blobs, &mut outputs)
-                    .await?;
-            let request = ChatRequest {
-                model: strategy.model.clone(),
-                messages,
-                tools: tools.clone(),
-                max_tokens: strategy.max_tokens,
             };
             match model.chat(&request).await {
                 Ok(reply) => {

@@ -7,6 +7,7 @@
 //! - [`agent`]: the loop (model call, tool calls through the contract layer, outcomes).
 //! - [`conversation`]: rebuilding the model's view of the execution from its events.
 //! - [`control`]: kill-switches, demotions and certifications, folded from the control stream.
+//! - [`estimate`]: a model call's most possible cost, checked against the budget before it.
 //! - [`gates`]: approval gates — evidence packs, decisions, the queue, SLAs, demotion.
 
 pub mod agent;
@@ -14,6 +15,7 @@ pub mod control;
 pub mod conversation;
 pub mod embedded;
 pub mod error;
+pub mod estimate;
 pub mod gates;
 pub mod recall;
 pub mod replay;
