@@ -18,7 +18,7 @@ use keel_spine::{LocalBlobStore, SqliteLog, SqliteOptions};
 use keel_tools::adapter::builtin::Builtins;
 use keel_tools::contract::SideEffect;
 use keel_tools::shop::Shop;
-use keel_tools::{Registry, SqliteLedger, ToolRunner, Wiring};
+use keel_tools::{Registry, SqliteLedger, SqliteRates, ToolRunner, Wiring};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -86,6 +86,7 @@ impl Embedded {
                 }),
                 blobs: Arc::new(LocalBlobStore::new(data.join("blobs"))),
                 ledger: Arc::new(SqliteLedger::open(&spine)?),
+                rates: Arc::new(SqliteRates::open(&spine)?),
                 clock: Arc::new(SystemClock),
                 builtins,
             },

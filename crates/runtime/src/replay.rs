@@ -33,7 +33,7 @@ use keel_spine::{BlobRef, BlobStore, EventLog, LocalBlobStore, SqliteLog, Sqlite
 use keel_tools::adapter::AdapterError;
 use keel_tools::contract::{AdapterSpec, SideEffect};
 use keel_tools::shop::Shop;
-use keel_tools::{ErrorClass, Registry, SqliteLedger, ToolRunner, Wiring};
+use keel_tools::{ErrorClass, RateBudgets, Registry, SqliteLedger, ToolRunner, Wiring};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -286,6 +286,9 @@ impl Replayer {
                 log: log.clone(),
                 blobs: self.blobs.clone(),
                 ledger: Arc::new(SqliteLedger::open(self.data.join("spine.db"))?),
+                // A replay is not production: it neither spends nor is held to the tenant's
+                // shared rate budgets.
+                rates: Arc::new(RateBudgets::default()),
                 clock: self.clock.clone(),
                 builtins,
             },

@@ -32,6 +32,16 @@ pub enum ToolError {
         /// The engine's message.
         detail: String,
     },
+    /// The shared rate-budget store failed.
+    #[error("rate budget store at {}: {context}: {detail}", path.display())]
+    Rates {
+        /// The store file.
+        path: PathBuf,
+        /// What was being done.
+        context: &'static str,
+        /// The engine's message.
+        detail: String,
+    },
     /// The shop database (built-in demo tools) failed.
     #[error("shop store at {}: {context}: {detail}", path.display())]
     Shop {

@@ -4,7 +4,8 @@
 //! 1. look the tool up; validate the model's arguments against the input schema
 //!    (→ `rejected`, nothing runs);
 //! 2. derive the idempotency key from the contract's key fields;
-//! 3. check the cost budget and the tenant's rate (→ `refused`, nothing runs);
+//! 3. check the cost budget and the tenant's rate, decided in the shared store (→ `refused`,
+//!    nothing runs);
 //! 4. append `tool.called` (durable), then mark the key `started` in the ledger (durable) — or
 //!    answer from the ledger if the key already finished;
 //! 5. run the adapter under the contract's timeout; retry declared classes with backoff and the
@@ -201,7 +202,15 @@ impl ToolRunner {
                 .await;
         }
         if let Some(rate) = contract.budgets.rate_per_tenant
-            && let Err(reason) = self.rates.check(tool, rec.tenant().as_str(), rate)
+            && let Err(reason) = self
+                .rates
+                .take(
+                    tool,
+                    rec.tenant().as_str(),
+                    rate,
+                    rec.clock().now().timestamp_micros(),
+                )
+                .await?
         {
             return self
                 .end_before_run(rec, called, ToolStatus::Refused, vec![reason])

@@ -6,7 +6,8 @@
 //! - [`schema`]: JSON Schema 2020-12 validation of arguments (before any adapter runs) and of
 //!   outputs (before anything downstream sees them).
 //! - [`ledger`]: the durable idempotency ledger (in the spine's SQLite file).
-//! - [`budget`]: per-tenant rates and per-execution cost budgets; over budget is refused.
+//! - [`budget`]: per-tenant rates (decided in the shared store) and per-execution cost budgets;
+//!   over budget is refused.
 //! - [`adapter`]: HTTP, MCP (stdio and Streamable HTTP) and builtin tools.
 //! - [`ToolRunner::call`]: the one entry point; it records `tool.called` / `tool.result` on the
 //!   spine and stores outputs in the blob store. See [`invoke`] for the flow.
@@ -34,6 +35,7 @@ pub mod shop;
 pub use contract::{Contract, ErrorClass};
 pub use error::ToolError;
 pub use invoke::{CallOutcome, CallReport};
+pub use budget::{RateBudgets, RateStore, SqliteRates};
 pub use ledger::{Ledger, SqliteLedger};
 pub use registry::{Problem, Registry};
 pub use runner::{CallContext, ToolRunner, Wiring};

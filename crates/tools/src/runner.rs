@@ -6,7 +6,7 @@ use crate::adapter::Adapter;
 use crate::adapter::builtin::Builtins;
 use crate::adapter::http::{HttpAdapter, client};
 use crate::adapter::mcp::{McpAdapter, McpPool};
-use crate::budget::RateBudgets;
+use crate::budget::{RateStore, SqliteRates};
 use crate::contract::{AdapterSpec, Contract, ErrorClass, SideEffect};
 use crate::error::ToolError;
 use crate::invoke::{Call, CallOutcome, CallReport, Partial};
@@ -92,6 +92,9 @@ pub struct Wiring {
     pub blobs: Arc<dyn BlobStore>,
     /// The idempotency ledger.
     pub ledger: Arc<dyn Ledger>,
+    /// Where per-tenant rate budgets are decided: a store every process on the spine shares
+    /// ([`SqliteRates`] in the spine's file), unless the run is private (a replay).
+    pub rates: Arc<dyn RateStore>,
     /// The clock that stamps events.
     pub clock: Arc<dyn Clock>,
     /// Builtin functions by name.
@@ -106,7 +109,7 @@ pub struct ToolRunner {
     pub(crate) log: Arc<dyn EventLog>,
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) ledger: Arc<dyn Ledger>,
-    pub(crate) rates: RateBudgets,
+    pub(crate) rates: Arc<dyn RateStore>,
     clock: Arc<dyn Clock>,
     mcp: McpPool,
 }
@@ -147,7 +150,7 @@ impl ToolRunner {
             log: wiring.log,
             blobs: wiring.blobs,
             ledger: wiring.ledger,
-            rates: RateBudgets::default(),
+            rates: wiring.rates,
             clock: wiring.clock,
             mcp,
         })
@@ -171,6 +174,7 @@ impl ToolRunner {
                 log: Arc::new(log.clone()),
                 blobs: Arc::new(LocalBlobStore::new(data.join("blobs"))),
                 ledger: Arc::new(ledger),
+                rates: Arc::new(SqliteRates::open(&spine)?),
                 clock: Arc::new(SystemClock),
                 builtins,
             },
