@@ -47,6 +47,17 @@ pub enum ObserveError {
         /// The engine's message.
         detail: String,
     },
+    /// A query went past one of its [`crate::sql::Limits`] and was stopped.
+    #[error("query stopped: {detail}")]
+    Limit {
+        /// Which limit: `time`, `rows` or `bytes`.
+        limit: &'static str,
+        /// The limit and how to stay within it.
+        detail: String,
+    },
+    /// A query was cancelled because its caller went away.
+    #[error("query cancelled: its caller went away")]
+    Cancelled,
     /// Writing an export failed.
     #[error("export to {path}: {detail}")]
     Export {

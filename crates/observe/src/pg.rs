@@ -16,7 +16,7 @@
 use crate::error::{ObserveError, Result};
 use crate::pg_bulk::Bulk;
 use crate::projection::changes;
-use crate::sql::{Rows, Scope};
+use crate::sql::{Limits, Rows, Scope};
 use crate::store::{ProjectionStore, TABLES, qualified};
 use async_trait::async_trait;
 use keel_spine::Committed;
@@ -154,6 +154,9 @@ pub fn redact(url: &str) -> String {
 pub struct PgProjections {
     client: Mutex<Client>,
     url: String,
+    /// The URL as configured (password included), to open a connection of its own for a query
+    /// while the shared one is busy. Never shown: `url` is.
+    connect_url: String,
     next_offset: u64,
 }
 
@@ -269,6 +272,7 @@ impl PgProjections {
         Ok(Self {
             client: Mutex::new(client),
             url: shown,
+            connect_url: url.to_owned(),
             next_offset,
         })
     }
@@ -412,13 +416,55 @@ impl ProjectionStore for PgProjections {
             .collect())
     }
 
-    async fn query(&self, scope: &Scope, sql: &str) -> Result<Rows> {
+    async fn query_limited(&self, scope: &Scope, sql: &str, limits: &Limits) -> Result<Rows> {
+        // A query never waits behind another one (a slow one of another tenant): when the
+        // shared connection is busy, it gets a connection of its own.
+        match self.client.try_lock() {
+            Ok(mut client) => self.query_on(&mut client, scope, sql, limits).await,
+            Err(_) => {
+                let (mut client, connection) = tokio_postgres::connect(&self.connect_url, NoTls)
+                    .await
+                    .map_err(pg_err(&self.url, "connecting for a query"))?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                self.query_on(&mut client, scope, sql, limits).await
+            }
+        }
+    }
+}
+
+/// Cancels the server's work on a query when the future awaiting it is dropped first.
+struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(token) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = token.cancel_query(NoTls).await;
+            });
+        }
+    }
+}
+
+impl PgProjections {
+    async fn query_on(
+        &self,
+        client: &mut Client,
+        scope: &Scope,
+        sql: &str,
+        limits: &Limits,
+    ) -> Result<Rows> {
+        use futures::StreamExt;
         let sql = rewrite_percentiles(sql)?;
         let (role, tenant) = match scope {
             Scope::Admin => ("keel_sql_admin", String::new()),
             Scope::Tenant(t) => ("keel_sql_tenant", t.replace('\'', "''")),
         };
-        let mut client = self.client.lock().await;
+        let timeout_ms = limits.timeout.map_or(60_000, |t| t.as_millis().max(1));
+        let mut cancel = CancelOnDrop(Some(client.cancel_token()));
         let tx = client
             .build_transaction()
             .read_only(true)
@@ -426,7 +472,7 @@ impl ProjectionStore for PgProjections {
             .await
             .map_err(pg_err(&self.url, "starting a query"))?;
         tx.batch_execute(&format!(
-            "SET LOCAL statement_timeout = '60s'; SET LOCAL TimeZone = 'UTC';
+            "SET LOCAL statement_timeout = {timeout_ms}; SET LOCAL TimeZone = 'UTC';
              SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL keel.tenant = '{tenant}';
              SET LOCAL search_path = traces, gold; SET LOCAL ROLE {role};"
         ))
@@ -447,24 +493,43 @@ impl ProjectionStore for PgProjections {
         }
         let columns: Vec<String> = stmt.columns().iter().map(|c| c.name().into()).collect();
         let types: Vec<Type> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
-        // The simple protocol returns every value as text, whatever its type (numeric
-        // included); the prepared statement's column types say how to read each.
-        let messages = tx
-            .simple_query(&sql)
-            .await
-            .map_err(|e| ObserveError::Query { detail: detail(&e) })?;
-        let mut rows = Vec::new();
-        for m in &messages {
-            if let SimpleQueryMessage::Row(r) = m {
-                rows.push(
-                    types
-                        .iter()
-                        .enumerate()
-                        .map(|(i, ty)| cell(ty, r.get(i)))
-                        .collect(),
-                );
+        let failed = |e: tokio_postgres::Error| {
+            if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) {
+                limits.time_exceeded()
+            } else {
+                ObserveError::Query { detail: detail(&e) }
             }
+        };
+        // The simple protocol returns every value as text, whatever its type (numeric
+        // included); the prepared statement's column types say how to read each. Streamed, so
+        // a result past the limits is stopped (and cancelled on the server) as it arrives.
+        let stream = tx.client().simple_query_raw(&sql).await.map_err(failed)?;
+        futures::pin_mut!(stream);
+        let mut rows = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(m) = stream.next().await {
+            let SimpleQueryMessage::Row(r) = m.map_err(failed)? else {
+                continue;
+            };
+            if let Some(max) = limits.max_rows
+                && rows.len() >= max
+            {
+                return Err(limits.rows_exceeded(max));
+            }
+            let row: Vec<Value> = types
+                .iter()
+                .enumerate()
+                .map(|(i, ty)| cell(ty, r.get(i)))
+                .collect();
+            bytes = bytes.saturating_add(row.iter().map(crate::sql::value_bytes).sum());
+            if let Some(max) = limits.max_bytes
+                && bytes > max
+            {
+                return Err(limits.bytes_exceeded(max));
+            }
+            rows.push(row);
         }
+        cancel.0 = None;
         tx.rollback()
             .await
             .map_err(pg_err(&self.url, "ending a query"))?;

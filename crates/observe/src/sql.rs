@@ -17,6 +17,9 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Who is asking: operators see every tenant; anyone else only their own rows.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +37,136 @@ pub struct Rows {
     pub columns: Vec<String>,
     /// Rows, each as long as `columns`.
     pub rows: Vec<Vec<Value>>,
+}
+
+/// Bounds on one query, so that a query shared over the network cannot hold a server's time or
+/// memory: the whole query (scoping included) is stopped at `timeout`, and its result may hold
+/// at most `max_rows` rows and `max_bytes` bytes of values (text and blobs counted by length,
+/// numbers as 8 bytes). `None` is no bound (`keel sql` on the operator's own machine).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock time for the whole query.
+    pub timeout: Option<Duration>,
+    /// Rows in the result.
+    pub max_rows: Option<usize>,
+    /// Bytes of values in the result (also the largest single value SQLite will build).
+    pub max_bytes: Option<usize>,
+}
+
+impl Limits {
+    /// No bounds.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn rows_exceeded(&self, max: usize) -> ObserveError {
+        ObserveError::Limit {
+            limit: "rows",
+            detail: format!(
+                "the result has more than {max} rows; add a LIMIT or aggregate (page with \
+                 LIMIT … OFFSET …)"
+            ),
+        }
+    }
+
+    pub(crate) fn bytes_exceeded(&self, max: usize) -> ObserveError {
+        ObserveError::Limit {
+            limit: "bytes",
+            detail: format!(
+                "the result holds more than {max} bytes; select fewer or smaller columns, or \
+                 fewer rows"
+            ),
+        }
+    }
+
+    pub(crate) fn time_exceeded(&self) -> ObserveError {
+        ObserveError::Limit {
+            limit: "time",
+            detail: format!(
+                "the query ran longer than {} s; narrow it (a time range, a LIMIT, an index \
+                 column such as exec_id or trace_id)",
+                self.timeout.map_or(0, |t| t.as_secs())
+            ),
+        }
+    }
+}
+
+/// The size a value counts for against [`Limits::max_bytes`].
+pub(crate) fn value_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Null | Value::Bool(_) => 1,
+        _ => 8,
+    }
+}
+
+/// How a running query is stopped from outside its thread: the reason is set first, then the
+/// connection is interrupted (again and again until the query returns, because an interrupt
+/// that lands between two statements is a no-op in SQLite).
+#[derive(Default)]
+pub struct Stop {
+    reason: AtomicU8,
+    finished: std::sync::atomic::AtomicBool,
+    interrupt: Mutex<Option<rusqlite::InterruptHandle>>,
+}
+
+const RUNNING: u8 = 0;
+const TIMED_OUT: u8 = 1;
+const CANCELLED: u8 = 2;
+
+impl Stop {
+    /// A stop for one query.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Stops the query because it ran out of time.
+    pub fn time_out(&self) {
+        let _ =
+            self.reason
+                .compare_exchange(RUNNING, TIMED_OUT, Ordering::SeqCst, Ordering::SeqCst);
+        self.interrupt();
+    }
+
+    /// Stops the query because its caller went away.
+    pub fn cancel(&self) {
+        let _ =
+            self.reason
+                .compare_exchange(RUNNING, CANCELLED, Ordering::SeqCst, Ordering::SeqCst);
+        self.interrupt();
+    }
+
+    /// True once the query returned (stopping it then is pointless).
+    pub fn finished(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
+    }
+
+    fn interrupt(&self) {
+        if let Ok(h) = self.interrupt.lock()
+            && let Some(h) = h.as_ref()
+        {
+            h.interrupt();
+        }
+    }
+
+    fn arm(&self, conn: &Connection) {
+        if let Ok(mut h) = self.interrupt.lock() {
+            *h = Some(conn.get_interrupt_handle());
+        }
+    }
+
+    /// The error for a stopped query, if it was stopped.
+    fn stopped(&self, limits: &Limits) -> Option<ObserveError> {
+        match self.reason.load(Ordering::SeqCst) {
+            TIMED_OUT => Some(limits.time_exceeded()),
+            CANCELLED => Some(ObserveError::Cancelled),
+            _ => None,
+        }
+    }
+
+    fn check(&self, limits: &Limits) -> Result<()> {
+        self.stopped(limits).map_or(Ok(()), Err)
+    }
 }
 
 /// Output formats of `keel sql`.
@@ -64,13 +197,22 @@ impl std::str::FromStr for Format {
 
 /// Opens a read-only query connection over the projection file at `path`.
 pub fn connect(path: &Path, scope: &Scope) -> Result<Connection> {
+    connect_stoppable(path, scope, &Stop::default(), &Limits::none())
+}
+
+/// [`connect`], stoppable by `stop` from the moment the connection exists (copying a tenant's
+/// rows is part of the query's time).
+fn connect_stoppable(
+    path: &Path,
+    scope: &Scope,
+    stop: &Stop,
+    limits: &Limits,
+) -> Result<Connection> {
     if !path.exists() {
         return Err(ObserveError::QueryRefused {
-            reason: format!(
-                "no projections at {} yet (run `keel observe project` or any command that \
-                 refreshes them)",
-                path.display()
-            ),
+            reason: "there are no projections yet (run `keel observe project` or any command \
+                     that refreshes them)"
+                .into(),
         });
     }
     let err = |context: &'static str| crate::error::store(path, context);
@@ -81,6 +223,8 @@ pub fn connect(path: &Path, scope: &Scope) -> Result<Connection> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(err("opening a query connection"))?;
+    stop.arm(&conn);
+    stop.check(limits)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(err("setting the busy timeout"))?;
     register_functions(&conn).map_err(err("registering SQL functions"))?;
@@ -104,13 +248,14 @@ pub fn connect(path: &Path, scope: &Scope) -> Result<Connection> {
                 ("traces", "retrieval_samples"),
                 ("gold", "executions"),
             ] {
+                stop.check(limits)?;
                 conn.execute(
                     &format!(
                         "CREATE TABLE {schema}.{table} AS SELECT * FROM src.{table} WHERE tenant = ?1"
                     ),
                     [tenant],
                 )
-                .map_err(err("copying the tenant's rows"))?;
+                .map_err(|e| stop.stopped(limits).unwrap_or_else(|| err("copying the tenant's rows")(e)))?;
             }
             conn.execute_batch("DETACH DATABASE src;")
                 .map_err(err("detaching the projections"))?;
@@ -119,11 +264,36 @@ pub fn connect(path: &Path, scope: &Scope) -> Result<Connection> {
     // Nothing else can be attached from here on (ATTACH counts as read-only to SQLite).
     conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)
         .map_err(err("limiting attached databases"))?;
+    if let Some(max) = limits.max_bytes {
+        // SQLite itself then refuses to build a value larger than the whole result may be
+        // (`randomblob(1e9)` fails before it allocates).
+        let max = i32::try_from(max).unwrap_or(i32::MAX).max(1);
+        conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, max)
+            .map_err(err("limiting value sizes"))?;
+    }
     Ok(conn)
 }
 
 /// Runs one read-only statement (after [`translate`]) and returns its rows.
 pub fn query(conn: &Connection, sql: &str) -> Result<Rows> {
+    query_stoppable(conn, sql, &Stop::default(), &Limits::none())
+}
+
+fn query_stoppable(conn: &Connection, sql: &str, stop: &Stop, limits: &Limits) -> Result<Rows> {
+    let failed = |e: rusqlite::Error| {
+        if let Some(stopped) = stop.stopped(limits) {
+            return stopped;
+        }
+        if let (Some(max), rusqlite::Error::SqliteFailure(f, _)) = (limits.max_bytes, &e)
+            && f.code == rusqlite::ErrorCode::TooBig
+        {
+            return limits.bytes_exceeded(max);
+        }
+        ObserveError::Query {
+            detail: e.to_string(),
+        }
+    };
+    stop.check(limits)?;
     let sql = translate(sql);
     let mut stmt = conn.prepare(&sql).map_err(|e| match e {
         rusqlite::Error::MultipleStatement => ObserveError::QueryRefused {
@@ -143,18 +313,30 @@ pub fn query(conn: &Connection, sql: &str) -> Result<Rows> {
     }
     let columns: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
     let n = columns.len();
-    let mut rows = stmt.query([]).map_err(|e| ObserveError::Query {
-        detail: e.to_string(),
-    })?;
+    let mut rows = stmt.query([]).map_err(failed)?;
     let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(|e| ObserveError::Query {
-        detail: e.to_string(),
-    })? {
+    let mut bytes = 0usize;
+    while let Some(row) = rows.next().map_err(failed)? {
+        if let Some(max) = limits.max_rows
+            && out.len() >= max
+        {
+            return Err(limits.rows_exceeded(max));
+        }
         let mut cells = Vec::with_capacity(n);
         for i in 0..n {
-            let v = row.get_ref(i).map_err(|e| ObserveError::Query {
-                detail: e.to_string(),
-            })?;
+            let v = row.get_ref(i).map_err(failed)?;
+            // Counted before it is copied: a blob's hex form is twice its length.
+            bytes = bytes.saturating_add(match v {
+                ValueRef::Text(t) => t.len(),
+                ValueRef::Blob(b) => b.len().saturating_mul(2),
+                ValueRef::Null => 1,
+                _ => 8,
+            });
+            if let Some(max) = limits.max_bytes
+                && bytes > max
+            {
+                return Err(limits.bytes_exceeded(max));
+            }
             cells.push(to_json(v));
         }
         out.push(cells);
@@ -166,6 +348,24 @@ pub fn query(conn: &Connection, sql: &str) -> Result<Rows> {
 pub fn run(path: &Path, scope: &Scope, sql: &str) -> Result<Rows> {
     let conn = connect(path, scope)?;
     query(&conn, sql)
+}
+
+/// [`run`] within `limits`, stoppable through `stop` (from another thread) at any point.
+pub fn run_stoppable(
+    path: &Path,
+    scope: &Scope,
+    sql: &str,
+    limits: &Limits,
+    stop: &Stop,
+) -> Result<Rows> {
+    let result = connect_stoppable(path, scope, stop, limits)
+        .and_then(|conn| query_stoppable(&conn, sql, stop, limits));
+    stop.finished.store(true, Ordering::SeqCst);
+    if let Ok(mut h) = stop.interrupt.lock() {
+        // The connection is closed when this returns; nothing must interrupt it after.
+        *h = None;
+    }
+    result
 }
 
 fn to_json(v: ValueRef<'_>) -> Value {

@@ -10,14 +10,15 @@
 //! SQLite's single writer lock. [`crate::sql`] attaches it twice, as `traces` and as `gold`, so
 //! the seed's queries (`FROM traces.steps`, `FROM gold.executions`) run unchanged.
 
-use crate::error::{Result, store};
+use crate::error::{ObserveError, Result, store};
 use crate::projection::{Change, changes};
-use crate::sql::{Rows, Scope};
+use crate::sql::{Limits, Rows, Scope, Stop};
 use crate::store::{ProjectionStore, TABLES};
 use async_trait::async_trait;
 use keel_spine::Committed;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Schema of the projection file. Bump [`SCHEMA_VERSION`] when it changes: an older file is
 /// rebuilt from the spine (projections are derived data), never migrated in place.
@@ -264,8 +265,62 @@ impl ProjectionStore for Projector {
             .map_err(store(&self.path, "dumping a table"))
     }
 
-    async fn query(&self, scope: &Scope, sql: &str) -> Result<Rows> {
-        crate::sql::run(&self.path, scope, sql)
+    async fn query_limited(&self, scope: &Scope, sql: &str, limits: &Limits) -> Result<Rows> {
+        let stop = Stop::new();
+        // Dropped with this future (the caller went away): the query stops in its thread.
+        let _cancel = CancelOnDrop(stop.clone());
+        let (path, scope, sql, l) = (
+            self.path.clone(),
+            scope.clone(),
+            sql.to_owned(),
+            limits.clone(),
+        );
+        let s = stop.clone();
+        let mut job = tokio::task::spawn_blocking(move || {
+            crate::sql::run_stoppable(&path, &scope, &sql, &l, &s)
+        });
+        let joined = match limits.timeout {
+            None => (&mut job).await,
+            Some(t) => match tokio::time::timeout(t, &mut job).await {
+                Ok(r) => r,
+                Err(_) => {
+                    stop.time_out();
+                    while !job.is_finished() {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        stop.time_out();
+                    }
+                    (&mut job).await
+                }
+            },
+        };
+        joined.map_err(|e| ObserveError::Query {
+            detail: format!("the query's thread failed: {e}"),
+        })?
+    }
+}
+
+/// Cancels a query when the future that awaits it is dropped before it finished.
+struct CancelOnDrop(Arc<Stop>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.0.finished() {
+            return;
+        }
+        let stop = self.0.clone();
+        // Interrupt until the query's thread notices: one interrupt may land between two
+        // statements, where SQLite ignores it.
+        let repeat = async move {
+            while !stop.finished() {
+                stop.cancel();
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(repeat);
+        } else {
+            self.0.cancel();
+        }
     }
 }
 

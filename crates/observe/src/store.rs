@@ -7,7 +7,7 @@
 //! `tests/projection_sql.rs` run against each.
 
 use crate::error::Result;
-use crate::sql::{Rows, Scope};
+use crate::sql::{Limits, Rows, Scope};
 use async_trait::async_trait;
 use keel_spine::{Committed, EventLog};
 use std::path::Path;
@@ -48,7 +48,14 @@ pub trait ProjectionStore: Send + Sync {
     async fn dump(&self, table: &str) -> Result<Vec<String>>;
 
     /// Runs one read-only query over the tables, as `scope` may see them.
-    async fn query(&self, scope: &Scope, sql: &str) -> Result<Rows>;
+    async fn query(&self, scope: &Scope, sql: &str) -> Result<Rows> {
+        self.query_limited(scope, sql, &Limits::none()).await
+    }
+
+    /// [`ProjectionStore::query`] within `limits` (a [`crate::ObserveError::Limit`] past one).
+    /// The query never blocks the async runtime's threads, and it is stopped on the database's
+    /// side when the returned future is dropped (its caller went away).
+    async fn query_limited(&self, scope: &Scope, sql: &str, limits: &Limits) -> Result<Rows>;
 
     /// The SQL dialect users write (`keel sql` prints it in errors and help).
     fn dialect(&self) -> &'static str;
