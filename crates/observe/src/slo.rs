@@ -375,6 +375,12 @@ pub async fn emit(
 /// Prometheus text exposition of the report (for `/metrics`); names and help in
 /// [`crate::metrics`].
 pub fn prometheus(report: &SloReport) -> String {
+    prometheus_for(report, None)
+}
+
+/// [`prometheus`] with a `tenant` label on every series, for a report scoped to that tenant
+/// (what a tenant's token scrapes from `/metrics`).
+pub fn prometheus_for(report: &SloReport, tenant: Option<&str>) -> String {
     use crate::metrics as m;
     let mut out = String::new();
     let esc = |v: &str| {
@@ -382,12 +388,13 @@ pub fn prometheus(report: &SloReport) -> String {
             .replace('"', "\\\"")
             .replace('\n', "\\n")
     };
+    let tenant = tenant.map_or(String::new(), |t| format!("tenant=\"{}\",", esc(t)));
     for (name, help, pick) in m::STRATEGY_GAUGES {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
         for st in &report.strategies {
             if let Some(v) = pick(st) {
                 out.push_str(&format!(
-                    "{name}{{strategy_version=\"{}\"}} {v}\n",
+                    "{name}{{{tenant}strategy_version=\"{}\"}} {v}\n",
                     esc(&st.strategy_version)
                 ));
             }
@@ -400,7 +407,7 @@ pub fn prometheus(report: &SloReport) -> String {
     ));
     for t in &report.tools {
         out.push_str(&format!(
-            "{name}{{strategy_version=\"{}\",tool=\"{}\"}} {}\n",
+            "{name}{{{tenant}strategy_version=\"{}\",tool=\"{}\"}} {}\n",
             esc(&t.strategy_version),
             esc(&t.tool),
             t.failure_rate

@@ -93,7 +93,9 @@ pub fn evidence_pack(
             "consequence_tier": c.consequence_tier,
             "side_effect": c.side_effect.as_str(),
             "input_schema": c.input.raw(),
-            "source": c.source.display().to_string(),
+            // The file's name, not its path: the pack is shown to approvers over HTTP, and a
+            // server's directory layout is none of their business.
+            "source": c.source.file_name().map(|n| n.to_string_lossy().into_owned()),
         })
     });
     json!({
@@ -171,6 +173,9 @@ pub struct GateView {
     pub decision: Option<DecisionView>,
     /// The execution ended without a decision (cancelled).
     pub closed: bool,
+    /// The gate belongs to a replay (its decision is replayed, not a person's): it never counts
+    /// toward demotion, queue figures or training exports.
+    pub replay: bool,
 }
 
 impl GateView {
@@ -213,6 +218,8 @@ pub struct ExecView {
     pub cost_known: bool,
     /// Gates opened.
     pub gates: u32,
+    /// The execution it replays, if it is a replay: never counted as production.
+    pub replay_of: Option<ExecId>,
 }
 
 /// A tier-2 call sampled for post-hoc review.
@@ -228,6 +235,8 @@ pub struct ReviewView {
     pub tool: String,
     /// When.
     pub at: DateTime<Utc>,
+    /// Sampled in a replay (not production).
+    pub replay: bool,
 }
 
 /// The control plane's live view of the spine: gates, executions and sampled reviews, folded
@@ -282,6 +291,7 @@ impl Book {
                     cost_micros: 0,
                     cost_known: true,
                     gates: 0,
+                    replay_of: s.replay_of,
                 },
             );
             return;
@@ -323,6 +333,7 @@ impl Book {
                         escalated: false,
                         decision: None,
                         closed: false,
+                        replay: x.replay_of.is_some(),
                     },
                 );
             }
@@ -349,6 +360,7 @@ impl Book {
                 call_id: r.call_id.clone(),
                 tool: r.tool.clone(),
                 at: e.ts,
+                replay: x.replay_of.is_some(),
             }),
             Payload::ExecSuspended(_) => x.status = "suspended".into(),
             Payload::ExecResumed(_) => x.status = "running".into(),
@@ -524,7 +536,8 @@ impl Approvals {
             .await?
             .gates
             .values()
-            .filter(|g| g.strategy_version == strategy_version)
+            // Replayed decisions (a backtest) are not people's verdicts on production actions.
+            .filter(|g| g.strategy_version == strategy_version && !g.replay)
             .filter_map(|g| g.decision.as_ref())
             .filter(|d| d.verdict != Verdict::Expired && since.is_none_or(|s| d.at > s))
             .map(|d| (d.at, d.verdict == Verdict::Reject))

@@ -7,9 +7,10 @@
 
 use crate::auth::Role;
 use crate::error::ApiError;
+use crate::params::{MAX_PAGE, Params, page_size};
 use crate::{Caller, State};
 use axum::body::Bytes;
-use axum::extract::{Path, Query};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
@@ -252,45 +253,88 @@ struct ListQuery {
     #[serde(default)]
     status: Option<String>,
     #[serde(default)]
-    limit: Option<usize>,
+    limit: Option<u64>,
+    #[serde(default)]
+    cursor: Option<String>,
 }
 
+fn bad_cursor(c: &str) -> ApiError {
+    ApiError::bad(
+        "cursor",
+        format!("{c:?} is not a cursor this list returned"),
+    )
+}
+
+/// Newest first, at most [`MAX_PAGE`] a page; `next_cursor` (when more remain) continues after
+/// the last one shown.
 async fn list_executions(
     axum::extract::State(state): axum::extract::State<State>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let limit = page_size(q.limit, 100)?;
     let book = state.approvals.book().await?;
+    let mine = |x: &&ExecView| x.tenant == caller.0.tenant;
+    let key = |x: &ExecView| std::cmp::Reverse((x.started_at, x.exec_id));
+    let after = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => {
+            let id: ExecId = c.parse().map_err(|_| bad_cursor(c))?;
+            let x = book
+                .execs
+                .get(&id)
+                .filter(mine)
+                .ok_or_else(|| bad_cursor(c))?;
+            Some(key(x))
+        }
+    };
     let mut v: Vec<&ExecView> = book
         .execs
         .values()
-        .filter(|x| x.tenant == caller.0.tenant)
+        .filter(mine)
         .filter(|x| q.status.as_deref().is_none_or(|s| x.status == s))
+        .filter(|x| after.is_none_or(|a| key(x) > a))
         .collect();
-    v.sort_by_key(|x| std::cmp::Reverse(x.started_at));
-    v.truncate(q.limit.unwrap_or(100));
-    Ok(Json(json!({ "executions": v })))
+    v.sort_by_key(|x| key(x));
+    let next = (v.len() > limit).then(|| v[limit - 1].exec_id.to_string());
+    v.truncate(limit);
+    Ok(Json(json!({ "executions": v, "next_cursor": next })))
 }
 
 #[derive(Deserialize)]
 struct EventsQuery {
     #[serde(default)]
     from_seq: Option<u64>,
+    #[serde(default)]
+    limit: Option<u64>,
 }
 
+/// An execution's events from `from_seq`, at most [`MAX_PAGE`] a page; `next_from_seq` (when
+/// more remain) is where the next page starts.
 async fn events(
     axum::extract::State(state): axum::extract::State<State>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<EventsQuery>,
+    Params(q): Params<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let exec = exec_id(&id)?;
+    let limit = page_size(q.limit, MAX_PAGE)?;
+    // Sequence numbers are stored as signed 64-bit integers; anything past that is a 400.
+    let from = q.from_seq.unwrap_or(1).max(1);
+    if i64::try_from(from).is_err() {
+        return Err(ApiError::bad(
+            "from_seq",
+            format!("{from} is out of range (1 to {})", i64::MAX),
+        ));
+    }
     if state.tenant_of(exec).await?.as_deref() != Some(caller.0.tenant.as_str()) {
         return Err(ApiError::NotFound(format!("execution {exec}")));
     }
-    let events = state.log.read(exec, q.from_seq.unwrap_or(1).max(1)).await?;
+    let mut events = state.log.read(exec, from).await?;
+    let next = (events.len() > limit).then(|| events[limit].seq);
+    events.truncate(limit);
     let events: Vec<Value> = events.iter().map(event_json).collect();
-    Ok(Json(json!({ "events": events })))
+    Ok(Json(json!({ "events": events, "next_from_seq": next })))
 }
 
 /// An event as the API shows it: its wire form.
@@ -298,15 +342,32 @@ pub(crate) fn event_json(e: &Event) -> Value {
     serde_json::from_str(&e.encode()).unwrap_or(Value::Null)
 }
 
+/// Oldest request first, at most [`MAX_PAGE`] a page, with `next_cursor` like the executions.
 async fn list_gates(
     axum::extract::State(state): axum::extract::State<State>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     need(&caller, &[Role::Approver, Role::Operator])?;
+    let limit = page_size(q.limit, 500)?;
     let status = q.status.as_deref().unwrap_or("pending");
     let book = state.approvals.book().await?;
-    let mine = book.gates.values().filter(|g| g.tenant == caller.0.tenant);
+    let key = |g: &GateView| (g.requested_at, g.gate_id.clone());
+    let after = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(
+            book.gates
+                .get(c)
+                .filter(|g| g.tenant == caller.0.tenant)
+                .map(key)
+                .ok_or_else(|| bad_cursor(c))?,
+        ),
+    };
+    let mine = book
+        .gates
+        .values()
+        .filter(|g| g.tenant == caller.0.tenant)
+        .filter(|g| after.as_ref().is_none_or(|a| key(g) > *a));
     let mut gates: Vec<&GateView> = match status {
         "pending" => mine.filter(|g| g.is_pending()).collect(),
         "decided" => mine.filter(|g| g.decision.is_some()).collect(),
@@ -318,27 +379,43 @@ async fn list_gates(
             ));
         }
     };
-    gates.sort_by_key(|g| g.requested_at);
-    gates.truncate(q.limit.unwrap_or(500));
-    Ok(Json(json!({ "gates": gates })))
+    gates.sort_by_key(|g| key(g));
+    let next = (gates.len() > limit).then(|| gates[limit - 1].gate_id.clone());
+    gates.truncate(limit);
+    Ok(Json(json!({ "gates": gates, "next_cursor": next })))
 }
 
-/// Tier-2 calls that ran alone and were sampled for post-hoc review, newest first.
+/// Tier-2 calls that ran alone and were sampled for post-hoc review, newest first, at most
+/// [`MAX_PAGE`] a page; `next_cursor` is the last one's `exec_id/call_id`.
 async fn list_reviews(
     axum::extract::State(state): axum::extract::State<State>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     need(&caller, &[Role::Approver, Role::Operator])?;
+    let limit = page_size(q.limit, 100)?;
     let book = state.approvals.book().await?;
-    let reviews: Vec<_> = book
+    let mine = book
         .reviews
         .iter()
         .rev()
-        .filter(|r| r.tenant == caller.0.tenant)
-        .take(q.limit.unwrap_or(100))
-        .collect();
-    Ok(Json(json!({ "reviews": reviews })))
+        .filter(|r| r.tenant == caller.0.tenant);
+    let reviews: Vec<_> = match q.cursor.as_deref() {
+        None => mine.take(limit + 1).collect(),
+        Some(c) => {
+            let mut rest = mine.skip_while(|r| format!("{}/{}", r.exec_id, r.call_id) != c);
+            if rest.next().is_none() {
+                return Err(bad_cursor(c));
+            }
+            rest.take(limit + 1).collect()
+        }
+    };
+    let next = (reviews.len() > limit).then(|| {
+        let r = reviews[limit - 1];
+        format!("{}/{}", r.exec_id, r.call_id)
+    });
+    let reviews = &reviews[..reviews.len().min(limit)];
+    Ok(Json(json!({ "reviews": reviews, "next_cursor": next })))
 }
 
 async fn gate(

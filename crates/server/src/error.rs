@@ -1,6 +1,7 @@
 //! API errors: each becomes a status and a JSON body `{"error": …, "field": …}` that says what
-//! and where. Internal failures are reported without internals beyond the message (no secrets
-//! ever reach an error: the runtime's errors do not carry them).
+//! and where. An internal failure's detail (a store's file path, an engine's message) goes to
+//! the server's log under a reference; its body shows only that reference, so no response ever
+//! names a server path or a storage engine's words.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -36,8 +37,18 @@ pub enum ApiError {
     /// A body in a media type the endpoint does not take (the API takes JSON only).
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
-    /// Something failed inside.
-    #[error("internal error: {0}")]
+    /// The request is well-formed but asks for more than a request may have (a query's rows,
+    /// bytes or time).
+    #[error("{field}: {detail}")]
+    TooLarge {
+        /// What exceeded its limit.
+        field: String,
+        /// Which limit, and how to stay within it.
+        detail: String,
+    },
+    /// Something failed inside. The detail is logged when the response is made, and never
+    /// displayed: wherever this error is shown (a body, a page's message) it reads the same.
+    #[error("internal error (the server's log has the detail)")]
     Internal(String),
 }
 
@@ -60,6 +71,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -67,8 +79,19 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.to_string() });
-        if let ApiError::BadRequest { field, .. } = &self {
+        let mut body = match &self {
+            ApiError::Internal(detail) => {
+                let reference = format!("{:016x}", rand::random::<u64>());
+                eprintln!("keel serve: internal error {reference}: {detail}");
+                json!({
+                    "error": format!(
+                        "internal error (reference {reference}; the server's log has the detail)"
+                    )
+                })
+            }
+            other => json!({ "error": other.to_string() }),
+        };
+        if let ApiError::BadRequest { field, .. } | ApiError::TooLarge { field, .. } = &self {
             body["field"] = json!(field);
         }
         let mut r = (self.status(), Json(body)).into_response();
@@ -104,5 +127,28 @@ impl From<keel_runtime::RuntimeError> for ApiError {
 impl From<crate::auth::AuthError> for ApiError {
     fn from(e: crate::auth::AuthError) -> Self {
         ApiError::Internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiError;
+    use axum::response::IntoResponse;
+
+    #[tokio::test]
+    async fn an_internal_error_body_shows_a_reference_not_the_detail() {
+        let e = ApiError::Internal("projection store /srv/keel/observe.db: disk I/O error".into());
+        assert!(!e.to_string().contains("/srv"));
+        let r = e.into_response();
+        assert_eq!(r.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16)
+            .await
+            .unwrap_or_default();
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("reference"), "{body}");
+        assert!(
+            !body.contains("/srv") && !body.contains("disk I/O"),
+            "{body}"
+        );
     }
 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod idempotency;
 pub mod metrics;
 pub mod observe;
+pub mod params;
 pub mod ratings;
 pub mod ui;
 
@@ -51,8 +52,14 @@ pub struct App {
     pub wake: Notify,
     /// The data directory (the embedded projections live in `observe.db` there).
     pub data: std::path::PathBuf,
-    /// The projections (`KEEL_PROJECTIONS_URL`, else `DATA/observe.db`), opened on first use.
+    /// The projections (`KEEL_PROJECTIONS_URL`, else `DATA/observe.db`), opened on first use;
+    /// held only while they catch up with the spine.
     pub projections: tokio::sync::Mutex<Option<Box<dyn keel_observe::ProjectionStore>>>,
+    /// The same projections opened again for queries, which run concurrently and never wait
+    /// for one another (nor hold up a catch-up).
+    pub queries: tokio::sync::OnceCell<Arc<dyn keel_observe::ProjectionStore>>,
+    /// What one `POST /v1/sql` query may take: time, rows, bytes.
+    pub sql_limits: keel_observe::sql::Limits,
 }
 
 /// Shared application state.
@@ -76,6 +83,8 @@ impl App {
                 .map(std::path::Path::to_path_buf)
                 .unwrap_or_default(),
             projections: tokio::sync::Mutex::new(None),
+            queries: tokio::sync::OnceCell::new(),
+            sql_limits: observe::default_sql_limits(),
         })
     }
 

@@ -1,5 +1,6 @@
-//! Observability over HTTP (keel-observe): `POST /v1/sql` (read-only; tenant-scoped unless the
-//! token is an admin's), `GET /v1/traces/{trace_id}`, `GET /v1/slo`, `GET /v1/replays/{id}/diff`,
+//! Observability over HTTP (keel-observe): `POST /v1/sql` (read-only, and scoped to the
+//! caller's tenant whatever its roles: an admin holds every role of its own tenant and nothing
+//! beyond it), `GET /v1/traces/{trace_id}`, `GET /v1/slo`, `GET /v1/replays/{id}/diff`,
 //! the SLO gauges of `/metrics` ([`slo_metrics`]), and the pages: trace search, a trace's steps,
 //! a replay's diff against its original, and the SLO table.
 //!
@@ -8,6 +9,7 @@
 
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
+use crate::params::Params;
 use crate::{Caller, State};
 use askama::Template;
 use axum::extract::{Path, Query};
@@ -18,11 +20,12 @@ use keel_core::payload::Payload;
 use keel_core::{ExecId, TraceId};
 use keel_observe::diff::{self, ExecDiff};
 use keel_observe::slo::{self, SloReport};
-use keel_observe::sql::{Format, Rows, Scope};
+use keel_observe::sql::{Format, Limits, Rows, Scope};
 use keel_observe::{Backend, ProjectionStore};
 use keel_spine::clock::{Clock, SystemClock};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 pub(crate) fn routes() -> Router<State> {
     Router::new()
@@ -40,12 +43,30 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(e.to_string())
 }
 
+/// What one `POST /v1/sql` query may take by default: 10 s, 10 000 rows, 16 MiB of values.
+pub fn default_sql_limits() -> Limits {
+    Limits {
+        timeout: Some(std::time::Duration::from_secs(10)),
+        max_rows: Some(10_000),
+        max_bytes: Some(16 << 20),
+    }
+}
+
+/// A projection error as the API answers it. Errors about the caller's own query (refused,
+/// failed, past a limit) say what; failures of the store (its file, its server) are logged and
+/// answered with a reference only.
 pub(crate) fn observe_err(e: keel_observe::ObserveError) -> ApiError {
+    use keel_observe::ObserveError as E;
     match e {
-        keel_observe::ObserveError::NotFound { what } => ApiError::NotFound(what),
-        keel_observe::ObserveError::QueryRefused { reason } => ApiError::bad("query", reason),
-        keel_observe::ObserveError::Query { detail } => ApiError::bad("query", detail),
-        keel_observe::ObserveError::Config { what, detail } => ApiError::bad(&what, detail),
+        E::NotFound { what } => ApiError::NotFound(what),
+        E::QueryRefused { reason } => ApiError::bad("query", reason),
+        E::Query { detail } => ApiError::bad("query", detail),
+        E::Limit { limit: "time", .. } | E::Cancelled => ApiError::bad("query", e.to_string()),
+        E::Limit { .. } => ApiError::TooLarge {
+            field: "query".into(),
+            detail: e.to_string(),
+        },
+        E::Config { what, detail } => ApiError::bad(&what, detail),
         other => internal(other),
     }
 }
@@ -67,61 +88,69 @@ pub(crate) fn with_projections<'a, T: Send + 'a>(
     + 'a,
 ) -> futures::future::BoxFuture<'a, Result<T, ApiError>> {
     Box::pin(async move {
-        let mut slot = state.projections.lock().await;
-        if slot.is_none() {
+        let open = || async {
             let backend = Backend::from_env(&state.data.join("observe.db")).map_err(internal)?;
-            *slot = Some(backend.open().await.map_err(internal)?);
-        }
-        let Some(store) = slot.as_mut() else {
-            return Err(internal("the projections could not be opened"));
+            backend.open().await.map_err(internal)
         };
-        store.catch_up(&*state.log).await.map_err(observe_err)?;
-        work(&**store).await.map_err(observe_err)
+        {
+            let mut slot = state.projections.lock().await;
+            if slot.is_none() {
+                *slot = Some(open().await?);
+            }
+            let Some(store) = slot.as_mut() else {
+                return Err(internal("the projections could not be opened"));
+            };
+            store.catch_up(&*state.log).await.map_err(observe_err)?;
+        }
+        let queries = state
+            .queries
+            .get_or_try_init(|| async { open().await.map(Arc::from) })
+            .await?;
+        work(&**queries).await.map_err(observe_err)
     })
 }
 
-/// One query over the projections, as `scope` may see them.
+/// One query over the projections, as `scope` may see them, within `limits`.
 pub(crate) fn query<'a>(
     state: &'a State,
     scope: Scope,
     sql: String,
+    limits: Limits,
 ) -> futures::future::BoxFuture<'a, Result<Rows, ApiError>> {
     with_projections(state, move |store| {
-        Box::pin(async move { store.query(&scope, &sql).await })
+        Box::pin(async move { store.query_limited(&scope, &sql, &limits).await })
     })
 }
 
+/// What a caller's queries may see: its own tenant's rows, for every token. No credential the
+/// HTTP API accepts reads across tenants; the cross-tenant view is `keel sql` on the machine
+/// that holds the store (decision record 050).
 pub(crate) fn scope(p: &Principal) -> Scope {
-    if p.roles.contains(&Role::Admin) {
-        Scope::Admin
-    } else {
-        Scope::Tenant(p.tenant.clone())
-    }
+    Scope::Tenant(p.tenant.clone())
 }
 
-#[derive(Deserialize)]
-struct SqlBody {
-    query: String,
-    #[serde(default)]
-    format: Option<String>,
-}
-
-/// `POST /v1/sql {"query": "...", "format": "json"|"csv"|"table"}`.
+/// `POST /v1/sql {"query": "...", "format": "json"|"csv"|"table"}`, within the server's
+/// [`Limits`]; the query stops when its client goes away.
 async fn sql_api(
     axum::extract::State(state): axum::extract::State<State>,
     caller: Caller,
-    Json(body): Json<SqlBody>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    use crate::api::{object, text, unknown_fields};
     crate::api::need(&caller, &[Role::Operator])?;
-    let rows = query(&state, scope(&caller.0), body.query).await?;
-    Ok(match body.format.as_deref() {
-        None | Some("json") => {
-            Json(json!({"columns": rows.columns, "rows": rows.rows})).into_response()
-        }
-        Some(f) => {
-            let format: Format = f.parse().map_err(observe_err)?;
-            rows.render(format).into_response()
-        }
+    let m = object(&body)?;
+    unknown_fields(&m, &["query", "format"])?;
+    let sql = text(&m, "query", true)?.unwrap_or_default();
+    let format = match text(&m, "format", false)?.as_deref() {
+        None | Some("json") => None,
+        Some(f) => Some(f.parse::<Format>().map_err(|_| {
+            ApiError::bad("format", format!("{f:?} is not one of json, csv, table"))
+        })?),
+    };
+    let rows = query(&state, scope(&caller.0), sql, state.sql_limits.clone()).await?;
+    Ok(match format {
+        None => Json(json!({"columns": rows.columns, "rows": rows.rows})).into_response(),
+        Some(format) => rows.render(format).into_response(),
     })
 }
 
@@ -137,6 +166,7 @@ async fn trace_rows(state: &State, p: &Principal, trace: &str) -> Result<Rows, A
              tokens_out, cost, latency_ms, tool, status, gate_verdict, memory_chunks \
              FROM traces.steps WHERE trace_id = '{trace}' ORDER BY seq"
         ),
+        Limits::none(),
     )
     .await
 }
@@ -170,11 +200,28 @@ async fn trace_api(
 #[derive(Deserialize)]
 struct SloParams {
     #[serde(default)]
-    days: Option<u32>,
+    days: Option<u64>,
 }
 
-async fn slo_report(state: &State, p: &Principal, days: u32) -> Result<SloReport, ApiError> {
-    let since = (SystemClock.now() - chrono::Duration::days(i64::from(days)))
+/// The longest SLO window, in days: a thousand years ("everything"), well inside the dates
+/// that the window's `YYYY-MM-DD` start can spell.
+const MAX_SLO_DAYS: u64 = 365_000;
+
+async fn slo_report(state: &State, p: &Principal, days: u64) -> Result<SloReport, ApiError> {
+    let out_of_range = || {
+        ApiError::bad(
+            "days",
+            format!("{days} is not between 1 and {MAX_SLO_DAYS}"),
+        )
+    };
+    if !(1..=MAX_SLO_DAYS).contains(&days) {
+        return Err(out_of_range());
+    }
+    let since = i64::try_from(days)
+        .ok()
+        .and_then(chrono::Duration::try_days)
+        .and_then(|d| SystemClock.now().checked_sub_signed(d))
+        .ok_or_else(out_of_range)?
         .format("%Y-%m-%d")
         .to_string();
     let scope = scope(p);
@@ -188,7 +235,7 @@ async fn slo_report(state: &State, p: &Principal, days: u32) -> Result<SloReport
 async fn slo_api(
     axum::extract::State(state): axum::extract::State<State>,
     caller: Caller,
-    Query(q): Query<SloParams>,
+    Params(q): Params<SloParams>,
 ) -> Result<Json<SloReport>, ApiError> {
     crate::api::need(&caller, &[Role::Operator])?;
     Ok(Json(
@@ -196,9 +243,13 @@ async fn slo_api(
     ))
 }
 
-/// The SLO gauges for `/metrics` (Prometheus text), over the last 14 days of what `p` may see.
+/// The SLO gauges for `/metrics` (Prometheus text), over the last 14 days of the caller's
+/// tenant, each series labelled with it.
 pub async fn slo_metrics(state: &State, p: &Principal) -> Result<String, ApiError> {
-    Ok(slo::prometheus(&slo_report(state, p, 14).await?))
+    Ok(slo::prometheus_for(
+        &slo_report(state, p, 14).await?,
+        Some(&p.tenant),
+    ))
 }
 
 async fn replay_diff(
@@ -212,7 +263,7 @@ async fn replay_diff(
     let after = state.log.read(replay, 1).await?;
     let not_found = || ApiError::NotFound(format!("no replay {replay}"));
     let first = after.first().ok_or_else(not_found)?;
-    if first.tenant.0 != p.tenant && !p.roles.contains(&Role::Admin) {
+    if first.tenant.0 != p.tenant {
         return Err(not_found());
     }
     let Payload::ExecStarted(started) = &first.payload else {
@@ -222,6 +273,10 @@ async fn replay_diff(
         .replay_of
         .ok_or_else(|| ApiError::bad("id", format!("execution {replay} is not a replay")))?;
     let before = state.log.read(original, 1).await?;
+    // The original is read through the replay: it must be the caller's too.
+    if before.first().is_none_or(|e| e.tenant.0 != p.tenant) {
+        return Err(not_found());
+    }
     Ok((original, replay, diff::diff(&before, &after)))
 }
 

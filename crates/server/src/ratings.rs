@@ -9,10 +9,11 @@ use crate::api::{need, object, text, unknown_fields};
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::observe::with_projections;
+use crate::params::Params;
 use crate::{Caller, State};
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::{Path, Query};
+use axum::extract::Path;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
@@ -46,7 +47,7 @@ struct ListParams {
     #[serde(default)]
     unrated: Option<bool>,
     #[serde(default)]
-    limit: Option<usize>,
+    limit: Option<u64>,
 }
 
 async fn samples(
@@ -87,10 +88,10 @@ fn objects(rows: &Rows) -> Vec<Value> {
 async fn list_api(
     axum::extract::State(state): axum::extract::State<State>,
     caller: Caller,
-    Query(q): Query<ListParams>,
+    Params(q): Params<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     need(&caller, ROLES)?;
-    let limit = q.limit.unwrap_or(50).min(1000);
+    let limit = crate::params::page_size(q.limit, 50)?;
     let rows = samples(&state, &caller.0, q.unrated.unwrap_or(false), limit).await?;
     Ok(Json(json!({"samples": objects(&rows)})))
 }

@@ -1,5 +1,5 @@
 //! Observability over HTTP against a real server on 127.0.0.1: `POST /v1/sql` read-only and
-//! tenant-scoped (admins see every tenant), trace lookup, SLOs (JSON and on `/metrics`), a
+//! tenant-scoped (an admin too sees its own tenant only), trace lookup, SLOs (JSON and on `/metrics`), a
 //! replay's diff (JSON and page), and the trace and SLO pages.
 
 #![allow(clippy::unwrap_used)]
@@ -88,7 +88,7 @@ async fn sql_traces_slo_and_replay_diff_over_http() {
             .send()
     };
 
-    // SQL: tenant-scoped for an operator, every tenant for an admin; writes refused.
+    // SQL: tenant-scoped for an operator and for an admin alike; writes refused.
     let q = "SELECT count(*) AS n, count(DISTINCT tenant) AS tenants FROM gold.executions";
     let r = sql(q, &acme).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -100,7 +100,11 @@ async fn sql_traces_slo_and_replay_diff_over_http() {
         "acme sees its execution and its replay"
     );
     let v: Value = sql(q, &admin).await.unwrap().json().await.unwrap();
-    assert_eq!(v["rows"], json!([[3, 2]]));
+    assert_eq!(
+        v["rows"],
+        json!([[1, 1]]),
+        "a globex admin sees globex's only"
+    );
     let r = sql("DELETE FROM gold.executions", &admin).await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(r.text().await.unwrap().contains("read-only"));
@@ -134,7 +138,7 @@ async fn sql_traces_slo_and_replay_diff_over_http() {
     let text = get("/metrics", &acme).await.unwrap().text().await.unwrap();
     assert!(
         text.contains(&format!(
-            "keel_slo_outcome_rate{{strategy_version=\"{}\"}} 1",
+            "keel_slo_outcome_rate{{tenant=\"acme\",strategy_version=\"{}\"}} 1",
             s.version
         )),
         "{text}"
@@ -152,9 +156,27 @@ async fn sql_traces_slo_and_replay_diff_over_http() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // Log in to the UI as a browser does, with the cookies the login answer sets.
+    let login = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{base}/ui/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={acme}"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next())
+        .collect::<Vec<_>>()
+        .join("; ");
     let page = |path: String| {
         http.get(format!("{base}{path}"))
-            .header("cookie", format!("keel_token={acme}"))
+            .header("cookie", &cookie)
             .send()
     };
     let html = page(format!("/ui/replays/{replay}"))
