@@ -42,6 +42,10 @@ pub enum MemoryCmd {
         tenant: String,
         /// The query text.
         query: String,
+        /// Search as an execution about this data subject does (its episodic facts are seen;
+        /// without it, only tenant-wide and promoted facts are).
+        #[arg(long)]
+        subject: Option<String>,
         /// How many facts.
         #[arg(long, default_value_t = 5)]
         k: usize,
@@ -146,12 +150,14 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
         MemoryCmd::Search {
             tenant,
             query,
+            subject,
             k,
             semantic_version,
         } => {
             let m = open_memory(data)?;
             let q = Query {
                 tenant,
+                subject,
                 text: query,
                 k,
                 min_score: -1.0,

@@ -31,6 +31,7 @@ macro_rules! memory_conformance_tests {
             another_embedding_model_is_refused,
             semantic_tier_is_versioned_and_retrieval_pins_a_version,
             subject_access_and_erasure_reach_every_index,
+            episodic_facts_are_retrieved_only_for_their_subject,
             migration_builds_side_by_side_and_switches_atomically,
         );
     };
@@ -75,6 +76,14 @@ fn memory(store: Arc<dyn MemoryStore>) -> Memory {
     Memory::new(store, Arc::new(minilm()), MemoryPolicy::default()).unwrap()
 }
 
+/// A query by an execution about `subject`.
+fn query_for(tenant: &str, subject: &str, text: &str) -> Query {
+    Query {
+        subject: Some(subject.into()),
+        ..query(tenant, text)
+    }
+}
+
 /// A distilled fact with provenance.
 pub fn fact(
     tenant: &str,
@@ -103,6 +112,7 @@ pub fn fact(
 fn query(tenant: &str, text: &str) -> Query {
     Query {
         tenant: tenant.into(),
+        subject: None,
         text: text.into(),
         k: 5,
         min_score: 0.0,
@@ -126,7 +136,7 @@ pub async fn distilled_write_is_retrieved_with_provenance(store: Arc<dyn MemoryS
         )
         .await
         .unwrap();
-    m.write(
+    m.write_tenant_wide(
         fact(
             "acme",
             None,
@@ -140,8 +150,9 @@ pub async fn distilled_write_is_retrieved_with_provenance(store: Arc<dyn MemoryS
     .unwrap();
     let r = m
         .retrieve(
-            &query(
+            &query_for(
                 "acme",
+                "cust-7",
                 "which file format does the client want for invoices?",
             ),
             t0(),
@@ -204,12 +215,15 @@ pub async fn no_query_path_crosses_tenants(store: Arc<dyn MemoryStore>) {
         .await
         .unwrap();
     let r = m
-        .retrieve(&query("tenant-b", "payment term negotiated"), t0())
+        .retrieve(
+            &query_for("tenant-b", "alice", "payment term negotiated"),
+            t0(),
+        )
         .await
         .unwrap();
     assert!(r.hits.is_empty(), "tenant-b saw {:?}", r.hits);
     assert!(
-        m.retrieve(&query("", "payment term"), t0())
+        m.retrieve(&query_for("", "alice", "payment term"), t0())
             .await
             .unwrap()
             .hits
@@ -248,7 +262,10 @@ pub async fn no_query_path_crosses_tenants(store: Arc<dyn MemoryStore>) {
         Status::Review
     );
     let hits = m
-        .retrieve(&query("tenant-a", "payment term negotiated"), t0())
+        .retrieve(
+            &query_for("tenant-a", "alice", "payment term negotiated"),
+            t0(),
+        )
         .await
         .unwrap()
         .hits;
@@ -259,7 +276,7 @@ pub async fn no_query_path_crosses_tenants(store: Arc<dyn MemoryStore>) {
 pub async fn expired_facts_are_not_retrieved_and_the_sweep_logs_them(store: Arc<dyn MemoryStore>) {
     let m = memory(store.clone());
     let policy = m
-        .write(
+        .write_tenant_wide(
             fact(
                 "acme",
                 None,
@@ -272,7 +289,7 @@ pub async fn expired_facts_are_not_retrieved_and_the_sweep_logs_them(store: Arc<
         .await
         .unwrap();
     let pref = m
-        .write(
+        .write_tenant_wide(
             fact(
                 "acme",
                 None,
@@ -412,7 +429,7 @@ pub async fn a_tenant_sweep_leaves_other_tenants_expired_facts(store: Arc<dyn Me
 /// Rule 5: retrieval returns each fact's age and flags one past its freshness window.
 pub async fn stale_facts_are_flagged_with_their_age(store: Arc<dyn MemoryStore>) {
     let m = memory(store);
-    m.write(
+    m.write_tenant_wide(
         fact(
             "acme",
             None,
@@ -466,7 +483,7 @@ pub async fn low_trust_facts_wait_for_review(store: Arc<dyn MemoryStore>) {
         .await
         .unwrap();
     assert_eq!(claim.status, Status::Review);
-    let q = query("acme", "refund without a receipt");
+    let q = query_for("acme", "bob", "refund without a receipt");
     assert!(
         m.retrieve(&q, t0()).await.unwrap().hits.is_empty(),
         "unreviewed claim retrieved"
@@ -480,7 +497,7 @@ pub async fn low_trust_facts_wait_for_review(store: Arc<dyn MemoryStore>) {
         m.review("acme", &bad.id, false).await.unwrap().status,
         Status::Rejected
     );
-    let q2 = query("acme", "gift card refunds in cash");
+    let q2 = query_for("acme", "bob", "gift card refunds in cash");
     assert!(
         m.retrieve(&q2, t0())
             .await
@@ -616,7 +633,7 @@ pub async fn another_embedding_model_is_refused(store: Arc<dyn MemoryStore>) {
     assert!(matches!(e, MemoryError::EmbeddingMismatch { .. }), "{e}");
     let v = vec![0.0f32; 384];
     let e = store
-        .search("acme", &v, minilm_128().model(), 5, t0(), 0)
+        .search("acme", None, &v, minilm_128().model(), 5, t0(), 0)
         .await
         .unwrap_err();
     assert!(matches!(e, MemoryError::EmbeddingMismatch { .. }), "{e}");
@@ -791,7 +808,10 @@ pub async fn subject_access_and_erasure_reach_every_index(store: Arc<dyn MemoryS
         assert!(store.get("acme", id).await.unwrap().is_none());
     }
     let hits = m
-        .retrieve(&query("acme", "parcel delivered to the neighbour"), t0())
+        .retrieve(
+            &query_for("acme", "erin", "parcel delivered to the neighbour"),
+            t0(),
+        )
         .await
         .unwrap()
         .hits;
@@ -812,12 +832,115 @@ pub async fn subject_access_and_erasure_reach_every_index(store: Arc<dyn MemoryS
     store.migration_switch(side.model()).await.unwrap();
     let m2 = Memory::new(store, Arc::new(side), MemoryPolicy::default()).unwrap();
     let hits = m2
-        .retrieve(&query("acme", "parcel delivered to the neighbour"), t0())
+        .retrieve(
+            &query_for("acme", "erin", "parcel delivered to the neighbour"),
+            t0(),
+        )
         .await
         .unwrap()
         .hits;
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].fact.id, e1.id);
+}
+
+/// Rule 2 (issue 12, item 3): an episodic fact about a subject is retrieved only for that
+/// subject: never for another customer of the same tenant, never for an execution about no one.
+/// A distilled fact about no one named is retrieved by none; knowledge every execution may see is
+/// marked so (tenant scope, written by an operator) or promoted to the semantic tier.
+pub async fn episodic_facts_are_retrieved_only_for_their_subject(store: Arc<dyn MemoryStore>) {
+    let m = memory(store.clone());
+    let a = m
+        .write(
+            fact(
+                "acme",
+                Some("cust-a"),
+                "The customer wants order updates by e-mail",
+                "preference",
+                Trust::Agent,
+            ),
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.scope, crate::fact::Scope::Subject);
+    let anonymous = m
+        .write(
+            fact(
+                "acme",
+                None,
+                "The customer wants order updates by text message",
+                "preference",
+                Trust::Agent,
+            ),
+            t0(),
+        )
+        .await
+        .unwrap();
+    let wide = m
+        .write_tenant_wide(
+            fact(
+                "acme",
+                None,
+                "Order updates are sent when an order ships",
+                "stable",
+                Trust::Operator,
+            ),
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        m.write_tenant_wide(
+            fact("acme", Some("cust-a"), "About A", "stable", Trust::Operator),
+            t0()
+        )
+        .await
+        .is_err(),
+        "a fact about a subject cannot be tenant-wide"
+    );
+    let ids = |q: Query| {
+        let m = m.clone();
+        async move {
+            let mut q = q;
+            q.k = 10;
+            let mut ids: Vec<String> = m
+                .retrieve(&q, t0())
+                .await
+                .unwrap()
+                .hits
+                .into_iter()
+                .map(|h| h.fact.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let text = "Where is my order? How will I hear about it?";
+    let mut want_a = vec![a.id.clone(), wide.id.clone()];
+    want_a.sort();
+    assert_eq!(ids(query_for("acme", "cust-a", text)).await, want_a);
+    assert_eq!(
+        ids(query_for("acme", "cust-b", text)).await,
+        vec![wide.id.clone()],
+        "customer B never sees customer A's or an unnamed customer's facts"
+    );
+    assert_eq!(
+        ids(query("acme", text)).await,
+        vec![wide.id.clone()],
+        "an execution about no one sees no subject's facts"
+    );
+    assert!(
+        !ids(query_for("acme", "cust-a", text))
+            .await
+            .contains(&anonymous.id),
+        "a fact about someone nobody named is nobody's"
+    );
+    // Promoted by a person, A's fact becomes documentation every execution of the tenant reads.
+    let (promoted, _) = m.promote("acme", &a.id, "ops", &[], t0()).await.unwrap();
+    let b = ids(query_for("acme", "cust-b", text)).await;
+    assert!(b.contains(&promoted.id), "{b:?}");
+    assert!(!b.contains(&a.id), "{b:?}");
+    assert!(ids(query_for("other", "cust-a", text)).await.is_empty());
 }
 
 /// Rule 7: a migration builds the new index beside the old one; until the switch the old model
@@ -833,7 +956,7 @@ pub async fn migration_builds_side_by_side_and_switches_atomically(store: Arc<dy
     .enumerate()
     {
         let tenant = if i == 2 { "other" } else { "acme" };
-        m.write(fact(tenant, None, text, "stable", Trust::ToolRecord), t0())
+        m.write_tenant_wide(fact(tenant, None, text, "stable", Trust::ToolRecord), t0())
             .await
             .unwrap();
     }

@@ -40,6 +40,30 @@ pub enum Tier {
     Semantic,
 }
 
+/// Who may retrieve an episodic fact. Semantic facts (promoted by a person) are tenant-wide
+/// whatever their scope.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Only executions about the fact's subject; a fact with no subject is retrieved by none (it
+    /// is about someone nobody named). The default, and what every distilled fact gets.
+    #[default]
+    Subject,
+    /// Every execution of the tenant: knowledge about no one in particular, marked so on purpose
+    /// (written by an operator, never by the distiller).
+    Tenant,
+}
+
+impl Scope {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Subject => "subject",
+            Scope::Tenant => "tenant",
+        }
+    }
+}
+
 /// Review state: only `active` facts are retrievable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -185,6 +209,9 @@ pub struct Fact {
     /// Episodic fact this one was promoted from.
     #[serde(default)]
     pub promoted_from: Option<String>,
+    /// Who may retrieve it (episodic facts; facts stored before scopes existed read `subject`).
+    #[serde(default)]
+    pub scope: Scope,
 }
 
 /// One retrieval result.
@@ -205,6 +232,9 @@ pub struct Hit {
 pub struct Query {
     /// Tenant; the only memory a query can ever see.
     pub tenant: String,
+    /// Data subject the asking execution is about: the only subject whose episodic facts it can
+    /// see (`None`: no subject's). Tenant-wide and semantic facts are seen either way.
+    pub subject: Option<String>,
     /// Text to search for.
     pub text: String,
     /// How many facts.

@@ -32,7 +32,8 @@ pub mod store;
 pub use embed::{Embedder, MiniLm, OpenAiEmbedder};
 pub use error::MemoryError;
 pub use fact::{
-    EmbeddingModel, Fact, Hit, NewFact, PiiAction, Provenance, Query, Status, Swept, Tier, Trust,
+    EmbeddingModel, Fact, Hit, NewFact, PiiAction, Provenance, Query, Scope, Status, Swept, Tier,
+    Trust,
 };
 pub use memory::{Memory, Retrieval};
 pub use pg::PgMemory;

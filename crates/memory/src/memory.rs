@@ -5,7 +5,7 @@
 
 use crate::embed::Embedder;
 use crate::error::MemoryError;
-use crate::fact::{Fact, Hit, NewFact, Query, Status, Swept, Tier, Trust};
+use crate::fact::{Fact, Hit, NewFact, Query, Scope, Status, Swept, Tier, Trust};
 use crate::pii;
 use crate::policy::MemoryPolicy;
 use crate::store::{CatalogueVersion, MemoryStore, check_model};
@@ -51,10 +51,30 @@ impl Memory {
         })
     }
 
-    /// Screens, classifies and stores one distilled fact. A fact the PII policy rejects is an
-    /// error ([`MemoryError::PiiRejected`]) and nothing is stored.
+    /// Screens, classifies and stores one distilled fact, retrievable only for its subject
+    /// ([`Scope::Subject`]). A fact the PII policy rejects is an error
+    /// ([`MemoryError::PiiRejected`]) and nothing is stored.
     pub async fn write(&self, new: NewFact, now: DateTime<Utc>) -> Result<Fact, MemoryError> {
         let fact = self.prepare(new, uuid::Uuid::now_v7().to_string(), now)?;
+        self.store(&fact).await?;
+        Ok(fact)
+    }
+
+    /// Like [`Memory::write`], for knowledge about no one in particular that every execution of
+    /// the tenant may retrieve ([`Scope::Tenant`]): an operator's act, never the distiller's. A
+    /// fact about a subject cannot be tenant-wide.
+    pub async fn write_tenant_wide(
+        &self,
+        new: NewFact,
+        now: DateTime<Utc>,
+    ) -> Result<Fact, MemoryError> {
+        if new.provenance.subject.is_some() {
+            return Err(MemoryError::Invalid(
+                "a fact about a subject cannot be tenant-wide".into(),
+            ));
+        }
+        let mut fact = self.prepare(new, uuid::Uuid::now_v7().to_string(), now)?;
+        fact.scope = Scope::Tenant;
         self.store(&fact).await?;
         Ok(fact)
     }
@@ -98,6 +118,7 @@ impl Memory {
             provenance: new.provenance,
             pii: screened.actions,
             promoted_from: None,
+            scope: Scope::Subject,
         };
         Ok(fact)
     }
@@ -134,7 +155,15 @@ impl Memory {
         let v = self.embed_one(&q.text).await?;
         let found = self
             .store
-            .search(&q.tenant, &v, self.embedder.model(), q.k, now, version)
+            .search(
+                &q.tenant,
+                q.subject.as_deref(),
+                &v,
+                self.embedder.model(),
+                q.k,
+                now,
+                version,
+            )
             .await?;
         let hits = found
             .into_iter()

@@ -247,6 +247,7 @@ impl MemoryStore for PgMemory {
     async fn search(
         &self,
         tenant: &str,
+        subject: Option<&str>,
         vector: &[f32],
         model: &EmbeddingModel,
         k: usize,
@@ -269,7 +270,8 @@ impl MemoryStore for PgMemory {
                      FROM {} v JOIN keel_facts f ON f.id = v.fact_id
                      WHERE v.tenant = $2 AND f.tenant = $2
                        AND (f.expires_ms IS NULL OR f.expires_ms > $3)
-                       AND ((f.tier = 'episodic' AND f.status = 'active')
+                       AND ((f.tier = 'episodic' AND f.status = 'active'
+                             AND (f.doc->>'scope' = 'tenant' OR f.subject = $6))
                          OR (f.tier = 'semantic' AND f.sem_from <= $4 AND (f.sem_to IS NULL OR f.sem_to > $4)))
                      ORDER BY v.embedding <=> $1 LIMIT $5",
                     vector_table(model)
@@ -280,6 +282,7 @@ impl MemoryStore for PgMemory {
                     &now.timestamp_millis(),
                     &(semantic_version as i64),
                     &(k as i64),
+                    &subject,
                 ],
             )
             .await
@@ -290,7 +293,7 @@ impl MemoryStore for PgMemory {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let fact = decode(r.get::<_, &str>(0))?;
-            if fact.tenant == tenant && retrievable(&fact, now, semantic_version) {
+            if fact.tenant == tenant && retrievable(&fact, subject, now, semantic_version) {
                 out.push((fact, r.get::<_, f32>(1)));
             }
         }

@@ -277,6 +277,7 @@ impl MemoryStore for SqliteMemory {
     async fn search(
         &self,
         tenant: &str,
+        subject: Option<&str>,
         vector: &[f32],
         model: &EmbeddingModel,
         k: usize,
@@ -297,7 +298,7 @@ impl MemoryStore for SqliteMemory {
             for (id, score) in &found {
                 if let Some(doc) = g.fact(tenant, id).map_err(self.err("read fact"))? {
                     let fact = decode(&doc)?;
-                    if fact.tenant == tenant && retrievable(&fact, now, semantic_version) {
+                    if fact.tenant == tenant && retrievable(&fact, subject, now, semantic_version) {
                         out.push((fact, *score));
                         if out.len() == k {
                             return Ok(out);

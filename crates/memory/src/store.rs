@@ -4,7 +4,9 @@
 //! 1. **Tenant isolation.** Every read and write names a tenant; no call returns or changes
 //!    another tenant's facts (pgvector: enforced by row-level security, not only by the query).
 //! 2. **Only retrievable facts are searched**: episodic facts that are `active` and not expired at
-//!    `now`, and semantic facts visible in the requested catalogue version.
+//!    `now`, and semantic facts visible in the requested catalogue version. An episodic fact is
+//!    searched only for its own subject, unless its scope is [`Scope::Tenant`]; a search for no
+//!    subject sees no subject's episodic facts.
 //! 3. **Pinned embeddings.** The store records its embedding model; a write or search with another
 //!    model is refused with [`MemoryError::EmbeddingMismatch`].
 //! 4. **Migration is side by side.** `migration_*` fill a second index for a new model; only
@@ -15,7 +17,7 @@
 //!    (an operator job), `sweep_tenant` for one tenant only.
 
 use crate::error::MemoryError;
-use crate::fact::{EmbeddingModel, Fact, Status, Swept};
+use crate::fact::{EmbeddingModel, Fact, Scope, Status, Swept};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -39,10 +41,13 @@ pub trait MemoryStore: Send + Sync {
         model: &EmbeddingModel,
     ) -> Result<(), MemoryError>;
 
-    /// The `k` most similar retrievable facts of `tenant`, best first, with cosine scores.
+    /// The `k` most similar retrievable facts of `tenant` for an execution about `subject`, best
+    /// first, with cosine scores.
+    #[allow(clippy::too_many_arguments)] // each is one axis of the query; a struct would only rename them
     async fn search(
         &self,
         tenant: &str,
+        subject: Option<&str>,
         vector: &[f32],
         model: &EmbeddingModel,
         k: usize,
@@ -134,14 +139,26 @@ pub fn check_dim(model: &EmbeddingModel, v: &[f32]) -> Result<(), MemoryError> {
     Ok(())
 }
 
-/// True if `fact` may be returned by a search at `now` reading catalogue version `v`.
-pub fn retrievable(fact: &Fact, now: DateTime<Utc>, v: CatalogueVersion) -> bool {
+/// True if `fact` may be returned by a search for an execution about `subject` at `now` reading
+/// catalogue version `v`.
+pub fn retrievable(
+    fact: &Fact,
+    subject: Option<&str>,
+    now: DateTime<Utc>,
+    v: CatalogueVersion,
+) -> bool {
     use crate::fact::Tier;
     if fact.expires_at.is_some_and(|e| e <= now) {
         return false;
     }
     match fact.tier {
-        Tier::Episodic => fact.status == Status::Active,
+        Tier::Episodic => {
+            let visible = match fact.scope {
+                Scope::Tenant => true,
+                Scope::Subject => fact.subject.is_some() && fact.subject.as_deref() == subject,
+            };
+            visible && fact.status == Status::Active
+        }
         Tier::Semantic => {
             fact.semantic_from.is_some_and(|f| f <= v) && fact.semantic_to.is_none_or(|t| t > v)
         }

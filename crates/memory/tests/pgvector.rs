@@ -87,7 +87,7 @@ async fn sigkill_mid_migration_leaves_the_old_index_serving() {
                 "Customer number {i} prefers deliveries on day {} of the week",
                 i % 7
             );
-            m.write(fact("acme", None, &text, "stable", Trust::ToolRecord), now)
+            m.write_tenant_wide(fact("acme", None, &text, "stable", Trust::ToolRecord), now)
                 .await
                 .unwrap();
         }
@@ -122,6 +122,7 @@ async fn sigkill_mid_migration_leaves_the_old_index_serving() {
     let old = Memory::new(store.clone(), Arc::new(minilm()), MemoryPolicy::default()).unwrap();
     let q = Query {
         tenant: "acme".into(),
+        subject: None,
         text: "which customer wants deliveries on day 3".into(),
         k: 10,
         min_score: 0.0,

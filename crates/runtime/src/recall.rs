@@ -133,6 +133,7 @@ fn provenance_json(fact: &Fact) -> Value {
         "pii": fact.pii,
         "expires_at": fact.expires_at,
         "fresh_until": fact.fresh_until,
+        "scope": fact.scope,
     })
 }
 
@@ -161,8 +162,15 @@ pub async fn before_first_call(
         return Ok(None);
     };
     let tenant = state.tenant.clone().map(|t| t.0).unwrap_or_default();
+    // Episodic memory is per subject: only the facts about the customer this execution is about
+    // (none if it names no one), beside the tenant-wide and promoted ones.
+    let subject = match state.exec_id {
+        Some(exec_id) => agent.log.subject_of(exec_id).await?,
+        None => None,
+    };
     let q = Query {
         tenant,
+        subject,
         text: goal.to_owned(),
         k: strategy.memory.k,
         min_score: strategy.memory.min_score,
@@ -196,7 +204,7 @@ pub fn memory_message(m: &MemoryRetrieved) -> Option<String> {
         return None;
     }
     let mut out = String::from(
-        "Memory: facts distilled from earlier conversations with this tenant, best match first. \
+        "Memory: facts from earlier conversations with this customer and the tenant's curated knowledge, best match first. \
 Each shows its age; a fact marked STALE is past its freshness window, so check it before relying on it.\n",
     );
     for c in &m.chunks {
@@ -512,6 +520,7 @@ pub async fn rebuild_from_log(
                 },
                 pii: parsed(&p["pii"]).unwrap_or_default(),
                 promoted_from: None,
+                scope: parsed(&p["scope"]).unwrap_or_default(),
             };
             memory.store(&fact).await?;
             stored += 1;

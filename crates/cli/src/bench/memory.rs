@@ -196,6 +196,8 @@ fn synthetic_fact(i: usize, tenant: &str) -> Fact {
         provenance: nf.provenance,
         pii: vec![],
         promoted_from: None,
+        // Every query of the bench may see every synthetic fact.
+        scope: keel_memory::Scope::Tenant,
     }
 }
 
@@ -281,7 +283,7 @@ async fn pgvector(n: usize, out: &mut Map<String, Value>, quiet: bool) -> anyhow
     for _ in 0..QUERIES {
         let q = synth.next();
         let t = Instant::now();
-        let found = store.search("bench", &q, &model, 10, now, 0).await?;
+        let found = store.search("bench", None, &q, &model, 10, now, 0).await?;
         times.push(ms(t.elapsed()));
         let exact = exact_index.search_exact(&q, 10);
         let f: Vec<&str> = found.iter().map(|(f, _)| f.id.as_str()).collect();
@@ -335,7 +337,7 @@ async fn real(data: &Path, out: &mut Map<String, Value>, quiet: bool) -> anyhow:
                 ["Mondays", "Fridays", "weekends", "mornings", "evenings"][i % 5]
             );
             let t = Instant::now();
-            m.write(fact("bench", None, &text, "preference", Trust::Agent), now)
+            m.write_tenant_wide(fact("bench", None, &text, "preference", Trust::Agent), now)
                 .await?;
             writes.push(ms(t.elapsed()));
         }
@@ -343,6 +345,7 @@ async fn real(data: &Path, out: &mut Map<String, Value>, quiet: bool) -> anyhow:
         for i in 0..100 {
             let q = Query {
                 tenant: "bench".into(),
+                subject: None,
                 text: format!(
                     "how does customer {i} want {} handled",
                     subjects[i % subjects.len()]
