@@ -58,7 +58,8 @@ pub enum ObserveCmd {
         #[arg(long, default_value_t = 14)]
         days: u32,
         /// An alarm, `[strategy:]metric>bound` or `<bound` (repeatable), e.g.
-        /// `support-short:p95_steps>4`.
+        /// `support-short:p95_steps>4`. The strategy is a name (every version of it), one full
+        /// version, or `*`; one that no execution in the store has run is an error.
         #[arg(long = "alarm")]
         alarms: Vec<String>,
         /// Print one JSON object.
@@ -412,6 +413,7 @@ async fn slo_cmd(
 ) -> anyhow::Result<()> {
     let alarms: Vec<slo::Alarm> = alarms.iter().map(|a| a.parse()).collect::<Result<_, _>>()?;
     let (log, p) = refresh(data).await?;
+    slo::check_strategies(&alarms, &slo::strategy_versions(&*p, &Scope::Admin).await?)?;
     let since = (keel_spine::clock::SystemClock.now() - chrono::Duration::days(i64::from(days)))
         .format("%Y-%m-%d")
         .to_string();

@@ -139,3 +139,60 @@ fn ok_ref(out: &Output) -> String {
     );
     String::from_utf8(out.stdout.clone()).unwrap()
 }
+
+/// Regression: `--alarm "support-short:…"`, the form `--help` shows, compared the name with full
+/// versions (`support-short/v1/…`), so it never fired, and an unknown strategy passed silently.
+#[test]
+fn slo_alarms_name_a_strategy_or_a_full_version_and_an_unknown_one_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    ok(keel(
+        &data,
+        &[
+            "run",
+            "--strategy",
+            "support-short",
+            "--json",
+            "Where is my order A-1017?",
+        ],
+    ));
+    let report: Value = serde_json::from_str(&ok(keel(&data, &["slo", "--json"]))).unwrap();
+    let version = report["strategies"][0]["strategy_version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(version.starts_with("support-short/"), "{version}");
+
+    // By name: fires and is recorded.
+    let out = keel(&data, &["slo", "--alarm", "support-short:p95_steps>0"]);
+    ok_ref(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("ALARM {version}: p95_steps")) && stderr.contains("recorded"),
+        "{stderr}"
+    );
+    // By full version: fires too (the same breach, already recorded).
+    let out = keel(
+        &data,
+        &["slo", "--alarm", &format!("{version}:p95_steps>0")],
+    );
+    ok_ref(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("ALARM {version}: p95_steps")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A bound that holds does not fire.
+    let out = keel(&data, &["slo", "--alarm", "support-short:p95_steps>1000"]);
+    ok_ref(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("ALARM"));
+    // An unknown strategy is an error naming the known ones.
+    let out = keel(&data, &["slo", "--alarm", "support-shrot:outcome_rate<0.9"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown strategy \"support-shrot\"")
+            && stderr.contains("known strategies: support-short"),
+        "{stderr}"
+    );
+}

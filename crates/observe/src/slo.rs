@@ -6,7 +6,9 @@
 //! (tool): calls, failures and failure rate; and retrieval-relevance sampling (retrievals queued
 //! for a human rating, how many were rated, the mean rating).
 //!
-//! An [`Alarm`] is a bound on one metric (`support-short:p95_steps>8`, `*:outcome_rate<0.9`).
+//! An [`Alarm`] is a bound on one metric (`support-short:p95_steps>8`, `*:outcome_rate<0.9`); it
+//! names a strategy (every version of it) or one full strategy version, and
+//! [`check_strategies`] refuses a name no execution in the store has used.
 //! [`check`] compares the report against the alarms; [`emit`] appends one `slo.alarmed` event
 //! per breach to the control stream, unless the same breach was already recorded over the same
 //! number of executions (so re-running the check without new data does not repeat it).
@@ -259,7 +261,8 @@ impl StrategySlo {
 /// A configured bound: `[strategy:]metric>bound` or `<bound`; strategy `*` or omitted for all.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Alarm {
-    /// The strategy version it watches; `None` for every one.
+    /// The strategy it watches: a name (`support-short`, every version of it) or one full
+    /// version (`support-short/v1/gpt-4o-mini/3f9a…`); `None` for every one.
     pub strategy: Option<String>,
     /// The metric (one of [`METRICS`]).
     pub metric: String,
@@ -309,15 +312,70 @@ impl std::str::FromStr for Alarm {
     }
 }
 
+impl Alarm {
+    /// True when this alarm watches strategy version `version` (`name/prompt/model/hash`):
+    /// every version when it names none, else the version itself or any version of that name.
+    pub fn watches(&self, version: &str) -> bool {
+        match &self.strategy {
+            None => true,
+            Some(s) => s == version || version.split('/').next() == Some(s.as_str()),
+        }
+    }
+}
+
+/// Refuses an alarm whose strategy matches none of `known` (every strategy version recorded in
+/// the store): such an alarm could never fire, and a typo must not pass for a quiet SLO. The
+/// error names the known strategies.
+pub fn check_strategies(alarms: &[Alarm], known: &[String]) -> Result<()> {
+    for a in alarms {
+        let Some(name) = &a.strategy else { continue };
+        if known.iter().any(|v| a.watches(v)) {
+            continue;
+        }
+        let mut names: Vec<&str> = known.iter().filter_map(|v| v.split('/').next()).collect();
+        names.dedup();
+        let detail = if names.is_empty() {
+            format!("unknown strategy {name:?}: no execution in this store has run a strategy yet")
+        } else {
+            format!(
+                "unknown strategy {name:?}; known strategies: {} (or one of their full versions: {})",
+                names.join(", "),
+                known.join(", ")
+            )
+        };
+        return Err(ObserveError::Config {
+            what: format!("alarm on {name:?}"),
+            detail,
+        });
+    }
+    Ok(())
+}
+
+/// Every strategy version recorded in the store (any window), in order.
+pub async fn strategy_versions(
+    projections: &dyn ProjectionStore,
+    scope: &Scope,
+) -> Result<Vec<String>> {
+    let rows = projections
+        .query(
+            scope,
+            "SELECT DISTINCT strategy_version FROM gold.executions ORDER BY 1",
+        )
+        .await?;
+    Ok(rows
+        .rows
+        .iter()
+        .filter_map(|r| r.first().map(s))
+        .filter(|v| !v.is_empty())
+        .collect())
+}
+
 /// The breaches of `alarms` in `report`, one per (alarm, strategy version).
 pub fn check(report: &SloReport, alarms: &[Alarm]) -> Vec<SloAlarmed> {
     let mut out = Vec::new();
     for a in alarms {
         for st in &report.strategies {
-            if a.strategy
-                .as_ref()
-                .is_some_and(|s| *s != st.strategy_version)
-            {
+            if !a.watches(&st.strategy_version) {
                 continue;
             }
             let Some(value) = st.metric(&a.metric) else {
