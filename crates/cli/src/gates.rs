@@ -327,7 +327,17 @@ pub fn tokens(data: &Path, cmd: TokensCmd) -> anyhow::Result<()> {
 }
 
 /// `keel serve`.
-pub async fn serve(data: &Path, cfg: &ConfigArgs, addr: &str) -> anyhow::Result<()> {
+pub async fn serve(
+    data: &Path,
+    cfg: &ConfigArgs,
+    addr: &str,
+    public_origin: Option<String>,
+) -> anyhow::Result<()> {
+    if let Some(o) = &public_origin
+        && !(o.starts_with("https://") || o.starts_with("http://"))
+    {
+        anyhow::bail!("--public-origin {o:?}: expected http://host[:port] or https://host[:port]");
+    }
     // With no configuration of its own (no tools/ and strategies/ here), serve the demo's.
     let env = if cfg.tools.exists() || cfg.strategies.exists() {
         open(data, cfg)?
@@ -355,7 +365,8 @@ pub async fn serve(data: &Path, cfg: &ConfigArgs, addr: &str) -> anyhow::Result<
         "  a token: keel --data {} tokens create --tenant acme --role approver --role operator",
         data.display()
     );
-    let state = keel_server::App::new(&env, tokens);
+    let mut state = keel_server::App::new(&env, tokens);
+    keel_server::web::configure(&mut state, keel_server::web::WebConfig { public_origin })?;
     keel_server::serve(listener, state).await?;
     Ok(())
 }

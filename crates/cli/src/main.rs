@@ -106,6 +106,11 @@ enum Command {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: String,
+        /// The origin browsers use when the server sits behind a proxy or TLS terminator
+        /// (`https://keel.example.com`): only it may post the web UI's forms, and an https
+        /// origin makes the session cookie `Secure`.
+        #[arg(long)]
+        public_origin: Option<String>,
         #[command(flatten)]
         config: agents::ConfigArgs,
     },
@@ -165,7 +170,11 @@ fn main() -> ExitCode {
                 gates::strategies(&cli.data, &config, command).await
             }
             Command::Tokens { command } => gates::tokens(&cli.data, command),
-            Command::Serve { addr, config } => gates::serve(&cli.data, &config, &addr).await,
+            Command::Serve {
+                addr,
+                public_origin,
+                config,
+            } => gates::serve(&cli.data, &config, &addr, public_origin).await,
             Command::Bench { target } => bench::run(&cli.data, target).await,
             Command::Observe(cmd) => observe::run(&cli.data, cmd).await,
             Command::Memory { command } => memory::run(&cli.data, command).await,

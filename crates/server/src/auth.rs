@@ -2,6 +2,10 @@
 //! stored (in `DIR/auth.db`), so a leaked database does not leak tokens. Every request resolves
 //! its token to a [`Principal`]; handlers then check the role and scope every lookup by the
 //! principal's tenant, answering 404 for anything of another tenant.
+//!
+//! The web UI does not carry the token: logging in with one creates a session (a random id whose
+//! SHA-256 is stored in the `sessions` table beside the tokens, so it survives restarts and every
+//! server process sharing the directory knows it), with an expiry; logging out deletes it.
 
 use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension};
@@ -107,6 +111,12 @@ impl Tokens {
                  roles TEXT NOT NULL,
                  name TEXT NOT NULL,
                  created_at TEXT NOT NULL
+             ) STRICT;
+             CREATE TABLE IF NOT EXISTS sessions (
+                 hash TEXT PRIMARY KEY,
+                 token_hash TEXT NOT NULL,
+                 created_at INTEGER NOT NULL,
+                 expires_at INTEGER NOT NULL
              ) STRICT;",
         )
         .map_err(err)?;
@@ -158,5 +168,53 @@ impl Tokens {
             roles: roles.split(',').filter_map(Role::parse).collect(),
             name,
         }))
+    }
+
+    /// Opens a UI session for `token` (unix seconds `now`, lasting `ttl_secs`): the session id,
+    /// the only time it exists in clear, or `None` if the token is not one of ours. Expired
+    /// sessions are deleted on the way.
+    pub fn create_session(
+        &self,
+        token: &str,
+        now: i64,
+        ttl_secs: i64,
+    ) -> Result<Option<String>, AuthError> {
+        if self.resolve(token)?.is_none() {
+            return Ok(None);
+        }
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let sid = format!("ks_{}", hex::encode(bytes));
+        self.with(|c| {
+            c.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])?;
+            c.execute(
+                "INSERT INTO sessions (hash, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                (hash(&sid), hash(token), now, now.saturating_add(ttl_secs)),
+            )
+        })?;
+        Ok(Some(sid))
+    }
+
+    /// The principal of a live session (not expired at `now`, its token still known).
+    pub fn resolve_session(&self, sid: &str, now: i64) -> Result<Option<Principal>, AuthError> {
+        let row: Option<(String, String, String)> = self.with(|c| {
+            c.prepare_cached(
+                "SELECT t.tenant, t.roles, t.name FROM sessions AS s JOIN tokens AS t
+                 ON t.hash = s.token_hash WHERE s.hash = ?1 AND s.expires_at > ?2",
+            )?
+            .query_row((hash(sid), now), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
+        })?;
+        Ok(row.map(|(tenant, roles, name)| Principal {
+            tenant,
+            roles: roles.split(',').filter_map(Role::parse).collect(),
+            name,
+        }))
+    }
+
+    /// Ends a session (logout): its id is worthless from now on, in every process.
+    pub fn revoke_session(&self, sid: &str) -> Result<bool, AuthError> {
+        let n = self.with(|c| c.execute("DELETE FROM sessions WHERE hash = ?1", [hash(sid)]))?;
+        Ok(n > 0)
     }
 }

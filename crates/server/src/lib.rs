@@ -19,6 +19,7 @@ pub mod observe;
 pub mod params;
 pub mod ratings;
 pub mod ui;
+pub mod web;
 
 use auth::{Principal, Tokens};
 use axum::Router;
@@ -52,6 +53,8 @@ pub struct App {
     pub wake: Notify,
     /// The data directory (the embedded projections live in `observe.db` there).
     pub data: std::path::PathBuf,
+    /// How browsers reach the server (the UI's cookie and origin checks).
+    pub web: web::WebConfig,
     /// The projections (`KEEL_PROJECTIONS_URL`, else `DATA/observe.db`), opened on first use;
     /// held only while they catch up with the spine.
     pub projections: tokio::sync::Mutex<Option<Box<dyn keel_observe::ProjectionStore>>>,
@@ -75,6 +78,7 @@ impl App {
             approvals: env.approvals.clone(),
             control: env.agent.control.clone(),
             tokens,
+            web: web::WebConfig::default(),
             wake: Notify::new(),
             data: env
                 .log
@@ -102,6 +106,12 @@ pub fn router(state: State) -> Router {
         .merge(ui::routes())
         .merge(observe::routes())
         .merge(ratings::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            web::csrf,
+        ))
+        .layer(axum::middleware::from_fn(web::json_only))
+        .layer(axum::middleware::from_fn(web::security_headers))
         .with_state(state)
 }
 
@@ -142,15 +152,21 @@ pub async fn serve(listener: tokio::net::TcpListener, state: State) -> std::io::
     axum::serve(listener, router(state)).await
 }
 
-/// The caller, from `Authorization: Bearer …` or the UI's `keel_token` cookie.
+/// The caller: on the API, from `Authorization: Bearer …` only (an ambient cookie never
+/// authenticates an API call); on the web UI's pages (`/ui/…`), from the session cookie.
 pub struct Caller(pub Principal);
 
 impl FromRequestParts<State> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
-        let token = bearer(parts).or_else(|| cookie(&parts.headers, "keel_token"));
-        let Some(token) = token else {
+        if parts.uri.path().starts_with("/ui/") {
+            return match web::session_principal(state, &parts.headers)? {
+                Some(p) => Ok(Caller(p)),
+                None => Err(ApiError::Unauthorized("no live session".into())),
+            };
+        }
+        let Some(token) = bearer(parts) else {
             return Err(ApiError::Unauthorized("no bearer token".into()));
         };
         match state.tokens.resolve(&token)? {

@@ -196,6 +196,7 @@ struct RetrievalsPage {
     flash: String,
     unrated: Vec<SampleRow>,
     rated: Vec<SampleRow>,
+    csrf: String,
 }
 
 fn text_of(v: &Value) -> String {
@@ -248,7 +249,7 @@ async fn sample_rows(state: &State, rows: &Rows) -> Vec<SampleRow> {
     out
 }
 
-async fn view(state: &State, p: &Principal, flash: String) -> Response {
+async fn view(state: &State, p: &Principal, csrf: String, flash: String) -> Response {
     if !p.may(ROLES) {
         return ApiError::Forbidden("rating retrievals needs the approver or operator role".into())
             .into_response();
@@ -272,6 +273,7 @@ async fn view(state: &State, p: &Principal, flash: String) -> Response {
         flash,
         unrated: sample_rows(state, &unrated).await,
         rated,
+        csrf,
     };
     match page.render() {
         Ok(html) => Html(html).into_response(),
@@ -281,10 +283,12 @@ async fn view(state: &State, p: &Principal, flash: String) -> Response {
 
 async fn page(
     axum::extract::State(state): axum::extract::State<State>,
+    headers: axum::http::HeaderMap,
     caller: Result<Caller, ApiError>,
 ) -> Response {
+    let csrf = crate::web::csrf_of(&headers);
     match caller {
-        Ok(c) => view(&state, &c.0, String::new()).await,
+        Ok(c) => view(&state, &c.0, csrf, String::new()).await,
         Err(_) => Redirect::to("/ui/login").into_response(),
     }
 }
@@ -299,10 +303,12 @@ struct RateForm {
 
 async fn rate_form(
     axum::extract::State(state): axum::extract::State<State>,
+    headers: axum::http::HeaderMap,
     caller: Result<Caller, ApiError>,
     Path((exec_id, seq)): Path<(String, String)>,
     Form(f): Form<RateForm>,
 ) -> Response {
+    let csrf = crate::web::csrf_of(&headers);
     let p = match caller {
         Ok(c) => c.0,
         Err(_) => return Redirect::to("/ui/login").into_response(),
@@ -311,6 +317,7 @@ async fn rate_form(
         return view(
             &state,
             &p,
+            csrf,
             "rating needs the approver or operator role".into(),
         )
         .await;
@@ -321,6 +328,7 @@ async fn rate_form(
             return view(
                 &state,
                 &p,
+                csrf,
                 format!("choose a grade from 0 to {MAX_RELEVANCE}"),
             )
             .await;
@@ -329,6 +337,6 @@ async fn rate_form(
     let note = Some(f.note.trim().to_owned()).filter(|n| !n.is_empty());
     match record(&state, &p, &exec_id, &seq, g, note).await {
         Ok(_) => Redirect::to("/ui/retrievals").into_response(),
-        Err(e) => view(&state, &p, e.to_string()).await,
+        Err(e) => view(&state, &p, csrf, e.to_string()).await,
     }
 }

@@ -1,5 +1,6 @@
 //! The web UI: server-rendered pages (askama templates in `templates/`), plain forms, no
-//! front-end build. Log in with an API token (kept in an HttpOnly, SameSite=Strict cookie); the
+//! front-end build. Log in with an API token, which opens a server-side session (the cookie holds
+//! the session's id, never the token; see [`crate::web`] for the cookie, CSRF and headers); the
 //! approval queue shows each gate's evidence pack with approve / reject and a reason; executions
 //! list; an execution's trace as a timeline of steps with tokens, cost and latency; the
 //! kill-switch panel. Pages that show work in flight refresh themselves.
@@ -29,6 +30,7 @@ pub(crate) fn routes() -> Router<State> {
         .route("/ui", get(|| async { Redirect::to("/ui/gates") }))
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/logout", get(logout))
+        .route("/ui/keel.css", get(crate::web::stylesheet))
         .route("/ui/gates", get(gates_page))
         .route("/ui/gates/{id}/decision", post(decide))
         .route("/ui/executions", get(executions_page))
@@ -50,12 +52,12 @@ fn who(p: &Principal) -> String {
     format!("{} ({}) · tenant {}", p.name, roles.join(", "), p.tenant)
 }
 
-/// The logged-in principal, or a redirect to the login page.
+/// The principal of the live UI session, or a redirect to the login page.
 fn principal(state: &State, headers: &HeaderMap) -> Result<Principal, Box<Response>> {
-    match crate::cookie(headers, "keel_token").map(|t| state.tokens.resolve(&t)) {
-        Some(Ok(Some(p))) => Ok(p),
-        Some(Err(e)) => Err(Box::new(ApiError::from(e).into_response())),
-        _ => Err(Box::new(Redirect::to("/ui/login").into_response())),
+    match crate::web::session_principal(state, headers) {
+        Ok(Some(p)) => Ok(p),
+        Err(e) => Err(Box::new(ApiError::from(e).into_response())),
+        Ok(None) => Err(Box::new(Redirect::to("/ui/login").into_response())),
     }
 }
 
@@ -88,12 +90,13 @@ async fn login(
     Form(f): Form<LoginForm>,
 ) -> Response {
     let token = f.token.trim();
-    match state.tokens.resolve(token) {
-        Ok(Some(_)) => (
-            [(
-                header::SET_COOKIE,
-                format!("keel_token={token}; HttpOnly; SameSite=Strict; Path=/"),
-            )],
+    let session =
+        state
+            .tokens
+            .create_session(token, crate::web::now_unix(), crate::web::SESSION_TTL_SECS);
+    match session {
+        Ok(Some(sid)) => (
+            [(header::SET_COOKIE, crate::web::session_cookie(&state, &sid))],
             Redirect::to("/ui/gates"),
         )
             .into_response(),
@@ -111,12 +114,20 @@ async fn login(
     }
 }
 
-async fn logout() -> Response {
+/// Ends the session server-side (the cookie, if kept, is worthless) and removes the cookie. A
+/// link, not a form: the `SameSite=Strict` cookie does not reach it from another site, so another
+/// site cannot log anyone out.
+async fn logout(
+    axum::extract::State(state): axum::extract::State<State>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(sid) = crate::cookie(&headers, crate::web::SESSION_COOKIE)
+        && let Err(e) = state.tokens.revoke_session(&sid)
+    {
+        return ApiError::from(e).into_response();
+    }
     (
-        [(
-            header::SET_COOKIE,
-            "keel_token=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0".to_string(),
-        )],
+        [(header::SET_COOKIE, crate::web::cleared_cookie(&state))],
         Redirect::to("/ui/login"),
     )
         .into_response()
@@ -256,6 +267,7 @@ struct GatesPage {
     pending: Vec<GateCard>,
     decided: Vec<DecidedRow>,
     reviews: Vec<(String, String, String)>,
+    csrf: String,
 }
 
 async fn gates_page(
@@ -266,10 +278,10 @@ async fn gates_page(
         Ok(p) => p,
         Err(r) => return *r,
     };
-    gates_view(&state, &p, String::new()).await
+    gates_view(&state, &p, &headers, String::new()).await
 }
 
-async fn gates_view(state: &State, p: &Principal, flash: String) -> Response {
+async fn gates_view(state: &State, p: &Principal, headers: &HeaderMap, flash: String) -> Response {
     let book = match state.approvals.book().await {
         Ok(b) => b,
         Err(e) => return ApiError::from(e).into_response(),
@@ -323,6 +335,7 @@ async fn gates_view(state: &State, p: &Principal, flash: String) -> Response {
         pending,
         decided,
         reviews,
+        csrf: crate::web::csrf_of(headers),
     })
 }
 
@@ -351,6 +364,7 @@ async fn decide(
             return gates_view(
                 &state,
                 &p,
+                &headers,
                 format!("verdict {other:?}: choose approve or reject"),
             )
             .await;
@@ -360,6 +374,7 @@ async fn decide(
         return gates_view(
             &state,
             &p,
+            &headers,
             "Give a reason to reject: the agent is told it.".into(),
         )
         .await;
@@ -370,7 +385,7 @@ async fn decide(
             let exec = v["exec_id"].as_str().unwrap_or_default();
             Redirect::to(&format!("/ui/executions/{exec}")).into_response()
         }
-        Err(e) => gates_view(&state, &p, e.to_string()).await,
+        Err(e) => gates_view(&state, &p, &headers, e.to_string()).await,
     }
 }
 
@@ -562,9 +577,15 @@ struct SwitchesPage {
     who: String,
     flash: String,
     switches: Vec<SwitchRow>,
+    csrf: String,
 }
 
-async fn switches_view(state: &State, p: &Principal, flash: String) -> Response {
+async fn switches_view(
+    state: &State,
+    p: &Principal,
+    headers: &HeaderMap,
+    flash: String,
+) -> Response {
     let switches = match switches_of(state, &p.tenant).await {
         Ok(s) => s,
         Err(e) => return e.into_response(),
@@ -588,6 +609,7 @@ async fn switches_view(state: &State, p: &Principal, flash: String) -> Response 
         who: who(p),
         flash,
         switches,
+        csrf: crate::web::csrf_of(headers),
     })
 }
 
@@ -596,7 +618,7 @@ async fn switches_page(
     headers: HeaderMap,
 ) -> Response {
     match principal(&state, &headers) {
-        Ok(p) => switches_view(&state, &p, String::new()).await,
+        Ok(p) => switches_view(&state, &p, &headers, String::new()).await,
         Err(r) => *r,
     }
 }
@@ -642,7 +664,7 @@ async fn set_switch(
         Ok(()) => format!("{} {} is off.", f.scope, f.name.trim()),
         Err(e) => e.to_string(),
     };
-    switches_view(&state, &p, flash).await
+    switches_view(&state, &p, &headers, flash).await
 }
 
 async fn clear_switch(
@@ -669,5 +691,5 @@ async fn clear_switch(
         Ok(false) => format!("no switch {} {} was on", f.scope, f.name),
         Err(e) => e.to_string(),
     };
-    switches_view(&state, &p, flash).await
+    switches_view(&state, &p, &headers, flash).await
 }
