@@ -347,14 +347,20 @@ async fn trace_search_page(
         Ok(p) => p,
         Err(r) => return *r,
     };
+    let mut flash = String::new();
     if let Some(t) = q.trace_id.filter(|t| !t.trim().is_empty()) {
-        return Redirect::to(&format!("/ui/traces/{}", t.trim())).into_response();
+        // Only a well-formed id goes into the redirect's `Location` (anything else, a newline
+        // included, would not even be a valid header).
+        match t.trim().parse::<TraceId>() {
+            Ok(id) => return Redirect::to(&format!("/ui/traces/{id}")).into_response(),
+            Err(_) => flash = format!("{:?} is not a trace id (32 hex digits)", t.trim()),
+        }
     }
     page(&TracePage {
         title: "Trace search",
         refresh: false,
         who: who(&p),
-        flash: String::new(),
+        flash,
         trace_id: String::new(),
         columns: vec![],
         rows: vec![],

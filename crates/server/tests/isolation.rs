@@ -319,14 +319,14 @@ async fn metrics_series_carry_their_tenant_and_a_token_sees_only_its_own() {
         }
         assert!(!text.contains(other), "{mine} sees {other}: {text}");
     }
-    // acme's figures are acme's: its execution, its replay and its gated one.
-    let (_, text) = f.get("/metrics", &f.acme_op).await;
+    // globex's figures are globex's: its one execution, none of acme's three.
+    let (_, text) = f.get("/metrics", &f.globex_op).await;
     let started: f64 = text
         .lines()
         .filter(|l| l.starts_with("keel_slo_executions{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert_eq!(started, 3.0, "{text}");
+    assert_eq!(started, 1.0, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -590,6 +590,22 @@ async fn out_of_range_parameters_are_400s_that_show_no_server_path() {
             "{path}: {body}"
         );
     }
+    // The trace search puts only a well-formed id into its redirect.
+    let cookie = ui_login(&f.base, &f.acme_op).await;
+    let r = f
+        .http
+        .get(format!(
+            "{}/ui/traces?trace_id=a%0D%0ASet-Cookie:%20x=1",
+            f.base
+        ))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().get("set-cookie").is_none());
+    let body = r.text().await.unwrap();
+    assert!(body.contains("is not a trace id"), "{body}");
     // The largest sequence number that fits is simply past the end.
     let (s, body) = f
         .get(
