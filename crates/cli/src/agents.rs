@@ -54,22 +54,40 @@ pub fn outcome_word(state: &ExecutionState) -> String {
 
 pub use keel_core::describe::dollars;
 
+/// What `keel run` is asked to run.
+pub struct Request<'a> {
+    /// Strategy name or version.
+    pub strategy: &'a str,
+    /// Tenant.
+    pub tenant: &'a str,
+    /// Data subject the execution is about, if any.
+    pub subject: Option<&'a str>,
+    /// The goal.
+    pub goal: &'a str,
+}
+
 /// `keel run`: one execution, start to end.
 pub async fn run(
     data: &Path,
     cfg: &ConfigArgs,
-    strategy: &str,
-    tenant: &str,
-    goal: &str,
+    request: &Request<'_>,
     json: bool,
 ) -> anyhow::Result<()> {
+    let Request {
+        strategy,
+        tenant,
+        subject,
+        goal,
+    } = *request;
     let env = Embedded::open(data, &cfg.config())?;
     let s = env
         .strategies
         .get(strategy)
         .with_context(|| format!("no strategy {strategy:?} in {}", cfg.strategies.display()))?;
+    // Refused before the model is built or any event is appended.
+    keel_runtime::subject::check(s, subject).map_err(|e| anyhow::anyhow!("--subject: {e}"))?;
     let model = s.provider()?;
-    let exec = env.agent.start(s, tenant, goal).await?;
+    let exec = env.agent.start_about(s, tenant, subject, goal).await?;
     eprintln!("started execution {exec} ({})", s.version);
     let state = env.agent.drive(s, &*model, exec).await?;
     let events = env.log.read(exec, 1).await?;

@@ -45,6 +45,11 @@ enum Command {
         /// Tenant the execution belongs to.
         #[arg(long, default_value = "default")]
         tenant: String,
+        /// The data subject (customer) the execution is about: its personal data is sealed under
+        /// the subject's key (`keel memory erase` / `subject-access` reach it) and it retrieves
+        /// only that subject's episodic memory.
+        #[arg(long)]
+        subject: Option<String>,
         /// What the agent is asked to do.
         goal: String,
         /// Print one JSON object.
@@ -152,10 +157,19 @@ fn main() -> ExitCode {
             Command::Run {
                 strategy,
                 tenant,
+                subject,
                 goal,
                 json,
                 config,
-            } => agents::run(&cli.data, &config, &strategy, &tenant, &goal, json).await,
+            } => {
+                let request = agents::Request {
+                    strategy: &strategy,
+                    tenant: &tenant,
+                    subject: subject.as_deref(),
+                    goal: &goal,
+                };
+                agents::run(&cli.data, &config, &request, json).await
+            }
             Command::Worker {
                 once,
                 concurrency,

@@ -45,6 +45,9 @@ pub enum RuntimeError {
     /// Governed memory failed (retrieval, distillation, the store, the embedder).
     #[error(transparent)]
     Memory(#[from] keel_memory::MemoryError),
+    /// A request's data subject is malformed, or missing where the strategy requires one.
+    #[error("subject: {0}")]
+    Subject(String),
     /// A replay that cannot run (unknown or unfinished original, a tool it cannot answer).
     #[error("replay of {exec}: {detail}")]
     Replay {

@@ -9,6 +9,7 @@
 //! - [`control`]: kill-switches, demotions and certifications, folded from the control stream.
 //! - [`estimate`]: a model call's most possible cost, checked against the budget before it.
 //! - [`gates`]: approval gates — evidence packs, decisions, the queue, SLAs, demotion.
+//! - [`subject`]: who an execution is about (sealing, erasure, per-subject memory).
 
 pub mod agent;
 pub mod control;
@@ -20,6 +21,7 @@ pub mod gates;
 pub mod recall;
 pub mod replay;
 pub mod strategy;
+pub mod subject;
 pub mod worker;
 
 pub use agent::Agent;

@@ -12,14 +12,13 @@ use crate::agent::Agent;
 use crate::conversation;
 use crate::error::RuntimeError;
 use crate::strategy::{Strategy, StrategySet};
-use keel_core::payload::{ExecStarted, MemoryRetrieved, MemoryWritten, Payload, RetrievedChunk};
-use keel_core::{CURRENT_SCHEMA_VERSION, Event, ExecId, ExecutionState, TenantId};
+use keel_core::payload::{MemoryRetrieved, MemoryWritten, Payload, RetrievedChunk};
+use keel_core::{Event, ExecId, ExecutionState};
 use keel_memory::{
     Fact, Memory, MemoryError, MemoryPolicy, MiniLm, NewFact, Provenance, Query, SqliteMemory,
     Trust,
 };
 use keel_models::{ChatRequest, Message, ModelProvider};
-use keel_spine::clock;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -436,29 +435,8 @@ impl Agent {
         subject: &str,
         goal: &str,
     ) -> Result<ExecId, RuntimeError> {
-        // Built through serde so fields added to `exec.started` later take their defaults here.
-        let started: ExecStarted = serde_json::from_value(json!({
-            "goal": goal,
-            "strategy_version": strategy.version,
-            "budget": strategy.budget,
-            "experiment_arm": strategy.experiment_arm,
-        }))
-        .map_err(|e| RuntimeError::Memory(MemoryError::Invalid(format!("exec.started: {e}"))))?;
-        let exec_id = clock::new_exec_id();
-        self.log.link_subject(exec_id, tenant, subject).await?;
-        let event = Event {
-            event_id: clock::new_event_id(),
-            exec_id,
-            tenant: TenantId(tenant.to_owned()),
-            seq: 1,
-            ts: self.clock.now(),
-            trace_id: clock::new_trace_id(),
-            step_n: 0,
-            schema_version: CURRENT_SCHEMA_VERSION,
-            payload: Payload::ExecStarted(started),
-        };
-        self.log.append(exec_id, 0, &[event]).await?;
-        Ok(exec_id)
+        self.start_about(strategy, tenant, Some(subject), goal)
+            .await
     }
 }
 

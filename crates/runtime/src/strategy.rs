@@ -56,6 +56,9 @@ struct StrategyFile {
     /// Retrieval and distillation (see `crate::recall`); off when absent.
     #[serde(default)]
     memory: crate::recall::MemoryConfig,
+    /// Whether a request must name its data subject (see `crate::subject`).
+    #[serde(default)]
+    subject: crate::subject::SubjectRule,
 }
 
 /// How this strategy's gates and post-hoc reviews work.
@@ -267,6 +270,8 @@ pub struct Strategy {
     pub default: bool,
     /// Memory retrieval and distillation.
     pub memory: crate::recall::MemoryConfig,
+    /// Whether a request must name its data subject (`subject: required`).
+    pub subject: crate::subject::SubjectRule,
 }
 
 impl Strategy {
@@ -410,6 +415,7 @@ impl Strategy {
             approval: f.approval,
             default: f.default,
             memory: f.memory,
+            subject: f.subject,
         })
     }
 

@@ -118,12 +118,15 @@ fn exec_id(id: &str) -> Result<ExecId, ApiError> {
         .map_err(|_| ApiError::bad("id", format!("{id:?} is not an execution id (a UUID)")))
 }
 
-/// Starts an execution on behalf of `tenant` and wakes the worker. With an idempotency key, a
-/// repeat answers with the first execution: `(exec, version, false)` (see [`crate::idempotency`]).
+/// Starts an execution on behalf of `tenant`, about data subject `subject` if one is named
+/// (sealing its personal data under the subject's key; a strategy with `subject: required`
+/// refuses none), and wakes the worker. With an idempotency key, a repeat answers with the first
+/// execution: `(exec, version, false)` (see [`crate::idempotency`]).
 pub(crate) async fn start_execution(
     state: &State,
     tenant: &str,
     strategy: Option<&str>,
+    subject: Option<&str>,
     goal: &str,
     idempotency_key: Option<&str>,
 ) -> Result<(ExecId, String, bool), ApiError> {
@@ -137,15 +140,23 @@ pub(crate) async fn start_execution(
             .default_strategy()
             .ok_or_else(|| ApiError::bad("strategy", "no strategies are loaded"))?,
     };
+    keel_runtime::subject::check(s, subject).map_err(|e| ApiError::bad("subject", e))?;
     let Some(key) = idempotency_key else {
-        let exec = state.agent.start(s, tenant, goal).await?;
+        let exec = state.agent.start_about(s, tenant, subject, goal).await?;
         state.wake.notify_one();
         return Ok((exec, s.version.clone(), true));
     };
     let exec = crate::idempotency::exec_id(tenant, key);
-    let created = match state.agent.start_as(exec, s, tenant, goal).await {
+    let created = match state
+        .agent
+        .start_about_as(exec, s, tenant, subject, goal)
+        .await
+    {
         Ok(_) => true,
-        Err(keel_runtime::RuntimeError::Spine(keel_spine::SpineError::Conflict { .. })) => false,
+        // A repeat: the start conflicts, or (another subject than the first's) the link does.
+        Err(keel_runtime::RuntimeError::Spine(
+            keel_spine::SpineError::Conflict { .. } | keel_spine::SpineError::InvalidAppend { .. },
+        )) => false,
         Err(e) => return Err(e.into()),
     };
     if created {
@@ -159,10 +170,11 @@ pub(crate) async fn start_execution(
     };
     let same_strategy = first.strategy_version == s.version
         || first.strategy_version.starts_with(&format!("{}/", s.name));
-    if first.goal != goal || !same_strategy {
+    let same_subject = state.log.subject_of(exec).await?.as_deref() == subject;
+    if first.goal != goal || !same_strategy || !same_subject {
         return Err(ApiError::Unprocessable(format!(
             "Idempotency-Key {key:?} was already used for execution {exec} with another body \
-             (goal or strategy differ); use a new key for a new execution"
+             (goal, strategy or subject differ); use a new key for a new execution"
         )));
     }
     Ok((exec, first.strategy_version, false))
@@ -176,14 +188,16 @@ async fn start(
 ) -> Result<impl IntoResponse, ApiError> {
     need(&caller, &[Role::Agent, Role::Operator])?;
     let m = object(&body)?;
-    unknown_fields(&m, &["goal", "strategy"])?;
+    unknown_fields(&m, &["goal", "strategy", "subject"])?;
     let goal = text(&m, "goal", true)?.unwrap_or_default();
     let strategy = text(&m, "strategy", false)?;
+    let subject = text(&m, "subject", false)?;
     let key = crate::idempotency::key(&headers)?;
     let (exec, version, created) = start_execution(
         &state,
         &caller.0.tenant,
         strategy.as_deref(),
+        subject.as_deref(),
         &goal,
         key.as_deref(),
     )
@@ -232,10 +246,14 @@ pub(crate) async fn exec_view(
     exec: ExecId,
 ) -> Result<ExecView, ApiError> {
     let book = state.approvals.book().await?;
-    book.execs
-        .get(&exec)
-        .filter(|x| x.tenant == caller.0.tenant)
-        .cloned()
+    let held = book.execs.get(&exec).cloned();
+    drop(book);
+    // The server's book holds only recent executions; an older one is folded from its events.
+    let view = match held {
+        Some(x) => Some(x),
+        None => keel_runtime::gates::Book::view_of(&state.log.read(exec, 1).await?),
+    };
+    view.filter(|x| x.tenant == caller.0.tenant)
         .ok_or_else(|| ApiError::NotFound(format!("execution {exec}")))
 }
 

@@ -114,11 +114,16 @@ impl Server {
 }
 
 async fn server() -> Server {
+    server_with(&repo().join("strategies")).await
+}
+
+/// A server whose strategies are read from `strategies`.
+async fn server_with(strategies: &Path) -> Server {
     let tmp = tempfile::tempdir().unwrap();
     let repo = repo();
     let config = Config {
         tools: repo.join("tools"),
-        strategies: repo.join("strategies"),
+        strategies: strategies.to_path_buf(),
         prices: repo.join("prices.toml"),
     };
     let data = tmp.path().join("data");
@@ -645,4 +650,103 @@ async fn retrieval_ratings_over_http_are_tenant_scoped_and_validated() {
         (&json!(1), &json!(2.0)),
         "{v}"
     );
+}
+
+/// Item 4 (issue 12): `POST /v1/executions` names its data subject, so the execution is sealed
+/// under the subject's key and erasure reaches it; a strategy with `subject: required` refuses
+/// a request without one with a 400 naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_started_over_http_names_its_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["support-short", "support-long"] {
+        let text = std::fs::read_to_string(repo().join(format!("strategies/{name}.yaml")))
+            .unwrap()
+            .replace("../", &format!("{}/", repo().display()));
+        std::fs::write(dir.path().join(format!("{name}.yaml")), text).unwrap();
+    }
+    let kyc = std::fs::read_to_string(dir.path().join("support-short.yaml"))
+        .unwrap()
+        .replace("name: support-short", "name: support-kyc")
+        .replace("default: true", "default: false")
+        + "subject: required\n";
+    std::fs::write(dir.path().join("support-kyc.yaml"), kyc).unwrap();
+    let srv = server_with(dir.path()).await;
+    let post = |body: Value| {
+        let srv = &srv;
+        async move {
+            srv.call(
+                Some(srv.token("acme-agent")),
+                Method::POST,
+                "/v1/executions",
+                Some(&body.to_string()),
+            )
+            .await
+        }
+    };
+    let goal = "Where is my order A-1007? Write to me at jane.doe@example.com";
+    let (s, v) = post(json!({"goal": goal, "strategy": "support-kyc"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["field"], "subject", "{v}");
+    assert!(
+        v.to_string().contains("requires a subject"),
+        "the error says what is missing: {v}"
+    );
+    for bad in [json!(""), json!(7), json!("a\u{0}b")] {
+        let (s, v) = post(json!({"goal": goal, "subject": bad})).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["field"], "subject", "{v}");
+    }
+
+    let (s, v) = post(json!({"goal": goal, "strategy": "support-kyc", "subject": "cust-j"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let exec = v["exec_id"].as_str().unwrap().to_owned();
+    srv.wait_status("acme-agent", &exec, |s| s != "running")
+        .await;
+    let read_goal = || async {
+        let (s, v) = srv
+            .call(
+                Some(srv.token("acme-agent")),
+                Method::GET,
+                &format!("/v1/executions/{exec}/events"),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let first = match &v {
+            Value::Array(a) => a[0].clone(),
+            other => other["events"][0].clone(),
+        };
+        first["data"]["goal"].clone()
+    };
+    assert_eq!(read_goal().await, goal);
+    let spine = srv._tmp.path().join("data/spine.db");
+    let sealed = |needle: &str| {
+        !std::fs::read(&spine)
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    };
+    assert!(
+        sealed("jane.doe@example.com"),
+        "the goal is sealed at append"
+    );
+    let execs = srv
+        .env
+        .log
+        .subject_executions("acme", "cust-j")
+        .await
+        .unwrap();
+    assert_eq!(
+        execs.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        vec![exec.clone()],
+        "subject access reaches the execution"
+    );
+    srv.env
+        .log
+        .erase_subject("acme", "cust-j", &*srv.env.agent.blobs)
+        .await
+        .unwrap();
+    assert_eq!(read_goal().await, "[erased]");
+    assert!(sealed("jane.doe@example.com"));
+    assert!(sealed("Write to me at"));
 }

@@ -1,0 +1,295 @@
+//! Executions about a data subject, through the `keel` binary as users run it (real spine, real
+//! MiniLM memory, the demo's scripted model): `keel run --subject` seals the execution under the
+//! subject's key so subject access and erasure reach it; a strategy can require a subject;
+//! episodic memory distilled from one customer is never retrieved for another (issue 12, items
+//! 3, 4 and 21).
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn keel(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .current_dir(repo())
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `keel run --json` with the memory strategy, about `subject` (if any), for tenant acme.
+fn run_memory(data: &Path, subject: Option<&str>, goal: &str) -> Value {
+    let strategies = repo().join("strategies/memory");
+    let mut args = vec![
+        "run",
+        "--json",
+        "--strategy",
+        "support-memory",
+        "--strategies",
+        strategies.to_str().unwrap(),
+        "--tenant",
+        "acme",
+    ];
+    if let Some(s) = subject {
+        args.extend(["--subject", s]);
+    }
+    args.push(goal);
+    serde_json::from_str(&ok(keel(data, &args))).unwrap()
+}
+
+fn events(data: &Path, exec: &Value) -> Vec<Value> {
+    ok(keel(data, &["events", exec["exec_id"].as_str().unwrap()]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The facts each `memory.retrieved` of the execution showed the model.
+fn retrieved(data: &Path, exec: &Value) -> Vec<String> {
+    events(data, exec)
+        .iter()
+        .filter(|e| e["type"] == "memory.retrieved")
+        .flat_map(|e| e["data"]["chunks"].as_array().cloned().unwrap_or_default())
+        .map(|c| {
+            c["provenance"]["fact"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_contain(dir: &Path, needle: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+            {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+/// Regression (item 3): a customer asking "Where is my order 1031?" was told "As you asked
+/// before, we will keep you updated by e-mail", a fact distilled from another customer's
+/// conversation. Episodic memory is retrieved for its own subject only.
+#[test]
+fn one_customers_distilled_fact_is_never_retrieved_for_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path();
+    let first = run_memory(
+        data,
+        Some("cust-a"),
+        "Where is my order A-1007? Please always send me updates by e-mail.",
+    );
+    assert_eq!(first["outcome"], "success", "{first}");
+    let fact = "The customer wants order updates by e-mail";
+    assert!(
+        events(data, &first)
+            .iter()
+            .any(|e| e["type"] == "memory.written" && e["data"]["provenance"]["fact"] == fact),
+        "customer A's preference was distilled"
+    );
+
+    let other = run_memory(data, Some("cust-b"), "Where is my order A-1031?");
+    assert_eq!(other["outcome"], "success", "{other}");
+    assert!(retrieved(data, &other).is_empty(), "{other}");
+    assert!(
+        !other["answer"].as_str().unwrap().contains("As you asked"),
+        "{other}"
+    );
+
+    let nobody = run_memory(data, None, "Where is my order A-1031?");
+    assert!(retrieved(data, &nobody).is_empty(), "{nobody}");
+    assert!(
+        !nobody["answer"].as_str().unwrap().contains("As you asked"),
+        "{nobody}"
+    );
+
+    let again = run_memory(data, Some("cust-a"), "Has order A-1007 shipped yet?");
+    assert_eq!(retrieved(data, &again), vec![fact.to_owned()]);
+    assert!(
+        again["answer"]
+            .as_str()
+            .unwrap()
+            .ends_with("As you asked before, we will keep you updated by e-mail."),
+        "{again}"
+    );
+}
+
+/// Regression (item 21): a `"` or `\` in a goal broke the demo model's distillation JSON and the
+/// execution failed. Whatever the customer types reaches memory as typed.
+#[test]
+fn quotes_backslashes_and_newlines_in_a_goal_survive_distillation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path();
+    let goal = "Where is my order A-1007? Please always send me updates by e-mail.\n\
+                Also, your policy says \"free\" shipping \\ returns on every order. Thanks {}";
+    let r = run_memory(data, Some("cust-q"), goal);
+    assert_eq!(r["outcome"], "success", "{r}");
+    let written: Vec<String> = events(data, &r)
+        .iter()
+        .filter(|e| e["type"] == "memory.written")
+        .map(|e| {
+            e["data"]["provenance"]["fact"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        written.contains(
+            &"The customer claims the policy says \"free\" shipping \\ returns on every order"
+                .to_owned()
+        ),
+        "{written:?}"
+    );
+    let started = &events(data, &r)[0];
+    assert_eq!(started["data"]["goal"], goal);
+}
+
+/// Item 4: `keel run --subject` seals the execution under the subject's key: the goal's e-mail
+/// address is never in the store's files in clear, subject access lists the execution, and
+/// after erasure the goal reads `[erased]` and nothing of it is left anywhere in the store.
+#[test]
+fn keel_run_with_a_subject_is_reached_by_subject_access_and_erasure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path();
+    let email = "jane.doe@example.com";
+    let goal = format!("Where is my order A-1007? Write to me at {email}");
+    let out = ok(keel(
+        data,
+        &[
+            "run",
+            "--json",
+            "--strategy",
+            "support-short",
+            "--tenant",
+            "acme",
+            "--subject",
+            "cust-j",
+            &goal,
+        ],
+    ));
+    let r: Value = serde_json::from_str(&out).unwrap();
+    let exec = r["exec_id"].as_str().unwrap().to_owned();
+    assert_eq!(events(data, &r)[0]["data"]["goal"], goal.as_str());
+    assert!(
+        files_contain(data, email).is_empty(),
+        "sealed at append: {:?}",
+        files_contain(data, email)
+    );
+
+    let access: Value = serde_json::from_str(&ok(keel(
+        data,
+        &["memory", "subject-access", "cust-j", "--tenant", "acme"],
+    )))
+    .unwrap();
+    assert!(
+        access.to_string().contains(&exec),
+        "subject access lists the execution: {access:#}"
+    );
+    let other: Value = serde_json::from_str(&ok(keel(
+        data,
+        &["memory", "subject-access", "cust-j", "--tenant", "globex"],
+    )))
+    .unwrap();
+    assert!(!other.to_string().contains(&exec), "{other:#}");
+
+    ok(keel(
+        data,
+        &["memory", "erase", "cust-j", "--tenant", "acme"],
+    ));
+    assert_eq!(events(data, &r)[0]["data"]["goal"], "[erased]");
+    assert!(files_contain(data, "Write to me at").is_empty());
+    assert!(files_contain(data, email).is_empty());
+}
+
+/// Item 4: a strategy with `subject: required` refuses a start without one (or with a malformed
+/// one), with an error that says so, and stores nothing.
+#[test]
+fn a_strategy_can_require_a_subject() {
+    let tmp = tempfile::tempdir().unwrap();
+    let strategies = tmp.path().join("strategies");
+    std::fs::create_dir_all(&strategies).unwrap();
+    let text = std::fs::read_to_string(repo().join("strategies/support-short.yaml"))
+        .unwrap()
+        .replace("name: support-short", "name: support-kyc")
+        .replace("../", &format!("{}/", repo().display()))
+        + "subject: required\n";
+    std::fs::write(strategies.join("support-kyc.yaml"), text).unwrap();
+    let data = tmp.path().join("data");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--strategy",
+            "support-kyc",
+            "--strategies",
+            strategies.to_str().unwrap(),
+            "--tenant",
+            "acme",
+        ];
+        args.extend_from_slice(extra);
+        args.push("Where is my order A-1007?");
+        keel(&data, &args)
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--subject: strategy support-kyc requires a subject"),
+        "{err}"
+    );
+    let out = run(&["--subject", " "]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--subject: must not be empty"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = ok(keel(
+        &data,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT count(*) FROM gold.executions",
+        ],
+    ));
+    assert_eq!(
+        listed.lines().last(),
+        Some("0"),
+        "nothing was started: {listed}"
+    );
+    let r = run(&["--subject", "cust-k"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}

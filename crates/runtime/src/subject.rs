@@ -1,0 +1,108 @@
+//! Who an execution is about. A request may name its data subject (the customer it serves);
+//! the execution is then linked to the subject on the spine before its first event, so its
+//! personal fields are sealed under the subject's key (erasable by crypto-shredding), subject
+//! access and erasure reach it, its episodic memory is retrieved for that subject only, and its
+//! distilled facts are filed under the subject. A strategy can require a subject
+//! (`subject: required`), so no execution of it starts about no one.
+
+use crate::agent::Agent;
+use crate::error::RuntimeError;
+use crate::strategy::Strategy;
+use keel_core::payload::{ExecStarted, Payload};
+use keel_core::{CURRENT_SCHEMA_VERSION, Event, ExecId, TenantId};
+use keel_spine::clock;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Longest subject accepted, in characters.
+pub const MAX_SUBJECT_CHARS: usize = 200;
+
+/// A strategy's `subject:` rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectRule {
+    /// A request may name a subject (the default).
+    #[default]
+    Optional,
+    /// A request that names no subject is refused before anything is stored.
+    Required,
+}
+
+/// Checks the subject a request names for `strategy`: well-formed if given, and given if the
+/// strategy requires one. The error says what is wrong, for the `subject` field or flag.
+pub fn check<'a>(strategy: &Strategy, subject: Option<&'a str>) -> Result<Option<&'a str>, String> {
+    match subject {
+        Some(s) => {
+            if s.trim().is_empty() {
+                return Err("must not be empty".into());
+            }
+            if s.chars().count() > MAX_SUBJECT_CHARS {
+                return Err(format!("must be at most {MAX_SUBJECT_CHARS} characters"));
+            }
+            if s.chars().any(char::is_control) {
+                return Err("must not contain control characters".into());
+            }
+            Ok(Some(s))
+        }
+        None if strategy.subject == SubjectRule::Required => Err(format!(
+            "strategy {} requires a subject: name the data subject the execution is about",
+            strategy.name
+        )),
+        None => Ok(None),
+    }
+}
+
+impl Agent {
+    /// Starts an execution of `strategy` for `tenant`, about `subject` if one is named (see the
+    /// module docs); refuses, storing nothing, a subject that is malformed or missing where the
+    /// strategy requires one ([`RuntimeError::Subject`]).
+    pub async fn start_about(
+        &self,
+        strategy: &Strategy,
+        tenant: &str,
+        subject: Option<&str>,
+        goal: &str,
+    ) -> Result<ExecId, RuntimeError> {
+        self.start_about_as(clock::new_exec_id(), strategy, tenant, subject, goal)
+            .await
+    }
+
+    /// [`Agent::start_about`] under a chosen id. As with [`Agent::start_as`], a second start of
+    /// the same id is a spine conflict and stores nothing; linking the same subject again is a
+    /// no-op, another subject is refused.
+    pub async fn start_about_as(
+        &self,
+        exec_id: ExecId,
+        strategy: &Strategy,
+        tenant: &str,
+        subject: Option<&str>,
+        goal: &str,
+    ) -> Result<ExecId, RuntimeError> {
+        let subject = check(strategy, subject).map_err(RuntimeError::Subject)?;
+        let Some(subject) = subject else {
+            return self.start_as(exec_id, strategy, tenant, goal).await;
+        };
+        // Built through serde so fields added to `exec.started` later take their defaults here.
+        let started: ExecStarted = serde_json::from_value(json!({
+            "goal": goal,
+            "strategy_version": strategy.version,
+            "budget": strategy.budget,
+            "experiment_arm": strategy.experiment_arm,
+        }))
+        .map_err(|e| RuntimeError::Subject(format!("exec.started: {e}")))?;
+        self.log.link_subject(exec_id, tenant, subject).await?;
+        let event = Event {
+            event_id: clock::new_event_id(),
+            exec_id,
+            tenant: TenantId(tenant.to_owned()),
+            seq: 1,
+            ts: self.clock.now(),
+            trace_id: clock::new_trace_id(),
+            step_n: 0,
+            schema_version: CURRENT_SCHEMA_VERSION,
+            payload: Payload::ExecStarted(started),
+        };
+        self.log.append(exec_id, 0, &[event]).await?;
+        Ok(exec_id)
+    }
+}
