@@ -61,6 +61,10 @@ pub enum GatesCmd {
         /// Write to this file instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Also export gates of replays (decisions replayed from recordings, not people's),
+        /// each marked with `is_replay` and `replay_of`; left out by default.
+        #[arg(long)]
+        include_replays: bool,
     },
 }
 
@@ -179,7 +183,11 @@ pub async fn gates(data: &Path, cfg: &ConfigArgs, cmd: GatesCmd) -> anyhow::Resu
                 println!("expired\t{queue}\t{id}");
             }
         }
-        GatesCmd::Export { format, out } => {
+        GatesCmd::Export {
+            format,
+            out,
+            include_replays,
+        } => {
             if format != "jsonl" {
                 bail!("--format {format:?}: only jsonl is supported");
             }
@@ -195,11 +203,16 @@ pub async fn gates(data: &Path, cfg: &ConfigArgs, cmd: GatesCmd) -> anyhow::Resu
             let mut decided: Vec<&GateView> = book
                 .gates
                 .values()
-                .filter(|g| g.decision.is_some())
+                .filter(|g| g.decision.is_some() && (include_replays || !g.replay))
                 .collect();
             decided.sort_by_key(|g| g.requested_at);
             for g in decided {
                 let Some(d) = &g.decision else { continue };
+                let replay_of = book
+                    .execs
+                    .get(&g.exec_id)
+                    .and_then(|x| x.replay_of)
+                    .map(|o| o.to_string());
                 let row = json!({
                     "gate_id": g.gate_id,
                     "exec_id": g.exec_id.to_string(),
@@ -218,6 +231,8 @@ pub async fn gates(data: &Path, cfg: &ConfigArgs, cmd: GatesCmd) -> anyhow::Resu
                     "escalated": g.escalated,
                     "requested_at": g.requested_at.to_rfc3339(),
                     "decided_at": d.at.to_rfc3339(),
+                    "is_replay": g.replay,
+                    "replay_of": replay_of,
                 });
                 writeln!(w, "{row}")?;
                 n += 1;

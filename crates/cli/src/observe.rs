@@ -228,7 +228,8 @@ pub async fn exec_by_trace(
     let rows = p
         .query(
             &Scope::Admin,
-            &format!("SELECT exec_id FROM gold.executions WHERE trace_id = '{trace}'"),
+            // traces.steps, not gold.executions: a replay has steps but no gold row.
+            &format!("SELECT exec_id FROM traces.steps WHERE trace_id = '{trace}' LIMIT 1"),
         )
         .await?;
     Ok(rows

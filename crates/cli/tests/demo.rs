@@ -1,8 +1,8 @@
 //! `keel demo` as users run it, on a fresh data directory (real MiniLM from `$KEEL_MINILM_DIR`):
 //! its stale-memory step. An execution pinned to semantic catalogue v1 answers from the fact
 //! that v2 superseded and fails; its replay against v2 is recorded as a linked execution
-//! (`replay_of` in gold.executions) that retrieves the corrected fact and succeeds. The step's
-//! expiry sweep touches its own tenant's memory only.
+//! (`replay_of` on its `exec.started`; in traces.steps, never in gold.executions) that retrieves
+//! the corrected fact and succeeds. The step's expiry sweep touches its own tenant's memory only.
 
 use serde_json::Value;
 use std::path::Path;
@@ -65,24 +65,36 @@ fn demo_replays_the_stale_memory_answer_against_the_corrected_catalogue() {
     let tmp = tempfile::tempdir().expect("a temporary directory");
     let (stdout, store) = demo(tmp.path());
 
-    // The replay is the demo's only one, linked to its original.
+    // The replay is the demo's only one, linked to its original. A replay is not production: it
+    // has no gold.executions row (decision 059), only its steps in traces.steps, marked.
     let replays = sql(
         &store,
-        "SELECT exec_id, replay_of, tenant, strategy_version, outcome, outcome_success
-         FROM gold.executions WHERE replay_of IS NOT NULL",
+        "SELECT exec_id, tenant, summary FROM traces.steps
+         WHERE event_type = 'exec.started' AND summary LIKE 'replay of %'",
     );
     assert_eq!(replays.len(), 1, "{replays:#?}");
     let replay = &replays[0];
     let replay_id = replay["exec_id"].as_str().expect("exec_id");
-    let original_id = replay["replay_of"].as_str().expect("replay_of");
     assert_eq!(replay["tenant"], "initech");
-    assert_eq!(replay["outcome"], "success");
-    assert_eq!(replay["outcome_success"], 1);
     assert!(
-        replay["strategy_version"]
+        replay["summary"]
             .as_str()
-            .is_some_and(|v| v.starts_with("support-carrier/") && v.ends_with("+memory-v2")),
+            .is_some_and(|v| v.contains("[support-carrier/") && v.contains("+memory-v2]")),
         "{replay}"
+    );
+    let started = events(&store, replay_id);
+    let original_id = started[0]["data"]["replay_of"]
+        .as_str()
+        .expect("replay_of")
+        .to_owned();
+    let original_id = original_id.as_str();
+    assert!(
+        sql(
+            &store,
+            &format!("SELECT exec_id FROM gold.executions WHERE exec_id = '{replay_id}'"),
+        )
+        .is_empty(),
+        "the replay counts in no production figure"
     );
     let original = sql(
         &store,

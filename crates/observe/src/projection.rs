@@ -3,9 +3,9 @@
 //! and [`step_row`] derives a `traces.steps` row's columns.
 //!
 //! The tables: `traces.steps` (one row per execution event), `gold.executions` (one row per
-//! execution) and `traces.retrieval_samples` (the retrievals sampled for a human relevance
-//! rating; ratings arrive as `retrieval.rated` events on the control stream, so a rebuild keeps
-//! them). Nothing here does I/O: the backends only translate [`Change`]s into their SQL.
+//! production execution: replays are left out, see decision 059) and
+//! `traces.retrieval_samples` (the retrievals sampled for a human relevance rating; ratings
+//! arrive as `retrieval.rated` events on the control stream, so a rebuild keeps them). Nothing here does I/O: the backends only translate [`Change`]s into their SQL.
 
 use keel_core::control::CONTROL_STREAM;
 use keel_core::payload::{Outcome, Payload, ToolStatus, Verdict};
@@ -217,6 +217,10 @@ pub fn changes(offset: u64, e: &Event) -> Vec<Change> {
     })];
     let exec_id = exec.clone();
     match &e.payload {
+        // A replay is not production: its events are in `traces.steps` (its `exec.started`
+        // summary names the original), but it gets no `gold.executions` row, so no economics
+        // query, SLO or export of that table counts it (its later updates then touch no row).
+        Payload::ExecStarted(p) if p.replay_of.is_some() => {}
         Payload::ExecStarted(p) => out.push(Change::Started(ExecInsert {
             exec_id,
             trace_id: trace,
@@ -371,7 +375,14 @@ pub fn step_row(e: &Event) -> StepRow {
     let mut r = StepRow::default();
     match &e.payload {
         Payload::ExecStarted(p) => {
-            r.summary = format!("started [{}]: {}", p.strategy_version, clip(&p.goal, 160));
+            r.summary = match p.replay_of {
+                Some(of) => format!(
+                    "replay of {of} [{}]: {}",
+                    p.strategy_version,
+                    clip(&p.goal, 160)
+                ),
+                None => format!("started [{}]: {}", p.strategy_version, clip(&p.goal, 160)),
+            };
         }
         Payload::PlanProposed(p) => {
             r.model = Some(p.model.clone());

@@ -45,7 +45,12 @@ struct Figures {
 async fn figures(state: &State, tenant: &str) -> Result<Figures, ApiError> {
     let book = state.approvals.book().await?;
     let mut queues: BTreeMap<String, Queue> = BTreeMap::new();
-    for g in book.gates.values().filter(|g| g.tenant == tenant) {
+    // Replays are not production: none of their gates, executions or samples is counted.
+    for g in book
+        .gates
+        .values()
+        .filter(|g| g.tenant == tenant && !g.replay)
+    {
         let q = queues.entry(g.queue.clone()).or_default();
         if g.is_pending() {
             q.pending += 1;
@@ -66,7 +71,11 @@ async fn figures(state: &State, tenant: &str) -> Result<Figures, ApiError> {
     }
     let mut executions = BTreeMap::new();
     let mut cost: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for x in book.execs.values().filter(|x| x.tenant == tenant) {
+    for x in book
+        .execs
+        .values()
+        .filter(|x| x.tenant == tenant && x.replay_of.is_none())
+    {
         *executions
             .entry((x.strategy_version.clone(), x.status.clone()))
             .or_default() += 1;
@@ -76,7 +85,11 @@ async fn figures(state: &State, tenant: &str) -> Result<Figures, ApiError> {
             c.1 += 1;
         }
     }
-    let reviews = book.reviews.iter().filter(|r| r.tenant == tenant).count() as u64;
+    let reviews = book
+        .reviews
+        .iter()
+        .filter(|r| r.tenant == tenant && !r.replay)
+        .count() as u64;
     drop(book);
     let demoted = state
         .control

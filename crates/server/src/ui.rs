@@ -401,6 +401,8 @@ struct ExecRow {
     tokens: u64,
     cost: String,
     trace_id: String,
+    /// The original's id when this is a replay (shown with a badge), else empty.
+    replay_of: String,
 }
 
 fn badge(status: &str) -> &'static str {
@@ -429,6 +431,7 @@ fn exec_row(x: &ExecView) -> ExecRow {
             format!("≥ {}", dollars(Cost::Known(x.cost_micros)))
         },
         trace_id: x.trace_id.to_string(),
+        replay_of: x.replay_of.map(|o| o.to_string()).unwrap_or_default(),
     }
 }
 

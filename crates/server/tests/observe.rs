@@ -96,8 +96,8 @@ async fn sql_traces_slo_and_replay_diff_over_http() {
     assert_eq!(v["columns"], json!(["n", "tenants"]));
     assert_eq!(
         v["rows"],
-        json!([[2, 1]]),
-        "acme sees its execution and its replay"
+        json!([[1, 1]]),
+        "acme sees its execution; its replay is no production execution (decision 059)"
     );
     let v: Value = sql(q, &admin).await.unwrap().json().await.unwrap();
     assert_eq!(
