@@ -11,6 +11,7 @@ mod events;
 mod gates;
 mod memory;
 mod observe;
+mod store;
 mod tools;
 
 use clap::{Parser, Subcommand};
@@ -133,6 +134,25 @@ enum Command {
     },
 }
 
+impl Command {
+    /// True for the commands that may create the store at `--data` (or use none); every other
+    /// command reads an existing store and refuses a directory without one. A new command is a
+    /// reading one unless it is listed here.
+    fn may_create_store(&self) -> bool {
+        match self {
+            Command::Demo
+            | Command::Run { .. }
+            | Command::Worker { .. }
+            | Command::Serve { .. }
+            | Command::Tokens { .. }
+            | Command::Tools { .. }
+            | Command::Bench { .. } => true,
+            Command::Kill { command } => matches!(command, agents::KillCmd::Set { .. }),
+            _ => false,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // reqwest is built without a TLS provider (`rustls-no-provider`), so the program chooses one,
     // once, before any command builds a client: every command (`tools import-mcp`, `serve`, the
@@ -140,6 +160,12 @@ fn main() -> ExitCode {
     // only error is "already installed", which cannot happen this early.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    if !cli.command.may_create_store()
+        && let Err(e) = store::require(&cli.data)
+    {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -41,9 +41,6 @@ async fn events_prints_an_execution_as_json_lines() {
 #[test]
 fn events_errors_name_what_and_where() {
     let dir = tempfile::tempdir().unwrap();
-    let out = keel(dir.path(), &["events", "not-a-uuid"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not an execution id"));
     let out = keel(dir.path(), &["events", &exec_id(1).to_string()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -51,12 +48,89 @@ fn events_errors_name_what_and_where() {
         stderr.contains("no Keel store") && stderr.contains("spine.db"),
         "{stderr}"
     );
-    // With a store but no such execution.
+    // With a store: a bad id, then no such execution.
     drop(SqliteLog::open(dir.path().join("spine.db"), SqliteOptions::default()).unwrap());
+    let out = keel(dir.path(), &["events", "not-a-uuid"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an execution id"));
     let out = keel(dir.path(), &["events", &exec_id(1).to_string()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no execution"));
     assert!(out.stdout.is_empty(), "errors never go to stdout");
+}
+
+/// Regression: a mistyped `--data` on a reading command silently created an empty store there
+/// and printed nothing. Every reading command refuses a directory without a store, says so, and
+/// creates nothing: neither the directory nor a file in it.
+#[test]
+fn reading_commands_refuse_a_directory_without_a_store_and_create_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let id = exec_id(1).to_string();
+    let out_dir = tmp.path().join("lake");
+    let reading: &[&[&str]] = &[
+        &["events", &id],
+        &["trace", &id],
+        &["kill", "list"],
+        &["kill", "clear", "tool", "notify_team"],
+        &["gates", "list"],
+        &["gates", "approve", &id, "--reason", "r"],
+        &["gates", "reject", &id, "--reason", "r"],
+        &["gates", "sweep"],
+        &["gates", "export"],
+        &["strategies", "list"],
+        &["strategies", "certify", "support-short"],
+        &["sql", "SELECT 1"],
+        &["project"],
+        &["export", "parquet", "--out", out_dir.to_str().unwrap()],
+        &["export", "otlp", "--endpoint", "http://127.0.0.1:9"],
+        &["slo"],
+        &["retrievals", "list"],
+        &["retrievals", "rate", &id, "3", "2"],
+        &["replay", &id, "--prompt-version", "v2"],
+        &["memory", "list", "--tenant", "acme"],
+        &["memory", "search", "--tenant", "acme", "order"],
+        &["memory", "review", "--tenant", "acme", &id],
+        &["memory", "promote", "--tenant", "acme", "--by", "lead", &id],
+        &["memory", "subject-access", "--tenant", "acme", "cust-42"],
+        &["memory", "erase", "--tenant", "acme", "cust-42"],
+        &["memory", "sweep"],
+        &["memory", "rebuild"],
+        &["memory", "migrate-embeddings"],
+    ];
+    // A directory that does not exist (a typo) and one that exists but holds no store.
+    let missing = tmp.path().join("typo");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for data in [&missing, &empty] {
+        for args in reading {
+            let out = keel(data, args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "keel {args:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!(
+                    "no Keel store at {} (spine.db not found)",
+                    data.display()
+                )),
+                "keel {args:?}: {stderr}"
+            );
+            assert!(out.stdout.is_empty(), "keel {args:?}");
+        }
+    }
+    assert!(!missing.exists(), "a reading command created {missing:?}");
+    assert_eq!(
+        std::fs::read_dir(&empty).unwrap().count(),
+        0,
+        "a reading command wrote into {empty:?}"
+    );
+    assert!(!out_dir.exists());
+    // A writing command may create it.
+    let out = keel(&missing, &["kill", "set", "tool", "notify_team"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(missing.join("spine.db").is_file());
 }
 
 #[test]

@@ -172,6 +172,8 @@ fn tokens_strategies_and_their_errors() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--role \"root\""));
+    // `strategies list` reads an existing store, and tokens live apart from the spine.
+    drop(keel_spine::SqliteLog::open(data.join("spine.db"), Default::default()).unwrap());
     let list = ok(keel(&data).args(["strategies", "list"]).output().unwrap());
     assert!(
         list.contains("support-short") && list.contains("effective 2"),
