@@ -27,7 +27,49 @@ pub async fn samples(
     unrated: bool,
     limit: usize,
 ) -> Result<Rows> {
-    let filter = if unrated { "WHERE rating IS NULL" } else { "" };
+    samples_after(store, scope, unrated, limit, None).await
+}
+
+/// Like [`samples`], continuing after the sample `after` (execution, seq) of an earlier page;
+/// [`ObserveError::NotFound`] when `scope` has no such sample.
+pub async fn samples_after(
+    store: &dyn ProjectionStore,
+    scope: &Scope,
+    unrated: bool,
+    limit: usize,
+    after: Option<(ExecId, u64)>,
+) -> Result<Rows> {
+    let mut filters = Vec::new();
+    if unrated {
+        filters.push("rating IS NULL".to_owned());
+    }
+    if let Some((exec_id, seq)) = after {
+        let at = store
+            .query(
+                scope,
+                &format!(
+                    "SELECT log_offset FROM traces.retrieval_samples
+                     WHERE exec_id = '{exec_id}' AND seq = {seq}"
+                ),
+            )
+            .await?;
+        let Some(offset) = at
+            .rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|v| v.as_i64())
+        else {
+            return Err(ObserveError::NotFound {
+                what: format!("sampled retrieval at seq {seq} of execution {exec_id}"),
+            });
+        };
+        filters.push(format!("log_offset < {offset}"));
+    }
+    let filter = if filters.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", filters.join(" AND "))
+    };
     store
         .query(
             scope,

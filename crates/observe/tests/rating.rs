@@ -16,7 +16,10 @@ use keel_spine::clock::SystemClock;
 use keel_testkit::builder::{ExecBuilder, exec_id};
 use serde_json::json;
 
-on_every_backend!(ratings_are_events_the_projections_and_slos_keep);
+on_every_backend!(
+    ratings_are_events_the_projections_and_slos_keep,
+    samples_page_through_with_a_cursor,
+);
 
 /// Appends executions of 20 retrievals each until the projections sampled at least one
 /// (one retrieval in ten is sampled, by a hash of the event id).
@@ -140,4 +143,58 @@ async fn ratings_are_events_the_projections_and_slos_keep(stores: &common::Store
         p.query(&Scope::Admin, &q).await.unwrap().rows[0][0],
         json!(3)
     );
+}
+
+/// Pages of three, each continuing after the last sample of the one before, hold every sample
+/// once, newest first; a cursor that is not one of the scope's samples is refused.
+async fn samples_page_through_with_a_cursor(stores: &common::Stores) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::seed(&dir.path().join("spine.db")).await;
+    let mut p = stores.open("observe").await;
+    for n in 200..215 {
+        let mut b = ExecBuilder::new(exec_id(n), "acme").started("where is my parcel?");
+        for i in 0..20 {
+            b.push(Payload::MemoryRetrieved(MemoryRetrieved {
+                query: format!("parcel {i}"),
+                chunks: Vec::new(),
+                memory_version: "v1".into(),
+            }));
+        }
+        let events = b.finished(Outcome::Success).build();
+        log.append(events[0].exec_id, 0, &events).await.unwrap();
+    }
+    p.catch_up(&log).await.unwrap();
+    let acme = Scope::Tenant("acme".into());
+    let key =
+        |r: &Vec<serde_json::Value>| (r[0].as_str().unwrap().to_owned(), r[1].as_u64().unwrap());
+    let all: Vec<_> = rating::samples(&*p, &acme, false, 1000)
+        .await
+        .unwrap()
+        .rows
+        .iter()
+        .map(key)
+        .collect();
+    assert!(all.len() > 6, "{} samples", all.len());
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = rating::samples_after(&*p, &acme, false, 3, after)
+            .await
+            .unwrap();
+        let keys: Vec<_> = page.rows.iter().map(key).collect();
+        paged.extend(keys.iter().cloned());
+        match keys.last() {
+            Some((e, s)) if keys.len() == 3 => after = Some((e.parse().unwrap(), *s)),
+            _ => break,
+        }
+    }
+    assert_eq!(paged, all);
+    let (e, s) = all[0].clone();
+    for (scope, cursor) in [
+        (Scope::Tenant("globex".into()), (e.parse().unwrap(), s)),
+        (acme.clone(), (exec_id(999), 1)),
+    ] {
+        let err = rating::samples_after(&*p, &scope, false, 3, Some(cursor)).await;
+        assert!(matches!(err, Err(ObserveError::NotFound { .. })), "{err:?}");
+    }
 }

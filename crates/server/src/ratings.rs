@@ -48,6 +48,8 @@ struct ListParams {
     unrated: Option<bool>,
     #[serde(default)]
     limit: Option<u64>,
+    #[serde(default)]
+    cursor: Option<String>,
 }
 
 async fn samples(
@@ -84,7 +86,8 @@ fn objects(rows: &Rows) -> Vec<Value> {
         .collect()
 }
 
-/// `GET /v1/retrieval-samples?unrated=true&limit=N`: sampled retrievals, newest first.
+/// `GET /v1/retrieval-samples?unrated=true&limit=N&cursor=C`: sampled retrievals, newest
+/// first, at most 1000 a page; `next_cursor` (`exec_id/seq` of the last one) continues.
 async fn list_api(
     axum::extract::State(state): axum::extract::State<State>,
     caller: Caller,
@@ -92,8 +95,43 @@ async fn list_api(
 ) -> Result<Json<Value>, ApiError> {
     need(&caller, ROLES)?;
     let limit = crate::params::page_size(q.limit, 50)?;
-    let rows = samples(&state, &caller.0, q.unrated.unwrap_or(false), limit).await?;
-    Ok(Json(json!({"samples": objects(&rows)})))
+    let bad_cursor = |c: &str| {
+        ApiError::bad(
+            "cursor",
+            format!("{c:?} is not a cursor this list returned"),
+        )
+    };
+    let after = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => {
+            let (exec, seq) = c.split_once('/').ok_or_else(|| bad_cursor(c))?;
+            let exec: ExecId = exec.parse().map_err(|_| bad_cursor(c))?;
+            let seq: u64 = seq.parse().map_err(|_| bad_cursor(c))?;
+            Some((exec, seq))
+        }
+    };
+    let (scope, unrated) = (scope(&caller.0), q.unrated.unwrap_or(false));
+    let rows = with_projections(&state, move |store| {
+        Box::pin(async move {
+            rating::samples_after(store, &scope, unrated, limit + 1, after).await
+        })
+    })
+    .await
+    .map_err(|e| match (e, q.cursor.as_deref()) {
+        (ApiError::NotFound(_), Some(c)) => bad_cursor(c),
+        (e, _) => e,
+    })?;
+    let mut samples = objects(&rows);
+    let next = (samples.len() > limit)
+        .then(|| samples.get(limit - 1))
+        .flatten()
+        .map(|s| format!("{}/{}", cell_text(&s["exec_id"]), s["seq"]));
+    samples.truncate(limit);
+    Ok(Json(json!({"samples": samples, "next_cursor": next})))
+}
+
+fn cell_text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
 }
 
 async fn record(

@@ -522,6 +522,11 @@ async fn lists_are_capped_and_a_cursor_pages_through_everything() {
         ("/v1/executions?cursor=nope", "cursor"),
         ("/v1/gates?cursor=nope", "cursor"),
         ("/v1/reviews?cursor=nope", "cursor"),
+        ("/v1/retrieval-samples?cursor=nope", "cursor"),
+        (
+            "/v1/retrieval-samples?cursor=01a21d19-93b2-77ba-b291-be81e5bdf919/4",
+            "cursor",
+        ),
     ] {
         let (st, body) = f.get(path, &f.acme_op).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{path}: {body}");
