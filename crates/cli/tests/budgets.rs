@@ -111,6 +111,75 @@ fn a_budgeted_strategy_with_an_unpriced_model_is_refused_at_start() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty(), "nothing started");
+    // The same about a data subject (another way in), and over the API: a 422 naming the model.
+    let out = keel_run(dir, &repo().join("tools"), "unpriced")
+        .args(["--subject", "cust-7", "Where is my order 1001?"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scripted-mystery"));
+
+    let keel = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_keel"));
+        c.arg("--data").arg(dir.join("data")).args(args);
+        c
+    };
+    let token = keel(&["tokens", "create", "--tenant", "acme", "--role", "agent"])
+        .output()
+        .unwrap();
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let token = String::from_utf8(token.stdout).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut serve = keel(&["serve", "--addr", &addr])
+        .arg("--tools")
+        .arg(repo().join("tools"))
+        .arg("--strategies")
+        .arg(dir.join("strategies"))
+        .arg("--prices")
+        .arg(repo().join("prices.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "keel serve did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let body = r#"{"goal":"Where is my order 1001?","strategy":"unpriced"}"#;
+    let reply = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "POST /v1/executions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            token.trim(),
+            body.len()
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    assert!(reply.starts_with("HTTP/1.1 422"), "{reply}");
+    assert!(
+        reply.contains("scripted-mystery") && reply.contains("prices.toml"),
+        "{reply}"
+    );
 }
 
 /// Regression: the rate budget was an in-process limiter, so 12 `keel run` processes each

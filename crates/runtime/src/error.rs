@@ -12,6 +12,22 @@ pub enum RuntimeError {
         /// What and where.
         detail: String,
     },
+    /// A strategy with a cost budget runs a model that has no price: no cost could be checked
+    /// against the budget, so it does not start.
+    #[error(
+        "strategy {strategy} has a cost budget ({max_cost_micros} µUSD) but its model {model:?} has \
+         no price in prices.toml, so no cost could be checked against the budget; add \
+         [models.\"{model}\"] with input and output prices (USD per million tokens), or remove \
+         the strategy's budget.max_cost_usd"
+    )]
+    Unpriced {
+        /// The strategy's name.
+        strategy: String,
+        /// Its model.
+        model: String,
+        /// Its budget.
+        max_cost_micros: u64,
+    },
     /// No strategy by that name or version.
     #[error("no strategy {0:?} (see strategies/*.yaml)")]
     UnknownStrategy(String),

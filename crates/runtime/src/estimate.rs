@@ -74,15 +74,10 @@ pub fn refuse_model_call(
 /// Refuses to start `strategy` if it has a cost budget and its model has no price.
 pub fn check_priced(prices: &PriceTable, strategy: &Strategy) -> Result<(), RuntimeError> {
     match strategy.budget.max_cost_micros {
-        Some(max) if prices.get(&strategy.model).is_none() => Err(RuntimeError::Strategy {
-            file: "prices.toml".into(),
-            detail: format!(
-                "strategy {} has a cost budget ({max} µUSD) but its model {:?} has no price in \
-                 prices.toml, so no cost could be checked against the budget; add \
-                 [models.\"{}\"] with input and output prices (USD per million tokens), or \
-                 remove the strategy's budget.max_cost_usd",
-                strategy.name, strategy.model, strategy.model
-            ),
+        Some(max) if prices.get(&strategy.model).is_none() => Err(RuntimeError::Unpriced {
+            strategy: strategy.name.clone(),
+            model: strategy.model.clone(),
+            max_cost_micros: max,
         }),
         _ => Ok(()),
     }

@@ -79,6 +79,7 @@ impl Agent {
         goal: &str,
     ) -> Result<ExecId, RuntimeError> {
         let subject = check(strategy, subject).map_err(RuntimeError::Subject)?;
+        crate::estimate::check_priced(&self.prices, strategy)?;
         let Some(subject) = subject else {
             return self.start_as(exec_id, strategy, tenant, goal).await;
         };

@@ -119,6 +119,10 @@ impl From<keel_runtime::RuntimeError> for ApiError {
                 ApiError::NotFound(format!("gate {id}"))
             }
             keel_runtime::RuntimeError::Gate(g) => ApiError::Conflict(g.to_string()),
+            // A configuration the operator must fix, named; it holds no path.
+            e @ keel_runtime::RuntimeError::Unpriced { .. } => {
+                ApiError::Unprocessable(e.to_string())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
