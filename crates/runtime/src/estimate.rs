@@ -22,8 +22,10 @@ const TEMPLATE_TOKENS_PER_REQUEST: u64 = 64;
 
 /// An upper bound on the input tokens of `request`.
 pub fn input_tokens_bound(request: &ChatRequest) -> u64 {
-    let bytes = serde_json::to_vec(&request.messages).map_or(0, |v| v.len())
-        + serde_json::to_vec(&request.tools).map_or(0, |v| v.len());
+    // A request that cannot be measured is bounded by nothing: count it as too big to send.
+    let size = |r: Result<Vec<u8>, serde_json::Error>| r.map_or(usize::MAX, |v| v.len());
+    let bytes = size(serde_json::to_vec(&request.messages))
+        .saturating_add(size(serde_json::to_vec(&request.tools)));
     let messages = u64::try_from(request.messages.len()).unwrap_or(u64::MAX);
     u64::try_from(bytes)
         .unwrap_or(u64::MAX)
