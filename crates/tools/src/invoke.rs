@@ -125,8 +125,9 @@ pub fn idempotency_key(
     }
     // serde_json's maps are sorted, so equal values always serialise to equal bytes.
     let canonical = serde_json::to_string(&json!([contract.name, parts])).unwrap_or_default();
-    let digest = hex::encode(Sha256::digest(canonical.as_bytes()));
-    Ok(Some(format!("{}:{}", contract.name, &digest[..32])))
+    // The first 16 bytes, as 32 hex digits.
+    let digest = hex::encode(&Sha256::digest(canonical.as_bytes())[..16]);
+    Ok(Some(format!("{}:{digest}", contract.name)))
 }
 
 /// The state of one call as it moves through attempts.

@@ -84,7 +84,8 @@ pub(crate) fn budgets(p: &mut Problems, map: &Map<String, Value>) -> Option<Budg
 pub(crate) fn duration(p: &mut Problems, path: &str, v: &Value) -> Option<Duration> {
     let s = v.as_str().unwrap_or_default().trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
+    // `split` is where a char starts (or the end), so this never falls back.
+    let (n, unit) = s.split_at_checked(split).unwrap_or((s, ""));
     let d = n.parse::<u64>().ok().and_then(|n| match unit.trim() {
         "ms" => Some(Duration::from_millis(n)),
         "s" => Some(Duration::from_secs(n)),
