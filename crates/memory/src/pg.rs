@@ -56,8 +56,9 @@ GRANT SELECT ON keel_memory_meta TO keel_memory_tenant;
 
 /// The table holding `model`'s vectors.
 pub fn vector_table(model: &EmbeddingModel) -> String {
-    let h = hex::encode(Sha256::digest(model.key().as_bytes()));
-    format!("keel_vec_{}", &h[..12])
+    // The first 6 bytes, as 12 hex digits.
+    let h = hex::encode(&Sha256::digest(model.key().as_bytes())[..6]);
+    format!("keel_vec_{h}")
 }
 
 /// The PostgreSQL + pgvector memory store.

@@ -74,7 +74,10 @@ impl MiniLm {
         let model = BertModel::load(vb, &config).map_err(err)?;
         let id = EmbeddingModel {
             name: NAME.into(),
-            version: format!("sha256:{}/max{max_tokens}", &hash[..12]),
+            version: format!(
+                "sha256:{}/max{max_tokens}",
+                hash.chars().take(12).collect::<String>()
+            ),
             dim: config.hidden_size,
         };
         Ok(MiniLm {
