@@ -27,7 +27,7 @@ impl BlobRef {
     }
 
     fn hex(&self) -> &str {
-        &self.0["sha256:".len()..]
+        self.0.strip_prefix("sha256:").unwrap_or(&self.0)
     }
 }
 
@@ -93,6 +93,10 @@ impl LocalBlobStore {
         Self { root: root.into() }
     }
 
+    #[allow(
+        clippy::string_slice,
+        reason = "a BlobRef is only built as `sha256:` and 64 ASCII hex digits, so 2 is a char boundary"
+    )]
     fn path_of(&self, r: &BlobRef) -> PathBuf {
         let hex = r.hex();
         self.root.join("sha256").join(&hex[..2]).join(&hex[2..])
