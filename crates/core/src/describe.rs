@@ -77,7 +77,7 @@ pub fn describe(payload: &Payload) -> String {
         Payload::StrategyCertified(c) => format!("{} certified by {}", c.strategy_version, c.by),
         Payload::SubjectErased(x) => format!(
             "subject {}… of tenant {} erased: {} executions shredded, {} blobs, {} facts",
-            &x.digest[..x.digest.len().min(12)],
+            x.digest.chars().take(12).collect::<String>(),
             x.tenant,
             x.executions,
             x.blobs_deleted,
