@@ -34,7 +34,8 @@ pub async fn run(
     let scratch = Scratch(data.join(format!("bench-{}", uuid::Uuid::new_v4().simple())));
     std::fs::create_dir_all(&scratch.0)
         .with_context(|| format!("creating {}", scratch.0.display()))?;
-    let budget = Duration::from_secs_f64(seconds.max(0.1));
+    let budget = Duration::try_from_secs_f64(seconds.max(0.1))
+        .map_err(|_| anyhow::anyhow!("--seconds {seconds}: not a number of seconds"))?;
     let progress = |what: &str| {
         if !json_out {
             eprintln!("measuring {what}…");
