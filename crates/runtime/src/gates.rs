@@ -19,8 +19,9 @@ use keel_spine::{Committed, EventLog, SpineError};
 use keel_tools::Contract;
 use serde::Serialize;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Why a decision cannot be taken.
 #[derive(Debug, thiserror::Error)]
@@ -239,17 +240,75 @@ pub struct ReviewView {
     pub replay: bool,
 }
 
+/// How many finished executions, closed gates and review samples a bounded book keeps per
+/// tenant (what lists and pages show); older ones live in the spine and the projections only.
+pub const RETAINED_PER_TENANT: usize = 1000;
+
+/// How many recent people's decisions a book keeps per strategy version for demotion (more
+/// than any demotion window).
+pub const DECISIONS_PER_STRATEGY: usize = 4096;
+
+/// What a bounded book no longer holds of one queue (gates of replays are never counted).
+#[derive(Clone, Debug, Default)]
+pub struct DroppedQueue {
+    /// Gates that breached their SLA.
+    pub escalated: u64,
+    /// Gates that expired undecided.
+    pub expired: u64,
+    /// Decision latencies of people's decisions: bucket → count (see [`latency_bucket`]).
+    pub latencies_ms: BTreeMap<u64, u64>,
+    /// Their exact sum.
+    pub latency_sum_ms: u64,
+}
+
+/// What a bounded book no longer holds of one tenant, as totals (replays are never counted).
+#[derive(Clone, Debug, Default)]
+pub struct Dropped {
+    /// (strategy version, outcome or status) → executions.
+    pub executions: BTreeMap<(String, String), u64>,
+    /// strategy version → (µUSD, executions with an unknown cost part).
+    pub cost: BTreeMap<String, (u64, u64)>,
+    /// Queue → gate figures.
+    pub queues: BTreeMap<String, DroppedQueue>,
+    /// Review samples.
+    pub reviews: u64,
+}
+
+/// A latency rounded to its bucket: exact below 1024 ms, then 10 significant bits (under 0.1 %
+/// off), so a queue's distribution takes at most a few thousand buckets however many decisions.
+pub fn latency_bucket(ms: u64) -> u64 {
+    let bits = 64 - ms.leading_zeros();
+    if bits <= 10 {
+        return ms;
+    }
+    let shift = bits - 10;
+    (ms >> shift) << shift
+}
+
 /// The control plane's live view of the spine: gates, executions and sampled reviews, folded
 /// from the global commit order and kept current by [`Book::catch_up`] (reads only what is new).
+///
+/// A book is complete by default (the CLI's exports read every gate). A server's book is
+/// *bounded* ([`Approvals::bound_memory`]): it holds the executions and gates still in flight,
+/// and of finished ones only the [`RETAINED_PER_TENANT`] most recent per tenant; what it lets
+/// go is kept as totals ([`Dropped`]), so its memory stays flat as the store grows.
 #[derive(Default)]
 pub struct Book {
     offset: u64,
+    /// Finished executions, closed gates and samples kept per tenant; 0: all (complete).
+    retain: usize,
     /// Gates by id.
     pub gates: BTreeMap<String, GateView>,
     /// Executions by id.
     pub execs: BTreeMap<ExecId, ExecView>,
     /// Post-hoc review samples, oldest first.
     pub reviews: Vec<ReviewView>,
+    /// Per tenant, totals of what a bounded book let go.
+    pub dropped: BTreeMap<String, Dropped>,
+    /// Per strategy version, its most recent people's decisions (time, rejected), oldest first.
+    pub decisions: BTreeMap<String, VecDeque<(DateTime<Utc>, bool)>>,
+    finished: BTreeMap<String, VecDeque<ExecId>>,
+    closed_gates: BTreeMap<String, VecDeque<String>>,
 }
 
 impl Book {
@@ -352,33 +411,156 @@ impl Book {
                         latency_ms: d.latency_ms,
                         at: e.ts,
                     });
+                    if !v.replay && d.verdict != Verdict::Expired {
+                        let recent = self
+                            .decisions
+                            .entry(v.strategy_version.clone())
+                            .or_default();
+                        recent.push_back((e.ts, d.verdict == Verdict::Reject));
+                        if recent.len() > DECISIONS_PER_STRATEGY {
+                            recent.pop_front();
+                        }
+                    }
+                }
+                let (tenant, gate) = (e.tenant.0.clone(), d.gate_id.clone());
+                self.gate_closed(tenant, gate);
+            }
+            Payload::ReviewSampled(r) => {
+                self.reviews.push(ReviewView {
+                    exec_id: e.exec_id,
+                    tenant: e.tenant.0.clone(),
+                    call_id: r.call_id.clone(),
+                    tool: r.tool.clone(),
+                    at: e.ts,
+                    replay: x.replay_of.is_some(),
+                });
+                if self.retain > 0 {
+                    self.trim_reviews(&e.tenant.0);
                 }
             }
-            Payload::ReviewSampled(r) => self.reviews.push(ReviewView {
-                exec_id: e.exec_id,
-                tenant: e.tenant.0.clone(),
-                call_id: r.call_id.clone(),
-                tool: r.tool.clone(),
-                at: e.ts,
-                replay: x.replay_of.is_some(),
-            }),
             Payload::ExecSuspended(_) => x.status = "suspended".into(),
             Payload::ExecResumed(_) => x.status = "running".into(),
             Payload::ExecCancelled(_) => {
                 x.status = "cancelled".into();
+                let mut closed = Vec::new();
                 for g in self.gates.values_mut() {
-                    if g.exec_id == e.exec_id && g.decision.is_none() {
+                    if g.exec_id == e.exec_id && g.decision.is_none() && !g.closed {
                         g.closed = true;
+                        closed.push(g.gate_id.clone());
                     }
                 }
+                for g in closed {
+                    self.gate_closed(e.tenant.0.clone(), g);
+                }
+                self.exec_finished(e.tenant.0.clone(), e.exec_id);
             }
             Payload::ExecFinished(f) => {
                 x.status = f.outcome.as_str().into();
                 x.outcome = Some(f.outcome);
                 x.detail = f.detail.clone();
+                self.exec_finished(e.tenant.0.clone(), e.exec_id);
             }
             _ => {}
         }
+    }
+
+    /// A finished execution joins its tenant's retained ones; past the limit, the oldest
+    /// finished is let go into the totals.
+    fn exec_finished(&mut self, tenant: String, exec: ExecId) {
+        if self.retain == 0 {
+            return;
+        }
+        let q = self.finished.entry(tenant.clone()).or_default();
+        q.push_back(exec);
+        if q.len() <= self.retain {
+            return;
+        }
+        let Some(old) = q.pop_front() else {
+            return;
+        };
+        let Some(x) = self.execs.remove(&old) else {
+            return;
+        };
+        if x.replay_of.is_some() {
+            return;
+        }
+        let d = self.dropped.entry(tenant).or_default();
+        *d.executions
+            .entry((x.strategy_version.clone(), x.status.clone()))
+            .or_default() += 1;
+        let c = d.cost.entry(x.strategy_version).or_default();
+        c.0 += x.cost_micros;
+        if !x.cost_known {
+            c.1 += 1;
+        }
+    }
+
+    /// A decided or closed gate joins its tenant's retained ones; past the limit, the oldest is
+    /// let go into its queue's totals.
+    fn gate_closed(&mut self, tenant: String, gate: String) {
+        if self.retain == 0 {
+            return;
+        }
+        let q = self.closed_gates.entry(tenant.clone()).or_default();
+        q.push_back(gate);
+        if q.len() <= self.retain {
+            return;
+        }
+        let Some(old) = q.pop_front() else {
+            return;
+        };
+        let Some(g) = self.gates.remove(&old) else {
+            return;
+        };
+        if g.replay {
+            return;
+        }
+        let q = self
+            .dropped
+            .entry(tenant)
+            .or_default()
+            .queues
+            .entry(g.queue)
+            .or_default();
+        if g.escalated {
+            q.escalated += 1;
+        }
+        if let Some(d) = g.decision {
+            if d.verdict == Verdict::Expired {
+                q.expired += 1;
+            } else {
+                *q.latencies_ms
+                    .entry(latency_bucket(d.latency_ms))
+                    .or_default() += 1;
+                q.latency_sum_ms += d.latency_ms;
+            }
+        }
+    }
+
+    fn trim_reviews(&mut self, tenant: &str) {
+        let mine = self.reviews.iter().filter(|r| r.tenant == tenant).count();
+        if mine <= self.retain {
+            return;
+        }
+        if let Some(i) = self.reviews.iter().position(|r| r.tenant == tenant) {
+            let r = self.reviews.remove(i);
+            if !r.replay {
+                self.dropped.entry(r.tenant).or_default().reviews += 1;
+            }
+        }
+    }
+
+    /// The view of one execution folded from its own events (for one a bounded book let go).
+    pub fn view_of(events: &[Event]) -> Option<ExecView> {
+        let mut b = Book::default();
+        let exec = events.first()?.exec_id;
+        for (i, e) in events.iter().enumerate() {
+            b.apply(&Committed {
+                offset: i as u64 + 1,
+                event: e.clone(),
+            });
+        }
+        b.execs.remove(&exec)
     }
 
     /// Gates waiting for a decision, oldest first, optionally of one tenant.
@@ -409,6 +591,7 @@ pub struct Approvals {
     control: Arc<Control>,
     strategies: StrategySet,
     book: tokio::sync::Mutex<Book>,
+    retain: AtomicUsize,
 }
 
 impl Approvals {
@@ -425,12 +608,26 @@ impl Approvals {
             control,
             strategies,
             book: tokio::sync::Mutex::new(Book::default()),
+            retain: AtomicUsize::new(0),
         }
+    }
+
+    /// Keeps the book bounded from now on (a long-running server): finished executions and
+    /// closed gates beyond the most recent [`RETAINED_PER_TENANT`] per tenant are let go into
+    /// totals. Call it before the first [`Approvals::book`].
+    pub fn bound_memory(&self) {
+        self.bound_memory_to(RETAINED_PER_TENANT);
+    }
+
+    /// [`Approvals::bound_memory`], keeping `retained` finished ones per tenant (at least 1).
+    pub fn bound_memory_to(&self, retained: usize) {
+        self.retain.store(retained.max(1), Ordering::Relaxed);
     }
 
     /// The book, caught up with the spine.
     pub async fn book(&self) -> Result<tokio::sync::MutexGuard<'_, Book>, RuntimeError> {
         let mut book = self.book.lock().await;
+        book.retain = self.retain.load(Ordering::Relaxed);
         book.catch_up(&*self.log).await?;
         Ok(book)
     }
@@ -531,17 +728,20 @@ impl Approvals {
             .get(strategy_version)
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc));
+        // The book keeps people's decisions only: replayed ones (a backtest) are not verdicts on
+        // production actions, and expiries are not verdicts at all.
         let mut decided: Vec<(DateTime<Utc>, bool)> = self
             .book()
             .await?
-            .gates
-            .values()
-            // Replayed decisions (a backtest) are not people's verdicts on production actions.
-            .filter(|g| g.strategy_version == strategy_version && !g.replay)
-            .filter_map(|g| g.decision.as_ref())
-            .filter(|d| d.verdict != Verdict::Expired && since.is_none_or(|s| d.at > s))
-            .map(|d| (d.at, d.verdict == Verdict::Reject))
-            .collect();
+            .decisions
+            .get(strategy_version)
+            .map(|d| {
+                d.iter()
+                    .filter(|(at, _)| since.is_none_or(|s| *at > s))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
         decided.sort_by_key(|d| d.0);
         let rejected: Vec<bool> = decided.into_iter().map(|d| d.1).collect();
         if let Some((rate, sample)) = strategy.approval.demotion.policy().judge(&rejected) {

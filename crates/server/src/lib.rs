@@ -71,6 +71,9 @@ pub type State = Arc<App>;
 impl App {
     /// Wires the server over an embedded runtime.
     pub fn new(env: &Embedded, tokens: Tokens) -> State {
+        // A server runs for months over a growing store: its book keeps what is in flight and
+        // the recent past, not every execution ever run.
+        env.approvals.bound_memory();
         Arc::new(Self {
             agent: env.agent.clone(),
             log: env.agent.log.clone(),

@@ -20,16 +20,57 @@ struct Queue {
     pending: u64,
     escalated: u64,
     expired: u64,
-    latencies_ms: Vec<u64>,
+    latencies_ms: Latencies,
 }
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
-    if sorted.is_empty() {
+/// A distribution of decision latencies as value → count: exact for the gates the book holds,
+/// bucketed ([`keel_runtime::gates::latency_bucket`]) for those it let go; its size does not
+/// grow with the number of decisions.
+#[derive(Default)]
+struct Latencies {
+    counts: BTreeMap<u64, u64>,
+    n: u64,
+    sum: u64,
+}
+
+impl Latencies {
+    fn push(&mut self, ms: u64) {
+        *self.counts.entry(ms).or_default() += 1;
+        self.n += 1;
+        self.sum = self.sum.saturating_add(ms);
+    }
+
+    fn merge(&mut self, d: &keel_runtime::gates::DroppedQueue) {
+        for (v, c) in &d.latencies_ms {
+            *self.counts.entry(*v).or_default() += c;
+            self.n += c;
+        }
+        self.sum = self.sum.saturating_add(d.latency_sum_ms);
+    }
+
+    fn len(&self) -> u64 {
+        self.n
+    }
+
+    fn sum(&self) -> u64 {
+        self.sum
+    }
+}
+
+/// Nearest-rank percentile.
+fn percentile(l: &Latencies, p: f64) -> Option<u64> {
+    if l.n == 0 {
         return None;
     }
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    Some(sorted[rank - 1])
+    let rank = ((p * l.n as f64).ceil() as u64).clamp(1, l.n);
+    let mut seen = 0;
+    for (v, c) in &l.counts {
+        seen += c;
+        if seen >= rank {
+            return Some(*v);
+        }
+    }
+    None
 }
 
 struct Figures {
@@ -66,9 +107,6 @@ async fn figures(state: &State, tenant: &str) -> Result<Figures, ApiError> {
             }
         }
     }
-    for q in queues.values_mut() {
-        q.latencies_ms.sort_unstable();
-    }
     let mut executions = BTreeMap::new();
     let mut cost: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for x in book
@@ -90,6 +128,25 @@ async fn figures(state: &State, tenant: &str) -> Result<Figures, ApiError> {
         .iter()
         .filter(|r| r.tenant == tenant && !r.replay)
         .count() as u64;
+    let mut reviews = reviews;
+    // What the server's bounded book let go, as totals (replays were never added).
+    if let Some(d) = book.dropped.get(tenant) {
+        for (k, n) in &d.executions {
+            *executions.entry(k.clone()).or_default() += n;
+        }
+        for (v, (m, unknown)) in &d.cost {
+            let c = cost.entry(v.clone()).or_default();
+            c.0 += m;
+            c.1 += unknown;
+        }
+        for (name, dq) in &d.queues {
+            let q = queues.entry(name.clone()).or_default();
+            q.escalated += dq.escalated;
+            q.expired += dq.expired;
+            q.latencies_ms.merge(dq);
+        }
+        reviews += d.reviews;
+    }
     drop(book);
     let demoted = state
         .control
@@ -150,7 +207,7 @@ pub async fn prometheus(
                 );
             }
         }
-        let sum: u64 = q.latencies_ms.iter().sum();
+        let sum = q.latencies_ms.sum();
         let _ = writeln!(
             w,
             "keel_gate_decision_latency_seconds_sum{{{labels}}} {}",
@@ -297,14 +354,23 @@ pub async fn json(
 
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use super::{Latencies, percentile};
+
+    fn of(v: &[u64]) -> Latencies {
+        let mut l = Latencies::default();
+        for x in v {
+            l.push(*x);
+        }
+        l
+    }
 
     #[test]
     fn nearest_rank_percentiles() {
-        let v = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100];
+        let v = of(&[100, 20, 30, 40, 50, 60, 70, 80, 90, 10]);
         assert_eq!(percentile(&v, 0.5), Some(50));
         assert_eq!(percentile(&v, 0.95), Some(100));
-        assert_eq!(percentile(&[7], 0.95), Some(7));
-        assert_eq!(percentile(&[], 0.5), None);
+        assert_eq!(percentile(&of(&[7]), 0.95), Some(7));
+        assert_eq!(percentile(&of(&[]), 0.5), None);
+        assert_eq!((v.len(), v.sum()), (10, 550));
     }
 }

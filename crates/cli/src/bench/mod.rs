@@ -4,6 +4,7 @@
 mod gates;
 mod memory;
 mod observe;
+mod serve;
 mod spine;
 mod steps;
 mod tools;
@@ -84,6 +85,16 @@ pub enum Target {
         #[arg(long, default_value_t = 48)]
         nprobe: usize,
     },
+    /// `keel serve` over a large store: its resident memory and the time of `/metrics` scrapes
+    /// (the first after a cold start, the first after a restart, steady ones).
+    ServeMetrics {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Executions to store (7 events each).
+        #[arg(long, default_value_t = 1_000_000)]
+        executions: u64,
+    },
 }
 
 /// Runs the chosen benchmark.
@@ -108,5 +119,6 @@ pub async fn run(data: &Path, target: Target) -> anyhow::Result<()> {
             lag_rate,
             backend,
         } => observe::run(data, json, events, lag_rate, &backend).await,
+        Target::ServeMetrics { json, executions } => serve::run(data, json, executions).await,
     }
 }

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 const ECONOMICS: &str = "SELECT strategy_version, COUNT(*) AS executions, AVG(outcome_success::int) AS success_rate, APPROX_PERCENTILE(total_cost, 0.5) AS p50_cost, APPROX_PERCENTILE(total_cost, 0.95) AS p95_cost, APPROX_PERCENTILE(steps_n, 0.95) AS p95_steps, AVG(gate_escalations) AS gates_per_exec, SUM(total_cost) / NULLIF(SUM(outcome_success::int),0) AS cost_per_success FROM gold.executions WHERE started_at >= CURRENT_DATE - 14 GROUP BY 1 ORDER BY cost_per_success";
 
 /// A small deterministic generator (xorshift64*): figures vary with the data, not the seed.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -50,7 +50,7 @@ impl Rng {
 }
 
 /// One short execution (7 events) with fresh ids, timestamped now.
-fn execution(rng: &mut Rng, n: u64) -> (Vec<Event>, TraceId) {
+pub(super) fn execution(rng: &mut Rng, n: u64) -> (Vec<Event>, TraceId) {
     let exec_id: ExecId = clock::new_exec_id();
     let trace_id = clock::new_trace_id();
     let tenant = TenantId(format!("tenant-{}", n % 8));

@@ -1,0 +1,148 @@
+//! A server's memory does not grow with the store: its book lets finished executions and closed
+//! gates go (beyond the most recent per tenant) and keeps their totals, so `/metrics` still
+//! counts every execution and an old execution is still found by id.
+
+#![allow(clippy::unwrap_used)]
+
+use keel_core::payload::*;
+use keel_core::{Cost, ExecId};
+use keel_runtime::embedded::{Config, Embedded};
+use keel_server::auth::{Role, Tokens};
+use keel_spine::EventLog;
+use keel_testkit::builder::{ExecBuilder, exec_id};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// A finished execution of `tenant` costing `micros`, with a decided gate `gate-{n}` (latency
+/// `n` seconds) when `gated`.
+fn finished(n: u64, tenant: &str, micros: u64, gated: bool) -> (ExecId, Vec<keel_core::Event>) {
+    let exec = exec_id(n);
+    let mut b = ExecBuilder::new(exec, tenant).started(&format!("order {n}"));
+    b = b.model_call(100, 10, Cost::Known(micros));
+    if gated {
+        b.push(Payload::GateRequested(GateRequested {
+            gate_id: format!("gate-{n}"),
+            action: json!({"tool": "issue_customer_refund"}),
+            consequence_tier: 3,
+            evidence_pack: json!({"goal": "refund"}),
+            reason: "tier 3".into(),
+            queue: "refunds".into(),
+            deadline_ms: None,
+            expire_after_ms: None,
+        }));
+        b.push(Payload::GateDecided(GateDecided {
+            gate_id: format!("gate-{n}"),
+            approver: "ada".into(),
+            verdict: Verdict::Approve,
+            reason: "ok".into(),
+            latency_ms: n * 1000,
+        }));
+    }
+    (exec, b.finished(Outcome::Success).build())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_executions_leave_the_servers_memory_and_still_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = repo();
+    let config = Config {
+        tools: repo.join("tools"),
+        strategies: repo.join("strategies"),
+        prices: repo.join("prices.toml"),
+    };
+    let data = tmp.path().join("data");
+    let env = Embedded::open(&data, &config).unwrap();
+    let store = Tokens::open(&data).unwrap();
+    let token = store
+        .create("acme", &[Role::Operator], "ops", "2026-11-25T00:00:00Z")
+        .unwrap();
+    let state = keel_server::App::new(&env, store);
+    // As the server does at 1000 per tenant, at 3 so the test stays small.
+    env.approvals.bound_memory_to(3);
+
+    // Ten finished executions (four with a decided gate) and one still running.
+    let mut ids = Vec::new();
+    for n in 1..=10 {
+        let (exec, events) = finished(n, "acme", 1_000 * n, n <= 4);
+        env.log.append(exec, 0, &events).await.unwrap();
+        ids.push(exec);
+    }
+    let live = exec_id(99);
+    let events = ExecBuilder::new(live, "acme")
+        .started("still going")
+        .build();
+    env.log.append(live, 0, &events).await.unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = keel_server::router(state);
+    tokio::spawn(async move { axum_serve(listener, router).await });
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{base}{path}")).bearer_auth(&token).send();
+
+    // Every execution counts, with its cost and its gate's latency.
+    let r = get("/v1/metrics").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    let count = |outcome: &str| -> u64 {
+        v["executions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["outcome"] == outcome)
+            .map(|e| e["count"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!((count("success"), count("running")), (10, 1), "{v}");
+    let usd: f64 = v["cost"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c["usd"].as_f64().unwrap())
+        .sum();
+    assert!((usd - 0.055).abs() < 1e-9, "{v}");
+    let q = &v["queues"]["refunds"];
+    assert_eq!(q["decided"], 4, "{v}");
+    assert_eq!(q["decision_latency_ms_p50"], 2000, "{v}");
+    assert_eq!(q["decision_latency_ms_p95"], 4000, "{v}");
+
+    // Only the running one and the three most recent finished are held in memory.
+    {
+        let book = env.approvals.book().await.unwrap();
+        let mut held: Vec<ExecId> = book.execs.keys().copied().collect();
+        held.sort();
+        let mut want = vec![ids[7], ids[8], ids[9], live];
+        want.sort();
+        assert_eq!(held, want);
+        assert!(book.gates.len() <= 3, "{:?}", book.gates.keys());
+    }
+
+    // An execution the book let go is still found by id (folded from its events), and only by
+    // its own tenant.
+    let r = get(&format!("/v1/executions/{}", ids[0])).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let x: Value = r.json().await.unwrap();
+    assert_eq!(x["status"], "success");
+    assert_eq!(x["cost_micros"], 1_000);
+    assert_eq!(x["gates"], 1);
+    let text = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains(
+            "keel_gate_decision_latency_seconds_count{tenant=\"acme\",queue=\"refunds\"} 4"
+        ),
+        "{text}"
+    );
+}
+
+async fn axum_serve(listener: tokio::net::TcpListener, router: axum::Router) {
+    let _ = axum::serve(listener, router).await;
+}
