@@ -21,6 +21,8 @@ use crate::store::{ProjectionStore, TABLES, qualified};
 use async_trait::async_trait;
 use keel_spine::Committed;
 use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Mutex;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
@@ -157,6 +159,9 @@ pub struct PgProjections {
     /// The URL as configured (password included), to open a connection of its own for a query
     /// while the shared one is busy. Never shown: `url` is.
     connect_url: String,
+    /// Cancel requests for dropped queries still on their way: until they land, the shared
+    /// connection is left alone (a late cancel would hit the next query on it).
+    cancels: Arc<AtomicUsize>,
     next_offset: u64,
 }
 
@@ -273,6 +278,7 @@ impl PgProjections {
             client: Mutex::new(client),
             url: shown,
             connect_url: url.to_owned(),
+            cancels: Arc::default(),
             next_offset,
         })
     }
@@ -419,9 +425,13 @@ impl ProjectionStore for PgProjections {
     async fn query_limited(&self, scope: &Scope, sql: &str, limits: &Limits) -> Result<Rows> {
         // A query never waits behind another one (a slow one of another tenant): when the
         // shared connection is busy, it gets a connection of its own.
-        match self.client.try_lock() {
-            Ok(mut client) => self.query_on(&mut client, scope, sql, limits).await,
-            Err(_) => {
+        let shared = match self.cancels.load(Ordering::SeqCst) {
+            0 => self.client.try_lock().ok(),
+            _ => None,
+        };
+        match shared {
+            Some(mut client) => self.query_on(&mut client, scope, sql, limits).await,
+            None => {
                 let (mut client, connection) = tokio_postgres::connect(&self.connect_url, NoTls)
                     .await
                     .map_err(pg_err(&self.url, "connecting for a query"))?;
@@ -434,16 +444,23 @@ impl ProjectionStore for PgProjections {
     }
 }
 
-/// Cancels the server's work on a query when the future awaiting it is dropped first.
-struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
+/// Cancels the server's work on a query when the future awaiting it is dropped before it
+/// returned; disarmed (`token` taken) on every return.
+struct CancelOnDrop {
+    token: Option<tokio_postgres::CancelToken>,
+    pending: Arc<AtomicUsize>,
+}
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if let Some(token) = self.0.take()
+        if let Some(token) = self.token.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
+            let pending = self.pending.clone();
+            pending.fetch_add(1, Ordering::SeqCst);
             rt.spawn(async move {
                 let _ = token.cancel_query(NoTls).await;
+                pending.fetch_sub(1, Ordering::SeqCst);
             });
         }
     }
@@ -457,6 +474,27 @@ impl PgProjections {
         sql: &str,
         limits: &Limits,
     ) -> Result<Rows> {
+        let mut cancel = CancelOnDrop {
+            token: Some(client.cancel_token()),
+            pending: self.cancels.clone(),
+        };
+        let result = self.query_in(client, scope, sql, limits).await;
+        let token = cancel.token.take();
+        if let (Err(ObserveError::Limit { .. }), Some(token)) = (&result, token) {
+            // Stopped while the server may still be producing rows: cancel it now, before the
+            // connection runs anything else (a cancel that lands once it is idle is ignored).
+            let _ = token.cancel_query(NoTls).await;
+        }
+        result
+    }
+
+    async fn query_in(
+        &self,
+        client: &mut Client,
+        scope: &Scope,
+        sql: &str,
+        limits: &Limits,
+    ) -> Result<Rows> {
         use futures::StreamExt;
         let sql = rewrite_percentiles(sql)?;
         let (role, tenant) = match scope {
@@ -464,7 +502,6 @@ impl PgProjections {
             Scope::Tenant(t) => ("keel_sql_tenant", t.replace('\'', "''")),
         };
         let timeout_ms = limits.timeout.map_or(60_000, |t| t.as_millis().max(1));
-        let mut cancel = CancelOnDrop(Some(client.cancel_token()));
         let tx = client
             .build_transaction()
             .read_only(true)
@@ -529,7 +566,6 @@ impl PgProjections {
             }
             rows.push(row);
         }
-        cancel.0 = None;
         tx.rollback()
             .await
             .map_err(pg_err(&self.url, "ending a query"))?;
