@@ -330,8 +330,27 @@ impl Agent {
     }
 
     /// Drives an execution from wherever its log stops until it ends (or suspends). Returns its
-    /// final state.
+    /// final state. A panic in a step does not escape and is never retried: the failed step is
+    /// recorded and the execution ends with outcome `error` naming the panic (see
+    /// [`crate::worker::end_after_panic`]).
     pub async fn drive(
+        &self,
+        strategy: &Strategy,
+        model: &dyn ModelProvider,
+        exec_id: ExecId,
+    ) -> Result<ExecutionState, RuntimeError> {
+        use futures::FutureExt;
+        let steps = std::panic::AssertUnwindSafe(self.drive_steps(strategy, model, exec_id));
+        match steps.catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => {
+                let why = crate::worker::panic_message(&*panic);
+                crate::worker::end_after_panic_guarded(self, exec_id, &why).await
+            }
+        }
+    }
+
+    async fn drive_steps(
         &self,
         strategy: &Strategy,
         model: &dyn ModelProvider,

@@ -1,16 +1,162 @@
 //! Workers: run every unfinished execution on the spine to its end. On start this is resume:
 //! executions a crashed worker left behind are driven on from their last event (in-flight tool
 //! calls resolved through the ledger). Executions waiting at a gate are left waiting.
+//!
+//! A step that panics ends its execution: [`end_after_panic`] records the failed step and an
+//! `exec.finished` with outcome `error`, durably, which also makes visible whatever the step had
+//! appended without an fsync. Retrying would only panic again, one step at a time, until
+//! `max_steps`, with the execution looking alive meanwhile.
 
 use crate::agent::Agent;
 use crate::error::RuntimeError;
 use crate::strategy::StrategySet;
 use keel_core::control::CONTROL_STREAM;
-use keel_core::payload::Payload;
-use keel_core::{ExecId, ExecutionState};
+use keel_core::payload::{
+    ExecFinished, ModelResponded, Outcome, Payload, StepCompleted, ToolResult, ToolStatus,
+};
+use keel_core::{CURRENT_SCHEMA_VERSION, Cost, Event, ExecId, ExecutionState, TenantId, Tokens};
 use keel_models::ModelProvider;
+use keel_spine::SpineError;
+use keel_spine::clock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+/// The message a panic carried (`panic!("…")` payloads are a `&str` or a `String`).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Appends `payload` after `state`'s last event, durably, and folds it in.
+async fn append_durably(
+    agent: &Agent,
+    exec_id: ExecId,
+    state: &mut ExecutionState,
+    payload: Payload,
+) -> Result<(), RuntimeError> {
+    let event = Event {
+        event_id: clock::new_event_id(),
+        exec_id,
+        tenant: state
+            .tenant
+            .clone()
+            .unwrap_or_else(|| TenantId(String::new())),
+        seq: state.last_seq + 1,
+        ts: agent.clock.now(),
+        trace_id: state.trace_id.unwrap_or(keel_core::TraceId([1; 16])),
+        step_n: state.totals.steps,
+        schema_version: CURRENT_SCHEMA_VERSION,
+        payload,
+    };
+    let next = state.apply(&event)?;
+    match agent.log.append(exec_id, state.last_seq, &[event]).await {
+        Ok(_) => {}
+        Err(SpineError::Conflict { .. }) => {
+            return Err(RuntimeError::Contended(exec_id.to_string()));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    *state = next;
+    Ok(())
+}
+
+/// [`end_after_panic`], itself guarded: a panic while recording the first is an error, never a
+/// second unwinding through the worker.
+pub async fn end_after_panic_guarded(
+    agent: &Agent,
+    exec_id: ExecId,
+    why: &str,
+) -> Result<ExecutionState, RuntimeError> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(end_after_panic(agent, exec_id, why))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|p| {
+            Err(RuntimeError::Worker(format!(
+                "execution {exec_id}: a step panicked ({why}), and recording it panicked too: {}",
+                panic_message(&*p)
+            )))
+        })
+}
+
+/// Ends an execution whose step panicked with `why`: a `step.completed` saying the step failed,
+/// an error reply for a model call and an `error` result (outcome unknown) for a tool call the
+/// step left open, then `exec.finished` with outcome `error`, all durable. The first durable append
+/// also flushes the step's buffered events (committed without an fsync, hidden from this
+/// handle's reads until then), so everything the step did becomes visible, nothing is dropped.
+pub async fn end_after_panic(
+    agent: &Agent,
+    exec_id: ExecId,
+    why: &str,
+) -> Result<ExecutionState, RuntimeError> {
+    let shown = agent.log.read(exec_id, 1).await?;
+    if shown.is_empty() {
+        return Err(RuntimeError::UnknownExecution(exec_id.to_string()));
+    }
+    let mut state = ExecutionState::fold(&shown)?;
+    if state.status.is_terminal() {
+        return Ok(state);
+    }
+    // The step's buffered events are committed but not shown: find the stored last seq.
+    let mut last = state.last_seq;
+    while agent.log.appended_after(exec_id, last).await? {
+        last += 1;
+    }
+    let failed = Payload::StepCompleted(StepCompleted {
+        summary: Some(format!("step failed: the worker panicked: {why}")),
+    });
+    let mut marker = state.clone();
+    marker.last_seq = last;
+    append_durably(agent, exec_id, &mut marker, failed).await?;
+    // Everything is durable, hence shown, now: fold it all.
+    state = ExecutionState::fold(&agent.log.read(exec_id, 1).await?)?;
+    if let Some(call_id) = state.pending_model_call.clone() {
+        let reply = Payload::ModelResponded(ModelResponded {
+            call_id,
+            model: String::new(),
+            tokens: Tokens::default(),
+            cost: Cost::Unknown,
+            latency_ms: 0,
+            response_ref: None,
+            error: Some(format!("no reply: the worker panicked: {why}")),
+        });
+        append_durably(agent, exec_id, &mut state, reply).await?;
+    }
+    if let Some(p) = state.pending_tool_call.clone() {
+        // Not resolved through the ledger: that may run the call again, and with it the panic.
+        // The execution ends here, so nothing retries the call; its ledger entry stays for audit.
+        let result = Payload::ToolResult(ToolResult {
+            call_id: p.call_id,
+            tool: p.tool,
+            status: ToolStatus::Error,
+            output_ref: None,
+            actual_cost: Cost::Unknown,
+            latency_ms: 0,
+            error_class: None,
+            errors: vec![format!(
+                "outcome unknown: the worker panicked during the call: {why}"
+            )],
+        });
+        append_durably(agent, exec_id, &mut state, result).await?;
+    }
+    if state.status.is_terminal() {
+        return Ok(state);
+    }
+    let totals = state.totals.clone();
+    let finished = Payload::ExecFinished(ExecFinished {
+        outcome: Outcome::Error,
+        steps_n: totals.steps,
+        tokens: totals.tokens,
+        cost: totals.cost,
+        trace_id: state.trace_id.unwrap_or(keel_core::TraceId([1; 16])),
+        detail: Some(format!("the worker panicked: {why}")),
+    });
+    append_durably(agent, exec_id, &mut state, finished).await?;
+    Ok(state)
+}
 
 /// What happened to one execution in a drain.
 #[derive(Debug)]
@@ -82,10 +228,22 @@ pub async fn drain(
                     }
                 })
             });
-            for handle in futures::future::join_all(runs).await {
+            let joined = futures::future::join_all(runs).await;
+            for ((exec, _, _), handle) in chunk.iter().zip(joined) {
                 match handle {
                     Ok(d) => out.push(d),
-                    Err(e) => return Err(RuntimeError::Worker(e.to_string())),
+                    // `drive` catches a step's panic itself; this is a panic outside it.
+                    Err(e) if e.is_panic() => {
+                        let why = panic_message(&*e.into_panic());
+                        out.push(Drained {
+                            exec_id: *exec,
+                            result: end_after_panic_guarded(agent, *exec, &why).await,
+                        });
+                    }
+                    Err(e) => out.push(Drained {
+                        exec_id: *exec,
+                        result: Err(RuntimeError::Worker(e.to_string())),
+                    }),
                 }
             }
         }

@@ -119,15 +119,24 @@ async fn server() -> Server {
 
 /// A server whose strategies are read from `strategies`.
 async fn server_with(strategies: &Path) -> Server {
+    server_with_tools(strategies, &repo().join("tools"), |_| {}).await
+}
+
+/// A server with its own strategies, tool contracts and extra builtin tools.
+async fn server_with_tools(
+    strategies: &Path,
+    tools: &Path,
+    builtins: impl FnOnce(&mut keel_tools::adapter::builtin::Builtins),
+) -> Server {
     let tmp = tempfile::tempdir().unwrap();
     let repo = repo();
     let config = Config {
-        tools: repo.join("tools"),
+        tools: tools.to_path_buf(),
         strategies: strategies.to_path_buf(),
         prices: repo.join("prices.toml"),
     };
     let data = tmp.path().join("data");
-    let env = Embedded::open(&data, &config).unwrap();
+    let env = Embedded::open_with(&data, &config, builtins).unwrap();
     let store = Tokens::open(&data).unwrap();
     let mut tokens = Vec::new();
     for (name, tenant, roles) in [
@@ -749,4 +758,124 @@ async fn an_execution_started_over_http_names_its_subject() {
     assert_eq!(read_goal().await, "[erased]");
     assert!(sealed("jane.doe@example.com"));
     assert!(sealed("Write to me at"));
+}
+
+/// Item 19 (issue 12): a panic in a step (here a builtin tool registered by the test that panics)
+/// left the execution `running` with only `exec.started` visible, its buffered events unseen,
+/// and each retry panicked again. The failed step is an event, the execution ends `error`
+/// naming the panic, and every event the step appended is visible through the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_step_ends_the_execution_with_its_events_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = dir.path().join("tools");
+    let strategies = dir.path().join("strategies");
+    std::fs::create_dir_all(&tools).unwrap();
+    std::fs::create_dir_all(&strategies).unwrap();
+    std::fs::write(
+        tools.join("explode.yaml"),
+        "name: explode
+description: A read-only tool that panics (test hook).
+schema:
+  input: { type: object, additionalProperties: false }
+  output: { type: object }
+side_effect: read_only
+consequence_tier: 0
+idempotency: none
+budgets: { cost_est: '$0.0001' }
+failure_policy: { retryable: [], max_attempts: 1, on_exhaust: fail }
+timeout: 2s
+adapter: { kind: builtin, function: explode }
+",
+    )
+    .unwrap();
+    let script = dir.path().join("explode-model.yaml");
+    std::fs::write(
+        &script,
+        "rules:
+  - when: { last_tool: none }
+    then: { text: Check it., call: { tool: explode, args: {} } }
+  - then: { text: Done. }
+",
+    )
+    .unwrap();
+    std::fs::write(
+        strategies.join("support-explode.yaml"),
+        format!(
+            "name: support-explode
+prompt: {{ file: {repo}/prompts/support-v1.md, version: v1 }}
+model: {{ provider: scripted, name: scripted-small, script: {script}, max_tokens: 512 }}
+tools: [explode]
+max_steps: 6
+budget: {{ max_cost_usd: 0.05, max_tokens: 60000 }}
+default: true
+success: [ {{ answer_matches: Done }} ]
+",
+            repo = repo().display(),
+            script = script.display()
+        ),
+    )
+    .unwrap();
+    let srv = server_with_tools(&strategies, &tools, |b| {
+        let explode: keel_tools::adapter::builtin::BuiltinFn = std::sync::Arc::new(|_, _| {
+            Box::pin(async {
+                if std::hint::black_box(true) {
+                    panic!("injected: the explode tool panicked");
+                }
+                Ok::<_, keel_tools::adapter::AdapterError>(json!({}))
+            })
+        });
+        b.register("explode", false, explode);
+    })
+    .await;
+    let (s, v) = srv
+        .call(
+            Some(srv.token("acme-agent")),
+            Method::POST,
+            "/v1/executions",
+            Some(&json!({"goal": "Check order A-1007"}).to_string()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let exec = v["exec_id"].as_str().unwrap().to_owned();
+    let view = srv
+        .wait_status("acme-agent", &exec, |s| s != "running")
+        .await;
+    let (s, v) = srv
+        .call(
+            Some(srv.token("acme-agent")),
+            Method::GET,
+            &format!("/v1/executions/{exec}/events"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let events = v["events"].as_array().unwrap();
+    assert_eq!(view["status"], "error", "{view} {v:#}");
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "exec.started",
+            "model.called",
+            "model.responded",
+            "plan.proposed",
+            "step.completed",
+            "exec.finished"
+        ],
+        "the step's buffered events are visible, the failed step is recorded once: {v:#}"
+    );
+    let failed = &events[4]["data"]["summary"];
+    assert!(
+        failed
+            .as_str()
+            .unwrap()
+            .contains("injected: the explode tool panicked"),
+        "{failed}"
+    );
+    let end = &events[5]["data"];
+    assert_eq!(end["outcome"], "error", "{end}");
+    assert!(
+        end["detail"].as_str().unwrap().contains("panicked"),
+        "{end}"
+    );
 }
