@@ -283,40 +283,123 @@ fn bad_cursor(c: &str) -> ApiError {
     )
 }
 
+/// Where an execution sorts in the list: its start to the millisecond (what the projections
+/// store), then its id. The list is newest first, so it runs down this key.
+fn list_key(x: &ExecView) -> (String, ExecId) {
+    (
+        x.started_at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        x.exec_id,
+    )
+}
+
 /// Newest first, at most [`MAX_PAGE`] a page; `next_cursor` (when more remain) continues after
-/// the last one shown.
+/// the last one shown. The server's book holds the executions in flight and the most recent
+/// finished ones; older ones (which it let go) are found by their `exec.started` step in the
+/// projections (replays included) and folded from their events, so the cursor pages through
+/// every execution of the tenant.
 async fn list_executions(
     axum::extract::State(state): axum::extract::State<State>,
     caller: Caller,
     Params(q): Params<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = page_size(q.limit, 100)?;
-    let book = state.approvals.book().await?;
-    let mine = |x: &&ExecView| x.tenant == caller.0.tenant;
-    let key = |x: &ExecView| std::cmp::Reverse((x.started_at, x.exec_id));
+    let tenant = caller.0.tenant.as_str();
     let after = match q.cursor.as_deref() {
         None => None,
         Some(c) => {
             let id: ExecId = c.parse().map_err(|_| bad_cursor(c))?;
-            let x = book
-                .execs
-                .get(&id)
-                .filter(mine)
-                .ok_or_else(|| bad_cursor(c))?;
-            Some(key(x))
+            let x = exec_view(&state, &caller, id)
+                .await
+                .map_err(|_| bad_cursor(c))?;
+            Some(list_key(&x))
         }
     };
-    let mut v: Vec<&ExecView> = book
-        .execs
-        .values()
-        .filter(mine)
-        .filter(|x| q.status.as_deref().is_none_or(|s| x.status == s))
-        .filter(|x| after.is_none_or(|a| key(x) > a))
-        .collect();
-    v.sort_by_key(|x| key(x));
+    let wanted = |x: &ExecView| {
+        x.tenant == tenant
+            && q.status.as_deref().is_none_or(|s| x.status == s)
+            && after.as_ref().is_none_or(|a| list_key(x) < *a)
+    };
+    let (mut v, held, let_go) = {
+        let book = state.approvals.book().await?;
+        let v: Vec<ExecView> = book.execs.values().filter(|x| wanted(x)).cloned().collect();
+        let held: std::collections::BTreeSet<ExecId> = book
+            .execs
+            .values()
+            .filter(|x| x.tenant == tenant)
+            .map(|x| x.exec_id)
+            .collect();
+        (v, held, book.dropped.contains_key(tenant))
+    };
+    if let_go {
+        let older =
+            older_executions(&state, tenant, after.clone(), &held, limit + 1, &wanted).await?;
+        v.extend(older);
+    }
+    v.sort_by_key(|x| std::cmp::Reverse(list_key(x)));
     let next = (v.len() > limit).then(|| v[limit - 1].exec_id.to_string());
     v.truncate(limit);
     Ok(Json(json!({ "executions": v, "next_cursor": next })))
+}
+
+/// Up to `want` of the tenant's executions that the book no longer holds, newest first below
+/// `after`, each folded from its own events and kept when `wanted`.
+async fn older_executions(
+    state: &State,
+    tenant: &str,
+    mut after: Option<(String, ExecId)>,
+    held: &std::collections::BTreeSet<ExecId>,
+    want: usize,
+    wanted: &(dyn Fn(&ExecView) -> bool + Sync),
+) -> Result<Vec<ExecView>, ApiError> {
+    const BATCH: usize = 256;
+    let quote = |s: &str| s.replace('\'', "''");
+    let mut out = Vec::new();
+    loop {
+        let below = after.as_ref().map_or(String::new(), |(k, id)| {
+            format!(
+                "AND (k < '{k}' OR (k = '{k}' AND id < '{id}'))",
+                k = quote(k)
+            )
+        });
+        // Built here, never from a caller's text; the tenant is the caller's own.
+        let tenant_q = quote(tenant);
+        let rows = crate::observe::with_projections(state, move |store| {
+            let k = match store.dialect().starts_with("PostgreSQL") {
+                true => {
+                    "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+                }
+                false => "ts",
+            };
+            let sql = format!(
+                "SELECT id, k FROM (SELECT CAST(exec_id AS TEXT) AS id, {k} AS k \
+                 FROM traces.steps WHERE tenant = '{tenant_q}' AND event_type = 'exec.started') AS e \
+                 WHERE 1 = 1 {below} ORDER BY k DESC, id DESC LIMIT {BATCH}"
+            );
+            Box::pin(async move { store.query(&keel_observe::sql::Scope::Admin, &sql).await })
+        })
+        .await?;
+        for r in &rows.rows {
+            let (Some(id), Some(k)) = (
+                r.first()
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse::<ExecId>().ok()),
+                r.get(1).and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            after = Some((k.to_owned(), id));
+            if held.contains(&id) {
+                continue;
+            }
+            let events = state.log.read(id, 1).await?;
+            if let Some(x) = keel_runtime::gates::Book::view_of(&events).filter(|x| wanted(x)) {
+                out.push(x);
+            }
+        }
+        if out.len() >= want || rows.rows.len() < BATCH {
+            return Ok(out);
+        }
+    }
 }
 
 #[derive(Deserialize)]
