@@ -61,10 +61,14 @@ pub(crate) fn observe_err(e: keel_observe::ObserveError) -> ApiError {
         E::NotFound { what } => ApiError::NotFound(what),
         E::QueryRefused { reason } => ApiError::bad("query", reason),
         E::Query { detail } => ApiError::bad("query", detail),
-        E::Limit { limit: "time", .. } | E::Cancelled => ApiError::bad("query", e.to_string()),
-        E::Limit { .. } => ApiError::TooLarge {
+        E::Limit {
+            limit: "time",
+            detail,
+        } => ApiError::bad("query", detail),
+        E::Cancelled => ApiError::bad("query", e.to_string()),
+        E::Limit { detail, .. } => ApiError::TooLarge {
             field: "query".into(),
-            detail: e.to_string(),
+            detail,
         },
         E::Config { what, detail } => ApiError::bad(&what, detail),
         other => internal(other),
