@@ -95,6 +95,8 @@ fn subject_access_then_erasure_reaches_every_path() {
             "search",
             "--tenant",
             "acme",
+            "--subject",
+            "cust-42",
             "how does the customer want updates",
         ],
     ));
@@ -135,6 +137,8 @@ fn subject_access_then_erasure_reaches_every_path() {
             "search",
             "--tenant",
             "acme",
+            "--subject",
+            "cust-42",
             "how does the customer want updates",
         ],
     ));
