@@ -65,6 +65,10 @@ pub fn describe(payload: &Payload) -> String {
         ),
         Payload::MemoryRetrieved(m) => format!("{} chunks for {:?}", m.chunks.len(), m.query),
         Payload::MemoryWritten(m) => m.memory_id.clone(),
+        Payload::DistillFailed(d) => format!(
+            "distillation failed after {} facts: {}",
+            d.written, d.reason
+        ),
         Payload::ExecSuspended(t) | Payload::ExecResumed(t) | Payload::ExecCancelled(t) => {
             t.reason.clone()
         }

@@ -127,6 +127,22 @@ pub struct MemoryWritten {
     pub provenance: Value,
 }
 
+/// `memory.distill_failed`: the distillation after an answer wrote nothing, and why (the model
+/// call failed or was refused by the cost budget, its reply was not the facts JSON, the memory
+/// store failed). The execution still finishes with its answer; the distillation's own model
+/// call, if one was made, is the `model.called` / `model.responded` pair just before.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DistillFailed {
+    /// The distillation's model call, when one was made.
+    #[serde(default)]
+    pub call_id: Option<String>,
+    /// Facts already written (as `memory.written`) before the failure.
+    #[serde(default)]
+    pub written: u32,
+    /// What went wrong.
+    pub reason: String,
+}
+
 /// `tool.called`: the orchestrator is about to call a tool through its contract.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ToolCalled {
@@ -532,6 +548,8 @@ payloads! {
     MemoryRetrieved(MemoryRetrieved) = "memory.retrieved",
     /// `memory.written`
     MemoryWritten(MemoryWritten) = "memory.written",
+    /// `memory.distill_failed`
+    DistillFailed(DistillFailed) = "memory.distill_failed",
     /// `tool.called`
     ToolCalled(ToolCalled) = "tool.called",
     /// `tool.result`

@@ -374,6 +374,7 @@ impl ExecutionState {
             Payload::PlanProposed(_)
             | Payload::MemoryRetrieved(_)
             | Payload::MemoryWritten(_)
+            | Payload::DistillFailed(_)
             | Payload::GateEscalated(_)
             | Payload::ReviewSampled(_)
             | Payload::KillSet(_)

@@ -254,3 +254,43 @@ fn error_outcome_is_failed_and_cancel_is_cancelled() {
         ExecStatus::Cancelled
     );
 }
+
+/// Issue 13, item 3: a distilling execution's log as Keel writes it since distillation is a
+/// metered call (committed fixture, so the shape keeps decoding): the distillation's
+/// `model.called` / `model.responded` count in the totals, `memory.distill_failed` changes no
+/// state, and `exec.finished` after it is legal and carries those totals.
+#[test]
+fn a_failed_distillation_is_metered_and_the_execution_still_finishes() {
+    let events: Vec<Event> = include_str!("fixtures/events-v2-distill.jsonl")
+        .lines()
+        .map(|l| Event::decode(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(events.len(), 8);
+    match &events[6].payload {
+        Payload::DistillFailed(f) => {
+            assert_eq!(f.call_id.as_deref(), Some("distill-1"));
+            assert_eq!(f.written, 0);
+            assert!(f.reason.contains("not the facts JSON"), "{}", f.reason);
+        }
+        p => panic!("unexpected {p:?}"),
+    }
+    let before = ExecutionState::fold(&events[..6]).unwrap();
+    let after_failure = ExecutionState::fold(&events[..7]).unwrap();
+    assert_eq!(after_failure.totals, before.totals);
+    assert_eq!(after_failure.status, before.status);
+    let state = ExecutionState::fold(&events).unwrap();
+    assert_eq!(state.totals.model_calls, 2);
+    assert_eq!(state.totals.tokens.input, 510);
+    assert_eq!(state.totals.tokens.output, 90);
+    assert_eq!(state.totals.cost, Cost::Known(210));
+    let Payload::ExecFinished(f) = &events[7].payload else {
+        panic!("the last event is exec.finished");
+    };
+    assert_eq!((f.tokens, f.cost), (state.totals.tokens, state.totals.cost));
+    assert_eq!(
+        state.status,
+        ExecStatus::Finished {
+            outcome: Outcome::Success
+        }
+    );
+}

@@ -441,6 +441,14 @@ pub fn step_row(e: &Event) -> StepRow {
             r.memory_chunks = Some(p.memory_id.clone());
             r.summary = format!("memory.written {} ({})", p.memory_id, p.volatility);
         }
+        Payload::DistillFailed(p) => {
+            r.status = Some("error".into());
+            r.summary = format!(
+                "memory.distill_failed after {} facts: {}",
+                p.written,
+                clip(&p.reason, 160)
+            );
+        }
         Payload::ToolCalled(p) => {
             r.tool = Some(p.tool.clone());
             r.summary = format!("{}({})", p.tool, clip(&p.args.to_string(), 160));

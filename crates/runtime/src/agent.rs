@@ -370,6 +370,31 @@ impl Agent {
         let tools = self.tool_specs(strategy);
         let mut malformed_in_a_row = 0;
         let mut outputs = conversation::OutputCache::new();
+        // A crash during the distillation after an answer: its call is closed as failed, never
+        // answered with the agent's own request below. The answer itself is only in the model's
+        // raw reply, so the loop then asks for it again, as after any crash before `exec.finished`.
+        if let Some(call_id) = run.state.pending_model_call.clone()
+            && crate::recall::is_distill_call(&call_id)
+            && !run.state.status.is_terminal()
+        {
+            let why = "no reply: the worker stopped during the distillation".to_owned();
+            run.append(Payload::ModelResponded(ModelResponded {
+                call_id: call_id.clone(),
+                model: strategy.model.clone(),
+                tokens: Tokens::default(),
+                cost: Cost::Unknown,
+                latency_ms: 0,
+                response_ref: None,
+                error: Some(why.clone()),
+            }))
+            .await?;
+            run.append(Payload::DistillFailed(DistillFailed {
+                call_id: Some(call_id),
+                written: 0,
+                reason: why,
+            }))
+            .await?;
+        }
         // A crash can cut a step after the model answered or after a tool returned; close that
         // step so the next model call starts a new one and sees what the cut step did.
         let cut = run.events.last().is_some_and(|e| {
@@ -498,12 +523,7 @@ impl Agent {
                         } else {
                             Outcome::Failure
                         };
-                        let memories =
-                            crate::recall::distill(self, strategy, model, &run.state, &run.events)
-                                .await?;
-                        for p in memories {
-                            run.append(p).await?;
-                        }
+                        self.distil(&mut run, strategy, model).await?;
                         run.finish(outcome, Some(answer)).await?;
                         continue;
                     }
@@ -579,6 +599,101 @@ impl Agent {
                     }
                 }
             }
+        }
+    }
+
+    /// The distillation after an answer, a metered model call of its own: `model.called` /
+    /// `model.responded` priced like any call (so `exec.finished`'s totals include it) and refused
+    /// beforehand if its most possible cost could cross the cost budget; then the facts as
+    /// `memory.written`, or `memory.distill_failed` saying why none (or no more) were written.
+    /// Nothing here fails the execution: only an append to the spine itself can err.
+    async fn distil(
+        &self,
+        run: &mut Run<'_>,
+        strategy: &Strategy,
+        model: &dyn ModelProvider,
+    ) -> Result<(), RuntimeError> {
+        let failed = |call_id: Option<String>, written: usize, reason: String| {
+            Payload::DistillFailed(DistillFailed {
+                call_id,
+                written: u32::try_from(written).unwrap_or(u32::MAX),
+                reason,
+            })
+        };
+        let request = match crate::recall::distill_request(self, strategy, &run.events).await {
+            Ok(Some(request)) => request,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                let why = format!("the distillation request could not be built: {e}");
+                return run.append(failed(None, 0, why)).await;
+            }
+        };
+        if let Some(why) =
+            crate::estimate::refuse_model_call(&self.prices, &strategy.model, &run.state, &request)
+        {
+            return run.append(failed(None, 0, why)).await;
+        }
+        let call_id = format!(
+            "{}{}",
+            crate::recall::DISTILL_CALL_PREFIX,
+            uuid::Uuid::now_v7()
+        );
+        run.append(Payload::ModelCalled(ModelCalled {
+            call_id: call_id.clone(),
+            model: strategy.model.clone(),
+            prompt_version: Some(crate::recall::DISTILL_PROMPT_VERSION.to_owned()),
+            request_ref: None,
+        }))
+        .await?;
+        let reply = match model.chat(&request).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                run.append(Payload::ModelResponded(ModelResponded {
+                    call_id: call_id.clone(),
+                    model: strategy.model.clone(),
+                    tokens: Tokens::default(),
+                    // As for the agent's own calls: the usage of a failed reply is not known.
+                    cost: Cost::Unknown,
+                    latency_ms: 0,
+                    response_ref: None,
+                    error: Some(e.to_string()),
+                }))
+                .await?;
+                let why = format!("the distillation's model call failed: {e}");
+                return run.append(failed(Some(call_id), 0, why)).await;
+            }
+        };
+        // The raw reply is kept like any other; a blob store that fails loses the raw bytes
+        // only, not the call's metering or the answer.
+        let stored = self.blobs.put(reply.raw.clone().into_bytes()).await;
+        run.append(Payload::ModelResponded(ModelResponded {
+            call_id: call_id.clone(),
+            model: reply.model.clone(),
+            tokens: Tokens {
+                input: reply.usage.input,
+                output: reply.usage.output,
+            },
+            cost: self.prices.cost(&strategy.model, &reply.usage),
+            latency_ms: u64::try_from(reply.latency.as_millis()).unwrap_or(u64::MAX),
+            response_ref: stored.as_ref().ok().map(ToString::to_string),
+            error: None,
+        }))
+        .await?;
+        if let Err(e) = stored {
+            let why = format!("the distillation reply could not be stored: {e}");
+            return run.append(failed(Some(call_id), 0, why)).await;
+        }
+        let text = reply.text.as_deref().unwrap_or_default();
+        let (written, failure) =
+            crate::recall::store_facts(self, strategy, &run.state, &run.events, &reply.model, text)
+                .await;
+        let n = written.len();
+        for p in written {
+            run.append(p).await?;
+        }
+        match failure {
+            Some(why) => run.append(failed(Some(call_id), n, why)).await,
+            None => Ok(()),
         }
     }
 

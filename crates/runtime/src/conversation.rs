@@ -81,7 +81,10 @@ pub async fn rebuild(
                 content: s.goal.clone(),
             }),
             Payload::PlanProposed(p) => turn.text = Some(p.steps.join("\n")),
-            Payload::ModelResponded(r) if r.error.is_some() => {
+            // A failed distillation call is not the agent's reply.
+            Payload::ModelResponded(r)
+                if r.error.is_some() && !crate::recall::is_distill_call(&r.call_id) =>
+            {
                 flush(&mut turn, &mut results, &mut messages);
                 messages.push(Message::User {
                     content: format!(

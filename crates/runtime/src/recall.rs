@@ -4,6 +4,9 @@
 //! execution's conversation goes to the model provider with the distillation prompt, and only the
 //! durable facts it extracts (never the raw conversation) are PII-screened and written, each as a
 //! row in the memory store and a `memory.written` event carrying everything needed to rebuild it.
+//! The distillation's model call is metered like any other (`model.called` / `model.responded`,
+//! in every total and under the cost budget), and its failure is a `memory.distill_failed`
+//! event that never keeps the answer from finishing the execution.
 //!
 //! An execution linked to a data subject ([`Agent::start_for_subject`]) has its personal fields
 //! sealed by the spine, and its facts are filed under that subject for access and erasure.
@@ -18,7 +21,7 @@ use keel_memory::{
     Fact, Memory, MemoryError, MemoryPolicy, MiniLm, NewFact, Provenance, Query, SqliteMemory,
     Trust,
 };
-use keel_models::{ChatRequest, Message, ModelProvider};
+use keel_models::{ChatRequest, Message};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -300,7 +303,7 @@ fn evidence(events: &[Event], source: &str) -> Vec<u64> {
         None if source == "answer" => events
             .iter()
             .rev()
-            .find(|e| matches!(e.payload, Payload::ModelResponded(_)))
+            .find(|e| matches!(&e.payload, Payload::ModelResponded(r) if !is_distill_call(&r.call_id)))
             .map(|e| vec![e.seq])
             .unwrap_or_default(),
         None => vec![1],
@@ -317,33 +320,36 @@ fn fact_id(exec: ExecId, i: usize, text: &str) -> String {
     uuid::Builder::from_custom_bytes(b).into_uuid().to_string()
 }
 
-/// Distils the finished conversation into facts, stores them, and returns the `memory.written`
-/// payloads to append before `exec.finished`. A candidate the PII policy rejects is recorded as
-/// a `memory.written` with status `rejected_pii` and no text. Does nothing if the strategy does
-/// not distil, there is no memory, or this execution already wrote its facts.
-pub async fn distill(
+/// Ids of the distillation's model calls start with this: they are not part of the agent's
+/// conversation (a resumed execution and the conversation it shows the model skip them).
+pub const DISTILL_CALL_PREFIX: &str = "distill-";
+
+/// True for the `call_id` of a distillation's model call.
+pub fn is_distill_call(call_id: &str) -> bool {
+    call_id.starts_with(DISTILL_CALL_PREFIX)
+}
+
+/// The distillation request for the finished conversation in `events`: `None` if the strategy
+/// does not distil, there is no memory, or this execution already wrote its facts. The runtime
+/// makes the call itself, metered and budgeted like any model call (see `Agent::distil`).
+pub async fn distill_request(
     agent: &Agent,
     strategy: &Strategy,
-    model: &dyn ModelProvider,
-    state: &ExecutionState,
     events: &[Event],
-) -> Result<Vec<Payload>, RuntimeError> {
-    let Some(memory) = &agent.memory else {
-        return Ok(Vec::new());
-    };
+) -> Result<Option<ChatRequest>, RuntimeError> {
+    if agent.memory.is_none() || !strategy.memory.distill {
+        return Ok(None);
+    }
     let written = events
         .iter()
         .any(|e| matches!(e.payload, Payload::MemoryWritten(_)));
-    let Some(exec_id) = state.exec_id else {
-        return Ok(Vec::new());
-    };
-    if !strategy.memory.distill || written {
-        return Ok(Vec::new());
+    if written {
+        return Ok(None);
     }
     let mut cache = conversation::OutputCache::new();
     let messages =
         conversation::rebuild(&strategy.prompt, events, &*agent.blobs, &mut cache).await?;
-    let request = ChatRequest {
+    Ok(Some(ChatRequest {
         model: strategy.model.clone(),
         messages: vec![
             Message::System {
@@ -355,19 +361,39 @@ pub async fn distill(
         ],
         tools: Vec::new(),
         max_tokens: strategy.max_tokens,
-    };
-    let reply = model.chat(&request).await?;
-    let text = reply.text.unwrap_or_default();
-    let candidates = parse_candidates(&text).map_err(|e| {
-        RuntimeError::Memory(MemoryError::Invalid(format!(
-            "distillation reply of {} is not the facts JSON: {e}",
-            reply.model
-        )))
-    })?;
-    let tenant = state.tenant.clone().map(|t| t.0).unwrap_or_default();
-    let subject = agent.log.subject_of(exec_id).await?;
-    let now = agent.clock.now();
+    }))
+}
+
+/// Stores the facts of the distiller's reply `text` (from model `replied_by`) and returns the
+/// `memory.written` payloads to append, with why the rest were not written if something failed
+/// (a reply that is not the facts JSON, the store): the facts stored before the failure keep
+/// their events. A candidate the PII policy rejects is recorded as a `memory.written` with status
+/// `rejected_pii` and no text.
+pub async fn store_facts(
+    agent: &Agent,
+    strategy: &Strategy,
+    state: &ExecutionState,
+    events: &[Event],
+    replied_by: &str,
+    text: &str,
+) -> (Vec<Payload>, Option<String>) {
     let mut out = Vec::new();
+    let (Some(memory), Some(exec_id)) = (&agent.memory, state.exec_id) else {
+        return (out, Some("no memory is configured".into()));
+    };
+    let candidates = match parse_candidates(text) {
+        Ok(c) => c,
+        Err(e) => {
+            let why = format!("the distillation reply of {replied_by} is not the facts JSON: {e}");
+            return (out, Some(why));
+        }
+    };
+    let tenant = state.tenant.clone().map(|t| t.0).unwrap_or_default();
+    let subject = match agent.log.subject_of(exec_id).await {
+        Ok(s) => s,
+        Err(e) => return (out, Some(format!("the execution's subject: {e}"))),
+    };
+    let now = agent.clock.now();
     for (i, c) in candidates.facts.into_iter().enumerate() {
         // What the customer said can never be trusted above the agent's own judgement.
         let trust = if c.source == "goal" {
@@ -386,14 +412,16 @@ pub async fn distill(
                 event_seqs: evidence(events, &c.source),
                 strategy_version: Some(strategy.version.clone()),
                 written_at: now,
-                source: format!("distilled by {} ({DISTILL_PROMPT_VERSION})", reply.model),
+                source: format!("distilled by {replied_by} ({DISTILL_PROMPT_VERSION})"),
                 trust,
             },
         };
         let id = fact_id(exec_id, i, &c.text);
         match memory.prepare(new.clone(), id.clone(), now) {
             Ok(fact) => {
-                memory.store(&fact).await?;
+                if let Err(e) = memory.store(&fact).await {
+                    return (out, Some(format!("storing fact {}: {e}", fact.id)));
+                }
                 out.push(Payload::MemoryWritten(MemoryWritten {
                     memory_id: fact.id.clone(),
                     subject: fact.subject.clone(),
@@ -418,10 +446,10 @@ pub async fn distill(
             }
             // An unknown volatility class from the distiller: skip the candidate, keep the rest.
             Err(MemoryError::Config { .. }) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return (out, Some(format!("preparing fact {id}: {e}"))),
         }
     }
-    Ok(out)
+    (out, None)
 }
 
 impl Agent {

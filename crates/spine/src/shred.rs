@@ -47,6 +47,7 @@ fn sealed_fields(ty: &str) -> &'static [&'static [&'static str]] {
         "model.responded" => &[&["error"]],
         "memory.retrieved" => &[&["query"], &["chunks", "*", "provenance"]],
         "memory.written" => &[&["subject"], &["provenance"]],
+        "memory.distill_failed" => &[&["reason"]],
         "tool.called" => &[&["args"]],
         "tool.result" => &[&["errors", "*"]],
         "gate.requested" => &[&["action"], &["evidence_pack"]],

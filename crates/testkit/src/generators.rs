@@ -175,6 +175,15 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
                 })
             })
             .boxed(),
+        T::DistillFailed => (proptest::option::of(text()), any::<u32>(), text())
+            .prop_map(|(call_id, written, reason)| {
+                Payload::DistillFailed(DistillFailed {
+                    call_id,
+                    written,
+                    reason,
+                })
+            })
+            .boxed(),
         T::ToolCalled => (
             text(),
             text(),
