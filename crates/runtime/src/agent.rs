@@ -382,7 +382,9 @@ impl Agent {
                 call_id: call_id.clone(),
                 model: strategy.model.clone(),
                 tokens: Tokens::default(),
-                cost: Cost::Unknown,
+                // Unmetered, like an agent's call lost with its worker (asked again under the
+                // same id): an unknown cost here would make every later budget check refuse.
+                cost: Cost::ZERO,
                 latency_ms: 0,
                 response_ref: None,
                 error: Some(why.clone()),

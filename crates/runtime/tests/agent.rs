@@ -290,6 +290,63 @@ async fn a_step_cut_after_a_tool_returned_is_closed_and_not_redone() {
     assert_eq!(state.totals.steps, 2);
 }
 
+/// Issue 13, item 3: a worker killed while the distillation's model call was out leaves that
+/// call open. The resumed run closes it as failed; it never answers it with the agent's own
+/// request (which would record the agent's reply as the distiller's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distillation_cut_by_a_crash_is_closed_as_failed_not_answered_by_the_agent() {
+    let (tmp, env) = setup(&[]);
+    let s = env.strategies.get("support-short").unwrap();
+    let model = s.provider().unwrap();
+    let exec = env
+        .agent
+        .start(s, "acme", "Where is my order 1003?")
+        .await
+        .unwrap();
+    env.agent.drive(s, &*model, exec).await.unwrap();
+    let mut log = env.log.read(exec, 1).await.unwrap();
+    let finished = log.pop().unwrap();
+    assert_eq!(finished.event_type().as_str(), "exec.finished");
+    let answered = log.last().unwrap().clone();
+    let mut cut = finished.clone();
+    cut.event_id = keel_spine::clock::new_event_id();
+    cut.payload = Payload::ModelCalled(keel_core::payload::ModelCalled {
+        call_id: format!("{}crashed", keel_runtime::recall::DISTILL_CALL_PREFIX),
+        model: s.model.clone(),
+        prompt_version: Some(keel_runtime::recall::DISTILL_PROMPT_VERSION.into()),
+        request_ref: None,
+    });
+    cut.seq = answered.seq + 1;
+    log.push(cut);
+
+    let (tmp2, fresh) = setup(&[]);
+    copy_dir(
+        &tmp.path().join("data/blobs"),
+        &tmp2.path().join("data/blobs"),
+    );
+    fresh.log.append(exec, 0, &log).await.unwrap();
+    let state = fresh.agent.drive(s, &*model, exec).await.unwrap();
+    assert_eq!(outcome(&state), Some(Outcome::Success));
+    let events = fresh.log.read(exec, 1).await.unwrap();
+    let after: Vec<&str> = types(&events)[log.len()..].to_vec();
+    assert_eq!(
+        &after[..2],
+        ["model.responded", "memory.distill_failed"],
+        "{after:?}"
+    );
+    let replies: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Payload::ModelResponded(r) if r.call_id.ends_with("crashed") => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies.len(), 1);
+    assert!(replies[0].error.is_some(), "{:?}", replies[0]);
+    assert_eq!(after.last(), Some(&"exec.finished"));
+    assert_eq!(finished_detail(&events), "Order A-1003 is shipped.");
+}
+
 /// Blobs referenced by copied events must come along (the blob store is part of the log).
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
