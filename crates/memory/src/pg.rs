@@ -264,15 +264,17 @@ impl MemoryStore for PgMemory {
         )
         .await
         .map_err(MemoryError::pg("set search options"))?;
-        let rows = tx
+        // Tenant-wide facts through the HNSW index; a subject's own episodic facts exactly, through
+        // the (tenant, subject) index (`+ 0` keeps the planner off HNSW, whose filtered scan could
+        // stop before reaching a subject's few facts among a tenant's many).
+        let mut rows = tx
             .query(
                 &format!(
                     "SELECT f.doc::text, (1 - (v.embedding <=> $1))::float4 AS score
                      FROM {} v JOIN keel_facts f ON f.id = v.fact_id
                      WHERE v.tenant = $2 AND f.tenant = $2
                        AND (f.expires_ms IS NULL OR f.expires_ms > $3)
-                       AND ((f.tier = 'episodic' AND f.status = 'active'
-                             AND (f.doc->>'scope' = 'tenant' OR f.subject = $6))
+                       AND ((f.tier = 'episodic' AND f.status = 'active' AND f.doc->>'scope' = 'tenant')
                          OR (f.tier = 'semantic' AND f.sem_from <= $4 AND (f.sem_to IS NULL OR f.sem_to > $4)))
                      ORDER BY v.embedding <=> $1 LIMIT $5",
                     vector_table(model)
@@ -283,11 +285,35 @@ impl MemoryStore for PgMemory {
                     &now.timestamp_millis(),
                     &(semantic_version as i64),
                     &(k as i64),
-                    &subject,
                 ],
             )
             .await
             .map_err(MemoryError::pg("search"))?;
+        if let Some(subject) = subject {
+            rows.extend(
+                tx.query(
+                    &format!(
+                        "SELECT f.doc::text, (1 - (v.embedding <=> $1))::float4 AS score
+                         FROM keel_facts f JOIN {} v ON v.fact_id = f.id
+                         WHERE f.tenant = $2 AND f.subject = $5 AND v.tenant = $2
+                           AND (f.expires_ms IS NULL OR f.expires_ms > $3)
+                           AND f.tier = 'episodic' AND f.status = 'active'
+                           AND coalesce(f.doc->>'scope', 'subject') = 'subject'
+                         ORDER BY (v.embedding <=> $1) + 0 LIMIT $4",
+                        vector_table(model)
+                    ),
+                    &[
+                        &Vector::from(vector.to_vec()),
+                        &tenant,
+                        &now.timestamp_millis(),
+                        &(k as i64),
+                        &subject,
+                    ],
+                )
+                .await
+                .map_err(MemoryError::pg("search a subject's facts"))?,
+            );
+        }
         tx.commit()
             .await
             .map_err(MemoryError::pg("commit search"))?;
@@ -298,6 +324,8 @@ impl MemoryStore for PgMemory {
                 out.push((fact, r.get::<_, f32>(1)));
             }
         }
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        out.truncate(k);
         Ok(out)
     }
 

@@ -1,11 +1,15 @@
 //! The embedded backend: one SQLite file (WAL, `synchronous=FULL`, `secure_delete=ON` so erased
 //! rows are overwritten on disk, not just unlinked) holding facts, their vectors per embedding
-//! model, the pinned model and the semantic catalogue versions; plus an in-memory
-//! [`VectorIndex`] per tenant, rebuilt from the file at open. A tenant's index holds only that
-//! tenant's vectors, so a search cannot reach another tenant's facts even before the SQL filter.
+//! model, the pinned model and the semantic catalogue versions; plus in-memory [`VectorIndex`]es,
+//! rebuilt from the file at open, one per tenant and retrieval scope: the tenant-wide facts
+//! (semantic, or episodic scoped `tenant`) and each subject's episodic facts. An index holds only
+//! one tenant's vectors, so a search cannot reach another tenant's facts even before the SQL
+//! filter; and a search for a subject reads the tenant-wide index and that subject's, so a subject
+//! with three facts in a tenant of a million is found without walking the million. Episodic facts
+//! about no one named are retrieved by nobody, so no index holds them.
 
 use crate::error::MemoryError;
-use crate::fact::{EmbeddingModel, Fact, Status, Swept, Tier};
+use crate::fact::{EmbeddingModel, Fact, Scope, Status, Swept, Tier};
 use crate::index::VectorIndex;
 use crate::store::{CatalogueVersion, MemoryStore, check_dim, check_model, retrievable};
 use async_trait::async_trait;
@@ -24,7 +28,34 @@ pub struct SqliteMemory {
 struct Inner {
     conn: Connection,
     pinned: EmbeddingModel,
-    indexes: HashMap<String, VectorIndex>,
+    indexes: HashMap<Partition, VectorIndex>,
+}
+
+/// Which in-memory index a fact's vector lives in: its tenant, and its subject for subject-scoped
+/// episodic facts (`None`: the tenant-wide index).
+type Partition = (String, Option<String>);
+
+/// The partition of a fact with these stored columns; `None` for a fact no search can return
+/// (episodic, subject-scoped, about no one).
+fn partition_of(
+    tenant: &str,
+    tier: &str,
+    subject: Option<&str>,
+    scope: Option<&str>,
+) -> Option<Partition> {
+    if tier == Tier::Semantic.as_str() || scope == Some(Scope::Tenant.as_str()) {
+        return Some((tenant.to_owned(), None));
+    }
+    subject.map(|s| (tenant.to_owned(), Some(s.to_owned())))
+}
+
+fn partition(f: &Fact) -> Option<Partition> {
+    partition_of(
+        &f.tenant,
+        f.tier.as_str(),
+        f.subject.as_deref(),
+        Some(f.scope.as_str()),
+    )
 }
 
 const SCHEMA: &str = "
@@ -139,7 +170,8 @@ impl SqliteMemory {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Number of vectors in the serving index (all tenants).
+    /// Number of vectors in the serving indexes (all tenants; facts no search can return are not
+    /// indexed).
     pub fn indexed(&self) -> usize {
         self.lock().indexes.values().map(VectorIndex::len).sum()
     }
@@ -166,8 +198,12 @@ impl SqliteMemory {
                 .map_err(self.err("find expired"))?
         };
         let mut swept = Vec::with_capacity(docs.len());
+        let mut gone = Vec::new();
         for d in &docs {
             let f = decode(d)?;
+            if let Some(key) = partition(&f) {
+                gone.push((key, f.id.clone()));
+            }
             tx.execute("DELETE FROM vectors WHERE fact_id = ?1", [&f.id])
                 .map_err(self.err("sweep vectors"))?;
             tx.execute("DELETE FROM facts WHERE id = ?1", [&f.id])
@@ -180,29 +216,75 @@ impl SqliteMemory {
             });
         }
         tx.commit().map_err(self.err("commit sweep"))?;
-        for s in &swept {
-            if let Some(index) = g.indexes.get_mut(&s.tenant) {
-                index.remove(&s.id);
+        for (key, id) in gone {
+            if let Some(index) = g.indexes.get_mut(&key) {
+                index.remove(&id);
             }
         }
         Ok(swept)
     }
 }
 
+impl SqliteMemory {
+    /// The `k` best retrievable facts in one index: over-fetch, keep only retrievable facts, and
+    /// widen until `k` are found or the whole index is seen.
+    #[allow(clippy::too_many_arguments)] // the search's own arguments, passed through
+    fn search_index(
+        &self,
+        g: &Inner,
+        index: &VectorIndex,
+        tenant: &str,
+        subject: Option<&str>,
+        vector: &[f32],
+        k: usize,
+        now: DateTime<Utc>,
+        semantic_version: CatalogueVersion,
+    ) -> Result<Vec<(Fact, f32)>, MemoryError> {
+        let mut want = (k * 4).max(16);
+        loop {
+            let found = index.search(vector, want);
+            let mut out = Vec::with_capacity(k);
+            for (id, score) in &found {
+                if let Some(doc) = g.fact(tenant, id).map_err(self.err("read fact"))? {
+                    let fact = decode(&doc)?;
+                    if fact.tenant == tenant && retrievable(&fact, subject, now, semantic_version) {
+                        out.push((fact, *score));
+                        if out.len() == k {
+                            return Ok(out);
+                        }
+                    }
+                }
+            }
+            if found.len() < want || want >= index.len() {
+                return Ok(out);
+            }
+            want *= 4;
+        }
+    }
+}
+
 impl Inner {
     fn load_indexes(&mut self) -> Result<(), rusqlite::Error> {
         self.indexes.clear();
-        let mut st = self
-            .conn
-            .prepare("SELECT tenant, fact_id, vec FROM vectors WHERE model = ?1")?;
+        let mut st = self.conn.prepare(
+            "SELECT v.tenant, v.fact_id, v.vec, f.tier, f.subject, json_extract(f.doc, '$.scope')
+             FROM vectors AS v JOIN facts AS f ON f.id = v.fact_id WHERE v.model = ?1",
+        )?;
         let mut rows = st.query([self.pinned.key()])?;
         while let Some(r) = rows.next()? {
             let tenant: String = r.get(0)?;
             let id: String = r.get(1)?;
+            let tier: String = r.get(3)?;
+            let subject: Option<String> = r.get(4)?;
+            let scope: Option<String> = r.get(5)?;
+            let Some(key) = partition_of(&tenant, &tier, subject.as_deref(), scope.as_deref())
+            else {
+                continue;
+            };
             let v = from_blob(&r.get::<_, Vec<u8>>(2)?);
             let dim = self.pinned.dim;
             self.indexes
-                .entry(tenant)
+                .entry(key)
                 .or_insert_with(|| VectorIndex::new(dim))
                 .insert(&id, &v);
         }
@@ -266,11 +348,13 @@ impl MemoryStore for SqliteMemory {
         )
         .map_err(self.err("insert vector"))?;
         tx.commit().map_err(self.err("commit insert"))?;
-        let dim = model.dim;
-        g.indexes
-            .entry(fact.tenant.clone())
-            .or_insert_with(|| VectorIndex::new(dim))
-            .insert(&fact.id, vector);
+        if let Some(key) = partition(fact) {
+            let dim = model.dim;
+            g.indexes
+                .entry(key)
+                .or_insert_with(|| VectorIndex::new(dim))
+                .insert(&fact.id, vector);
+        }
         Ok(())
     }
 
@@ -287,30 +371,29 @@ impl MemoryStore for SqliteMemory {
         let g = self.lock();
         check_model(&g.pinned, model)?;
         check_dim(model, vector)?;
-        let Some(index) = g.indexes.get(tenant) else {
-            return Ok(Vec::new());
-        };
-        // Over-fetch, then keep only retrievable facts; widen until k are found or all are seen.
-        let mut want = (k * 4).max(16);
-        loop {
-            let found = index.search(vector, want);
-            let mut out = Vec::with_capacity(k);
-            for (id, score) in &found {
-                if let Some(doc) = g.fact(tenant, id).map_err(self.err("read fact"))? {
-                    let fact = decode(&doc)?;
-                    if fact.tenant == tenant && retrievable(&fact, subject, now, semantic_version) {
-                        out.push((fact, *score));
-                        if out.len() == k {
-                            return Ok(out);
-                        }
-                    }
-                }
-            }
-            if found.len() < want || want >= index.len() {
-                return Ok(out);
-            }
-            want *= 4;
+        // The tenant-wide index, and the subject's own: nothing else can match.
+        let mut keys = vec![(tenant.to_owned(), None)];
+        if let Some(s) = subject {
+            keys.push((tenant.to_owned(), Some(s.to_owned())));
         }
+        let mut out: Vec<(Fact, f32)> = Vec::with_capacity(k * keys.len());
+        for key in &keys {
+            if let Some(index) = g.indexes.get(key) {
+                out.extend(self.search_index(
+                    &g,
+                    index,
+                    tenant,
+                    subject,
+                    vector,
+                    k,
+                    now,
+                    semantic_version,
+                )?);
+            }
+        }
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        out.truncate(k);
+        Ok(out)
     }
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<Fact>, MemoryError> {
@@ -447,7 +530,7 @@ impl MemoryStore for SqliteMemory {
         tx.commit().map_err(self.err("commit publish"))?;
         let dim = model.dim;
         g.indexes
-            .entry(tenant)
+            .entry((tenant, None))
             .or_insert_with(|| VectorIndex::new(dim))
             .insert(&f.id, vector);
         Ok(next as u64)
@@ -476,7 +559,10 @@ impl MemoryStore for SqliteMemory {
         g.conn
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
             .map_err(self.err("checkpoint after erase"))?;
-        if let Some(index) = g.indexes.get_mut(tenant) {
+        // The subject's own index goes; its promoted (semantic) facts sat in the tenant-wide one.
+        g.indexes
+            .remove(&(tenant.to_owned(), Some(subject.to_owned())));
+        if let Some(index) = g.indexes.get_mut(&(tenant.to_owned(), None)) {
             for id in &ids {
                 index.remove(id);
             }
