@@ -192,7 +192,11 @@ fn a_bad_command_line_exits_2() {
 #[test]
 fn bench_step_overhead_json_prints_exactly_the_documented_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let out = keel(dir.path(), &["bench", "step-overhead", "--json"]);
+    // A tiny time per scenario keeps CI fast: every scenario still runs one round.
+    let out = keel(
+        dir.path(),
+        &["bench", "step-overhead", "--json", "--seconds", "0.01"],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -204,14 +208,33 @@ fn bench_step_overhead_json_prints_exactly_the_documented_keys() {
     assert_eq!(
         keys,
         [
-            "before_effects_p50_us_1",
+            "before_effects_1",
             "cpu_us_per_step",
-            "every_step_p50_us_1",
-            "every_step_steps_per_s_64",
-            "every_step_steps_per_s_8",
+            "every_step_1",
+            "every_step_64",
+            "every_step_8",
             "fsync_us",
+            "seconds_per_scenario",
         ]
     );
+    for scenario in [
+        "every_step_1",
+        "before_effects_1",
+        "every_step_8",
+        "every_step_64",
+    ] {
+        let s = &v[scenario];
+        for key in ["p50_us", "p99_us", "steps", "steps_per_s"] {
+            assert!(s[key].as_f64().is_some(), "{scenario}.{key}: {v}");
+        }
+        assert!(s["p50_us"].as_f64() <= s["p99_us"].as_f64(), "{v}");
+    }
+    for key in ["mean", "p50", "p99", "steps"] {
+        assert!(v["cpu_us_per_step"][key].as_f64().is_some(), "{v}");
+    }
+    assert!(v["fsync_us"]["p50"].as_f64().is_some(), "{v}");
+    let out = keel(dir.path(), &["bench", "step-overhead", "--seconds", "0"]);
+    assert!(!out.status.success(), "--seconds 0 is refused");
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         0,

@@ -34,6 +34,9 @@ pub enum Target {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Seconds of driving per scenario (executions are repeated until it is spent).
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
     },
     /// Projections at scale: load and project N events, projection lag under a steady load,
     /// trace lookup by trace_id, and the seed's economics query over every execution.
@@ -106,7 +109,7 @@ pub async fn run(data: &Path, target: Target) -> anyhow::Result<()> {
             only,
         } => spine::run(data, json, seconds, only.as_deref()).await,
         Target::Tools { json, calls } => tools::run(data, json, calls).await,
-        Target::StepOverhead { json } => steps::run(data, json).await,
+        Target::StepOverhead { json, seconds } => steps::run(data, json, seconds).await,
         Target::Gates { json, gates } => gates::run(data, json, gates).await,
         Target::Memory {
             json,

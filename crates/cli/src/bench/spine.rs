@@ -131,7 +131,7 @@ fn round1(v: f64) -> f64 {
 /// Latency of one plain fsync on the store's disk: write 4 KiB in place, fsync, time the fsync.
 pub(super) struct FsyncProbe {
     file: std::fs::File,
-    samples: Vec<f64>,
+    pub(super) samples: Vec<f64>,
 }
 
 impl FsyncProbe {

@@ -2,8 +2,13 @@
 //! whose scripted model answers instantly and whose one tool is a no-op read-only builtin, so
 //! what is measured is the loop, the contract layer and the spine. Compared with one plain
 //! fsync on the same disk, measured in the same run: the physical limit of a durable step.
+//!
+//! Each scenario drives rounds of executions until `--seconds` of driving time is spent, and
+//! reports the p50 and p99 of every step's latency (from its events' timestamps) and the steps
+//! per second over all rounds; a run of half a second per scenario differed by 60 % from the
+//! next, five seconds is the default.
 
-use super::spine::{FsyncProbe, Scratch, median};
+use super::spine::{FsyncProbe, Scratch};
 use anyhow::Context;
 use keel_core::payload::Payload;
 use keel_runtime::embedded::{Config, Embedded};
@@ -56,19 +61,19 @@ success: [ {{ tool: noop }} ]
     )
 }
 
-/// Per-step latencies (µs) of one execution, from its events' timestamps.
-fn step_latencies(events: &[keel_core::Event]) -> Vec<f64> {
-    let mut marks = vec![events[0].ts];
-    marks.extend(
-        events
-            .iter()
-            .filter(|e| matches!(e.payload, Payload::StepCompleted(_)))
-            .map(|e| e.ts),
-    );
-    marks
-        .windows(2)
-        .map(|w| (w[1] - w[0]).num_microseconds().unwrap_or(0) as f64)
-        .collect()
+/// Per-step latencies (µs) of one execution, from its events' timestamps: from one
+/// `step.completed` to the next. The first step is left out: it starts at `exec.started`, which
+/// a round of many executions appends one after the other before any is driven.
+fn step_latencies(events: &[keel_core::Event], out: &mut Vec<f64>) {
+    let mut last: Option<chrono::DateTime<chrono::Utc>> = None;
+    for e in events {
+        if matches!(e.payload, Payload::StepCompleted(_)) {
+            if let Some(before) = last {
+                out.push((e.ts - before).num_microseconds().unwrap_or(0) as f64);
+            }
+            last = Some(e.ts);
+        }
+    }
 }
 
 /// Process CPU time (user + system) in µs, from /proc (Linux).
@@ -80,28 +85,92 @@ fn cpu_us() -> Option<f64> {
     Some(ticks * 1e6 / 100.0) // USER_HZ is 100 on Linux
 }
 
-async fn run_many(env: &Embedded, mode: &str, n: usize) -> anyhow::Result<(f64, Vec<f64>)> {
-    let s = env.strategies.get(mode).context("bench strategy")?.clone();
-    let model = s.provider()?;
-    let mut execs = Vec::new();
-    for i in 0..n {
-        execs.push(env.agent.start(&s, &format!("bench-{i}"), "noop").await?);
-    }
-    let started = Instant::now();
-    let runs = execs.iter().map(|exec| {
-        let (agent, s, model, exec) = (env.agent.clone(), s.clone(), model.clone(), *exec);
-        tokio::spawn(async move { agent.drive(&s, &*model, exec).await })
-    });
-    let mut steps = 0u64;
-    for r in futures::future::join_all(runs).await {
-        steps += u64::from(r??.totals.steps);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let events = env.log.read(execs[0], 1).await?;
-    Ok((steps as f64 / elapsed, step_latencies(&events)))
+/// The `q` quantile (0..=1) of `samples` (sorted in place); NaN when there are none.
+fn quantile(samples: &mut [f64], q: f64) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    let last = samples.len().saturating_sub(1);
+    let i = ((last as f64) * q).round() as usize;
+    samples.get(i.min(last)).copied().unwrap_or(f64::NAN)
 }
 
-pub async fn run(data: &Path, json_out: bool) -> anyhow::Result<()> {
+/// What one scenario measured: rounds of `concurrency` executions driven together, repeated
+/// until the scenario's time is spent.
+#[derive(Default)]
+struct Scenario {
+    /// Every step's latency, µs.
+    latencies: Vec<f64>,
+    /// Steps completed.
+    steps: u64,
+    /// Wall time spent driving (starting executions and reading logs back is off the clock).
+    driving: f64,
+    /// Process CPU per step of each round, µs.
+    cpu_per_step: Vec<f64>,
+    /// Process CPU over all rounds, µs.
+    cpu_total: f64,
+}
+
+impl Scenario {
+    fn steps_per_s(&self) -> f64 {
+        self.steps as f64 / self.driving
+    }
+
+    fn figures(&mut self) -> serde_json::Value {
+        json!({
+            "p50_us": quantile(&mut self.latencies, 0.50).round(),
+            "p99_us": quantile(&mut self.latencies, 0.99).round(),
+            "steps": self.steps,
+            "steps_per_s": self.steps_per_s().round(),
+        })
+    }
+}
+
+async fn scenario(
+    env: &Embedded,
+    mode: &str,
+    concurrency: usize,
+    seconds: f64,
+) -> anyhow::Result<Scenario> {
+    let s = env.strategies.get(mode).context("bench strategy")?.clone();
+    let model = s.provider()?;
+    let mut out = Scenario::default();
+    let mut round = 0usize;
+    // At least one round, however short the time asked for.
+    while round == 0 || out.driving < seconds {
+        let mut execs = Vec::with_capacity(concurrency);
+        for i in 0..concurrency {
+            let tenant = format!("bench-{round}-{i}");
+            execs.push(env.agent.start(&s, &tenant, "noop").await?);
+        }
+        let cpu0 = cpu_us();
+        let started = Instant::now();
+        let runs = execs.iter().map(|exec| {
+            let (agent, s, model, exec) = (env.agent.clone(), s.clone(), model.clone(), *exec);
+            tokio::spawn(async move { agent.drive(&s, &*model, exec).await })
+        });
+        let mut steps = 0u64;
+        for r in futures::future::join_all(runs).await {
+            steps += u64::from(r??.totals.steps);
+        }
+        out.driving += started.elapsed().as_secs_f64();
+        if let (Some(a), Some(b)) = (cpu0, cpu_us())
+            && steps > 0
+        {
+            out.cpu_total += b - a;
+            out.cpu_per_step.push((b - a) / steps as f64);
+        }
+        out.steps += steps;
+        for exec in &execs {
+            step_latencies(&env.log.read(*exec, 1).await?, &mut out.latencies);
+        }
+        round += 1;
+    }
+    Ok(out)
+}
+
+pub async fn run(data: &Path, json_out: bool, seconds: f64) -> anyhow::Result<()> {
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
+        anyhow::bail!("--seconds must be more than 0 and at most 3600, not {seconds}");
+    }
     let scratch = Scratch(data.join(format!("bench-{}", uuid::Uuid::new_v4().simple())));
     let cfg = scratch.0.join("config");
     for (file, text) in FILES {
@@ -128,55 +197,81 @@ pub async fn run(data: &Path, json_out: bool) -> anyhow::Result<()> {
     let mut probe = FsyncProbe::open(&scratch.0.join("fsync.probe"))?;
     let say = |what: &str| {
         if !json_out {
-            eprintln!("measuring {what}…");
+            eprintln!("measuring {what} for {seconds} s…");
         }
     };
-    probe.sample(60)?;
-    say("every_step, one execution");
-    let (_, mut lat_every) = run_many(&env, "every_step", 1).await?;
-    probe.sample(60)?;
+    // The fsync is sampled between scenarios, so it sees the disk as the scenarios did.
+    probe.sample(100)?;
+    say("every_step, one execution at a time");
+    let mut every1 = scenario(&env, "every_step", 1, seconds).await?;
+    probe.sample(100)?;
+    say("before_effects, one execution at a time");
+    let mut before1 = scenario(&env, "before_effects", 1, seconds).await?;
+    probe.sample(100)?;
     say("every_step, 8 concurrent executions");
-    let (every8, _) = run_many(&env, "every_step", 8).await?;
-    probe.sample(60)?;
+    let mut every8 = scenario(&env, "every_step", 8, seconds).await?;
+    probe.sample(100)?;
     say("every_step, 64 concurrent executions");
-    let (every64, _) = run_many(&env, "every_step", 64).await?;
-    probe.sample(60)?;
-    say("before_effects, one execution");
-    let (_, mut lat_before) = run_many(&env, "before_effects", 1).await?;
-    say("CPU per step (before_effects, 16 executions)");
-    let cpu0 = cpu_us();
-    let (_, _) = run_many(&env, "before_effects", 16).await?;
-    let cpu_per_step = match (cpu0, cpu_us()) {
-        (Some(a), Some(b)) => (b - a) / f64::from(16 * STEPS),
-        _ => f64::NAN,
-    };
-    let fsync_us = probe.median_us();
-    let (p50_every, p50_before) = (median(&mut lat_every), median(&mut lat_before));
+    let mut every64 = scenario(&env, "every_step", 64, seconds).await?;
+    probe.sample(100)?;
+    say("platform CPU per step (before_effects, 16 concurrent executions)");
+    let mut cpu = scenario(&env, "before_effects", 16, seconds).await?;
+    probe.sample(100)?;
+    let fsync = &mut probe.samples;
+    let (fsync50, fsync99) = (quantile(fsync, 0.50), quantile(fsync, 0.99));
+    let cpu_mean = cpu.cpu_total / cpu.steps as f64;
+    let (cpu50, cpu99) = (
+        quantile(&mut cpu.cpu_per_step, 0.50),
+        quantile(&mut cpu.cpu_per_step, 0.99),
+    );
+    let round1 = |v: f64| (v * 10.0).round() / 10.0;
     if json_out {
         println!(
             "{}",
             json!({
-                "fsync_us": (fsync_us * 10.0).round() / 10.0,
-                "every_step_p50_us_1": p50_every.round(),
-                "every_step_steps_per_s_8": every8.round(),
-                "every_step_steps_per_s_64": every64.round(),
-                "before_effects_p50_us_1": p50_before.round(),
-                "cpu_us_per_step": (cpu_per_step * 10.0).round() / 10.0,
+                "seconds_per_scenario": seconds,
+                "fsync_us": {"p50": round1(fsync50), "p99": round1(fsync99), "samples": fsync.len()},
+                "every_step_1": every1.figures(),
+                "before_effects_1": before1.figures(),
+                "every_step_8": every8.figures(),
+                "every_step_64": every64.figures(),
+                "cpu_us_per_step": {
+                    "mean": round1(cpu_mean),
+                    "p50": round1(cpu50),
+                    "p99": round1(cpu99),
+                    "steps": cpu.steps,
+                },
             })
         );
         return Ok(());
     }
     println!(
-        "step overhead ({STEPS}-step executions, instant scripted model, no-op read-only tool)"
+        "step overhead ({STEPS}-step executions, instant scripted model, no-op read-only tool, \
+         {seconds} s per scenario)"
     );
-    println!("  fsync latency on this disk                {fsync_us:>10.1} µs");
+    println!("  {:<46}{:>10} {:>10} {:>12}", "", "p50", "p99", "steps/s");
     println!(
-        "  every_step, per step, one execution       {p50_every:>10.0} µs   ({:.2} × fsync)",
-        p50_every / fsync_us
+        "  {:<46}{fsync50:>7.1} µs {fsync99:>7.1} µs",
+        "fsync latency on this disk"
     );
-    println!("  every_step, 8 concurrent executions       {every8:>10.0} steps/s");
-    println!("  every_step, 64 concurrent executions      {every64:>10.0} steps/s");
-    println!("  before_effects, per step, one execution   {p50_before:>10.0} µs");
-    println!("  platform CPU per step                     {cpu_per_step:>10.1} µs");
+    let row = |what: &str, s: &mut Scenario| {
+        let (p50, p99) = (
+            quantile(&mut s.latencies, 0.50),
+            quantile(&mut s.latencies, 0.99),
+        );
+        println!(
+            "  {what:<46}{p50:>7.0} µs {p99:>7.0} µs {:>12.0}   (p50 {:.1} × fsync)",
+            s.steps_per_s(),
+            p50 / fsync50
+        );
+    };
+    row("every_step, per step, one execution", &mut every1);
+    row("before_effects, per step, one execution", &mut before1);
+    row("every_step, per step, 8 concurrent", &mut every8);
+    row("every_step, per step, 64 concurrent", &mut every64);
+    println!(
+        "  {:<46}{cpu50:>7.1} µs {cpu99:>7.1} µs   (mean {cpu_mean:.1} µs over {} steps)",
+        "platform CPU per step (16 concurrent)", cpu.steps
+    );
     Ok(())
 }
