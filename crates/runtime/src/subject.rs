@@ -107,3 +107,50 @@ impl Agent {
         Ok(exec_id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_SUBJECT_CHARS, SubjectRule, check};
+    use crate::strategy::Strategy;
+
+    fn strategy(rule: &str) -> Strategy {
+        let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        let text = format!(
+            "name: s\nprompt: {{ file: {repo}/prompts/support-v1.md, version: v1 }}\n\
+             model: {{ provider: scripted, name: scripted-small, script: {repo}/models/support.yaml }}\n\
+             tools: [lookup_order]\nmax_steps: 2\nsuccess: [ {{ answer_matches: x }} ]\n{rule}"
+        );
+        match Strategy::parse(&text, "s.yaml", std::path::Path::new(repo)) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_subject_is_checked_and_can_be_required() {
+        let optional = strategy("");
+        assert_eq!(optional.subject, SubjectRule::Optional);
+        assert_eq!(check(&optional, None), Ok(None));
+        assert_eq!(check(&optional, Some("cust-42")), Ok(Some("cust-42")));
+        assert_eq!(
+            check(&optional, Some("  ")).err().as_deref(),
+            Some("must not be empty")
+        );
+        assert!(check(&optional, Some("a\nb")).is_err());
+        let long = "é".repeat(MAX_SUBJECT_CHARS + 1);
+        assert!(check(&optional, Some(&long)).is_err());
+        let longest = "é".repeat(MAX_SUBJECT_CHARS);
+        assert!(
+            check(&optional, Some(&longest)).is_ok(),
+            "counted in characters"
+        );
+        let required = strategy("subject: required\n");
+        assert_eq!(
+            check(&required, None).err().as_deref(),
+            Some("strategy s requires a subject: name the data subject the execution is about")
+        );
+        assert!(
+            Strategy::parse("subject: sometimes", "x.yaml", std::path::Path::new(".")).is_err()
+        );
+    }
+}

@@ -750,6 +750,41 @@ async fn an_execution_started_over_http_names_its_subject() {
         vec![exec.clone()],
         "subject access reaches the execution"
     );
+    // With an Idempotency-Key, the subject is part of the body a repeat must match.
+    let keyed = |subject: &'static str| {
+        let srv = &srv;
+        async move {
+            let r = srv
+                .http
+                .post(format!("{}/v1/executions", srv.base))
+                .bearer_auth(srv.token("acme-agent"))
+                .header("content-type", "application/json")
+                .header("idempotency-key", "order-1007-question")
+                .body(json!({"goal": "Where is my order A-1007?", "subject": subject}).to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s1, first) = keyed("cust-k").await;
+    assert_eq!(s1, StatusCode::CREATED, "{first}");
+    let (s2, again) = keyed("cust-k").await;
+    assert_eq!(s2, StatusCode::OK, "{again}");
+    assert_eq!(again["exec_id"], first["exec_id"]);
+    let (s3, other) = keyed("cust-x").await;
+    assert_eq!(s3, StatusCode::UNPROCESSABLE_ENTITY, "{other}");
+    let keyed_exec: keel_core::ExecId = first["exec_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        keel_spine::EventLog::subject_of(&srv.env.log, keyed_exec)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("cust-k"),
+        "the first request's subject stays"
+    );
+
     srv.env
         .log
         .erase_subject("acme", "cust-j", &*srv.env.agent.blobs)
