@@ -354,6 +354,14 @@ impl Replayer {
                 replay_of: Some(original),
             }),
         };
+        // A replay of an execution about a subject is about the same subject: its copy of the goal
+        // is sealed under the subject's key (erasure reaches it), and it retrieves that subject's
+        // memory as the original did.
+        if let Some(subject) = self.log.subject_of(original).await? {
+            self.log
+                .link_subject(replay, &first.tenant.0, &subject)
+                .await?;
+        }
         self.log.append(replay, 0, &[start]).await?;
         let mut used_gates: Vec<String> = Vec::new();
         let mut state = agent.drive(strategy, model, replay).await?;

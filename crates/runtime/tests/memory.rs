@@ -197,3 +197,67 @@ async fn the_memory_store_can_be_rebuilt_from_the_log() {
         .unwrap();
     assert_eq!(fresh.store.list("acme", None).await.unwrap().len(), 2);
 }
+
+/// A replay of an execution about a subject is about the same subject (issue 12, items 3 and 4):
+/// it retrieves the subject's memory as the original did, and erasure reaches its copy of the
+/// goal too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_about_the_subject_of_its_original() {
+    use keel_runtime::embedded::Config;
+    use keel_runtime::replay::{ReadOnlyTools, Replayer};
+    let text = strategy();
+    let (tmp, env) = common::setup(&[("support-memory", &text)]);
+    let s = env.strategies.get("support-memory").unwrap();
+    let model = s.provider().unwrap();
+    let mut later = None;
+    for goal in [FIRST, LATER] {
+        let exec = env
+            .agent
+            .start_for_subject(s, "acme", "cust-42", goal)
+            .await
+            .unwrap();
+        env.agent.drive(s, &*model, exec).await.unwrap();
+        later = Some(exec);
+    }
+    let later = later.unwrap();
+    let config = Config {
+        tools: common::repo().join("tools"),
+        strategies: tmp.path().join("strategies"),
+        prices: common::repo().join("prices.toml"),
+    };
+    let replayer = Replayer::open(&tmp.path().join("data"), &config).unwrap();
+    let r = replayer
+        .replay(later, s, &*model, ReadOnlyTools::Live)
+        .await
+        .unwrap();
+    assert_eq!(
+        replayer
+            .log()
+            .subject_of(r.replay)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("cust-42")
+    );
+    let events = replayer.log().read(r.replay, 1).await.unwrap();
+    let chunks = events
+        .iter()
+        .find_map(|e| match &e.payload {
+            Payload::MemoryRetrieved(m) => Some(m.chunks.len()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(chunks, 1, "the replay retrieves the subject's fact");
+    assert!(answer(&events).contains("keep you updated by e-mail"));
+
+    let erasure = env
+        .log
+        .erase_subject("acme", "cust-42", &*env.agent.blobs)
+        .await
+        .unwrap();
+    assert!(erasure.executions.contains(&r.replay), "{erasure:?}");
+    match &env.log.read(r.replay, 1).await.unwrap()[0].payload {
+        Payload::ExecStarted(started) => assert_eq!(started.goal, ERASED),
+        other => panic!("{other:?}"),
+    }
+}
