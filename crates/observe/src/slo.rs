@@ -128,6 +128,19 @@ pub async fn compute_scoped(
         });
     }
     let lit = since.replace('\'', "");
+    // A tenant's SLOs are our own SQL: it filters by tenant itself (on indexed columns) over the
+    // whole store, instead of having the store copy the tenant's rows for every query, which
+    // made each scrape cost as much as the tenant's whole history.
+    let (scope, tenant) = match scope {
+        Scope::Admin => (&Scope::Admin, None),
+        Scope::Tenant(t) => (&Scope::Admin, Some(t.replace('\'', "''"))),
+    };
+    let only = |alias: &str| {
+        tenant
+            .as_deref()
+            .map_or(String::new(), |t| format!(" AND {alias}tenant = '{t}'"))
+    };
+    let (e_only, s_only, x_only) = (only("e."), only("s."), only("x."));
     let rows = projections
         .query(
             scope,
@@ -142,7 +155,7 @@ pub async fn compute_scoped(
                 approx_percentile(CASE WHEN finished_at IS NOT NULL THEN tokens_in + tokens_out END, 0.5),
                 approx_percentile(CASE WHEN finished_at IS NOT NULL THEN tokens_in + tokens_out END, 0.95),
                 SUM(total_cost) / NULLIF(SUM(outcome_success), 0)
-             FROM gold.executions WHERE started_at >= '{lit}'
+             FROM gold.executions AS e WHERE e.started_at >= '{lit}'{e_only}
              GROUP BY 1 ORDER BY 1"
             ),
         )
@@ -171,7 +184,7 @@ pub async fn compute_scoped(
                 "SELECT e.strategy_version, s.tool, COUNT(*),
                 SUM(CASE WHEN s.status <> 'ok' THEN 1 ELSE 0 END)
              FROM traces.steps AS s JOIN gold.executions AS e USING (exec_id)
-             WHERE s.event_type = 'tool.result' AND e.started_at >= '{lit}'
+             WHERE s.event_type = 'tool.result'{s_only} AND e.started_at >= '{lit}'{e_only}
              GROUP BY 1, 2 ORDER BY 1, 2"
             ),
         )
@@ -200,12 +213,12 @@ pub async fn compute_scoped(
             &format!(
             "SELECT e.strategy_version, SUM(e.retrievals),
                 (SELECT COUNT(*) FROM traces.retrieval_samples AS r JOIN gold.executions AS x USING (exec_id)
-                  WHERE x.strategy_version = e.strategy_version AND x.started_at >= '{lit}'),
+                  WHERE x.strategy_version = e.strategy_version AND x.started_at >= '{lit}'{x_only}),
                 (SELECT COUNT(r.rating) FROM traces.retrieval_samples AS r JOIN gold.executions AS x USING (exec_id)
-                  WHERE x.strategy_version = e.strategy_version AND x.started_at >= '{lit}'),
+                  WHERE x.strategy_version = e.strategy_version AND x.started_at >= '{lit}'{x_only}),
                 (SELECT AVG(r.rating) FROM traces.retrieval_samples AS r JOIN gold.executions AS x USING (exec_id)
-                  WHERE x.strategy_version = e.strategy_version AND x.started_at >= '{lit}')
-             FROM gold.executions AS e WHERE e.started_at >= '{lit}'
+                  WHERE x.strategy_version = e.strategy_version AND x.started_at >= '{lit}'{x_only})
+             FROM gold.executions AS e WHERE e.started_at >= '{lit}'{e_only}
              GROUP BY 1 HAVING SUM(e.retrievals) > 0 ORDER BY 1"
             ),
         )
