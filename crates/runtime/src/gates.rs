@@ -125,7 +125,7 @@ fn cost_usd(c: Cost) -> Value {
 }
 
 /// A decision as the queue shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct DecisionView {
     /// Who.
     pub approver: String,
@@ -140,7 +140,7 @@ pub struct DecisionView {
 }
 
 /// A gate as the queue shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct GateView {
     /// Gate id.
     pub gate_id: String,
@@ -187,7 +187,7 @@ impl GateView {
 }
 
 /// An execution as lists and metrics show it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct ExecView {
     /// Execution id.
     pub exec_id: ExecId,
@@ -224,7 +224,7 @@ pub struct ExecView {
 }
 
 /// A tier-2 call sampled for post-hoc review.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct ReviewView {
     /// Its execution.
     pub exec_id: ExecId,
@@ -249,7 +249,7 @@ pub const RETAINED_PER_TENANT: usize = 1000;
 pub const DECISIONS_PER_STRATEGY: usize = 4096;
 
 /// What a bounded book no longer holds of one queue (gates of replays are never counted).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct DroppedQueue {
     /// Gates that breached their SLA.
     pub escalated: u64,
@@ -262,9 +262,10 @@ pub struct DroppedQueue {
 }
 
 /// What a bounded book no longer holds of one tenant, as totals (replays are never counted).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Dropped {
     /// (strategy version, outcome or status) → executions.
+    #[serde(with = "pairs")]
     pub executions: BTreeMap<(String, String), u64>,
     /// strategy version → (µUSD, executions with an unknown cost part).
     pub cost: BTreeMap<String, (u64, u64)>,
@@ -272,6 +273,24 @@ pub struct Dropped {
     pub queues: BTreeMap<String, DroppedQueue>,
     /// Review samples.
     pub reviews: u64,
+}
+
+/// A map keyed by pairs, as a list of entries (JSON keys are strings).
+mod pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    type Map = BTreeMap<(String, String), u64>;
+
+    pub fn serialize<S: Serializer>(m: &Map, s: S) -> Result<S::Ok, S::Error> {
+        m.iter().collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Map, D::Error> {
+        Ok(Vec::<((String, String), u64)>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
 }
 
 /// A latency rounded to its bucket: exact below 1024 ms, then 10 significant bits (under 0.1 %
@@ -292,9 +311,12 @@ pub fn latency_bucket(ms: u64) -> u64 {
 /// *bounded* ([`Approvals::bound_memory`]): it holds the executions and gates still in flight,
 /// and of finished ones only the [`RETAINED_PER_TENANT`] most recent per tenant; what it lets
 /// go is kept as totals ([`Dropped`]), so its memory stays flat as the store grows.
-#[derive(Default)]
+#[derive(Default, Serialize, serde::Deserialize)]
 pub struct Book {
     offset: u64,
+    /// Events folded by this process (not counting a snapshot it started from).
+    #[serde(skip)]
+    pub folded: u64,
     /// Finished executions, closed gates and samples kept per tenant; 0: all (complete).
     retain: usize,
     /// Gates by id.
@@ -320,6 +342,7 @@ impl Book {
                 return Ok(());
             };
             self.offset = last.offset;
+            self.folded += batch.len() as u64;
             for c in &batch {
                 self.apply(c);
             }
@@ -592,6 +615,30 @@ pub struct Approvals {
     strategies: StrategySet,
     book: tokio::sync::Mutex<Book>,
     retain: AtomicUsize,
+    snapshot: std::sync::Mutex<Option<Snapshots>>,
+}
+
+/// Where a bounded book is saved, so a restarted server folds only what came after.
+struct Snapshots {
+    path: std::path::PathBuf,
+    /// Offset of the last save (or load).
+    saved_at: u64,
+    loaded: bool,
+}
+
+/// Events folded between two saves of a book's snapshot.
+pub const SNAPSHOT_EVERY: u64 = 50_000;
+
+/// The format of a snapshot; one of another version is ignored (and rebuilt from the spine).
+const SNAPSHOT_VERSION: u32 = 1;
+
+#[derive(Serialize, serde::Deserialize)]
+struct SnapshotFile {
+    version: u32,
+    /// The event id at the book's offset: a snapshot of another store (or of a store that was
+    /// replaced) does not match it and is ignored.
+    event_at_offset: Option<String>,
+    book: Book,
 }
 
 impl Approvals {
@@ -609,6 +656,7 @@ impl Approvals {
             strategies,
             book: tokio::sync::Mutex::new(Book::default()),
             retain: AtomicUsize::new(0),
+            snapshot: std::sync::Mutex::new(None),
         }
     }
 
@@ -628,8 +676,118 @@ impl Approvals {
     pub async fn book(&self) -> Result<tokio::sync::MutexGuard<'_, Book>, RuntimeError> {
         let mut book = self.book.lock().await;
         book.retain = self.retain.load(Ordering::Relaxed);
+        self.load_snapshot(&mut book).await;
         book.catch_up(&*self.log).await?;
+        self.save_snapshot(&book, false).await;
         Ok(book)
+    }
+
+    /// Saves a bounded book's snapshot at `path` (see [`Approvals::bound_memory`]) and starts
+    /// from it when it matches the spine: a restart then folds only what came after.
+    pub fn snapshot_to(&self, path: std::path::PathBuf) {
+        if let Ok(mut s) = self.snapshot.lock() {
+            *s = Some(Snapshots {
+                path,
+                saved_at: 0,
+                loaded: false,
+            });
+        }
+    }
+
+    /// The event id at `offset` (what a snapshot is checked against).
+    async fn event_at(&self, offset: u64) -> Option<String> {
+        let found = self.log.read_all(offset, 1).await.ok()?;
+        found
+            .first()
+            .filter(|c| c.offset == offset)
+            .map(|c| c.event.event_id.to_string())
+    }
+
+    /// Starts an empty book from its snapshot, once, if there is one that matches the spine.
+    /// A snapshot that cannot be read, is of another format, another retention or another
+    /// store is ignored: the book is then folded from the spine, as without one.
+    async fn load_snapshot(&self, book: &mut Book) {
+        let path = match self.snapshot.lock() {
+            Ok(mut s) => match s.as_mut() {
+                Some(s) if !s.loaded && book.offset == 0 && book.retain > 0 => {
+                    s.loaded = true;
+                    s.path.clone()
+                }
+                _ => return,
+            },
+            Err(_) => return,
+        };
+        let Ok(bytes) = tokio::fs::read(&path).await else {
+            return;
+        };
+        let Ok(file) = serde_json::from_slice::<SnapshotFile>(&bytes) else {
+            return;
+        };
+        if file.version != SNAPSHOT_VERSION
+            || file.book.retain != book.retain
+            || file.book.offset == 0
+            || self.event_at(file.book.offset).await != file.event_at_offset
+        {
+            return;
+        }
+        let offset = file.book.offset;
+        *book = Book {
+            folded: 0,
+            ..file.book
+        };
+        if let Ok(mut s) = self.snapshot.lock()
+            && let Some(s) = s.as_mut()
+        {
+            s.saved_at = offset;
+        }
+    }
+
+    /// Saves the book's snapshot if it moved [`SNAPSHOT_EVERY`] events since the last save (or
+    /// at all, with `force`). Written to a temporary file and renamed, so a reader never sees
+    /// half of one; a failure to save costs only a longer fold at the next start.
+    pub async fn save_snapshot(&self, book: &Book, force: bool) {
+        let path = match self.snapshot.lock() {
+            Ok(s) => match s.as_ref() {
+                Some(s)
+                    if book.retain > 0
+                        && book.offset > s.saved_at
+                        && (force || book.offset - s.saved_at >= SNAPSHOT_EVERY) =>
+                {
+                    s.path.clone()
+                }
+                _ => return,
+            },
+            Err(_) => return,
+        };
+        let file = SnapshotFile {
+            version: SNAPSHOT_VERSION,
+            event_at_offset: self.event_at(book.offset).await,
+            book: Book {
+                offset: book.offset,
+                folded: 0,
+                retain: book.retain,
+                gates: book.gates.clone(),
+                execs: book.execs.clone(),
+                reviews: book.reviews.clone(),
+                dropped: book.dropped.clone(),
+                decisions: book.decisions.clone(),
+                finished: book.finished.clone(),
+                closed_gates: book.closed_gates.clone(),
+            },
+        };
+        let Ok(bytes) = serde_json::to_vec(&file) else {
+            return;
+        };
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        if tokio::fs::write(&tmp, &bytes).await.is_ok()
+            && tokio::fs::rename(&tmp, &path).await.is_ok()
+            && let Ok(mut s) = self.snapshot.lock()
+            && let Some(s) = s.as_mut()
+        {
+            s.saved_at = book.offset;
+        } else {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
     }
 
     /// Decides a gate. With `tenant`, a gate of another tenant is [`GateError::Unknown`] (it is

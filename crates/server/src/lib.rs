@@ -74,6 +74,10 @@ impl App {
         // A server runs for months over a growing store: its book keeps what is in flight and
         // the recent past, not every execution ever run.
         env.approvals.bound_memory();
+        // ... and saves it beside the spine, so a restart folds only what came after.
+        if let Some(dir) = env.log.path().parent() {
+            env.approvals.snapshot_to(dir.join("book.snapshot.json"));
+        }
         Arc::new(Self {
             agent: env.agent.clone(),
             log: env.agent.log.clone(),

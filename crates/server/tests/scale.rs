@@ -1,6 +1,7 @@
 //! A server's memory does not grow with the store: its book lets finished executions and closed
 //! gates go (beyond the most recent per tenant) and keeps their totals, so `/metrics` still
-//! counts every execution and an old execution is still found by id.
+//! counts every execution and an old execution is still found by id. The bounded book is saved
+//! beside the spine: a restarted server folds only the events committed after its snapshot.
 
 #![allow(clippy::unwrap_used)]
 
@@ -145,4 +146,80 @@ async fn finished_executions_leave_the_servers_memory_and_still_count() {
 
 async fn axum_serve(listener: tokio::net::TcpListener, router: axum::Router) {
     let _ = axum::serve(listener, router).await;
+}
+
+fn snapshot_config() -> Config {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    Config {
+        tools: repo.join("tools"),
+        strategies: repo.join("strategies"),
+        prices: repo.join("prices.toml"),
+    }
+}
+
+async fn store_with(data: &Path, from: u64, to: u64) -> Embedded {
+    let env = Embedded::open(data, &snapshot_config()).unwrap();
+    for n in from..to {
+        let events = ExecBuilder::new(exec_id(n), "acme")
+            .started("order")
+            .model_call(10, 1, Cost::Known(100))
+            .finished(Outcome::Success)
+            .build();
+        env.log.append(exec_id(n), 0, &events).await.unwrap();
+    }
+    env
+}
+
+fn bounded(env: &Embedded, snapshot: PathBuf) {
+    env.approvals.bound_memory_to(3);
+    env.approvals.snapshot_to(snapshot);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_book_folds_only_what_came_after_its_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let snapshot = tmp.path().join("book.snapshot.json");
+
+    let first = store_with(&data, 1, 11).await;
+    bounded(&first, snapshot.clone());
+    let (held, dropped) = {
+        let book = first.approvals.book().await.unwrap();
+        assert_eq!(book.folded, 40, "ten executions of four events");
+        first.approvals.save_snapshot(&book, true).await;
+        let held: Vec<_> = book.execs.keys().copied().collect();
+        (held, book.dropped["acme"].executions.clone())
+    };
+    drop(first);
+    assert!(snapshot.exists());
+
+    // The restart starts from the snapshot: nothing to fold, the same figures.
+    let second = store_with(&data, 11, 12).await;
+    bounded(&second, snapshot.clone());
+    let book = second.approvals.book().await.unwrap();
+    assert_eq!(
+        book.folded, 4,
+        "only the execution appended after the snapshot"
+    );
+    assert_eq!(book.dropped["acme"].executions.values().sum::<u64>(), 8);
+    let mut want = held.clone();
+    want.retain(|x| *x != exec_id(8));
+    want.push(exec_id(11));
+    let mut got: Vec<_> = book.execs.keys().copied().collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(dropped.values().sum::<u64>(), 7);
+    drop(book);
+
+    // The same snapshot beside another store (its offset names another event) is ignored.
+    let other = store_with(&tmp.path().join("other"), 100, 104).await;
+    bounded(&other, snapshot);
+    let book = other.approvals.book().await.unwrap();
+    assert_eq!(book.folded, 16, "folded from the spine");
+    assert!(
+        book.dropped
+            .get("acme")
+            .is_some_and(|d| d.executions.values().sum::<u64>() == 1)
+    );
 }
