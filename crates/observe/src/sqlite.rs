@@ -309,20 +309,24 @@ impl Drop for CancelOnDrop {
         if self.0.finished() {
             return;
         }
-        let stop = self.0.clone();
+        self.0.cancel();
         // Interrupt until the query's thread notices: one interrupt may land between two
-        // statements, where SQLite ignores it.
-        let repeat = async move {
-            while !stop.finished() {
-                stop.cancel();
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        };
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(repeat);
-        } else {
-            self.0.cancel();
-        }
+        // statements, where SQLite ignores it. A thread of its own, not a task: the runtime may
+        // be shutting down (and waiting for that very query's thread).
+        let stop = self.0.clone();
+        let _ = std::thread::Builder::new()
+            .name("keel-sql-cancel".into())
+            .spawn(move || {
+                // Bounded: a query that has not even started by then sees the cancellation
+                // when it does (it checks before each statement).
+                for _ in 0..3000 {
+                    if stop.finished() {
+                        return;
+                    }
+                    stop.cancel();
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            });
     }
 }
 

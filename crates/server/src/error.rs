@@ -46,6 +46,9 @@ pub enum ApiError {
         /// Which limit, and how to stay within it.
         detail: String,
     },
+    /// The caller has too much running already (its tenant's concurrent queries).
+    #[error("too many requests: {0}")]
+    TooMany(String),
     /// Something failed inside. The detail is logged when the response is made, and never
     /// displayed: wherever this error is shown (a body, a page's message) it reads the same.
     #[error("internal error (the server's log has the detail)")]
@@ -72,6 +75,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

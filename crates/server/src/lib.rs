@@ -63,6 +63,8 @@ pub struct App {
     pub queries: tokio::sync::OnceCell<Arc<dyn keel_observe::ProjectionStore>>,
     /// What one `POST /v1/sql` query may take: time, rows, bytes.
     pub sql_limits: keel_observe::sql::Limits,
+    /// `POST /v1/sql` queries running per tenant (at most [`observe::SQL_PER_TENANT`]).
+    pub sql_running: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 /// Shared application state.
@@ -96,6 +98,7 @@ impl App {
             projections: tokio::sync::Mutex::new(None),
             queries: tokio::sync::OnceCell::new(),
             sql_limits: observe::default_sql_limits(),
+            sql_running: Default::default(),
         })
     }
 

@@ -52,6 +52,50 @@ pub fn default_sql_limits() -> Limits {
     }
 }
 
+/// How many `POST /v1/sql` queries one tenant may have running at once: a tenant's queries
+/// share the machine's cores with every other tenant's requests.
+pub const SQL_PER_TENANT: usize = 2;
+
+/// One of a tenant's running queries; the slot frees when the request ends or its client goes
+/// away (the handler's future is dropped).
+struct SqlSlot<'a> {
+    state: &'a State,
+    tenant: String,
+}
+
+impl<'a> SqlSlot<'a> {
+    fn take(state: &'a State, tenant: &str) -> Result<Self, ApiError> {
+        let mut running = state
+            .sql_running
+            .lock()
+            .map_err(|_| internal("the SQL slots' lock is poisoned"))?;
+        let n = running.entry(tenant.to_owned()).or_default();
+        if *n >= SQL_PER_TENANT {
+            return Err(ApiError::TooMany(format!(
+                "{SQL_PER_TENANT} queries of this tenant are running; wait for one to end"
+            )));
+        }
+        *n += 1;
+        Ok(Self {
+            state,
+            tenant: tenant.to_owned(),
+        })
+    }
+}
+
+impl Drop for SqlSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.state.sql_running.lock()
+            && let Some(n) = running.get_mut(&self.tenant)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                running.remove(&self.tenant);
+            }
+        }
+    }
+}
+
 /// A projection error as the API answers it. Errors about the caller's own query (refused,
 /// failed, past a limit) say what; failures of the store (its file, its server) are logged and
 /// answered with a reference only.
@@ -151,6 +195,7 @@ async fn sql_api(
             ApiError::bad("format", format!("{f:?} is not one of json, csv, table"))
         })?),
     };
+    let _slot = SqlSlot::take(&state, &caller.0.tenant)?;
     let rows = query(&state, scope(&caller.0), sql, state.sql_limits.clone()).await?;
     Ok(match format {
         None => Json(json!({"columns": rows.columns, "rows": rows.rows})).into_response(),

@@ -112,9 +112,9 @@ async fn list_api(
     };
     let (scope, unrated) = (scope(&caller.0), q.unrated.unwrap_or(false));
     let rows = with_projections(&state, move |store| {
-        Box::pin(async move {
-            rating::samples_after(store, &scope, unrated, limit + 1, after).await
-        })
+        Box::pin(
+            async move { rating::samples_after(store, &scope, unrated, limit + 1, after).await },
+        )
     })
     .await
     .map_err(|e| match (e, q.cursor.as_deref()) {
