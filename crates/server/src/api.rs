@@ -283,6 +283,10 @@ fn bad_cursor(c: &str) -> ApiError {
     )
 }
 
+/// How many executions the book let go one list request folds at most by default (each is read
+/// from the spine): a filter that matches few of many pages on instead of reading them all.
+pub const LIST_SCAN: usize = 2048;
+
 /// Where an execution sorts in the list: its start to the millisecond (what the projections
 /// store), then its id. The list is newest first, so it runs down this key.
 fn list_key(x: &ExecView) -> (String, ExecId) {
@@ -330,19 +334,36 @@ async fn list_executions(
             .collect();
         (v, held, book.dropped.contains_key(tenant))
     };
-    if let_go {
-        let older =
+    // Only finished executions are let go: a filter on a live status needs the book alone.
+    let live = matches!(
+        q.status.as_deref(),
+        Some("running" | "at_gate" | "suspended")
+    );
+    let mut scanned_to = None;
+    if let_go && !live {
+        let (older, stopped) =
             older_executions(&state, tenant, after.clone(), &held, limit + 1, &wanted).await?;
         v.extend(older);
+        scanned_to = stopped;
+    }
+    // A scan that stopped early (a rare status among many executions) ends this page where it
+    // stopped: the next page continues from there, with nothing skipped or repeated.
+    if let Some(k) = &scanned_to {
+        v.retain(|x| list_key(x) >= *k);
     }
     v.sort_by_key(|x| std::cmp::Reverse(list_key(x)));
-    let next = (v.len() > limit).then(|| v[limit - 1].exec_id.to_string());
+    let next = match (v.len() > limit, scanned_to) {
+        (true, _) => Some(v[limit - 1].exec_id.to_string()),
+        (false, Some((_, id))) => Some(id.to_string()),
+        (false, None) => None,
+    };
     v.truncate(limit);
     Ok(Json(json!({ "executions": v, "next_cursor": next })))
 }
 
 /// Up to `want` of the tenant's executions that the book no longer holds, newest first below
-/// `after`, each folded from its own events and kept when `wanted`.
+/// `after`, each folded from its own events and kept when `wanted`. A request reads at most
+/// `state.list_scan` of them; when it stops there first, the second value is where it stopped.
 async fn older_executions(
     state: &State,
     tenant: &str,
@@ -350,8 +371,9 @@ async fn older_executions(
     held: &std::collections::BTreeSet<ExecId>,
     want: usize,
     wanted: &(dyn Fn(&ExecView) -> bool + Sync),
-) -> Result<Vec<ExecView>, ApiError> {
+) -> Result<(Vec<ExecView>, Option<(String, ExecId)>), ApiError> {
     const BATCH: usize = 256;
+    let mut scanned = 0usize;
     let quote = |s: &str| s.replace('\'', "''");
     let mut out = Vec::new();
     loop {
@@ -391,13 +413,17 @@ async fn older_executions(
             if held.contains(&id) {
                 continue;
             }
+            scanned += 1;
             let events = state.log.read(id, 1).await?;
             if let Some(x) = keel_runtime::gates::Book::view_of(&events).filter(|x| wanted(x)) {
                 out.push(x);
             }
         }
         if out.len() >= want || rows.rows.len() < BATCH {
-            return Ok(out);
+            return Ok((out, None));
+        }
+        if scanned >= state.list_scan {
+            return Ok((out, after));
         }
     }
 }

@@ -63,6 +63,9 @@ pub struct App {
     pub queries: tokio::sync::OnceCell<Arc<dyn keel_observe::ProjectionStore>>,
     /// What one `POST /v1/sql` query may take: time, rows, bytes.
     pub sql_limits: keel_observe::sql::Limits,
+    /// How many executions that the book let go one `GET /v1/executions` reads at most
+    /// (each from the spine) before it ends its page there.
+    pub list_scan: usize,
     /// `POST /v1/sql` queries running per tenant (at most [`observe::SQL_PER_TENANT`]).
     pub sql_running: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
@@ -99,6 +102,7 @@ impl App {
             queries: tokio::sync::OnceCell::new(),
             sql_limits: observe::default_sql_limits(),
             sql_running: Default::default(),
+            list_scan: api::LIST_SCAN,
         })
     }
 

@@ -100,6 +100,11 @@ impl Fixture {
 /// Two tenants with finished executions, an acme replay and an acme execution at a gate, served
 /// without background workers (nothing moves unless a test moves it), with `limits` on SQL.
 async fn fixture(limits: Option<Limits>) -> Fixture {
+    fixture_with(limits, None).await
+}
+
+/// [`fixture`], with `list_scan` executions read at most per list request.
+async fn fixture_with(limits: Option<Limits>, list_scan: Option<usize>) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let config = config();
@@ -146,6 +151,9 @@ async fn fixture(limits: Option<Limits>) -> Fixture {
     let mut state = keel_server::App::new(&env, store);
     if let Some(l) = limits {
         std::sync::Arc::get_mut(&mut state).unwrap().sql_limits = l;
+    }
+    if let Some(n) = list_scan {
+        std::sync::Arc::get_mut(&mut state).unwrap().list_scan = n;
     }
     tokio::spawn(async move {
         axum::serve(listener, keel_server::router(state))
@@ -585,7 +593,8 @@ async fn lists_are_capped_and_a_cursor_pages_through_everything() {
 /// status filter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cursor_reaches_executions_the_servers_book_let_go() {
-    let f = fixture(None).await;
+    // Each request reads at most 5 of the executions the book let go.
+    let f = fixture_with(None, Some(5)).await;
     f.env.approvals.bound_memory_to(4);
     let s = f.env.strategies.get("support-short").unwrap();
     let model = s.provider().unwrap();
@@ -637,6 +646,14 @@ async fn the_cursor_reaches_executions_the_servers_book_let_go() {
     assert_eq!(all, sorted, "newest first");
     let succeeded = page_through(Some("success")).await;
     assert!(succeeded.len() >= 25, "{succeeded:?}");
+    // A status that matches few of them: pages end where a request stopped reading, and the
+    // cursor still reaches every one.
+    let failed = page_through(Some("max_steps")).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    // A live status is the book's alone (nothing in flight is ever let go).
+    let gated = page_through(Some("at_gate")).await;
+    assert_eq!(gated.len(), 1, "{gated:?}");
+    assert_eq!(gated[0].1, f.acme_gated);
     // The book holds only a few of them: the rest came from the projections.
     let book = f.env.approvals.book().await.unwrap();
     let held = book.execs.values().filter(|x| x.tenant == "acme").count();
