@@ -16,6 +16,7 @@
 //! What it is not: the distillation step itself (the runtime runs it through a model provider) and
 //! the spine's crypto-shredding (keel-spine).
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod embed;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod fact;
 pub mod index;
 mod memory;
 pub mod pg;
+#[cfg(feature = "pgserver")]
 pub mod pgserver;
 pub mod pii;
 pub mod policy;

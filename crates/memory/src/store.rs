@@ -1,5 +1,5 @@
 //! The `MemoryStore` contract, which both backends (embedded SQLite + vector index, PostgreSQL +
-//! pgvector) meet and [`crate::conformance`] checks:
+//! pgvector) meet and the `conformance` suite (behind that feature) checks:
 //!
 //! 1. **Tenant isolation.** Every read and write names a tenant; no call returns or changes
 //!    another tenant's facts (pgvector: enforced by row-level security, not only by the query).

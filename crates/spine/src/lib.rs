@@ -1,7 +1,8 @@
 //! The execution spine: an append-only, per-execution-sequenced event log with optimistic
 //! concurrency and a global commit order, plus the blob store that holds what events reference.
 //!
-//! - [`EventLog`] is the contract every backend keeps; [`conformance`] checks it.
+//! - [`EventLog`] is the contract every backend keeps; `conformance` (behind the `conformance`
+//!   feature, for backends' tests) checks it.
 //! - [`sqlite::SqliteLog`] is the embedded default: one SQLite file in WAL mode, durable on
 //!   return, with group commit so concurrent appenders share one fsync.
 //! - [`blob::BlobStore`] stores payloads by content hash (`sha256:...`), verified on read.
@@ -12,6 +13,7 @@
 
 pub mod blob;
 pub mod clock;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod error;
 pub mod log;

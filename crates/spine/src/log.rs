@@ -1,6 +1,6 @@
 //! The `EventLog` contract: what every spine backend guarantees.
 //!
-//! Guarantees (checked by [`crate::conformance`] for every backend):
+//! Guarantees (checked by the `conformance` suite, behind that feature, for every backend):
 //! 1. **Durable on return.** An `append` that returned `Ok` survives a crash of the process (and,
 //!    with full durability, of the machine).
 //! 2. **Atomic.** An append's events are all stored or none is.

@@ -14,12 +14,11 @@
 //! model. Figures only; nothing is asserted about time.
 
 use anyhow::Context;
-use keel_memory::conformance::fact;
 use keel_memory::index::VectorIndex;
 use keel_memory::pgserver::PgServer;
 use keel_memory::{
-    Embedder, EmbeddingModel, Fact, Memory, MemoryPolicy, MemoryStore, MiniLm, PgMemory, Query,
-    SqliteMemory, Status, Tier, Trust,
+    Embedder, EmbeddingModel, Fact, Memory, MemoryPolicy, MemoryStore, MiniLm, NewFact, PgMemory,
+    Provenance, Query, SqliteMemory, Status, Tier, Trust,
 };
 use keel_spine::clock::{Clock, SystemClock};
 use rand::{Rng, SeedableRng};
@@ -169,6 +168,31 @@ fn embedded(n: usize, nprobe: usize, out: &mut Map<String, Value>, quiet: bool) 
         format!("{key}_recall10"),
         json!(recalls.iter().sum::<f64>() / recalls.len() as f64),
     );
+}
+
+/// A distilled fact as the runtime would write it: provenance pointing at a trace and two events.
+fn fact(
+    tenant: &str,
+    subject: Option<&str>,
+    text: &str,
+    volatility: &str,
+    trust: Trust,
+) -> NewFact {
+    NewFact {
+        text: text.into(),
+        volatility: volatility.into(),
+        provenance: Provenance {
+            tenant: tenant.into(),
+            subject: subject.map(str::to_owned),
+            trace_id: Some("0123456789abcdef0123456789abcdef".into()),
+            exec_id: Some("exec-1".into()),
+            event_seqs: vec![1, 7],
+            strategy_version: Some("support-short@1".into()),
+            written_at: SystemClock.now(),
+            source: "distilled".into(),
+            trust,
+        },
+    }
 }
 
 fn synthetic_fact(i: usize, tenant: &str) -> Fact {

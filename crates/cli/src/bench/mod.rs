@@ -8,6 +8,7 @@ mod serve;
 mod spine;
 mod steps;
 mod tools;
+mod workload;
 
 use clap::Subcommand;
 use std::path::Path;

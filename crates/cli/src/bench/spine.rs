@@ -4,11 +4,10 @@
 //! One durable commit per append cannot beat 1/fsync appends/s; batching and group commit are
 //! the only honest ways past it, and the figures show how close each path gets.
 
+use super::workload::{Workload, execution_with_steps};
 use anyhow::Context;
 use keel_core::{Event, ExecutionState};
 use keel_spine::{Durability, EventLog, SqliteLog, SqliteOptions, clock};
-use keel_testkit::ExecBuilder;
-use keel_testkit::builder::execution_with_steps;
 use serde_json::json;
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
@@ -225,15 +224,16 @@ async fn appender(
     budget: Duration,
 ) -> anyhow::Result<(u64, Duration)> {
     let exec = clock::new_exec_id();
-    let mut b = ExecBuilder::new(exec, "bench").started("bench");
-    let mut pending: VecDeque<Event> = b.take().into();
+    let mut w = Workload::new(exec, "bench");
+    w.started("bench");
+    let mut pending: VecDeque<Event> = w.take().into();
     let mut last_seq = 0;
     let mut appended = 0u64;
     let mut spent = Duration::ZERO;
     while spent < budget {
         while pending.len() < batch {
-            b = b.typical_step();
-            pending.extend(b.take());
+            w.typical_step();
+            pending.extend(w.take());
         }
         let events: Vec<Event> = pending.drain(..batch).collect();
         let start = Instant::now();

@@ -7,11 +7,11 @@
 //! ledger's `started` and `finished` writes). Each with durability on (every write fsynced, as in
 //! production) and off (the CPU path). Overhead = contract call − baseline.
 
+use super::workload::Workload;
 use anyhow::Context;
 use keel_core::payload::{Budget, ExecStarted};
 use keel_core::{ExecutionState, Payload};
 use keel_spine::{Durability, EventLog, SqliteOptions, clock};
-use keel_testkit::ExecBuilder;
 use keel_tools::adapter::{Adapter, AdapterCall};
 use keel_tools::shop::Shop;
 use keel_tools::{CallContext, CallOutcome, Registry, ToolRunner};
@@ -160,15 +160,15 @@ async fn scenario(dir: &Path, durability: Durability, calls: u32) -> anyhow::Res
     let registry = Registry::from_sources(&sources, None)?;
     let (runner, log) =
         ToolRunner::embedded(dir, registry, shop.builtins(), SqliteOptions { durability })?;
-    let mut b = ExecBuilder::new(clock::new_exec_id(), "bench");
-    b.push(Payload::ExecStarted(ExecStarted {
+    let mut w = Workload::new(clock::new_exec_id(), "bench");
+    w.push(Payload::ExecStarted(ExecStarted {
         goal: "bench".into(),
         strategy_version: "bench".into(),
         budget: Budget::default(),
         experiment_arm: None,
         replay_of: None,
     }));
-    let events = b.build();
+    let events = w.take();
     log.append(events[0].exec_id, 0, &events).await?;
     let mut state = ExecutionState::fold(&events)?;
     let read_only_us = measure(
