@@ -3,10 +3,10 @@
 //! what is measured is the loop, the contract layer and the spine. Compared with one plain
 //! fsync on the same disk, measured in the same run: the physical limit of a durable step.
 //!
-//! Each scenario drives rounds of executions until `--seconds` of driving time is spent, and
-//! reports the p50 and p99 of every step's latency (from its events' timestamps) and the steps
-//! per second over all rounds; a run of half a second per scenario differed by 60 % from the
-//! next, five seconds is the default.
+//! Each scenario drives rounds of executions until `--seconds` of driving time is spent (the
+//! scenarios take turns, half a second at a time), and reports the p50 and p99 of every step's
+//! latency (from its events' timestamps) and the steps per second over all rounds; a run of
+//! half a second per scenario differed by 60 % from the next, five seconds is the default.
 
 use super::spine::{FsyncProbe, Scratch};
 use anyhow::Context;
@@ -107,6 +107,8 @@ struct Scenario {
     cpu_per_step: Vec<f64>,
     /// Process CPU over all rounds, µs.
     cpu_total: f64,
+    /// Rounds driven.
+    rounds: usize,
 }
 
 impl Scenario {
@@ -124,21 +126,22 @@ impl Scenario {
     }
 }
 
-async fn scenario(
+/// Drives rounds of `concurrency` executions of `mode` until `out` holds `until` seconds of
+/// driving (at least one round per call, however short the time asked for).
+async fn drive(
     env: &Embedded,
     mode: &str,
     concurrency: usize,
-    seconds: f64,
-) -> anyhow::Result<Scenario> {
+    until: f64,
+    out: &mut Scenario,
+) -> anyhow::Result<()> {
     let s = env.strategies.get(mode).context("bench strategy")?.clone();
     let model = s.provider()?;
-    let mut out = Scenario::default();
-    let mut round = 0usize;
-    // At least one round, however short the time asked for.
-    while round == 0 || out.driving < seconds {
+    let first = out.rounds;
+    while out.rounds == first || out.driving < until {
         let mut execs = Vec::with_capacity(concurrency);
         for i in 0..concurrency {
-            let tenant = format!("bench-{round}-{i}");
+            let tenant = format!("bench-{mode}-{concurrency}-{}-{i}", out.rounds);
             execs.push(env.agent.start(&s, &tenant, "noop").await?);
         }
         let cpu0 = cpu_us();
@@ -162,10 +165,14 @@ async fn scenario(
         for exec in &execs {
             step_latencies(&env.log.read(*exec, 1).await?, &mut out.latencies);
         }
-        round += 1;
+        out.rounds += 1;
     }
-    Ok(out)
+    Ok(())
 }
+
+/// Seconds of one slice: scenarios take turns in slices this long, so a load that comes and
+/// goes on the machine falls on every scenario alike instead of on whichever ran at the time.
+const SLICE_S: f64 = 0.5;
 
 pub async fn run(data: &Path, json_out: bool, seconds: f64) -> anyhow::Result<()> {
     if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
@@ -195,28 +202,35 @@ pub async fn run(data: &Path, json_out: bool, seconds: f64) -> anyhow::Result<()
         );
     })?;
     let mut probe = FsyncProbe::open(&scratch.0.join("fsync.probe"))?;
-    let say = |what: &str| {
+    // The fsync is sampled between slices, so it sees the disk as the scenarios did.
+    // One at a time (every_step, before_effects), 8 and 64 concurrent, and the CPU scenario.
+    let scenarios: [(&str, usize); 5] = [
+        ("every_step", 1),
+        ("before_effects", 1),
+        ("every_step", 8),
+        ("every_step", 64),
+        ("before_effects", 16),
+    ];
+    let mut measured: [Scenario; 5] = Default::default();
+    let slices = (seconds / SLICE_S).ceil().max(1.0) as u32;
+    if !json_out {
+        eprintln!(
+            "measuring {} scenarios for {seconds} s each, in {slices} turns…",
+            scenarios.len()
+        );
+    }
+    probe.sample(20)?;
+    for slice in 1..=slices {
+        let until = seconds * f64::from(slice) / f64::from(slices);
         if !json_out {
-            eprintln!("measuring {what} for {seconds} s…");
+            eprintln!("  turn {slice}/{slices}");
         }
-    };
-    // The fsync is sampled between scenarios, so it sees the disk as the scenarios did.
-    probe.sample(100)?;
-    say("every_step, one execution at a time");
-    let mut every1 = scenario(&env, "every_step", 1, seconds).await?;
-    probe.sample(100)?;
-    say("before_effects, one execution at a time");
-    let mut before1 = scenario(&env, "before_effects", 1, seconds).await?;
-    probe.sample(100)?;
-    say("every_step, 8 concurrent executions");
-    let mut every8 = scenario(&env, "every_step", 8, seconds).await?;
-    probe.sample(100)?;
-    say("every_step, 64 concurrent executions");
-    let mut every64 = scenario(&env, "every_step", 64, seconds).await?;
-    probe.sample(100)?;
-    say("platform CPU per step (before_effects, 16 concurrent executions)");
-    let mut cpu = scenario(&env, "before_effects", 16, seconds).await?;
-    probe.sample(100)?;
+        for ((mode, concurrency), out) in scenarios.iter().zip(measured.iter_mut()) {
+            drive(&env, mode, *concurrency, until, out).await?;
+        }
+        probe.sample(20)?;
+    }
+    let [mut every1, mut before1, mut every8, mut every64, mut cpu] = measured;
     let fsync = &mut probe.samples;
     let (fsync50, fsync99) = (quantile(fsync, 0.50), quantile(fsync, 0.99));
     let cpu_mean = cpu.cpu_total / cpu.steps as f64;
