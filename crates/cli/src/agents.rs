@@ -7,7 +7,7 @@ use keel_core::describe::describe;
 use keel_core::payload::{Outcome, Payload};
 use keel_core::{Event, ExecId, ExecStatus, ExecutionState, TraceId};
 use keel_runtime::control::{Control, Scope};
-use keel_runtime::embedded::{Config, Embedded};
+use keel_runtime::embedded::Config;
 use keel_spine::clock::SystemClock;
 use keel_spine::{EventLog, SqliteLog, SqliteOptions};
 use std::path::{Path, PathBuf};
@@ -79,7 +79,7 @@ pub async fn run(
         subject,
         goal,
     } = *request;
-    let env = Embedded::open(data, &cfg.config())?;
+    let env = crate::demo::open(data, &cfg.config())?;
     let s = env
         .strategies
         .get(strategy)
@@ -132,7 +132,7 @@ pub async fn worker(
     concurrency: usize,
     pace_ms: u64,
 ) -> anyhow::Result<()> {
-    let mut env = Embedded::open(data, &cfg.config())?;
+    let mut env = crate::demo::open(data, &cfg.config())?;
     if let Some(agent) = Arc::get_mut(&mut env.agent) {
         agent.pace = Duration::from_millis(pace_ms);
     }

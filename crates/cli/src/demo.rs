@@ -13,7 +13,11 @@ use anyhow::Context;
 use keel_core::payload::{Outcome, Verdict};
 use keel_core::{Cost, ExecId, ExecStatus, ExecutionState};
 use keel_runtime::embedded::{Config, Embedded};
+use keel_runtime::replay::Replayer;
 use keel_spine::EventLog;
+use keel_tools::Registry;
+use keel_tools::contract::AdapterSpec;
+use keel_tools::shop::{BUILTIN_NAMES, Shop};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -86,6 +90,41 @@ struct Row {
     state: ExecutionState,
 }
 
+/// The demo's wiring: opens the embedded runtime under `data` with `config`, and, when the
+/// contracts call the demo shop's builtins (the demo's and the repository's `tools/` do), the shop
+/// (`data/shop.db`, the outside world the demo's agent acts on) with its builtins. A runtime whose
+/// contracts do not name the shop gets no shop: the shop is the demo's, not every runtime's.
+pub fn open(data: &Path, config: &Config) -> anyhow::Result<Embedded> {
+    Ok(match shop_for(data, config)? {
+        Some(shop) => Embedded::open_with(data, config, |b| *b = shop.builtins())?,
+        None => Embedded::open(data, config)?,
+    })
+}
+
+/// The replayer of the store under `data`, wired like [`open`].
+pub fn replayer(data: &Path, config: &Config) -> anyhow::Result<Replayer> {
+    Ok(match shop_for(data, config)? {
+        Some(shop) => Replayer::open_with(data, config, |b| *b = shop.builtins())?,
+        None => Replayer::open(data, config)?,
+    })
+}
+
+/// The shop under `data`, if a contract of `config.tools` calls one of its builtins. Contracts
+/// that do not load are left for the runtime to report, with their file and line.
+fn shop_for(data: &Path, config: &Config) -> anyhow::Result<Option<Shop>> {
+    let Ok(registry) = Registry::load_dir(&config.tools, None) else {
+        return Ok(None);
+    };
+    let uses_shop = registry.iter().any(|c| {
+        matches!(&c.adapter, AdapterSpec::Builtin { function } if BUILTIN_NAMES.contains(&function.as_str()))
+    });
+    if !uses_shop {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    Ok(Some(Shop::open(data.join("shop.db"))?))
+}
+
 /// Writes the demo's configuration (tools, shop strategies, prompts, model script, prices) under
 /// `dir`, compiled in so it works from any directory; `keel serve` uses it when it has none.
 pub fn write_config(dir: &Path) -> anyhow::Result<Config> {
@@ -113,7 +152,8 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
     }
     let config = write_config(&root.join("config"))?;
     let store = root.join("store");
-    let env = Embedded::open(&store, &config)?;
+    let env = open(&store, &config)?;
+    let shop = Shop::open(store.join("shop.db"))?;
     eprintln!("keel demo — store {}", store.display());
     eprintln!(
         "a support agent, 4 shop tools (tiers 0–3), {} requests × {} strategies",
@@ -208,9 +248,9 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
     println!();
     println!(
         "shop side effects: {} refunds, {} notifications, {} drafts (every refund passed a gate)",
-        env.shop.count("refunds")?,
-        env.shop.count("notifications")?,
-        env.shop.count("drafts")?
+        shop.count("refunds")?,
+        shop.count("notifications")?,
+        shop.count("drafts")?
     );
     println!(
         "inspect: keel --data {} trace {}",

@@ -104,7 +104,7 @@ pub enum TokensCmd {
 }
 
 fn open(data: &Path, cfg: &ConfigArgs) -> anyhow::Result<Embedded> {
-    Ok(Embedded::open(data, &cfg.config())?)
+    crate::demo::open(data, &cfg.config())
 }
 
 fn gate_line(g: &GateView) -> String {
@@ -365,7 +365,7 @@ pub async fn serve(
             cfg.strategies.display(),
             dir.display()
         );
-        Embedded::open(data, &config)?
+        crate::demo::open(data, &config)?
     };
     let tokens = Tokens::open(data)?;
     let listener = tokio::net::TcpListener::bind(addr)

@@ -14,7 +14,7 @@ use keel_observe::otlp::{self, Conventions, OtlpSink};
 use keel_observe::rating::{self, Rate};
 use keel_observe::sql::{Format, Scope};
 use keel_observe::{Backend, ProjectionStore, diff, lakehouse, slo};
-use keel_runtime::replay::{ReadOnlyTools, Replayer};
+use keel_runtime::replay::ReadOnlyTools;
 use keel_runtime::strategy::Strategy;
 use keel_spine::clock::Clock;
 use keel_spine::{EventLog, SqliteLog, SqliteOptions};
@@ -600,7 +600,7 @@ async fn replay(data: &Path, args: ReplayArgs) -> anyhow::Result<()> {
         }
         (None, None) => bail!("name an execution to replay, or --since DATE for a backtest"),
     };
-    let replayer = Replayer::open(data, &config)?;
+    let replayer = crate::demo::replayer(data, &config)?;
     let log = replayer.log().clone();
     let mut pairs = Vec::new();
     for original in originals {
@@ -802,7 +802,7 @@ pub async fn demo_stale_memory(
     };
     s.memory.semantic_version = Some(v2);
     s.version = format!("{}+memory-v{v2}", s.version);
-    let replayer = Replayer::open(store, &config)?;
+    let replayer = crate::demo::replayer(store, &config)?;
     let r = replayer
         .replay(exec, &s, &*model, ReadOnlyTools::Live)
         .await?;

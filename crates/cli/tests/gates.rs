@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use keel_core::payload::Payload;
 use keel_runtime::embedded::{Config, Embedded};
 use keel_spine::EventLog;
@@ -66,7 +68,7 @@ async fn a_gate_survives_a_killed_worker_and_the_approved_refund_runs_once() {
         strategies: repo().join("strategies"),
         prices: repo().join("prices.toml"),
     };
-    let env = Embedded::open(&data, &config).unwrap();
+    let env = common::open(&data, &config);
     let s = env.strategies.get("support-short").unwrap();
     let exec = env
         .agent
@@ -128,7 +130,7 @@ async fn a_gate_survives_a_killed_worker_and_the_approved_refund_runs_once() {
         "exec.finished"
     );
     assert_eq!(
-        env.shop.count("refunds").unwrap(),
+        common::shop(&data).count("refunds").unwrap(),
         1,
         "one refund, however many workers"
     );
@@ -322,7 +324,7 @@ async fn approve_under_a_switch(
         strategies: repo().join("strategies"),
         prices: repo().join("prices.toml"),
     };
-    let env = Embedded::open(data, &config).unwrap();
+    let env = common::open(data, &config);
     let s = env.strategies.get("support-short").unwrap();
     let exec = env
         .agent
@@ -372,9 +374,9 @@ fn refused_after_decision(events: &[keel_core::Event]) -> Vec<String> {
 async fn a_tool_kill_switch_stops_an_approved_refund() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let (env, _, events) = approve_under_a_switch(&data, &["tool", "issue_customer_refund"]).await;
+    let (_env, _, events) = approve_under_a_switch(&data, &["tool", "issue_customer_refund"]).await;
     assert_eq!(
-        env.shop.count("refunds").unwrap(),
+        common::shop(&data).count("refunds").unwrap(),
         0,
         "no refund was issued"
     );
@@ -391,9 +393,9 @@ async fn a_tool_kill_switch_stops_an_approved_refund() {
 async fn a_strategy_kill_switch_stops_an_approved_refund_and_ends_the_execution_killed() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let (env, _, events) = approve_under_a_switch(&data, &["strategy", "support-short"]).await;
+    let (_env, _, events) = approve_under_a_switch(&data, &["strategy", "support-short"]).await;
     assert_eq!(
-        env.shop.count("refunds").unwrap(),
+        common::shop(&data).count("refunds").unwrap(),
         0,
         "no refund was issued"
     );

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use keel_core::payload::Payload;
 use keel_runtime::embedded::{Config, Embedded};
 use keel_spine::EventLog;
@@ -82,15 +84,14 @@ async fn a_backtest_neither_demotes_nor_counts_as_production() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path();
     config(cfg);
-    let env = Embedded::open(
+    let env = common::open(
         &cfg.join("data"),
         &Config {
             tools: cfg.join("tools"),
             strategies: cfg.join("strategies"),
             prices: cfg.join("prices.toml"),
         },
-    )
-    .unwrap();
+    );
 
     // A person rejects one refund (1 decision of 3 needed: no demotion yet).
     let (first, gate) = to_gate(&env, cfg, "Please refund order 1005").await;

@@ -8,9 +8,11 @@
 // Test helpers too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use keel_core::payload::{Payload, ToolStatus, Verdict};
 use keel_core::{ExecId, ExecutionState};
-use keel_runtime::embedded::{Config, Embedded};
+use keel_runtime::embedded::Config;
 use keel_spine::EventLog;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -83,7 +85,7 @@ async fn killed_workers_resume_with_one_run_of_side_effects_every_step() {
 /// The approver: approves every pending refund gate; rejects escalations of calls whose outcome
 /// a crash made unknown (the person decides not to risk a repeat). Returns how many it decided.
 async fn decide_pending(data: &Path, config: &Config) -> usize {
-    let env = Embedded::open(data, config).unwrap();
+    let env = common::open(data, config);
     let pending: Vec<(String, bool)> = env
         .approvals
         .book()
@@ -122,7 +124,7 @@ async fn drill(durability: &str) {
     let mut refunds: BTreeMap<ExecId, String> = BTreeMap::new();
     let mut all = Vec::new();
     {
-        let env = Embedded::open(&data, &config).unwrap();
+        let env = common::open(&data, &config);
         let s = env.strategies.get("crash-drill").unwrap();
         for i in 0..20u32 {
             let order = format!("{}", 1004 + i);
@@ -191,7 +193,7 @@ async fn drill(durability: &str) {
         }
     }
 
-    let env = Embedded::open(&data, &config).unwrap();
+    let env = common::open(&data, &config);
     assert!(
         env.log.list_unfinished().await.unwrap().is_empty(),
         "every execution finished"
@@ -223,5 +225,5 @@ async fn drill(durability: &str) {
     assert_eq!(rows, want);
     // Complaints notify at most once each (a call cut mid-flight without a key is escalated,
     // never repeated).
-    assert!(env.shop.count("notifications").unwrap() <= 10);
+    assert!(common::shop(&data).count("notifications").unwrap() <= 10);
 }

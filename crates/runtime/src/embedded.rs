@@ -1,6 +1,7 @@
 //! The embedded default, wired in one place: the spine, ledger and control stream in
-//! `DIR/spine.db`, blobs in `DIR/blobs`, the demo shop in `DIR/shop.db`, contracts from a tools
-//! folder, strategies from a strategies folder, prices from `prices.toml`.
+//! `DIR/spine.db`, blobs in `DIR/blobs`, contracts from a tools folder, strategies from a
+//! strategies folder, prices from `prices.toml`, and the builtin functions the caller registers
+//! (none by default: the demo's wiring registers its shop's, `keel_tools::shop`).
 
 use crate::agent::Agent;
 use crate::control::Control;
@@ -17,7 +18,6 @@ use keel_spine::{AppendAck, Committed, EventLog, ExecSummary, SpineError};
 use keel_spine::{LocalBlobStore, SqliteLog, SqliteOptions};
 use keel_tools::adapter::builtin::Builtins;
 use keel_tools::contract::SideEffect;
-use keel_tools::shop::Shop;
 use keel_tools::{Registry, SqliteLedger, SqliteRates, ToolRunner, Wiring};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -40,8 +40,6 @@ pub struct Embedded {
     pub agent: Arc<Agent>,
     /// The spine (also inside the agent).
     pub log: SqliteLog,
-    /// The demo shop the builtin tools act on.
-    pub shop: Shop,
     /// The strategies.
     pub strategies: StrategySet,
     /// Gates: the queue, decisions, SLAs, demotion.
@@ -49,16 +47,17 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// Opens everything under `data` with `config`.
+    /// Opens everything under `data` with `config`, with no builtin functions.
     pub fn open(data: &Path, config: &Config) -> Result<Self, RuntimeError> {
         Self::open_with(data, config, |_| {})
     }
 
-    /// Like [`Embedded::open`], registering more builtin tools next to the shop's.
+    /// Like [`Embedded::open`], with the builtin functions `register` adds (the contracts'
+    /// `adapter: {kind: builtin}` entries must name one of them).
     pub fn open_with(
         data: &Path,
         config: &Config,
-        more: impl FnOnce(&mut Builtins),
+        register: impl FnOnce(&mut Builtins),
     ) -> Result<Self, RuntimeError> {
         std::fs::create_dir_all(data).map_err(|e| RuntimeError::Strategy {
             file: data.display().to_string(),
@@ -66,9 +65,8 @@ impl Embedded {
         })?;
         let strategies = StrategySet::load_dir(&config.strategies)?;
         let prices = PriceTable::load(&config.prices)?;
-        let shop = Shop::open(data.join("shop.db"))?;
-        let mut builtins = shop.builtins();
-        more(&mut builtins);
+        let mut builtins = Builtins::default();
+        register(&mut builtins);
         let registry = Registry::load_dir(&config.tools, Some(&builtins.names()))?;
         let spine = data.join("spine.db");
         let log = SqliteLog::open(&spine, SqliteOptions::default())?;
@@ -112,7 +110,6 @@ impl Embedded {
         Ok(Self {
             agent: Arc::new(agent),
             log,
-            shop,
             strategies,
             approvals,
         })

@@ -31,8 +31,8 @@ use keel_models::{ModelProvider, PriceTable};
 use keel_spine::clock::{self, Clock, SystemClock};
 use keel_spine::{BlobRef, BlobStore, EventLog, LocalBlobStore, SqliteLog, SqliteOptions};
 use keel_tools::adapter::AdapterError;
+use keel_tools::adapter::builtin::Builtins;
 use keel_tools::contract::{AdapterSpec, SideEffect};
-use keel_tools::shop::Shop;
 use keel_tools::{ErrorClass, RateBudgets, Registry, SqliteLedger, ToolRunner, Wiring};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -212,11 +212,26 @@ pub struct Replayer {
     clock: Arc<dyn Clock>,
     /// Governed memory, opened the first time a replayed strategy retrieves.
     memory: Mutex<Option<Arc<keel_memory::Memory>>>,
+    /// The builtin functions live read-only tools call (as in [`crate::embedded::Embedded`]).
+    builtins: Builtins,
 }
 
 impl Replayer {
-    /// Opens the store under `data` with the tool contracts and prices of `config`.
+    /// Opens the store under `data` with the tool contracts and prices of `config`, with no
+    /// builtin functions.
     pub fn open(data: &Path, config: &Config) -> Result<Self, RuntimeError> {
+        Self::open_with(data, config, |_| {})
+    }
+
+    /// Like [`Replayer::open`], with the builtin functions `register` adds (a replay with live
+    /// read-only tools calls them).
+    pub fn open_with(
+        data: &Path,
+        config: &Config,
+        register: impl FnOnce(&mut Builtins),
+    ) -> Result<Self, RuntimeError> {
+        let mut builtins = Builtins::default();
+        register(&mut builtins);
         let log = SqliteLog::open(data.join("spine.db"), SqliteOptions::default())?;
         Ok(Self {
             data: data.to_owned(),
@@ -226,6 +241,7 @@ impl Replayer {
             prices: PriceTable::load(&config.prices)?,
             clock: Arc::new(SystemClock),
             memory: Mutex::new(None),
+            builtins,
         })
     }
 
@@ -254,8 +270,7 @@ impl Replayer {
         } else {
             None
         };
-        let shop = Shop::open(self.data.join("shop.db"))?;
-        let mut builtins = shop.builtins();
+        let mut builtins = self.builtins.clone();
         let mut registry = Registry::load_dir(&self.config.tools, Some(&builtins.names()))?;
         let replaced: Vec<String> = registry
             .iter()

@@ -204,7 +204,7 @@ async fn the_memory_store_can_be_rebuilt_from_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_is_about_the_subject_of_its_original() {
     use keel_runtime::embedded::Config;
-    use keel_runtime::replay::{ReadOnlyTools, Replayer};
+    use keel_runtime::replay::ReadOnlyTools;
     let text = strategy();
     let (tmp, env) = common::setup(&[("support-memory", &text)]);
     let s = env.strategies.get("support-memory").unwrap();
@@ -225,7 +225,7 @@ async fn a_replay_is_about_the_subject_of_its_original() {
         strategies: tmp.path().join("strategies"),
         prices: common::repo().join("prices.toml"),
     };
-    let replayer = Replayer::open(&tmp.path().join("data"), &config).unwrap();
+    let replayer = common::replayer(&tmp.path().join("data"), &config);
     let r = replayer
         .replay(later, s, &*model, ReadOnlyTools::Live)
         .await

@@ -10,11 +10,11 @@ use keel_core::payload::{Outcome, Payload, ToolStatus, Verdict};
 use keel_core::{ExecStatus, ExecutionState};
 use keel_runtime::embedded::Config;
 use keel_runtime::gates;
-use keel_runtime::replay::{ReadOnlyTools, Replayer};
+use keel_runtime::replay::ReadOnlyTools;
 use keel_spine::EventLog;
 use keel_spine::clock::SystemClock;
 
-fn shop_counts(env: &keel_runtime::embedded::Embedded) -> Vec<u64> {
+fn shop_counts(env: &common::Env) -> Vec<u64> {
     ["orders", "refunds", "drafts", "notifications"]
         .iter()
         .map(|t| env.shop.count(t).unwrap())
@@ -69,7 +69,7 @@ async fn replay_answers_side_effects_from_the_recording_and_never_runs_them() {
         strategies: tmp.path().join("strategies"),
         prices: common::repo().join("prices.toml"),
     };
-    let replayer = Replayer::open(&data, &config).unwrap();
+    let replayer = common::replayer(&data, &config);
 
     // The refund replayed under the other strategy: the gate decision is replayed, the refund is
     // answered from the recording, the shop is untouched.

@@ -11,7 +11,7 @@ use keel_core::payload::{Outcome, Payload};
 use keel_core::{Event, ExecutionState};
 use keel_memory::{NewFact, Provenance, Trust};
 use keel_runtime::embedded::Config;
-use keel_runtime::replay::{ReadOnlyTools, Replayer};
+use keel_runtime::replay::ReadOnlyTools;
 use keel_spine::EventLog;
 use keel_spine::clock::{Clock, SystemClock};
 
@@ -127,7 +127,7 @@ async fn an_answer_from_stale_memory_is_fixed_by_replaying_against_the_corrected
         strategies: tmp.path().join("strategies"),
         prices: common::repo().join("prices.toml"),
     };
-    let replayer = Replayer::open(&tmp.path().join("data"), &config).unwrap();
+    let replayer = common::replayer(&tmp.path().join("data"), &config);
     let mut s = env.strategies.get("support-carrier").unwrap().clone();
     s.memory.semantic_version = Some(v2);
     s.version = format!("{}+memory-v{v2}", s.version);

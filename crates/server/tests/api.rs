@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use keel_runtime::embedded::{Config, Embedded};
 use keel_server::auth::{Role, Tokens};
 use reqwest::{Method, StatusCode};
@@ -136,7 +138,7 @@ async fn server_with_tools(
         prices: repo.join("prices.toml"),
     };
     let data = tmp.path().join("data");
-    let env = Embedded::open_with(&data, &config, builtins).unwrap();
+    let env = common::open_with(&data, &config, builtins);
     let store = Tokens::open(&data).unwrap();
     let mut tokens = Vec::new();
     for (name, tenant, roles) in [
@@ -431,7 +433,12 @@ async fn approve_and_reject_over_http_and_racing_approvers() {
         types.contains(&"gate.decided") && types.last() == Some(&"exec.finished"),
         "{types:?}"
     );
-    assert_eq!(srv.env.shop.count("refunds").unwrap(), u64::from(approved));
+    assert_eq!(
+        common::shop(&srv._tmp.path().join("data"))
+            .count("refunds")
+            .unwrap(),
+        u64::from(approved)
+    );
 
     let (s, m) = srv
         .call(Some(srv.token("acme-all")), Method::GET, "/metrics", None)

@@ -6,9 +6,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use keel_observe::sql::Limits;
 use keel_runtime::embedded::{Config, Embedded};
-use keel_runtime::replay::{ReadOnlyTools, Replayer};
+use keel_runtime::replay::ReadOnlyTools;
 use keel_server::auth::{Role, Tokens};
 use keel_spine::EventLog;
 use reqwest::StatusCode;
@@ -108,7 +110,7 @@ async fn fixture_with(limits: Option<Limits>, list_scan: Option<usize>) -> Fixtu
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let config = config();
-    let env = Embedded::open(&data, &config).unwrap();
+    let env = common::open(&data, &config);
     let s = env.strategies.get("support-short").unwrap();
     let model = s.provider().unwrap();
     let mut execs = Vec::new();
@@ -130,8 +132,7 @@ async fn fixture_with(limits: Option<Limits>, list_scan: Option<usize>) -> Fixtu
     let acme_trace = env.log.read(execs[0], 1).await.unwrap()[0]
         .trace_id
         .to_string();
-    let replay = Replayer::open(&data, &config)
-        .unwrap()
+    let replay = common::replayer(&data, &config)
         .replay(
             execs[0],
             env.strategies.get("support-long").unwrap(),

@@ -4,8 +4,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use keel_runtime::embedded::{Config, Embedded};
-use keel_runtime::replay::{ReadOnlyTools, Replayer};
+mod common;
+
+use keel_runtime::embedded::Config;
+use keel_runtime::replay::ReadOnlyTools;
 use keel_server::auth::{Role, Tokens};
 use keel_spine::EventLog;
 use reqwest::StatusCode;
@@ -29,7 +31,7 @@ async fn sql_traces_slo_and_replay_diff_over_http() {
         prices: repo.join("prices.toml"),
     };
     let data = tmp.path().join("data");
-    let env = Embedded::open(&data, &config).unwrap();
+    let env = common::open(&data, &config);
     let s = env.strategies.get("support-short").unwrap();
     let model = s.provider().unwrap();
     let mut execs = Vec::new();
@@ -45,8 +47,7 @@ async fn sql_traces_slo_and_replay_diff_over_http() {
     let trace = env.log.read(execs[0], 1).await.unwrap()[0]
         .trace_id
         .to_string();
-    let replay = Replayer::open(&data, &config)
-        .unwrap()
+    let replay = common::replayer(&data, &config)
         .replay(
             execs[0],
             env.strategies.get("support-long").unwrap(),

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use keel_core::payload::*;
 use keel_core::{Cost, ExecId};
 use keel_runtime::embedded::{Config, Embedded};
@@ -60,7 +62,7 @@ async fn finished_executions_leave_the_servers_memory_and_still_count() {
         prices: repo.join("prices.toml"),
     };
     let data = tmp.path().join("data");
-    let env = Embedded::open(&data, &config).unwrap();
+    let env = common::open(&data, &config);
     let store = Tokens::open(&data).unwrap();
     let token = store
         .create("acme", &[Role::Operator], "ops", "2026-11-25T00:00:00Z")
@@ -158,7 +160,7 @@ fn snapshot_config() -> Config {
 }
 
 async fn store_with(data: &Path, from: u64, to: u64) -> Embedded {
-    let env = Embedded::open(data, &snapshot_config()).unwrap();
+    let env = common::open(data, &snapshot_config());
     for n in from..to {
         let events = ExecBuilder::new(exec_id(n), "acme")
             .started("order")

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use keel_runtime::embedded::{Config, Embedded};
 use keel_server::auth::{Role, Tokens};
 use reqwest::StatusCode;
@@ -37,7 +39,7 @@ async fn server() -> Server {
         prices: repo.join("prices.toml"),
     };
     let data = tmp.path().join("data");
-    let env = Embedded::open(&data, &config).unwrap();
+    let env = common::open(&data, &config);
     let store = Tokens::open(&data).unwrap();
     let token = store
         .create(

@@ -6,8 +6,45 @@
 use keel_core::payload::{Outcome, Payload, ToolStatus};
 use keel_core::{Event, ExecId, ExecStatus, ExecutionState};
 use keel_runtime::embedded::{Config, Embedded};
+use keel_runtime::replay::Replayer;
 use keel_spine::EventLog;
+use keel_tools::shop::Shop;
 use std::path::{Path, PathBuf};
+
+/// The embedded runtime wired as the demo wires it: with the shop (`data/shop.db`) and its
+/// builtins, which the demo's tools call.
+pub struct Env {
+    pub embedded: Embedded,
+    /// The shop the tools act on, to count side effects.
+    pub shop: Shop,
+}
+
+impl std::ops::Deref for Env {
+    type Target = Embedded;
+    fn deref(&self) -> &Embedded {
+        &self.embedded
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut Embedded {
+        &mut self.embedded
+    }
+}
+
+/// Opens the store under `data` with `config` and the demo shop's builtins.
+pub fn open(data: &Path, config: &Config) -> Env {
+    std::fs::create_dir_all(data).unwrap();
+    let shop = Shop::open(data.join("shop.db")).unwrap();
+    let embedded = Embedded::open_with(data, config, |b| *b = shop.builtins()).unwrap();
+    Env { embedded, shop }
+}
+
+/// A replayer of the store under `data`, whose live read-only tools call the demo shop.
+pub fn replayer(data: &Path, config: &Config) -> Replayer {
+    let shop = Shop::open(data.join("shop.db")).unwrap();
+    Replayer::open_with(data, config, |b| *b = shop.builtins()).unwrap()
+}
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -17,7 +54,7 @@ pub fn repo() -> PathBuf {
 }
 
 /// A store in a temp dir, with the demo strategies plus `extra` (name, YAML with `{repo}`).
-pub fn setup(extra: &[(&str, &str)]) -> (tempfile::TempDir, Embedded) {
+pub fn setup(extra: &[(&str, &str)]) -> (tempfile::TempDir, Env) {
     let tmp = tempfile::tempdir().unwrap();
     let strategies = tmp.path().join("strategies");
     std::fs::create_dir_all(&strategies).unwrap();
@@ -36,7 +73,7 @@ pub fn setup(extra: &[(&str, &str)]) -> (tempfile::TempDir, Embedded) {
         strategies,
         prices: repo.join("prices.toml"),
     };
-    let env = Embedded::open(&tmp.path().join("data"), &config).unwrap();
+    let env = open(&tmp.path().join("data"), &config);
     (tmp, env)
 }
 
