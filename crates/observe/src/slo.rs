@@ -140,7 +140,8 @@ pub async fn compute_scoped(
             .as_deref()
             .map_or(String::new(), |t| format!(" AND {alias}tenant = '{t}'"))
     };
-    let (e_only, s_only, x_only) = (only("e."), only("s."), only("x."));
+    // (A step's tenant is its execution's: filtering the execution keeps the step index covering.)
+    let (e_only, x_only) = (only("e."), only("x."));
     let rows = projections
         .query(
             scope,
@@ -184,7 +185,7 @@ pub async fn compute_scoped(
                 "SELECT e.strategy_version, s.tool, COUNT(*),
                 SUM(CASE WHEN s.status <> 'ok' THEN 1 ELSE 0 END)
              FROM traces.steps AS s JOIN gold.executions AS e USING (exec_id)
-             WHERE s.event_type = 'tool.result'{s_only} AND e.started_at >= '{lit}'{e_only}
+             WHERE s.event_type = 'tool.result' AND e.started_at >= '{lit}'{e_only}
              GROUP BY 1, 2 ORDER BY 1, 2"
             ),
         )

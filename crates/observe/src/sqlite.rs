@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS executions (
 CREATE INDEX IF NOT EXISTS executions_by_strategy ON executions (strategy_version, started_at);
 CREATE INDEX IF NOT EXISTS executions_by_trace ON executions (trace_id);
 CREATE INDEX IF NOT EXISTS executions_by_tenant ON executions (tenant, started_at);
-CREATE INDEX IF NOT EXISTS steps_by_exec ON steps (exec_id);
+DROP INDEX IF EXISTS steps_by_exec;
+CREATE INDEX IF NOT EXISTS steps_by_exec_type ON steps (exec_id, event_type, tool, status);
 CREATE TABLE IF NOT EXISTS retrieval_samples (
     log_offset     INTEGER PRIMARY KEY,
     trace_id       TEXT    NOT NULL,
