@@ -18,10 +18,14 @@
 
 pub mod diff;
 pub mod error;
+#[cfg(feature = "parquet")]
 pub mod lakehouse;
 pub mod metrics;
+#[cfg(feature = "otlp")]
 pub mod otlp;
+#[cfg(feature = "postgres")]
 pub mod pg;
+#[cfg(feature = "postgres")]
 mod pg_bulk;
 pub mod projection;
 pub mod rating;

@@ -92,6 +92,8 @@ impl Limits {
 }
 
 /// The size a value counts for against [`Limits::max_bytes`].
+// Only the PostgreSQL store uses it.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) fn value_bytes(v: &Value) -> usize {
     match v {
         Value::String(s) => s.len(),

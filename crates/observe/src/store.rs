@@ -152,10 +152,7 @@ impl Backend {
             )),
             Some(u) => Err(crate::ObserveError::Config {
                 what: "KEEL_PROJECTIONS_URL".into(),
-                detail: format!(
-                    "{:?} is neither postgres://… nor sqlite:PATH",
-                    crate::pg::redact(u)
-                ),
+                detail: format!("{:?} is neither postgres://… nor sqlite:PATH", redact(u)),
             }),
         }
     }
@@ -176,13 +173,40 @@ impl Backend {
                 Backend::Sqlite(path) => {
                     Box::new(crate::Projector::open(path)?) as Box<dyn ProjectionStore>
                 }
+                #[cfg(feature = "postgres")]
                 Backend::Postgres(url) => Box::new(crate::pg::PgProjections::connect(url).await?),
+                #[cfg(not(feature = "postgres"))]
+                Backend::Postgres(url) => {
+                    return Err(crate::ObserveError::Config {
+                        what: "KEEL_PROJECTIONS_URL".into(),
+                        detail: format!(
+                            "{:?}: this build has no PostgreSQL projection store (keel-observe's `postgres` feature)",
+                            redact(url)
+                        ),
+                    });
+                }
             })
         })
     }
 }
 
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// The schema-qualified name of a projection table, as queries write it.
+// Only the PostgreSQL store uses it.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) fn qualified(table: &str) -> String {
     match table {
         "executions" => "gold.executions".into(),
