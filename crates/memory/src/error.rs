@@ -17,6 +17,7 @@ pub enum MemoryError {
         source: rusqlite::Error,
     },
     /// The PostgreSQL store failed.
+    #[cfg(feature = "pgvector")]
     #[error("memory store (postgres): {context}: {source}")]
     Postgres {
         /// What was being done.
@@ -88,6 +89,7 @@ pub enum MemoryError {
 }
 
 impl MemoryError {
+    #[cfg(feature = "pgvector")]
     pub(crate) fn pg(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> MemoryError {
         move |source| MemoryError::Postgres { context, source }
     }

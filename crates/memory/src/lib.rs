@@ -23,6 +23,7 @@ pub mod error;
 pub mod fact;
 pub mod index;
 mod memory;
+#[cfg(feature = "pgvector")]
 pub mod pg;
 #[cfg(feature = "pgserver")]
 pub mod pgserver;
@@ -31,13 +32,16 @@ pub mod policy;
 pub mod sqlite;
 pub mod store;
 
-pub use embed::{Embedder, MiniLm, OpenAiEmbedder};
+#[cfg(feature = "minilm")]
+pub use embed::MiniLm;
+pub use embed::{Embedder, OpenAiEmbedder};
 pub use error::MemoryError;
 pub use fact::{
     EmbeddingModel, Fact, Hit, NewFact, PiiAction, Provenance, Query, Scope, Status, Swept, Tier,
     Trust,
 };
 pub use memory::{Memory, Retrieval};
+#[cfg(feature = "pgvector")]
 pub use pg::PgMemory;
 pub use policy::{MemoryPolicy, PiiRule, VolatilityClass};
 pub use sqlite::SqliteMemory;

@@ -17,10 +17,7 @@ use crate::error::RuntimeError;
 use crate::strategy::{Strategy, StrategySet};
 use keel_core::payload::{MemoryRetrieved, MemoryWritten, Payload, RetrievedChunk};
 use keel_core::{Event, ExecId, ExecutionState};
-use keel_memory::{
-    Fact, Memory, MemoryError, MemoryPolicy, MiniLm, NewFact, Provenance, Query, SqliteMemory,
-    Trust,
-};
+use keel_memory::{Fact, Memory, MemoryError, NewFact, Provenance, Query, Trust};
 use keel_models::{ChatRequest, Message};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -96,8 +93,10 @@ pub fn open_for(
 }
 
 /// The embedded memory under `data`: `memory.db` pinned to all-MiniLM-L6-v2.
+#[cfg(feature = "minilm")]
 pub fn open_embedded(data: &Path) -> Result<Memory, RuntimeError> {
-    let embedder = MiniLm::from_env()?;
+    use keel_memory::{MemoryPolicy, SqliteMemory};
+    let embedder = keel_memory::MiniLm::from_env()?;
     let store = SqliteMemory::open(
         data.join("memory.db"),
         keel_memory::Embedder::model(&embedder),
@@ -107,6 +106,17 @@ pub fn open_embedded(data: &Path) -> Result<Memory, RuntimeError> {
         Arc::new(embedder),
         MemoryPolicy::default(),
     )?)
+}
+
+/// Without the local embedder, a strategy with memory cannot run: a clear error, not a panic.
+#[cfg(not(feature = "minilm"))]
+pub fn open_embedded(data: &Path) -> Result<Memory, RuntimeError> {
+    let _ = data;
+    Err(MemoryError::Config {
+        field: "memory".into(),
+        detail: "this build has no local embedder (keel-runtime's `minilm` feature)".into(),
+    }
+    .into())
 }
 
 fn goal_of(events: &[Event]) -> Option<&str> {

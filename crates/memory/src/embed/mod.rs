@@ -1,10 +1,12 @@
 //! Embedders: turn text into unit vectors, and say which model (and version) they are, so a store
 //! can refuse a query embedded by another model. The default is all-MiniLM-L6-v2 run locally with
-//! candle ([`MiniLm`]); [`OpenAiEmbedder`] talks to any OpenAI-compatible `/v1/embeddings`.
+//! candle (`MiniLm`, feature `minilm`); [`OpenAiEmbedder`] talks to any OpenAI-compatible `/v1/embeddings`.
 
+#[cfg(feature = "minilm")]
 mod minilm;
 mod openai;
 
+#[cfg(feature = "minilm")]
 pub use minilm::MiniLm;
 pub use openai::OpenAiEmbedder;
 
