@@ -5,20 +5,14 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::repo;
 
 use keel_runtime::embedded::{Config, Embedded};
 use keel_server::auth::{Role, Tokens};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 struct Server {
     _tmp: tempfile::TempDir,

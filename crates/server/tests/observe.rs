@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::repo;
 
 use keel_runtime::embedded::Config;
 use keel_runtime::replay::ReadOnlyTools;
@@ -12,14 +13,6 @@ use keel_server::auth::{Role, Tokens};
 use keel_spine::EventLog;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_traces_slo_and_replay_diff_over_http() {

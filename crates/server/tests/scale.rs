@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::repo;
 
 use keel_core::payload::*;
 use keel_core::{Cost, ExecId};
@@ -16,13 +17,6 @@ use keel_testkit::builder::{ExecBuilder, exec_id};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 /// A finished execution of `tenant` costing `micros`, with a decided gate `gate-{n}` (latency
 /// `n` seconds) when `gated`.

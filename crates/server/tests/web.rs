@@ -6,21 +6,14 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::repo;
 
 use keel_runtime::embedded::{Config, Embedded};
 use keel_server::auth::{Role, Tokens};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 struct Server {
     _tmp: tempfile::TempDir,

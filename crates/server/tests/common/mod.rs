@@ -7,7 +7,7 @@ use keel_runtime::embedded::{Config, Embedded};
 use keel_runtime::replay::Replayer;
 use keel_tools::adapter::builtin::Builtins;
 use keel_tools::shop::Shop;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The shop under `data` (created and seeded the first time).
 pub fn shop(data: &Path) -> Shop {
@@ -34,4 +34,12 @@ pub fn open_with(data: &Path, config: &Config, more: impl FnOnce(&mut Builtins))
 pub fn replayer(data: &Path, config: &Config) -> Replayer {
     let shop = shop(data);
     Replayer::open_with(data, config, |b| *b = shop.builtins()).unwrap()
+}
+
+/// The repository's root: the demo's tools, strategies and prices.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
