@@ -6,9 +6,10 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::answer;
 
 use keel_core::payload::Payload;
-use keel_core::{Event, ExecStatus};
+use keel_core::ExecStatus;
 use keel_memory::Status;
 use keel_spine::EventLog;
 use keel_spine::shred::ERASED;
@@ -21,16 +22,6 @@ fn strategy() -> String {
     std::fs::read_to_string(repo.join("strategies/memory/support-memory.yaml"))
         .unwrap()
         .replace("../../", "{repo}/")
-}
-
-fn answer(events: &[Event]) -> String {
-    events
-        .iter()
-        .find_map(|e| match &e.payload {
-            Payload::ExecFinished(f) => f.detail.clone(),
-            _ => None,
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

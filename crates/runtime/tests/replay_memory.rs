@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::answer;
 
 use chrono::Duration;
 use keel_core::payload::{Outcome, Payload};
@@ -50,16 +51,6 @@ fn retrieved(events: &[Event]) -> (Vec<String>, String) {
             _ => None,
         })
         .unwrap()
-}
-
-fn answer(events: &[Event]) -> String {
-    events
-        .iter()
-        .find_map(|e| match &e.payload {
-            Payload::ExecFinished(f) => f.detail.clone(),
-            _ => None,
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

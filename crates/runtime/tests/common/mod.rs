@@ -123,3 +123,14 @@ pub fn finished_detail(events: &[Event]) -> String {
         p => panic!("last event is {p:?}"),
     }
 }
+
+/// The answer `exec.finished` carries (empty if none).
+pub fn answer(events: &[Event]) -> String {
+    events
+        .iter()
+        .find_map(|e| match &e.payload {
+            Payload::ExecFinished(f) => f.detail.clone(),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
