@@ -8,8 +8,8 @@
 mod common;
 use common::answer;
 
-use keel_core::payload::Payload;
 use keel_core::ExecStatus;
+use keel_core::payload::Payload;
 use keel_memory::Status;
 use keel_spine::EventLog;
 use keel_spine::shred::ERASED;
