@@ -105,11 +105,11 @@ pub fn cleared_cookie(state: &State) -> String {
 }
 
 fn secure_origin(state: &State) -> bool {
-    state
-        .web
-        .public_origin
-        .as_deref()
-        .is_some_and(|o| o.to_ascii_lowercase().starts_with("https://"))
+    is_https(state.web.public_origin.as_deref())
+}
+
+fn is_https(public_origin: Option<&str>) -> bool {
+    public_origin.is_some_and(|o| o.to_ascii_lowercase().starts_with("https://"))
 }
 
 /// True if a browser says the request comes from our own origin, or says nothing (a client
@@ -119,6 +119,10 @@ fn secure_origin(state: &State) -> bool {
 /// (the Fetch standard hides the origin along with the referrer); for those, `Sec-Fetch-Site`
 /// decides, and without it (an old browser, or a sandboxed frame) the post is refused.
 pub fn same_origin(state: &State, headers: &HeaderMap) -> bool {
+    origin_allowed(state.web.public_origin.as_deref(), headers)
+}
+
+fn origin_allowed(public_origin: Option<&str>, headers: &HeaderMap) -> bool {
     let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     if headers
         .get(header::ORIGIN)
@@ -131,7 +135,7 @@ pub fn same_origin(state: &State, headers: &HeaderMap) -> bool {
             return false;
         };
         let origin = origin.trim_end_matches('/').to_ascii_lowercase();
-        return match state.web.public_origin.as_deref() {
+        return match public_origin {
             Some(o) => origin == o.trim_end_matches('/').to_ascii_lowercase(),
             None => {
                 let host = headers
@@ -262,7 +266,43 @@ pub async fn stylesheet() -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::{csrf_token, same};
+    use super::{csrf_token, is_https, origin_allowed, same};
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn a_configured_public_origin_is_the_only_one_and_https_makes_cookies_secure() {
+        let public = Some("https://keel.example.com");
+        let ours = headers(&[
+            ("origin", "https://keel.example.com"),
+            ("host", "10.0.0.5:8080"),
+        ]);
+        let by_host = headers(&[
+            ("origin", "http://10.0.0.5:8080"),
+            ("host", "10.0.0.5:8080"),
+        ]);
+        assert!(origin_allowed(public, &ours));
+        assert!(
+            !origin_allowed(public, &by_host),
+            "behind a proxy, Host is not the origin"
+        );
+        assert!(origin_allowed(None, &by_host));
+        assert!(!origin_allowed(
+            None,
+            &headers(&[
+                ("origin", "https://evil.example"),
+                ("host", "10.0.0.5:8080")
+            ])
+        ));
+        assert!(is_https(public) && !is_https(Some("http://localhost:8080")) && !is_https(None));
+    }
 
     #[test]
     fn csrf_tokens_are_per_session() {
