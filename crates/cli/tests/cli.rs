@@ -3,19 +3,11 @@
 // Test helpers too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::keel;
+
 use keel_spine::{EventLog, SqliteLog, SqliteOptions};
 use keel_testkit::builder::{exec_id, execution_with_steps};
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn keel(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keel"))
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_prints_an_execution_as_json_lines() {

@@ -6,35 +6,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::{events, keel_in_repo as keel, ok, repo};
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn keel(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keel"))
-        .current_dir(repo())
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// `keel run --json` of strategy `support-memory` from `strategies` for tenant acme.
 fn run(data: &Path, strategies: &Path, goal: &str) -> Value {
@@ -50,13 +26,6 @@ fn run(data: &Path, strategies: &Path, goal: &str) -> Value {
         goal,
     ];
     serde_json::from_str(&ok(keel(data, &args))).unwrap()
-}
-
-fn events(data: &Path, exec: &Value) -> Vec<Value> {
-    ok(keel(data, &["events", exec["exec_id"].as_str().unwrap()]))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn of_type<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {

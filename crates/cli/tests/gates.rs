@@ -5,34 +5,19 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::{ok, repo};
 
 use keel_core::payload::Payload;
 use keel_runtime::embedded::{Config, Embedded};
 use keel_spine::EventLog;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn keel(data: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_keel"));
     c.current_dir(repo()).arg("--data").arg(data);
     c
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn worker(data: &Path, once: bool, pace_ms: u32) -> Child {

@@ -9,18 +9,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::repo;
+
 use keel_core::payload::{Outcome, Payload};
 use keel_spine::{EventLog, SqliteLog, SqliteOptions};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kill_switch_from_another_process_stops_a_running_execution_at_its_next_step() {

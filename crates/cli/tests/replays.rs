@@ -8,35 +8,20 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::{ok, repo};
 
 use keel_core::payload::Payload;
 use keel_runtime::embedded::{Config, Embedded};
 use keel_spine::EventLog;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 /// `keel` run in `cfg` (which holds tools/, strategies/, prices.toml) on the store `cfg/data`.
 fn keel(cfg: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_keel"));
     c.current_dir(cfg).arg("--data").arg(cfg.join("data"));
     c
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The demo's configuration, with support-short demoted once 3 recent decisions are more than

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::repo;
 
 use keel_core::payload::{Payload, ToolStatus, Verdict};
 use keel_core::{ExecId, ExecutionState};
@@ -16,18 +17,11 @@ use keel_runtime::embedded::Config;
 use keel_spine::EventLog;
 use rand::Rng;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const KILLS: usize = 32;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 /// The demo's long strategy with the highest ceiling (tier 3 still always passes a gate).
 fn config(dir: &Path, durability: &str) -> Config {

@@ -3,19 +3,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::repo;
+
 use keel_core::payload::Payload;
 use keel_spine::EventLog;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 struct Serve(Child);
 

@@ -6,35 +6,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::{events, files_contain, keel_in_repo as keel, ok, repo};
+
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn keel(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keel"))
-        .current_dir(repo())
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use std::path::Path;
 
 /// `keel run --json` with the memory strategy, about `subject` (if any), for tenant acme.
 fn run_memory(data: &Path, subject: Option<&str>, goal: &str) -> Value {
@@ -56,13 +32,6 @@ fn run_memory(data: &Path, subject: Option<&str>, goal: &str) -> Value {
     serde_json::from_str(&ok(keel(data, &args))).unwrap()
 }
 
-fn events(data: &Path, exec: &Value) -> Vec<Value> {
-    ok(keel(data, &["events", exec["exec_id"].as_str().unwrap()]))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// The facts each `memory.retrieved` of the execution showed the model.
 fn retrieved(data: &Path, exec: &Value) -> Vec<String> {
     events(data, exec)
@@ -76,27 +45,6 @@ fn retrieved(data: &Path, exec: &Value) -> Vec<String> {
                 .to_owned()
         })
         .collect()
-}
-
-/// Every file under `dir` whose bytes contain `needle`.
-fn files_contain(dir: &Path, needle: &str) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if std::fs::read(&p)
-                .unwrap()
-                .windows(needle.len())
-                .any(|w| w == needle.as_bytes())
-            {
-                hits.push(p.display().to_string());
-            }
-        }
-    }
-    hits
 }
 
 /// Regression (item 3): a customer asking "Where is my order 1031?" was told "As you asked

@@ -1,6 +1,6 @@
-//! Set-up shared by the CLI's integration tests that open a store in-process: the embedded
-//! runtime wired as the demo wires it, with the shop (`data/shop.db`) whose builtins the
-//! repository's `tools/` call.
+//! Set-up shared by the CLI's integration tests: running the `keel` binary, and, for tests that
+//! open a store in-process, the embedded runtime wired as the demo wires it, with the shop
+//! (`data/shop.db`) whose builtins the repository's `tools/` call.
 
 #![allow(clippy::unwrap_used, dead_code)]
 
@@ -8,7 +8,9 @@ use keel_runtime::embedded::{Config, Embedded};
 use keel_runtime::replay::Replayer;
 use keel_tools::adapter::builtin::Builtins;
 use keel_tools::shop::Shop;
-use std::path::Path;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 /// The shop under `data` (created and seeded the first time).
 pub fn shop(data: &Path) -> Shop {
@@ -35,4 +37,75 @@ pub fn open_with(data: &Path, config: &Config, more: impl FnOnce(&mut Builtins))
 pub fn replayer(data: &Path, config: &Config) -> Replayer {
     let shop = shop(data);
     Replayer::open_with(data, config, |b| *b = shop.builtins()).unwrap()
+}
+
+/// The repository's root: the demo's tools, strategies and prices.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The standard output of a successful run (fails the test with its stderr otherwise).
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The events of the execution `exec` (a `keel run --json` object), as `keel events` prints them.
+pub fn events(data: &Path, exec: &Value) -> Vec<Value> {
+    ok(keel_in_repo(
+        data,
+        &["events", exec["exec_id"].as_str().unwrap()],
+    ))
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect()
+}
+
+/// Every byte of every file under `dir`, searched for `needle`.
+pub fn files_contain(dir: &Path, needle: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+            {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+/// Runs `keel --data DATA ARGS…` in the test's working directory.
+pub fn keel(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Runs `keel --data DATA ARGS…` from the repository's root (its `tools/`, `strategies/`, …).
+pub fn keel_in_repo(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .current_dir(repo())
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
 }
