@@ -4,6 +4,9 @@
 //! (`replay_of` on its `exec.started`; in traces.steps, never in gold.executions) that retrieves
 //! the corrected fact and succeeds. The step's expiry sweep touches its own tenant's memory only.
 
+mod common;
+use common::ok;
+
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -15,15 +18,6 @@ fn keel(data: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("running keel")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "keel failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("keel prints UTF-8")
 }
 
 /// `keel demo` under `dir`; returns its stdout and the store it filled.

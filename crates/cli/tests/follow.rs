@@ -9,6 +9,9 @@
 //! `keel sql`: `keel sql` brings the projections up to date itself, so it would hide a follower
 //! that does nothing (and it races the follower: see the regression test below).
 
+mod common;
+use common::{ok, repo};
+
 use keel_core::control::CONTROL_STREAM;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
@@ -22,13 +25,6 @@ use std::time::{Duration, Instant};
 /// How long a poll waits for something that takes well under a second on an idle machine.
 const DEADLINE: Duration = Duration::from_secs(120);
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("the repository root")
-}
-
 /// `keel --data DATA ARGS…` from the repo root (its tools/, strategies/, prices.toml).
 fn keel_cmd(data: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_keel"));
@@ -38,15 +34,6 @@ fn keel_cmd(data: &Path, args: &[&str]) -> Command {
 
 fn keel(data: &Path, args: &[&str]) -> Output {
     keel_cmd(data, args).output().expect("running keel")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "keel failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("keel prints UTF-8")
 }
 
 /// One execution that ends without a gate, as `keel run --json` reports it.

@@ -11,8 +11,11 @@
 //! the variable. The URL carries a password (trust authentication ignores it), and no command
 //! ever prints it.
 
+mod common;
+use common::{ok, repo};
+
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// The password in every URL the tests pass; it must never be printed.
@@ -23,13 +26,6 @@ const ECONOMICS: &str = "SELECT strategy_version, COUNT(*) AS executions, AVG(ou
 
 /// The tenant whose memory-retrieving executions this test adds.
 const TENANT: &str = "globex";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("the repository root")
-}
 
 /// `keel --data DATA ARGS…` from the repo root, with `KEEL_PROJECTIONS_URL` set to `url` (or
 /// unset: the embedded default). Fails the test if the password shows in stdout or stderr.
@@ -49,15 +45,6 @@ fn keel(data: &Path, url: Option<&str>, args: &[&str]) -> Output {
         );
     }
     out
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "keel failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("keel prints UTF-8")
 }
 
 fn stderr(out: &Output) -> String {

@@ -44,17 +44,17 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .canonicalize()
-        .unwrap()
+        .expect("the repository root")
 }
 
 /// The standard output of a successful run (fails the test with its stderr otherwise).
 pub fn ok(out: Output) -> String {
     assert!(
         out.status.success(),
-        "{}",
+        "keel failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(out.stdout).expect("keel prints UTF-8")
 }
 
 /// The events of the execution `exec` (a `keel run --json` object), as `keel events` prints them.
