@@ -32,10 +32,10 @@ pub mod runner;
 pub mod schema;
 pub mod shop;
 
+pub use budget::{RateBudgets, RateStore, SqliteRates};
 pub use contract::{Contract, ErrorClass};
 pub use error::ToolError;
 pub use invoke::{CallOutcome, CallReport};
-pub use budget::{RateBudgets, RateStore, SqliteRates};
 pub use ledger::{Ledger, SqliteLedger};
 pub use registry::{Problem, Registry};
 pub use runner::{CallContext, ToolRunner, Wiring};
