@@ -225,13 +225,14 @@ pub async fn run(
         "projection lag: appending {lag_rate} events/s for 5 s while the consumer follows…"
     ));
     let writer_log = log.clone();
-    let lag_execs = (lag_rate * 5).div_ceil(7);
+    let lag_execs = lag_rate.saturating_mul(5).div_ceil(7);
     let writer = tokio::spawn(async move {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let start = Instant::now();
-        let per_exec = Duration::from_secs_f64(7.0 / lag_rate.max(1) as f64);
+        // Execution n (7 events) is due at 7n / lag_rate seconds, in whole nanoseconds.
         for n in 0..lag_execs {
-            let due = start + per_exec.mul_f64(n as f64);
+            let due =
+                start + Duration::from_nanos(n.saturating_mul(7_000_000_000) / lag_rate.max(1));
             let now = Instant::now();
             if due > now {
                 tokio::time::sleep(due - now).await;
