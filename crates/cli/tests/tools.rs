@@ -297,7 +297,11 @@ fn bench_tools_json_prints_one_object() {
     let out = keel(data.path(), &["bench", "tools", "--json", "--calls", "10"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
-    for k in ["baseline_read_builtin_us", "read_only_call_us", "keyed_call_us"] {
+    for k in [
+        "baseline_read_builtin_us",
+        "read_only_call_us",
+        "keyed_call_us",
+    ] {
         assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
     }
     // An overhead is a difference of two noisy medians: on a busy machine it may be zero or
