@@ -468,10 +468,21 @@ impl PgProjections {
         };
         let result = self.query_in(client, scope, sql, limits).await;
         let token = cancel.token.take();
-        if let (Err(ObserveError::Limit { .. }), Some(token)) = (&result, token) {
-            // Stopped while the server may still be producing rows: cancel it now, before the
-            // connection runs anything else (a cancel that lands once it is idle is ignored).
+        // Stopped past a row or byte limit while the server may still be producing rows:
+        // cancel it now, before the connection runs anything else. Past the time limit the
+        // server has already stopped it, and a cancel would only risk landing on the rollback.
+        if let (Err(ObserveError::Limit { limit, .. }), Some(token)) = (&result, token)
+            && *limit != "time"
+        {
             let _ = token.cancel_query(NoTls).await;
+            // The cancel may land on the rollback the dropped transaction queued, leaving the
+            // connection in an aborted transaction; a cancel fires once, so a second explicit
+            // rollback always ends it (outside a transaction it is only a warning).
+            for _ in 0..2 {
+                if client.batch_execute("ROLLBACK").await.is_ok() {
+                    break;
+                }
+            }
         }
         result
     }

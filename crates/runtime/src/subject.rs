@@ -8,11 +8,9 @@
 use crate::agent::Agent;
 use crate::error::RuntimeError;
 use crate::strategy::Strategy;
-use keel_core::payload::{ExecStarted, Payload};
-use keel_core::{CURRENT_SCHEMA_VERSION, Event, ExecId, TenantId};
+use keel_core::ExecId;
 use keel_spine::clock;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 /// Longest subject accepted, in characters.
 pub const MAX_SUBJECT_CHARS: usize = 200;
@@ -79,32 +77,12 @@ impl Agent {
         goal: &str,
     ) -> Result<ExecId, RuntimeError> {
         let subject = check(strategy, subject).map_err(RuntimeError::Subject)?;
+        // Priced before the link, so a refused start stores nothing.
         crate::estimate::check_priced(&self.prices, strategy)?;
-        let Some(subject) = subject else {
-            return self.start_as(exec_id, strategy, tenant, goal).await;
-        };
-        // Built through serde so fields added to `exec.started` later take their defaults here.
-        let started: ExecStarted = serde_json::from_value(json!({
-            "goal": goal,
-            "strategy_version": strategy.version,
-            "budget": strategy.budget,
-            "experiment_arm": strategy.experiment_arm,
-        }))
-        .map_err(|e| RuntimeError::Subject(format!("exec.started: {e}")))?;
-        self.log.link_subject(exec_id, tenant, subject).await?;
-        let event = Event {
-            event_id: clock::new_event_id(),
-            exec_id,
-            tenant: TenantId(tenant.to_owned()),
-            seq: 1,
-            ts: self.clock.now(),
-            trace_id: clock::new_trace_id(),
-            step_n: 0,
-            schema_version: CURRENT_SCHEMA_VERSION,
-            payload: Payload::ExecStarted(started),
-        };
-        self.log.append(exec_id, 0, &[event]).await?;
-        Ok(exec_id)
+        if let Some(subject) = subject {
+            self.log.link_subject(exec_id, tenant, subject).await?;
+        }
+        self.start_as(exec_id, strategy, tenant, goal).await
     }
 }
 
