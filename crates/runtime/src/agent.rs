@@ -295,6 +295,17 @@ impl Agent {
         goal: &str,
     ) -> Result<ExecId, RuntimeError> {
         crate::estimate::check_priced(&self.prices, strategy)?;
+        self.append_start(exec_id, strategy, tenant, goal).await
+    }
+
+    /// Appends `exec.started` under `exec_id`, once its strategy's checks have passed.
+    pub(crate) async fn append_start(
+        &self,
+        exec_id: ExecId,
+        strategy: &Strategy,
+        tenant: &str,
+        goal: &str,
+    ) -> Result<ExecId, RuntimeError> {
         let event = Event {
             event_id: clock::new_event_id(),
             exec_id,

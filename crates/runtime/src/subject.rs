@@ -82,7 +82,7 @@ impl Agent {
         if let Some(subject) = subject {
             self.log.link_subject(exec_id, tenant, subject).await?;
         }
-        self.start_as(exec_id, strategy, tenant, goal).await
+        self.append_start(exec_id, strategy, tenant, goal).await
     }
 }
 
