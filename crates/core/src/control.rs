@@ -121,6 +121,8 @@ pub struct ControlState {
     /// Per strategy version, the time (RFC 3339) of its last certification: demotion windows
     /// count only decisions after it.
     pub certified_at: BTreeMap<String, String>,
+    /// Registered experiments (see [`crate::experiment::registry`]).
+    pub experiments: crate::experiment::registry::Experiments,
 }
 
 /// A control-stream event that does not fit.
@@ -190,6 +192,9 @@ impl ControlState {
             Payload::SubjectErased(_) => {}
             // Relevance ratings feed the SLO projections; they change no control state.
             Payload::RetrievalRated(_) => {}
+            Payload::ExperimentRegistered(_)
+            | Payload::ExperimentStopped(_)
+            | Payload::ExperimentConcluded(_) => self.experiments.apply(&e.payload, e.ts),
             _ => return Err(bad("not a control event".into())),
         }
         self.last_seq = e.seq;

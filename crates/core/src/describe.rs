@@ -22,7 +22,13 @@ fn word<T: serde::Serialize>(v: T) -> String {
 /// What happened, in one line.
 pub fn describe(payload: &Payload) -> String {
     match payload {
-        Payload::ExecStarted(s) => format!("{} — {:?}", s.strategy_version, s.goal),
+        Payload::ExecStarted(s) => match &s.experiment {
+            Some(x) => format!(
+                "{} — {:?} (experiment {} arm {}, bucket {})",
+                s.strategy_version, s.goal, x.experiment, x.arm, x.bucket
+            ),
+            None => format!("{} — {:?}", s.strategy_version, s.goal),
+        },
         Payload::PlanProposed(p) => p.steps.join(" / "),
         Payload::ModelCalled(c) => c.model.clone(),
         Payload::ModelResponded(r) => match &r.error {
@@ -95,6 +101,28 @@ pub fn describe(payload: &Payload) -> String {
             crate::payload::MAX_RELEVANCE,
             r.rater
         ),
+        Payload::ExperimentRegistered(r) => format!(
+            "experiment {} registered by {}: {} arms by {}, primary {}, until {}",
+            r.experiment.name,
+            r.by,
+            r.experiment.arms.len(),
+            r.experiment.unit.as_str(),
+            r.experiment.primary_metric.as_str(),
+            r.experiment.end.to_rfc3339()
+        ),
+        Payload::ExperimentStopped(s) => match &s.arm {
+            Some(arm) => format!(
+                "experiment {} arm {arm} stopped by {}: {}",
+                s.name, s.by, s.reason
+            ),
+            None => format!("experiment {} stopped by {}: {}", s.name, s.by, s.reason),
+        },
+        Payload::ExperimentConcluded(c) => {
+            format!(
+                "experiment {} concluded by {}: {}",
+                c.name, c.by, c.decision
+            )
+        }
         #[allow(unreachable_patterns)]
         other => other.event_type().to_string(),
     }

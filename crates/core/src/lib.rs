@@ -11,6 +11,7 @@ pub mod cost;
 pub mod describe;
 pub mod error;
 pub mod event;
+pub mod experiment;
 pub mod ids;
 pub mod payload;
 pub mod state;

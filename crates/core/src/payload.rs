@@ -39,6 +39,10 @@ pub struct ExecStarted {
     /// The execution this one replays (`keel replay`), if it is a replay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_of: Option<crate::ids::ExecId>,
+    /// The experiment that assigned this execution its strategy: experiment, arm, bucket and a
+    /// digest of the unit (see [`crate::experiment`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<crate::experiment::Assignment>,
 }
 
 /// `plan.proposed`: the model's plan for the steps ahead.
@@ -586,6 +590,12 @@ payloads! {
     SubjectErased(SubjectErased) = "subject.erased",
     /// `retrieval.rated`
     RetrievalRated(RetrievalRated) = "retrieval.rated",
+    /// `experiment.registered`
+    ExperimentRegistered(crate::experiment::ExperimentRegistered) = "experiment.registered",
+    /// `experiment.stopped`
+    ExperimentStopped(crate::experiment::ExperimentStopped) = "experiment.stopped",
+    /// `experiment.concluded`
+    ExperimentConcluded(crate::experiment::ExperimentConcluded) = "experiment.concluded",
 }
 
 impl EventType {
@@ -606,6 +616,9 @@ impl EventType {
                 | EventType::SloAlarmed
                 | EventType::SubjectErased
                 | EventType::RetrievalRated
+                | EventType::ExperimentRegistered
+                | EventType::ExperimentStopped
+                | EventType::ExperimentConcluded
         )
     }
 }

@@ -383,7 +383,10 @@ impl ExecutionState {
             | Payload::StrategyCertified(_)
             | Payload::SloAlarmed(_)
             | Payload::SubjectErased(_)
-            | Payload::RetrievalRated(_) => {}
+            | Payload::RetrievalRated(_)
+            | Payload::ExperimentRegistered(_)
+            | Payload::ExperimentStopped(_)
+            | Payload::ExperimentConcluded(_) => {}
         }
     }
 }

@@ -321,6 +321,7 @@ impl Agent {
                 budget: strategy.budget.clone(),
                 experiment_arm: strategy.experiment_arm.clone(),
                 replay_of: None,
+                experiment: strategy.assignment.clone(),
             }),
         };
         self.log.append(exec_id, 0, &[event]).await?;

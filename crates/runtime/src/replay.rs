@@ -367,6 +367,7 @@ impl Replayer {
                 budget: strategy.budget.clone(),
                 experiment_arm: strategy.experiment_arm.clone(),
                 replay_of: Some(original),
+                experiment: None,
             }),
         };
         // A replay of an execution about a subject is about the same subject: its copy of the goal

@@ -262,6 +262,9 @@ pub struct Strategy {
     pub success: Vec<Criterion>,
     /// Experiment arm, if this strategy is one.
     pub experiment_arm: Option<String>,
+    /// The experiment assignment of the execution this strategy is about to start, if an
+    /// experiment picked it (see [`keel_core::experiment`]; recorded on `exec.started`).
+    pub assignment: Option<keel_core::experiment::Assignment>,
     /// When the loop waits for the disk.
     pub durability: Durability,
     /// Gates, SLAs, post-hoc review and demotion.
@@ -411,6 +414,7 @@ impl Strategy {
             max_autonomous_tier: f.max_autonomous_tier,
             success,
             experiment_arm: f.experiment_arm,
+            assignment: None,
             durability: f.durability,
             approval: f.approval,
             default: f.default,

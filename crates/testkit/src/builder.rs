@@ -93,6 +93,7 @@ impl ExecBuilder {
             },
             experiment_arm: Some("A".into()),
             replay_of: None,
+            experiment: None,
         }));
         self
     }

@@ -94,8 +94,14 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
                         max_steps: s,
                         max_tokens: t,
                     },
-                    experiment_arm: arm,
+                    experiment_arm: arm.clone(),
                     replay_of: None,
+                    experiment: arm.as_ref().map(|a| keel_core::experiment::Assignment {
+                        experiment: "e".into(),
+                        arm: a.clone(),
+                        bucket: 42,
+                        unit_key: "00ff00ff00ff00ff".into(),
+                    }),
                 })
             })
             .boxed(),
@@ -335,6 +341,67 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
                     })
                 },
             )
+            .boxed(),
+        T::ExperimentRegistered => (text(), text(), 0u32..10_000, any::<bool>())
+            .prop_map(|(name, by, from, tenants)| {
+                use keel_core::experiment::*;
+                let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+                Payload::ExperimentRegistered(ExperimentRegistered {
+                    experiment: Experiment {
+                        salt: format!("{name}-salt"),
+                        name,
+                        unit: Unit::Subject,
+                        arms: vec![
+                            Arm {
+                                name: "control".into(),
+                                strategy: "s1".into(),
+                                weight: 1,
+                                holdback: true,
+                            },
+                            Arm {
+                                name: "new".into(),
+                                strategy: "s2".into(),
+                                weight: 3,
+                                holdback: false,
+                            },
+                        ],
+                        primary_metric: Metric::CostPerSuccess,
+                        guardrails: vec![Guardrail {
+                            metric: GuardMetric::P95Cost,
+                            direction: Direction::AtMost,
+                            bound: 0.25,
+                        }],
+                        min_sample: 100,
+                        start: t0,
+                        end: t0 + chrono::Duration::days(14),
+                        layer: "default".into(),
+                        traffic_buckets: 10_000 - from,
+                        tenants: tenants.then(|| vec!["acme".into()]),
+                    },
+                    layer_from: from,
+                    layer_to: 10_000,
+                    by,
+                })
+            })
+            .boxed(),
+        T::ExperimentStopped => (text(), proptest::option::of(text()), text(), text())
+            .prop_map(|(name, arm, reason, by)| {
+                Payload::ExperimentStopped(keel_core::experiment::ExperimentStopped {
+                    name,
+                    arm,
+                    reason,
+                    by,
+                })
+            })
+            .boxed(),
+        T::ExperimentConcluded => (text(), text(), text())
+            .prop_map(|(name, decision, by)| {
+                Payload::ExperimentConcluded(keel_core::experiment::ExperimentConcluded {
+                    name,
+                    decision,
+                    by,
+                })
+            })
             .boxed(),
         T::RetrievalRated => (
             text(),

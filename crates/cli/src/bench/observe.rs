@@ -72,6 +72,7 @@ pub(super) fn execution(rng: &mut Rng, n: u64) -> (Vec<Event>, TraceId) {
             budget: Budget::default(),
             experiment_arm: None,
             replay_of: None,
+            experiment: None,
         }),
         Payload::ModelCalled(ModelCalled {
             call_id: "m1".into(),

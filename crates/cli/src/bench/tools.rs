@@ -167,6 +167,7 @@ async fn scenario(dir: &Path, durability: Durability, calls: u32) -> anyhow::Res
         budget: Budget::default(),
         experiment_arm: None,
         replay_of: None,
+        experiment: None,
     }));
     let events = w.take();
     log.append(events[0].exec_id, 0, &events).await?;

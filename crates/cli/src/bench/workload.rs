@@ -85,6 +85,7 @@ impl Workload {
             },
             experiment_arm: Some("A".into()),
             replay_of: None,
+            experiment: None,
         }));
     }
 

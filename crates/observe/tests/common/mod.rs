@@ -122,6 +122,7 @@ pub fn fixture_started() -> ExecStarted {
         budget: Budget::default(),
         experiment_arm: None,
         replay_of: None,
+        experiment: None,
     }
 }
 

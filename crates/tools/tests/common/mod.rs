@@ -91,6 +91,7 @@ pub async fn start(log: &SqliteLog, tenant: &str, max_cost_micros: Option<u64>) 
         },
         experiment_arm: None,
         replay_of: None,
+        experiment: None,
     }));
     let events = b.build();
     log.append(events[0].exec_id, 0, &events).await.unwrap();
