@@ -8,6 +8,8 @@
 //! Everything it needs is compiled in and written under `DIR/demo/config`, so it runs from any
 //! directory; the store it fills is `DIR/demo/store`, ready for `keel trace` and `keel events`.
 
+mod stale_memory;
+
 use crate::agents::{dollars, outcome_word};
 use anyhow::Context;
 use keel_core::payload::{Outcome, Verdict};
@@ -244,7 +246,7 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
 
     print_tables(&rows);
     crate::memory::demo_story(&env).await?;
-    crate::observe::demo_stale_memory(&env, &root.join("config"), &store).await?;
+    stale_memory::demo_stale_memory(&env, &root.join("config"), &store).await?;
     println!();
     println!(
         "shop side effects: {} refunds, {} notifications, {} drafts (every refund passed a gate)",

@@ -11,7 +11,10 @@ mod events;
 mod gates;
 mod memory;
 mod observe;
+mod serve;
 mod store;
+mod strategies;
+mod tokens;
 mod tools;
 
 use clap::{Parser, Subcommand};
@@ -39,40 +42,9 @@ enum Command {
     /// The whole story, offline: a support agent, two strategies, a crash and resume, the tables.
     Demo,
     /// Run one execution to its end and print its trace id and outcome.
-    Run {
-        /// Strategy name (see strategies/*.yaml).
-        #[arg(long)]
-        strategy: String,
-        /// Tenant the execution belongs to.
-        #[arg(long, default_value = "default")]
-        tenant: String,
-        /// The data subject (customer) the execution is about: its personal data is sealed under
-        /// the subject's key (`keel memory erase` / `subject-access` reach it) and it retrieves
-        /// only that subject's episodic memory.
-        #[arg(long)]
-        subject: Option<String>,
-        /// What the agent is asked to do.
-        goal: String,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        config: agents::ConfigArgs,
-    },
+    Run(agents::run::RunArgs),
     /// Resume and run every unfinished execution of the store.
-    Worker {
-        /// Exit once nothing is left to run (otherwise keep polling for new executions).
-        #[arg(long)]
-        once: bool,
-        /// Executions driven at a time.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
-        /// Pause before every model call, in milliseconds (paces demos and crash drills).
-        #[arg(long, default_value_t = 0)]
-        pace_ms: u64,
-        #[command(flatten)]
-        config: agents::ConfigArgs,
-    },
+    Worker(agents::worker::WorkerArgs),
     /// Print an execution's steps as a table (by execution id or trace id).
     Trace {
         /// Execution id (UUID) or trace id (32 hex digits).
@@ -81,7 +53,7 @@ enum Command {
     /// Kill-switches per tenant, strategy (agent) and tool.
     Kill {
         #[command(subcommand)]
-        command: agents::KillCmd,
+        command: agents::kill::KillCmd,
     },
     /// Tool contracts: check a folder, list it, draft contracts from an MCP server.
     Tools {
@@ -98,28 +70,17 @@ enum Command {
     /// Strategies and their autonomy: list, re-certify after a demotion.
     Strategies {
         #[command(subcommand)]
-        command: gates::StrategiesCmd,
+        command: strategies::StrategiesCmd,
         #[command(flatten)]
         config: agents::ConfigArgs,
     },
     /// API tokens (scoped to a tenant and roles).
     Tokens {
         #[command(subcommand)]
-        command: gates::TokensCmd,
+        command: tokens::TokensCmd,
     },
     /// The HTTP API, web UI, metrics and workers (the demo's tools, shop and strategies by default).
-    Serve {
-        /// Where to listen.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        addr: String,
-        /// The origin browsers use when the server sits behind a proxy or TLS terminator
-        /// (`https://keel.example.com`): only it may post the web UI's forms, and an https
-        /// origin makes the session cookie `Secure`.
-        #[arg(long)]
-        public_origin: Option<String>,
-        #[command(flatten)]
-        config: agents::ConfigArgs,
-    },
+    Serve(serve::ServeArgs),
     /// Measure a component and print figures (never asserts anything about time).
     Bench {
         #[command(subcommand)]
@@ -141,13 +102,13 @@ impl Command {
     fn may_create_store(&self) -> bool {
         match self {
             Command::Demo
-            | Command::Run { .. }
-            | Command::Worker { .. }
-            | Command::Serve { .. }
+            | Command::Run(_)
+            | Command::Worker(_)
+            | Command::Serve(_)
             | Command::Tokens { .. }
             | Command::Tools { .. }
             | Command::Bench { .. } => true,
-            Command::Kill { command } => matches!(command, agents::KillCmd::Set { .. }),
+            Command::Kill { command } => matches!(command, agents::kill::KillCmd::Set { .. }),
             _ => false,
         }
     }
@@ -180,41 +141,17 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Events { exec_id } => events::print(&cli.data, &exec_id).await,
             Command::Demo => demo::run(&cli.data).await,
-            Command::Run {
-                strategy,
-                tenant,
-                subject,
-                goal,
-                json,
-                config,
-            } => {
-                let request = agents::Request {
-                    strategy: &strategy,
-                    tenant: &tenant,
-                    subject: subject.as_deref(),
-                    goal: &goal,
-                };
-                agents::run(&cli.data, &config, &request, json).await
-            }
-            Command::Worker {
-                once,
-                concurrency,
-                pace_ms,
-                config,
-            } => agents::worker(&cli.data, &config, once, concurrency, pace_ms).await,
-            Command::Trace { id } => agents::trace(&cli.data, &id).await,
-            Command::Kill { command } => agents::kill(&cli.data, command).await,
-            Command::Tools { command } => tools::run(command).await,
+            Command::Run(args) => agents::run::run(&cli.data, &args).await,
+            Command::Worker(args) => agents::worker::worker(&cli.data, &args).await,
+            Command::Trace { id } => agents::trace::trace(&cli.data, &id).await,
+            Command::Kill { command } => agents::kill::kill(&cli.data, command).await,
+            Command::Tools { command } => tools::run(&cli.data, command).await,
             Command::Gates { command, config } => gates::gates(&cli.data, &config, command).await,
             Command::Strategies { command, config } => {
-                gates::strategies(&cli.data, &config, command).await
+                strategies::strategies(&cli.data, &config, command).await
             }
-            Command::Tokens { command } => gates::tokens(&cli.data, command),
-            Command::Serve {
-                addr,
-                public_origin,
-                config,
-            } => gates::serve(&cli.data, &config, &addr, public_origin).await,
+            Command::Tokens { command } => tokens::tokens(&cli.data, command),
+            Command::Serve(args) => serve::serve(&cli.data, args).await,
             Command::Bench { target } => bench::run(&cli.data, target).await,
             Command::Observe(cmd) => observe::run(&cli.data, cmd).await,
             Command::Memory { command } => memory::run(&cli.data, command).await,

@@ -1,0 +1,86 @@
+//! `keel kill …`: kill-switches per tenant, strategy (agent) and tool.
+
+use super::{control, operator};
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use keel_runtime::control::Scope;
+use std::path::Path;
+
+/// `keel kill …`.
+#[derive(Subcommand)]
+pub enum KillCmd {
+    /// Turn a kill-switch on: running executions stop at their next step; a killed tool refuses.
+    Set {
+        /// tenant, strategy (or agent), or tool.
+        scope: String,
+        /// The tenant, strategy name or tool name.
+        name: String,
+        /// Why (recorded on the executions it stops).
+        #[arg(long, default_value = "killed by an operator")]
+        reason: String,
+        /// Only in this tenant (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Turn a kill-switch off.
+    Clear {
+        /// tenant, strategy (or agent), or tool.
+        scope: String,
+        /// The tenant, strategy name or tool name.
+        name: String,
+        /// The tenant the switch was set in (default: the every-tenant switch).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List the switches that are on.
+    List,
+}
+
+fn scope(s: &str) -> anyhow::Result<Scope> {
+    Scope::parse(s).with_context(|| format!("scope {s:?} is not one of tenant, strategy, tool"))
+}
+
+/// Runs a kill-switch command.
+pub async fn kill(data: &Path, cmd: KillCmd) -> anyhow::Result<()> {
+    let control = control(data)?;
+    match cmd {
+        KillCmd::Set {
+            scope: s,
+            name,
+            reason,
+            tenant,
+        } => {
+            control
+                .kill(scope(&s)?, &name, tenant.as_deref(), &reason, &operator())
+                .await?;
+            eprintln!("kill-switch on: {s} {name}");
+        }
+        KillCmd::Clear {
+            scope: s,
+            name,
+            tenant,
+        } => {
+            if !control
+                .clear(scope(&s)?, &name, tenant.as_deref(), &operator())
+                .await?
+            {
+                bail!("no kill-switch {s} {name} is on");
+            }
+            eprintln!("kill-switch off: {s} {name}");
+        }
+        KillCmd::List => {
+            for sw in control.switches().await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    sw.key.scope,
+                    sw.key.name,
+                    sw.key.tenant.as_deref().unwrap_or("*"),
+                    sw.info.at,
+                    sw.info.by,
+                    sw.info.reason
+                );
+            }
+        }
+    }
+    Ok(())
+}

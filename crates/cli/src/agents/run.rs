@@ -1,0 +1,87 @@
+//! `keel run`: one execution, start to end, on the embedded default.
+
+use super::{ConfigArgs, dollars, outcome_word};
+use anyhow::Context;
+use clap::Args;
+use keel_core::payload::Payload;
+use keel_spine::EventLog;
+use std::path::Path;
+
+/// `keel run` arguments.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Strategy name (see strategies/*.yaml).
+    #[arg(long)]
+    pub strategy: String,
+    /// Tenant the execution belongs to.
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    /// The data subject (customer) the execution is about: its personal data is sealed under
+    /// the subject's key (`keel memory erase` / `subject-access` reach it) and it retrieves
+    /// only that subject's episodic memory.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// What the agent is asked to do.
+    pub goal: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// `keel run`: one execution, start to end.
+pub async fn run(data: &Path, args: &RunArgs) -> anyhow::Result<()> {
+    let RunArgs {
+        strategy,
+        tenant,
+        subject,
+        goal,
+        json,
+        config: cfg,
+    } = args;
+    let subject = subject.as_deref();
+    let env = crate::demo::open(data, &cfg.config())?;
+    let s = env
+        .strategies
+        .get(strategy)
+        .with_context(|| format!("no strategy {strategy:?} in {}", cfg.strategies.display()))?;
+    // Refused before the model is built or any event is appended.
+    keel_runtime::subject::check(s, subject).map_err(|e| anyhow::anyhow!("--subject: {e}"))?;
+    let model = s.provider()?;
+    let exec = env.agent.start_about(s, tenant, subject, goal).await?;
+    eprintln!("started execution {exec} ({})", s.version);
+    let state = env.agent.drive(s, &*model, exec).await?;
+    let events = env.log.read(exec, 1).await?;
+    let answer = events.iter().rev().find_map(|e| match &e.payload {
+        Payload::ExecFinished(f) => f.detail.clone(),
+        _ => None,
+    });
+    let trace = state.trace_id.map(|t| t.to_string()).unwrap_or_default();
+    if *json {
+        let v = serde_json::json!({
+            "exec_id": exec.to_string(),
+            "trace_id": trace,
+            "outcome": outcome_word(&state),
+            "steps": state.totals.steps,
+            "tokens": state.totals.tokens.input + state.totals.tokens.output,
+            "cost_usd_micros": state.totals.cost.micros(),
+            "answer": answer,
+        });
+        println!("{v}");
+    } else {
+        println!("exec_id   {exec}");
+        println!("trace_id  {trace}");
+        println!("outcome   {}", outcome_word(&state));
+        println!(
+            "steps {}  tokens {}  cost {}",
+            state.totals.steps,
+            state.totals.tokens.input + state.totals.tokens.output,
+            dollars(state.totals.cost)
+        );
+        if let Some(a) = answer {
+            println!("answer    {a}");
+        }
+    }
+    Ok(())
+}

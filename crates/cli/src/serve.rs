@@ -1,0 +1,68 @@
+//! `keel serve`: the HTTP API, web UI, metrics and workers over one store.
+
+use crate::agents::ConfigArgs;
+use anyhow::Context;
+use clap::Args;
+use keel_server::auth::Tokens;
+use std::path::Path;
+
+/// `keel serve` arguments.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// The origin browsers use when the server sits behind a proxy or TLS terminator
+    /// (`https://keel.example.com`): only it may post the web UI's forms, and an https
+    /// origin makes the session cookie `Secure`.
+    #[arg(long)]
+    pub public_origin: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// `keel serve`.
+pub async fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
+    let ServeArgs {
+        addr,
+        public_origin,
+        config: cfg,
+    } = args;
+    let addr = addr.as_str();
+    if let Some(o) = &public_origin
+        && !(o.starts_with("https://") || o.starts_with("http://"))
+    {
+        anyhow::bail!("--public-origin {o:?}: expected http://host[:port] or https://host[:port]");
+    }
+    // With no configuration of its own (no tools/ and strategies/ here), serve the demo's.
+    let env = if cfg.tools.exists() || cfg.strategies.exists() {
+        crate::demo::open(data, &cfg.config())?
+    } else {
+        let dir = data.join("config");
+        let config = crate::demo::write_config(&dir)?;
+        eprintln!(
+            "keel serve: no {} or {} here; serving the demo's tools, shop and strategies from {}",
+            cfg.tools.display(),
+            cfg.strategies.display(),
+            dir.display()
+        );
+        crate::demo::open(data, &config)?
+    };
+    let tokens = Tokens::open(data)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--addr {addr}: cannot listen"))?;
+    let local = listener.local_addr()?;
+    eprintln!(
+        "keel serve: http://{local}/ui (API under /v1, /openapi.json, /metrics); store {}",
+        data.display()
+    );
+    eprintln!(
+        "  a token: keel --data {} tokens create --tenant acme --role approver --role operator",
+        data.display()
+    );
+    let mut state = keel_server::App::new(&env, tokens);
+    keel_server::web::configure(&mut state, keel_server::web::WebConfig { public_origin })?;
+    keel_server::serve(listener, state).await?;
+    Ok(())
+}
