@@ -26,7 +26,7 @@ impl BlobRef {
         &self.0
     }
 
-    fn hex(&self) -> &str {
+    pub(crate) fn hex(&self) -> &str {
         self.0.strip_prefix("sha256:").unwrap_or(&self.0)
     }
 }

@@ -103,6 +103,16 @@ pub enum SpineError {
         /// The file.
         path: PathBuf,
     },
+    /// A remote store (S3-compatible object storage) failed or refused the request.
+    #[error("{context} at {location}: {detail}")]
+    Remote {
+        /// What we were doing.
+        context: &'static str,
+        /// The bucket or object (`s3://bucket/key`; never a credential).
+        location: String,
+        /// The client's message.
+        detail: String,
+    },
     /// The log's writer has stopped (the log is closing or its thread died).
     #[error("the event log is closed")]
     Closed,

@@ -5,7 +5,8 @@
 //!   feature, for backends' tests) checks it.
 //! - [`sqlite::SqliteLog`] is the embedded default: one SQLite file in WAL mode, durable on
 //!   return, with group commit so concurrent appenders share one fsync.
-//! - [`blob::BlobStore`] stores payloads by content hash (`sha256:...`), verified on read.
+//! - [`blob::BlobStore`] stores payloads by content hash (`sha256:...`), verified on read: in a
+//!   local directory, or (feature `s3`) in an S3-compatible bucket.
 //!
 //! What it is not: the spine does not judge whether an event is legal for the execution's state
 //! (that is the fold in `keel-core`); it guarantees order, atomicity, durability and that two
@@ -17,10 +18,14 @@ pub mod clock;
 pub mod conformance;
 pub mod error;
 pub mod log;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod shred;
 pub mod sqlite;
 
 pub use blob::{BlobRef, BlobStore, LocalBlobStore};
+#[cfg(feature = "s3")]
+pub use s3::{S3BlobStore, S3Options};
 pub use error::SpineError;
 pub use log::{AppendAck, Committed, EventLog, ExecSummary};
 pub use sqlite::{Durability, SqliteLog, SqliteOptions};

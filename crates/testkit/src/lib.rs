@@ -1,9 +1,10 @@
 //! Builders, generators and fixtures shared by Keel's tests and benchmarks: a builder that writes
 //! legal executions event by event, and proptest strategies for arbitrary events and for arbitrary
-//! *legal* event sequences. Not for production paths.
+//! *legal* event sequences; real servers tests start ([`s3::MotoServer`]). Not for production paths.
 
 pub mod builder;
 #[cfg(feature = "proptest")]
 pub mod generators;
+pub mod s3;
 
 pub use builder::ExecBuilder;
