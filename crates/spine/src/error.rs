@@ -19,6 +19,19 @@ pub enum SpineError {
         /// The last seq actually stored.
         actual_seq: u64,
     },
+    /// The append was fenced: it carried lease epoch `epoch`, but a newer lease (another worker's)
+    /// now holds the execution. The caller lost the lease and must stop driving the execution.
+    #[error(
+        "execution {exec_id} is held by a newer lease (epoch {current_epoch}); this worker's lease (epoch {epoch}) was lost"
+    )]
+    LeaseLost {
+        /// The execution.
+        exec_id: ExecId,
+        /// The epoch the append carried.
+        epoch: u64,
+        /// The epoch that holds the execution now.
+        current_epoch: u64,
+    },
     /// The batch itself is malformed (empty, wrong execution, non-contiguous seqs, mixed tenants).
     #[error("invalid append to execution {exec_id}: {detail}")]
     InvalidAppend {

@@ -5,6 +5,8 @@
 //!   feature, for backends' tests) checks it.
 //! - [`sqlite::SqliteLog`] is the embedded default: one SQLite file in WAL mode, durable on
 //!   return, with group commit so concurrent appenders share one fsync.
+//! - `postgres::PgEventLog` (feature `postgres`) is the shared spine of a scaled-out deployment:
+//!   PostgreSQL, group commit per process, LISTEN/NOTIFY, and worker leases ([`Leases`]).
 //! - [`blob::BlobStore`] stores payloads by content hash (`sha256:...`), verified on read: in a
 //!   local directory, or (feature `s3`) in an S3-compatible bucket.
 //!
@@ -17,7 +19,10 @@ pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod error;
+pub mod lease;
 pub mod log;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod shred;
@@ -27,5 +32,8 @@ pub use blob::{BlobRef, BlobStore, LocalBlobStore};
 #[cfg(feature = "s3")]
 pub use s3::{S3BlobStore, S3Options};
 pub use error::SpineError;
+pub use lease::{Lease, Leases};
 pub use log::{AppendAck, Committed, EventLog, ExecSummary};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgEventLog, PgOptions};
 pub use sqlite::{Durability, SqliteLog, SqliteOptions};

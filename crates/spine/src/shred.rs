@@ -173,6 +173,27 @@ pub fn open_event(json: &str, cipher: Option<&Cipher>) -> String {
     v.to_string()
 }
 
+/// The blobs an execution's events reference (model requests and replies, tool outputs), in
+/// order, each once: what erasing its subject deletes.
+pub fn referenced_blobs(events: &[keel_core::Event]) -> Vec<String> {
+    use keel_core::payload::Payload;
+    let mut refs: Vec<String> = Vec::new();
+    for e in events {
+        let r = match &e.payload {
+            Payload::ModelCalled(c) => c.request_ref.clone(),
+            Payload::ModelResponded(r) => r.response_ref.clone(),
+            Payload::ToolResult(r) => r.output_ref.clone(),
+            _ => None,
+        };
+        if let Some(r) = r
+            && !refs.contains(&r)
+        {
+            refs.push(r);
+        }
+    }
+    refs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -263,14 +263,15 @@ impl Drop for Inner {
 }
 
 /// Decodes a stored batch into `(offset, event)` pairs, checking that every event is where the
-/// row's index columns say it is (a mismatch means the row was tampered with).
-fn decode_batch(
+/// row's index columns say it is (a mismatch means the row was tampered with). `open` opens the
+/// sealed fields of one event (execution key, raw JSON); every backend stores batches alike.
+pub(crate) fn decode_batch(
     path: &Path,
     first_offset: u64,
     exec_key: &str,
     first_seq: u64,
     body: &str,
-    opener: &mut Opener<'_>,
+    open: &mut dyn FnMut(&str, &str) -> String,
 ) -> Result<Vec<(u64, Event)>, SpineError> {
     let decode_err = |i: usize, source| SpineError::Decode {
         offset: first_offset + i as u64,
@@ -283,7 +284,7 @@ fn decode_batch(
     let mut out = Vec::with_capacity(raws.len());
     for (i, raw) in raws.into_iter().enumerate() {
         let event = if shred::maybe_sealed(raw.get()) {
-            Event::decode(&opener.open(exec_key, raw.get()))
+            Event::decode(&open(exec_key, raw.get()))
         } else {
             Event::decode(raw.get())
         }
@@ -305,7 +306,10 @@ fn decode_batch(
 
 /// Encodes a batch as the JSON array stored in one row, sealing subject-linked fields with
 /// `cipher` (see [`crate::shred`]).
-fn encode_batch(events: &[Event], cipher: Option<&Cipher>) -> Result<String, SpineError> {
+pub(crate) fn encode_batch(
+    events: &[Event],
+    cipher: Option<&Cipher>,
+) -> Result<String, SpineError> {
     let mut body = Vec::with_capacity(events.len() * 512);
     body.push(b'[');
     for (i, e) in events.iter().enumerate() {
@@ -407,7 +411,9 @@ impl EventLog for SqliteLog {
                     row.get(1).map_err(err("reading an execution"))?,
                     row.get(2).map_err(err("reading an execution"))?,
                 );
-                let batch = decode_batch(path, offset, &key, first_seq, &body, &mut opener)?;
+                let batch = decode_batch(path, offset, &key, first_seq, &body, &mut |k, raw| {
+                    opener.open(k, raw)
+                })?;
                 out.extend(
                     batch
                         .into_iter()
@@ -465,7 +471,7 @@ impl EventLog for SqliteLog {
                     row.get(2).map_err(err("reading the log"))?,
                     row.get(3).map_err(err("reading the log"))?,
                 );
-                let batch = decode_batch(path, first_offset, &key, first_seq, &body, &mut opener)?;
+                let batch = decode_batch(path, first_offset, &key, first_seq, &body, &mut |k, raw| opener.open(k, raw))?;
                 let wanted = batch.into_iter().filter(|(offset, _)| *offset >= from_offset);
                 out.extend(wanted.map(|(offset, event)| Committed { offset, event }).take(limit - out.len()));
             }

@@ -9,7 +9,6 @@ use crate::error::SpineError;
 use crate::log::EventLog;
 use crate::shred::{self, Cipher};
 use keel_core::ExecId;
-use keel_core::payload::Payload;
 use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -206,16 +205,8 @@ impl SqliteLog {
         let executions = self.subject_executions(tenant, subject).await?;
         let mut refs: Vec<String> = Vec::new();
         for exec in &executions {
-            for e in self.read(*exec, 1).await? {
-                let r = match &e.payload {
-                    Payload::ModelCalled(c) => c.request_ref.clone(),
-                    Payload::ModelResponded(r) => r.response_ref.clone(),
-                    Payload::ToolResult(r) => r.output_ref.clone(),
-                    _ => None,
-                };
-                if let Some(r) = r
-                    && !refs.contains(&r)
-                {
+            for r in shred::referenced_blobs(&self.read(*exec, 1).await?) {
+                if !refs.contains(&r) {
                     refs.push(r);
                 }
             }

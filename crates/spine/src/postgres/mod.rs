@@ -1,0 +1,466 @@
+//! The shared spine backend: PostgreSQL (schema `keel_spine`), for many workers on many machines.
+//!
+//! Writes go through one writer task per handle with group commit (module `writer`): one
+//! process's concurrent appenders share transactions. A global offset counter, taken
+//! `FOR UPDATE` inside every append transaction, hands out offsets in commit order, so a reader
+//! never sees offset N+1 before N and a subscriber never skips a slower transaction's events
+//! (docs/decisions/090). Reads are pipelined over a few shared connections. Subscribers wake on
+//! `LISTEN keel_spine` (every process's commits notify it) and poll as a fallback. Leases
+//! (module `leases`) fence appends by epoch inside the same transaction.
+//!
+//! What it is not: a connection pool for arbitrary work; TLS is not wired yet (plain TCP to the
+//! server, which suits a private network or a local socket; see the decision record).
+
+mod leases;
+mod schema;
+mod subjects;
+mod writer;
+
+use crate::error::SpineError;
+use crate::log::{AppendAck, Committed, EventLog, ExecSummary, validate_batch};
+use crate::shred::{self, Cipher};
+use crate::sqlite::{Durability, WriterStats, decode_batch, encode_batch};
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use keel_core::{Event, ExecId, TenantId};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+
+pub use schema::latest_version;
+
+/// Options for connecting.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// `Full`: an append returns once its commit is flushed to the server's WAL
+    /// (`synchronous_commit = on`). `Off`: once committed, before the flush
+    /// (`synchronous_commit = off`): survives a Keel crash, not a server crash.
+    pub durability: Durability,
+    /// Connections reads are spread over (each pipelines many concurrent queries).
+    pub readers: usize,
+    /// How often a subscriber re-reads when no notification woke it (the fallback when the
+    /// listening connection is down or a notification was lost).
+    pub poll: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Full,
+            readers: 2,
+            poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Events fetched per subscriber read.
+const SUBSCRIBE_BATCH: usize = 512;
+
+/// The PostgreSQL event log. Cheap to clone; all clones share one writer.
+#[derive(Clone)]
+pub struct PgEventLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `postgres://user@host:port/db`, for errors and messages (never the password).
+    shown: PathBuf,
+    readers: Vec<Client>,
+    next_reader: AtomicUsize,
+    /// A connection of its own for multi-statement transactions (subject links, erasure).
+    tx: tokio::sync::Mutex<Client>,
+    requests: mpsc::UnboundedSender<writer::AppendRequest>,
+    head: watch::Receiver<u64>,
+    stats: Arc<WriterStats>,
+    poll: Duration,
+    /// Kept so the `LISTEN` connection stays open (it closes when the client drops).
+    _listener: Option<Client>,
+    /// Per execution: the subject cipher its events are sealed with, `None` if not linked.
+    ciphers: Mutex<HashMap<ExecId, Option<Arc<Cipher>>>>,
+}
+
+/// `postgres://user@host:port/db` from a parsed configuration: what errors may show.
+fn shown_url(config: &Config) -> PathBuf {
+    use tokio_postgres::config::Host;
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    PathBuf::from(format!(
+        "postgres://{}@{host}:{port}/{}",
+        config.get_user().unwrap_or(""),
+        config.get_dbname().unwrap_or("")
+    ))
+}
+
+/// Opens one connection and drives it on a task of its own.
+pub(super) async fn open_client(
+    config: &Config,
+    shown: &Path,
+    synchronous_commit: &str,
+) -> Result<Client, SpineError> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(schema::db_err(shown, "connecting"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+        .batch_execute(&format!(
+            "SET synchronous_commit = {synchronous_commit}; SET application_name = 'keel-spine'"
+        ))
+        .await
+        .map_err(schema::db_err(shown, "setting up a session"))?;
+    Ok(client)
+}
+
+/// Opens the `LISTEN` connection: notifications move `head` (waking subscribers).
+async fn listen(config: &Config, shown: &Path, head: watch::Sender<u64>) -> Option<Client> {
+    let (client, mut connection) = config.connect(NoTls).await.ok()?;
+    tokio::spawn(async move {
+        let mut messages = stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let AsyncMessage::Notification(n) = message
+                && let Ok(offset) = n.payload().parse::<u64>()
+            {
+                head.send_if_modified(|h| {
+                    let newer = offset > *h;
+                    *h = (*h).max(offset);
+                    newer
+                });
+            }
+        }
+        // The connection is gone: subscribers fall back to polling.
+    });
+    let listening = client
+        .batch_execute(&format!("LISTEN {}", writer::CHANNEL))
+        .await;
+    if listening.is_err() {
+        let _ = shown;
+        return None;
+    }
+    Some(client)
+}
+
+impl PgEventLog {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/db`, or libpq's
+    /// `key=value` form), creating or migrating schema `keel_spine`. Errors name the server
+    /// without the password.
+    pub async fn connect(url: &str, options: PgOptions) -> Result<Self, SpineError> {
+        let config: Config =
+            url.parse()
+                .map_err(|e: tokio_postgres::Error| SpineError::Storage {
+                    context: "parsing the spine's PostgreSQL URL",
+                    path: PathBuf::from("postgres://…"),
+                    detail: e.to_string(),
+                })?;
+        let shown = shown_url(&config);
+        let sync = match options.durability {
+            Durability::Full => "on",
+            Durability::Off => "off",
+        };
+        let mut first = open_client(&config, &shown, sync).await?;
+        schema::migrate(&mut first, &shown).await?;
+        let head_now: i64 = first
+            .query_one("SELECT last_offset FROM keel_spine.head WHERE id = 1", &[])
+            .await
+            .map_err(schema::db_err(&shown, "reading the head offset"))?
+            .get(0);
+        let conn = writer::Conn::prepare(first, &shown).await?;
+        let mut readers = Vec::new();
+        for _ in 0..options.readers.max(1) {
+            readers.push(open_client(&config, &shown, sync).await?);
+        }
+        let tx = open_client(&config, &shown, sync).await?;
+        let (head_tx, head) = watch::channel(u64::try_from(head_now).unwrap_or(0));
+        let listener = listen(&config, &shown, head_tx.clone()).await;
+        let (requests, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(WriterStats::default());
+        tokio::spawn(writer::run(
+            Some(conn),
+            writer::Target {
+                config,
+                shown: shown.clone(),
+                synchronous_commit: sync,
+            },
+            rx,
+            head_tx,
+            stats.clone(),
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shown,
+                readers,
+                next_reader: AtomicUsize::new(0),
+                tx: tokio::sync::Mutex::new(tx),
+                requests,
+                head,
+                stats,
+                poll: options.poll,
+                _listener: listener,
+                ciphers: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The server and database, without the password.
+    pub fn shown(&self) -> &Path {
+        &self.inner.shown
+    }
+
+    /// The writer's counters since this handle connected: `requests / groups` is the
+    /// group-commit factor (appends per transaction).
+    pub fn stats(&self) -> &WriterStats {
+        &self.inner.stats
+    }
+
+    fn reader(&self) -> &Client {
+        let n = self.inner.next_reader.fetch_add(1, Ordering::Relaxed);
+        let readers = &self.inner.readers;
+        // `readers` is never empty (at least one is opened); fall back to the first.
+        readers.get(n % readers.len().max(1)).unwrap_or(&readers[0])
+    }
+
+    pub(super) fn err(
+        &self,
+        context: &'static str,
+    ) -> impl Fn(tokio_postgres::Error) -> SpineError + '_ {
+        schema::db_err(&self.inner.shown, context)
+    }
+
+    pub(super) async fn send(
+        &self,
+        exec_id: ExecId,
+        expected_seq: u64,
+        events: &[Event],
+        fence: Option<u64>,
+    ) -> Result<AppendAck, SpineError> {
+        validate_batch(exec_id, expected_seq, events)?;
+        let cipher = self.cipher_for(exec_id).await?;
+        let body = encode_batch(events, cipher.as_deref())?;
+        let (reply, answer) = oneshot::channel();
+        let ends = events.iter().any(|e| e.event_type().is_terminal());
+        let request = writer::AppendRequest {
+            exec_id,
+            exec_key: exec_id.to_string(),
+            tenant: events[0].tenant.0.clone(),
+            expected_seq,
+            ends,
+            fence,
+            len: events.len() as u64,
+            body,
+            reply,
+        };
+        self.inner
+            .requests
+            .send(request)
+            .map_err(|_| SpineError::Closed)?;
+        let ack = answer.await.map_err(|_| SpineError::Closed)?;
+        if ends {
+            self.forget_cipher(exec_id);
+        }
+        ack
+    }
+
+    /// Decodes rows of `(first_offset, exec_id, first_seq, body)` into committed events.
+    async fn decode_rows(
+        &self,
+        rows: Vec<tokio_postgres::Row>,
+        from_offset: u64,
+        limit: usize,
+    ) -> Result<Vec<Committed>, SpineError> {
+        let mut keys: HashMap<String, Option<Cipher>> = HashMap::new();
+        for row in &rows {
+            let body: &str = row.get(3);
+            if shred::maybe_sealed(body) {
+                let key: String = row.get(1);
+                if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(key) {
+                    let cipher = self.stored_cipher(slot.key()).await?;
+                    slot.insert(cipher);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for row in rows {
+            if out.len() >= limit {
+                break;
+            }
+            let (first_offset, key, first_seq, body): (i64, String, i64, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            let batch = decode_batch(
+                &self.inner.shown,
+                u64::try_from(first_offset).unwrap_or(0),
+                &key,
+                u64::try_from(first_seq).unwrap_or(0),
+                &body,
+                &mut |k, raw| shred::open_event(raw, keys.get(k).and_then(Option::as_ref)),
+            )?;
+            let wanted = batch.into_iter().filter(|(o, _)| *o >= from_offset);
+            out.extend(
+                wanted
+                    .map(|(offset, event)| Committed { offset, event })
+                    .take(limit - out.len()),
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl EventLog for PgEventLog {
+    async fn append(
+        &self,
+        exec_id: ExecId,
+        expected_seq: u64,
+        events: &[Event],
+    ) -> Result<AppendAck, SpineError> {
+        self.send(exec_id, expected_seq, events, None).await
+    }
+
+    async fn read(&self, exec_id: ExecId, from_seq: u64) -> Result<Vec<Event>, SpineError> {
+        let key = exec_id.to_string();
+        let rows = self
+            .reader()
+            .query(
+                "SELECT first_offset, exec_id, first_seq, body FROM keel_spine.batches
+                 WHERE exec_id = $1 AND last_seq >= $2 ORDER BY first_seq",
+                &[&key, &to_i64(from_seq)],
+            )
+            .await
+            .map_err(self.err("reading an execution"))?;
+        Ok(self
+            .decode_rows(rows, 0, usize::MAX)
+            .await?
+            .into_iter()
+            .map(|c| c.event)
+            .filter(|e| e.seq >= from_seq)
+            .collect())
+    }
+
+    async fn appended_after(&self, exec_id: ExecId, seq: u64) -> Result<bool, SpineError> {
+        let last: Option<i64> = self
+            .reader()
+            .query_opt(
+                "SELECT last_seq FROM keel_spine.executions WHERE exec_id = $1",
+                &[&exec_id.to_string()],
+            )
+            .await
+            .map_err(self.err("reading an execution's last seq"))?
+            .map(|r| r.get(0));
+        Ok(last.is_some_and(|l| u64::try_from(l).unwrap_or(0) > seq))
+    }
+
+    async fn read_all(&self, from_offset: u64, limit: usize) -> Result<Vec<Committed>, SpineError> {
+        // Every batch holds at least one event, so `limit` batches hold enough.
+        let rows = self
+            .reader()
+            .query(
+                "SELECT first_offset, exec_id, first_seq, body FROM keel_spine.batches
+                 WHERE last_offset >= $1 ORDER BY last_offset LIMIT $2",
+                &[
+                    &to_i64(from_offset),
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                ],
+            )
+            .await
+            .map_err(self.err("reading the log"))?;
+        self.decode_rows(rows, from_offset, limit).await
+    }
+
+    fn subscribe(&self, from_offset: u64) -> BoxStream<'static, Result<Committed, SpineError>> {
+        struct Sub {
+            log: PgEventLog,
+            next: u64,
+            buffer: VecDeque<Committed>,
+            head: watch::Receiver<u64>,
+            failed: bool,
+        }
+        let sub = Sub {
+            log: self.clone(),
+            next: from_offset.max(1),
+            buffer: VecDeque::new(),
+            head: self.inner.head.clone(),
+            failed: false,
+        };
+        stream::unfold(sub, |mut sub| async move {
+            if sub.failed {
+                return None;
+            }
+            loop {
+                if let Some(c) = sub.buffer.pop_front() {
+                    return Some((Ok(c), sub));
+                }
+                sub.head.mark_unchanged();
+                match sub.log.read_all(sub.next, SUBSCRIBE_BATCH).await {
+                    Err(e) => {
+                        sub.failed = true;
+                        return Some((Err(e), sub));
+                    }
+                    Ok(batch) if batch.is_empty() => {
+                        tokio::select! {
+                            _ = sub.head.changed() => {}
+                            _ = tokio::time::sleep(sub.log.inner.poll) => {}
+                        }
+                    }
+                    Ok(batch) => {
+                        sub.next = batch.last().map_or(sub.next, |c| c.offset + 1);
+                        sub.buffer.extend(batch);
+                    }
+                }
+            }
+        })
+        .boxed()
+    }
+
+    async fn list_unfinished(&self) -> Result<Vec<ExecSummary>, SpineError> {
+        let rows = self
+            .reader()
+            .query(
+                "SELECT exec_id, tenant, last_seq FROM keel_spine.executions
+                 WHERE NOT ended AND last_seq > 0 ORDER BY exec_id",
+                &[],
+            )
+            .await
+            .map_err(self.err("listing unfinished executions"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let key: String = row.get(0);
+            let last_seq: i64 = row.get(2);
+            let exec_id = key.parse().map_err(|_| SpineError::Corrupt {
+                path: self.inner.shown.clone(),
+                detail: format!("keel_spine.executions has a malformed exec_id {key:?}"),
+            })?;
+            out.push(ExecSummary {
+                exec_id,
+                tenant: TenantId(row.get(1)),
+                last_seq: u64::try_from(last_seq).unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn link_subject(
+        &self,
+        exec_id: ExecId,
+        tenant: &str,
+        subject: &str,
+    ) -> Result<(), SpineError> {
+        PgEventLog::link_subject(self, exec_id, tenant, subject).await
+    }
+
+    async fn subject_of(&self, exec_id: ExecId) -> Result<Option<String>, SpineError> {
+        PgEventLog::subject_of(self, exec_id).await
+    }
+}

@@ -1,0 +1,410 @@
+//! The writer task and its group commit on PostgreSQL.
+//!
+//! Appenders encode their events on their own tasks and send a request here. The writer takes
+//! the first request, drains every request already queued (up to a cap) and commits them all in
+//! one transaction: one commit (one WAL flush) for the whole group. While it waits on the commit,
+//! new requests queue and form the next group, so one process's concurrent appenders share
+//! transactions while a lone appender pays exactly one commit.
+//!
+//! A group's transaction, pipelined in two round trips (docs/decisions/090):
+//! 1. `BEGIN`; take the single `head` row `FOR UPDATE` (every appender of every process queues
+//!    here, so offsets are handed out in commit order); read and lock the group's executions.
+//! 2. Insert the accepted batches, upsert their executions, move the head, `pg_notify`, `COMMIT`.
+//!
+//! Conflicts, fences and refusals are decided between the two from the locked rows, so they never
+//! disturb the rest of the group; a storage error fails the whole group (nothing of it commits).
+
+use super::schema::db_err;
+use crate::error::SpineError;
+use crate::log::AppendAck;
+use crate::sqlite::WriterStats;
+use keel_core::ExecId;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
+
+/// Most requests committed together; bounds one transaction's size and latency.
+const MAX_GROUP_REQUESTS: usize = 1024;
+/// Most events committed together.
+const MAX_GROUP_EVENTS: usize = 16_384;
+/// The channel subscribers of every process listen on; the payload is the new head offset.
+pub(super) const CHANNEL: &str = "keel_spine";
+
+/// One append call on its way to the writer.
+pub(super) struct AppendRequest {
+    pub exec_id: ExecId,
+    pub exec_key: String,
+    pub tenant: String,
+    pub expected_seq: u64,
+    pub ends: bool,
+    /// The lease epoch the append is fenced by (`None`: unfenced).
+    pub fence: Option<u64>,
+    /// Number of events in the batch.
+    pub len: u64,
+    /// The batch, already encoded by the appender as a JSON array of events.
+    pub body: String,
+    pub reply: oneshot::Sender<Result<AppendAck, SpineError>>,
+}
+
+/// The writer's connection and its prepared statements.
+pub(super) struct Conn {
+    client: Client,
+    lock_head: Statement,
+    lock_execs: Statement,
+    insert_batches: Statement,
+    upsert_execs: Statement,
+    set_head: Statement,
+    notify: Statement,
+}
+
+impl Conn {
+    pub(super) async fn prepare(client: Client, shown: &Path) -> Result<Self, SpineError> {
+        let err = |c| db_err(shown, c);
+        let lock_head = client
+            .prepare("SELECT last_offset FROM keel_spine.head WHERE id = 1 FOR UPDATE")
+            .await
+            .map_err(err("preparing the head lock"))?;
+        let lock_execs = client
+            .prepare(
+                "SELECT exec_id, tenant, last_seq, ended, lease_epoch FROM keel_spine.executions
+                 WHERE exec_id = ANY($1::text[]) ORDER BY exec_id FOR UPDATE",
+            )
+            .await
+            .map_err(err("preparing the executions lock"))?;
+        let insert_batches = client
+            .prepare(
+                "INSERT INTO keel_spine.batches (first_offset, last_offset, exec_id, first_seq, last_seq, body)
+                 SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], $5::int8[], $6::text[])",
+            )
+            .await
+            .map_err(err("preparing the batch insert"))?;
+        let upsert_execs = client
+            .prepare(
+                "INSERT INTO keel_spine.executions (exec_id, tenant, last_seq, ended)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::bool[])
+                 ON CONFLICT (exec_id) DO UPDATE SET last_seq = EXCLUDED.last_seq,
+                     ended = EXCLUDED.ended,
+                     lease_owner = CASE WHEN EXCLUDED.ended THEN NULL ELSE keel_spine.executions.lease_owner END,
+                     lease_expires = CASE WHEN EXCLUDED.ended THEN NULL ELSE keel_spine.executions.lease_expires END",
+            )
+            .await
+            .map_err(err("preparing the executions upsert"))?;
+        let set_head = client
+            .prepare("UPDATE keel_spine.head SET last_offset = $1 WHERE id = 1")
+            .await
+            .map_err(err("preparing the head update"))?;
+        let notify = client
+            .prepare(&format!("SELECT pg_notify('{CHANNEL}', $1)"))
+            .await
+            .map_err(err("preparing the notification"))?;
+        Ok(Self {
+            client,
+            lock_head,
+            lock_execs,
+            insert_batches,
+            upsert_execs,
+            set_head,
+            notify,
+        })
+    }
+}
+
+/// What the writer needs to (re)connect.
+pub(super) struct Target {
+    pub config: tokio_postgres::Config,
+    pub shown: PathBuf,
+    pub synchronous_commit: &'static str,
+}
+
+/// Runs until every sender is dropped, then returns after committing what was queued.
+pub(super) async fn run(
+    mut conn: Option<Conn>,
+    target: Target,
+    mut requests: mpsc::UnboundedReceiver<AppendRequest>,
+    head: watch::Sender<u64>,
+    stats: std::sync::Arc<WriterStats>,
+) {
+    while let Some(first) = requests.recv().await {
+        let mut events = first.len as usize;
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP_REQUESTS && events < MAX_GROUP_EVENTS {
+            match requests.try_recv() {
+                Ok(req) => {
+                    events += req.len as usize;
+                    group.push(req);
+                }
+                Err(_) => break,
+            }
+        }
+        if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+            // The server restarted or the connection dropped: one reconnect per group.
+            conn =
+                match super::open_client(&target.config, &target.shown, target.synchronous_commit)
+                    .await
+                {
+                    Ok(client) => Conn::prepare(client, &target.shown).await.ok(),
+                    Err(_) => None,
+                };
+        }
+        let results = match &conn {
+            Some(c) => commit_group(c, &target.shown, &group).await,
+            None => group
+                .iter()
+                .map(|_| {
+                    Err(SpineError::Storage {
+                        context: "reconnecting the spine writer",
+                        path: target.shown.clone(),
+                        detail: "the database is unreachable".into(),
+                    })
+                })
+                .collect(),
+        };
+        let newest = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|a| a.last_offset))
+            .max();
+        if let Some(offset) = newest {
+            let (mut n_req, mut n_ev) = (0, 0);
+            for (req, r) in group.iter().zip(&results) {
+                if r.is_ok() {
+                    n_req += 1;
+                    n_ev += req.len;
+                }
+            }
+            stats.groups.fetch_add(1, Ordering::Relaxed);
+            stats.requests.fetch_add(n_req, Ordering::Relaxed);
+            stats.events.fetch_add(n_ev, Ordering::Relaxed);
+            head.send_if_modified(|h| {
+                let newer = offset > *h;
+                *h = (*h).max(offset);
+                newer
+            });
+        }
+        for (req, result) in group.into_iter().zip(results) {
+            // The appender may have given up waiting; its events are committed regardless.
+            let _ = req.reply.send(result);
+        }
+    }
+}
+
+/// What the writer knows of an execution: its locked row, then this group's appends.
+#[derive(Clone)]
+struct ExecInfo {
+    tenant: String,
+    last_seq: u64,
+    ended: bool,
+    epoch: u64,
+}
+
+async fn commit_group(
+    c: &Conn,
+    shown: &Path,
+    group: &[AppendRequest],
+) -> Vec<Result<AppendAck, SpineError>> {
+    match write_group(c, shown, group).await {
+        Ok(results) => results,
+        Err(e) => {
+            let _ = c.client.batch_execute("ROLLBACK").await;
+            group
+                .iter()
+                .map(|_| {
+                    Err(SpineError::Storage {
+                        context: "committing a group",
+                        path: shown.to_owned(),
+                        detail: e.to_string(),
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+async fn write_group(
+    c: &Conn,
+    shown: &Path,
+    group: &[AppendRequest],
+) -> Result<Vec<Result<AppendAck, SpineError>>, SpineError> {
+    let mut keys: Vec<&str> = group.iter().map(|r| r.exec_key.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    // Round trip 1, pipelined: begin, wait for the head, lock the group's executions.
+    let lock_params: [&(dyn ToSql + Sync); 1] = [&keys];
+    let (begin, head_row, rows) = tokio::join!(
+        c.client.batch_execute("BEGIN"),
+        c.client.query_one(&c.lock_head, &[]),
+        c.client.query(&c.lock_execs, &lock_params),
+    );
+    begin.map_err(db_err(shown, "starting a transaction"))?;
+    let head: i64 = head_row
+        .map_err(db_err(shown, "taking the head offset"))?
+        .get(0);
+    let mut known: HashMap<String, ExecInfo> = HashMap::with_capacity(keys.len());
+    for row in rows.map_err(db_err(shown, "locking the executions"))? {
+        let last_seq: i64 = row.get(2);
+        let epoch: i64 = row.get(4);
+        known.insert(
+            row.get::<_, String>(0),
+            ExecInfo {
+                tenant: row.get(1),
+                last_seq: u64::try_from(last_seq).unwrap_or(0),
+                ended: row.get(3),
+                epoch: u64::try_from(epoch).unwrap_or(0),
+            },
+        );
+    }
+    let mut next_offset = u64::try_from(head).unwrap_or(0) + 1;
+    let mut results = Vec::with_capacity(group.len());
+    let mut batches = Batches::default();
+    // Per execution, in first-appearance order: its state after this group.
+    let mut touched: Vec<&str> = Vec::new();
+    for req in group {
+        let info = known.get(&req.exec_key);
+        if let Err(refusal) = check(req, info) {
+            results.push(Err(refusal));
+            continue;
+        }
+        let first_offset = next_offset;
+        let ack = AppendAck {
+            first_offset,
+            last_offset: first_offset + req.len - 1,
+            last_seq: req.expected_seq + req.len,
+        };
+        next_offset = ack.last_offset + 1;
+        batches.push(req, &ack);
+        let epoch = info.map_or(0, |i| i.epoch);
+        if !touched.contains(&req.exec_key.as_str()) {
+            touched.push(&req.exec_key);
+        }
+        known.insert(
+            req.exec_key.clone(),
+            ExecInfo {
+                tenant: req.tenant.clone(),
+                last_seq: ack.last_seq,
+                ended: req.ends,
+                epoch,
+            },
+        );
+        results.push(Ok(ack));
+    }
+    if batches.first.is_empty() {
+        c.client
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(db_err(shown, "ending an empty transaction"))?;
+        return Ok(results);
+    }
+    let mut execs = Execs::default();
+    for key in touched {
+        if let Some(i) = known.get(key) {
+            execs.push(key, i);
+        }
+    }
+    let new_head = to_i64(next_offset - 1);
+    let head_text = new_head.to_string();
+    // Round trip 2, pipelined. After a failed statement the server skips the rest of the
+    // transaction and COMMIT answers ROLLBACK, so every result is checked, COMMIT's last.
+    let batch_params: [&(dyn ToSql + Sync); 6] = [
+        &batches.first,
+        &batches.last,
+        &batches.exec,
+        &batches.first_seq,
+        &batches.last_seq,
+        &batches.body,
+    ];
+    let exec_params: [&(dyn ToSql + Sync); 4] =
+        [&execs.key, &execs.tenant, &execs.last_seq, &execs.ended];
+    let head_params: [&(dyn ToSql + Sync); 1] = [&new_head];
+    let note_params: [&(dyn ToSql + Sync); 1] = [&head_text];
+    let (ins, ups, hd, note, commit) = tokio::join!(
+        c.client.execute(&c.insert_batches, &batch_params),
+        c.client.execute(&c.upsert_execs, &exec_params),
+        c.client.execute(&c.set_head, &head_params),
+        c.client.execute(&c.notify, &note_params),
+        c.client.batch_execute("COMMIT"),
+    );
+    ins.map_err(db_err(shown, "inserting batches"))?;
+    ups.map_err(db_err(shown, "recording executions"))?;
+    hd.map_err(db_err(shown, "moving the head"))?;
+    note.map_err(db_err(shown, "notifying subscribers"))?;
+    commit.map_err(db_err(shown, "committing"))?;
+    Ok(results)
+}
+
+/// The accepted batches, as columns for one `unnest` insert.
+#[derive(Default)]
+struct Batches<'a> {
+    first: Vec<i64>,
+    last: Vec<i64>,
+    exec: Vec<&'a str>,
+    first_seq: Vec<i64>,
+    last_seq: Vec<i64>,
+    body: Vec<&'a str>,
+}
+
+impl<'a> Batches<'a> {
+    fn push(&mut self, req: &'a AppendRequest, ack: &AppendAck) {
+        self.first.push(to_i64(ack.first_offset));
+        self.last.push(to_i64(ack.last_offset));
+        self.exec.push(&req.exec_key);
+        self.first_seq.push(to_i64(req.expected_seq + 1));
+        self.last_seq.push(to_i64(ack.last_seq));
+        self.body.push(&req.body);
+    }
+}
+
+/// The executions' rows after the group, as columns for one `unnest` upsert.
+#[derive(Default)]
+struct Execs<'a> {
+    key: Vec<&'a str>,
+    tenant: Vec<String>,
+    last_seq: Vec<i64>,
+    ended: Vec<bool>,
+}
+
+impl<'a> Execs<'a> {
+    fn push(&mut self, key: &'a str, i: &ExecInfo) {
+        self.key.push(key);
+        self.tenant.push(i.tenant.clone());
+        self.last_seq.push(to_i64(i.last_seq));
+        self.ended.push(i.ended);
+    }
+}
+
+fn check(req: &AppendRequest, known: Option<&ExecInfo>) -> Result<(), SpineError> {
+    let actual_seq = known.map_or(0, |i| i.last_seq);
+    if let Some(epoch) = req.fence {
+        let current = known.map_or(0, |i| i.epoch);
+        if current != epoch {
+            return Err(SpineError::LeaseLost {
+                exec_id: req.exec_id,
+                epoch,
+                current_epoch: current,
+            });
+        }
+    }
+    if actual_seq != req.expected_seq {
+        return Err(SpineError::Conflict {
+            exec_id: req.exec_id,
+            expected_seq: req.expected_seq,
+            actual_seq,
+        });
+    }
+    let refuse = |detail: &str| SpineError::InvalidAppend {
+        exec_id: req.exec_id,
+        detail: detail.into(),
+    };
+    match known {
+        Some(i) if i.tenant != req.tenant => Err(refuse("the execution belongs to another tenant")),
+        Some(i) if i.ended => Err(refuse(
+            "the execution has ended; nothing may follow its last event",
+        )),
+        _ => Ok(()),
+    }
+}
