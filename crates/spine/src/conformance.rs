@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use crate::error::SpineError;
+use crate::lease::Leases;
 use crate::log::EventLog;
 use futures::StreamExt;
 use keel_core::payload::{Outcome, Payload, Transition};
@@ -328,4 +329,232 @@ pub async fn appended_after_sees_every_readable_event(log: &dyn EventLog) {
     assert!(log.appended_after(exec_id(80), 3).await.unwrap());
     assert!(!log.appended_after(exec_id(80), last).await.unwrap());
     assert!(!log.appended_after(exec_id(81), 0).await.unwrap());
+}
+
+/// Expands to one `#[tokio::test]` per lease check, each on a fresh, empty store made by `$make`
+/// (an async expression returning `(impl EventLog + Leases, guard)`).
+#[macro_export]
+macro_rules! lease_conformance_tests {
+    ($make:expr) => {
+        $crate::lease_conformance_tests!(@each $make;
+            a_live_lease_excludes_other_owners,
+            a_stale_epoch_is_refused_and_stores_nothing,
+            claim_takes_expired_and_released_leases_fairly_across_tenants,
+            concurrent_claimers_never_share_an_execution,
+            renew_reports_leases_lost_to_a_takeover_or_an_end,
+        );
+    };
+    (@each $make:expr; $($check:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            let (log, _guard) = $make.await;
+            $crate::conformance::$check(&log, &log).await;
+        }
+    )*};
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Starts `exec` of `tenant` with a plain (unleased) append: a claimable execution.
+async fn start_unleased(log: &dyn EventLog, exec: ExecId, tenant: &str) {
+    let events = ExecBuilder::new(exec, tenant).started("g").build();
+    log.append(exec, 0, &events).await.unwrap();
+}
+
+/// One owner at a time: a live lease is refused to others, re-acquiring keeps the epoch, a
+/// release frees it, and the next owner gets a higher epoch.
+pub async fn a_live_lease_excludes_other_owners(_log: &dyn EventLog, leases: &dyn Leases) {
+    let exec = exec_id(200);
+    let a = leases
+        .acquire(exec, "acme", "a", HOUR)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((a.last_seq, a.owner.as_str()), (0, "a"));
+    assert!(
+        leases
+            .acquire(exec, "acme", "b", HOUR)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        leases
+            .acquire(exec, "globex", "a", HOUR)
+            .await
+            .unwrap()
+            .is_none(),
+        "an execution's tenant is fixed"
+    );
+    let again = leases
+        .acquire(exec, "acme", "a", HOUR)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.epoch, a.epoch, "its own owner keeps the epoch");
+    leases.release(&a).await.unwrap();
+    let b = leases
+        .acquire(exec, "acme", "b", HOUR)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b.epoch > a.epoch, "{} > {}", b.epoch, a.epoch);
+    // A stale release (of the old epoch) does not free the new owner's lease.
+    leases.release(&a).await.unwrap();
+    assert!(
+        leases
+            .acquire(exec, "acme", "c", HOUR)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A worker that stalled past its expiry is fenced: once another took over, its append carrying
+/// the old epoch stores nothing; the new owner's goes on from the same seq.
+pub async fn a_stale_epoch_is_refused_and_stores_nothing(log: &dyn EventLog, leases: &dyn Leases) {
+    let exec = exec_id(210);
+    let a = leases
+        .acquire(exec, "acme", "a", Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut b = ExecBuilder::new(exec, "acme").started("g");
+    leases.append_leased(&a, 0, &b.take()).await.unwrap();
+    // `a` expired at once (ttl 0): another worker claims it.
+    let taken = leases.claim("b", HOUR, 10).await.unwrap();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    let lease_b = &taken[0];
+    assert_eq!((lease_b.exec_id, lease_b.last_seq), (exec, 1));
+    assert!(lease_b.epoch > a.epoch);
+    let late = b.plan().build();
+    match leases.append_leased(&a, 1, &late).await {
+        Err(SpineError::LeaseLost {
+            epoch,
+            current_epoch,
+            ..
+        }) => assert_eq!((epoch, current_epoch), (a.epoch, lease_b.epoch)),
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+    assert_eq!(log.read(exec, 1).await.unwrap().len(), 1, "nothing stored");
+    leases.append_leased(lease_b, 1, &late).await.unwrap();
+    assert_eq!(log.read(exec, 1).await.unwrap().len(), 2);
+}
+
+/// Claims take unfinished executions that nobody holds (never started under a lease, released,
+/// or expired), never live leases or ended executions, and share a claim between tenants: a
+/// tenant with a backlog of twenty does not crowd out one with two.
+pub async fn claim_takes_expired_and_released_leases_fairly_across_tenants(
+    log: &dyn EventLog,
+    leases: &dyn Leases,
+) {
+    for n in 0..20 {
+        start_unleased(log, exec_id(300 + n), "flood").await;
+    }
+    for n in 0..2 {
+        start_unleased(log, exec_id(400 + n), "quiet").await;
+    }
+    let held = exec_id(500);
+    let h = leases
+        .acquire(held, "quiet", "x", HOUR)
+        .await
+        .unwrap()
+        .unwrap();
+    let started = ExecBuilder::new(held, "quiet").started("g").build();
+    leases.append_leased(&h, 0, &started).await.unwrap();
+    let ended = ExecBuilder::new(exec_id(501), "quiet")
+        .started("g")
+        .finished(Outcome::Success)
+        .build();
+    log.append(exec_id(501), 0, &ended).await.unwrap();
+    let first = leases.claim("w1", HOUR, 4).await.unwrap();
+    assert_eq!(first.len(), 4, "{first:?}");
+    let quiet: Vec<_> = first
+        .iter()
+        .filter(|l| l.tenant.as_str() == "quiet")
+        .map(|l| l.exec_id)
+        .collect();
+    assert_eq!(quiet, vec![exec_id(400), exec_id(401)], "{first:?}");
+    let rest = leases.claim("w2", HOUR, 100).await.unwrap();
+    assert_eq!(rest.len(), 18, "the flood's remaining executions");
+    assert!(rest.iter().all(|l| l.tenant.as_str() == "flood"));
+    assert!(leases.claim("w3", HOUR, 100).await.unwrap().is_empty());
+    // A released lease is claimable at once.
+    leases.release(&h).await.unwrap();
+    let again = leases.claim("w3", HOUR, 100).await.unwrap();
+    assert_eq!(
+        again.iter().map(|l| l.exec_id).collect::<Vec<_>>(),
+        vec![held]
+    );
+}
+
+/// Two claimers racing over the same backlog split it: every execution is claimed exactly once.
+pub async fn concurrent_claimers_never_share_an_execution(log: &dyn EventLog, leases: &dyn Leases) {
+    const N: u64 = 40;
+    for n in 0..N {
+        let tenant = if n % 3 == 0 { "globex" } else { "acme" };
+        start_unleased(log, exec_id(600 + n), tenant).await;
+    }
+    let claimer = |owner: &'static str| async move {
+        let mut mine = Vec::new();
+        loop {
+            let got = leases.claim(owner, HOUR, 3).await.unwrap();
+            if got.is_empty() {
+                break mine;
+            }
+            mine.extend(got.into_iter().map(|l| l.exec_id));
+        }
+    };
+    let (a, b) = tokio::join!(claimer("a"), claimer("b"));
+    let mut all: Vec<_> = a.iter().chain(&b).copied().collect();
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(before, all.len(), "an execution was claimed twice");
+    assert_eq!(all.len() as u64, N);
+}
+
+/// A heartbeat extends the leases still held and names the ones lost: taken over by another
+/// worker after expiring, or ended.
+pub async fn renew_reports_leases_lost_to_a_takeover_or_an_end(
+    log: &dyn EventLog,
+    leases: &dyn Leases,
+) {
+    let (kept, taken, ended) = (exec_id(700), exec_id(701), exec_id(702));
+    let mut held = Vec::new();
+    for (exec, ttl) in [(kept, HOUR), (taken, Duration::ZERO), (ended, HOUR)] {
+        let l = leases
+            .acquire(exec, "acme", "a", ttl)
+            .await
+            .unwrap()
+            .unwrap();
+        let events = ExecBuilder::new(exec, "acme").started("g").build();
+        leases.append_leased(&l, 0, &events).await.unwrap();
+        held.push(l);
+    }
+    let finish = ExecBuilder::new(ended, "acme")
+        .resume_at(1, 0)
+        .finished(Outcome::Success)
+        .build();
+    leases.append_leased(&held[2], 1, &finish).await.unwrap();
+    let b = leases.claim("b", HOUR, 10).await.unwrap();
+    assert_eq!(b.iter().map(|l| l.exec_id).collect::<Vec<_>>(), vec![taken]);
+    let lost = leases.renew(&held, HOUR).await.unwrap();
+    let mut lost: Vec<_> = lost.iter().map(|l| l.exec_id).collect();
+    lost.sort();
+    assert_eq!(lost, vec![taken, ended]);
+    assert!(
+        log.list_unfinished()
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.exec_id != ended)
+    );
+    assert!(
+        leases
+            .acquire(ended, "acme", "c", HOUR)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -29,11 +29,11 @@ pub mod shred;
 pub mod sqlite;
 
 pub use blob::{BlobRef, BlobStore, LocalBlobStore};
-#[cfg(feature = "s3")]
-pub use s3::{S3BlobStore, S3Options};
 pub use error::SpineError;
 pub use lease::{Lease, Leases};
 pub use log::{AppendAck, Committed, EventLog, ExecSummary};
 #[cfg(feature = "postgres")]
 pub use postgres::{PgEventLog, PgOptions};
+#[cfg(feature = "s3")]
+pub use s3::{S3BlobStore, S3Options};
 pub use sqlite::{Durability, SqliteLog, SqliteOptions};

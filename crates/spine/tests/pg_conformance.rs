@@ -27,6 +27,7 @@ async fn fresh() -> (PgEventLog, PgServer) {
 }
 
 keel_spine::conformance_tests!(fresh());
+keel_spine::lease_conformance_tests!(fresh());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_handles_race_and_exactly_one_wins_each_seq() {
