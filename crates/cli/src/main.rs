@@ -11,6 +11,7 @@ mod events;
 mod gates;
 mod memory;
 mod observe;
+mod out;
 mod serve;
 mod store;
 mod strategies;

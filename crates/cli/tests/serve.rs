@@ -4,41 +4,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-use common::repo;
+use common::serve::{free_addr, send, serve};
 
 use keel_core::payload::Payload;
 use keel_spine::EventLog;
-use std::io::{Read, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(data: &Path, addr: &str) -> Serve {
-    let child = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .current_dir(repo())
-        .arg("--data")
-        .arg(data)
-        .args(["serve", "--addr", addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "keel serve did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Serve(child)
-}
+use std::io::Write;
+use std::process::Command;
 
 fn start_request(token: &str, key: &str, goal: &str) -> String {
     let body = serde_json::json!({ "goal": goal }).to_string();
@@ -52,22 +23,8 @@ fn start_request(token: &str, key: &str, goal: &str) -> String {
 
 /// Sends a request and returns the status code and body.
 fn http(addr: &str, request: &str) -> (u16, serde_json::Value) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap();
-    (code, serde_json::from_str(body).unwrap_or_default())
-}
-
-fn free_addr() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
+    let r = send(addr, request);
+    (r.code, r.json())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

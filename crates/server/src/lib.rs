@@ -1,7 +1,8 @@
 //! `keel serve`: the HTTP API (JSON, described by `/openapi.json`), the web UI for approvers and
 //! operators, Prometheus metrics, and the workers that drive executions and sweep gate SLAs.
 //!
-//! - [`auth`]: bearer tokens scoped to a tenant and roles.
+//! - [`auth`]: bearer tokens scoped to a tenant and roles, with expiry, last use and revocation.
+//! - [`admin`]: the admin pages of the web UI (the tenant's API tokens: list, revoke).
 //! - [`api`]: the JSON endpoints.
 //! - [`ui`]: server-rendered pages (log in with a token; the approval queue; executions and their
 //!   traces; the kill-switch panel).
@@ -10,6 +11,7 @@
 //! Every lookup is scoped by the caller's tenant: anything of another tenant is a 404, never a
 //! 403, so a token cannot even learn what exists elsewhere.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod error;
@@ -118,6 +120,7 @@ pub fn router(state: State) -> Router {
     Router::new()
         .merge(api::routes())
         .merge(ui::routes())
+        .merge(admin::routes())
         .merge(observe::routes())
         .merge(ratings::routes())
         .layer(axum::middleware::from_fn_with_state(
@@ -183,7 +186,7 @@ impl FromRequestParts<State> for Caller {
         let Some(token) = bearer(parts) else {
             return Err(ApiError::Unauthorized("no bearer token".into()));
         };
-        match state.tokens.resolve(&token)? {
+        match state.tokens.resolve(&token, web::now_unix())? {
             Some(p) => Ok(Caller(p)),
             None => Err(ApiError::Unauthorized("unknown token".into())),
         }

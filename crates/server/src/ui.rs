@@ -40,20 +40,20 @@ pub(crate) fn routes() -> Router<State> {
         .route("/ui/kill-switches/clear", post(clear_switch))
 }
 
-fn render(t: &impl Template) -> Response {
+pub(crate) fn render(t: &impl Template) -> Response {
     match t.render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => ApiError::Internal(format!("rendering a page: {e}")).into_response(),
     }
 }
 
-fn who(p: &Principal) -> String {
+pub(crate) fn who(p: &Principal) -> String {
     let roles: Vec<&str> = p.roles.iter().map(|r| r.as_str()).collect();
     format!("{} ({}) · tenant {}", p.name, roles.join(", "), p.tenant)
 }
 
 /// The principal of the live UI session, or a redirect to the login page.
-fn principal(state: &State, headers: &HeaderMap) -> Result<Principal, Box<Response>> {
+pub(crate) fn principal(state: &State, headers: &HeaderMap) -> Result<Principal, Box<Response>> {
     match crate::web::session_principal(state, headers) {
         Ok(Some(p)) => Ok(p),
         Err(e) => Err(Box::new(ApiError::from(e).into_response())),

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub mod serve;
+
 use keel_runtime::embedded::{Config, Embedded};
 use keel_runtime::replay::Replayer;
 use keel_tools::adapter::builtin::Builtins;
