@@ -121,11 +121,14 @@ pub enum ErrorClass {
     Protocol,
     /// A previous attempt was interrupted by a crash and its outcome is unknown.
     Interrupted,
+    /// The server refused the credentials (HTTP 401/403, an OAuth failure); never retried, since
+    /// the same credentials get the same answer.
+    Auth,
 }
 
 impl ErrorClass {
     /// Every class.
-    pub const ALL: [ErrorClass; 8] = [
+    pub const ALL: [ErrorClass; 9] = [
         Self::Timeout,
         Self::RateLimited,
         Self::ServerError,
@@ -134,6 +137,7 @@ impl ErrorClass {
         Self::ToolError,
         Self::Protocol,
         Self::Interrupted,
+        Self::Auth,
     ];
 
     /// The contract / event spelling (`5xx` for server errors).
@@ -147,6 +151,7 @@ impl ErrorClass {
             Self::ToolError => "tool_error",
             Self::Protocol => "protocol",
             Self::Interrupted => "interrupted",
+            Self::Auth => "auth",
         }
     }
 
@@ -243,14 +248,90 @@ pub enum McpServer {
     Http {
         /// The endpoint, e.g. `http://127.0.0.1:3001/mcp`.
         url: String,
+        /// Header name → name of the environment variable holding its value, sent on every
+        /// request (secrets stay out of contracts, events, logs and errors).
+        headers_from_env: BTreeMap<String, String>,
+        /// OAuth 2.1, when the server is an OAuth-protected resource.
+        oauth: Option<McpOAuth>,
     },
+}
+
+impl McpServer {
+    /// A Streamable HTTP endpoint with no credentials.
+    pub fn http(url: impl Into<String>) -> Self {
+        Self::Http {
+            url: url.into(),
+            headers_from_env: BTreeMap::new(),
+            oauth: None,
+        }
+    }
 }
 
 impl std::fmt::Display for McpServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Stdio { command, .. } => f.write_str(&command.join(" ")),
-            Self::Http { url } => f.write_str(url),
+            Self::Http { url, .. } => f.write_str(url),
+        }
+    }
+}
+
+/// How Keel obtains an OAuth 2.1 access token for an MCP server (the specification's
+/// authorization section, client side). Secrets are named by environment variable, never held in
+/// the contract.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct McpOAuth {
+    /// The grant.
+    pub grant: OAuthGrant,
+    /// Environment variable holding a pre-registered client id; without it the client registers
+    /// itself (a client metadata document URL if given, else dynamic client registration).
+    pub client_id_env: Option<String>,
+    /// Environment variable holding the client secret of a pre-registered confidential client.
+    pub client_secret_env: Option<String>,
+    /// A client ID metadata document URL (used as the client id when the server supports it).
+    pub client_metadata_url: Option<String>,
+    /// Scopes to ask for; empty lets the server's challenge or metadata choose.
+    pub scopes: Vec<String>,
+}
+
+/// An OAuth grant Keel can run without a browser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OAuthGrant {
+    /// Authorization code with PKCE. Keel follows the authorization endpoint itself and takes
+    /// the code from its redirect, so it works only where the server grants without a person's
+    /// interaction (consent given beforehand); otherwise the call fails with class `auth`.
+    AuthorizationCode,
+    /// Client credentials (machine to machine, headless).
+    ClientCredentials,
+}
+
+impl OAuthGrant {
+    /// The contract spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthorizationCode => "authorization_code",
+            Self::ClientCredentials => "client_credentials",
+        }
+    }
+}
+
+/// What Keel answers when an MCP server asks for user input (elicitation) during a call. No
+/// person sits behind a tool call, so the answer is declared on the contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum ElicitationPolicy {
+    /// Decline every request (the default).
+    #[default]
+    Decline,
+    /// Accept with the requested schema's default values (fields without one are left out).
+    AcceptDefaults,
+}
+
+impl ElicitationPolicy {
+    /// The contract spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Decline => "decline",
+            Self::AcceptDefaults => "accept_defaults",
         }
     }
 }
@@ -272,6 +353,8 @@ pub enum AdapterSpec {
         server: McpServer,
         /// The tool's name on the server (defaults to the contract name).
         tool: String,
+        /// How the server's elicitation requests are answered.
+        elicitation: ElicitationPolicy,
     },
     /// A Rust function registered by name.
     Builtin {

@@ -71,6 +71,15 @@ pub enum ToolError {
         /// What went wrong.
         detail: String,
     },
+    /// An MCP server refused Keel's credentials (401/403), or they could not be had (an unset
+    /// variable, a failed OAuth grant). Never retried: the same credentials get the same answer.
+    #[error("MCP server {server}: not authorized: {detail}")]
+    McpAuth {
+        /// The URL.
+        server: String,
+        /// What went wrong (never a secret).
+        detail: String,
+    },
     /// Building an HTTP client failed.
     #[error("HTTP client: {0}")]
     Http(String),

@@ -9,7 +9,7 @@
 //! | `destructiveHint: false` | `reversible`, tier 1 |
 //! | `idempotentHint: true` | repeats are harmless: retry timeouts and connection errors |
 
-use crate::contract::McpServer;
+use crate::contract::{ElicitationPolicy, McpServer};
 use crate::error::ToolError;
 use rmcp::model::Tool;
 use serde_json::{Map, Value, json};
@@ -32,7 +32,7 @@ pub fn server_from_target(target: &[String]) -> Option<McpServer> {
     match words.as_slice() {
         [] => None,
         [url] if url.starts_with("http://") || url.starts_with("https://") => {
-            Some(McpServer::Http { url: url.clone() })
+            Some(McpServer::http(url.clone()))
         }
         _ => Some(McpServer::Stdio {
             command: words,
@@ -43,10 +43,11 @@ pub fn server_from_target(target: &[String]) -> Option<McpServer> {
 
 /// Connects to `server`, lists its tools and drafts a contract for each.
 pub async fn import(server: &McpServer) -> Result<Vec<Draft>, ToolError> {
-    let client = crate::adapter::mcp::McpClient::connect(server).await?;
-    let tools = client.list_tools().await;
+    let client =
+        crate::adapter::mcp::McpClient::connect(server, ElicitationPolicy::Decline).await?;
+    let drafts = client.tools().iter().map(|t| draft(server, t)).collect();
     client.close().await;
-    Ok(tools?.iter().map(|t| draft(server, t)).collect())
+    Ok(drafts)
 }
 
 /// A contract name from an MCP tool name (contracts allow letters, digits, `_`, `-`).
@@ -70,8 +71,57 @@ fn as_2020_12(schema: &Map<String, Value>) -> Value {
     Value::Object(s)
 }
 
-/// Drafts the contract for one tool.
+/// Drafts the contract for one tool (elicitation declined).
 pub fn draft(server: &McpServer, tool: &Tool) -> Draft {
+    draft_with(server, ElicitationPolicy::Decline, tool)
+}
+
+/// The `adapter:` section naming `tool` on `server`, credentials and elicitation included.
+pub fn adapter_json(server: &McpServer, elicitation: ElicitationPolicy, tool: &str) -> Value {
+    let mut a = match server {
+        McpServer::Stdio { command, env } => {
+            let mut a = json!({"kind": "mcp", "command": command, "tool": tool});
+            if !env.is_empty() {
+                a["env"] = json!(env);
+            }
+            a
+        }
+        McpServer::Http {
+            url,
+            headers_from_env,
+            oauth,
+        } => {
+            let mut a = json!({"kind": "mcp", "url": url, "tool": tool});
+            if !headers_from_env.is_empty() {
+                a["headers_from_env"] = json!(headers_from_env);
+            }
+            if let Some(o) = oauth {
+                let mut j = json!({"grant": o.grant.as_str()});
+                if let Some(v) = &o.client_id_env {
+                    j["client_id_env"] = json!(v);
+                }
+                if let Some(v) = &o.client_secret_env {
+                    j["client_secret_env"] = json!(v);
+                }
+                if let Some(v) = &o.client_metadata_url {
+                    j["client_metadata_url"] = json!(v);
+                }
+                if !o.scopes.is_empty() {
+                    j["scopes"] = json!(o.scopes);
+                }
+                a["oauth"] = j;
+            }
+            a
+        }
+    };
+    if elicitation != ElicitationPolicy::Decline {
+        a["elicitation"] = json!(elicitation.as_str());
+    }
+    a
+}
+
+/// Drafts the contract for one tool, answering elicitation by `elicitation`.
+pub fn draft_with(server: &McpServer, elicitation: ElicitationPolicy, tool: &Tool) -> Draft {
     let name = contract_name(&tool.name);
     let a = tool.annotations.clone().unwrap_or_default();
     let read_only = a.read_only_hint == Some(true);
@@ -105,12 +155,7 @@ pub fn draft(server: &McpServer, tool: &Tool) -> Draft {
     } else {
         json!(["connection"])
     };
-    let adapter = match server {
-        McpServer::Stdio { command, .. } => {
-            json!({"kind": "mcp", "command": command, "tool": tool.name})
-        }
-        McpServer::Http { url } => json!({"kind": "mcp", "url": url, "tool": tool.name}),
-    };
+    let adapter = adapter_json(server, elicitation, &tool.name);
     let contract = json!({
         "name": name,
         "description": tool.description.as_deref().unwrap_or(tool.title.as_deref().unwrap_or("")),

@@ -138,9 +138,16 @@ impl ToolRunner {
                     url.clone(),
                     headers_from_env.clone(),
                 )),
-                AdapterSpec::Mcp { server, tool } => {
-                    Arc::new(McpAdapter::new(mcp.clone(), server.clone(), tool.clone()))
-                }
+                AdapterSpec::Mcp {
+                    server,
+                    tool,
+                    elicitation,
+                } => Arc::new(McpAdapter::new(
+                    mcp.clone(),
+                    server.clone(),
+                    tool.clone(),
+                    *elicitation,
+                )),
             };
             adapters.insert(c.name.clone(), adapter);
         }
@@ -190,6 +197,16 @@ impl ToolRunner {
     /// A contract by name (e.g. for the runtime's gate-before-tier-3 check).
     pub fn contract(&self, name: &str) -> Option<&Arc<Contract>> {
         self.registry.get(name)
+    }
+
+    /// Hands the runner an MCP session opened elsewhere (one that listed the tools a contract
+    /// was drafted from), so the contract's calls reuse it.
+    pub async fn adopt_mcp(
+        &self,
+        elicitation: crate::contract::ElicitationPolicy,
+        client: crate::adapter::mcp::McpClient,
+    ) {
+        self.mcp.adopt(elicitation, client).await;
     }
 
     /// Closes MCP sessions (stops stdio servers).

@@ -301,15 +301,9 @@ async fn memory_server_annotations_map_to_contract_defaults_and_writes_are_keyed
     assert!(by_name("delete_entities").contains("consequence_tier: 3"));
     assert!(by_name("create_entities").contains("REVIEW"));
 
-    // The env of the stdio command is kept in the contract so the import can be replayed.
-    let mut yaml = by_name("create_entities");
-    yaml = yaml.replace(
-        "  kind: mcp\n",
-        &format!(
-            "  kind: mcp\n  env:\n    MEMORY_FILE_PATH: {}\n",
-            memory_file.display()
-        ),
-    );
+    // The env of the stdio command is kept in the draft, so the imported contract runs as is.
+    let yaml = by_name("create_entities");
+    assert!(yaml.contains("MEMORY_FILE_PATH"), "{yaml}");
     let env = env(&[("create_entities.yaml", yaml)]);
     let state = start(&env.log, "acme", None).await;
     let ctx = CallContext::from_state(&state).unwrap();
@@ -361,4 +355,42 @@ async fn an_mcp_tool_error_is_a_classified_failure() {
     );
     apply(&state, &report);
     env.runner.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_server_gets_the_newest_revision_it_speaks_and_keel_by_name() {
+    use keel_tools::adapter::mcp::McpClient;
+    use keel_tools::contract::ElicitationPolicy;
+    // The Python SDK 2.x server answers `server/discover`: the session runs on 2026-07-28.
+    let time = McpClient::connect(&time_stdio(), ElicitationPolicy::Decline)
+        .await
+        .unwrap();
+    assert_eq!(time.protocol_version().as_deref(), Some("2026-07-28"));
+    assert!(time.tools().iter().any(|t| t.name == "get_current_time"));
+    time.close().await;
+    // The TypeScript SDK 1.x server has no discovery: `initialize` at 2025-11-25, over stdio
+    // and over Streamable HTTP.
+    let stdio = McpClient::connect(&everything_stdio(), ElicitationPolicy::Decline)
+        .await
+        .unwrap();
+    assert_eq!(stdio.protocol_version().as_deref(), Some("2025-11-25"));
+    stdio.close().await;
+    let peer = everything_http().await;
+    let http = McpClient::connect(&McpServer::http(&peer.url), ElicitationPolicy::Decline)
+        .await
+        .unwrap();
+    assert_eq!(http.protocol_version().as_deref(), Some("2025-11-25"));
+    // tools/list ran at connect: a contract that drifted from the server's schema is reported.
+    let echo = http.tools().iter().find(|t| t.name == "echo").unwrap();
+    let mut schema = serde_json::Value::Object((*echo.input_schema).clone());
+    assert!(http.drift("echo", &schema).is_empty());
+    schema["properties"]["extra"] = json!({"type": "string"});
+    let drift = http.drift("echo", &schema);
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert!(
+        drift[0].contains("\"extra\" is in the contract"),
+        "{drift:?}"
+    );
+    assert_eq!(http.drift("no_such_tool", &schema).len(), 1);
+    http.close().await;
 }

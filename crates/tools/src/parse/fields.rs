@@ -263,11 +263,36 @@ pub(crate) fn adapter(
             let url = o.opt_str(p, "url");
             let e = o.opt(p, "env");
             let env = string_map(p, "adapter.env", e);
+            let h = o.opt(p, "headers_from_env");
+            let headers = string_map(p, "adapter.headers_from_env", h);
+            let oauth_v = o.opt_obj(p, "oauth");
+            let oauth = oauth_v.map(|m| mcp_oauth(p, m));
+            let elicitation = match o.opt_str(p, "elicitation").as_deref() {
+                None | Some("decline") => Some(ElicitationPolicy::Decline),
+                Some("accept_defaults") => Some(ElicitationPolicy::AcceptDefaults),
+                Some(other) => {
+                    p.add(
+                        "adapter.elicitation",
+                        format!("{other:?} is not one of decline, accept_defaults"),
+                    );
+                    None
+                }
+            };
             let tool = o.opt_str(p, "tool").or_else(|| name.map(str::to_owned));
+            let http_only = |p: &mut Problems, present: bool, field: &str| {
+                if present {
+                    p.add(
+                        format!("adapter.{field}"),
+                        "applies to an MCP server over HTTP (url), not to a stdio command",
+                    );
+                }
+            };
             let server = match (command, url) {
                 (Some(Value::Array(parts)), None)
                     if !parts.is_empty() && parts.iter().all(Value::is_string) =>
                 {
+                    http_only(p, h.is_some(), "headers_from_env");
+                    http_only(p, oauth_v.is_some(), "oauth");
                     Some(McpServer::Stdio {
                         command: parts
                             .iter()
@@ -284,7 +309,14 @@ pub(crate) fn adapter(
                     None
                 }
                 (None, Some(url)) if url.starts_with("http://") || url.starts_with("https://") => {
-                    Some(McpServer::Http { url })
+                    if e.is_some() {
+                        p.add("adapter.env", "applies to a stdio command, not to a url");
+                    }
+                    Some(McpServer::Http {
+                        url,
+                        headers_from_env: headers?,
+                        oauth: oauth.flatten(),
+                    })
                 }
                 (None, Some(url)) => {
                     p.add(
@@ -311,6 +343,7 @@ pub(crate) fn adapter(
             Some(AdapterSpec::Mcp {
                 server: server?,
                 tool: tool?,
+                elicitation: elicitation?,
             })
         }
         Some("builtin") => {
@@ -340,4 +373,63 @@ pub(crate) fn adapter(
     let spec = spec_of();
     o.finish(p);
     spec
+}
+
+/// `adapter.oauth`: `{grant, client_id_env?, client_secret_env?, client_metadata_url?, scopes?}`.
+fn mcp_oauth(p: &mut Problems, map: &Map<String, Value>) -> Option<McpOAuth> {
+    let mut o = Obj::new(map, "adapter.oauth");
+    let grant = match o.req_str(p, "grant").as_deref() {
+        Some("authorization_code") => Some(OAuthGrant::AuthorizationCode),
+        Some("client_credentials") => Some(OAuthGrant::ClientCredentials),
+        Some(other) => {
+            p.add(
+                "adapter.oauth.grant",
+                format!("{other:?} is not one of authorization_code, client_credentials"),
+            );
+            None
+        }
+        None => None,
+    };
+    let client_id_env = o.opt_str(p, "client_id_env");
+    let client_secret_env = o.opt_str(p, "client_secret_env");
+    let client_metadata_url = o.opt_str(p, "client_metadata_url");
+    let scopes_v = o.opt(p, "scopes");
+    let scopes = match scopes_v {
+        None => Some(Vec::new()),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => Some(
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+        ),
+        Some(v) => {
+            p.add(
+                "adapter.oauth.scopes",
+                format!("must be a list of strings, found {v}"),
+            );
+            None
+        }
+    };
+    o.finish(p);
+    if grant == Some(OAuthGrant::ClientCredentials) && client_id_env.is_none() {
+        p.add(
+            "adapter.oauth.client_id_env",
+            "is required for the client_credentials grant (a pre-registered client)",
+        );
+        return None;
+    }
+    if client_secret_env.is_some() && client_id_env.is_none() {
+        p.add(
+            "adapter.oauth.client_secret_env",
+            "needs client_id_env (a secret belongs to a pre-registered client)",
+        );
+        return None;
+    }
+    Some(McpOAuth {
+        grant: grant?,
+        client_id_env,
+        client_secret_env,
+        client_metadata_url,
+        scopes: scopes?,
+    })
 }
