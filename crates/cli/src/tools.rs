@@ -1,7 +1,9 @@
-//! `keel tools check|list|import-mcp`: the tool contract registry from the command line.
+//! `keel tools check|list|import-mcp|call`: the tool contract registry from the command line.
 //!
 //! `check` prints every problem of a contract folder to stdout, one a line, as
 //! `<file>: <field path>: <what is wrong>`, and exits 1 if there is any.
+
+mod call;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
@@ -42,18 +44,22 @@ pub enum ToolsCmd {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         server: Vec<String>,
     },
+    /// Make one call through the contract layer (a contract file, folder or MCP server URL),
+    /// recorded in a scratch execution; prints the outcome as JSON.
+    Call(Box<call::CallArgs>),
 }
 
 /// Runs a tools command.
-pub async fn run(cmd: ToolsCmd) -> anyhow::Result<()> {
+pub async fn run(data: &Path, cmd: ToolsCmd) -> anyhow::Result<()> {
     match cmd {
         ToolsCmd::Check { dir } => check(&dir),
         ToolsCmd::List { dir, json } => list(&dir, json),
         ToolsCmd::ImportMcp { out, force, server } => import(&out, force, &server).await,
+        ToolsCmd::Call(args) => call::run(data, *args).await,
     }
 }
 
-fn builtins() -> BTreeSet<String> {
+pub(crate) fn builtins() -> BTreeSet<String> {
     keel_tools::shop::BUILTIN_NAMES
         .iter()
         .map(|s| s.to_string())
@@ -89,7 +95,7 @@ fn check(dir: &Path) -> anyhow::Result<()> {
 fn adapter_text(c: &Contract) -> String {
     match &c.adapter {
         AdapterSpec::Http { url, .. } => format!("http {url}"),
-        AdapterSpec::Mcp { server, tool } => format!("mcp {tool} @ {server}"),
+        AdapterSpec::Mcp { server, tool, .. } => format!("mcp {tool} @ {server}"),
         AdapterSpec::Builtin { function } => format!("builtin {function}"),
     }
 }
