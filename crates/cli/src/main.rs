@@ -8,6 +8,7 @@ mod agents;
 mod bench;
 mod demo;
 mod events;
+mod experiments;
 mod gates;
 mod memory;
 mod observe;
@@ -72,6 +73,13 @@ enum Command {
     Strategies {
         #[command(subcommand)]
         command: strategies::StrategiesCmd,
+        #[command(flatten)]
+        config: agents::ConfigArgs,
+    },
+    /// Strategy experiments: register (frozen), list, stop, conclude, read out.
+    Experiments {
+        #[command(subcommand)]
+        command: experiments::ExperimentsCmd,
         #[command(flatten)]
         config: agents::ConfigArgs,
     },
@@ -150,6 +158,9 @@ fn main() -> ExitCode {
             Command::Gates { command, config } => gates::gates(&cli.data, &config, command).await,
             Command::Strategies { command, config } => {
                 strategies::strategies(&cli.data, &config, command).await
+            }
+            Command::Experiments { command, config } => {
+                experiments::run(&cli.data, &config, command).await
             }
             Command::Tokens { command } => tokens::tokens(&cli.data, command),
             Command::Serve(args) => serve::serve(&cli.data, args).await,

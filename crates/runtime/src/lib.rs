@@ -4,19 +4,23 @@
 //!
 //! - [`strategy`]: what an execution runs — prompt version × model × tool policy × limits ×
 //!   success criteria, loaded from `strategies/*.yaml`.
-//! - [`agent`]: the loop (model call, tool calls through the contract layer, outcomes).
+//! - [`decide`]: the loop's policy as a pure function: the next actions and events, as data.
+//! - [`agent`]: the loop's executor (model call, tool calls through the contract layer, outcomes).
 //! - [`conversation`]: rebuilding the model's view of the execution from its events.
 //! - [`control`]: kill-switches, demotions and certifications, folded from the control stream.
 //! - [`estimate`]: a model call's most possible cost, checked against the budget before it.
+//! - [`experiment`]: experiments on the spine: register, stop, conclude; a new execution's arm.
 //! - [`gates`]: approval gates — evidence packs, decisions, the queue, SLAs, demotion.
 //! - [`subject`]: who an execution is about (sealing, erasure, per-subject memory).
 
 pub mod agent;
 pub mod control;
 pub mod conversation;
+pub mod decide;
 pub mod embedded;
 pub mod error;
 pub mod estimate;
+pub mod experiment;
 pub mod gates;
 pub mod recall;
 pub mod replay;

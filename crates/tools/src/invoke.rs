@@ -155,6 +155,25 @@ impl ToolRunner {
         Ok(outcome.into_report(rec))
     }
 
+    /// Like [`ToolRunner::call`], inside a step the caller commits itself: `held` are the step's
+    /// events not yet on the spine (they end at `ctx.last_seq`). They go to the spine with the
+    /// call's first barrier (the durable intent of a call that may act, or that holds an
+    /// idempotency key) in one batch; a call that needs no barrier (read-only, without a key)
+    /// appends nothing and leaves its events in `held` too, for the caller's commit. The
+    /// report's `events` are all the call's events, held or not.
+    pub async fn call_in_step(
+        &self,
+        ctx: &CallContext,
+        held: &mut Vec<Event>,
+        tool: &str,
+        args: Value,
+    ) -> Result<CallReport, ToolError> {
+        let mut rec = self.recorder(ctx).holding(held);
+        let budget = (ctx.spent, ctx.max_cost_micros);
+        let outcome = self.call_with(&mut rec, budget, tool, args, true).await?;
+        Ok(outcome.into_report(rec))
+    }
+
     pub(crate) async fn call_with(
         &self,
         rec: &mut Recorder<'_>,
@@ -220,7 +239,7 @@ impl ToolRunner {
         // A side effect's intent is durable before anything can act; a read-only call's intent
         // is written with its result (one commit instead of two).
         if barrier(&contract, &called) {
-            rec.append(vec![Payload::ToolCalled(called.clone())])
+            rec.append_barrier(vec![Payload::ToolCalled(called.clone())])
                 .await?;
         } else {
             rec.defer(Payload::ToolCalled(called.clone()));
@@ -421,7 +440,7 @@ impl ToolRunner {
                 tokio::time::sleep(delay).await;
                 call.called.attempt += 1;
                 if barrier(&call.contract, &call.called) {
-                    rec.append(vec![Payload::ToolCalled(call.called.clone())])
+                    rec.append_barrier(vec![Payload::ToolCalled(call.called.clone())])
                         .await?;
                 } else {
                     rec.defer(Payload::ToolCalled(call.called.clone()));

@@ -1,6 +1,12 @@
 //! Writing a tool call's events to the spine: one [`Recorder`] per call, holding the execution's
 //! position (last seq, step) so every append is conditional on it (`expected_seq`), and the
 //! events written so far, which the caller gets back to fold into its state.
+//!
+//! A recorder may hold a step's events instead of appending them ([`Recorder::holding`]): the
+//! caller's events of the step so far, and the call's own events while nothing about it needs
+//! the disk (a read-only call). They reach the spine as one batch, with the first barrier (the
+//! intent of a call that may act, [`Recorder::append_barrier`]) or with the caller's own commit
+//! at the end of the step.
 
 use crate::error::ToolError;
 use keel_core::payload::{ToolCalled, ToolResult, ToolStatus};
@@ -22,6 +28,11 @@ pub struct Recorder<'a> {
     pub events: Vec<Event>,
     /// Payloads to write with the next append (see [`Recorder::defer`]).
     deferred: Vec<Payload>,
+    /// The step's events not yet on the spine (the tail of the execution, up to `last_seq`),
+    /// when the caller commits the step itself.
+    held: Option<&'a mut Vec<Event>>,
+    /// A barrier was appended: everything after it in this call goes to the spine at once.
+    barrier: bool,
 }
 
 /// A `tool.result` being written; unset fields default to "nothing happened".
@@ -73,7 +84,16 @@ impl<'a> Recorder<'a> {
             last_seq,
             events: Vec::new(),
             deferred: Vec::new(),
+            held: None,
+            barrier: false,
         }
+    }
+
+    /// This recorder holds its appends in `held` (the step's events not yet on the spine, which
+    /// end at the recorder's `last_seq`) until a barrier, instead of appending them.
+    pub fn holding(mut self, held: &'a mut Vec<Event>) -> Self {
+        self.held = Some(held);
+        self
     }
 
     /// Holds `payload` back to be written in the same batch as the next append. Used for the
@@ -112,7 +132,8 @@ impl<'a> Recorder<'a> {
         }
     }
 
-    /// Appends `payloads` as one batch (durable on return).
+    /// Appends `payloads` as one batch (durable on return), after any held events; a holding
+    /// recorder before its first barrier holds them instead.
     pub async fn append(&mut self, payloads: Vec<Payload>) -> Result<(), ToolError> {
         let mut all = std::mem::take(&mut self.deferred);
         all.extend(payloads);
@@ -121,10 +142,33 @@ impl<'a> Recorder<'a> {
             .enumerate()
             .map(|(i, p)| self.event(self.last_seq + 1 + i as u64, p))
             .collect();
-        let ack = self.log.append(self.exec_id, self.last_seq, &batch).await?;
-        self.last_seq = ack.last_seq;
+        let Some(last) = batch.last().map(|e| e.seq) else {
+            return Ok(());
+        };
+        match &mut self.held {
+            Some(held) if !self.barrier => held.extend(batch.iter().cloned()),
+            Some(held) if !held.is_empty() => {
+                let expected = held.first().map_or(self.last_seq, |e| e.seq - 1);
+                let mut all = Vec::with_capacity(held.len() + batch.len());
+                all.extend(held.iter().cloned());
+                all.extend(batch.iter().cloned());
+                self.log.append(self.exec_id, expected, &all).await?;
+                held.clear();
+            }
+            _ => {
+                self.log.append(self.exec_id, self.last_seq, &batch).await?;
+            }
+        }
+        self.last_seq = last;
         self.events.extend(batch);
         Ok(())
+    }
+
+    /// Appends `payloads`, with every held event before them, as one durable batch: the intent
+    /// of a call that may act is on the disk, with the step that led to it, before it acts.
+    pub async fn append_barrier(&mut self, payloads: Vec<Payload>) -> Result<(), ToolError> {
+        self.barrier = true;
+        self.append(payloads).await
     }
 
     /// The `tool.result` payload for `call`.

@@ -241,17 +241,42 @@ impl ToolRunner {
         tool: &str,
         args: serde_json::Value,
     ) -> Result<CallReport, ToolError> {
+        self.release_unknown(ctx, tool, &args).await?;
+        self.call(ctx, tool, args).await
+    }
+
+    /// [`ToolRunner::call_after_gate`] inside a step the caller commits (see
+    /// [`ToolRunner::call_in_step`]).
+    pub async fn call_after_gate_in_step(
+        &self,
+        ctx: &CallContext,
+        held: &mut Vec<keel_core::Event>,
+        tool: &str,
+        args: serde_json::Value,
+    ) -> Result<CallReport, ToolError> {
+        self.release_unknown(ctx, tool, &args).await?;
+        self.call_in_step(ctx, held, tool, args).await
+    }
+
+    /// Releases a key still held `started` by an earlier attempt whose outcome is unknown: only
+    /// after a person's approval to run the call again.
+    async fn release_unknown(
+        &self,
+        ctx: &CallContext,
+        tool: &str,
+        args: &serde_json::Value,
+    ) -> Result<(), ToolError> {
         let tenant = ctx.tenant.as_str();
         if let Some(contract) = self.registry.get(tool)
-            && contract.input.errors(&args).is_empty()
+            && contract.input.errors(args).is_empty()
             && let Ok(Some(key)) =
-                crate::invoke::idempotency_key(contract, &args, &ctx.exec_id.to_string(), tenant)
+                crate::invoke::idempotency_key(contract, args, &ctx.exec_id.to_string(), tenant)
             && let Some(entry) = self.ledger.get(tenant, &key).await?
             && entry.state == crate::ledger::LedgerState::Started
         {
             self.ledger.release(tenant, &key).await?;
         }
-        self.call(ctx, tool, args).await
+        Ok(())
     }
 
     /// Settles the tool call an execution was left with (a `tool.called` with no result: the
