@@ -88,6 +88,8 @@ pub const TABLES: &[TableSpec] = &[
             ("tenant", Kind::Text),
             ("strategy_version", Kind::Text),
             ("experiment_arm", Kind::Text),
+            ("experiment", Kind::Text),
+            ("experiment_unit", Kind::Text),
             ("replay_of", Kind::Text),
             ("goal", Kind::Text),
             ("started_at", Kind::Time),

@@ -9,6 +9,7 @@
 //!   request, with percentile aggregates registered.
 //! - [`otlp`]: OpenTelemetry traces over OTLP/HTTP (protobuf), GenAI semantic conventions.
 //! - [`lakehouse`]: the projections as Parquet, partitioned by date and tenant.
+//! - [`readout`]: an experiment's readout per arm, with delta-method intervals and a verdict.
 //! - [`rating`]: relevance ratings of sampled retrievals, recorded as control events.
 //! - [`slo`]: per-strategy SLOs computed from the projections, and alarms that emit events.
 //! - [`diff`]: a step-by-step diff of two executions (what replay prints).
@@ -29,6 +30,7 @@ pub mod pg;
 mod pg_bulk;
 pub mod projection;
 pub mod rating;
+pub mod readout;
 pub mod semconv;
 pub mod slo;
 pub mod sql;

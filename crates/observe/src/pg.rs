@@ -29,7 +29,7 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 /// Version of the tables' layout, kept in `keel_observe.meta`; another version is dropped and
 /// rebuilt from the spine (projections are derived data).
-const SCHEMA_VERSION: &str = "1";
+const SCHEMA_VERSION: &str = "2";
 
 /// Serialises schema set-up and batches across every process sharing the database.
 const LOCK_KEY: i64 = 0x6b65_656c_6f62_7376; // "keelobsv"
@@ -72,6 +72,8 @@ CREATE TABLE IF NOT EXISTS gold.executions (
     tenant           TEXT        NOT NULL,
     strategy_version TEXT        NOT NULL,
     experiment_arm   TEXT,
+    experiment       TEXT,
+    experiment_unit  TEXT,
     replay_of        TEXT,
     goal             TEXT        NOT NULL,
     started_at       TIMESTAMPTZ NOT NULL,
@@ -94,6 +96,7 @@ CREATE TABLE IF NOT EXISTS gold.executions (
 );
 CREATE INDEX IF NOT EXISTS executions_by_strategy ON gold.executions (strategy_version, started_at);
 CREATE INDEX IF NOT EXISTS executions_by_trace ON gold.executions (trace_id);
+CREATE INDEX IF NOT EXISTS executions_by_experiment ON gold.executions (experiment, experiment_arm);
 CREATE TABLE IF NOT EXISTS traces.retrieval_samples (
     log_offset     BIGINT      PRIMARY KEY,
     trace_id       TEXT        NOT NULL,

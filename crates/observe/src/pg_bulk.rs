@@ -59,6 +59,8 @@ pub(crate) struct Bulk {
     x_tenant: Vec<String>,
     x_strategy: Vec<String>,
     x_arm: Vec<Option<String>>,
+    x_experiment: Vec<Option<String>>,
+    x_unit: Vec<Option<String>>,
     x_replay: Vec<Option<String>>,
     x_goal: Vec<String>,
     x_started: Vec<String>,
@@ -143,6 +145,8 @@ impl Bulk {
                 self.x_tenant.push(x.tenant);
                 self.x_strategy.push(x.strategy_version);
                 self.x_arm.push(x.experiment_arm);
+                self.x_experiment.push(x.experiment);
+                self.x_unit.push(x.experiment_unit);
                 self.x_replay.push(x.replay_of);
                 self.x_goal.push(x.goal);
                 self.x_started.push(x.started_at);
@@ -268,22 +272,25 @@ impl Bulk {
             .await?;
         }
         if !self.x_exec.is_empty() {
-            let p: [&(dyn ToSql + Sync); 8] = [
+            let p: [&(dyn ToSql + Sync); 10] = [
                 &self.x_exec,
                 &self.x_trace,
                 &self.x_tenant,
                 &self.x_strategy,
                 &self.x_arm,
+                &self.x_experiment,
+                &self.x_unit,
                 &self.x_replay,
                 &self.x_goal,
                 &self.x_started,
             ];
             tx.execute(
                 "INSERT INTO gold.executions (exec_id, trace_id, tenant, strategy_version,
-                     experiment_arm, replay_of, goal, started_at)
-                 SELECT a, b, c, d, e, f, g, CAST(h AS timestamptz)
+                     experiment_arm, experiment, experiment_unit, replay_of, goal, started_at)
+                 SELECT a, b, c, d, e, x, u, f, g, CAST(h AS timestamptz)
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                     $6::text[], $7::text[], $8::text[]) AS t(a, b, c, d, e, f, g, h)
+                     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
+                     AS t(a, b, c, d, e, x, u, f, g, h)
                  ON CONFLICT (exec_id) DO NOTHING",
                 &p,
             )

@@ -51,6 +51,10 @@ pub struct ExecInsert {
     pub strategy_version: String,
     /// Experiment arm, if any.
     pub experiment_arm: Option<String>,
+    /// The experiment that assigned the arm, if one did.
+    pub experiment: Option<String>,
+    /// The digest of its unit of assignment (readouts cluster by it).
+    pub experiment_unit: Option<String>,
     /// The execution this one replays.
     pub replay_of: Option<String>,
     /// The goal.
@@ -227,6 +231,8 @@ pub fn changes(offset: u64, e: &Event) -> Vec<Change> {
             tenant: e.tenant.as_str().to_owned(),
             strategy_version: p.strategy_version.clone(),
             experiment_arm: p.experiment_arm.clone(),
+            experiment: p.experiment.as_ref().map(|x| x.experiment.clone()),
+            experiment_unit: p.experiment.as_ref().map(|x| x.unit_key.clone()),
             replay_of: p.replay_of.map(|r| r.to_string()),
             goal: p.goal.clone(),
             started_at: ts,

@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS executions (
     tenant           TEXT    NOT NULL,
     strategy_version TEXT    NOT NULL,
     experiment_arm   TEXT,
+    experiment       TEXT,
+    experiment_unit  TEXT,
     replay_of        TEXT,
     goal             TEXT    NOT NULL,
     started_at       TEXT    NOT NULL,
@@ -73,6 +75,7 @@ CREATE TABLE IF NOT EXISTS executions (
 CREATE INDEX IF NOT EXISTS executions_by_strategy ON executions (strategy_version, started_at);
 CREATE INDEX IF NOT EXISTS executions_by_trace ON executions (trace_id);
 CREATE INDEX IF NOT EXISTS executions_by_tenant ON executions (tenant, started_at);
+CREATE INDEX IF NOT EXISTS executions_by_experiment ON executions (experiment, experiment_arm);
 DROP INDEX IF EXISTS steps_by_exec;
 CREATE INDEX IF NOT EXISTS steps_by_exec_type ON steps (exec_id, event_type, tool, status);
 CREATE TABLE IF NOT EXISTS retrieval_samples (
@@ -99,7 +102,7 @@ CREATE TABLE IF NOT EXISTS projection_state (
 ";
 
 /// Version of the projection tables' schema, stored in the file's `user_version`.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The embedded projection store.
 pub struct Projector {
@@ -372,14 +375,16 @@ fn apply_change(tx: &Transaction<'_>, path: &Path, change: &Change) -> Result<()
         }
         Change::Started(x) => run(
             "INSERT INTO executions (exec_id, trace_id, tenant, strategy_version, experiment_arm,
-                 replay_of, goal, started_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (exec_id) DO NOTHING",
+                 experiment, experiment_unit, replay_of, goal, started_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (exec_id) DO NOTHING",
             params![
                 x.exec_id,
                 x.trace_id,
                 x.tenant,
                 x.strategy_version,
                 x.experiment_arm,
+                x.experiment,
+                x.experiment_unit,
                 x.replay_of,
                 x.goal,
                 x.started_at

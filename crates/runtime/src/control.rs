@@ -103,8 +103,24 @@ impl Control {
 
     /// Appends one control event after the stream's last, retrying if another writer won.
     async fn record(&self, payload: Payload) -> Result<(), RuntimeError> {
+        self.record_if(|_| Ok(Some(payload.clone())))
+            .await
+            .map(|_| ())
+    }
+
+    /// Appends the event `decide` makes of the state it is appended after, if any; `decide`
+    /// runs again on the newer state when another writer won, so a check it makes (a name not
+    /// yet taken) holds for the state the event lands on. Returns whether it appended.
+    pub(crate) async fn record_if(
+        &self,
+        decide: impl Fn(&ControlState) -> Result<Option<Payload>, RuntimeError>,
+    ) -> Result<bool, RuntimeError> {
         for _ in 0..64 {
-            let last = self.state().await?.last_seq;
+            let state = self.state().await?;
+            let last = state.last_seq;
+            let Some(payload) = decide(&state)? else {
+                return Ok(false);
+            };
             let event = Event {
                 event_id: clock::new_event_id(),
                 exec_id: CONTROL_STREAM,
@@ -115,12 +131,12 @@ impl Control {
                 trace_id: TraceId(*b"keel-control-str"),
                 step_n: 0,
                 schema_version: CURRENT_SCHEMA_VERSION,
-                payload: payload.clone(),
+                payload,
             };
             match self.log.append(CONTROL_STREAM, last, &[event]).await {
                 Ok(_) => {
                     self.state().await?;
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(SpineError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),

@@ -61,6 +61,10 @@ pub enum RuntimeError {
     /// Governed memory failed (retrieval, distillation, the store, the embedder).
     #[error(transparent)]
     Memory(#[from] keel_memory::MemoryError),
+    /// An experiment file, registration or assignment that cannot be taken (the message says
+    /// what and where; a change to a registered experiment names its frozen fields).
+    #[error("{0}")]
+    Experiment(String),
     /// A request's data subject is malformed, or missing where the strategy requires one.
     #[error("subject: {0}")]
     Subject(String),

@@ -40,6 +40,7 @@ pub(crate) fn routes() -> Router<State> {
             "/v1/kill-switches/{scope}/{name}",
             put(set_switch).delete(clear_switch),
         )
+        .merge(crate::experiments::routes())
 }
 
 async fn openapi() -> impl IntoResponse {
@@ -130,23 +131,45 @@ pub(crate) async fn start_execution(
     goal: &str,
     idempotency_key: Option<&str>,
 ) -> Result<(ExecId, String, bool), ApiError> {
-    let s = match strategy {
-        Some(name) => state
-            .strategies
-            .get(name)
-            .ok_or_else(|| ApiError::bad("strategy", format!("no strategy {name:?}")))?,
-        None => state
-            .strategies
-            .default_strategy()
-            .ok_or_else(|| ApiError::bad("strategy", "no strategies are loaded"))?,
+    if let Some(name) = strategy
+        && state.strategies.get(name).is_none()
+    {
+        return Err(ApiError::bad("strategy", format!("no strategy {name:?}")));
+    }
+    if strategy.is_none() && state.strategies.default_strategy().is_none() {
+        return Err(ApiError::bad("strategy", "no strategies are loaded"));
+    }
+    // The id first: it is the unit of per-execution experiments (a repeated key derives the
+    // same id, so the same arm).
+    let exec = match idempotency_key {
+        Some(key) => crate::idempotency::exec_id(tenant, key),
+        None => keel_spine::clock::new_exec_id(),
     };
+    let id = exec.to_string();
+    let units = keel_core::experiment::registry::Units {
+        exec_id: &id,
+        subject,
+        tenant,
+    };
+    // Without a strategy, a registered experiment assigns an arm (recorded on exec.started).
+    let chosen = keel_runtime::experiment::choose(
+        &state.agent.control,
+        &state.strategies,
+        strategy,
+        &units,
+        state.agent.clock.now(),
+    )
+    .await?;
+    let s = &chosen;
     keel_runtime::subject::check(s, subject).map_err(|e| ApiError::bad("subject", e))?;
     let Some(key) = idempotency_key else {
-        let exec = state.agent.start_about(s, tenant, subject, goal).await?;
+        let exec = state
+            .agent
+            .start_about_as(exec, s, tenant, subject, goal)
+            .await?;
         state.wake.notify_one();
         return Ok((exec, s.version.clone(), true));
     };
-    let exec = crate::idempotency::exec_id(tenant, key);
     let created = match state
         .agent
         .start_about_as(exec, s, tenant, subject, goal)

@@ -10,9 +10,10 @@ use std::path::Path;
 /// `keel run` arguments.
 #[derive(Args)]
 pub struct RunArgs {
-    /// Strategy name (see strategies/*.yaml).
+    /// Strategy name (see strategies/*.yaml). Without one, a registered experiment assigns the
+    /// execution an arm (recorded on its `exec.started`), else the default strategy runs.
     #[arg(long)]
-    pub strategy: String,
+    pub strategy: Option<String>,
     /// Tenant the execution belongs to.
     #[arg(long, default_value = "default")]
     pub tenant: String,
@@ -42,15 +43,42 @@ pub async fn run(data: &Path, args: &RunArgs) -> anyhow::Result<()> {
     } = args;
     let subject = subject.as_deref();
     let env = crate::demo::open(data, &cfg.config())?;
-    let s = env
-        .strategies
-        .get(strategy)
-        .with_context(|| format!("no strategy {strategy:?} in {}", cfg.strategies.display()))?;
+    if let Some(name) = strategy {
+        env.strategies
+            .get(name)
+            .with_context(|| format!("no strategy {name:?} in {}", cfg.strategies.display()))?;
+    }
+    // The id first: it is the unit of per-execution experiments.
+    let exec = keel_spine::clock::new_exec_id();
+    let id = exec.to_string();
+    let units = keel_core::experiment::registry::Units {
+        exec_id: &id,
+        subject,
+        tenant,
+    };
+    let chosen = keel_runtime::experiment::choose(
+        &env.agent.control,
+        &env.strategies,
+        strategy.as_deref(),
+        &units,
+        env.agent.clock.now(),
+    )
+    .await?;
+    let s = &chosen;
     // Refused before the model is built or any event is appended.
     keel_runtime::subject::check(s, subject).map_err(|e| anyhow::anyhow!("--subject: {e}"))?;
     let model = s.provider()?;
-    let exec = env.agent.start_about(s, tenant, subject, goal).await?;
-    eprintln!("started execution {exec} ({})", s.version);
+    let exec = env
+        .agent
+        .start_about_as(exec, s, tenant, subject, goal)
+        .await?;
+    match &s.assignment {
+        Some(a) => eprintln!(
+            "started execution {exec} ({}; experiment {} arm {}, bucket {})",
+            s.version, a.experiment, a.arm, a.bucket
+        ),
+        None => eprintln!("started execution {exec} ({})", s.version),
+    }
     let state = env.agent.drive(s, &*model, exec).await?;
     let events = env.log.read(exec, 1).await?;
     let answer = events.iter().rev().find_map(|e| match &e.payload {
@@ -67,6 +95,8 @@ pub async fn run(data: &Path, args: &RunArgs) -> anyhow::Result<()> {
             "tokens": state.totals.tokens.input + state.totals.tokens.output,
             "cost_usd_micros": state.totals.cost.micros(),
             "answer": answer,
+            "strategy_version": s.version,
+            "experiment": s.assignment,
         });
         println!("{v}");
     } else {

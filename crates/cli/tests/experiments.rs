@@ -1,0 +1,189 @@
+//! Strategy experiments through the `keel` binary as users run it (real spine, the demo's
+//! scripted model): registering freezes an experiment and a change is refused; `keel run`
+//! without a strategy is assigned an arm, sticky per subject across processes, recorded on
+//! `exec.started`; the holdback's subjects only ever run the holdback's strategy; the readout
+//! agrees with `keel sql` over `gold.executions`; stopping ends assignment (issue 15).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use common::{events, keel_in_repo as keel, ok, repo};
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn run(data: &Path, subject: Option<&str>) -> Value {
+    let mut args = vec!["run", "--json", "--tenant", "acme"];
+    if let Some(s) = subject {
+        args.extend(["--subject", s]);
+    }
+    args.push("Where is my order A-1017?");
+    serde_json::from_str(&ok(keel(data, &args))).unwrap()
+}
+
+fn fails(out: std::process::Output) -> String {
+    assert!(!out.status.success(), "expected a failure");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn runs_are_assigned_sticky_arms_and_the_readout_agrees_with_sql() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // `keel run` creates the store; before any experiment, the default strategy runs.
+    let before = run(&data, Some("cust-0"));
+    assert_eq!(before["experiment"], Value::Null);
+    assert!(
+        before["strategy_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("support-short/")
+    );
+
+    let registered = keel(&data, &["experiments", "register"]);
+    let msg = String::from_utf8(registered.stderr.clone()).unwrap();
+    ok(registered);
+    assert!(msg.contains("support-prompts registered (frozen)"), "{msg}");
+    // Again, unchanged: a no-op.
+    let again = keel(&data, &["experiments", "register"]);
+    assert!(
+        String::from_utf8(again.stderr.clone())
+            .unwrap()
+            .contains("unchanged")
+    );
+    ok(again);
+    // A change to the arms or metrics of the running experiment is refused, naming them.
+    let text = std::fs::read_to_string(repo().join("experiments/support-prompts.yaml")).unwrap();
+    let changed = tmp.path().join("changed.yaml");
+    std::fs::write(
+        &changed,
+        text.replace("weight: 50 }", "weight: 90 }").replace(
+            "primary_metric: cost_per_success",
+            "primary_metric: success_rate",
+        ),
+    )
+    .unwrap();
+    let err = fails(keel(
+        &data,
+        &["experiments", "register", changed.to_str().unwrap()],
+    ));
+    assert!(
+        err.contains("experiment support-prompts is running")
+            && err.contains("arms, primary_metric were frozen when it was registered"),
+        "{err}"
+    );
+    // A malformed file names its field.
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(&bad, text.replace("unit: subject", "unit: customer")).unwrap();
+    let err = fails(keel(
+        &data,
+        &["experiments", "register", bad.to_str().unwrap()],
+    ));
+    assert!(err.contains("bad.yaml") && err.contains("unit"), "{err}");
+
+    // Eight customers, twice each, every run its own process (a restart in between).
+    let mut arm_of: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    for round in 0..2 {
+        for i in 0..8 {
+            let subject = format!("cust-{i}");
+            let out = run(&data, Some(&subject));
+            let x = &out["experiment"];
+            assert_eq!(x["experiment"], "support-prompts", "{out}");
+            let arm = x["arm"].as_str().unwrap().to_owned();
+            let bucket = x["bucket"].as_u64().unwrap();
+            // The holdback's customers run the holdback's strategy, and only they do.
+            let version = out["strategy_version"].as_str().unwrap();
+            let expected = if arm == "control" {
+                "support-short/"
+            } else {
+                "support-long/"
+            };
+            assert!(version.starts_with(expected), "{arm}: {version}");
+            // The arm is recorded on exec.started, and the subject is not (a digest is).
+            let started = &events(&data, &out)[0];
+            assert_eq!(started["data"]["experiment"], *x);
+            assert!(!started.to_string().contains(&subject));
+            match arm_of.get(&subject) {
+                None => {
+                    assert_eq!(round, 0);
+                    arm_of.insert(subject, (arm, bucket));
+                }
+                Some(first) => assert_eq!(*first, (arm, bucket), "sticky"),
+            }
+        }
+    }
+    let arms: std::collections::BTreeSet<&str> = arm_of.values().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(arms.len(), 2, "both arms drawn: {arm_of:?}");
+    // About no one: a subject experiment does not take it; the default strategy runs.
+    assert_eq!(run(&data, None)["experiment"], Value::Null);
+
+    // The readout counts what gold.executions holds, as `keel sql` sees it.
+    let r: Value = serde_json::from_str(&ok(keel(
+        &data,
+        &["experiments", "readout", "support-prompts", "--json"],
+    )))
+    .unwrap();
+    let sql: Value = serde_json::from_str(&ok(keel(
+        &data,
+        &[
+            "sql",
+            "--format",
+            "json",
+            "SELECT experiment_arm, COUNT(*) AS n, COUNT(DISTINCT experiment_unit) AS units, \
+             AVG(outcome_success) AS sr, \
+             SUM(total_cost) / NULLIF(SUM(outcome_success), 0) AS cps, \
+             APPROX_PERCENTILE(total_cost, 0.95) AS p95 \
+             FROM gold.executions WHERE experiment = 'support-prompts' GROUP BY 1 ORDER BY 1",
+        ],
+    )))
+    .unwrap();
+    let rows = sql.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{sql}");
+    let mut total = 0;
+    for row in rows {
+        let arm = r["arms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["arm"] == row["experiment_arm"])
+            .unwrap();
+        assert_eq!(arm["executions"], row["n"], "{arm} vs {row}");
+        assert_eq!(arm["units"], row["units"], "{arm} vs {row}");
+        total += arm["executions"].as_u64().unwrap();
+        for (mine, theirs) in [
+            ("success_rate", "sr"),
+            ("cost_per_success", "cps"),
+            ("p95_cost", "p95"),
+        ] {
+            let (a, b) = (arm[mine].as_f64(), row[theirs].as_f64());
+            match (a, b) {
+                (Some(a), Some(b)) => assert!((a - b).abs() < 1e-12, "{mine}: {a} vs {b}"),
+                (a, b) => assert_eq!(a, b, "{mine}"),
+            }
+        }
+    }
+    assert_eq!(total, 16);
+    assert_eq!(r["verdict"]["kind"], "not_enough_data", "{r}");
+    assert!(r["method"].as_str().unwrap().contains("delta method"));
+    let table = ok(keel(&data, &["experiments", "readout", "support-prompts"]));
+    assert!(table.contains("verdict: not enough data"), "{table}");
+
+    // Stopped: no new execution is assigned; the readout still reads what ran.
+    ok(keel(
+        &data,
+        &[
+            "experiments",
+            "stop",
+            "support-prompts",
+            "--reason",
+            "test over",
+        ],
+    ));
+    assert_eq!(run(&data, Some("cust-1"))["experiment"], Value::Null);
+    let list = ok(keel(&data, &["experiments", "list", "--json"]));
+    let listed: Value = serde_json::from_str(list.lines().next().unwrap()).unwrap();
+    assert_eq!(listed["status"], "stopped");
+    let err = fails(keel(&data, &["experiments", "readout", "nope"]));
+    assert!(err.contains("no experiment \"nope\""), "{err}");
+}
