@@ -9,7 +9,6 @@ mod bench;
 mod demo;
 mod events;
 mod experiments;
-mod experiments;
 mod gates;
 mod memory;
 mod observe;
@@ -74,13 +73,6 @@ enum Command {
     Strategies {
         #[command(subcommand)]
         command: strategies::StrategiesCmd,
-        #[command(flatten)]
-        config: agents::ConfigArgs,
-    },
-    /// Strategy experiments: register (frozen), list, stop, conclude, read out.
-    Experiments {
-        #[command(subcommand)]
-        command: experiments::ExperimentsCmd,
         #[command(flatten)]
         config: agents::ConfigArgs,
     },
@@ -166,9 +158,6 @@ fn main() -> ExitCode {
             Command::Gates { command, config } => gates::gates(&cli.data, &config, command).await,
             Command::Strategies { command, config } => {
                 strategies::strategies(&cli.data, &config, command).await
-            }
-            Command::Experiments { command, config } => {
-                experiments::run(&cli.data, &config, command).await
             }
             Command::Experiments { command, config } => {
                 experiments::run(&cli.data, &config, command).await

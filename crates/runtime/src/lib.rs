@@ -10,7 +10,6 @@
 //! - [`control`]: kill-switches, demotions and certifications, folded from the control stream.
 //! - [`estimate`]: a model call's most possible cost, checked against the budget before it.
 //! - [`experiment`]: experiments on the spine: register, stop, conclude; a new execution's arm.
-//! - [`experiment`]: experiments on the spine: register, stop, conclude; a new execution's arm.
 //! - [`gates`]: approval gates — evidence packs, decisions, the queue, SLAs, demotion.
 //! - [`subject`]: who an execution is about (sealing, erasure, per-subject memory).
 
@@ -21,7 +20,6 @@ pub mod decide;
 pub mod embedded;
 pub mod error;
 pub mod estimate;
-pub mod experiment;
 pub mod experiment;
 pub mod gates;
 pub mod recall;

@@ -16,7 +16,6 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod experiments;
-pub mod experiments;
 pub mod idempotency;
 pub mod metrics;
 pub mod observe;

@@ -100,6 +100,18 @@ fn is_auth_failure(e: &(dyn std::error::Error + 'static)) -> bool {
         .any(|w| text.contains(w))
 }
 
+/// The `WWW-Authenticate` challenge of a 403 `insufficient_scope`, if that is what `e` is.
+fn scope_challenge(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(s) = c.downcast_ref::<InsufficientScopeError>() {
+            return Some(s.www_authenticate_header.clone());
+        }
+        cur = c.source();
+    }
+    None
+}
+
 /// The request headers a contract names, read from the environment now; an unset variable is
 /// an error naming it (never a value).
 fn env_headers(
@@ -196,6 +208,16 @@ impl McpClient {
         server: &McpServer,
         elicitation: ElicitationPolicy,
     ) -> Result<Self, ToolError> {
+        Self::connect_inner(server, elicitation, None).await
+    }
+
+    /// Connects after authorizing for `challenge`, the `WWW-Authenticate` of a 403 that asked
+    /// for more scope (step-up).
+    async fn connect_inner(
+        server: &McpServer,
+        elicitation: ElicitationPolicy,
+        challenge: Option<String>,
+    ) -> Result<Self, ToolError> {
         let handler = KeelClient::new(elicitation);
         let fut = async {
             let service = match server {
@@ -208,7 +230,8 @@ impl McpClient {
                     oauth,
                 } => {
                     let headers = env_headers(server, headers_from_env)?;
-                    connect_http(server, url, headers, oauth.as_ref(), handler).await?
+                    let oauth = oauth.as_ref();
+                    connect_http(server, url, headers, oauth, handler, challenge).await?
                 }
             };
             let tools = service
@@ -259,6 +282,15 @@ impl McpClient {
 
     /// Calls `tool` with `args` (an object) and maps the reply to an output or an error class.
     pub async fn call(&self, tool: &str, args: &Value) -> Result<Value, AdapterError> {
+        self.try_call(tool, args).await.map_err(|(e, _)| e)
+    }
+
+    /// [`McpClient::call`], with the challenge of a 403 that asked for more scope.
+    async fn try_call(
+        &self,
+        tool: &str,
+        args: &Value,
+    ) -> Result<Value, (AdapterError, Option<String>)> {
         let mut params = CallToolRequestParams::new(tool.to_owned());
         if let Some(map) = args.as_object() {
             params = params.with_arguments(map.clone());
@@ -272,7 +304,8 @@ impl McpClient {
                 e if is_auth_failure(e) => ErrorClass::Auth,
                 _ => ErrorClass::Connection,
             };
-            AdapterError::new(class, format!("MCP {} tools/call {tool}: {e}", self.server))
+            let message = format!("MCP {} tools/call {tool}: {e}", self.server);
+            (AdapterError::new(class, message), scope_challenge(&e))
         })?;
         let content = serde_json::to_value(&result.content).unwrap_or(Value::Null);
         if result.is_error == Some(true) {
@@ -282,9 +315,12 @@ impl McpClient {
                 .flatten()
                 .filter_map(|b| b.get("text").and_then(Value::as_str))
                 .collect();
-            return Err(AdapterError::new(
-                ErrorClass::ToolError,
-                format!("MCP tool {tool} reported an error: {}", text.join(" ")),
+            return Err((
+                AdapterError::new(
+                    ErrorClass::ToolError,
+                    format!("MCP tool {tool} reported an error: {}", text.join(" ")),
+                ),
+                None,
             ));
         }
         Ok(match result.structured_content {
@@ -319,6 +355,7 @@ async fn connect_http(
     headers: HashMap<HeaderName, HeaderValue>,
     oauth: Option<&McpOAuth>,
     handler: KeelClient,
+    step_up: Option<String>,
 ) -> Result<RunningService<RoleClient, KeelClient>, ToolError> {
     let plain = http_client(server)?;
     let handshake = |e: ClientInitializeError| {
@@ -334,6 +371,7 @@ async fn connect_http(
                 .await
                 .map_err(handshake);
         }
+        Some(_) if step_up.is_some() => step_up,
         Some(o) if o.grant == crate::contract::OAuthGrant::ClientCredentials => None,
         Some(_) => match serve_http(plain.clone(), url, headers.clone(), handler).await {
             Ok(service) => return Ok(service),
@@ -490,12 +528,24 @@ impl McpAdapter {
 impl Adapter for McpAdapter {
     async fn call(&self, call: AdapterCall<'_>) -> Result<Value, AdapterError> {
         let client = self.pool.get(&self.server, self.elicitation).await?;
-        let out = client.call(&self.tool, call.args).await;
-        if let Err(e) = &out
-            && matches!(e.class, ErrorClass::Connection | ErrorClass::Auth)
-        {
+        let (e, challenge) = match client.try_call(&self.tool, call.args).await {
+            Ok(v) => return Ok(v),
+            Err(failed) => failed,
+        };
+        if matches!(e.class, ErrorClass::Connection | ErrorClass::Auth) {
             self.pool.evict(&self.server, self.elicitation).await;
         }
+        // Step-up: the server refused the call (it did not run) for want of scope; authorize
+        // once for the scope it names and repeat the call on the new session.
+        let (Some(challenge), McpServer::Http { oauth: Some(_), .. }) = (challenge, &self.server)
+        else {
+            return Err(e);
+        };
+        let stepped = McpClient::connect_inner(&self.server, self.elicitation, Some(challenge))
+            .await
+            .map_err(|err| AdapterError::new(ErrorClass::Auth, err.to_string()))?;
+        let out = stepped.call(&self.tool, call.args).await;
+        self.pool.adopt(self.elicitation, stepped).await;
         out
     }
 

@@ -51,7 +51,8 @@ pub async fn authorize(
                     client_id,
                     client_secret,
                     scopes: oauth.scopes.clone(),
-                    resource: None,
+                    // RFC 8707: the token is for this MCP server and no other.
+                    resource: Some(url.to_owned()),
                 })
                 .await
                 .map_err(|e| format!("client credentials grant: {e}"))?;
