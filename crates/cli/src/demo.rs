@@ -96,18 +96,22 @@ struct Row {
 /// contracts call the demo shop's builtins (the demo's and the repository's `tools/` do), the shop
 /// (`data/shop.db`, the outside world the demo's agent acts on) with its builtins. A runtime whose
 /// contracts do not name the shop gets no shop: the shop is the demo's, not every runtime's.
+///
+/// Blobs and memory are the backends `keel.toml` names (`crate::config`), built here.
 pub fn open(data: &Path, config: &Config) -> anyhow::Result<Embedded> {
+    let backends = crate::config::current().backends_blocking(data, &config.strategies)?;
     Ok(match shop_for(data, config)? {
-        Some(shop) => Embedded::open_with(data, config, |b| *b = shop.builtins())?,
-        None => Embedded::open(data, config)?,
+        Some(shop) => Embedded::open_wired(data, config, backends, |b| *b = shop.builtins())?,
+        None => Embedded::open_wired(data, config, backends, |_| {})?,
     })
 }
 
 /// The replayer of the store under `data`, wired like [`open`].
 pub fn replayer(data: &Path, config: &Config) -> anyhow::Result<Replayer> {
+    let backends = crate::config::current().backends_blocking(data, &config.strategies)?;
     Ok(match shop_for(data, config)? {
-        Some(shop) => Replayer::open_with(data, config, |b| *b = shop.builtins())?,
-        None => Replayer::open(data, config)?,
+        Some(shop) => Replayer::open_wired(data, config, backends, |b| *b = shop.builtins())?,
+        None => Replayer::open_wired(data, config, backends, |_| {})?,
     })
 }
 

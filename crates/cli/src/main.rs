@@ -6,6 +6,7 @@
 
 mod agents;
 mod bench;
+mod config;
 mod demo;
 mod events;
 mod experiments;
@@ -19,7 +20,7 @@ mod strategies;
 mod tokens;
 mod tools;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,6 +31,9 @@ struct Cli {
     /// Directory of the embedded store (spine, blobs); runs with different dirs never touch.
     #[arg(long, global = true, default_value = ".keel", env = "KEEL_DATA")]
     data: PathBuf,
+    /// The configuration file (default: ./keel.toml if there is one); see `keel config check`.
+    #[arg(long, global = true, env = "KEEL_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -102,6 +106,11 @@ enum Command {
         #[command(subcommand)]
         command: memory::MemoryCmd,
     },
+    /// The configuration (keel.toml and KEEL_* variables): check it, secrets redacted.
+    Config {
+        #[command(subcommand)]
+        command: config::check::ConfigCmd,
+    },
 }
 
 impl Command {
@@ -116,7 +125,8 @@ impl Command {
             | Command::Serve(_)
             | Command::Tokens { .. }
             | Command::Tools { .. }
-            | Command::Bench { .. } => true,
+            | Command::Bench { .. }
+            | Command::Config { .. } => true,
             Command::Kill { command } => matches!(command, agents::kill::KillCmd::Set { .. }),
             _ => false,
         }
@@ -129,7 +139,34 @@ fn main() -> ExitCode {
     // OTLP exporter) then gets ring, whichever library happens to build the first client. The
     // only error is "already installed", which cannot happen this early.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // The configuration is read here, once: `--data` (or KEEL_DATA) given explicitly wins over
+    // the file's `spine.url`.
+    let data_given = matches.value_source("data") != Some(clap::parser::ValueSource::DefaultValue);
+    let args = config::Args {
+        config: cli.config.as_deref(),
+        data: data_given.then_some(cli.data.as_path()),
+    };
+    match config::Config::load(&args) {
+        Ok(c) => {
+            if !matches!(cli.command, Command::Config { .. })
+                && let Err(e) = c.require_embedded_spine()
+            {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+            cli.data = c.data.clone();
+            config::install(c);
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    }
     if !cli.command.may_create_store()
         && let Err(e) = store::require(&cli.data)
     {
@@ -167,12 +204,13 @@ fn main() -> ExitCode {
             Command::Bench { target } => bench::run(&cli.data, target).await,
             Command::Observe(cmd) => observe::run(&cli.data, cmd).await,
             Command::Memory { command } => memory::run(&cli.data, command).await,
+            Command::Config { command } => config::check::run(command).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", config::scrub(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

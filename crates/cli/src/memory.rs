@@ -1,5 +1,7 @@
-//! `keel memory …`: governed memory of a store directory (`DIR/memory.db`, all-MiniLM-L6-v2 from
-//! `$KEEL_MINILM_DIR`), with the spine and blobs beside it for subject access and erasure.
+//! `keel memory …`: governed memory as the configuration names it (`crate::config`: by default
+//! `DIR/memory.db` with all-MiniLM-L6-v2 from `embedder.dir` / `$KEEL_MINILM_DIR`; or pgvector,
+//! or an OpenAI-compatible embedder), with the spine, the configured blob store and projections
+//! for subject access and erasure.
 //!
 //! - `list`, `search`: what memory holds for a tenant (any status), what a query would retrieve.
 //! - `review`: approve or reject a fact held for review (low-trust source).
@@ -19,7 +21,7 @@ use keel_core::payload::Payload;
 use keel_memory::{Embedder, Memory, MiniLm, Query};
 use keel_runtime::recall;
 use keel_spine::clock::{Clock, SystemClock};
-use keel_spine::{EventLog, LocalBlobStore, SqliteLog, SqliteOptions};
+use keel_spine::{EventLog, SqliteLog, SqliteOptions};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -116,8 +118,8 @@ pub enum MemoryCmd {
     },
 }
 
-fn open_memory(data: &Path) -> anyhow::Result<Memory> {
-    recall::open_embedded(data).with_context(|| format!("opening memory in {}", data.display()))
+async fn open_memory(data: &Path) -> anyhow::Result<Memory> {
+    crate::config::current().memory(data).await
 }
 
 fn open_log(data: &Path) -> anyhow::Result<SqliteLog> {
@@ -140,7 +142,7 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
     let now = SystemClock.now();
     match cmd {
         MemoryCmd::List { tenant, subject } => {
-            let m = open_memory(data)?;
+            let m = open_memory(data).await?;
             let facts = m.store.list(&tenant, subject.as_deref()).await?;
             for f in facts {
                 println!("{}", serde_json::to_string(&f)?);
@@ -154,7 +156,7 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
             k,
             semantic_version,
         } => {
-            let m = open_memory(data)?;
+            let m = open_memory(data).await?;
             let q = Query {
                 tenant,
                 subject,
@@ -171,7 +173,10 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
             tenant,
             approve,
         } => {
-            let f = open_memory(data)?.review(&tenant, &id, approve).await?;
+            let f = open_memory(data)
+                .await?
+                .review(&tenant, &id, approve)
+                .await?;
             eprintln!("memory {id}: {}", f.status.as_str());
             Ok(())
         }
@@ -181,7 +186,8 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
             by,
             supersedes,
         } => {
-            let (f, v) = open_memory(data)?
+            let (f, v) = open_memory(data)
+                .await?
                 .promote(&tenant, &id, &by, &supersedes, now)
                 .await?;
             eprintln!(
@@ -191,7 +197,7 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
             print(&json!({"id": f.id, "catalogue_version": v}))
         }
         MemoryCmd::SubjectAccess { subject, tenant } => {
-            let m = open_memory(data)?;
+            let m = open_memory(data).await?;
             let facts = m.subject_access(&tenant, &subject).await?;
             let log = open_log(data)?;
             let mut executions = Vec::new();
@@ -221,13 +227,13 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
             }))
         }
         MemoryCmd::Erase { subject, tenant } => {
-            let m = open_memory(data)?;
+            let m = open_memory(data).await?;
             let facts = m.erase_subject(&tenant, &subject).await?;
             let mut report = json!({"tenant": tenant, "facts_erased": facts.len()});
             if data.join("spine.db").exists() {
                 let log = open_log(data)?;
-                let blobs = LocalBlobStore::new(data.join("blobs"));
-                let e = log.erase_subject(&tenant, &subject, &blobs).await?;
+                let blobs = crate::config::current().blob_store(data)?;
+                let e = log.erase_subject(&tenant, &subject, &*blobs).await?;
                 report["tombstone"] = json!(e.digest);
                 report["executions_shredded"] = json!(e.executions.len());
                 report["blobs_deleted"] = json!(e.blobs_deleted.len());
@@ -249,7 +255,7 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
                 // Derived stores: the trace projections are rebuilt from the (now erased) log,
                 // and the file is vacuumed so no page keeps the old rows.
                 let proj = crate::observe::projections_path(data);
-                let backend = keel_observe::Backend::from_env(&proj)?;
+                let backend = crate::observe::projections_backend(data)?;
                 let external = backend != keel_observe::Backend::Sqlite(proj.clone());
                 if proj.exists() || external {
                     let mut p = backend.open().await?;
@@ -268,7 +274,7 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
             print(&report)
         }
         MemoryCmd::Sweep { tenant } => {
-            let m = open_memory(data)?;
+            let m = open_memory(data).await?;
             let swept = match &tenant {
                 Some(t) => m.sweep_tenant(t, now).await?,
                 None => m.sweep(now).await?,
@@ -283,7 +289,7 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
             Ok(())
         }
         MemoryCmd::Rebuild => {
-            let m = open_memory(data)?;
+            let m = open_memory(data).await?;
             let n = recall::rebuild_from_log(&open_log(data)?, &m).await?;
             eprintln!("rebuilt: {n} facts from the log");
             Ok(())
@@ -293,12 +299,15 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
             max_tokens,
             batch,
         } => {
-            let m = open_memory(data)?;
+            let m = open_memory(data).await?;
             let dir = match model_dir {
                 Some(d) => d,
-                None => PathBuf::from(
-                    std::env::var_os("KEEL_MINILM_DIR").context("KEEL_MINILM_DIR is not set")?,
-                ),
+                None => match &crate::config::current().embedder {
+                    crate::config::EmbedderChoice::MiniLm { dir: Some(d) } => d.clone(),
+                    _ => anyhow::bail!(
+                        "--model-dir: not given, and the configuration names no MiniLM directory (embedder.dir or KEEL_MINILM_DIR)"
+                    ),
+                },
             };
             let to = MiniLm::load_with_max_tokens(&dir, max_tokens)?;
             let from = m.store.pinned().await?;

@@ -16,7 +16,7 @@ mod retrievals;
 mod slo;
 mod sql;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Subcommand;
 use keel_core::ExecId;
 use keel_observe::sql::Scope;
@@ -98,10 +98,20 @@ pub fn open_log(data: &Path) -> anyhow::Result<SqliteLog> {
     Ok(SqliteLog::open(&path, SqliteOptions::default())?)
 }
 
-/// The projections of `data`: the backend `KEEL_PROJECTIONS_URL` names (a `postgres://` URL),
-/// else the embedded file `DATA/observe.db`. The one place the CLI chooses it.
+/// The projections of `data`: the backend `projections.url` names (keel.toml, or
+/// `KEEL_PROJECTIONS_URL`: a `postgres://` URL), else the embedded file `DATA/observe.db`. The
+/// one place the CLI chooses it.
+pub fn projections_backend(data: &Path) -> anyhow::Result<Backend> {
+    let c = crate::config::current();
+    Backend::from_config(c.projections.as_deref(), &projections_path(data))
+        .with_context(|| c.at("projections.url"))
+}
+
+/// The projections of `data` ([`projections_backend`]), opened.
 pub async fn open_projections(data: &Path) -> anyhow::Result<Box<dyn ProjectionStore>> {
-    Ok(Backend::from_env(&projections_path(data))?.open().await?)
+    let backend = projections_backend(data)?;
+    let c = crate::config::current();
+    backend.open().await.with_context(|| c.at("projections.url"))
 }
 
 /// Opens the projections of `data` and applies everything the spine has committed since.

@@ -63,6 +63,10 @@ pub async fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     );
     let mut state = keel_server::App::new(&env, tokens);
     keel_server::web::configure(&mut state, keel_server::web::WebConfig { public_origin })?;
+    // The projections keel.toml (or KEEL_PROJECTIONS_URL) names.
+    if let Some(app) = std::sync::Arc::get_mut(&mut state) {
+        app.projections_url = crate::config::current().projections.clone();
+    }
     keel_server::serve(listener, state).await?;
     Ok(())
 }

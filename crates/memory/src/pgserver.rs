@@ -152,6 +152,54 @@ impl PgServer {
         Ok(self.url(name))
     }
 
+    /// Adds a login role `role` with `password` and makes TCP logins as any role but the
+    /// superuser `postgres` check passwords (scram-sha-256), so tests can see a wrong password
+    /// refused. The superuser keeps trust authentication for the tests' own set-up.
+    pub async fn add_password_role(&self, role: &str, password: &str) -> Result<(), MemoryError> {
+        let (client, conn) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
+            .await
+            .map_err(MemoryError::pg("connect to test server"))?;
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let quoted = password.replace('\'', "''");
+        client
+            .batch_execute(&format!(
+                "SET password_encryption = 'scram-sha-256';
+                 CREATE ROLE {role} LOGIN PASSWORD '{quoted}';
+                 GRANT ALL ON DATABASE postgres TO {role};"
+            ))
+            .await
+            .map_err(MemoryError::pg("create role"))?;
+        let hba = "local all all trust\n\
+                   host all postgres 127.0.0.1/32 trust\n\
+                   host all all 127.0.0.1/32 scram-sha-256\n";
+        std::fs::write(self.dir.join("data/pg_hba.conf"), hba).map_err(err)?;
+        client
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .map_err(MemoryError::pg("reload configuration"))?;
+        drop(client);
+        let _ = task.await;
+        // The postmaster re-reads pg_hba.conf on the signal, asynchronously: wait until a wrong
+        // password is refused.
+        let probe = format!(
+            "postgresql://{role}:not-the-password@127.0.0.1:{}/postgres",
+            self.port
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio_postgres::connect(&probe, tokio_postgres::NoTls)
+            .await
+            .is_ok()
+        {
+            if Instant::now() > deadline {
+                return Err(err("pg_hba.conf reload did not take effect"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // SIGINT = fast shutdown; SIGKILL if it does not stop.

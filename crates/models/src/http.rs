@@ -22,6 +22,11 @@ impl Secret {
         }
     }
 
+    /// A secret the caller read (the configuration's edge reads the environment variable it names).
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
     /// The value, for the one header that needs it.
     pub fn expose(&self) -> &str {
         &self.0

@@ -1,7 +1,8 @@
 //! The embedded default, wired in one place: the spine, ledger and control stream in
-//! `DIR/spine.db`, blobs in `DIR/blobs`, contracts from a tools folder, strategies from a
-//! strategies folder, prices from `prices.toml`, and the builtin functions the caller registers
-//! (none by default: the demo's wiring registers its shop's, `keel_tools::shop`).
+//! `DIR/spine.db`, contracts from a tools folder, strategies from a strategies folder, prices
+//! from `prices.toml`, the builtin functions the caller registers (none by default: the demo's
+//! wiring registers its shop's, `keel_tools::shop`), and the [`Backends`] the caller built from
+//! its configuration (blobs, governed memory; by default `DIR/blobs` and `DIR/memory.db`).
 
 use crate::agent::Agent;
 use crate::control::Control;
@@ -14,7 +15,7 @@ use keel_core::payload::Payload;
 use keel_core::{Event, ExecId};
 use keel_models::PriceTable;
 use keel_spine::clock::SystemClock;
-use keel_spine::{AppendAck, Committed, EventLog, ExecSummary, SpineError};
+use keel_spine::{AppendAck, BlobStore, Committed, EventLog, ExecSummary, SpineError};
 use keel_spine::{LocalBlobStore, SqliteLog, SqliteOptions};
 use keel_tools::adapter::builtin::Builtins;
 use keel_tools::contract::SideEffect;
@@ -32,6 +33,28 @@ pub struct Config {
     pub strategies: PathBuf,
     /// The price table.
     pub prices: PathBuf,
+}
+
+/// The backends a runtime is wired with, built by the caller from its configuration (the CLI's
+/// `keel.toml`, read once at the edge): the runtime never chooses, opens or configures one.
+#[derive(Clone)]
+pub struct Backends {
+    /// Where tool outputs and recorded replies live (a directory, an S3 bucket).
+    pub blobs: Arc<dyn BlobStore>,
+    /// Governed memory (store and embedder), if any strategy retrieves or distils; `None`
+    /// otherwise, and then a strategy with memory runs without it.
+    pub memory: Option<Arc<keel_memory::Memory>>,
+}
+
+impl Backends {
+    /// The embedded default under `data`: blobs in `DIR/blobs`, and `DIR/memory.db` with the
+    /// local MiniLM if a strategy of `strategies` uses memory.
+    pub fn embedded(data: &Path, strategies: &StrategySet) -> Result<Self, RuntimeError> {
+        Ok(Self {
+            blobs: Arc::new(LocalBlobStore::new(data.join("blobs"))),
+            memory: crate::recall::open_for(data, strategies)?,
+        })
+    }
 }
 
 /// A wired embedded runtime.
@@ -59,6 +82,18 @@ impl Embedded {
         config: &Config,
         register: impl FnOnce(&mut Builtins),
     ) -> Result<Self, RuntimeError> {
+        let strategies = StrategySet::load_dir(&config.strategies)?;
+        let backends = Backends::embedded(data, &strategies)?;
+        Self::open_wired(data, config, backends, register)
+    }
+
+    /// Like [`Embedded::open_with`], on the `backends` the caller built.
+    pub fn open_wired(
+        data: &Path,
+        config: &Config,
+        backends: Backends,
+        register: impl FnOnce(&mut Builtins),
+    ) -> Result<Self, RuntimeError> {
         std::fs::create_dir_all(data).map_err(|e| RuntimeError::Strategy {
             file: data.display().to_string(),
             detail: format!("creating the data directory: {e}"),
@@ -82,7 +117,7 @@ impl Embedded {
                     log: log.clone(),
                     read_only,
                 }),
-                blobs: Arc::new(LocalBlobStore::new(data.join("blobs"))),
+                blobs: backends.blobs.clone(),
                 ledger: Arc::new(SqliteLedger::open(&spine)?),
                 rates: Arc::new(SqliteRates::open(&spine)?),
                 clock: Arc::new(SystemClock),
@@ -99,13 +134,13 @@ impl Embedded {
         ));
         let agent = Agent {
             log: shared,
-            blobs: Arc::new(LocalBlobStore::new(data.join("blobs"))),
+            blobs: backends.blobs,
             tools: Arc::new(runner),
             prices,
             control,
             clock: Arc::new(SystemClock),
             pace: std::time::Duration::ZERO,
-            memory: crate::recall::open_for(data, &strategies)?,
+            memory: backends.memory,
         };
         Ok(Self {
             agent: Arc::new(agent),

@@ -83,13 +83,18 @@ pub fn open_for(
     data: &Path,
     strategies: &StrategySet,
 ) -> Result<Option<Arc<Memory>>, RuntimeError> {
-    let wanted = strategies
-        .iter()
-        .any(|s| s.memory.enabled || s.memory.distill);
-    if !wanted {
+    if !wanted(strategies) {
         return Ok(None);
     }
     Ok(Some(Arc::new(open_embedded(data)?)))
+}
+
+/// Whether any strategy retrieves or distils memory (a wiring opens memory only then, so
+/// deployments without memory never load a model or reach a memory store).
+pub fn wanted(strategies: &StrategySet) -> bool {
+    strategies
+        .iter()
+        .any(|s| s.memory.enabled || s.memory.distill)
 }
 
 /// The embedded memory under `data`: `memory.db` pinned to all-MiniLM-L6-v2.

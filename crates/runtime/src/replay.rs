@@ -207,11 +207,14 @@ pub struct Replayer {
     data: PathBuf,
     config: Config,
     log: SqliteLog,
-    blobs: Arc<LocalBlobStore>,
+    blobs: Arc<dyn BlobStore>,
     prices: PriceTable,
     clock: Arc<dyn Clock>,
-    /// Governed memory, opened the first time a replayed strategy retrieves.
+    /// Governed memory: the caller's, or (opened without backends) the embedded one, opened the
+    /// first time a replayed strategy retrieves.
     memory: Mutex<Option<Arc<keel_memory::Memory>>>,
+    /// Open the embedded memory on first use (no backends were given).
+    lazy_memory: bool,
     /// The builtin functions live read-only tools call (as in [`crate::embedded::Embedded`]).
     builtins: Builtins,
 }
@@ -230,6 +233,23 @@ impl Replayer {
         config: &Config,
         register: impl FnOnce(&mut Builtins),
     ) -> Result<Self, RuntimeError> {
+        let backends = crate::embedded::Backends {
+            blobs: Arc::new(LocalBlobStore::new(data.join("blobs"))),
+            memory: None,
+        };
+        let mut me = Self::open_wired(data, config, backends, register)?;
+        me.lazy_memory = true;
+        Ok(me)
+    }
+
+    /// Like [`Replayer::open_with`], on the `backends` the caller built (the blobs the
+    /// recorded outputs are read from, the memory replayed strategies retrieve from).
+    pub fn open_wired(
+        data: &Path,
+        config: &Config,
+        backends: crate::embedded::Backends,
+        register: impl FnOnce(&mut Builtins),
+    ) -> Result<Self, RuntimeError> {
         let mut builtins = Builtins::default();
         register(&mut builtins);
         let log = SqliteLog::open(data.join("spine.db"), SqliteOptions::default())?;
@@ -237,10 +257,11 @@ impl Replayer {
             data: data.to_owned(),
             config: config.clone(),
             log,
-            blobs: Arc::new(LocalBlobStore::new(data.join("blobs"))),
+            blobs: backends.blobs,
             prices: PriceTable::load(&config.prices)?,
             clock: Arc::new(SystemClock),
-            memory: Mutex::new(None),
+            memory: Mutex::new(backends.memory),
+            lazy_memory: false,
             builtins,
         })
     }
@@ -263,7 +284,7 @@ impl Replayer {
                 exec: String::new(),
                 detail: "memory handle poisoned".into(),
             })?;
-            if slot.is_none() {
+            if slot.is_none() && self.lazy_memory {
                 *slot = Some(Arc::new(crate::recall::open_embedded(&self.data)?));
             }
             slot.clone()

@@ -61,6 +61,10 @@ pub struct App {
     /// The projections (`KEEL_PROJECTIONS_URL`, else `DATA/observe.db`), opened on first use;
     /// held only while they catch up with the spine.
     pub projections: tokio::sync::Mutex<Option<Box<dyn keel_observe::ProjectionStore>>>,
+    /// The projections' URL the wiring's configuration names (`projections.url`: a
+    /// `postgres://` URL or `sqlite:PATH`); `None`: `DATA/observe.db` unless
+    /// `KEEL_PROJECTIONS_URL` says otherwise.
+    pub projections_url: Option<String>,
     /// The same projections opened again for queries, which run concurrently and never wait
     /// for one another (nor hold up a catch-up).
     pub queries: tokio::sync::OnceCell<Arc<dyn keel_observe::ProjectionStore>>,
@@ -102,6 +106,7 @@ impl App {
                 .map(std::path::Path::to_path_buf)
                 .unwrap_or_default(),
             projections: tokio::sync::Mutex::new(None),
+            projections_url: None,
             queries: tokio::sync::OnceCell::new(),
             sql_limits: observe::default_sql_limits(),
             sql_running: Default::default(),

@@ -137,7 +137,12 @@ pub(crate) fn with_projections<'a, T: Send + 'a>(
 ) -> futures::future::BoxFuture<'a, Result<T, ApiError>> {
     Box::pin(async move {
         let open = || async {
-            let backend = Backend::from_env(&state.data.join("observe.db")).map_err(internal)?;
+            let default = state.data.join("observe.db");
+            let backend = match &state.projections_url {
+                Some(url) => Backend::from_config(Some(url), &default),
+                None => Backend::from_env(&default),
+            }
+            .map_err(internal)?;
             backend.open().await.map_err(internal)
         };
         {

@@ -41,6 +41,17 @@ impl OpenAiEmbedder {
             Some(var) => Some(Secret::from_env(NAME, var).map_err(err)?),
             None => None,
         };
+        Self::with_key(base_url, model, key, retry)
+    }
+
+    /// Like [`OpenAiEmbedder::new`], with the key itself (read by the caller's configuration,
+    /// which names its variable); `None` for servers without auth.
+    pub fn with_key(
+        base_url: &str,
+        model: EmbeddingModel,
+        key: Option<Secret>,
+        retry: RetryPolicy,
+    ) -> Result<Self, MemoryError> {
         Ok(OpenAiEmbedder {
             base_url: base_url.trim_end_matches('/').to_owned(),
             key,

@@ -1,0 +1,163 @@
+//! Builds the backends the configuration names — blobs, governed memory (store and embedder) —
+//! for the runtime, which receives them built. Credentials are read here, from the variables the
+//! configuration names, and handed over as values.
+
+use super::{BlobsChoice, Config, EmbedderChoice, MemoryChoice, env, redact};
+use anyhow::{Context, anyhow};
+use keel_memory::{Embedder, Memory, MemoryPolicy, SqliteMemory};
+use keel_runtime::embedded::Backends;
+use keel_spine::{BlobStore, LocalBlobStore, S3BlobStore, S3Options};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a request to a remote store may take before it is an error.
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Config {
+    /// The S3 options of an `s3://` blobs setting, with the credentials read from their
+    /// variables; `None` for a directory.
+    pub fn s3_options(&self) -> anyhow::Result<Option<S3Options>> {
+        let BlobsChoice::S3 {
+            bucket,
+            prefix,
+            endpoint,
+            region,
+            access_key_id_env,
+            secret_access_key_env,
+            session_token_env,
+        } = &self.blobs
+        else {
+            return Ok(None);
+        };
+        let need = |key: &str, var: &str| {
+            env(var).ok_or_else(|| {
+                anyhow!(
+                    "{}: the variable {var} is not set (it must hold the credential)",
+                    self.at(key)
+                )
+            })
+        };
+        Ok(Some(S3Options {
+            bucket: bucket.clone(),
+            prefix: prefix.clone(),
+            endpoint: endpoint.clone(),
+            region: region.clone(),
+            access_key_id: need("blobs.access_key_id_env", access_key_id_env)?,
+            secret_access_key: need("blobs.secret_access_key_env", secret_access_key_env)?,
+            session_token: match session_token_env {
+                Some(v) => Some(need("blobs.session_token_env", v)?),
+                None => None,
+            },
+            timeout: REMOTE_TIMEOUT,
+        }))
+    }
+
+    /// The blob store of the store under `data`.
+    pub fn blob_store(&self, data: &Path) -> anyhow::Result<Arc<dyn BlobStore>> {
+        if let Some(options) = self.s3_options()? {
+            let store = S3BlobStore::new(&options).with_context(|| self.at("blobs.url"))?;
+            return Ok(Arc::new(store));
+        }
+        Ok(match &self.blobs {
+            BlobsChoice::File(Some(dir)) => Arc::new(LocalBlobStore::new(dir)),
+            _ => Arc::new(LocalBlobStore::new(data.join("blobs"))),
+        })
+    }
+
+    /// The embedder.
+    pub fn embedder(&self) -> anyhow::Result<Arc<dyn Embedder>> {
+        match &self.embedder {
+            EmbedderChoice::MiniLm { dir: None } => Err(anyhow!(
+                "{}: not set; a strategy uses memory, which needs all-MiniLM-L6-v2's directory (embedder.dir in keel.toml or KEEL_MINILM_DIR; scripts/test-services fetches it)",
+                self.at("embedder.dir")
+            )),
+            EmbedderChoice::MiniLm { dir: Some(dir) } => {
+                let m = keel_memory::MiniLm::load(dir).with_context(|| {
+                    format!("{}: loading {}", self.at("embedder.dir"), dir.display())
+                })?;
+                Ok(Arc::new(m))
+            }
+            EmbedderChoice::OpenAi {
+                url,
+                model,
+                api_key_env,
+            } => {
+                let key = match api_key_env {
+                    Some(var) => Some(keel_models::http::Secret::new(env(var).ok_or_else(
+                        || {
+                            anyhow!(
+                                "{}: the variable {var} is not set (it must hold the API key)",
+                                self.at("embedder.api_key_env")
+                            )
+                        },
+                    )?)),
+                    None => None,
+                };
+                let e = keel_memory::OpenAiEmbedder::with_key(
+                    url,
+                    model.clone(),
+                    key,
+                    keel_models::http::RetryPolicy::default(),
+                )
+                .with_context(|| format!("{}: {}", self.at("embedder.url"), redact(url)))?;
+                Ok(Arc::new(e))
+            }
+        }
+    }
+
+    /// Governed memory for the store under `data`: its store and embedder.
+    pub async fn memory(&self, data: &Path) -> anyhow::Result<Memory> {
+        let embedder = self.embedder()?;
+        let model = embedder.model().clone();
+        let store: Arc<dyn keel_memory::MemoryStore> = match &self.memory {
+            MemoryChoice::Embedded => Arc::new(
+                SqliteMemory::open(data.join("memory.db"), &model)
+                    .with_context(|| format!("opening memory in {}", data.display()))?,
+            ),
+            MemoryChoice::Pgvector { url } => {
+                let connect = keel_memory::PgMemory::connect(url, &model);
+                let pg = tokio::time::timeout(REMOTE_TIMEOUT, connect)
+                    .await
+                    .map_err(|_| anyhow!("timed out after {}s", REMOTE_TIMEOUT.as_secs()))
+                    .and_then(|r| r.map_err(anyhow::Error::from))
+                    .map_err(|e| {
+                        anyhow!(
+                            "{}: cannot open pgvector memory at {}: {}",
+                            self.at("memory.url"),
+                            redact(url),
+                            super::scrub(&format!("{e:#}"))
+                        )
+                    })?;
+                Arc::new(pg)
+            }
+        };
+        Ok(Memory::new(store, embedder, MemoryPolicy::default())?)
+    }
+
+    /// The backends of the store under `data` for a runtime whose strategies are in
+    /// `strategies`: memory is built only if one of them retrieves or distils (so a deployment
+    /// without memory never loads a model or reaches a memory database).
+    pub async fn backends(&self, data: &Path, strategies: &Path) -> anyhow::Result<Backends> {
+        let wanted = keel_runtime::StrategySet::load_dir(strategies)
+            .map(|s| keel_runtime::recall::wanted(&s))
+            // Strategies that do not load are reported by the runtime, with file and line.
+            .unwrap_or(false);
+        let memory = if wanted {
+            Some(Arc::new(self.memory(data).await?))
+        } else {
+            None
+        };
+        Ok(Backends {
+            blobs: self.blob_store(data)?,
+            memory,
+        })
+    }
+
+    /// [`Config::backends`] from synchronous wiring code running on the multi-threaded runtime
+    /// (`crate::demo::open`, called by every command that runs agents).
+    pub fn backends_blocking(&self, data: &Path, strategies: &Path) -> anyhow::Result<Backends> {
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| handle.block_on(self.backends(data, strategies)))
+    }
+}
