@@ -1,0 +1,164 @@
+//! The Python client (`clients/python`) against a real `keel serve`: the package is pip-installed
+//! from the repository into a fresh directory with the interpreter of a cached virtualenv, and
+//! its own unittest suite runs against the server this test starts. The venv
+//! (`$XDG_CACHE_HOME/keel-python-client/venv`, or `~/.cache/…`) holds only the build backend
+//! (setuptools, wheel: fetched from PyPI once); every run builds and installs the client anew.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use common::repo;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The cached venv with the build backend, created (atomically: built aside, then renamed) the
+/// first time.
+fn venv() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .expect("HOME or XDG_CACHE_HOME");
+    let root = cache.join("keel-python-client");
+    let venv = root.join("venv-v1");
+    if venv.join("bin/python").exists() {
+        return venv;
+    }
+    std::fs::create_dir_all(&root).unwrap();
+    let aside = root.join(format!("venv-tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&aside);
+    run(Command::new("python3").arg("-m").arg("venv").arg(&aside));
+    run(Command::new(aside.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "setuptools>=68",
+        "wheel",
+    ]));
+    // Another run may have won the race; its venv is as good as ours.
+    if std::fs::rename(&aside, &venv).is_err() {
+        let _ = std::fs::remove_dir_all(&aside);
+    }
+    venv
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        let n = name.to_string_lossy();
+        // Build leftovers of a developer's own `pip install` are not the package.
+        if n == "build" || n.ends_with(".egg-info") || n == "__pycache__" {
+            continue;
+        }
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(&name));
+        } else {
+            std::fs::copy(e.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+#[test]
+fn the_python_client_passes_its_tests_against_keel_serve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let venv = venv();
+    let python = venv.join("bin/python");
+
+    // `pip install ./clients/python`, from a copy (the build writes beside its sources) into a
+    // directory of this run's own, so concurrent runs never share an install.
+    let src = tmp.path().join("client");
+    copy_dir(&repo().join("clients/python"), &src);
+    let site = tmp.path().join("site");
+    run(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet"])
+        .args([
+            "--disable-pip-version-check",
+            "--no-index",
+            "--no-build-isolation",
+            "--no-deps",
+            "--target",
+        ])
+        .arg(&site)
+        .arg(&src));
+    assert!(
+        site.join("keel_client/py.typed").exists(),
+        "typed package installed"
+    );
+
+    let data = tmp.path().join("data");
+    let out = run(Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--data")
+        .arg(&data)
+        .args(["tokens", "create", "--tenant", "acme"])
+        .args([
+            "--role", "agent", "--role", "approver", "--role", "operator",
+        ]));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let addr = free_addr();
+    let _serve = Serve(
+        Command::new(env!("CARGO_BIN_EXE_keel"))
+            .current_dir(repo())
+            .arg("--data")
+            .arg(&data)
+            .args(["serve", "--addr", &addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "keel serve did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let out = Command::new(&python)
+        .args(["-m", "unittest", "discover", "-v", "-s"])
+        .arg(src.join("tests"))
+        .current_dir(tmp.path())
+        .env("PYTHONPATH", &site)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("KEEL_URL", format!("http://{addr}"))
+        .env("KEEL_TOKEN", &token)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "python tests failed:\n{report}");
+    assert!(
+        !report.contains("skipped"),
+        "no test may skip here:\n{report}"
+    );
+    assert!(report.contains("Ran 7 tests"), "{report}");
+}
