@@ -6,6 +6,8 @@ use clap::Args;
 use keel_server::auth::Tokens;
 use std::path::Path;
 
+pub mod notify;
+
 /// `keel serve` arguments.
 #[derive(Args)]
 pub struct ServeArgs {
@@ -48,6 +50,7 @@ pub async fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         );
         crate::demo::open(data, &config)?
     };
+    notify::spawn(data, &cfg, &env, public_origin.as_deref(), "keel serve")?;
     let tokens = Tokens::open(data)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -11,6 +11,7 @@
 //! - [`estimate`]: a model call's most possible cost, checked against the budget before it.
 //! - [`experiment`]: experiments on the spine: register, stop, conclude; a new execution's arm.
 //! - [`gates`]: approval gates — evidence packs, decisions, the queue, SLAs, demotion.
+//! - [`notify`]: gates reach people — signed webhooks on new gates and SLA escalations.
 //! - [`subject`]: who an execution is about (sealing, erasure, per-subject memory).
 
 pub mod agent;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod estimate;
 pub mod experiment;
 pub mod gates;
+pub mod notify;
 pub mod recall;
 pub mod replay;
 pub mod strategy;

@@ -28,6 +28,11 @@ pub async fn worker(data: &Path, args: &WorkerArgs) -> anyhow::Result<()> {
     if let Some(agent) = Arc::get_mut(&mut env.agent) {
         agent.pace = Duration::from_millis(args.pace_ms);
     }
+    // A worker that keeps running also sends the project's gate notifications (on a task of its
+    // own: a slow receiver never holds a step).
+    if !args.once {
+        crate::serve::notify::spawn(data, &args.config, &env, None, "keel worker")?;
+    }
     loop {
         let drained =
             keel_runtime::worker::drain(&env.agent, &env.strategies, args.concurrency).await?;

@@ -1,0 +1,412 @@
+//! Gates reach people, across processes: a real `keel serve` (then `keel worker`) sends signed
+//! webhooks to a receiver on 127.0.0.1 that checks every signature with its own HMAC-SHA256:
+//! one for a new gate (after the receiver failed it twice) and one for its SLA escalation; a
+//! notification pending when a worker is SIGKILLed is sent by the next worker; the secret
+//! appears in no log and no file.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use common::{files_contain, repo};
+
+use hmac::{KeyInit, Mac};
+use keel_runtime::embedded::Config;
+use keel_runtime::notify::{Deliveries, DeliveryView};
+use keel_spine::clock::{Clock, SystemClock};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "whsec-test-0f3a9c1e7b";
+
+/// One request the receiver got, and what it answered.
+#[derive(Clone, Debug)]
+struct Received {
+    event: String,
+    delivery: String,
+    attempt: u32,
+    answered: u16,
+    body: Value,
+}
+
+/// A webhook receiver on a real TCP port: checks the signature of every request (and answers
+/// 401 to a bad one), fails the first `fail_first[event]` requests of an event with a 500, and
+/// every request while `down`.
+struct Receiver {
+    addr: String,
+    got: Arc<Mutex<Vec<Received>>>,
+    down: Arc<AtomicBool>,
+}
+
+impl Receiver {
+    fn start(fail_first: HashMap<&'static str, usize>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let down = Arc::new(AtomicBool::new(false));
+        let (g, d) = (got.clone(), down.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let Some((headers, body)) = read_request(&mut conn) else {
+                    continue;
+                };
+                let header = |k: &str| headers.get(k).cloned().unwrap_or_default();
+                let event = header("keel-event");
+                let signed = signature_ok(&header("keel-signature"), &body);
+                let mut got = g.lock().unwrap();
+                let earlier = got.iter().filter(|r| r.event == event).count();
+                let answered = if !signed {
+                    401
+                } else if d.load(Ordering::SeqCst)
+                    || earlier < fail_first.get(event.as_str()).copied().unwrap_or(0)
+                {
+                    500
+                } else {
+                    200
+                };
+                got.push(Received {
+                    event,
+                    delivery: header("keel-delivery"),
+                    attempt: header("keel-attempt").parse().unwrap_or(0),
+                    answered,
+                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                });
+                drop(got);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {answered} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Receiver { addr, got, down }
+    }
+
+    fn got(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits (60 s at most: a hang guard, not a timing assertion) until `done` holds.
+    fn wait(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = self.got();
+            if done(&got) {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "{what}: received {got:#?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn read_request(conn: &mut std::net::TcpStream) -> Option<(HashMap<String, String>, Vec<u8>)> {
+    let mut r = BufReader::new(conn);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let mut headers = HashMap::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).ok()?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':')?;
+        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+    }
+    let len: usize = headers.get("content-length")?.parse().ok()?;
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some((headers, body))
+}
+
+/// `Keel-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, checked with the
+/// `hmac` crate (not Keel's code), and a timestamp within five minutes of now.
+fn signature_ok(header: &str, body: &[u8]) -> bool {
+    let parts: HashMap<&str, &str> = header
+        .split(',')
+        .filter_map(|p| p.split_once('='))
+        .collect();
+    let (Some(t), Some(v1)) = (parts.get("t"), parts.get("v1")) else {
+        return false;
+    };
+    let Ok(t_s) = t.parse::<i64>() else {
+        return false;
+    };
+    if (SystemClock.now().timestamp() - t_s).abs() > 300 {
+        return false;
+    }
+    let mut mac = hmac::Hmac::<sha2_011::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes()) == *v1
+}
+
+/// A project folder: the repository's tools, prompts, model script and prices, its
+/// `support-short` strategy with `approval`, and `notifications.yaml`.
+fn project(dir: &Path, approval: &str, notifications: &str) -> PathBuf {
+    let p = dir.join("project");
+    for sub in ["tools", "prompts", "models"] {
+        std::fs::create_dir_all(p.join(sub)).unwrap();
+        for e in std::fs::read_dir(repo().join(sub)).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), p.join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    std::fs::copy(repo().join("prices.toml"), p.join("prices.toml")).unwrap();
+    std::fs::create_dir_all(p.join("strategies")).unwrap();
+    let strategy = std::fs::read_to_string(repo().join("strategies/support-short.yaml")).unwrap();
+    std::fs::write(
+        p.join("strategies/support-short.yaml"),
+        format!("{strategy}\napproval: {approval}\n"),
+    )
+    .unwrap();
+    std::fs::write(p.join("notifications.yaml"), notifications).unwrap();
+    p
+}
+
+fn config(project: &Path) -> Config {
+    Config {
+        tools: project.join("tools"),
+        strategies: project.join("strategies"),
+        prices: project.join("prices.toml"),
+    }
+}
+
+struct Proc {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Proc {
+    fn spawn(project: &Path, data: &Path, args: &[&str], log: &Path) -> Proc {
+        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .current_dir(project)
+            .arg("--data")
+            .arg(data)
+            .args(args)
+            .env("KEEL_TEST_HOOK_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        Proc {
+            child,
+            stderr: log.to_owned(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The deliveries recorded (of one gate, or all), once `done` holds of them: the receiver
+/// answers before the sender records the answer.
+async fn recorded(
+    data: &Path,
+    gate: Option<&str>,
+    done: impl Fn(&[DeliveryView]) -> bool,
+) -> Vec<DeliveryView> {
+    let store = Deliveries::open(&data.join("notify.db")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = store.list(gate.map(str::to_owned)).await.unwrap();
+        if done(&got) {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "recorded: {got:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn free_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+fn hook(receiver: &Receiver, events: &str) -> String {
+    format!(
+        "webhooks:\n  - name: refunds-oncall\n    url: http://{}/keel\n    secret_env: KEEL_TEST_HOOK_SECRET\n    queues: [refunds]\n    events: {events}\n    retry: {{ max_attempts: 20, initial_backoff_ms: 100, max_backoff_ms: 400 }}\n",
+        receiver.addr
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keel_serve_signs_a_new_gate_and_its_escalation_and_retries_a_failing_receiver() {
+    let tmp = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(HashMap::from([("gate.requested", 2)]));
+    let project = project(
+        tmp.path(),
+        "{ queue: refunds, deadline_s: 1 }",
+        &hook(&receiver, "[gate.requested, gate.escalated]"),
+    );
+    let data = tmp.path().join("data");
+    let addr = free_addr();
+    let serve = Proc::spawn(
+        &project,
+        &data,
+        &["serve", "--addr", &addr],
+        &tmp.path().join("serve.log"),
+    );
+
+    // An agent asks for a refund (tier 3): the server's worker opens a gate in queue `refunds`.
+    let env = common::open(&data, &config(&project));
+    let s = env.strategies.get("support-short").unwrap();
+    let exec = env
+        .agent
+        .start(s, "acme", "Please refund order 1005")
+        .await
+        .unwrap();
+
+    let got = receiver.wait("a delivered gate.requested and gate.escalated", |g| {
+        ["gate.requested", "gate.escalated"]
+            .iter()
+            .all(|k| g.iter().any(|r| r.event == *k && r.answered == 200))
+    });
+    assert!(
+        got.iter().all(|r| r.answered != 401),
+        "every request is signed with the secret: {got:#?}"
+    );
+
+    // The new gate: two 500s, then delivered, one delivery id, attempts 1, 2, 3.
+    let requested: Vec<&Received> = got.iter().filter(|r| r.event == "gate.requested").collect();
+    assert_eq!(
+        requested
+            .iter()
+            .map(|r| (r.attempt, r.answered))
+            .collect::<Vec<_>>(),
+        vec![(1, 500), (2, 500), (3, 200)]
+    );
+    assert!(
+        requested
+            .iter()
+            .all(|r| r.delivery == requested[0].delivery)
+    );
+    let body = &requested[2].body;
+    assert_eq!(body["type"], "gate.requested");
+    assert_eq!(body["id"], requested[0].delivery.as_str());
+    assert_eq!(body["gate"]["queue"], "refunds");
+    assert_eq!(body["gate"]["tenant"], "acme");
+    assert_eq!(body["gate"]["exec_id"], exec.to_string());
+    assert_eq!(body["gate"]["tool"], "issue_customer_refund");
+    assert_eq!(body["gate"]["consequence_tier"], 3);
+    assert!(
+        body["gate"].get("action").is_none(),
+        "no arguments unless asked"
+    );
+    assert!(body["text"].as_str().unwrap().contains("refunds"));
+    let gate_id = body["gate"]["gate_id"].as_str().unwrap().to_owned();
+    assert_eq!(body["links"]["api"], format!("/v1/gates/{gate_id}"));
+
+    // Its escalation, past the 1 s SLA.
+    let escalated = got
+        .iter()
+        .find(|r| r.event == "gate.escalated" && r.answered == 200)
+        .unwrap();
+    assert_eq!(escalated.body["gate"]["gate_id"], gate_id.as_str());
+    assert_eq!(escalated.body["escalation"]["deadline_ms"], 1000);
+    assert!(escalated.body["escalation"]["waited_ms"].as_u64().unwrap() >= 1000);
+    assert_ne!(escalated.delivery, requested[0].delivery);
+
+    // Every attempt is recorded.
+    let deliveries = recorded(&data, Some(&gate_id), |d| {
+        d.len() == 2 && d.iter().all(|d| d.status == "delivered")
+    })
+    .await;
+    let d = deliveries
+        .iter()
+        .find(|d| d.kind == "gate.requested")
+        .unwrap();
+    assert_eq!(
+        d.attempts.iter().map(|a| a.http_status).collect::<Vec<_>>(),
+        vec![Some(500), Some(500), Some(200)]
+    );
+    assert!(d.attempts[0].error.as_deref().unwrap().contains("500"));
+    assert!(deliveries.iter().any(|d| d.kind == "gate.escalated"));
+
+    // The secret is in no log and no file of the store.
+    drop(env);
+    let log = serve.log();
+    assert!(
+        log.contains("gate notifications to refunds-oncall"),
+        "{log}"
+    );
+    assert!(!log.contains(SECRET), "{log}");
+    assert_eq!(files_contain(&data, SECRET), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_pending_when_the_worker_is_killed_is_sent_by_the_next_worker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(HashMap::new());
+    receiver.down.store(true, Ordering::SeqCst);
+    let project = project(
+        tmp.path(),
+        "{ queue: refunds }",
+        &hook(&receiver, "[gate.requested]"),
+    );
+    let data = tmp.path().join("data");
+    let env = common::open(&data, &config(&project));
+    let s = env.strategies.get("support-short").unwrap();
+    let exec = env
+        .agent
+        .start(s, "acme", "Please refund order 1006")
+        .await
+        .unwrap();
+
+    // The worker opens the gate and tries to notify; the receiver is down; SIGKILL.
+    let mut w = Proc::spawn(&project, &data, &["worker"], &tmp.path().join("w1.log"));
+    receiver.wait("a failed attempt", |g| !g.is_empty());
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    let before = receiver.got();
+    assert!(before.iter().all(|r| r.answered == 500));
+
+    // The receiver is back; a new worker finds the pending notification in the store and sends it.
+    receiver.down.store(false, Ordering::SeqCst);
+    let w2 = Proc::spawn(&project, &data, &["worker"], &tmp.path().join("w2.log"));
+    let got = receiver.wait("the notification delivered", |g| {
+        g.iter().any(|r| r.answered == 200)
+    });
+    let delivered: Vec<&Received> = got.iter().filter(|r| r.answered == 200).collect();
+    assert_eq!(delivered.len(), 1, "{got:#?}");
+    assert!(
+        got.iter().all(|r| r.delivery == got[0].delivery),
+        "one delivery"
+    );
+    assert!(
+        delivered[0].attempt > before[0].attempt,
+        "attempts continue across workers"
+    );
+    assert_eq!(delivered[0].body["gate"]["exec_id"], exec.to_string());
+
+    let deliveries = recorded(&data, None, |d| d.iter().any(|d| d.status == "delivered")).await;
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(
+        deliveries[0].attempts.last().unwrap().http_status,
+        Some(200)
+    );
+
+    drop(env);
+    for log in [w.log(), w2.log()] {
+        assert!(!log.contains(SECRET), "{log}");
+    }
+    assert_eq!(files_contain(&data, SECRET), Vec::<String>::new());
+}
