@@ -233,3 +233,53 @@ fn bench_step_overhead_json_prints_exactly_the_documented_keys() {
         "the bench cleans up"
     );
 }
+
+/// `keel bench spine --backend postgres` starts its own durable PostgreSQL (from
+/// `$KEEL_TEST_PG_BIN`), measures the spine beside PostgreSQL's own commit, and stops it.
+#[test]
+fn bench_spine_postgres_json_prints_exactly_the_documented_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = keel(
+        dir.path(),
+        &[
+            "bench",
+            "spine",
+            "--backend",
+            "postgres",
+            "--json",
+            "--seconds",
+            "0.1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    let mut want = vec!["pg_commit_us".to_owned()];
+    for s in [
+        "single",
+        "batch100",
+        "concurrent8",
+        "concurrent64",
+        "concurrent64_2handles",
+        "batch100_nosync",
+    ] {
+        want.push(format!("append_{s}_per_s"));
+        want.push(format!("append_{s}_appends_per_commit"));
+    }
+    want.sort();
+    assert_eq!(keys, want);
+    assert!(
+        v.as_object()
+            .unwrap()
+            .values()
+            .all(|x| x.as_f64().is_some_and(|f| f > 0.0))
+    );
+    let bad = keel(dir.path(), &["bench", "spine", "--backend", "kafka"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("embedded or postgres"));
+}

@@ -53,8 +53,21 @@ impl PgServer {
         Self::start_from(Path::new(&bin))
     }
 
+    /// Like [`PgServer::start`], with `fsync` on: commits reach the disk, for benchmarks that
+    /// compare durable commit latencies (tests run without it).
+    pub fn start_durable() -> Result<Self, MemoryError> {
+        let bin = std::env::var_os("KEEL_TEST_PG_BIN").ok_or_else(|| {
+            err("KEEL_TEST_PG_BIN is not set: run scripts/test-services (it installs PostgreSQL)")
+        })?;
+        Self::start_with(Path::new(&bin), true)
+    }
+
     /// Starts a server from the binaries in `bin`.
     pub fn start_from(bin: &Path) -> Result<Self, MemoryError> {
+        Self::start_with(bin, false)
+    }
+
+    fn start_with(bin: &Path, fsync: bool) -> Result<Self, MemoryError> {
         let root = is_root();
         let dir = std::env::temp_dir().join(format!("keel-pg-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).map_err(err)?;
@@ -95,7 +108,8 @@ impl PgServer {
                 .args(["-c", "listen_addresses=127.0.0.1", "-p", &port.to_string()])
                 .arg("-k")
                 .arg(&dir)
-                .args(["-c", "fsync=off", "-c", "max_connections=200"])
+                .args(["-c", if fsync { "fsync=on" } else { "fsync=off" }])
+                .args(["-c", "max_connections=200"])
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()

@@ -6,6 +6,7 @@ mod memory;
 mod observe;
 mod serve;
 mod spine;
+mod spine_pg;
 mod steps;
 mod tools;
 mod workload;
@@ -28,6 +29,13 @@ pub enum Target {
         /// Run only this scenario (single, batch, conc8, conc64, nosync), for profiling.
         #[arg(long, hide = true)]
         only: Option<String>,
+        /// `embedded` (SQLite, beside one fsync) or `postgres` (beside PostgreSQL's own
+        /// single-row commit latency; a throwaway server from `$KEEL_TEST_PG_BIN` unless `--url`).
+        #[arg(long, default_value = "embedded")]
+        backend: String,
+        /// With `--backend postgres`: the server to measure instead of a throwaway one.
+        #[arg(long)]
+        url: Option<String>,
     },
     /// What the platform adds per agent step: a 40-step execution (instant scripted model,
     /// no-op read-only tool) under every_step and before_effects durability, against one fsync.
@@ -108,7 +116,13 @@ pub async fn run(data: &Path, target: Target) -> anyhow::Result<()> {
             json,
             seconds,
             only,
-        } => spine::run(data, json, seconds, only.as_deref()).await,
+            backend,
+            url,
+        } => match backend.as_str() {
+            "embedded" => spine::run(data, json, seconds, only.as_deref()).await,
+            "postgres" => spine_pg::run(json, seconds, url.as_deref()).await,
+            other => anyhow::bail!("--backend {other:?}: expected embedded or postgres"),
+        },
         Target::Tools { json, calls } => tools::run(data, json, calls).await,
         Target::StepOverhead { json, seconds } => steps::run(data, json, seconds).await,
         Target::Gates { json, gates } => gates::run(data, json, gates).await,

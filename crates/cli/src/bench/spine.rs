@@ -211,15 +211,15 @@ async fn append_rate(
 }
 
 /// One scenario's result.
-struct Rate {
+pub(super) struct Rate {
     /// Events appended per second.
-    per_s: f64,
+    pub(super) per_s: f64,
     /// Append calls per committed transaction (the group-commit factor).
-    appends_per_commit: f64,
+    pub(super) appends_per_commit: f64,
 }
 
-async fn appender(
-    log: &SqliteLog,
+pub(super) async fn appender(
+    log: &dyn EventLog,
     batch: usize,
     budget: Duration,
 ) -> anyhow::Result<(u64, Duration)> {

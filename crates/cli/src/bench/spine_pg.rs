@@ -1,0 +1,202 @@
+//! `keel bench spine --backend postgres`: the PostgreSQL spine's appends beside PostgreSQL's own
+//! single-row commit latency, measured in the same run on the same server.
+//!
+//! Without `--url` it starts a throwaway PostgreSQL from `$KEEL_TEST_PG_BIN` on this machine's
+//! disk with `fsync` on (the test servers run without it), so commits are durable
+//! and the comparison is honest. One durable commit per append cannot beat one commit's latency;
+//! group commit is how concurrent appenders get past it.
+
+use super::spine::{Rate, appender, median};
+use anyhow::Context;
+use keel_memory::pgserver::PgServer;
+use keel_spine::{Durability, EventLog, PgEventLog, PgOptions};
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio_postgres::NoTls;
+
+pub async fn run(json_out: bool, seconds: f64, url: Option<&str>) -> anyhow::Result<()> {
+    let budget = Duration::try_from_secs_f64(seconds.max(0.1))
+        .map_err(|_| anyhow::anyhow!("--seconds {seconds}: not a number of seconds"))?;
+    let progress = |what: &str| {
+        if !json_out {
+            eprintln!("measuring {what}…");
+        }
+    };
+    let (_server, url) = match url {
+        Some(u) => (None, u.to_owned()),
+        None => {
+            progress("(starting a throwaway PostgreSQL, fsync on)");
+            let server = PgServer::start_durable()?;
+            let url = server.create_database("keel_bench").await?;
+            check_fsync(&url).await?;
+            (Some(server), url)
+        }
+    };
+    let mut probe = CommitProbe::open(&url).await?;
+    let mut scenarios = Vec::new();
+    for (name, durability, handles, appenders, batch) in [
+        ("single", Durability::Full, 1, 1, 1),
+        ("batch100", Durability::Full, 1, 1, 100),
+        ("concurrent8", Durability::Full, 1, 8, 1),
+        ("concurrent64", Durability::Full, 1, 64, 1),
+        ("concurrent64_2handles", Durability::Full, 2, 32, 1),
+        ("batch100_nosync", Durability::Off, 1, 1, 100),
+    ] {
+        progress(name);
+        probe.sample(100).await?;
+        let r = append_rate(&url, durability, handles, appenders, batch, budget).await?;
+        scenarios.push((name, handles * appenders, batch, r));
+    }
+    probe.sample(100).await?;
+    let commit_us = probe.median_us();
+
+    if json_out {
+        let mut figures = serde_json::Map::new();
+        figures.insert("pg_commit_us".into(), json!(round1(commit_us)));
+        for (name, _, _, r) in &scenarios {
+            figures.insert(format!("append_{name}_per_s"), json!(r.per_s.round()));
+            figures.insert(
+                format!("append_{name}_appends_per_commit"),
+                json!(round1(r.appends_per_commit)),
+            );
+        }
+        println!("{}", serde_json::Value::Object(figures));
+        return Ok(());
+    }
+    let limit = 1e6 / commit_us;
+    println!("spine bench (PostgreSQL, durable unless noted), {seconds}s per scenario");
+    println!(
+        "  PostgreSQL single-row commit          {commit_us:>12.1} µs   → limit {limit:.0} commits/s"
+    );
+    for (name, appenders, batch, r) in &scenarios {
+        let events_per_commit = r.appends_per_commit * *batch as f64;
+        let appends_per_s = r.per_s / *batch as f64;
+        // Latency of one append as one appender sees it.
+        let latency_us = 1e6 * *appenders as f64 / appends_per_s;
+        println!(
+            "  {name:<24} {appenders:>3} × {batch:<3} {:>10.0} events/s  {events_per_commit:>6.1} events/commit  append {latency_us:>8.1} µs = {:>4.2} × commit",
+            r.per_s,
+            latency_us / commit_us
+        );
+    }
+    Ok(())
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// Refuses to measure a server whose commits are not flushed: the figures would flatter.
+async fn check_fsync(url: &str) -> anyhow::Result<()> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .context("connecting to the bench server")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let row = client.query_one("SHOW fsync", &[]).await?;
+    anyhow::ensure!(
+        row.get::<_, String>(0) == "on",
+        "the bench server runs with fsync off"
+    );
+    Ok(())
+}
+
+/// PostgreSQL's own commit latency: one single-row `INSERT` per transaction, autocommit,
+/// `synchronous_commit = on`, timed at the client.
+struct CommitProbe {
+    client: tokio_postgres::Client,
+    insert: tokio_postgres::Statement,
+    samples: Vec<f64>,
+}
+
+impl CommitProbe {
+    async fn open(url: &str) -> anyhow::Result<Self> {
+        let (client, conn) = tokio_postgres::connect(url, NoTls)
+            .await
+            .context("connecting the commit probe")?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+            .batch_execute(
+                "SET synchronous_commit = on;
+                 CREATE TABLE IF NOT EXISTS keel_bench_commit (id BIGSERIAL PRIMARY KEY, v TEXT NOT NULL);",
+            )
+            .await
+            .context("creating the commit probe's table")?;
+        let insert = client
+            .prepare("INSERT INTO keel_bench_commit (v) VALUES ($1)")
+            .await?;
+        Ok(Self {
+            client,
+            insert,
+            samples: Vec::new(),
+        })
+    }
+
+    async fn sample(&mut self, n: usize) -> anyhow::Result<()> {
+        for _ in 0..n {
+            let start = Instant::now();
+            self.client.execute(&self.insert, &[&"probe"]).await?;
+            self.samples.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+        Ok(())
+    }
+
+    fn median_us(&mut self) -> f64 {
+        median(&mut self.samples)
+    }
+}
+
+/// Events/s appended by `appenders` tasks on each of `handles` handles (each handle its own
+/// writer and connections, like separate processes), each task on its own execution.
+async fn append_rate(
+    url: &str,
+    durability: Durability,
+    handles: usize,
+    appenders: usize,
+    batch: usize,
+    budget: Duration,
+) -> anyhow::Result<Rate> {
+    let options = PgOptions {
+        durability,
+        ..PgOptions::default()
+    };
+    let mut logs = Vec::new();
+    for _ in 0..handles {
+        logs.push(PgEventLog::connect(url, options.clone()).await?);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for log in &logs {
+        for _ in 0..appenders {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                appender(&log as &dyn EventLog, batch, budget).await
+            }));
+        }
+    }
+    let mut events = 0u64;
+    let mut busy = Duration::ZERO;
+    for t in tasks {
+        let (n, spent) = t.await??;
+        events += n;
+        busy = busy.max(spent);
+    }
+    let elapsed = if handles * appenders == 1 {
+        busy
+    } else {
+        started.elapsed()
+    };
+    let (mut groups, mut requests) = (0, 0);
+    for log in &logs {
+        groups += log.stats().groups.load(Ordering::Relaxed);
+        requests += log.stats().requests.load(Ordering::Relaxed);
+    }
+    Ok(Rate {
+        per_s: events as f64 / elapsed.as_secs_f64(),
+        appends_per_commit: requests as f64 / groups.max(1) as f64,
+    })
+}
