@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The client command the official MCP conformance suite runs for each client scenario: it
+# appends the scenario server's URL, sets MCP_CONFORMANCE_SCENARIO (and MCP_CONFORMANCE_CONTEXT
+# with credentials or the tool calls to make), and reads what the server saw. Every scenario is
+# played by the `keel` binary ($KEEL_BIN) as a user would run it: `keel tools call` (one call
+# through the contract layer, the contract drafted from the server's tool list) or
+# `keel tools import-mcp` (connect and list). Each run gets a scratch store.
+set -euo pipefail
+url="${!#}"
+keel="${KEEL_BIN:?KEEL_BIN must name the keel binary}"
+data="$(mktemp -d)"
+trap 'rm -rf "$data"' EXIT
+ctx="${MCP_CONFORMANCE_CONTEXT:-}"
+field() {
+  python3 -c 'import json,sys; print(json.loads(sys.argv[1] or "{}").get(sys.argv[2]) or "")' "$ctx" "$1"
+}
+call() { "$keel" --data "$data" tools call "$url" "$@"; }
+
+# Credentials the scenario hands out go in environment variables, as a contract names them.
+export CONFORMANCE_CLIENT_ID CONFORMANCE_CLIENT_SECRET
+CONFORMANCE_CLIENT_ID="$(field client_id)"
+CONFORMANCE_CLIENT_SECRET="$(field client_secret)"
+oauth=(--oauth authorization_code)
+if [ -n "$CONFORMANCE_CLIENT_ID" ]; then
+  oauth+=(--oauth-client-id-env CONFORMANCE_CLIENT_ID)
+  [ -z "$CONFORMANCE_CLIENT_SECRET" ] || oauth+=(--oauth-client-secret-env CONFORMANCE_CLIENT_SECRET)
+fi
+
+case "$MCP_CONFORMANCE_SCENARIO" in
+  initialize) "$keel" --data "$data" tools import-mcp --out "$data/drafts" "$url" ;;
+  tools_call) call add_numbers --args '{"a": 5, "b": 3}' ;;
+  elicitation-sep1034-client-defaults) call test_client_elicitation_defaults --elicitation accept_defaults ;;
+  sse-retry) call test_reconnection ;;
+  auth/client-credentials-*)
+    call test-tool --oauth client_credentials --oauth-client-id-env CONFORMANCE_CLIENT_ID \
+      --oauth-client-secret-env CONFORMANCE_CLIENT_SECRET ;;
+  auth/basic-cimd)
+    call test-tool "${oauth[@]}" --oauth-client-metadata-url https://conformance-test.local/client-metadata.json ;;
+  auth/*) call test-tool "${oauth[@]}" ;;
+  *)
+    # Scenarios that say which calls to make (name and arguments) in their context.
+    calls="$(python3 -c 'import json,sys
+c = json.loads(sys.argv[1] or "{}")
+for t in c.get("toolCalls") or []:
+    print(t["name"] + "\t" + json.dumps(t.get("arguments") or {}))' "$ctx")"
+    if [ -z "$calls" ]; then
+      echo "client.sh: no way to play scenario $MCP_CONFORMANCE_SCENARIO" >&2
+      exit 2
+    fi
+    status=0
+    while IFS=$'\t' read -r name args; do call "$name" --args "$args" || status=1; done <<< "$calls"
+    exit "$status" ;;
+esac
