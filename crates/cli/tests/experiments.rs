@@ -169,6 +169,21 @@ fn runs_are_assigned_sticky_arms_and_the_readout_agrees_with_sql() {
     let table = ok(keel(&data, &["experiments", "readout", "support-prompts"]));
     assert!(table.contains("verdict: not enough data"), "{table}");
 
+    // A replay is not production (it does not count), and a rebuild of the projections from the
+    // spine reads out the same: the arm lives on exec.started.
+    let before = ok(keel(
+        &data,
+        &["experiments", "readout", "support-prompts", "--json"],
+    ));
+    let replayed = ok(keel(&data, &["replay", r_exec(&data).as_str(), "--json"]));
+    assert!(!replayed.is_empty());
+    ok(keel(&data, &["project", "--rebuild"]));
+    let after = ok(keel(
+        &data,
+        &["experiments", "readout", "support-prompts", "--json"],
+    ));
+    assert_eq!(before, after);
+
     // Stopped: no new execution is assigned; the readout still reads what ran.
     ok(keel(
         &data,
@@ -186,4 +201,19 @@ fn runs_are_assigned_sticky_arms_and_the_readout_agrees_with_sql() {
     assert_eq!(listed["status"], "stopped");
     let err = fails(keel(&data, &["experiments", "readout", "nope"]));
     assert!(err.contains("no experiment \"nope\""), "{err}");
+}
+
+/// An assigned execution's id, from the projections.
+fn r_exec(data: &Path) -> String {
+    let v: Value = serde_json::from_str(&ok(keel(
+        data,
+        &[
+            "sql",
+            "--format",
+            "json",
+            "SELECT exec_id FROM gold.executions WHERE experiment IS NOT NULL LIMIT 1",
+        ],
+    )))
+    .unwrap();
+    v[0]["exec_id"].as_str().unwrap().to_owned()
 }
