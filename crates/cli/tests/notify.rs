@@ -236,6 +236,21 @@ async fn recorded(
     }
 }
 
+/// `GET path` with a bearer token: the status and the JSON body.
+fn get(addr: &str, token: &str, path: &str) -> (u16, Value) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, serde_json::from_str(body).unwrap_or_default())
+}
+
 fn free_addr() -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().to_string()
@@ -258,6 +273,13 @@ async fn keel_serve_signs_a_new_gate_and_its_escalation_and_retries_a_failing_re
         &hook(&receiver, "[gate.requested, gate.escalated]"),
     );
     let data = tmp.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--data")
+        .arg(&data)
+        .args(["tokens", "create", "--tenant", "acme", "--role", "operator"])
+        .output()
+        .unwrap();
+    let token = common::ok(out).trim().to_owned();
     let addr = free_addr();
     let serve = Proc::spawn(
         &project,
@@ -340,6 +362,17 @@ async fn keel_serve_signs_a_new_gate_and_its_escalation_and_retries_a_failing_re
     );
     assert!(d.attempts[0].error.as_deref().unwrap().contains("500"));
     assert!(deliveries.iter().any(|d| d.kind == "gate.escalated"));
+
+    // Operators see the same over the API (their own tenant's gates only).
+    let (code, api) = get(&addr, &token, &format!("/v1/gates/{gate_id}/notifications"));
+    assert_eq!(code, 200, "{api}");
+    let d = &api["deliveries"];
+    assert_eq!(d.as_array().unwrap().len(), 2, "{api}");
+    assert_eq!(d[0]["kind"], "gate.requested");
+    assert_eq!(d[0]["status"], "delivered");
+    assert_eq!(d[0]["attempts"][2]["http_status"], 200);
+    let (code, _) = get(&addr, &token, "/v1/gates/no-such-gate/notifications");
+    assert_eq!(code, 404);
 
     // The secret is in no log and no file of the store.
     drop(env);

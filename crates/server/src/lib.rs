@@ -7,6 +7,7 @@
 //! - [`ui`]: server-rendered pages (log in with a token; the approval queue; executions and their
 //!   traces; the kill-switch panel).
 //! - [`metrics`]: the Prometheus exposition, computed from the spine.
+//! - [`notifications`]: a gate's webhook deliveries and their attempts.
 //!
 //! Every lookup is scoped by the caller's tenant: anything of another tenant is a 404, never a
 //! 403, so a token cannot even learn what exists elsewhere.
@@ -18,6 +19,7 @@ pub mod error;
 pub mod experiments;
 pub mod idempotency;
 pub mod metrics;
+pub mod notifications;
 pub mod observe;
 pub mod params;
 pub mod ratings;
@@ -129,6 +131,7 @@ pub fn router(state: State) -> Router {
         .merge(admin::routes())
         .merge(observe::routes())
         .merge(ratings::routes())
+        .merge(notifications::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             web::csrf,
