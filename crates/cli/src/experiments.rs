@@ -182,3 +182,83 @@ pub async fn run(data: &Path, cfg: &ConfigArgs, cmd: ExperimentsCmd) -> anyhow::
     }
     Ok(())
 }
+
+/// Prints `strategy_version`'s gated production record (from `gold.executions` and
+/// `traces.steps`: replays and offline runs are not there) before a certification, and refuses
+/// to certify a version capped as a new experiment arm that has no production record: offline
+/// results never lift the cap.
+pub async fn certification_record(
+    data: &Path,
+    control: &keel_core::control::ControlState,
+    strategy_version: &str,
+) -> anyhow::Result<()> {
+    let (_log, p) = crate::observe::refresh(data).await?;
+    let v = strategy_version.replace('\'', "''");
+    let scope = keel_observe::sql::Scope::Admin;
+    let totals = p
+        .query(
+            &scope,
+            &format!(
+                "SELECT COUNT(*), SUM(outcome_success), SUM(gate_escalations), SUM(gate_rejections)
+                 FROM gold.executions WHERE strategy_version = '{v}' AND finished_at IS NOT NULL"
+            ),
+        )
+        .await?;
+    let verdicts = p
+        .query(
+            &scope,
+            &format!(
+                "SELECT s.gate_verdict, COUNT(*) FROM traces.steps AS s
+                 JOIN gold.executions AS e USING (exec_id)
+                 WHERE e.strategy_version = '{v}' AND s.event_type = 'gate.decided'
+                 GROUP BY 1 ORDER BY 1"
+            ),
+        )
+        .await?;
+    let n = |i: usize| {
+        totals
+            .rows
+            .first()
+            .and_then(|r| r.get(i))
+            .and_then(|x| {
+                x.as_f64()
+                    .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
+            })
+            .unwrap_or(0.0)
+    };
+    let (executions, successes, gates, rejections) = (n(0), n(1), n(2), n(3));
+    let decided: Vec<String> = verdicts
+        .rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r.get(1).map(|x| x.to_string()).unwrap_or_default(),
+                r.first().and_then(|x| x.as_str()).unwrap_or("undecided")
+            )
+        })
+        .collect();
+    eprintln!(
+        "production record of {strategy_version}: {executions} finished executions, outcome rate \
+         {}, {gates} gates ({}), {rejections} rejected",
+        if executions > 0.0 {
+            format!("{:.3}", successes / executions)
+        } else {
+            "—".into()
+        },
+        if decided.is_empty() {
+            "none decided".into()
+        } else {
+            decided.join(", ")
+        }
+    );
+    if let Some(cap) = control.tier_capped(strategy_version)
+        && executions == 0.0
+    {
+        anyhow::bail!(
+            "{strategy_version} is a new experiment arm capped at tier {cap} and has no production \
+             record yet (replays and offline evaluations do not count); run it in production first"
+        );
+    }
+    Ok(())
+}

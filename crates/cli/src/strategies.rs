@@ -57,6 +57,7 @@ pub async fn strategies(data: &Path, cfg: &ConfigArgs, cmd: StrategiesCmd) -> an
                 .get(&strategy)
                 .with_context(|| format!("no strategy {strategy:?}"))?;
             let was = control.demotions.contains_key(&s.version);
+            crate::experiments::certification_record(data, &control, &s.version).await?;
             env.agent
                 .control
                 .certify(&s.version, &by.unwrap_or_else(operator), &reason)

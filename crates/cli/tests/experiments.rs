@@ -217,3 +217,78 @@ fn r_exec(data: &Path) -> String {
     .unwrap();
     v[0]["exec_id"].as_str().unwrap().to_owned()
 }
+
+fn run_with(data: &Path, strategy: &str, goal: &str) -> Value {
+    serde_json::from_str(&ok(keel(
+        data,
+        &[
+            "run",
+            "--json",
+            "--tenant",
+            "acme",
+            "--strategy",
+            strategy,
+            goal,
+        ],
+    )))
+    .unwrap()
+}
+
+/// The tier-cap half of issue 15 item 3: a strategy version that is a new arm of a running
+/// experiment runs at most tier 1 alone until a person certifies it from its production record;
+/// with no production record the certification is refused.
+#[test]
+fn a_new_arm_is_capped_until_certified_from_its_production_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let complaint = "This is terrible, my order A-1017 arrived broken";
+    // Before any experiment: support-long sends its tier-2 notification alone.
+    let free = run_with(&data, "support-long", complaint);
+    let gated = |out: &Value| {
+        events(&data, out)
+            .iter()
+            .filter(|e| e["type"] == "gate.requested")
+            .map(|e| e["data"]["reason"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(gated(&free).is_empty(), "{:?}", gated(&free));
+    ok(keel(&data, &["experiments", "register"]));
+    let list = ok(keel(&data, &["strategies", "list"]));
+    assert!(list.contains("support-long"), "{list}");
+
+    // Registered as the new arm: its tier-2 call now waits at a gate.
+    let capped = run_with(&data, "support-long", complaint);
+    let reasons = gated(&capped);
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].contains("maximum autonomous tier 1"),
+        "{reasons:?}"
+    );
+    // The holdback is not capped.
+    assert!(gated(&run_with(&data, "support-short", complaint)).is_empty());
+
+    // This version has finished production executions from before (the first run), so it may
+    // be certified; the record is printed.
+    let out = keel(
+        &data,
+        &[
+            "strategies",
+            "certify",
+            "support-long",
+            "--reason",
+            "record ok",
+        ],
+    );
+    let msg = String::from_utf8(out.stderr.clone()).unwrap();
+    ok(out);
+    assert!(msg.contains("production record of support-long/"), "{msg}");
+    assert!(msg.contains("1 finished executions"), "{msg}");
+    assert!(gated(&run_with(&data, "support-long", complaint)).is_empty());
+
+    // In a fresh store, a capped version with no production record cannot be certified.
+    let fresh = tmp.path().join("fresh");
+    run_with(&fresh, "support-short", "Where is my order A-1017?");
+    ok(keel(&fresh, &["experiments", "register"]));
+    let err = fails(keel(&fresh, &["strategies", "certify", "support-long"]));
+    assert!(err.contains("no production record"), "{err}");
+}

@@ -214,11 +214,25 @@ impl ControlState {
             .or_else(|| self.kills.get(&key(None)))
     }
 
-    /// A strategy version's ceiling: its configured one, lowered while it is demoted.
+    /// A strategy version's ceiling: its configured one, lowered while it is demoted, and capped
+    /// while it is a new arm of a running experiment that no person has certified from its
+    /// production record (offline results never lift the cap).
     pub fn max_autonomous_tier(&self, strategy_version: &str, configured: u8) -> u8 {
-        self.demotions
+        let tier = self
+            .demotions
             .get(strategy_version)
-            .map_or(configured, |d| d.max_autonomous_tier.min(configured))
+            .map_or(configured, |d| d.max_autonomous_tier.min(configured));
+        match self.experiments.tier_cap(strategy_version) {
+            Some(cap) if !self.certified_at.contains_key(strategy_version) => tier.min(cap),
+            _ => tier,
+        }
+    }
+
+    /// True while `strategy_version` is capped as a new experiment arm awaiting certification.
+    pub fn tier_capped(&self, strategy_version: &str) -> Option<u8> {
+        self.experiments
+            .tier_cap(strategy_version)
+            .filter(|_| !self.certified_at.contains_key(strategy_version))
     }
 }
 
@@ -277,6 +291,38 @@ mod tests {
             .filter(|i| draw(&format!("call-{i}")) < 0.25)
             .count();
         assert!((2_000..3_000).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn a_new_experiment_arm_is_capped_until_certified() {
+        use crate::experiment::{Experiment, ExperimentFile, ExperimentRegistered};
+        let file: ExperimentFile = serde_json::from_str(
+            "{\"name\":\"e\",\"unit\":\"subject\",\"min_sample\":1,\
+             \"start\":\"2026-01-01T00:00:00Z\",\"end\":\"2026-02-01T00:00:00Z\",\
+             \"arms\":[{\"name\":\"a\",\"strategy\":\"old\",\"weight\":1,\"holdback\":true},\
+             {\"name\":\"b\",\"strategy\":\"new\",\"weight\":1}]}",
+        )
+        .unwrap();
+        let experiment = Experiment::parse(file).unwrap();
+        let mut s = ControlState::default();
+        assert_eq!(s.max_autonomous_tier("new/v2/m/abcd", 2), 2);
+        s.experiments.apply(
+            &Payload::ExperimentRegistered(ExperimentRegistered {
+                experiment,
+                layer_from: 0,
+                layer_to: 10_000,
+                by: "t".into(),
+            }),
+            chrono::DateTime::default(),
+        );
+        assert_eq!(s.max_autonomous_tier("new/v2/m/abcd", 2), 1, "capped");
+        assert_eq!(s.max_autonomous_tier("new/v2/m/abcd", 0), 0, "never raised");
+        assert_eq!(s.max_autonomous_tier("old/v1/m/abcd", 2), 2, "the holdback runs as it did");
+        s.certified_at
+            .insert("new/v2/m/abcd".into(), "2026-01-10T00:00:00Z".into());
+        assert_eq!(s.max_autonomous_tier("new/v2/m/abcd", 2), 2, "certified");
+        // Another version of the same strategy is new again.
+        assert_eq!(s.max_autonomous_tier("new/v3/m/ef01", 2), 1);
     }
 
     #[test]

@@ -95,6 +95,7 @@ fn registered(min_sample: u64, end: DateTime<Utc>, guard_rejections: bool) -> Re
             layer: "default".into(),
             traffic_buckets: 10_000,
             tenants: None,
+            tier_cap: 1,
         },
         layer_range: (0, 10_000),
         registered_at: end - Duration::days(30),

@@ -377,6 +377,7 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
                         layer: "default".into(),
                         traffic_buckets: 10_000 - from,
                         tenants: tenants.then(|| vec!["acme".into()]),
+                        tier_cap: 1,
                     },
                     layer_from: from,
                     layer_to: 10_000,

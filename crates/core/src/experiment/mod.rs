@@ -184,6 +184,8 @@ pub struct ExperimentFile {
     traffic: Option<f64>,
     #[serde(default)]
     tenants: Option<Vec<String>>,
+    #[serde(default)]
+    tier_cap: Option<u8>,
 }
 
 /// A validated experiment: everything registration freezes.
@@ -215,6 +217,14 @@ pub struct Experiment {
     /// The tenants it runs for; every tenant when absent.
     #[serde(default)]
     pub tenants: Option<Vec<String>>,
+    /// The highest autonomous tier of the new arms' strategy versions until each is certified
+    /// from its production record (`keel strategies certify`); the holdback is not capped.
+    #[serde(default = "default_tier_cap")]
+    pub tier_cap: u8,
+}
+
+fn default_tier_cap() -> u8 {
+    1
 }
 
 fn check_name(what: &str, name: &str, problems: &mut Vec<String>) {
@@ -322,6 +332,10 @@ impl Experiment {
                     .into(),
             );
         }
+        let tier_cap = f.tier_cap.unwrap_or_else(default_tier_cap);
+        if tier_cap > 3 {
+            problems.push(format!("tier_cap: {tier_cap} is not a tier (0..=3)"));
+        }
         if let Some(salt) = &f.salt
             && salt.is_empty()
         {
@@ -341,6 +355,7 @@ impl Experiment {
                 layer,
                 traffic_buckets,
                 tenants: f.tenants,
+                tier_cap,
             }),
             _ => Err(problems),
         }
@@ -386,6 +401,7 @@ impl Experiment {
         check("layer", self.layer == other.layer);
         check("traffic", self.traffic_buckets == other.traffic_buckets);
         check("tenants", self.tenants == other.tenants);
+        check("tier_cap", self.tier_cap == other.tier_cap);
         d
     }
 }
@@ -469,6 +485,7 @@ mod tests {
         assert_eq!(e.traffic_buckets, BUCKETS);
         assert_eq!(e.holdback().map(|a| a.name.as_str()), Some("a"));
         assert!(e.covers("anyone"));
+        assert_eq!(e.tier_cap, 1);
     }
 
     #[test]

@@ -333,6 +333,24 @@ impl Experiments {
         })
     }
 
+    /// The tier cap on `strategy_version` while it is a new arm (not the holdback) of a running
+    /// experiment: the lowest cap of those experiments. Certification lifts it (see
+    /// [`crate::control::ControlState::max_autonomous_tier`]).
+    pub fn tier_cap(&self, strategy_version: &str) -> Option<u8> {
+        let name = strategy_version.split('/').next().unwrap_or_default();
+        self.by_name
+            .values()
+            .filter(|x| x.status == Status::Running)
+            .filter(|x| {
+                x.experiment
+                    .arms
+                    .iter()
+                    .any(|a| !a.holdback && a.strategy == name)
+            })
+            .map(|x| x.experiment.tier_cap)
+            .min()
+    }
+
     /// The arm a new execution of `tenant` runs at `now`, if an experiment takes it: the first
     /// layer (by name) whose hash lands the unit in an assigning experiment's range.
     pub fn assign(&self, units: &Units<'_>, now: DateTime<Utc>) -> Option<Picked> {
@@ -408,6 +426,7 @@ mod tests {
             layer: "default".into(),
             traffic_buckets: BUCKETS,
             tenants: None,
+            tier_cap: 1,
         }
     }
 
