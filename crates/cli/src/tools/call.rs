@@ -107,10 +107,15 @@ pub async fn run(data: &Path, a: CallArgs) -> anyhow::Result<()> {
                 elicitation,
                 ..
             },
-        ) => Some((
-            McpClient::connect(server, *elicitation).await?,
-            *elicitation,
-        )),
+        ) => match McpClient::connect(server, *elicitation).await {
+            Ok(client) => Some((client, *elicitation)),
+            // The call itself records the failure, classified (an `auth` failure is not
+            // retried); only the drift check is lost.
+            Err(e) => {
+                eprintln!("drift not checked: {e}");
+                None
+            }
+        },
         (None, _) => None,
     };
     let mut drift = Vec::new();
