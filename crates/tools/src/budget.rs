@@ -39,7 +39,7 @@ pub trait RateStore: Send + Sync {
     ) -> Result<Result<(), String>, ToolError>;
 }
 
-fn refusal(tool: &str, rate: Rate) -> String {
+pub(crate) fn refusal(tool: &str, rate: Rate) -> String {
     format!(
         "rate budget exhausted: {tool} allows {} call(s) per {}s per tenant",
         rate.calls,
@@ -47,12 +47,17 @@ fn refusal(tool: &str, rate: Rate) -> String {
     )
 }
 
-/// One GCRA step: the new theoretical arrival time if a call at `now` is admitted.
-fn gcra(tat: Option<i64>, now: i64, rate: Rate) -> Option<i64> {
+/// GCRA's emission interval and tolerance for a rate, in microseconds.
+pub(crate) fn gcra_params(rate: Rate) -> (i64, i64) {
     let calls = i64::from(rate.calls.max(1));
     let per = i64::try_from(rate.per.as_micros()).unwrap_or(i64::MAX);
     let interval = (per / calls).max(1);
-    let tolerance = interval.saturating_mul(calls - 1);
+    (interval, interval.saturating_mul(calls - 1))
+}
+
+/// One GCRA step: the new theoretical arrival time if a call at `now` is admitted.
+fn gcra(tat: Option<i64>, now: i64, rate: Rate) -> Option<i64> {
+    let (interval, tolerance) = gcra_params(rate);
     let tat = tat.unwrap_or(now).max(now);
     (tat.saturating_sub(now) <= tolerance).then(|| tat.saturating_add(interval))
 }

@@ -6,6 +6,7 @@
 //! - [`schema`]: JSON Schema 2020-12 validation of arguments (before any adapter runs) and of
 //!   outputs (before anything downstream sees them).
 //! - [`ledger`]: the durable idempotency ledger (in the spine's SQLite file).
+//! - `pg` (feature `postgres`): the ledger and rate budgets in the PostgreSQL spine's database.
 //! - [`budget`]: per-tenant rates (decided in the shared store) and per-execution cost budgets;
 //!   over budget is refused.
 //! - [`adapter`]: HTTP, MCP (stdio and Streamable HTTP) and builtin tools.
@@ -26,6 +27,8 @@ pub mod import;
 pub mod invoke;
 pub mod ledger;
 pub mod parse;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod record;
 pub mod registry;
 pub mod runner;

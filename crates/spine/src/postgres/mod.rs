@@ -122,6 +122,26 @@ pub(super) async fn open_client(
     Ok(client)
 }
 
+/// Connects one session to the spine's database at `url`, for stores that share it (keel-tools'
+/// idempotency ledger and rate budgets): returns the client (driven on a task of its own) and
+/// the server as errors may show it (no password). Create the schema first with
+/// [`PgEventLog::connect`].
+pub async fn connect_session(url: &str) -> Result<(Client, PathBuf), SpineError> {
+    let config = parse_url(url)?;
+    let shown = shown_url(&config);
+    let client = open_client(&config, &shown, "on").await?;
+    Ok((client, shown))
+}
+
+fn parse_url(url: &str) -> Result<Config, SpineError> {
+    url.parse()
+        .map_err(|e: tokio_postgres::Error| SpineError::Storage {
+            context: "parsing the spine's PostgreSQL URL",
+            path: PathBuf::from("postgres://…"),
+            detail: e.to_string(),
+        })
+}
+
 /// Opens the `LISTEN` connection: notifications move `head` (waking subscribers).
 async fn listen(config: &Config, shown: &Path, head: watch::Sender<u64>) -> Option<Client> {
     let (client, mut connection) = config.connect(NoTls).await.ok()?;
@@ -155,13 +175,7 @@ impl PgEventLog {
     /// `key=value` form), creating or migrating schema `keel_spine`. Errors name the server
     /// without the password.
     pub async fn connect(url: &str, options: PgOptions) -> Result<Self, SpineError> {
-        let config: Config =
-            url.parse()
-                .map_err(|e: tokio_postgres::Error| SpineError::Storage {
-                    context: "parsing the spine's PostgreSQL URL",
-                    path: PathBuf::from("postgres://…"),
-                    detail: e.to_string(),
-                })?;
+        let config = parse_url(url)?;
         let shown = shown_url(&config);
         let sync = match options.durability {
             Durability::Full => "on",

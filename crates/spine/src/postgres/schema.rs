@@ -17,7 +17,8 @@ const MIGRATIONS: &[&str] = &[
     //    single-row offset counter every append transaction takes FOR UPDATE (docs/decisions/090):
     //    offsets are handed out in commit order. `executions` keeps each execution's tenant, last
     //    seq, end and lease (owner, epoch, expiry), so the conditional append and the epoch fence
-    //    are one locked point read. Subject keys, links and erasures as in the embedded store.
+    //    are one locked point read. Subject keys, links and erasures, keel-tools' idempotency
+    //    ledger and shared rate budgets (GCRA arrival times) as in the embedded store.
     "CREATE TABLE keel_spine.head (
          id          INTEGER PRIMARY KEY CHECK (id = 1),
          last_offset BIGINT  NOT NULL
@@ -60,6 +61,26 @@ const MIGRATIONS: &[&str] = &[
          erased_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
          executions BIGINT      NOT NULL,
          blobs      BIGINT      NOT NULL
+     );
+     CREATE TABLE keel_spine.tool_ledger (
+         tenant      TEXT   NOT NULL,
+         key         TEXT   NOT NULL,
+         tool        TEXT   NOT NULL,
+         exec_id     TEXT   NOT NULL,
+         call_id     TEXT   NOT NULL,
+         state       TEXT   NOT NULL CHECK (state IN ('started', 'finished')),
+         started_at  TEXT   NOT NULL,
+         finished_at TEXT,
+         status      TEXT,
+         output_ref  TEXT,
+         actual_cost BIGINT,
+         PRIMARY KEY (tenant, key)
+     );
+     CREATE TABLE keel_spine.tool_rates (
+         tenant TEXT   NOT NULL,
+         tool   TEXT   NOT NULL,
+         tat_us BIGINT NOT NULL,
+         PRIMARY KEY (tenant, tool)
      );",
 ];
 

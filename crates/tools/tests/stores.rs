@@ -1,0 +1,188 @@
+//! The idempotency ledger's and the shared rate budgets' contracts, checked on every backend:
+//! the spine's SQLite file and a real PostgreSQL (started per test). Each check uses two handles
+//! on one store, as two processes (or machines) would.
+
+// Test helpers too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use keel_core::Cost;
+use keel_core::payload::ToolStatus;
+use keel_memory::pgserver::PgServer;
+use keel_spine::{PgEventLog, PgOptions, SqliteLog, SqliteOptions};
+use keel_tools::budget::RateStore;
+use keel_tools::contract::Rate;
+use keel_tools::ledger::{Begin, Ledger, LedgerOutcome, LedgerStart, LedgerState};
+use keel_tools::pg::{PgLedger, PgRates};
+use keel_tools::{SqliteLedger, SqliteRates};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What keeps a store alive for the test: a temporary directory or a PostgreSQL server.
+#[allow(dead_code)] // held, never read: dropping it removes the store
+enum Guard {
+    _Dir(tempfile::TempDir),
+    _Pg(PgServer),
+}
+
+type Ledgers = (Arc<dyn Ledger>, Arc<dyn Ledger>, Guard);
+type Rates = (Arc<dyn RateStore>, Arc<dyn RateStore>, Guard);
+
+async fn sqlite_ledgers() -> Ledgers {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spine.db");
+    drop(SqliteLog::open(&path, SqliteOptions::default()).unwrap());
+    let a = Arc::new(SqliteLedger::open(&path).unwrap());
+    let b = Arc::new(SqliteLedger::open(&path).unwrap());
+    (a, b, Guard::_Dir(dir))
+}
+
+async fn pg_url() -> (String, PgServer) {
+    let server = PgServer::start().unwrap();
+    let url = server.create_database("keel").await.unwrap();
+    // The spine's migrations create the ledger's and the rates' tables.
+    drop(
+        PgEventLog::connect(&url, PgOptions::default())
+            .await
+            .unwrap(),
+    );
+    (url, server)
+}
+
+async fn pg_ledgers() -> Ledgers {
+    let (url, server) = pg_url().await;
+    let a = Arc::new(PgLedger::connect(&url).await.unwrap());
+    let b = Arc::new(PgLedger::connect(&url).await.unwrap());
+    (a, b, Guard::_Pg(server))
+}
+
+async fn sqlite_rates() -> Rates {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spine.db");
+    drop(SqliteLog::open(&path, SqliteOptions::default()).unwrap());
+    let a = Arc::new(SqliteRates::open(&path).unwrap());
+    let b = Arc::new(SqliteRates::open(&path).unwrap());
+    (a, b, Guard::_Dir(dir))
+}
+
+async fn pg_rates() -> Rates {
+    let (url, server) = pg_url().await;
+    let a = Arc::new(PgRates::connect(&url).await.unwrap());
+    let b = Arc::new(PgRates::connect(&url).await.unwrap());
+    (a, b, Guard::_Pg(server))
+}
+
+fn start<'a>(tenant: &'a str, key: &'a str, call_id: &'a str) -> LedgerStart<'a> {
+    LedgerStart {
+        tenant,
+        key,
+        tool: "refund",
+        exec_id: "01900000-0000-7000-8000-0000000000aa",
+        call_id,
+        now: "2026-11-27T12:00:00Z",
+    }
+}
+
+/// Sixteen concurrent begins on one key over two handles: exactly one owns the call; a finished
+/// key is answered from the ledger with its outcome; a released key begins again; tenants never
+/// share keys.
+async fn ledger_contract((a, b, _guard): Ledgers) {
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let l = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let call = format!("c{i}");
+            l.begin(&start("acme", "k1", &call)).await.unwrap()
+        }));
+    }
+    let mut started = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Begin::Started => started += 1,
+            Begin::Existing(e) => assert_eq!(e.state, LedgerState::Started),
+        }
+    }
+    assert_eq!(started, 1, "exactly one begin owns the key");
+    let outcome = LedgerOutcome {
+        status: ToolStatus::Ok,
+        output_ref: Some(format!("sha256:{}", "ab".repeat(32))),
+        actual_cost: Cost::Known(1_250),
+    };
+    a.finish("acme", "k1", &outcome, "2026-11-27T12:00:01Z")
+        .await
+        .unwrap();
+    match b.begin(&start("acme", "k1", "again")).await.unwrap() {
+        Begin::Existing(e) => {
+            assert_eq!(e.state, LedgerState::Finished);
+            assert_eq!(e.outcome, Some(outcome.clone()));
+            assert_eq!(e.tool, "refund");
+        }
+        Begin::Started => panic!("a finished key must not begin again"),
+    }
+    assert_eq!(
+        b.begin(&start("globex", "k1", "theirs")).await.unwrap(),
+        Begin::Started,
+        "another tenant's key of the same name is its own"
+    );
+    a.begin(&start("acme", "k2", "x")).await.unwrap();
+    b.release("acme", "k2").await.unwrap();
+    assert_eq!(a.get("acme", "k2").await.unwrap(), None);
+    assert_eq!(
+        a.begin(&start("acme", "k2", "y")).await.unwrap(),
+        Begin::Started
+    );
+}
+
+/// A burst of five per minute, twenty concurrent takes at one instant over two handles: exactly
+/// five are admitted; one interval later exactly one more; another tenant has its own budget.
+async fn rates_contract((a, b, _guard): Rates) {
+    let rate = Rate {
+        calls: 5,
+        per: Duration::from_secs(60),
+    };
+    let now: i64 = 1_780_000_000_000_000;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let r = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            r.take("refund", "acme", rate, now).await.unwrap()
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        if t.await.unwrap().is_ok() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 5);
+    let refused = a.take("refund", "acme", rate, now).await.unwrap();
+    assert!(refused.unwrap_err().contains("rate budget exhausted"));
+    let later = now + 12_000_000;
+    assert!(b.take("refund", "acme", rate, later).await.unwrap().is_ok());
+    assert!(
+        a.take("refund", "acme", rate, later)
+            .await
+            .unwrap()
+            .is_err()
+    );
+    assert!(a.take("refund", "globex", rate, now).await.unwrap().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_on_sqlite() {
+    ledger_contract(sqlite_ledgers().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_on_postgres() {
+    ledger_contract(pg_ledgers().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rates_on_sqlite() {
+    rates_contract(sqlite_rates().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rates_on_postgres() {
+    rates_contract(pg_rates().await).await;
+}
