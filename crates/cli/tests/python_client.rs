@@ -1,8 +1,9 @@
 //! The Python client (`clients/python`) against a real `keel serve`: the package is pip-installed
 //! from the repository into a fresh directory with the interpreter of a cached virtualenv, and
 //! its own unittest suite runs against the server this test starts. The venv
-//! (`$XDG_CACHE_HOME/keel-python-client/venv`, or `~/.cache/…`) holds only the build backend
-//! (setuptools, wheel: fetched from PyPI once); every run builds and installs the client anew.
+//! (`$XDG_CACHE_HOME/keel-python-client/venv-v2`, or `~/.cache/…`) holds only the build backend
+//! (setuptools, wheel) and mypy, fetched from PyPI once; every run builds and installs the client
+//! anew, and mypy `--strict` checks the package and its tests (type hints throughout).
 
 #![allow(clippy::unwrap_used)]
 
@@ -41,7 +42,7 @@ fn venv() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
         .expect("HOME or XDG_CACHE_HOME");
     let root = cache.join("keel-python-client");
-    let venv = root.join("venv-v1");
+    let venv = root.join("venv-v2");
     if venv.join("bin/python").exists() {
         return venv;
     }
@@ -55,6 +56,7 @@ fn venv() -> PathBuf {
         "--disable-pip-version-check",
         "setuptools>=68",
         "wheel",
+        "mypy==2.4.1",
     ]));
     // Another run may have won the race; its venv is as good as ours.
     if std::fs::rename(&aside, &venv).is_err() {
@@ -115,6 +117,19 @@ fn the_python_client_passes_its_tests_against_keel_serve() {
     assert!(
         site.join("keel_client/py.typed").exists(),
         "typed package installed"
+    );
+
+    let out = Command::new(&python)
+        .args(["-m", "mypy", "--strict", "--cache-dir"])
+        .arg(tmp.path().join("mypy-cache"))
+        .args(["src/keel_client", "tests"])
+        .current_dir(&src)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mypy --strict:\n{}",
+        String::from_utf8_lossy(&out.stdout)
     );
 
     let data = tmp.path().join("data");

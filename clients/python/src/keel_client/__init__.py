@@ -19,7 +19,18 @@ from .errors import (
     Unauthorized,
     Unprocessable,
 )
-from .types import LIVE_STATUSES, Decision, Event, Execution, Gate, Rows, Started, Trace
+from .types import (
+    LIVE_STATUSES,
+    Attempt,
+    Decision,
+    Delivery,
+    Event,
+    Execution,
+    Gate,
+    Rows,
+    Started,
+    Trace,
+)
 
 __all__ = [
     "Keel",
@@ -37,6 +48,8 @@ __all__ = [
     "Event",
     "Gate",
     "Decision",
+    "Delivery",
+    "Attempt",
     "Rows",
     "Trace",
     "LIVE_STATUSES",

@@ -10,7 +10,7 @@ import urllib.request
 from typing import Any, Dict, Iterator, List, Optional
 
 from .errors import KeelError, Timeout, error_for
-from .types import Decision, Event, Execution, Gate, Json, Rows, Started, Trace
+from .types import Decision, Delivery, Event, Execution, Gate, Json, Rows, Started, Trace
 
 #: Statuses ``wait(..., until_gate=True)`` also returns at.
 _GATE = "at_gate"
@@ -209,6 +209,11 @@ class Keel:
     def reject(self, gate_id: str, reason: str) -> Decision:
         """Rejects a gate with the reason the agent reads next."""
         return self.decide(gate_id, "reject", reason)
+
+    def notifications(self, gate_id: str) -> List[Delivery]:
+        """The gate's webhook notifications and every attempt to deliver them."""
+        d = self._get(f"/v1/gates/{_seg(gate_id)}/notifications")
+        return [Delivery.from_json(x) for x in _list(d, "deliveries")]
 
     # -- observability --------------------------------------------------------------------
 

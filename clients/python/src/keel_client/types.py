@@ -224,6 +224,50 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One attempt to deliver a webhook notification."""
+
+    n: int
+    at: str
+    #: The receiver's answer, or None when it could not be reached.
+    http_status: Optional[int]
+    error: Optional[str]
+    latency_ms: int
+
+    @classmethod
+    def from_json(cls, d: Json) -> "Attempt":
+        return cls(
+            _int(d, "n"), _str(d, "at"), _opt_int(d, "http_status"), _opt_str(d, "error"),
+            _int(d, "latency_ms"),
+        )
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A webhook notification of a gate (``gate.requested`` or ``gate.escalated``)."""
+
+    #: Sent as the ``Keel-Delivery`` header, the same on every attempt.
+    id: str
+    webhook: str
+    kind: str
+    #: ``pending``, ``delivered``, ``failed`` or ``skipped``.
+    status: str
+    #: Why it was skipped.
+    detail: Optional[str]
+    attempts: List[Attempt]
+
+    @classmethod
+    def from_json(cls, d: Json) -> "Delivery":
+        attempts = d.get("attempts")
+        return cls(
+            _str(d, "id"), _str(d, "webhook"), _str(d, "kind"), _str(d, "status"),
+            _opt_str(d, "detail"),
+            [Attempt.from_json(a) for a in attempts if isinstance(a, dict)]
+            if isinstance(attempts, list) else [],
+        )
+
+
+@dataclass(frozen=True)
 class Rows:
     """The result of a SQL query: column names and rows of values."""
 
