@@ -12,9 +12,9 @@ pub struct WorkerArgs {
     /// Exit once nothing is left to run (otherwise keep polling for new executions).
     #[arg(long)]
     pub once: bool,
-    /// Executions driven at a time.
-    #[arg(long, default_value_t = 8)]
-    pub concurrency: usize,
+    /// Executions driven at a time (default: `workers.concurrency` of keel.toml, else 8).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
     /// Pause before every model call, in milliseconds (paces demos and crash drills).
     #[arg(long, default_value_t = 0)]
     pub pace_ms: u64,
@@ -33,9 +33,11 @@ pub async fn worker(data: &Path, args: &WorkerArgs) -> anyhow::Result<()> {
     if !args.once {
         crate::serve::notify::spawn(data, &args.config, &env, None, "keel worker")?;
     }
+    let concurrency = args
+        .concurrency
+        .unwrap_or(crate::config::current().workers_concurrency);
     loop {
-        let drained =
-            keel_runtime::worker::drain(&env.agent, &env.strategies, args.concurrency).await?;
+        let drained = keel_runtime::worker::drain(&env.agent, &env.strategies, concurrency).await?;
         for d in &drained {
             match &d.result {
                 Ok(state) => eprintln!("{}: {}", d.exec_id, outcome_word(state)),
