@@ -1,8 +1,8 @@
 //! `keel.toml` as users run it, through the `keel` binary: `keel config check` on good and bad
 //! files (every error names the key and the file; passwords and credentials never appear in any
 //! output), and a `keel run` whose blobs live on S3 (a real moto server) and whose memory lives
-//! in pgvector (a real PostgreSQL 18), chosen by the file alone; `keel memory erase` then reaches
-//! both. The servers come from `scripts/test-services` (`$KEEL_TEST_MOTO_BIN`,
+//! in pgvector (a real PostgreSQL 18), chosen by the file alone, replayed from the recorded
+//! outputs in the bucket; `keel memory erase` then reaches both. The servers come from `scripts/test-services` (`$KEEL_TEST_MOTO_BIN`,
 //! `$KEEL_TEST_PG_BIN`); missing ones fail the tests, never skip them.
 
 #![allow(clippy::unwrap_used)]
@@ -364,6 +364,20 @@ concurrency = 4
             .get(0)
     });
     assert!(in_pg >= 1, "the facts are rows of the pgvector database");
+
+    // A replay reads the recorded outputs from the bucket (and retrieves from pgvector).
+    let replay: Value = serde_json::from_str(&ok(keel(&[
+        "replay",
+        exec,
+        "--strategies",
+        strategies.to_str().unwrap(),
+        "--recorded-reads",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(replay["original"], exec, "{replay}");
+    assert_eq!(replay["diff"]["after"]["outcome"], "success", "{replay}");
+    assert!(!store.join("blobs").exists() && !store.join("memory.db").exists());
 
     let report: Value = serde_json::from_str(&ok(keel(&[
         "memory", "erase", "cust-7", "--tenant", "acme",
