@@ -1,9 +1,8 @@
 //! The Python client (`clients/python`) against a real `keel serve`: the package is pip-installed
-//! from the repository into a fresh directory with the interpreter of a cached virtualenv, and
-//! its own unittest suite runs against the server this test starts. The venv
-//! (`$XDG_CACHE_HOME/keel-python-client/venv-v2`, or `~/.cache/…`) holds only the build backend
-//! (setuptools, wheel) and mypy, fetched from PyPI once; every run builds and installs the client
-//! anew, and mypy `--strict` checks the package and its tests (type hints throughout).
+//! from the repository into a fresh directory with the Python of `scripts/test-python-client` (a
+//! cached venv with only the build backend and mypy), mypy `--strict` checks the package and its
+//! tests (type hints throughout), and its own unittest suite runs against the server this test
+//! starts.
 
 #![allow(clippy::unwrap_used)]
 
@@ -34,35 +33,19 @@ fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// The cached venv with the build backend, created (atomically: built aside, then renamed) the
-/// first time.
-fn venv() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
-        .expect("HOME or XDG_CACHE_HOME");
-    let root = cache.join("keel-python-client");
-    let venv = root.join("venv-v2");
-    if venv.join("bin/python").exists() {
-        return venv;
+/// The Python of `scripts/test-python-client` (setuptools, wheel, mypy): `KEEL_PYTHON_CLIENT_PY`
+/// as `scripts/test` exports it, or the script run here when a test is run on its own.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("KEEL_PYTHON_CLIENT_PY") {
+        return PathBuf::from(p);
     }
-    std::fs::create_dir_all(&root).unwrap();
-    let aside = root.join(format!("venv-tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&aside);
-    run(Command::new("python3").arg("-m").arg("venv").arg(&aside));
-    run(Command::new(aside.join("bin/pip")).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "setuptools>=68",
-        "wheel",
-        "mypy==2.4.1",
-    ]));
-    // Another run may have won the race; its venv is as good as ours.
-    if std::fs::rename(&aside, &venv).is_err() {
-        let _ = std::fs::remove_dir_all(&aside);
-    }
-    venv
+    let out = run(&mut Command::new(repo().join("scripts/test-python-client")));
+    let line = String::from_utf8(out.stdout).unwrap();
+    let p = line
+        .trim()
+        .strip_prefix("export KEEL_PYTHON_CLIENT_PY=")
+        .expect("scripts/test-python-client prints an export line");
+    PathBuf::from(p)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -95,8 +78,7 @@ fn free_addr() -> String {
 #[test]
 fn the_python_client_passes_its_tests_against_keel_serve() {
     let tmp = tempfile::tempdir().unwrap();
-    let venv = venv();
-    let python = venv.join("bin/python");
+    let python = python();
 
     // `pip install ./clients/python`, from a copy (the build writes beside its sources) into a
     // directory of this run's own, so concurrent runs never share an install.
