@@ -51,6 +51,13 @@ pub enum ExperimentsCmd {
         #[arg(long = "as")]
         by: Option<String>,
     },
+    /// Check every running experiment's guardrails (or one's) over every tenant and act on each
+    /// new breach as the experiment says: record it, stop the arm, or demote its strategy. Run it
+    /// from a scheduler; no person is in the loop.
+    Check {
+        /// One experiment only.
+        name: Option<String>,
+    },
     /// Per arm: executions, success rate, p50/p95 cost, p95 steps, gates per execution, cost per
     /// success with delta-method intervals, guardrails, and a verdict.
     Readout {
@@ -164,6 +171,51 @@ pub async fn run(data: &Path, cfg: &ConfigArgs, cmd: ExperimentsCmd) -> anyhow::
                 .conclude_experiment(&name, &decision, &by.unwrap_or_else(operator))
                 .await?;
             eprintln!("experiment {name} concluded: {decision}");
+        }
+        ExperimentsCmd::Check { name } => {
+            let (_log, projections) = crate::observe::refresh(data).await?;
+            let mut acted = 0;
+            for x in control.experiments().await? {
+                if name.as_ref().is_some_and(|n| *n != x.experiment.name)
+                    || x.status != keel_core::experiment::registry::Status::Running
+                {
+                    continue;
+                }
+                let r = keel_observe::readout::readout(&*projections, &x, None, now).await?;
+                for a in r.arms.iter().filter(|a| !a.holdback) {
+                    let Some(s) = env.strategies.get(&a.strategy) else {
+                        continue;
+                    };
+                    for (g, check) in x.experiment.guardrails.iter().zip(&a.guardrails) {
+                        let (Some(value), "breach") = (check.value, check.status) else {
+                            continue;
+                        };
+                        let breach = keel_runtime::experiment::Breach {
+                            experiment: &x.experiment.name,
+                            arm: &a.arm,
+                            guardrail: g,
+                            value,
+                            sample: a.executions,
+                            strategy_version: &s.version,
+                            configured_tier: s.max_autonomous_tier,
+                            rejection_rate: a.gate_rejection_rate.unwrap_or(0.0),
+                        };
+                        if control.act_on_breach(&breach).await? {
+                            acted += 1;
+                            println!(
+                                "{}\t{}\t{} {} {}\tvalue {value}\t{}",
+                                x.experiment.name,
+                                a.arm,
+                                check.metric,
+                                check.direction,
+                                check.bound,
+                                g.on_breach.as_str()
+                            );
+                        }
+                    }
+                }
+            }
+            eprintln!("{acted} new guardrail breaches acted on");
         }
         ExperimentsCmd::Readout { name, tenant, json } => {
             let x = control

@@ -292,3 +292,62 @@ fn a_new_arm_is_capped_until_certified_from_its_production_record() {
     let err = fails(keel(&fresh, &["strategies", "certify", "support-long"]));
     assert!(err.contains("no production record"), "{err}");
 }
+
+/// A breached guardrail acts without a person: `keel experiments check` records the breach and
+/// stops the arm, whose units then run the holdback; a second check does nothing new.
+#[test]
+fn a_breached_guardrail_stops_its_arm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let text = std::fs::read_to_string(repo().join("experiments/support-prompts.yaml")).unwrap();
+    let file = tmp.path().join("guarded.yaml");
+    // Every finished execution takes at least one step, so `p95_steps <= 0` is breached.
+    std::fs::write(
+        &file,
+        text.replace("name: support-prompts", "name: guarded")
+            .replace("unit: subject", "unit: execution")
+            .replace("min_sample: 100", "min_sample: 1")
+            .replace(
+                "{ metric: p95_steps, direction: at_most, bound: 8 }",
+                "{ metric: p95_steps, direction: at_most, bound: 0, on_breach: stop_arm }",
+            ),
+    )
+    .unwrap();
+    run(&data, None);
+    ok(keel(
+        &data,
+        &["experiments", "register", file.to_str().unwrap()],
+    ));
+    let mut arms = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        arms.insert(
+            run(&data, None)["experiment"]["arm"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(arms.len(), 2, "{arms:?}");
+    let out = ok(keel(&data, &["experiments", "check"]));
+    assert!(out.contains("guarded\tthorough\tp95_steps <= 0"), "{out}");
+    assert!(out.contains("stop_arm"), "{out}");
+    // The holdback also breaches it, but the holdback is never stopped.
+    assert!(!out.contains("\tcontrol\t"), "{out}");
+    let list = ok(keel(&data, &["experiments", "list", "--json"]));
+    let listed: Value = serde_json::from_str(list.lines().next().unwrap()).unwrap();
+    assert_eq!(listed["arms"][1]["stopped"], true, "{listed}");
+    for _ in 0..8 {
+        let x = run(&data, None);
+        assert_eq!(x["experiment"]["arm"], "control", "{x}");
+        assert!(
+            x["strategy_version"]
+                .as_str()
+                .unwrap()
+                .starts_with("support-short/")
+        );
+    }
+    let again = keel(&data, &["experiments", "check"]);
+    let msg = String::from_utf8(again.stderr.clone()).unwrap();
+    assert!(ok(again).is_empty());
+    assert!(msg.contains("0 new guardrail breaches"), "{msg}");
+}

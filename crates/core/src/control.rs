@@ -194,7 +194,8 @@ impl ControlState {
             Payload::RetrievalRated(_) => {}
             Payload::ExperimentRegistered(_)
             | Payload::ExperimentStopped(_)
-            | Payload::ExperimentConcluded(_) => self.experiments.apply(&e.payload, e.ts),
+            | Payload::ExperimentConcluded(_)
+            | Payload::GuardrailBreached(_) => self.experiments.apply(&e.payload, e.ts),
             _ => return Err(bad("not a control event".into())),
         }
         self.last_seq = e.seq;

@@ -123,6 +123,17 @@ pub fn describe(payload: &Payload) -> String {
                 c.name, c.by, c.decision
             )
         }
+        Payload::GuardrailBreached(g) => format!(
+            "experiment {} arm {} breached {} {} {} ({} over {} executions; {})",
+            g.name,
+            g.arm,
+            g.guardrail.metric.as_str(),
+            g.guardrail.direction.symbol(),
+            g.guardrail.bound,
+            g.value,
+            g.sample,
+            g.guardrail.on_breach.as_str()
+        ),
         #[allow(unreachable_patterns)]
         other => other.event_type().to_string(),
     }

@@ -596,6 +596,8 @@ payloads! {
     ExperimentStopped(crate::experiment::ExperimentStopped) = "experiment.stopped",
     /// `experiment.concluded`
     ExperimentConcluded(crate::experiment::ExperimentConcluded) = "experiment.concluded",
+    /// `experiment.guardrail_breached`
+    GuardrailBreached(crate::experiment::GuardrailBreached) = "experiment.guardrail_breached",
 }
 
 impl EventType {
@@ -619,6 +621,7 @@ impl EventType {
                 | EventType::ExperimentRegistered
                 | EventType::ExperimentStopped
                 | EventType::ExperimentConcluded
+                | EventType::GuardrailBreached
         )
     }
 }

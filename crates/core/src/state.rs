@@ -386,7 +386,8 @@ impl ExecutionState {
             | Payload::RetrievalRated(_)
             | Payload::ExperimentRegistered(_)
             | Payload::ExperimentStopped(_)
-            | Payload::ExperimentConcluded(_) => {}
+            | Payload::ExperimentConcluded(_)
+            | Payload::GuardrailBreached(_) => {}
         }
     }
 }

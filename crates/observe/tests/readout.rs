@@ -73,12 +73,14 @@ fn registered(min_sample: u64, end: DateTime<Utc>, guard_rejections: bool) -> Re
         metric: GuardMetric::SuccessRate,
         direction: Direction::AtLeast,
         bound: 0.5,
+        on_breach: Default::default(),
     }];
     if guard_rejections {
         guardrails.push(Guardrail {
             metric: GuardMetric::GateRejectionRate,
             direction: Direction::AtMost,
             bound: 0.5,
+            on_breach: Default::default(),
         });
     }
     Registered {
@@ -102,6 +104,7 @@ fn registered(min_sample: u64, end: DateTime<Utc>, guard_rejections: bool) -> Re
         by: "test".into(),
         status: Status::Running,
         stopped_arms: Default::default(),
+        breached: Default::default(),
     }
 }
 

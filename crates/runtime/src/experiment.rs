@@ -10,8 +10,9 @@ use chrono::{DateTime, Utc};
 use keel_core::experiment::registry::{Registered, Registration, Units};
 use keel_core::experiment::{
     Experiment, ExperimentConcluded, ExperimentFile, ExperimentRegistered, ExperimentStopped,
+    Guardrail, GuardrailBreached, OnBreach,
 };
-use keel_core::payload::Payload;
+use keel_core::payload::{Payload, StrategyDemoted};
 use std::path::{Path, PathBuf};
 
 fn problem(file: &str, detail: impl Into<String>) -> RuntimeError {
@@ -189,6 +190,87 @@ impl Control {
         })
         .await
         .map(|_| ())
+    }
+}
+
+/// A breached guardrail to act on: the arm, the guardrail, the arm's value and sample, and the
+/// arm's strategy version and effective tier (for a demotion).
+pub struct Breach<'a> {
+    /// The experiment.
+    pub experiment: &'a str,
+    /// The arm.
+    pub arm: &'a str,
+    /// The guardrail.
+    pub guardrail: &'a Guardrail,
+    /// The arm's value.
+    pub value: f64,
+    /// Finished executions it was computed over.
+    pub sample: u64,
+    /// The arm's strategy version.
+    pub strategy_version: &'a str,
+    /// Its configured maximum autonomous tier.
+    pub configured_tier: u8,
+    /// Its gate-rejection rate (recorded on a demotion).
+    pub rejection_rate: f64,
+}
+
+impl Control {
+    /// Acts on a breached guardrail, once per (experiment, arm, metric): appends
+    /// `experiment.guardrail_breached`, then, as the guardrail says, stops the arm (its units
+    /// return to the holdback) or demotes its strategy version one tier. No person is asked.
+    /// Returns false when this breach was already recorded.
+    pub async fn act_on_breach(&self, b: &Breach<'_>) -> Result<bool, RuntimeError> {
+        let key = (b.arm.to_owned(), b.guardrail.metric.as_str());
+        let recorded = self
+            .record_if(|state| {
+                let x = state.experiments.by_name.get(b.experiment).ok_or_else(|| {
+                    RuntimeError::Experiment(format!("no experiment {:?}", b.experiment))
+                })?;
+                if x.breached.contains(&key) {
+                    return Ok(None);
+                }
+                Ok(Some(Payload::GuardrailBreached(GuardrailBreached {
+                    name: b.experiment.to_owned(),
+                    arm: b.arm.to_owned(),
+                    guardrail: b.guardrail.clone(),
+                    value: b.value,
+                    sample: b.sample,
+                })))
+            })
+            .await?;
+        if !recorded {
+            return Ok(false);
+        }
+        let g = b.guardrail;
+        let why = format!(
+            "guardrail {} {} {} breached: {} over {} executions",
+            g.metric.as_str(),
+            g.direction.symbol(),
+            g.bound,
+            b.value,
+            b.sample
+        );
+        match g.on_breach {
+            OnBreach::Record => {}
+            OnBreach::StopArm => {
+                self.stop_experiment(b.experiment, Some(b.arm), &why, "guardrail")
+                    .await?;
+            }
+            OnBreach::Demote => {
+                let now = self
+                    .state()
+                    .await?
+                    .max_autonomous_tier(b.strategy_version, b.configured_tier);
+                self.demote(StrategyDemoted {
+                    strategy_version: b.strategy_version.to_owned(),
+                    max_autonomous_tier: now.saturating_sub(1),
+                    rejection_rate: b.rejection_rate,
+                    sample: u32::try_from(b.sample).unwrap_or(u32::MAX),
+                })
+                .await?;
+            }
+        }
+        Ok(true)
     }
 }
 

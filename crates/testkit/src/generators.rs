@@ -370,6 +370,7 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
                             metric: GuardMetric::P95Cost,
                             direction: Direction::AtMost,
                             bound: 0.25,
+                            on_breach: OnBreach::StopArm,
                         }],
                         min_sample: 100,
                         start: t0,
@@ -392,6 +393,23 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
                     arm,
                     reason,
                     by,
+                })
+            })
+            .boxed(),
+        T::GuardrailBreached => (text(), text(), 0u64..1_000_000)
+            .prop_map(|(name, arm, sample)| {
+                use keel_core::experiment::*;
+                Payload::GuardrailBreached(GuardrailBreached {
+                    name,
+                    arm,
+                    guardrail: Guardrail {
+                        metric: GuardMetric::GateRejectionRate,
+                        direction: Direction::AtMost,
+                        bound: 0.5,
+                        on_breach: OnBreach::Demote,
+                    },
+                    value: 0.75,
+                    sample,
                 })
             })
             .boxed(),

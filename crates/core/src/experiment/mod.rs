@@ -135,6 +135,30 @@ impl Direction {
     }
 }
 
+/// What a breached guardrail does besides recording `experiment.guardrail_breached`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBreach {
+    /// Only the event (people and dashboards act).
+    #[default]
+    Record,
+    /// Stop the arm: its units return to the holdback.
+    StopArm,
+    /// Demote the arm's strategy version one autonomy tier (until re-certified).
+    Demote,
+}
+
+impl OnBreach {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnBreach::Record => "record",
+            OnBreach::StopArm => "stop_arm",
+            OnBreach::Demote => "demote",
+        }
+    }
+}
+
 /// A bound an arm must keep.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +169,25 @@ pub struct Guardrail {
     pub direction: Direction,
     /// The bound (USD for `p95_cost`, a share in 0..=1 for the rates).
     pub bound: f64,
+    /// What a breach does.
+    #[serde(default)]
+    pub on_breach: OnBreach,
+}
+
+/// `experiment.guardrail_breached` (control stream): an arm crossed a guardrail's bound over at
+/// least the minimum sample; `action` says what followed (its own event comes next).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuardrailBreached {
+    /// The experiment.
+    pub name: String,
+    /// The arm.
+    pub arm: String,
+    /// The guardrail.
+    pub guardrail: Guardrail,
+    /// The arm's value.
+    pub value: f64,
+    /// Finished executions it was computed over.
+    pub sample: u64,
 }
 
 /// One arm: a strategy and its share of the experiment's traffic.

@@ -51,6 +51,8 @@ pub struct Registered {
     pub status: Status,
     /// Arms stopped one by one (their units run the holdback).
     pub stopped_arms: BTreeSet<String>,
+    /// Guardrails already recorded as breached, as (arm, metric): a breach is acted on once.
+    pub breached: BTreeSet<(String, &'static str)>,
 }
 
 impl Registered {
@@ -223,6 +225,7 @@ impl Experiments {
                         by: r.by.clone(),
                         status: Status::Running,
                         stopped_arms: BTreeSet::new(),
+                        breached: BTreeSet::new(),
                     });
             }
             Payload::ExperimentStopped(s) => {
@@ -239,6 +242,12 @@ impl Experiments {
                         }
                         None => {}
                     }
+                }
+            }
+            Payload::GuardrailBreached(g) => {
+                if let Some(x) = self.by_name.get_mut(&g.name) {
+                    x.breached
+                        .insert((g.arm.clone(), g.guardrail.metric.as_str()));
                 }
             }
             Payload::ExperimentConcluded(c) => {
