@@ -27,7 +27,19 @@ if [ -n "$CONFORMANCE_CLIENT_ID" ]; then
 fi
 
 case "$MCP_CONFORMANCE_SCENARIO" in
-  initialize) "$keel" --data "$data" tools import-mcp --out "$data/drafts" "$url" ;;
+  # Connect and list the tools (2026-07-28: per-request metadata; a network $ref not fetched).
+  initialize | request-metadata | json-schema-ref-no-deref)
+    "$keel" --data "$data" tools import-mcp --out "$data/drafts" "$url" ;;
+  http-standard-headers) call test_headers ;;
+  # A server listing malformed tool definitions beside a valid one: the valid one still works.
+  http-invalid-tool-headers) call valid_tool --args '{"region": "eu-west-1"}' ;;
+  # Multi round-trip requests (input_required results, requestState echoed).
+  sep-2322-client-request-state)
+    status=0
+    for t in test_mrtr_echo_state test_mrtr_no_state test_mrtr_unrelated test_mrtr_no_result_type; do
+      call "$t" || status=1
+    done
+    exit "$status" ;;
   tools_call) call add_numbers --args '{"a": 5, "b": 3}' ;;
   elicitation-sep1034-client-defaults) call test_client_elicitation_defaults --elicitation accept_defaults ;;
   sse-retry) call test_reconnection ;;

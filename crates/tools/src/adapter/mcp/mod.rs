@@ -100,16 +100,24 @@ fn is_auth_failure(e: &(dyn std::error::Error + 'static)) -> bool {
         .any(|w| text.contains(w))
 }
 
-/// The `WWW-Authenticate` challenge of a 403 `insufficient_scope`, if that is what `e` is.
-fn scope_challenge(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+/// The `WWW-Authenticate` challenge of a 401 or a 403 `insufficient_scope`, if that is what `e`
+/// is: what a new authorization starts from.
+fn auth_challenge(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cur = Some(e);
     while let Some(c) = cur {
         if let Some(s) = c.downcast_ref::<InsufficientScopeError>() {
             return Some(s.www_authenticate_header.clone());
         }
+        if let Some(s) = c.downcast_ref::<AuthRequiredError>() {
+            return Some(s.www_authenticate_header.clone());
+        }
         cur = c.source();
     }
     None
+}
+
+fn has_oauth(server: &McpServer) -> bool {
+    matches!(server, McpServer::Http { oauth: Some(_), .. })
 }
 
 /// The request headers a contract names, read from the environment now; an unset variable is
@@ -204,45 +212,66 @@ async fn serve_stdio(
 impl McpClient {
     /// Connects (spawning the server for stdio, authorizing for OAuth), completes the
     /// handshake and lists the server's tools.
+    ///
+    /// A server that refuses the token it just accepted (its authorization server changed,
+    /// the grant was revoked) gets one new authorization from scratch: discovery, registration
+    /// with the authorization server it names now, a new token.
     pub async fn connect(
         server: &McpServer,
         elicitation: ElicitationPolicy,
     ) -> Result<Self, ToolError> {
-        Self::connect_inner(server, elicitation, None).await
+        match Self::connect_inner(server, elicitation, None).await {
+            Err((_, Some(challenge))) if has_oauth(server) => {
+                Self::connect_inner(server, elicitation, Some(challenge))
+                    .await
+                    .map_err(|(e, _)| e)
+            }
+            r => r.map_err(|(e, _)| e),
+        }
     }
 
-    /// Connects after authorizing for `challenge`, the `WWW-Authenticate` of a 403 that asked
-    /// for more scope (step-up).
+    /// Connects; with `challenge` (the `WWW-Authenticate` of a refusal), authorizes for it
+    /// first. A failure carries the challenge of a refusal after the handshake, if any.
     async fn connect_inner(
         server: &McpServer,
         elicitation: ElicitationPolicy,
         challenge: Option<String>,
-    ) -> Result<Self, ToolError> {
+    ) -> Result<Self, (ToolError, Option<String>)> {
         let handler = KeelClient::new(elicitation);
         let fut = async {
             let service = match server {
-                McpServer::Stdio { command, env } => {
-                    serve_stdio(server, command, env, handler).await?
-                }
+                McpServer::Stdio { command, env } => serve_stdio(server, command, env, handler)
+                    .await
+                    .map_err(|e| (e, None))?,
                 McpServer::Http {
                     url,
                     headers_from_env,
                     oauth,
                 } => {
-                    let headers = env_headers(server, headers_from_env)?;
+                    let headers = env_headers(server, headers_from_env).map_err(|e| (e, None))?;
                     let oauth = oauth.as_ref();
-                    connect_http(server, url, headers, oauth, handler, challenge).await?
+                    connect_http(server, url, headers, oauth, handler, challenge)
+                        .await
+                        .map_err(|e| (e, None))?
                 }
             };
-            let tools = service
-                .list_all_tools()
-                .await
-                .map_err(|e| classify_connect(server, "tools/list failed", &e))?;
-            Ok::<_, ToolError>((service, tools))
+            let tools = service.list_all_tools().await.map_err(|e| {
+                (
+                    classify_connect(server, "tools/list failed", &e),
+                    auth_challenge(&e),
+                )
+            })?;
+            Ok::<_, (ToolError, Option<String>)>((service, tools))
         };
-        let (service, tools) = tokio::time::timeout(CONNECT_TIMEOUT, fut)
-            .await
-            .map_err(|_| mcp_err(server, format!("no handshake within {CONNECT_TIMEOUT:?}")))??;
+        let (service, tools) =
+            tokio::time::timeout(CONNECT_TIMEOUT, fut)
+                .await
+                .map_err(|_| {
+                    (
+                        mcp_err(server, format!("no handshake within {CONNECT_TIMEOUT:?}")),
+                        None,
+                    )
+                })??;
         Ok(Self {
             server: server.clone(),
             service,
@@ -305,7 +334,7 @@ impl McpClient {
                 _ => ErrorClass::Connection,
             };
             let message = format!("MCP {} tools/call {tool}: {e}", self.server);
-            (AdapterError::new(class, message), scope_challenge(&e))
+            (AdapterError::new(class, message), auth_challenge(&e))
         })?;
         let content = serde_json::to_value(&result.content).unwrap_or(Value::Null);
         if result.is_error == Some(true) {
@@ -535,15 +564,15 @@ impl Adapter for McpAdapter {
         if matches!(e.class, ErrorClass::Connection | ErrorClass::Auth) {
             self.pool.evict(&self.server, self.elicitation).await;
         }
-        // Step-up: the server refused the call (it did not run) for want of scope; authorize
-        // once for the scope it names and repeat the call on the new session.
-        let (Some(challenge), McpServer::Http { oauth: Some(_), .. }) = (challenge, &self.server)
-        else {
+        // Step-up, or a token the server no longer takes: the server refused the call (it did
+        // not run); authorize once for what its challenge names and repeat the call on the new
+        // session.
+        let (Some(challenge), true) = (challenge, has_oauth(&self.server)) else {
             return Err(e);
         };
         let stepped = McpClient::connect_inner(&self.server, self.elicitation, Some(challenge))
             .await
-            .map_err(|err| AdapterError::new(ErrorClass::Auth, err.to_string()))?;
+            .map_err(|(err, _)| AdapterError::new(ErrorClass::Auth, err.to_string()))?;
         let out = stepped.call(&self.tool, call.args).await;
         self.pool.adopt(self.elicitation, stepped).await;
         out
