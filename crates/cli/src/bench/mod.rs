@@ -2,6 +2,7 @@
 //! `--json`). They measure; they never assert anything about time.
 
 mod gates;
+mod mcp;
 mod memory;
 mod observe;
 mod serve;
@@ -74,6 +75,25 @@ pub enum Target {
         #[arg(long, default_value_t = 300)]
         calls: u32,
     },
+    /// A tool call on a real MCP server over Streamable HTTP: the bare MCP call against the
+    /// same call through the contract layer, durability on and off, p50/p99, in one run.
+    Mcp {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Calls per scenario.
+        #[arg(long, default_value_t = 300)]
+        calls: u32,
+        /// The server's Streamable HTTP URL (`http://host:port/mcp`).
+        #[arg(long)]
+        url: String,
+        /// The tool to call.
+        #[arg(long, default_value = "echo")]
+        tool: String,
+        /// Its arguments, a JSON object.
+        #[arg(long, default_value = r#"{"message": "bench"}"#)]
+        args: String,
+    },
     /// An approval gate's round trip: step to `gate.requested`, the decision, resume to the
     /// end, p50/p99 each, beside one fsync measured in the same run.
     Gates {
@@ -124,6 +144,13 @@ pub async fn run(data: &Path, target: Target) -> anyhow::Result<()> {
             other => anyhow::bail!("--backend {other:?}: expected embedded or postgres"),
         },
         Target::Tools { json, calls } => tools::run(data, json, calls).await,
+        Target::Mcp {
+            json,
+            calls,
+            url,
+            tool,
+            args,
+        } => mcp::run(data, json, calls, &url, &tool, &args).await,
         Target::StepOverhead { json, seconds } => steps::run(data, json, seconds).await,
         Target::Gates { json, gates } => gates::run(data, json, gates).await,
         Target::Memory {
