@@ -10,8 +10,10 @@ pub mod worker;
 use clap::Args;
 use keel_core::payload::Outcome;
 use keel_core::{ExecStatus, ExecutionState};
+use keel_runtime::StrategySet;
 use keel_runtime::control::Control;
 use keel_runtime::embedded::Config;
+use keel_runtime::strategy::Strategy;
 use keel_spine::clock::SystemClock;
 use keel_spine::{SqliteLog, SqliteOptions};
 use std::path::{Path, PathBuf};
@@ -56,6 +58,33 @@ pub fn outcome_word(state: &ExecutionState) -> String {
 }
 
 pub use keel_core::describe::dollars;
+
+/// The strategy `name` (a name or a full version) of `set`, loaded from `dir`; an unknown one is
+/// an error that names the known ones.
+pub fn strategy<'a>(set: &'a StrategySet, name: &str, dir: &Path) -> anyhow::Result<&'a Strategy> {
+    set.get(name).ok_or_else(|| {
+        let known: Vec<String> = set.iter().map(|s| s.name.clone()).collect();
+        anyhow::anyhow!(
+            "no strategy {name:?} in {}; known: {}",
+            dir.display(),
+            crate::out::known(&known)
+        )
+    })
+}
+
+/// What to do after an execution stopped in `state`: at a gate, how to see and decide it and run
+/// the execution on; otherwise how to look at what it did.
+pub fn next_steps(exec: keel_core::ExecId, state: &ExecutionState) -> Vec<String> {
+    match &state.status {
+        ExecStatus::SuspendedAtGate { gate_id } => vec![
+            "keel gates list                                  # the evidence of the waiting gate"
+                .into(),
+            format!("keel gates approve {gate_id} --reason \"…\"   # or: keel gates reject {gate_id} --reason \"…\""),
+            "keel worker --once                               # runs the execution on after the decision".into(),
+        ],
+        _ => vec![format!("keel trace {exec}                 # its steps, tokens, cost and latency")],
+    }
+}
 
 /// Opens the control stream of the store at `data`.
 pub fn control(data: &Path) -> anyhow::Result<Control> {

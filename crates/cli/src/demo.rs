@@ -5,9 +5,13 @@
 //! process is killed with SIGKILL mid-run) and resumed from the log, and the end prints the
 //! executions and the cost per success of each strategy, and how to open the web UI on the store.
 //!
-//! Everything it needs is compiled in and written under `DIR/demo/config`, so it runs from any
-//! directory; the store it fills is `DIR/demo/store`, ready for `keel trace` and `keel events`.
+//! Everything it needs is compiled in and written under `DIR/config`, so it runs from any
+//! directory; the store it fills is `DIR` itself (`--data`, default `.keel`), so `keel trace`,
+//! `keel events` and `keel serve` with the same `--data` read it. It starts from an empty store
+//! every time, so it clears `DIR` first, but only a directory that is empty or that an earlier
+//! demo made (it leaves a marker file): never a store of real work.
 
+mod experiment;
 mod stale_memory;
 
 use crate::agents::{dollars, outcome_word};
@@ -149,15 +153,41 @@ pub fn write_config(dir: &Path) -> anyhow::Result<Config> {
     })
 }
 
-/// Runs the demo under `data/demo`.
+/// The file that marks a directory as the demo's (so the next demo may clear it).
+const MARKER: &str = "keel-demo";
+
+/// Makes `data` an empty directory for the demo: creates it, or clears it if an earlier demo
+/// made it; refuses a directory with anything else in it.
+fn prepare(data: &Path) -> anyhow::Result<()> {
+    if data.join(MARKER).is_file() {
+        std::fs::remove_dir_all(data).with_context(|| format!("clearing {}", data.display()))?;
+    } else if data.exists() {
+        let mut entries =
+            std::fs::read_dir(data).with_context(|| format!("reading {}", data.display()))?;
+        if entries.next().is_some() {
+            anyhow::bail!(
+                "{} is not empty and no earlier demo made it (is it a store of real work?); the \
+                 demo starts from an empty store: give it another directory, e.g. \
+                 `keel --data .keel-demo demo`",
+                data.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    std::fs::write(
+        data.join(MARKER),
+        "made by `keel demo`; the next `keel demo` with this --data clears this directory\n",
+    )
+    .with_context(|| format!("writing {}", data.join(MARKER).display()))?;
+    Ok(())
+}
+
+/// Runs the demo in `data`: the store is `data` itself, the configuration `data/config`.
 pub async fn run(data: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
-    let root = data.join("demo");
-    if root.exists() {
-        std::fs::remove_dir_all(&root).with_context(|| format!("clearing {}", root.display()))?;
-    }
-    let config = write_config(&root.join("config"))?;
-    let store = root.join("store");
+    prepare(data)?;
+    let config = write_config(&data.join("config"))?;
+    let store = data.to_path_buf();
     let env = open(&store, &config)?;
     let shop = Shop::open(store.join("shop.db"))?;
     eprintln!("keel demo — store {}", store.display());
@@ -250,7 +280,8 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
 
     print_tables(&rows);
     crate::memory::demo_story(&env).await?;
-    stale_memory::demo_stale_memory(&env, &root.join("config"), &store).await?;
+    stale_memory::demo_stale_memory(&env, &data.join("config"), &store).await?;
+    experiment::demo_experiment(&env, &store).await?;
     println!();
     println!(
         "shop side effects: {} refunds, {} notifications, {} drafts (every refund passed a gate)",

@@ -114,6 +114,16 @@ enum Command {
 }
 
 impl Command {
+    /// Where the command reads the project's configuration, if it reads one.
+    fn config_args(&self) -> Option<&agents::ConfigArgs> {
+        match self {
+            Command::Run(a) => Some(&a.config),
+            Command::Worker(a) => Some(&a.config),
+            Command::Gates { config, .. } | Command::Strategies { config, .. } => Some(config),
+            _ => None,
+        }
+    }
+
     /// True for the commands that may create the store at `--data` (or use none); every other
     /// command reads an existing store and refuses a directory without one. A new command is a
     /// reading one unless it is listed here.
@@ -139,7 +149,7 @@ fn main() -> ExitCode {
     // OTLP exporter) then gets ring, whichever library happens to build the first client. The
     // only error is "already installed", which cannot happen this early.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let matches = Cli::command().get_matches();
+    let matches = Cli::command().get_matches_from(out::hoist_json(std::env::args_os()));
     let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -183,6 +193,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let project_hint = cli.command.config_args().and_then(out::project_hint);
     let result = runtime.block_on(async {
         match cli.command {
             Command::Events { exec_id } => events::print(&cli.data, &exec_id).await,
@@ -211,6 +222,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", config::scrub(&format!("{e:#}")));
+            if let Some(h) = project_hint {
+                out::hint(&h);
+            }
             ExitCode::FAILURE
         }
     }

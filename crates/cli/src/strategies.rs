@@ -2,7 +2,6 @@
 //! demotion.
 
 use crate::agents::{ConfigArgs, operator};
-use anyhow::Context;
 use clap::Subcommand;
 use std::path::Path;
 
@@ -30,6 +29,7 @@ pub async fn strategies(data: &Path, cfg: &ConfigArgs, cmd: StrategiesCmd) -> an
     let control = env.agent.control.state().await?;
     match cmd {
         StrategiesCmd::List => {
+            let mut rows = Vec::new();
             for s in env.strategies.iter() {
                 let effective = control.max_autonomous_tier(&s.version, s.max_autonomous_tier);
                 let note = match control.demotions.get(&s.version) {
@@ -41,21 +41,25 @@ pub async fn strategies(data: &Path, cfg: &ConfigArgs, cmd: StrategiesCmd) -> an
                     ),
                     None => String::new(),
                 };
-                println!(
-                    "{}\t{}\tmax tier {}\teffective {}\t{}",
-                    s.name, s.version, s.max_autonomous_tier, effective, note
-                );
+                rows.push(vec![
+                    s.name.clone(),
+                    s.version.clone(),
+                    s.max_autonomous_tier.to_string(),
+                    effective.to_string(),
+                    note,
+                ]);
             }
+            crate::out::table(
+                &["strategy", "version", "max tier", "effective tier", "note"],
+                rows,
+            );
         }
         StrategiesCmd::Certify {
             strategy,
             reason,
             by,
         } => {
-            let s = env
-                .strategies
-                .get(&strategy)
-                .with_context(|| format!("no strategy {strategy:?}"))?;
+            let s = crate::agents::strategy(&env.strategies, &strategy, &cfg.strategies)?;
             let was = control.demotions.contains_key(&s.version);
             crate::experiments::certification_record(data, &control, &s.version).await?;
             env.agent

@@ -28,7 +28,7 @@ fn demo(dir: &Path) -> (String, std::path::PathBuf) {
          scripts/test, or eval \"$(scripts/test-services)\")"
     );
     let stdout = ok(keel(dir, &["demo"]));
-    (stdout, dir.join("demo/store"))
+    (stdout, dir.to_path_buf())
 }
 
 fn sql(store: &Path, query: &str) -> Vec<Value> {

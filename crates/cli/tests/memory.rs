@@ -14,8 +14,8 @@ const SECRET: &str = "send me updates by e-mail";
 fn subject_access_then_erasure_reaches_every_path() {
     let tmp = tempfile::tempdir().unwrap();
     ok(keel(tmp.path(), &["demo"]));
-    let store = tmp.path().join("demo/store");
-    let config = tmp.path().join("demo/config");
+    let store = tmp.path().to_path_buf();
+    let config = tmp.path().join("config");
 
     let access: serde_json::Value = serde_json::from_str(&ok(keel(
         &store,
@@ -164,7 +164,11 @@ fn subject_access_then_erasure_reaches_every_path() {
         String::from_utf8_lossy(&replay.stderr)
     );
     assert!(!text.contains("e-mail"), "{text}");
-    // Blobs and every other file of the store (spine, memory, projections).
-    let hits = files_contain(&store, "e-mail");
+    // Blobs and every other file of the store (spine, memory, projections); the demo's
+    // configuration beside them (its scripted model knows the phrase) is not the subject's data.
+    let hits: Vec<String> = files_contain(&store, "e-mail")
+        .into_iter()
+        .filter(|h| !std::path::Path::new(h).starts_with(&config))
+        .collect();
     assert!(hits.is_empty(), "subject data left in {hits:?}");
 }

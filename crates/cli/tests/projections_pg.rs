@@ -199,7 +199,7 @@ fn keel_commands_run_on_postgresql_projections_like_on_the_embedded_default() {
     // is, by event id).
     let tmp = tempfile::tempdir().expect("a temporary directory");
     ok(keel(tmp.path(), None, &["demo"]));
-    let data = tmp.path().join("demo/store");
+    let data = tmp.path().to_path_buf();
     let sampled = |data: &Path| {
         !sql(
             data,

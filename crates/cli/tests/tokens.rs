@@ -104,8 +104,8 @@ fn ui_revoke(addr: &str, cookie: &str, csrf: &str, id: &str) -> Reply {
 }
 
 fn csrf_of(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
-    html[at..].chars().take_while(|c| *c != '"').collect()
+    let (_, rest) = html.split_once("name=\"csrf\" value=\"").unwrap();
+    rest.chars().take_while(|c| *c != '"').collect()
 }
 
 #[test]

@@ -69,17 +69,23 @@ pub async fn kill(data: &Path, cmd: KillCmd) -> anyhow::Result<()> {
             eprintln!("kill-switch off: {s} {name}");
         }
         KillCmd::List => {
-            for sw in control.switches().await? {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}",
-                    sw.key.scope,
-                    sw.key.name,
-                    sw.key.tenant.as_deref().unwrap_or("*"),
-                    sw.info.at,
-                    sw.info.by,
-                    sw.info.reason
-                );
+            let switches = control.switches().await?;
+            if switches.is_empty() {
+                crate::out::hint("no kill-switch is on");
             }
+            crate::out::table(
+                &["scope", "name", "tenant", "since", "by", "reason"],
+                switches.iter().map(|sw| {
+                    vec![
+                        sw.key.scope.to_string(),
+                        sw.key.name.clone(),
+                        sw.key.tenant.clone().unwrap_or_else(|| "*".into()),
+                        sw.info.at.to_string(),
+                        sw.info.by.clone(),
+                        sw.info.reason.clone(),
+                    ]
+                }),
+            );
         }
     }
     Ok(())

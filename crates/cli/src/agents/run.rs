@@ -1,7 +1,6 @@
 //! `keel run`: one execution, start to end, on the embedded default.
 
 use super::{ConfigArgs, dollars, outcome_word};
-use anyhow::Context;
 use clap::Args;
 use keel_core::payload::Payload;
 use keel_spine::EventLog;
@@ -44,9 +43,7 @@ pub async fn run(data: &Path, args: &RunArgs) -> anyhow::Result<()> {
     let subject = subject.as_deref();
     let env = crate::demo::open(data, &cfg.config())?;
     if let Some(name) = strategy {
-        env.strategies
-            .get(name)
-            .with_context(|| format!("no strategy {name:?} in {}", cfg.strategies.display()))?;
+        super::strategy(&env.strategies, name, &cfg.strategies)?;
     }
     // The id first: it is the unit of per-execution experiments.
     let exec = keel_spine::clock::new_exec_id();
@@ -112,6 +109,7 @@ pub async fn run(data: &Path, args: &RunArgs) -> anyhow::Result<()> {
         if let Some(a) = answer {
             println!("answer    {a}");
         }
+        crate::out::next(&super::next_steps(exec, &state));
     }
     Ok(())
 }

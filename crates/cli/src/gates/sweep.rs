@@ -5,11 +5,14 @@ use keel_runtime::embedded::Embedded;
 /// One sweep; prints what it escalated and expired.
 pub async fn sweep(env: &Embedded) -> anyhow::Result<()> {
     let r = env.approvals.sweep().await?;
-    for (queue, id) in &r.escalated {
-        println!("escalated\t{queue}\t{id}");
-    }
-    for (queue, id) in &r.expired {
-        println!("expired\t{queue}\t{id}");
-    }
+    let row =
+        |what: &str, (queue, id): &(String, String)| vec![what.into(), queue.clone(), id.clone()];
+    crate::out::table(
+        &["action", "queue", "gate"],
+        r.escalated
+            .iter()
+            .map(|g| row("escalated", g))
+            .chain(r.expired.iter().map(|g| row("expired", g))),
+    );
     Ok(())
 }

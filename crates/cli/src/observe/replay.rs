@@ -61,14 +61,8 @@ fn replay_strategy(
     original_version: &str,
 ) -> anyhow::Result<Strategy> {
     let name = args.strategy.as_deref().unwrap_or(original_version);
-    let mut s = set
-        .get(name)
-        .with_context(|| {
-            format!(
-                "no strategy {name:?} in {} (pass --strategy)",
-                args.config.strategies.display()
-            )
-        })?
+    let mut s = crate::agents::strategy(set, name, &args.config.strategies)
+        .map_err(|e| anyhow::anyhow!("{e} (pass --strategy)"))?
         .clone();
     if let Some(v) = &args.prompt_version {
         let suffix = format!("-{v}.md");
