@@ -259,7 +259,11 @@ fn bench_spine_postgres_json_prints_exactly_the_documented_keys() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
     keys.sort();
-    let mut want = vec!["pg_commit_us".to_owned()];
+    let mut want = vec![
+        "pg_commit_us".to_owned(),
+        "paired_commit_us".to_owned(),
+        "paired_append_us".to_owned(),
+    ];
     for s in [
         "single",
         "batch100",

@@ -7,6 +7,7 @@
 //! group commit is how concurrent appenders get past it.
 
 use super::spine::{Rate, appender, median};
+use super::workload::Workload;
 use anyhow::Context;
 use keel_memory::pgserver::PgServer;
 use keel_spine::{Durability, EventLog, PgEventLog, PgOptions};
@@ -34,6 +35,8 @@ pub async fn run(json_out: bool, seconds: f64, url: Option<&str>) -> anyhow::Res
         }
     };
     let mut probe = CommitProbe::open(&url).await?;
+    progress("single appends interleaved with PostgreSQL's own commits");
+    let (paired_commit_us, paired_append_us) = paired(&url, &mut probe, budget).await?;
     let mut scenarios = Vec::new();
     for (name, durability, handles, appenders, batch) in [
         ("single", Durability::Full, 1, 1, 1),
@@ -54,6 +57,8 @@ pub async fn run(json_out: bool, seconds: f64, url: Option<&str>) -> anyhow::Res
     if json_out {
         let mut figures = serde_json::Map::new();
         figures.insert("pg_commit_us".into(), json!(round1(commit_us)));
+        figures.insert("paired_commit_us".into(), json!(round1(paired_commit_us)));
+        figures.insert("paired_append_us".into(), json!(round1(paired_append_us)));
         for (name, _, _, r) in &scenarios {
             figures.insert(format!("append_{name}_per_s"), json!(r.per_s.round()));
             figures.insert(
@@ -68,6 +73,10 @@ pub async fn run(json_out: bool, seconds: f64, url: Option<&str>) -> anyhow::Res
     println!("spine bench (PostgreSQL, durable unless noted), {seconds}s per scenario");
     println!(
         "  PostgreSQL single-row commit          {commit_us:>12.1} µs   → limit {limit:.0} commits/s"
+    );
+    println!(
+        "  interleaved, one after the other:     commit {paired_commit_us:>8.1} µs, spine append {paired_append_us:>8.1} µs = {:.2} × commit",
+        paired_append_us / paired_commit_us
     );
     for (name, appenders, batch, r) in &scenarios {
         let events_per_commit = r.appends_per_commit * *batch as f64;
@@ -148,6 +157,38 @@ impl CommitProbe {
     fn median_us(&mut self) -> f64 {
         median(&mut self.samples)
     }
+}
+
+/// Medians of PostgreSQL's own single-row commit and of one single-event spine append, taken
+/// alternately (one of each, over and over) so both see the same disk: its latency drifts by an
+/// order of magnitude under load, and scenarios measured minutes apart do not compare.
+async fn paired(
+    url: &str,
+    probe: &mut CommitProbe,
+    budget: Duration,
+) -> anyhow::Result<(f64, f64)> {
+    let log = PgEventLog::connect(url, PgOptions::default()).await?;
+    let exec = keel_spine::clock::new_exec_id();
+    let mut w = Workload::new(exec, "bench");
+    w.started("bench");
+    let mut pending: std::collections::VecDeque<keel_core::Event> = w.take().into();
+    let (mut commits, mut appends) = (Vec::new(), Vec::new());
+    let mut last_seq = 0;
+    let started = Instant::now();
+    while started.elapsed() < budget || appends.len() < 10 {
+        let before = probe.samples.len();
+        probe.sample(1).await?;
+        commits.extend(probe.samples.drain(before..));
+        while pending.is_empty() {
+            w.typical_step();
+            pending.extend(w.take());
+        }
+        let events: Vec<_> = pending.drain(..1).collect();
+        let start = Instant::now();
+        last_seq = log.append(exec, last_seq, &events).await?.last_seq;
+        appends.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok((median(&mut commits), median(&mut appends)))
 }
 
 /// Events/s appended by `appenders` tasks on each of `handles` handles (each handle its own
