@@ -7,7 +7,7 @@
 //! GET is not open yet, the response is held for a stream the client opens later, in whatever
 //! order the two raced (the conformance suite's `sse-retry` failed 5 runs of 9 that way). So the
 //! first POST after `notifications/initialized` waits until that GET has been answered (opened,
-//! or refused with 405), at most [`STANDALONE_WAIT`]; nothing else changes.
+//! or refused with 405), at most `STANDALONE_WAIT`; nothing else changes.
 
 use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::model::{ClientJsonRpcMessage, ClientNotification};
