@@ -74,11 +74,27 @@ pub enum ExperimentsCmd {
 
 /// Runs an experiments command.
 pub async fn run(data: &Path, cfg: &ConfigArgs, cmd: ExperimentsCmd) -> anyhow::Result<()> {
-    let env = crate::demo::open(data, &cfg.config())?;
-    let control = &env.agent.control;
-    let now = env.agent.clock.now();
+    // Only registering and acting on guardrails need the strategies; the rest read the store.
+    let env = match cmd {
+        ExperimentsCmd::Register { .. } | ExperimentsCmd::Check { .. } => {
+            Some(crate::demo::open(data, &cfg.config())?)
+        }
+        _ => None,
+    };
+    let own;
+    let control = match &env {
+        Some(env) => &env.agent.control,
+        None => {
+            own = crate::agents::control(data)?;
+            &own
+        }
+    };
+    let now = keel_spine::clock::Clock::now(&keel_spine::clock::SystemClock);
     match cmd {
         ExperimentsCmd::Register { path, by } => {
+            let Some(env) = &env else {
+                anyhow::bail!("the strategies were not loaded");
+            };
             let by = by.unwrap_or_else(operator);
             let experiments = keel_runtime::experiment::load(&path)?;
             if experiments.is_empty() {
@@ -173,6 +189,9 @@ pub async fn run(data: &Path, cfg: &ConfigArgs, cmd: ExperimentsCmd) -> anyhow::
             eprintln!("experiment {name} concluded: {decision}");
         }
         ExperimentsCmd::Check { name } => {
+            let Some(env) = &env else {
+                anyhow::bail!("the strategies were not loaded");
+            };
             let (_log, projections) = crate::observe::refresh(data).await?;
             let mut acted = 0;
             for x in control.experiments().await? {

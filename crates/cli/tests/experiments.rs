@@ -351,3 +351,47 @@ fn a_breached_guardrail_stops_its_arm() {
     assert!(ok(again).is_empty());
     assert!(msg.contains("0 new guardrail breaches"), "{msg}");
 }
+
+/// `keel demo` runs its two strategies as a registered experiment with a holdback (customers
+/// of tenant umbrella, no strategy named) and prints the readout.
+#[test]
+fn the_demo_runs_its_strategies_as_a_registered_experiment() {
+    assert!(
+        std::env::var_os("KEEL_MINILM_DIR").is_some(),
+        "KEEL_MINILM_DIR is not set: the demo embeds memory with all-MiniLM-L6-v2 (run \
+         scripts/test, or eval \"$(scripts/test-services)\")"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("demo");
+    let out = ok(common::keel(&store, &["demo"]));
+    let section = out
+        .split("EXPERIMENT support-prompts")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no EXPERIMENT section in:\n{out}"));
+    assert!(section.contains("control*"), "{section}");
+    assert!(
+        section.contains("verdict: no verdict before the pre-registered horizon"),
+        "{section}"
+    );
+    let r: Value = serde_json::from_str(&ok(common::keel(
+        &store,
+        &[
+            "experiments",
+            "readout",
+            "support-prompts",
+            "--json",
+            "--tenant",
+            "umbrella",
+        ],
+    )))
+    .unwrap();
+    let arms = r["arms"].as_array().unwrap();
+    let n: u64 = arms.iter().map(|a| a["executions"].as_u64().unwrap()).sum();
+    assert_eq!(n, 40, "{r}");
+    assert_eq!(arms[0]["strategy"], "support-short");
+    assert_eq!(arms[0]["holdback"], true);
+    assert!(
+        arms.iter().all(|a| a["executions"].as_u64().unwrap() > 0),
+        "{r}"
+    );
+}

@@ -421,7 +421,7 @@ pub fn render(r: &Readout) -> String {
             .map_or(String::new(), |t| format!("; tenant {t}"))
     );
     out.push_str(&format!(
-        "{:<14} {:>6} {:>6} {:>8} {:>9} {:>9} {:>6} {:>7} {:>9} {:>22} {:>24}\n",
+        "{:<14} {:>6} {:>6} {:>8} {:>9} {:>9} {:>6} {:>7} {:>9} {:>30} {:>32}\n",
         "arm",
         "execs",
         "units",
@@ -436,12 +436,12 @@ pub fn render(r: &Readout) -> String {
     ));
     for a in &r.arms {
         let ci = |v: Option<f64>, c: Option<(f64, f64)>| match (v, c) {
-            (Some(v), Some((lo, hi))) => format!("{v:.4} [{lo:.4}, {hi:.4}]"),
-            (Some(v), None) => format!("{v:.4}"),
+            (Some(v), Some((lo, hi))) => format!("{v:.6} [{lo:.6}, {hi:.6}]"),
+            (Some(v), None) => format!("{v:.6}"),
             _ => "—".into(),
         };
         out.push_str(&format!(
-            "{:<14} {:>6} {:>6} {:>8} {:>9} {:>9} {:>6} {:>7} {:>9} {:>22} {:>24}\n",
+            "{:<14} {:>6} {:>6} {:>8} {:>9} {:>9} {:>6} {:>7} {:>9} {:>30} {:>32}\n",
             if a.holdback {
                 format!("{}*", a.arm)
             } else {
