@@ -249,6 +249,8 @@ fn bench_spine_postgres_json_prints_exactly_the_documented_keys() {
             "--json",
             "--seconds",
             "0.1",
+            "--resume",
+            "300",
         ],
     );
     assert!(
@@ -263,6 +265,8 @@ fn bench_spine_postgres_json_prints_exactly_the_documented_keys() {
         "pg_commit_us".to_owned(),
         "paired_commit_us".to_owned(),
         "paired_append_us".to_owned(),
+        "resume_executions".to_owned(),
+        "resume_claim_ms".to_owned(),
     ];
     for s in [
         "single",

@@ -37,6 +37,10 @@ pub enum Target {
         /// With `--backend postgres`: the server to measure instead of a throwaway one.
         #[arg(long)]
         url: Option<String>,
+        /// With `--backend postgres`: in-flight executions of a dead worker that three workers
+        /// then claim (the storage side of resume).
+        #[arg(long, default_value_t = 10_000)]
+        resume: usize,
     },
     /// What the platform adds per agent step: a 40-step execution (instant scripted model,
     /// no-op read-only tool) under every_step and before_effects durability, against one fsync.
@@ -138,9 +142,10 @@ pub async fn run(data: &Path, target: Target) -> anyhow::Result<()> {
             only,
             backend,
             url,
+            resume,
         } => match backend.as_str() {
             "embedded" => spine::run(data, json, seconds, only.as_deref()).await,
-            "postgres" => spine_pg::run(json, seconds, url.as_deref()).await,
+            "postgres" => spine_pg::run(json, seconds, url.as_deref(), resume).await,
             other => anyhow::bail!("--backend {other:?}: expected embedded or postgres"),
         },
         Target::Tools { json, calls } => tools::run(data, json, calls).await,

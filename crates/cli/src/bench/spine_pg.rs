@@ -10,13 +10,18 @@ use super::spine::{Rate, appender, median};
 use super::workload::Workload;
 use anyhow::Context;
 use keel_memory::pgserver::PgServer;
-use keel_spine::{Durability, EventLog, PgEventLog, PgOptions};
+use keel_spine::{Durability, EventLog, Leases, PgEventLog, PgOptions};
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
 
-pub async fn run(json_out: bool, seconds: f64, url: Option<&str>) -> anyhow::Result<()> {
+pub async fn run(
+    json_out: bool,
+    seconds: f64,
+    url: Option<&str>,
+    resume: usize,
+) -> anyhow::Result<()> {
     let budget = Duration::try_from_secs_f64(seconds.max(0.1))
         .map_err(|_| anyhow::anyhow!("--seconds {seconds}: not a number of seconds"))?;
     let progress = |what: &str| {
@@ -34,6 +39,12 @@ pub async fn run(json_out: bool, seconds: f64, url: Option<&str>) -> anyhow::Res
             (Some(server), url)
         }
     };
+    // First, while the database holds no other unfinished execution (the scenarios below
+    // leave theirs unfinished).
+    progress(&format!(
+        "{resume} in-flight executions claimed by 3 workers"
+    ));
+    let resume_ms = claim_all(&url, resume).await?;
     let mut probe = CommitProbe::open(&url).await?;
     progress("single appends interleaved with PostgreSQL's own commits");
     let (paired_commit_us, paired_append_us) = paired(&url, &mut probe, budget).await?;
@@ -57,6 +68,8 @@ pub async fn run(json_out: bool, seconds: f64, url: Option<&str>) -> anyhow::Res
     if json_out {
         let mut figures = serde_json::Map::new();
         figures.insert("pg_commit_us".into(), json!(round1(commit_us)));
+        figures.insert("resume_executions".into(), json!(resume));
+        figures.insert("resume_claim_ms".into(), json!(round1(resume_ms)));
         figures.insert("paired_commit_us".into(), json!(round1(paired_commit_us)));
         figures.insert("paired_append_us".into(), json!(round1(paired_append_us)));
         for (name, _, _, r) in &scenarios {
@@ -89,6 +102,9 @@ pub async fn run(json_out: bool, seconds: f64, url: Option<&str>) -> anyhow::Res
             latency_us / commit_us
         );
     }
+    println!(
+        "  {resume} executions of a dead worker claimed by 3 workers (leases, SKIP LOCKED): {resume_ms:.1} ms"
+    );
     Ok(())
 }
 
@@ -189,6 +205,53 @@ async fn paired(
         appends.push(start.elapsed().as_secs_f64() * 1e6);
     }
     Ok((median(&mut commits), median(&mut appends)))
+}
+
+/// Milliseconds for three workers, claiming 256 at a time, to take over `n` executions whose
+/// worker died (started, never leased: what an expired lease looks like to a claim).
+async fn claim_all(url: &str, n: usize) -> anyhow::Result<f64> {
+    let log = PgEventLog::connect(url, PgOptions::default()).await?;
+    let mut tasks = Vec::new();
+    for t in 0..64 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in (t..n).step_by(64) {
+                let exec = keel_spine::clock::new_exec_id();
+                let mut w = Workload::new(exec, if t % 4 == 0 { "globex" } else { "acme" });
+                w.started("resume");
+                log.append(exec, 0, &w.take()).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..3 {
+        let log = log.clone();
+        workers.push(tokio::spawn(async move {
+            let mut mine = 0usize;
+            loop {
+                let got = log
+                    .claim(&format!("bench-worker-{w}"), Duration::from_secs(60), 256)
+                    .await?;
+                if got.is_empty() {
+                    break anyhow::Ok(mine);
+                }
+                mine += got.len();
+            }
+        }));
+    }
+    let mut claimed = 0;
+    for w in workers {
+        claimed += w.await??;
+    }
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    // More than `n` only on a `--url` database that earlier runs left executions in.
+    anyhow::ensure!(claimed >= n, "claimed {claimed} of {n} executions");
+    Ok(ms)
 }
 
 /// Events/s appended by `appenders` tasks on each of `handles` handles (each handle its own
