@@ -9,6 +9,7 @@
 //!   - name: refunds-oncall
 //!     url: https://hooks.example.com/keel   # or url_env: KEEL_REFUNDS_HOOK_URL
 //!     secret_env: KEEL_REFUNDS_HOOK_SECRET
+//!     previous_secret_env: KEEL_REFUNDS_HOOK_SECRET_OLD   # optional: also sign with it (rotation)
 //!     queues: [refunds]                     # default: every queue ("*")
 //!     events: [gate.requested, gate.escalated]   # the default: both
 //!     tenants: [acme]                       # default: every tenant
@@ -44,6 +45,8 @@ struct RawHook {
     #[serde(default)]
     url_env: Option<String>,
     secret_env: String,
+    #[serde(default)]
+    previous_secret_env: Option<String>,
     #[serde(default)]
     queues: Option<Vec<String>>,
     #[serde(default)]
@@ -118,6 +121,9 @@ pub struct WebhookSpec {
     pub url: UrlSource,
     /// The environment variable holding its signing secret.
     pub secret_env: String,
+    /// The variable holding the secret being rotated out, if any: requests carry a signature
+    /// under each until it is removed.
+    pub previous_secret_env: Option<String>,
     /// The queues it hears about; empty: every queue.
     pub queues: Vec<String>,
     /// Whether it hears about new gates.
@@ -183,6 +189,8 @@ pub struct Webhook {
     pub(crate) url: reqwest::Url,
     /// The resolved secret.
     pub(crate) secret: Secret,
+    /// The secret being rotated out.
+    pub(crate) previous: Option<Secret>,
 }
 
 impl fmt::Debug for Webhook {
@@ -246,6 +254,10 @@ impl Webhooks {
                     })
             };
             let secret = Secret(var(&spec.secret_env)?.into_bytes());
+            let previous = match &spec.previous_secret_env {
+                Some(v) => Some(Secret(var(v)?.into_bytes())),
+                None => None,
+            };
             let url = match &spec.url {
                 UrlSource::Literal(u) => http_url(u),
                 UrlSource::Env(v) => http_url(&var(v)?),
@@ -259,6 +271,7 @@ impl Webhooks {
                 spec: spec.clone(),
                 url,
                 secret,
+                previous,
             });
         }
         Ok(out)
@@ -286,6 +299,10 @@ fn spec(h: RawHook) -> Result<WebhookSpec, String> {
         _ => return Err("url: give exactly one of url and url_env".into()),
     };
     let secret_env = env_name(&h.secret_env).map_err(|e| format!("secret_env: {e}"))?;
+    let previous_secret_env = match h.previous_secret_env {
+        Some(v) => Some(env_name(&v).map_err(|e| format!("previous_secret_env: {e}"))?),
+        None => None,
+    };
     let queues = match h.queues {
         None => Vec::new(),
         Some(q) if q.iter().any(|q| q == "*") => Vec::new(),
@@ -334,6 +351,7 @@ fn spec(h: RawHook) -> Result<WebhookSpec, String> {
         name,
         url,
         secret_env,
+        previous_secret_env,
         queues,
         on_requested: events.iter().any(|e| e == "gate.requested"),
         on_escalated: events.iter().any(|e| e == "gate.escalated"),
@@ -459,5 +477,20 @@ mod tests {
             })
             .unwrap();
         assert!(!format!("{:?}", ok[0].secret).contains("hunter2"));
+        assert!(
+            !format!("{:?}", ok[0]).contains("h.example"),
+            "no URL in Debug"
+        );
+        let w = Webhooks::parse(
+            "webhooks:\n  - name: a\n    url: http://x\n    secret_env: NEW\n    previous_secret_env: OLD\n",
+        )
+        .unwrap();
+        let e = w
+            .resolve(|v| (v == "NEW").then(|| "n".to_owned()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("OLD"), "{e}");
+        let r = w.resolve(|v| Some(v.to_lowercase())).unwrap();
+        assert_eq!(r[0].previous.as_ref().unwrap().expose(), b"old");
     }
 }

@@ -202,7 +202,12 @@ impl Notifier {
             };
         let n = c.attempts.saturating_add(1);
         let now = self.clock.now();
-        let signature = sign::signature_header(hook.secret.expose(), now.timestamp(), &body);
+        let signature = sign::signature_header_rotating(
+            hook.secret.expose(),
+            hook.previous.as_ref().map(Secret::expose),
+            now.timestamp(),
+            &body,
+        );
         let began = Instant::now();
         let sent = self
             .http

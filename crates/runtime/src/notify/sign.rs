@@ -39,7 +39,24 @@ pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
 
 /// The `Keel-Signature` value for `body` sent at unix time `t` (seconds).
 pub fn signature_header(secret: &[u8], t: i64, body: &[u8]) -> String {
-    format!("t={t},v1={}", hex::encode(signed(secret, t, body)))
+    signature_header_rotating(secret, None, t, body)
+}
+
+/// The `Keel-Signature` value signed under `secret` and, while a rotation is under way, also
+/// under the `previous` one (`t=…,v1=<new>,v1=<old>`): a receiver still holding the old secret
+/// keeps verifying until it is given the new one.
+pub fn signature_header_rotating(
+    secret: &[u8],
+    previous: Option<&[u8]>,
+    t: i64,
+    body: &[u8],
+) -> String {
+    let mut h = format!("t={t},v1={}", hex::encode(signed(secret, t, body)));
+    if let Some(old) = previous {
+        h.push_str(",v1=");
+        h.push_str(&hex::encode(signed(old, t, body)));
+    }
+    h
 }
 
 fn signed(secret: &[u8], t: i64, body: &[u8]) -> [u8; 32] {
@@ -147,6 +164,14 @@ mod tests {
         assert_eq!(
             verify(b"s3cret", &h, body, 1_700_001_000, 300),
             Err(SignatureError::Stale(1000))
+        );
+        let both = signature_header_rotating(b"new", Some(b"old"), 1_700_000_000, body);
+        for secret in [&b"new"[..], b"old"] {
+            assert_eq!(verify(secret, &both, body, 1_700_000_000, 300), Ok(()));
+        }
+        assert_eq!(
+            verify(b"other", &both, body, 1_700_000_000, 300),
+            Err(SignatureError::Mismatch)
         );
         for bad in ["", "v1=00", "t=x,v1=00", "t=1,v1=zz", "garbage"] {
             assert_eq!(
