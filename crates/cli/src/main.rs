@@ -12,6 +12,7 @@ mod events;
 mod experiments;
 mod gates;
 mod memory;
+mod minilm;
 mod observe;
 mod out;
 mod serve;

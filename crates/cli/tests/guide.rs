@@ -1,7 +1,8 @@
 //! A CLI that guides, driven as a new user drives it: list headers, next steps after a gate
 //! opens and after a decision, unknown names answered with the known ones, flags accepted after
 //! the subcommand (`--data`, the configuration folders) and `--json` before it, a hint when run
-//! outside a project folder, and `keel --data DIR demo` keeping its store in DIR itself.
+//! outside a project folder, and `keel --data DIR demo` keeping its store in DIR itself and
+//! finding the embedding model with no variable set.
 
 #![allow(clippy::unwrap_used)]
 
@@ -132,6 +133,20 @@ fn lists_have_headers_and_a_gate_says_what_to_do_next() {
     let kill = keel(&data, &["kill", "list"]);
     assert_eq!(ok(kill.clone()), "scope\tname\ttenant\tsince\tby\treason\n");
     assert!(stderr(&kill).contains("hint: no kill-switch is on"));
+    let kill = keel_at(
+        &root,
+        &["--data", d, "kill", "set", "tool", "refund_evrything"],
+    );
+    assert!(
+        kill.status.success(),
+        "a switch for a tool added later is allowed"
+    );
+    assert!(
+        stderr(&kill).contains("no contract \"refund_evrything\" in tools/ (known: ")
+            && stderr(&kill).contains("issue_customer_refund"),
+        "{}",
+        stderr(&kill)
+    );
     let strategies = ok(keel_at(&root, &["--data", d, "strategies", "list"]));
     assert!(strategies.starts_with("strategy\tversion\tmax tier\teffective tier\tnote\n"));
     let sweep = ok(keel_at(&root, &["--data", d, "gates", "sweep"]));
@@ -163,12 +178,23 @@ fn outside_a_project_folder_the_error_says_where_to_run() {
     );
 }
 
+/// `keel --data DATA demo` with no `KEEL_MINILM_DIR`: the model is found where the project's
+/// install step (`scripts/test-services`, which `scripts/test` runs first) put it.
+fn demo(data: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .env_remove("KEEL_MINILM_DIR")
+        .arg("--data")
+        .arg(data)
+        .arg("demo")
+        .output()
+        .unwrap()
+}
+
 #[test]
-fn the_demo_keeps_its_store_in_the_data_directory() {
+fn the_demo_keeps_its_store_in_the_data_directory_and_finds_the_model_by_itself() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("d");
-    let first = keel(&data, &["demo"]);
-    let stdout = ok(first);
+    let stdout = ok(demo(&data));
     assert!(data.join("spine.db").is_file() && data.join("config/tools").is_dir());
     assert!(!data.join("demo").exists(), "no nested store");
     // The id it suggests is read with the same --data.
@@ -178,7 +204,7 @@ fn the_demo_keeps_its_store_in_the_data_directory() {
         .unwrap_or_else(|| panic!("no inspect line in {stdout}"));
     assert!(ok(keel(&data, &["trace", exec])).contains(exec));
     // Again: the demo's own directory is cleared and refilled.
-    ok(keel(&data, &["demo"]));
+    ok(demo(&data));
     assert!(
         keel(&data, &["trace", exec]).status.code() == Some(1),
         "a fresh store"
@@ -187,7 +213,7 @@ fn the_demo_keeps_its_store_in_the_data_directory() {
     let other = tmp.path().join("work");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("notes.txt"), "mine").unwrap();
-    let refused = keel(&other, &["demo"]);
+    let refused = demo(&other);
     assert_eq!(refused.status.code(), Some(1));
     assert!(stderr(&refused).contains("not empty and no earlier demo made it"));
     assert!(other.join("notes.txt").is_file());

@@ -40,6 +40,17 @@ fn scope(s: &str) -> anyhow::Result<Scope> {
     Scope::parse(s).with_context(|| format!("scope {s:?} is not one of tenant, strategy, tool"))
 }
 
+/// The known tools of `./tools` when `name` is not one of them; `None` when it is, or when there
+/// is no readable contracts folder here to ask.
+fn unknown_tool(name: &str) -> Option<String> {
+    let registry = keel_tools::Registry::load_dir(Path::new("tools"), None).ok()?;
+    if registry.get(name).is_some() {
+        return None;
+    }
+    let known: Vec<String> = registry.iter().map(|c| c.name.clone()).collect();
+    Some(crate::out::known(&known))
+}
+
 /// Runs a kill-switch command.
 pub async fn kill(data: &Path, cmd: KillCmd) -> anyhow::Result<()> {
     let control = control(data)?;
@@ -54,6 +65,14 @@ pub async fn kill(data: &Path, cmd: KillCmd) -> anyhow::Result<()> {
                 .kill(scope(&s)?, &name, tenant.as_deref(), &reason, &operator())
                 .await?;
             eprintln!("kill-switch on: {s} {name}");
+            if scope(&s)? == Scope::Tool
+                && let Some(known) = unknown_tool(&name)
+            {
+                crate::out::hint(&format!(
+                    "no contract {name:?} in tools/ (known: {known}); the switch is on anyway, \
+                     for a tool added later"
+                ));
+            }
         }
         KillCmd::Clear {
             scope: s,

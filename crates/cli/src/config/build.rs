@@ -69,8 +69,9 @@ impl Config {
     pub fn embedder(&self) -> anyhow::Result<Arc<dyn Embedder>> {
         match &self.embedder {
             EmbedderChoice::MiniLm { dir: None } => Err(anyhow!(
-                "{}: not set; a strategy uses memory, which needs all-MiniLM-L6-v2's directory (embedder.dir in keel.toml or KEEL_MINILM_DIR; scripts/test-services fetches it)",
-                self.at("embedder.dir")
+                "{}: not set, and all-MiniLM-L6-v2 is not installed where scripts/test-services puts it ({}); a strategy uses memory, which needs it: run scripts/test-services, or set embedder.dir in keel.toml or KEEL_MINILM_DIR",
+                self.at("embedder.dir"),
+                crate::minilm::looked_in()
             )),
             EmbedderChoice::MiniLm { dir: Some(dir) } => {
                 let m = keel_memory::MiniLm::load(dir).with_context(|| {

@@ -202,7 +202,10 @@ impl Resolver {
             "KEEL_EMBEDDER_KIND",
             e.kind.map(|k| format!("{k:?}").to_lowercase()),
         );
-        let dir = self.path("embedder.dir", "KEEL_MINILM_DIR", e.dir);
+        // Unset: where the project's install step (scripts/test-services) puts the model.
+        let dir = self
+            .path("embedder.dir", "KEEL_MINILM_DIR", e.dir)
+            .or_else(crate::minilm::installed);
         let url = self.pick("embedder.url", "KEEL_EMBEDDER_URL", e.url);
         let model = self.pick("embedder.model", "KEEL_EMBEDDER_MODEL", e.model);
         let version = self.pick("embedder.version", "KEEL_EMBEDDER_VERSION", e.version);
