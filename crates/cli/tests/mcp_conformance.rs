@@ -238,3 +238,31 @@ fn the_pre_release_suite_2026_07_28_required_client_scenarios() {
     let all: Vec<&str> = pass.iter().chain(fail.iter()).copied().collect();
     run_all(true, Some("2026-07-28"), &all, &pass);
 }
+
+/// A server that requires authorization (the suite's `auth/metadata-default` server) called
+/// through a contract that carries no credentials and retries connection failures: the 401 is
+/// class `auth`, made once, never retried.
+#[test]
+fn a_refused_credential_is_class_auth_and_never_retried() {
+    let (node, index) = suite(false);
+    let out = tempfile::tempdir().unwrap();
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/client.sh");
+    let run = Command::new(node)
+        .arg(index)
+        .args(["client", "--scenario", "auth/metadata-default", "--command"])
+        .arg(&client)
+        .arg("-o")
+        .arg(out.path())
+        .env("KEEL_BIN", env!("CARGO_BIN_EXE_keel"))
+        .env("KEEL_CONFORMANCE_NO_CREDENTIALS", "1")
+        .output()
+        .unwrap();
+    let checks = find_checks(out.path())
+        .unwrap_or_else(|| panic!("no checks.json\n{}", String::from_utf8_lossy(&run.stderr)));
+    let stdout = std::fs::read_to_string(checks.with_file_name("stdout.txt")).unwrap();
+    let report: Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(report["error_class"], "auth", "{report}");
+    assert_eq!(report["attempts"], 1, "{report}");
+    assert_eq!(report["outcome"], "failed", "{report}");
+}

@@ -26,6 +26,24 @@ if [ -n "$CONFORMANCE_CLIENT_ID" ]; then
   [ -z "$CONFORMANCE_CLIENT_SECRET" ] || oauth+=(--oauth-client-secret-env CONFORMANCE_CLIENT_SECRET)
 fi
 
+# A contract without credentials for the scenario's tool, whose policy retries connection
+# failures: a server that answers 401 must get exactly one attempt (class `auth`).
+if [ "${KEEL_CONFORMANCE_NO_CREDENTIALS:-}" = 1 ]; then
+  cat > "$data/test-tool.yaml" <<YAML
+name: test-tool
+description: the scenario's tool, called without credentials
+schema: {input: {type: object}, output: {type: object}}
+side_effect: read_only
+consequence_tier: 0
+idempotency: none
+failure_policy: {retryable: [connection, timeout], max_attempts: 3, backoff: {initial: 10ms, max: 20ms}}
+timeout: 10s
+adapter: {kind: mcp, url: "$url"}
+YAML
+  "$keel" --data "$data" tools call "$data/test-tool.yaml"
+  exit 0
+fi
+
 case "$MCP_CONFORMANCE_SCENARIO" in
   # Connect and list the tools (2026-07-28: per-request metadata; a network $ref not fetched).
   initialize | request-metadata | json-schema-ref-no-deref)

@@ -59,6 +59,7 @@ fn lifecycle() -> ClientLifecycleMode {
 fn retry_legacy(e: &ClientInitializeError) -> bool {
     !(e.is_authorization_required()
         || e.auth_challenge().is_some()
+        || is_auth_failure(e)
         || matches!(e, ClientInitializeError::Cancelled))
 }
 
@@ -388,7 +389,7 @@ async fn connect_http(
 ) -> Result<RunningService<RoleClient, KeelClient>, ToolError> {
     let plain = http_client(server)?;
     let handshake = |e: ClientInitializeError| {
-        if e.is_authorization_required() || e.auth_challenge().is_some() {
+        if e.is_authorization_required() || e.auth_challenge().is_some() || is_auth_failure(&e) {
             auth_err(server, format!("the server refused the credentials: {e}"))
         } else {
             mcp_err(server, format!("handshake failed: {e}"))
