@@ -136,15 +136,13 @@ pub(crate) fn with_projections<'a, T: Send + 'a>(
     + 'a,
 ) -> futures::future::BoxFuture<'a, Result<T, ApiError>> {
     Box::pin(async move {
-        let open = || async {
-            let default = state.data.join("observe.db");
-            let backend = match &state.projections_url {
-                Some(url) => Backend::from_config(Some(url), &default),
-                None => Backend::from_env(&default),
-            }
-            .map_err(internal)?;
-            backend.open().await.map_err(internal)
-        };
+        let default = state.data.join("observe.db");
+        let backend = match state.projections_url.as_deref() {
+            Some(url) => Backend::from_config(Some(url), &default),
+            None => Backend::from_env(&default),
+        }
+        .map_err(internal)?;
+        let open = || async { backend.open().await.map_err(internal) };
         {
             let mut slot = state.projections.lock().await;
             if slot.is_none() {
