@@ -111,7 +111,10 @@ pub fn projections_backend(data: &Path) -> anyhow::Result<Backend> {
 pub async fn open_projections(data: &Path) -> anyhow::Result<Box<dyn ProjectionStore>> {
     let backend = projections_backend(data)?;
     let c = crate::config::current();
-    backend.open().await.with_context(|| c.at("projections.url"))
+    backend
+        .open()
+        .await
+        .with_context(|| c.at("projections.url"))
 }
 
 /// Opens the projections of `data` and applies everything the spine has committed since.
