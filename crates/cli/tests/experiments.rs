@@ -395,3 +395,62 @@ fn the_demo_runs_its_strategies_as_a_registered_experiment() {
         "{r}"
     );
 }
+
+/// `on_breach: demote` lowers the arm's strategy version one tier below its current ceiling
+/// (capped at 1 as a new arm: demoted to 0), with a `strategy.demoted` control event.
+#[test]
+fn a_breached_guardrail_can_demote_its_arm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let text = std::fs::read_to_string(repo().join("experiments/support-prompts.yaml")).unwrap();
+    let file = tmp.path().join("demoting.yaml");
+    std::fs::write(
+        &file,
+        text.replace("name: support-prompts", "name: demoting")
+            .replace("unit: subject", "unit: execution")
+            .replace("min_sample: 100", "min_sample: 1")
+            .replace(
+                "{ metric: p95_steps, direction: at_most, bound: 8 }",
+                "{ metric: p95_steps, direction: at_most, bound: 0, on_breach: demote }",
+            ),
+    )
+    .unwrap();
+    run(&data, None);
+    ok(keel(
+        &data,
+        &["experiments", "register", file.to_str().unwrap()],
+    ));
+    for _ in 0..12 {
+        run(&data, None);
+    }
+    let out = ok(keel(&data, &["experiments", "check"]));
+    assert!(out.contains("demoting\tthorough\tp95_steps <= 0"), "{out}");
+    let control: Vec<Value> = ok(keel(
+        &data,
+        &["events", "00000000-0000-7000-8000-00c047c01000"],
+    ))
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    let types: Vec<&str> = control
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "experiment.registered",
+            "experiment.guardrail_breached",
+            "strategy.demoted"
+        ],
+        "{control:#?}"
+    );
+    let demoted = &control[2]["data"];
+    assert!(
+        demoted["strategy_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("support-long/")
+    );
+    assert_eq!(demoted["max_autonomous_tier"], 0);
+}
