@@ -150,6 +150,32 @@ fn bad_files_are_errors_naming_the_key_and_the_file() {
     }
     assert!(!tmp.path().join(".keel").exists(), "no store was created");
 
+    // An OpenAI-compatible embedder is configured by the NAME of its key's variable: unset, it is
+    // an error naming the key; set, the check passes and never shows the key.
+    std::fs::write(
+        &file,
+        "[embedder]\nkind = \"openai\"\nurl = \"http://127.0.0.1:9/v1\"\nmodel = \"text-embedding-3-small\"\ndim = 1536\napi_key_env = \"KEEL_TEST_EMBED_KEY\"\n",
+    )
+    .unwrap();
+    let err = fails(keel_with(tmp.path(), &[], &["config", "check"]));
+    assert!(
+        err.contains(
+            "keel.toml: embedder.api_key_env: the variable KEEL_TEST_EMBED_KEY is not set"
+        ),
+        "{err}"
+    );
+    let out = keel_with(
+        tmp.path(),
+        &[("KEEL_TEST_EMBED_KEY", SECRET_ACCESS_KEY)],
+        &["config", "check"],
+    );
+    let stdout = ok(out);
+    assert!(
+        stdout.contains("embedder.kind = \"openai\"    # keel.toml")
+            && stdout.contains("embedder.api_key_env = \"KEEL_TEST_EMBED_KEY\""),
+        "{stdout}"
+    );
+
     // A --config that does not exist is named.
     let err = fails(keel_with(
         tmp.path(),
