@@ -4,8 +4,9 @@
 //! Shape: one root span per execution (`invoke_agent {strategy}`) whose trace id *is* Keel's
 //! `trace_id`, and child spans for each model call (`chat {model}`, from `model.called` to
 //! `model.responded`), tool call (`execute_tool {tool}`, `tool.called` → `tool.result`), memory
-//! retrieval (`search_memory`, at `memory.retrieved`) and gate (`gate {gate_id}`,
-//! `gate.requested` → `gate.decided`). Span ids derive from the opening event's id, so exporting
+//! retrieval (`retrieval {memory_version}`, at `memory.retrieved`, with the latest-names opt-in
+//! only) and gate (`gate {gate_id}`, `gate.requested` → `gate.decided`: an internal span with
+//! `keel.*` attributes only, so that no receiver takes it for a tool call). Span ids derive from the opening event's id, so exporting
 //! the same execution twice sends identical spans (a receiver can deduplicate). Times are the
 //! events' own: the spans describe what happened, built from the log after the fact, which is
 //! why spans are made as [`SpanData`] rather than through a live tracer.
@@ -190,6 +191,10 @@ pub fn spans(events: &[Event], conv: &Conventions) -> Vec<SpanData> {
                         p.tokens.output as i64,
                     ));
                     cost_attr(&mut o.attrs, p.cost);
+                    if let Some(m) = p.cost.micros() {
+                        o.attrs
+                            .push(KeyValue::new(sc::LLM_COST_TOTAL, m as f64 / 1e6));
+                    }
                     let status = match &p.error {
                         Some(err) => {
                             o.attrs.push(KeyValue::new(sc::ERROR_TYPE, "invalid_reply"));
@@ -243,29 +248,31 @@ pub fn spans(events: &[Event], conv: &Conventions) -> Vec<SpanData> {
                     out.push(make(o.id, root, o, time(e), status));
                 }
             }
-            Payload::MemoryRetrieved(p) => {
+            // The GenAI conventions define retrieval spans only in their latest names; the
+            // v1.36 names have none, so without the opt-in no span is made (decision 042).
+            Payload::MemoryRetrieved(p) if conv.latest_experimental => {
                 let mut attrs = vec![
-                    KeyValue::new(sc::OPERATION_NAME, sc::op::SEARCH_MEMORY),
+                    KeyValue::new(sc::OPERATION_NAME, sc::op::RETRIEVAL),
                     KeyValue::new(sc::DATA_SOURCE_ID, p.memory_version.clone()),
-                    KeyValue::new(sc::MEMORY_RECORD_COUNT, p.chunks.len() as i64),
+                    KeyValue::new(sc::KEEL_RETRIEVAL_RECORD_COUNT, p.chunks.len() as i64),
                     KeyValue::new(sc::KEEL_MEMORY_VERSION, p.memory_version.clone()),
                     KeyValue::new(sc::KEEL_TENANT, e.tenant.as_str().to_owned()),
                 ];
                 if conv.capture_content {
-                    attrs.push(KeyValue::new(sc::MEMORY_QUERY_TEXT, p.query.clone()));
-                    let records: Vec<serde_json::Value> = p
+                    attrs.push(KeyValue::new(sc::RETRIEVAL_QUERY_TEXT, p.query.clone()));
+                    let documents: Vec<serde_json::Value> = p
                         .chunks
                         .iter()
                         .map(|c| serde_json::json!({"id": c.id, "score": c.score}))
                         .collect();
                     attrs.push(KeyValue::new(
-                        sc::MEMORY_RECORDS,
-                        serde_json::Value::Array(records).to_string(),
+                        sc::RETRIEVAL_DOCUMENTS,
+                        serde_json::Value::Array(documents).to_string(),
                     ));
                 }
                 let o = Open {
                     id: span_id(e.event_id),
-                    name: sc::op::SEARCH_MEMORY.into(),
+                    name: format!("{} {}", sc::op::RETRIEVAL, p.memory_version),
                     kind: SpanKind::Client,
                     start: time(e),
                     attrs,
@@ -289,7 +296,7 @@ pub fn spans(events: &[Event], conv: &Conventions) -> Vec<SpanData> {
                         attrs: vec![
                             KeyValue::new(sc::KEEL_GATE_ID, p.gate_id.clone()),
                             KeyValue::new(sc::KEEL_CONSEQUENCE_TIER, i64::from(p.consequence_tier)),
-                            KeyValue::new(sc::TOOL_NAME, tool),
+                            KeyValue::new(sc::KEEL_GATE_TOOL, tool),
                             KeyValue::new(sc::KEEL_TENANT, e.tenant.as_str().to_owned()),
                         ],
                     },

@@ -50,12 +50,10 @@ pub const AGENT_ID: &str = "gen_ai.agent.id";
 pub const CONVERSATION_ID: &str = "gen_ai.conversation.id";
 /// `gen_ai.data_source.id`
 pub const DATA_SOURCE_ID: &str = "gen_ai.data_source.id";
-/// `gen_ai.memory.record.count`
-pub const MEMORY_RECORD_COUNT: &str = "gen_ai.memory.record.count";
-/// `gen_ai.memory.query.text` (opt-in content)
-pub const MEMORY_QUERY_TEXT: &str = "gen_ai.memory.query.text";
-/// `gen_ai.memory.records` (opt-in content: `[{id, score}]`)
-pub const MEMORY_RECORDS: &str = "gen_ai.memory.records";
+/// `gen_ai.retrieval.query.text` (opt-in content)
+pub const RETRIEVAL_QUERY_TEXT: &str = "gen_ai.retrieval.query.text";
+/// `gen_ai.retrieval.documents` (opt-in content: `[{id, score}]`, as a JSON string)
+pub const RETRIEVAL_DOCUMENTS: &str = "gen_ai.retrieval.documents";
 /// `error.type`
 pub const ERROR_TYPE: &str = "error.type";
 
@@ -67,9 +65,14 @@ pub mod op {
     pub const EXECUTE_TOOL: &str = "execute_tool";
     /// The agent's run (the execution).
     pub const INVOKE_AGENT: &str = "invoke_agent";
-    /// A memory search.
-    pub const SEARCH_MEMORY: &str = "search_memory";
+    /// A retrieval of context from a vector store or search system: Keel's memory retrieval.
+    /// (`search_memory` is for agent memory stores; receivers classify `retrieval` as retrieval.)
+    pub const RETRIEVAL: &str = "retrieval";
 }
+
+/// `llm.cost.total`: the OpenInference name for a model call's cost in dollars, which
+/// OpenInference receivers (Arize Phoenix) read; the GenAI conventions define no cost attribute.
+pub const LLM_COST_TOTAL: &str = "llm.cost.total";
 
 /// `keel.tenant`
 pub const KEEL_TENANT: &str = "keel.tenant";
@@ -91,8 +94,13 @@ pub const KEEL_TOOL_STATUS: &str = "keel.tool.status";
 pub const KEEL_GATE_ID: &str = "keel.gate.id";
 /// `keel.gate.verdict`
 pub const KEEL_GATE_VERDICT: &str = "keel.gate.verdict";
+/// `keel.gate.tool`: the tool the gated action calls (not `gen_ai.tool.name`: a gate is not a
+/// tool call, and receivers classify spans carrying that name as one)
+pub const KEEL_GATE_TOOL: &str = "keel.gate.tool";
 /// `keel.gate.approver`
 pub const KEEL_GATE_APPROVER: &str = "keel.gate.approver";
+/// `keel.retrieval.record_count`: how many records a retrieval returned
+pub const KEEL_RETRIEVAL_RECORD_COUNT: &str = "keel.retrieval.record_count";
 /// `keel.memory_version`
 pub const KEEL_MEMORY_VERSION: &str = "keel.memory_version";
 /// `keel.replay_of`
@@ -115,9 +123,9 @@ pub const ALL: &[&str] = &[
     AGENT_ID,
     CONVERSATION_ID,
     DATA_SOURCE_ID,
-    MEMORY_RECORD_COUNT,
-    MEMORY_QUERY_TEXT,
-    MEMORY_RECORDS,
+    RETRIEVAL_QUERY_TEXT,
+    RETRIEVAL_DOCUMENTS,
+    LLM_COST_TOTAL,
     ERROR_TYPE,
     KEEL_TENANT,
     KEEL_EXEC_ID,
@@ -129,7 +137,9 @@ pub const ALL: &[&str] = &[
     KEEL_TOOL_STATUS,
     KEEL_GATE_ID,
     KEEL_GATE_VERDICT,
+    KEEL_GATE_TOOL,
     KEEL_GATE_APPROVER,
+    KEEL_RETRIEVAL_RECORD_COUNT,
     KEEL_MEMORY_VERSION,
     KEEL_REPLAY_OF,
 ];

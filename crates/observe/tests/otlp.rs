@@ -84,7 +84,14 @@ async fn spans_arrive_decoded_with_genai_and_keel_attributes() {
         assert_eq!(a["gen_ai.usage.input_tokens"], 100 * (i + 1));
         assert_eq!(a["gen_ai.usage.output_tokens"], 10);
         assert!(c["end"].as_u64().unwrap() > c["start"].as_u64().unwrap());
+        // The cost where OpenInference receivers read it, and Keel's own.
+        assert_eq!(a["llm.cost.total"], a["keel.cost_usd"]);
     }
+    let model_cost: f64 = chats
+        .iter()
+        .map(|c| c["attributes"]["llm.cost.total"].as_f64().unwrap())
+        .sum();
+    assert!(model_cost > 0.0);
     let tools = by_name("execute_tool ");
     assert_eq!(tools.len(), 3);
     assert_eq!(tools[0]["attributes"]["gen_ai.tool.name"], "lookup_order");
@@ -93,21 +100,35 @@ async fn spans_arrive_decoded_with_genai_and_keel_attributes() {
         tools[0]["attributes"]["gen_ai.tool.call.arguments"],
         r#"{"order_id":"A-1001"}"#
     );
-    let memory = by_name("search_memory");
+    // The retrieval as the GenAI conventions define it: `retrieval {data source}`, CLIENT.
+    let memory = by_name("retrieval ");
     assert_eq!(memory.len(), 1);
+    assert_eq!(memory[0]["name"], "retrieval v1");
+    assert_eq!(memory[0]["kind"], 3, "CLIENT");
+    let a = &memory[0]["attributes"];
+    assert_eq!(a["gen_ai.operation.name"], "retrieval");
+    assert_eq!(a["gen_ai.data_source.id"], "v1");
+    assert_eq!(a["keel.retrieval.record_count"], 1);
     assert_eq!(
-        memory[0]["attributes"]["gen_ai.operation.name"],
-        "search_memory"
-    );
-    assert_eq!(memory[0]["attributes"]["gen_ai.memory.record.count"], 1);
-    assert_eq!(
-        memory[0]["attributes"]["gen_ai.memory.query.text"],
+        a["gen_ai.retrieval.query.text"],
         "carrier policy for A-1001"
     );
+    let docs: Value =
+        serde_json::from_str(a["gen_ai.retrieval.documents"].as_str().unwrap()).unwrap();
+    assert_eq!(docs, json!([{"id": "c91", "score": 0.71}]));
+    // A gate is an internal span with keel.* attributes only: nothing a receiver reads as a
+    // tool call (or any GenAI operation).
     let gates = by_name("gate ");
     assert_eq!(gates.len(), 1);
-    assert_eq!(gates[0]["attributes"]["keel.consequence_tier"], 3);
-    assert_eq!(gates[0]["attributes"]["keel.gate.verdict"], "approve");
+    assert_eq!(gates[0]["kind"], 1, "INTERNAL");
+    let a = gates[0]["attributes"].as_object().unwrap();
+    assert!(
+        a.keys().all(|k| k.starts_with("keel.")),
+        "gate attributes: {a:?}"
+    );
+    assert_eq!(a["keel.consequence_tier"], 3);
+    assert_eq!(a["keel.gate.verdict"], "approve");
+    assert!(!a["keel.gate.tool"].as_str().unwrap().is_empty());
     assert_eq!(spans.len(), 1 + 3 + 3 + 1 + 1);
 
     // Without the opt-in: the v1.36 provider attribute and no captured content.
@@ -119,6 +140,14 @@ async fn spans_arrive_decoded_with_genai_and_keel_attributes() {
     let chat = spans.iter().find(|s| s.name.starts_with("chat")).unwrap();
     let keys: Vec<&str> = chat.attributes.iter().map(|kv| kv.key.as_str()).collect();
     assert!(keys.contains(&"gen_ai.system") && !keys.contains(&"gen_ai.provider.name"));
+    // v1.36 defines no retrieval span: none is made without the opt-in.
+    assert!(
+        !spans
+            .iter()
+            .any(|s| s.name.starts_with("retrieval") || s.name.starts_with("search_memory")),
+        "no memory span without the opt-in"
+    );
+    assert_eq!(spans.len(), 1 + 3 + 3 + 1);
     let tool = spans
         .iter()
         .find(|s| s.name.starts_with("execute_tool"))
