@@ -427,3 +427,141 @@ concurrency = 4
     ]));
     assert!(facts.trim().is_empty(), "{facts}");
 }
+
+/// A minimal OpenAI-compatible `/v1/embeddings` server on 127.0.0.1 (HTTP/1.1, keep-alive):
+/// 16-dimensional bag-of-words vectors, and every `Authorization` header it was sent.
+fn embeddings_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut out = conn;
+                loop {
+                    let (mut length, mut auth) = (0usize, String::new());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        line.clear();
+                        reader.read_line(&mut line).unwrap();
+                        let l = line.trim_end();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = l.split_once(':') {
+                            match k.to_ascii_lowercase().as_str() {
+                                "content-length" => length = v.trim().parse().unwrap(),
+                                "authorization" => auth = v.trim().to_owned(),
+                                _ => {}
+                            }
+                        }
+                    }
+                    log.lock().unwrap().push(auth);
+                    let mut body = vec![0u8; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let req: Value = serde_json::from_slice(&body).unwrap();
+                    let data: Vec<Value> = req["input"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| {
+                            let mut v = [0.01f64; 16];
+                            for w in t
+                                .as_str()
+                                .unwrap()
+                                .to_lowercase()
+                                .split(|c: char| !c.is_alphanumeric())
+                            {
+                                if !w.is_empty() {
+                                    let b = w.bytes().map(usize::from).sum::<usize>() % 16;
+                                    v[b] += 1.0;
+                                }
+                            }
+                            serde_json::json!({"index": i, "embedding": v.to_vec()})
+                        })
+                        .collect();
+                    let reply = serde_json::json!({"object": "list", "data": data}).to_string();
+                    write!(
+                        out,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+                        reply.len()
+                    )
+                    .unwrap();
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn a_run_embeds_with_the_openai_compatible_embedder_keel_toml_names() {
+    let (url, seen) = embeddings_server();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("keel.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[embedder]\nkind = \"openai\"\nurl = \"{url}\"\nmodel = \"bag-of-words\"\nversion = \"t1\"\ndim = 16\napi_key_env = \"KEEL_TEST_EMBED_KEY\"\n"
+        ),
+    )
+    .unwrap();
+    let data = tmp.path().join("store");
+    let env = [("KEEL_TEST_EMBED_KEY", SECRET_ACCESS_KEY)];
+    let keel = |args: &[&str]| {
+        let mut all = vec![
+            "--config",
+            file.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ];
+        all.extend(args);
+        keel_with(&repo(), &env, &all)
+    };
+    let strategies = repo().join("strategies/memory");
+    let run: Value = serde_json::from_str(&ok(keel(&[
+        "run",
+        "--json",
+        "--strategy",
+        "support-memory",
+        "--strategies",
+        strategies.to_str().unwrap(),
+        "--tenant",
+        "acme",
+        "--subject",
+        "cust-9",
+        "Where is order A-1001? Please always send me updates by e-mail.",
+    ])))
+    .unwrap();
+    assert_eq!(run["outcome"], "success", "{run}");
+    let search = ok(keel(&[
+        "memory",
+        "search",
+        "--tenant",
+        "acme",
+        "--subject",
+        "cust-9",
+        "how does the customer want order updates",
+    ]));
+    assert!(search.contains("updates by e-mail"), "{search}");
+    assert!(
+        search.contains("bag-of-words@t1/16"),
+        "pinned to the configured model: {search}"
+    );
+    let seen = seen.lock().unwrap();
+    assert!(!seen.is_empty(), "the configured server embedded");
+    assert!(
+        seen.iter()
+            .all(|a| *a == format!("Bearer {SECRET_ACCESS_KEY}")),
+        "the key came from the variable keel.toml names"
+    );
+}
