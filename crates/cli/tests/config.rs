@@ -2,7 +2,8 @@
 //! files (every error names the key and the file; passwords and credentials never appear in any
 //! output), and a `keel run` whose blobs live on S3 (a real moto server) and whose memory lives
 //! in pgvector (a real PostgreSQL 18), chosen by the file alone, replayed from the recorded
-//! outputs in the bucket; `keel memory erase` then reaches both. The servers come from `scripts/test-services` (`$KEEL_TEST_MOTO_BIN`,
+//! outputs in the bucket; `keel memory erase` then reaches both. And a run whose memory embeds
+//! with an OpenAI-compatible embedder (a real HTTP server on 127.0.0.1) the file names. The servers come from `scripts/test-services` (`$KEEL_TEST_MOTO_BIN`,
 //! `$KEEL_TEST_PG_BIN`); missing ones fail the tests, never skip them.
 
 #![allow(clippy::unwrap_used)]
