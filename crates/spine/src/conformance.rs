@@ -34,6 +34,7 @@ macro_rules! conformance_tests {
             another_tenant_cannot_append_to_an_execution,
             buffered_appends_keep_order_and_conditions,
             appended_after_sees_every_readable_event,
+            read_first_is_the_first_event_only,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {$(
@@ -329,6 +330,23 @@ pub async fn appended_after_sees_every_readable_event(log: &dyn EventLog) {
     assert!(log.appended_after(exec_id(80), 3).await.unwrap());
     assert!(!log.appended_after(exec_id(80), last).await.unwrap());
     assert!(!log.appended_after(exec_id(81), 0).await.unwrap());
+}
+
+/// `read_first` is the execution's first event, whatever came after it; unknown is `None`.
+pub async fn read_first_is_the_first_event_only(log: &dyn EventLog) {
+    let events = keel_testkit::builder::execution_with_steps(exec_id(90), 2);
+    assert!(log.read_first(exec_id(90)).await.unwrap().is_none());
+    log.append(exec_id(90), 0, &events[..1]).await.unwrap();
+    assert_eq!(
+        log.read_first(exec_id(90)).await.unwrap().as_ref(),
+        Some(&events[0])
+    );
+    log.append(exec_id(90), 1, &events[1..]).await.unwrap();
+    assert_eq!(
+        log.read_first(exec_id(90)).await.unwrap().as_ref(),
+        Some(&events[0])
+    );
+    assert!(log.read_first(exec_id(91)).await.unwrap().is_none());
 }
 
 /// Expands to one `#[tokio::test]` per lease check, each on a fresh, empty store made by `$make`

@@ -79,6 +79,13 @@ pub trait EventLog: Send + Sync {
     /// The execution's events with `seq >= from_seq`, in seq order (empty if unknown).
     async fn read(&self, exec_id: ExecId, from_seq: u64) -> Result<Vec<Event>, SpineError>;
 
+    /// The execution's first event (its `exec.started`), without reading the rest: what a worker
+    /// needs to pick the strategy of each of thousands of executions it resumes. The default
+    /// reads them all.
+    async fn read_first(&self, exec_id: ExecId) -> Result<Option<Event>, SpineError> {
+        Ok(self.read(exec_id, 1).await?.into_iter().next())
+    }
+
     /// True if the execution has committed events with a seq above `seq`: a cheap check before
     /// [`EventLog::read`] for callers that poll a stream they have already folded. It may count
     /// events `read` does not show yet (buffered appends not yet durable), never miss one that

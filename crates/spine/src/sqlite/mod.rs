@@ -1,6 +1,7 @@
 //! The embedded spine backend: one SQLite file (WAL, `synchronous=FULL` by default).
 //!
-//! Writes go through one writer thread with group commit (see the `writer` module); reads use a small pool of
+//! Writes go through one writer with group commit, led by the appenders themselves (see the
+//! `writer` module); reads use a small pool of
 //! read-only connections on blocking threads. Several processes may open the same file: SQLite's write lock
 //! serialises their groups, and the conditional append stays correct because the expected seq
 //! is checked inside the write transaction.
@@ -18,9 +19,7 @@ use keel_core::{Event, ExecId, TenantId};
 use rusqlite::Connection;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
@@ -60,7 +59,7 @@ pub struct SqliteLog {
 struct Inner {
     path: PathBuf,
     durability: Durability,
-    requests: Option<mpsc::Sender<writer::AppendRequest>>,
+    commits: writer::GroupCommit,
     readers: Mutex<Vec<Connection>>,
     /// Executions this handle appended to without an fsync (until they end): only their reads
     /// wait for a durable commit. Everything else that is committed — another process's
@@ -71,7 +70,6 @@ struct Inner {
     probe: Mutex<Option<Connection>>,
     head: watch::Receiver<u64>,
     stats: Arc<WriterStats>,
-    writer: Option<JoinHandle<()>>,
     /// Per execution: the subject cipher its events are sealed with, `None` if not linked.
     ciphers: Mutex<HashMap<ExecId, Option<Arc<Cipher>>>>,
 }
@@ -106,37 +104,24 @@ impl SqliteLog {
             )
             .map_err(|e| schema::map_err(&path, "reading the head offset", e))?;
         let (head_tx, head) = watch::channel(last);
-        let (requests, rx) = mpsc::channel();
-        let writer_path = path.clone();
         let stats = Arc::new(WriterStats::default());
-        let writer_stats = stats.clone();
-        let writer = std::thread::Builder::new()
-            .name("keel-spine-writer".into())
-            .spawn(move || {
-                writer::run(
-                    conn,
-                    &writer_path,
-                    options.durability,
-                    rx,
-                    &head_tx,
-                    &writer_stats,
-                )
-            })
-            .map_err(|source| SpineError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        let writer = writer::Writer::new(
+            conn,
+            path.clone(),
+            options.durability,
+            head_tx,
+            stats.clone(),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
                 durability: options.durability,
-                requests: Some(requests),
+                commits: writer::GroupCommit::new(writer),
                 readers: Mutex::new(Vec::new()),
                 buffered_execs: Mutex::new(std::collections::HashSet::new()),
                 probe: Mutex::new(None),
                 head,
                 stats,
-                writer: Some(writer),
                 ciphers: Mutex::new(HashMap::new()),
             }),
         })
@@ -168,9 +153,7 @@ impl SqliteLog {
         if !durable && let Ok(mut b) = self.inner.buffered_execs.lock() {
             b.insert(exec_id);
         }
-        let sender = self.inner.requests.as_ref().ok_or(SpineError::Closed)?;
-        sender.send(request).map_err(|_| SpineError::Closed)?;
-        let ack = answer.await.map_err(|_| SpineError::Closed)?;
+        let ack = self.inner.commits.append(request, answer).await;
         if ends {
             self.forget_cipher(exec_id);
             if let Ok(mut b) = self.inner.buffered_execs.lock() {
@@ -254,11 +237,8 @@ impl SqliteLog {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Closing the request channel lets the writer commit what is queued and exit.
-        drop(self.requests.take());
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
-        }
+        // An appender that gave up waiting may have left its request queued.
+        self.commits.flush();
     }
 }
 
@@ -422,6 +402,36 @@ impl EventLog for SqliteLog {
                 );
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// One indexed read of the execution's first batch (an execution starts with a batch of its
+    /// own, `exec.started`), decoded; the rest of its log is not touched.
+    async fn read_first(&self, exec_id: ExecId) -> Result<Option<Event>, SpineError> {
+        let durable = self.durable_head_for(exec_id);
+        self.with_reader(move |conn, path| {
+            let key = exec_id.to_string();
+            let err = |c| move |e| schema::map_err(path, c, e);
+            let row: Option<(u64, u64, String)> = conn
+                .prepare_cached(
+                    "SELECT first_offset, first_seq, body FROM batches
+                     WHERE exec_id = ?1 AND first_offset <= ?2 ORDER BY last_seq LIMIT 1",
+                )
+                .and_then(|mut s| {
+                    use rusqlite::OptionalExtension;
+                    s.query_row((&key, durable), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()
+                })
+                .map_err(err("reading an execution's first batch"))?;
+            let Some((offset, first_seq, body)) = row else {
+                return Ok(None);
+            };
+            let mut opener = Opener::new(conn);
+            let batch = decode_batch(path, offset, &key, first_seq, &body, &mut |k, raw| {
+                opener.open(k, raw)
+            })?;
+            Ok(batch.into_iter().next().map(|(_, e)| e))
         })
         .await
     }

@@ -1,10 +1,11 @@
-//! The single writer thread and its group commit.
+//! The writer and its group commit.
 //!
-//! Appenders encode their events on their own threads and send a request here. The writer blocks
-//! for the first request, then drains every request already queued (up to a cap) and commits them
-//! all in one transaction: one WAL write and one fsync for the whole group. While it waits on the
-//! fsync, new requests queue up and form the next group, so throughput grows with the number of
-//! concurrent appenders while a lone appender still pays exactly one fsync.
+//! Appenders encode their events on their own threads and queue a request here. One appender at
+//! a time (the leader, see [`GroupCommit`]) takes every request already queued (up to a cap) and
+//! commits them all in one transaction: one WAL write and one fsync for the whole group. While it
+//! waits on the fsync, new requests queue up and form the next group, so throughput grows with the
+//! number of concurrent appenders while a lone appender still pays exactly one fsync, on its own
+//! thread.
 
 use super::Durability;
 use super::schema::map_err;
@@ -12,11 +13,11 @@ use crate::error::SpineError;
 use crate::log::AppendAck;
 use keel_core::ExecId;
 use rusqlite::{Connection, OptionalExtension};
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
-use tokio::sync::{oneshot, watch};
+use std::sync::{Arc, Mutex, TryLockError};
+use tokio::sync::{Notify, oneshot, watch};
 
 /// Most requests committed together; bounds one transaction's size and latency.
 const MAX_GROUP_REQUESTS: usize = 1024;
@@ -74,54 +75,67 @@ pub struct WriterStats {
     pub buffered_from: AtomicU64,
 }
 
-/// Runs until every sender is dropped, then returns after committing what was queued.
-pub(super) fn run(
+/// The writer: the write connection and what it remembers. Whoever holds its lock commits for
+/// every appender queued (see [`GroupCommit`]).
+pub(super) struct Writer {
     conn: Connection,
-    path: &Path,
+    path: PathBuf,
     durability: Durability,
-    requests: Receiver<AppendRequest>,
-    head: &watch::Sender<u64>,
-    stats: &WriterStats,
-) {
-    let mut cache = Cache::default();
-    let mut synchronous = match durability {
-        Durability::Full => "FULL",
-        Durability::Off => "OFF",
-    };
-    while let Ok(first) = requests.recv() {
-        let mut events = first.len as usize;
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP_REQUESTS && events < MAX_GROUP_EVENTS {
-            match requests.try_recv() {
-                Ok(req) => {
-                    events += req.len as usize;
-                    group.push(req);
-                }
-                Err(_) => break,
-            }
+    /// The connection's current `synchronous` setting.
+    synchronous: &'static str,
+    cache: Cache,
+    head: watch::Sender<u64>,
+    stats: Arc<WriterStats>,
+}
+
+impl Writer {
+    pub(super) fn new(
+        conn: Connection,
+        path: PathBuf,
+        durability: Durability,
+        head: watch::Sender<u64>,
+        stats: Arc<WriterStats>,
+    ) -> Self {
+        let synchronous = match durability {
+            Durability::Full => "FULL",
+            Durability::Off => "OFF",
+        };
+        Self {
+            conn,
+            path,
+            durability,
+            synchronous,
+            cache: Cache::default(),
+            head,
+            stats,
         }
+    }
+
+    /// Commits one group and answers every appender in it.
+    fn commit(&mut self, group: Vec<AppendRequest>) {
+        let (conn, path, stats) = (&self.conn, self.path.as_path(), &*self.stats);
         // A group is fsynced if any request in it must be durable; then everything before it is
         // durable too. Otherwise it commits without an fsync (NORMAL: the WAL is still synced
         // before any checkpoint, so a later durable commit covers it).
         let durable = group.iter().any(|r| r.durable);
-        let wanted = match (durability, durable) {
+        let wanted = match (self.durability, durable) {
             (Durability::Off, _) => "OFF",
             (Durability::Full, true) => "FULL",
             (Durability::Full, false) => "NORMAL",
         };
-        if wanted != synchronous
+        if wanted != self.synchronous
             && conn
                 .execute_batch(&format!("PRAGMA synchronous = {wanted}"))
                 .is_ok()
         {
-            synchronous = wanted;
+            self.synchronous = wanted;
         }
-        let results = commit_group(&conn, path, &group, &mut cache);
+        let results = commit_group(conn, path, &group, &mut self.cache);
         let first_ok = results
             .iter()
             .filter_map(|r| r.as_ref().ok().map(|a| a.first_offset))
             .min();
-        match (synchronous, first_ok) {
+        match (self.synchronous, first_ok) {
             ("NORMAL", Some(first)) => {
                 let _ = stats.buffered_from.compare_exchange(
                     0,
@@ -148,7 +162,7 @@ pub(super) fn run(
             stats.groups.fetch_add(1, Ordering::Relaxed);
             stats.requests.fetch_add(n_req, Ordering::Relaxed);
             stats.events.fetch_add(n_ev, Ordering::Relaxed);
-            head.send_if_modified(|h| {
+            self.head.send_if_modified(|h| {
                 let newer = offset > *h;
                 *h = (*h).max(offset);
                 newer
@@ -158,6 +172,110 @@ pub(super) fn run(
             // The appender may have given up waiting; its events are committed regardless.
             let _ = req.reply.send(result);
         }
+    }
+}
+
+/// Group commit without a writer thread (leader/follower): an appender queues its request and
+/// tries the writer's lock. The one that gets it (the leader) takes everything queued, commits
+/// it in one transaction on its own thread and answers every request in it; the others (the
+/// followers) wait for their answer. Requests that arrive during the commit form the next group:
+/// the leader, once done, hands the turn to one waiting follower, which leads the next group.
+/// A lone appender thus commits on its own thread, with no hand-off to another thread and back,
+/// and concurrent appenders still share one fsync per group.
+pub(super) struct GroupCommit {
+    queue: Mutex<VecDeque<AppendRequest>>,
+    writer: Mutex<Writer>,
+    /// Given to a waiting follower when a leader leaves requests queued.
+    turn: Notify,
+}
+
+impl GroupCommit {
+    pub(super) fn new(writer: Writer) -> Self {
+        Self {
+            queue: Mutex::new(VecDeque::new()),
+            writer: Mutex::new(writer),
+            turn: Notify::new(),
+        }
+    }
+
+    /// Queues `request`, commits (if no other appender is committing) and waits for the answer.
+    pub(super) async fn append(
+        &self,
+        request: AppendRequest,
+        mut answer: oneshot::Receiver<Result<AppendAck, SpineError>>,
+    ) -> Result<AppendAck, SpineError> {
+        self.queue
+            .lock()
+            .map_err(|_| SpineError::Closed)?
+            .push_back(request);
+        self.lead();
+        loop {
+            tokio::select! {
+                biased;
+                answer = &mut answer => return answer.map_err(|_| SpineError::Closed)?,
+                () = self.turn.notified() => self.lead(),
+            }
+        }
+    }
+
+    /// Commits one group if the writer is free and anything is queued; hands the turn on if
+    /// requests are left.
+    pub(super) fn lead(&self) {
+        let mut writer = match self.writer.try_lock() {
+            Ok(w) => w,
+            Err(TryLockError::WouldBlock) => return,
+            // A panic mid-commit: what the writer remembers may be wrong, so forget it.
+            Err(TryLockError::Poisoned(p)) => {
+                let mut w = p.into_inner();
+                w.cache = Cache::default();
+                self.writer.clear_poison();
+                w
+            }
+        };
+        let group = self.take_group();
+        if !group.is_empty() {
+            blocking(|| writer.commit(group));
+        }
+        drop(writer);
+        // Checked after the lock is released: a request queued before this saw the lock held,
+        // so its appender waits for the turn.
+        if self.queue.lock().is_ok_and(|q| !q.is_empty()) {
+            self.turn.notify_one();
+        }
+    }
+
+    /// Commits everything queued (when the store closes).
+    pub(super) fn flush(&self) {
+        while self.queue.lock().is_ok_and(|q| !q.is_empty()) {
+            if self.writer.try_lock().is_err() {
+                return;
+            }
+            self.lead();
+        }
+    }
+
+    fn take_group(&self) -> Vec<AppendRequest> {
+        let Ok(mut queue) = self.queue.lock() else {
+            return Vec::new();
+        };
+        let mut group = Vec::new();
+        let mut events = 0usize;
+        while group.len() < MAX_GROUP_REQUESTS && events < MAX_GROUP_EVENTS {
+            let Some(req) = queue.pop_front() else { break };
+            events += req.len as usize;
+            group.push(req);
+        }
+        group
+    }
+}
+
+/// Runs `f`, which blocks on the disk, without stalling the async runtime: on a multi-threaded
+/// runtime the worker's other tasks move to another thread meanwhile; a current-thread runtime
+/// (tests, small tools) has nothing else to run.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
