@@ -656,3 +656,131 @@ fn export_otlp_follow_sends_each_ended_execution_once_across_restarts() {
     assert_exported_once(&data, &spans, &execs);
     exporter.assert_running();
 }
+
+/// The requests the receiver got: (path, headers), in order.
+fn requests(receiver: &Receiver) -> Vec<(String, Value)> {
+    let file = PathBuf::from(format!("{}.requests.jsonl", receiver.out.display()));
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("the receiver writes JSON lines");
+            (
+                v["path"].as_str().unwrap_or_default().to_owned(),
+                v["headers"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// `keel export otlp` with the OpenTelemetry exporter variables set on it and no others.
+fn export_with_env(data: &Path, vars: &[(&str, &str)]) -> Output {
+    let mut c = keel_cmd(data, &["export", "otlp", "--from-start"]);
+    for name in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    ] {
+        c.env_remove(name);
+    }
+    c.envs(vars.iter().copied());
+    c.output().expect("running keel export otlp")
+}
+
+#[test]
+fn export_otlp_honours_the_standard_exporter_variables() {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let receiver = Receiver::start(tmp.path());
+    let data = tmp.path().join("store");
+    let exec = run(&data, 0);
+    let base = receiver
+        .endpoint
+        .strip_suffix("/v1/traces")
+        .expect("the receiver's endpoint")
+        .to_owned();
+    let secret = "s3cret-token";
+    let printed = |out: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    // The generic endpoint is a base (`/v1/traces` appended); headers are percent-decoded.
+    let generic_headers = format!("Authorization=Bearer%20{secret}, x-keel-test=generic");
+    let out = export_with_env(
+        &data,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("{base}/")),
+            ("OTEL_EXPORTER_OTLP_HEADERS", &generic_headers),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "5000"),
+        ],
+    );
+    let text = ok(out.clone());
+    assert!(
+        !printed(&out).contains(secret),
+        "a header value was printed: {text}"
+    );
+    let got = requests(&receiver);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "/v1/traces");
+    assert_eq!(got[0].1["authorization"], format!("Bearer {secret}"));
+    assert_eq!(got[0].1["x-keel-test"], "generic");
+    let roots: Vec<Value> = receiver.spans().into_iter().filter(is_root).collect();
+    assert_eq!(roots.len(), 1);
+    assert_eq!(roots[0]["trace_id"], exec.trace);
+
+    // The traces endpoint is used as is, and the traces headers replace the generic ones.
+    let out = export_with_env(
+        &data,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                &format!("{base}/custom/traces"),
+            ),
+            ("OTEL_EXPORTER_OTLP_HEADERS", &generic_headers),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-keel-test=traces"),
+        ],
+    );
+    ok(out);
+    let got = requests(&receiver);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1].0, "/custom/traces");
+    assert_eq!(got[1].1["x-keel-test"], "traces");
+    assert!(got[1].1.get("authorization").is_none(), "{:?}", got[1].1);
+
+    // A malformed list fails before anything is sent, naming the variable and the entry but
+    // not its text; so do a bad timeout and no endpoint at all.
+    let bad = format!("authorization=Bearer%20{secret},{secret}-without-equals");
+    for (vars, needles) in [
+        (
+            vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", base.as_str()),
+                ("OTEL_EXPORTER_OTLP_HEADERS", bad.as_str()),
+            ],
+            vec!["OTEL_EXPORTER_OTLP_HEADERS", "entry 2"],
+        ),
+        (
+            vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", base.as_str()),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+            ],
+            vec!["OTEL_EXPORTER_OTLP_TIMEOUT", "milliseconds"],
+        ),
+        (vec![], vec!["--endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT"]),
+    ] {
+        let out = export_with_env(&data, &vars);
+        let text = printed(&out);
+        assert!(!out.status.success(), "{vars:?}: {text}");
+        for n in needles {
+            assert!(text.contains(n), "{vars:?}: {n:?} not in {text}");
+        }
+        assert!(!text.contains(secret), "a header value was printed: {text}");
+    }
+    assert_eq!(requests(&receiver).len(), 2, "nothing sent by the failures");
+}

@@ -24,10 +24,10 @@ use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// How spans are named and what they carry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -370,6 +370,70 @@ pub fn spans(events: &[Event], conv: &Conventions) -> Vec<SpanData> {
     out
 }
 
+/// How long one export request may take when nothing says otherwise: the OpenTelemetry
+/// exporter default (`OTEL_EXPORTER_OTLP_TIMEOUT`, 10 s).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A malformed OTLP header list (`key=value,key=value`): which entry (1-based) and why. It never
+/// holds the entry's text, since header values are credentials.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("entry {entry}: {reason}")]
+pub struct HeaderListError {
+    /// The entry's position in the list, from 1.
+    pub entry: usize,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+/// Parses an OTLP header list as the OpenTelemetry exporter specification writes it
+/// (`OTEL_EXPORTER_OTLP_HEADERS`): comma-separated `key=value` pairs, surrounding spaces
+/// trimmed, values percent-decoded. Empty entries are skipped; an entry without `=`, with an
+/// empty key or value, a bad percent escape, or a name or value HTTP does not allow is an error.
+pub fn parse_headers(list: &str) -> std::result::Result<Vec<(String, String)>, HeaderListError> {
+    let mut out = Vec::new();
+    for (i, entry) in list.split(',').enumerate() {
+        let fail = |reason| HeaderListError {
+            entry: i + 1,
+            reason,
+        };
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let (key, value) = entry.split_once('=').ok_or(fail("no `=`"))?;
+        let (key, value) = (key.trim(), value.trim());
+        if key.is_empty() || value.is_empty() {
+            return Err(fail("empty name or value"));
+        }
+        let value = percent_decode(value).ok_or(fail("bad percent-encoding"))?;
+        if reqwest::header::HeaderName::from_bytes(key.as_bytes()).is_err() {
+            return Err(fail("not a valid header name"));
+        }
+        if reqwest::header::HeaderValue::from_str(&value).is_err() {
+            return Err(fail("not a valid header value"));
+        }
+        out.push((key.to_ascii_lowercase(), value));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Sends spans to an OTLP/HTTP endpoint (full URL, e.g. `http://127.0.0.1:4318/v1/traces`).
 pub struct OtlpSink {
     exporter: opentelemetry_otlp::SpanExporter,
@@ -377,8 +441,10 @@ pub struct OtlpSink {
 }
 
 impl OtlpSink {
-    /// An exporter for `endpoint` (protobuf over HTTP), with resource `service.name=keel`.
-    pub fn new(endpoint: &str) -> Result<Self> {
+    /// An exporter for `endpoint` (protobuf over HTTP), with resource `service.name=keel`,
+    /// sending `headers` (from [`parse_headers`]) with every request, each request bounded by
+    /// `timeout`. The caller resolves all three (the CLI reads the standard variables).
+    pub fn new(endpoint: &str, headers: Vec<(String, String)>, timeout: Duration) -> Result<Self> {
         let err = |detail: String| ObserveError::Otlp {
             endpoint: endpoint.to_owned(),
             detail,
@@ -390,6 +456,10 @@ impl OtlpSink {
             .with_http()
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(endpoint)
+            .with_timeout(timeout)
+            // opentelemetry-otlp adds the standard header variables' pairs on its own as well
+            // (and drops malformed ones silently), which is why callers parse them first.
+            .with_headers(headers.into_iter().collect::<HashMap<_, _>>())
             .build()
             .map_err(|e| err(e.to_string()))?;
         exporter.set_resource(

@@ -40,7 +40,7 @@ async fn spans_arrive_decoded_with_genai_and_keel_attributes() {
         latest_experimental: true,
         capture_content: true,
     };
-    let sink = OtlpSink::new(&receiver.endpoint).unwrap();
+    let sink = OtlpSink::new(&receiver.endpoint, Vec::new(), otlp::DEFAULT_TIMEOUT).unwrap();
     let (next, sent) = otlp::export_ended(&log, &sink, &conv, 1).await.unwrap();
     assert_eq!((next, sent), (events.len() as u64 + 1, 1));
 
@@ -171,11 +171,37 @@ async fn an_unreachable_endpoint_is_an_error_naming_it() {
         .unwrap()
         .port();
     let endpoint = format!("http://127.0.0.1:{port}/v1/traces");
-    let sink = OtlpSink::new(&endpoint).unwrap();
+    let sink = OtlpSink::new(&endpoint, Vec::new(), otlp::DEFAULT_TIMEOUT).unwrap();
     let err = otlp::export_ended(&log, &sink, &Conventions::from_env(), 1)
         .await
         .unwrap_err();
     assert!(err.to_string().contains(&endpoint), "{err}");
+}
+
+#[test]
+fn header_lists_parse_as_the_exporter_specification_writes_them() {
+    assert_eq!(
+        otlp::parse_headers(" Authorization=Basic%20dXNlcjpwdw%3D%3D , x-tenant = acme,,").unwrap(),
+        vec![
+            ("authorization".to_owned(), "Basic dXNlcjpwdw==".to_owned()),
+            ("x-tenant".to_owned(), "acme".to_owned()),
+        ]
+    );
+    assert_eq!(otlp::parse_headers("").unwrap(), vec![]);
+    for (list, entry) in [
+        ("a=1,secret-without-equals", 2),
+        ("=v", 1),
+        ("k=", 1),
+        ("k=%zz", 1),
+        ("k=%4", 1),
+        ("bad name=v", 1),
+        ("k=line%0Abreak", 1),
+    ] {
+        let err = otlp::parse_headers(list).unwrap_err();
+        assert_eq!(err.entry, entry, "{list}");
+        // The message names the entry, never its text (values are credentials).
+        assert!(!err.to_string().contains("secret") && !err.to_string().contains("zz"));
+    }
 }
 
 fn uuid_from(n: u64) -> uuid::Uuid {

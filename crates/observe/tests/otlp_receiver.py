@@ -2,7 +2,8 @@
 
 Decodes each POST /v1/traces body (application/x-protobuf) with the official OpenTelemetry
 proto definitions (PyPI `opentelemetry-proto`), appends one JSON line per span to OUT_FILE, and
-answers with an ExportTraceServiceResponse. Prints the port it listens on (127.0.0.1, chosen
+answers with an ExportTraceServiceResponse. Each request's path and headers go to
+OUT_FILE.requests.jsonl (to check what the exporter sends, at whatever path). Prints the port it listens on (127.0.0.1, chosen
 by the OS) as its first stdout line. Exits when stdin closes (the test dropped it).
 """
 import json
@@ -26,7 +27,10 @@ def value(v):
 class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        if self.path != "/v1/traces" or self.headers.get("Content-Type") != "application/x-protobuf":
+        with lock, open(OUT + ".requests.jsonl", "a") as f:
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            f.write(json.dumps({"path": self.path, "headers": headers}) + "\n")
+        if self.headers.get("Content-Type") != "application/x-protobuf":
             self.send_response(415)
             self.end_headers()
             return
