@@ -291,3 +291,43 @@ fn bench_spine_postgres_json_prints_exactly_the_documented_keys() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("embedded or postgres"));
 }
+
+/// Issue 13: a step is one append. A question answered after one read-only lookup is stored in
+/// three batches: the start; the lookup step (model call and reply, plan, tool call and result,
+/// step completion); the answer with `exec.finished`.
+#[test]
+fn a_step_is_one_append_to_the_spine() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "run",
+        "--json",
+        "--strategy",
+        "support-short",
+        "--tenant",
+        "acme",
+        "Where is order A-1001?",
+    ];
+    let exec: serde_json::Value =
+        serde_json::from_str(&common::ok(common::keel_in_repo(dir.path(), &args))).unwrap();
+    let events = common::events(dir.path(), &exec);
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(types.contains(&"tool.result"), "a tool step ran: {types:?}");
+    let steps = types.iter().filter(|t| **t == "step.completed").count();
+    let spine = rusqlite::Connection::open(dir.path().join("spine.db")).unwrap();
+    let mut batches: Vec<(i64, i64)> = spine
+        .prepare("SELECT first_seq, last_seq FROM batches WHERE exec_id = ?1 ORDER BY first_seq")
+        .unwrap()
+        .query_map([exec["exec_id"].as_str().unwrap()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(batches.len(), steps + 1, "{batches:?} for {types:?}");
+    // Each batch but the start ends with its step's completion or the execution's end.
+    let last = batches.pop().unwrap();
+    assert_eq!(types[usize::try_from(last.1).unwrap() - 1], "exec.finished");
+    for (_, end) in batches.into_iter().skip(1) {
+        assert_eq!(types[usize::try_from(end).unwrap() - 1], "step.completed");
+    }
+}
