@@ -10,6 +10,7 @@ mod config;
 mod demo;
 mod events;
 mod experiments;
+mod feedback;
 mod gates;
 mod memory;
 mod minilm;
@@ -88,6 +89,8 @@ enum Command {
         #[command(flatten)]
         config: agents::ConfigArgs,
     },
+    /// Rate an execution's result, 1 (bad) to 5 (excellent), with an optional comment.
+    Feedback(feedback::FeedbackArgs),
     /// API tokens (scoped to a tenant and roles).
     Tokens {
         #[command(subcommand)]
@@ -211,6 +214,7 @@ fn main() -> ExitCode {
             Command::Experiments { command, config } => {
                 experiments::run(&cli.data, &config, command).await
             }
+            Command::Feedback(args) => feedback::run(&cli.data, args).await,
             Command::Tokens { command } => tokens::tokens(&cli.data, command),
             Command::Serve(args) => serve::serve(&cli.data, args).await,
             Command::Bench { target } => bench::run(&cli.data, target).await,

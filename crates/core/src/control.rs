@@ -192,6 +192,8 @@ impl ControlState {
             Payload::SubjectErased(_) => {}
             // Relevance ratings feed the SLO projections; they change no control state.
             Payload::RetrievalRated(_) => {}
+            // User feedback feeds gold.executions; it changes no control state.
+            Payload::FeedbackGiven(_) => {}
             Payload::ExperimentRegistered(_)
             | Payload::ExperimentStopped(_)
             | Payload::ExperimentConcluded(_)
@@ -318,7 +320,11 @@ mod tests {
         );
         assert_eq!(s.max_autonomous_tier("new/v2/m/abcd", 2), 1, "capped");
         assert_eq!(s.max_autonomous_tier("new/v2/m/abcd", 0), 0, "never raised");
-        assert_eq!(s.max_autonomous_tier("old/v1/m/abcd", 2), 2, "the holdback runs as it did");
+        assert_eq!(
+            s.max_autonomous_tier("old/v1/m/abcd", 2),
+            2,
+            "the holdback runs as it did"
+        );
         s.certified_at
             .insert("new/v2/m/abcd".into(), "2026-01-10T00:00:00Z".into());
         assert_eq!(s.max_autonomous_tier("new/v2/m/abcd", 2), 2, "certified");

@@ -101,6 +101,13 @@ pub fn describe(payload: &Payload) -> String {
             crate::payload::MAX_RELEVANCE,
             r.rater
         ),
+        Payload::FeedbackGiven(f) => format!(
+            "{} rated {}/{} by {}",
+            f.exec_id,
+            f.rating,
+            crate::payload::MAX_FEEDBACK,
+            f.rater
+        ),
         Payload::ExperimentRegistered(r) => format!(
             "experiment {} registered by {}: {} arms by {}, primary {}, until {}",
             r.experiment.name,

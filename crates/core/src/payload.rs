@@ -493,6 +493,30 @@ pub struct RetrievalRated {
 /// The highest [`RetrievalRated::rating`].
 pub const MAX_RELEVANCE: u8 = 3;
 
+/// `feedback.given`: a user rated the result of an execution (control stream, keyed by the
+/// execution's id, because nothing may follow an execution's terminal event and feedback comes
+/// after it). Every rating counts; projections average them per execution.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackGiven {
+    /// The tenant of the execution rated.
+    pub tenant: String,
+    /// The execution rated.
+    pub exec_id: crate::ids::ExecId,
+    /// From [`MIN_FEEDBACK`] (bad) to [`MAX_FEEDBACK`] (excellent).
+    pub rating: u8,
+    /// Who rated (the token's principal, or the CLI's operator).
+    pub rater: String,
+    /// Free text, optionally. Only ever present for executions about no data subject: the
+    /// control stream cannot seal it under a subject's key.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// The lowest [`FeedbackGiven::rating`].
+pub const MIN_FEEDBACK: u8 = 1;
+/// The highest [`FeedbackGiven::rating`].
+pub const MAX_FEEDBACK: u8 = 5;
+
 macro_rules! payloads {
     ($( $(#[$doc:meta])* $variant:ident($ty:ty) = $name:literal, )*) => {
         /// The typed payload of an event; its variant is the event's `type`.
@@ -590,6 +614,8 @@ payloads! {
     SubjectErased(SubjectErased) = "subject.erased",
     /// `retrieval.rated`
     RetrievalRated(RetrievalRated) = "retrieval.rated",
+    /// `feedback.given`
+    FeedbackGiven(FeedbackGiven) = "feedback.given",
     /// `experiment.registered`
     ExperimentRegistered(crate::experiment::ExperimentRegistered) = "experiment.registered",
     /// `experiment.stopped`
@@ -618,6 +644,7 @@ impl EventType {
                 | EventType::SloAlarmed
                 | EventType::SubjectErased
                 | EventType::RetrievalRated
+                | EventType::FeedbackGiven
                 | EventType::ExperimentRegistered
                 | EventType::ExperimentStopped
                 | EventType::ExperimentConcluded

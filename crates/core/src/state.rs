@@ -384,6 +384,7 @@ impl ExecutionState {
             | Payload::SloAlarmed(_)
             | Payload::SubjectErased(_)
             | Payload::RetrievalRated(_)
+            | Payload::FeedbackGiven(_)
             | Payload::ExperimentRegistered(_)
             | Payload::ExperimentStopped(_)
             | Payload::ExperimentConcluded(_)

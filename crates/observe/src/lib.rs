@@ -19,6 +19,7 @@
 
 pub mod diff;
 pub mod error;
+pub mod feedback;
 #[cfg(feature = "parquet")]
 pub mod lakehouse;
 pub mod metrics;

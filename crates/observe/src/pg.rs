@@ -29,7 +29,7 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 /// Version of the tables' layout, kept in `keel_observe.meta`; another version is dropped and
 /// rebuilt from the spine (projections are derived data).
-const SCHEMA_VERSION: &str = "2";
+const SCHEMA_VERSION: &str = "3";
 
 /// Serialises schema set-up and batches across every process sharing the database.
 const LOCK_KEY: i64 = 0x6b65_656c_6f62_7376; // "keelobsv"
@@ -92,7 +92,11 @@ CREATE TABLE IF NOT EXISTS gold.executions (
     tool_failures    BIGINT      NOT NULL DEFAULT 0,
     gate_escalations BIGINT      NOT NULL DEFAULT 0,
     gate_rejections  BIGINT      NOT NULL DEFAULT 0,
-    retrievals       BIGINT      NOT NULL DEFAULT 0
+    retrievals       BIGINT      NOT NULL DEFAULT 0,
+    feedback_count   BIGINT      NOT NULL DEFAULT 0,
+    feedback_sum     BIGINT      NOT NULL DEFAULT 0,
+    feedback_rating  DOUBLE PRECISION GENERATED ALWAYS AS
+                         (CASE WHEN feedback_count > 0 THEN feedback_sum::double precision / feedback_count::double precision END) STORED
 );
 CREATE INDEX IF NOT EXISTS executions_by_strategy ON gold.executions (strategy_version, started_at);
 CREATE INDEX IF NOT EXISTS executions_by_trace ON gold.executions (trace_id);

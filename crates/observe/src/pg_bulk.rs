@@ -221,7 +221,7 @@ impl Bulk {
                 self.r_version.push(x.memory_version);
                 self.r_chunks.push(x.chunks);
             }
-            rated @ Change::Rated { .. } => self.rated.push(rated),
+            rated @ (Change::Rated { .. } | Change::Feedback { .. }) => self.rated.push(rated),
         }
     }
 
@@ -395,7 +395,20 @@ impl Bulk {
             .await?;
         }
         for r in self.rated {
-            if let Change::Rated {
+            if let Change::Feedback {
+                tenant,
+                exec_id,
+                rating,
+            } = &r
+            {
+                tx.execute(
+                    "UPDATE gold.executions SET feedback_count = feedback_count + 1,
+                         feedback_sum = feedback_sum + $3
+                     WHERE exec_id = $2 AND tenant = $1",
+                    &[tenant, exec_id, &i64::from(*rating)],
+                )
+                .await?;
+            } else if let Change::Rated {
                 tenant,
                 exec_id,
                 seq,

@@ -186,13 +186,22 @@ pub enum Change {
         /// Why.
         note: Option<String>,
     },
+    /// A user rated an execution (every rating counts toward its mean).
+    Feedback {
+        /// Tenant of the execution (feedback never touches another tenant's row).
+        tenant: String,
+        /// Execution id.
+        exec_id: String,
+        /// 1..=5.
+        rating: u8,
+    },
 }
 
 /// The row changes of the event at spine offset `offset`, in the order to apply them.
 pub fn changes(offset: u64, e: &Event) -> Vec<Change> {
     let ts = timestamp(e);
     if e.exec_id == CONTROL_STREAM {
-        // The control stream is no execution; only relevance ratings touch the projections.
+        // The control stream is no execution; only ratings and feedback touch the projections.
         return match &e.payload {
             Payload::RetrievalRated(r) => vec![Change::Rated {
                 tenant: r.tenant.clone(),
@@ -202,6 +211,12 @@ pub fn changes(offset: u64, e: &Event) -> Vec<Change> {
                 rated_by: r.rater.clone(),
                 rated_at: ts,
                 note: r.note.clone(),
+            }],
+            // The comment stays on the spine: gold.executions is queried by tenants in SQL.
+            Payload::FeedbackGiven(f) => vec![Change::Feedback {
+                tenant: f.tenant.clone(),
+                exec_id: f.exec_id.to_string(),
+                rating: f.rating,
             }],
             _ => Vec::new(),
         };

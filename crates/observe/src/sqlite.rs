@@ -70,7 +70,11 @@ CREATE TABLE IF NOT EXISTS executions (
     tool_failures    INTEGER NOT NULL DEFAULT 0,
     gate_escalations INTEGER NOT NULL DEFAULT 0,
     gate_rejections  INTEGER NOT NULL DEFAULT 0,
-    retrievals       INTEGER NOT NULL DEFAULT 0
+    retrievals       INTEGER NOT NULL DEFAULT 0,
+    feedback_count   INTEGER NOT NULL DEFAULT 0,
+    feedback_sum     INTEGER NOT NULL DEFAULT 0,
+    feedback_rating  REAL GENERATED ALWAYS AS
+                         (CASE WHEN feedback_count > 0 THEN feedback_sum * 1.0 / feedback_count END) VIRTUAL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS executions_by_strategy ON executions (strategy_version, started_at);
 CREATE INDEX IF NOT EXISTS executions_by_trace ON executions (trace_id);
@@ -102,7 +106,7 @@ CREATE TABLE IF NOT EXISTS projection_state (
 ";
 
 /// Version of the projection tables' schema, stored in the file's `user_version`.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The embedded projection store.
 pub struct Projector {
@@ -496,6 +500,16 @@ fn apply_change(tx: &Transaction<'_>, path: &Path, change: &Change) -> Result<()
                  rating_note = ?7
              WHERE exec_id = ?2 AND seq = ?3 AND tenant = ?1",
             params![tenant, exec_id, seq, rating, rated_by, rated_at, note],
+        ),
+        Change::Feedback {
+            tenant,
+            exec_id,
+            rating,
+        } => run(
+            "UPDATE executions SET feedback_count = feedback_count + 1,
+                 feedback_sum = feedback_sum + ?3
+             WHERE exec_id = ?2 AND tenant = ?1",
+            params![tenant, exec_id, rating],
         ),
     }
 }

@@ -17,6 +17,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod experiments;
+pub mod feedback;
 pub mod idempotency;
 pub mod metrics;
 pub mod notifications;
@@ -131,6 +132,7 @@ pub fn router(state: State) -> Router {
         .merge(admin::routes())
         .merge(observe::routes())
         .merge(ratings::routes())
+        .merge(feedback::routes())
         .merge(notifications::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

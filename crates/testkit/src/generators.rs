@@ -441,6 +441,23 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
                 })
             })
             .boxed(),
+        T::FeedbackGiven => (
+            text(),
+            any::<u128>(),
+            MIN_FEEDBACK..=MAX_FEEDBACK,
+            text(),
+            proptest::option::of(text()),
+        )
+            .prop_map(|(tenant, id, rating, rater, comment)| {
+                Payload::FeedbackGiven(FeedbackGiven {
+                    tenant,
+                    exec_id: ExecId(Uuid::from_u128(id)),
+                    rating,
+                    rater,
+                    comment,
+                })
+            })
+            .boxed(),
         T::SloAlarmed => (
             text(),
             text(),
