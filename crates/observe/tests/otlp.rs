@@ -16,24 +16,7 @@ async fn spans_arrive_decoded_with_genai_and_keel_attributes() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = common::Receiver::start(dir.path());
     let log = SqliteLog::open(dir.path().join("spine.db"), Default::default()).unwrap();
-    // Execution 4 of the fixture (3 steps, a gate), with a memory retrieval added after the plan.
-    let spec = &common::specs()[3];
-    let mut events = common::events(spec);
-    let mut retrieval = events[2].clone();
-    retrieval.payload = Payload::MemoryRetrieved(MemoryRetrieved {
-        query: "carrier policy for A-1001".into(),
-        chunks: vec![RetrievedChunk {
-            id: "c91".into(),
-            score: 0.71,
-            provenance: json!({}),
-        }],
-        memory_version: "v1".into(),
-    });
-    retrieval.event_id = keel_core::EventId(uuid_from(99));
-    events.insert(2, retrieval);
-    for (i, e) in events.iter_mut().enumerate() {
-        e.seq = i as u64 + 1;
-    }
+    let events = gated_execution_with_a_retrieval();
     log.append(events[0].exec_id, 0, &events).await.unwrap();
 
     let conv = Conventions {
@@ -206,4 +189,200 @@ fn header_lists_parse_as_the_exporter_specification_writes_them() {
 
 fn uuid_from(n: u64) -> uuid::Uuid {
     uuid::Uuid::from_u64_pair(0x0190_0000_0000_7000, 0x8000_0000_0000_0000 | n)
+}
+
+/// Arize Phoenix (PyPI `arize-phoenix`, installed by `scripts/test-observe-peers`), a real
+/// third-party OTLP receiver, on 127.0.0.1 with a throwaway working directory; killed when
+/// dropped.
+struct Phoenix {
+    child: std::process::Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Phoenix {
+    async fn start() -> Phoenix {
+        // reqwest leaves the TLS provider to the program (as OtlpSink::new does).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let bin = std::env::var_os("KEEL_PHOENIX")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/keel-observe-peers/phoenix/bin/phoenix")
+            });
+        assert!(
+            bin.exists(),
+            "Arize Phoenix is missing at {}: run scripts/test-observe-peers (scripts/test does)",
+            bin.display()
+        );
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (port, grpc) = (free(), free());
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new(bin)
+            .arg("serve")
+            .env("PHOENIX_WORKING_DIR", dir.path())
+            .env("PHOENIX_HOST", "127.0.0.1")
+            .env("PHOENIX_PORT", port.to_string())
+            .env("PHOENIX_GRPC_PORT", grpc.to_string())
+            .env("PHOENIX_TELEMETRY_ENABLED", "false")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start Phoenix");
+        let phoenix = Phoenix {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let health = format!("{}/healthz", phoenix.base);
+        poll("Phoenix to start", || async {
+            let r = reqwest::get(&health).await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
+        phoenix
+    }
+
+    /// The spans of the default project, as Phoenix's REST API lists them.
+    async fn spans(&self) -> Vec<Value> {
+        let url = format!("{}/v1/projects/default/spans?limit=1000", self.base);
+        let body: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        body["data"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Phoenix {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (up to two minutes; a readiness wait, not a timed assertion) until `f` gives a value.
+async fn poll<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn phoenix_classifies_model_calls_tools_gates_and_retrievals() {
+    let phoenix = Phoenix::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = SqliteLog::open(dir.path().join("spine.db"), Default::default()).unwrap();
+    let events = gated_execution_with_a_retrieval();
+    log.append(events[0].exec_id, 0, &events).await.unwrap();
+    let conv = Conventions {
+        latest_experimental: true,
+        capture_content: true,
+    };
+    let sink = OtlpSink::new(
+        &format!("{}/v1/traces", phoenix.base),
+        Vec::new(),
+        otlp::DEFAULT_TIMEOUT,
+    )
+    .unwrap();
+    otlp::export_ended(&log, &sink, &conv, 1).await.unwrap();
+
+    // Phoenix ingests in the background: wait for all 9 spans.
+    let spans = poll("Phoenix to store the spans", || async {
+        let s = phoenix.spans().await;
+        (s.len() >= 9).then_some(s)
+    })
+    .await;
+    assert_eq!(spans.len(), 9, "{spans:#?}");
+    let kinds = |prefix: &str| -> Vec<String> {
+        spans
+            .iter()
+            .filter(|s| s["name"].as_str().unwrap().starts_with(prefix))
+            .map(|s| s["span_kind"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(kinds("chat "), ["LLM"; 3]);
+    assert_eq!(kinds("execute_tool "), ["TOOL"; 3]);
+    assert_eq!(kinds("retrieval "), ["RETRIEVER"]);
+    assert_eq!(kinds("invoke_agent "), ["AGENT"]);
+    let gate = kinds("gate ");
+    assert_eq!(gate.len(), 1);
+    assert_ne!(gate[0], "TOOL", "a gate is not a tool call");
+
+    let attr = |s: &Value, key: &str| -> Value { s["attributes"][key].clone() };
+    let chats: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["name"].as_str().unwrap().starts_with("chat "))
+        .collect();
+    for c in &chats {
+        // Phoenix stores the cost Keel metered where OpenInference puts it.
+        assert_eq!(attr(c, "llm.cost.total"), attr(c, "keel.cost_usd"), "{c:#}");
+        assert!(attr(c, "llm.cost.total").as_f64().unwrap() > 0.0);
+        assert_eq!(attr(c, "llm.model_name"), "scripted", "{c:#}");
+    }
+    let retrieval = spans
+        .iter()
+        .find(|s| s["name"].as_str().unwrap().starts_with("retrieval "))
+        .unwrap();
+    // Phoenix read the GenAI retrieval attributes into its own: the query and the documents.
+    assert_eq!(
+        attr(retrieval, "input.value"),
+        "carrier policy for A-1001",
+        "{retrieval:#}"
+    );
+    assert_eq!(attr(retrieval, "retrieval.documents.0.document.id"), "c91");
+    assert_eq!(
+        attr(retrieval, "retrieval.documents.0.document.score"),
+        0.71
+    );
+    // The gate reached Phoenix with Keel's attributes only.
+    let gate = spans
+        .iter()
+        .find(|s| s["name"].as_str().unwrap().starts_with("gate "))
+        .unwrap();
+    assert_eq!(attr(gate, "keel.gate.tool"), "refund");
+    assert!(
+        gate["attributes"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| k.starts_with("keel.")),
+        "{gate:#}"
+    );
+}
+
+/// Execution 4 of the fixture (3 steps, an approved gate) with a memory retrieval after the plan.
+fn gated_execution_with_a_retrieval() -> Vec<keel_core::Event> {
+    let spec = &common::specs()[3];
+    let mut events = common::events(spec);
+    let mut retrieval = events[2].clone();
+    retrieval.payload = Payload::MemoryRetrieved(MemoryRetrieved {
+        query: "carrier policy for A-1001".into(),
+        chunks: vec![RetrievedChunk {
+            id: "c91".into(),
+            score: 0.71,
+            provenance: json!({}),
+        }],
+        memory_version: "v1".into(),
+    });
+    retrieval.event_id = keel_core::EventId(uuid_from(99));
+    events.insert(2, retrieval);
+    for (i, e) in events.iter_mut().enumerate() {
+        e.seq = i as u64 + 1;
+    }
+    events
 }
