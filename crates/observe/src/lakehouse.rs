@@ -106,6 +106,8 @@ pub const TABLES: &[TableSpec] = &[
             ("gate_escalations", Kind::Int),
             ("gate_rejections", Kind::Int),
             ("retrievals", Kind::Int),
+            ("feedback_count", Kind::Int),
+            ("feedback_rating", Kind::Float),
         ],
     },
     TableSpec {
