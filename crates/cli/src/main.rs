@@ -6,6 +6,7 @@
 
 mod agents;
 mod bench;
+mod budgets;
 mod config;
 mod demo;
 mod events;
@@ -88,6 +89,11 @@ enum Command {
         command: experiments::ExperimentsCmd,
         #[command(flatten)]
         config: agents::ConfigArgs,
+    },
+    /// Per-tenant monthly cost budgets: set (alarm threshold, hard stop), list.
+    Budgets {
+        #[command(subcommand)]
+        command: budgets::BudgetsCmd,
     },
     /// Rate an execution's result, 1 (bad) to 5 (excellent), with an optional comment.
     Feedback(feedback::FeedbackArgs),
@@ -214,6 +220,7 @@ fn main() -> ExitCode {
             Command::Experiments { command, config } => {
                 experiments::run(&cli.data, &config, command).await
             }
+            Command::Budgets { command } => budgets::run(&cli.data, command).await,
             Command::Feedback(args) => feedback::run(&cli.data, args).await,
             Command::Tokens { command } => tokens::tokens(&cli.data, command),
             Command::Serve(args) => serve::serve(&cli.data, args).await,

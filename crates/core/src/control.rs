@@ -123,6 +123,10 @@ pub struct ControlState {
     pub certified_at: BTreeMap<String, String>,
     /// Registered experiments (see [`crate::experiment::registry`]).
     pub experiments: crate::experiment::registry::Experiments,
+    /// Monthly cost budgets by tenant (the latest `budget.set` of each).
+    pub budgets: BTreeMap<String, crate::payload::BudgetSet>,
+    /// (tenant, month) pairs whose budget alarm has fired.
+    pub budget_alarms: std::collections::BTreeSet<(String, String)>,
 }
 
 /// A control-stream event that does not fit.
@@ -194,6 +198,13 @@ impl ControlState {
             Payload::RetrievalRated(_) => {}
             // User feedback feeds gold.executions; it changes no control state.
             Payload::FeedbackGiven(_) => {}
+            Payload::BudgetSet(b) => {
+                self.budgets.insert(b.tenant.clone(), b.clone());
+            }
+            Payload::BudgetAlarmed(a) => {
+                self.budget_alarms
+                    .insert((a.tenant.clone(), a.month.clone()));
+            }
             Payload::ExperimentRegistered(_)
             | Payload::ExperimentStopped(_)
             | Payload::ExperimentConcluded(_)

@@ -108,6 +108,22 @@ pub fn describe(payload: &Payload) -> String {
             crate::payload::MAX_FEEDBACK,
             f.rater
         ),
+        Payload::BudgetSet(b) => format!(
+            "tenant {} budget ${:.2} a month, alarm at {}%{}, set by {}",
+            b.tenant,
+            b.monthly_micros as f64 / 1e6,
+            b.alarm_percent,
+            if b.hard_stop { ", hard stop" } else { "" },
+            b.by
+        ),
+        Payload::BudgetAlarmed(a) => format!(
+            "tenant {} spent ${:.4} of its ${:.2} budget for {} (alarm at {}%)",
+            a.tenant,
+            a.spent_micros as f64 / 1e6,
+            a.monthly_micros as f64 / 1e6,
+            a.month,
+            a.alarm_percent
+        ),
         Payload::ExperimentRegistered(r) => format!(
             "experiment {} registered by {}: {} arms by {}, primary {}, until {}",
             r.experiment.name,

@@ -517,6 +517,38 @@ pub const MIN_FEEDBACK: u8 = 1;
 /// The highest [`FeedbackGiven::rating`].
 pub const MAX_FEEDBACK: u8 = 5;
 
+/// `budget.set`: a tenant's monthly cost budget (control stream; the latest one per tenant
+/// holds; a budget of 0 with no alarm and no hard stop is how one is removed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BudgetSet {
+    /// The tenant.
+    pub tenant: String,
+    /// The budget per calendar month (UTC), micro-USD.
+    pub monthly_micros: u64,
+    /// The alarm fires once a month when spend reaches this percent of the budget.
+    pub alarm_percent: u8,
+    /// Refuse new executions once spend reaches the budget.
+    pub hard_stop: bool,
+    /// Who set it.
+    pub by: String,
+}
+
+/// `budget.alarmed`: a tenant's spend this month reached the alarm threshold of its budget
+/// (control stream; at most one per tenant and month).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BudgetAlarmed {
+    /// The tenant.
+    pub tenant: String,
+    /// The month, `YYYY-MM` (UTC).
+    pub month: String,
+    /// Spent this month when the alarm fired, micro-USD.
+    pub spent_micros: u64,
+    /// The budget, micro-USD.
+    pub monthly_micros: u64,
+    /// The threshold crossed, percent.
+    pub alarm_percent: u8,
+}
+
 macro_rules! payloads {
     ($( $(#[$doc:meta])* $variant:ident($ty:ty) = $name:literal, )*) => {
         /// The typed payload of an event; its variant is the event's `type`.
@@ -616,6 +648,10 @@ payloads! {
     RetrievalRated(RetrievalRated) = "retrieval.rated",
     /// `feedback.given`
     FeedbackGiven(FeedbackGiven) = "feedback.given",
+    /// `budget.set`
+    BudgetSet(BudgetSet) = "budget.set",
+    /// `budget.alarmed`
+    BudgetAlarmed(BudgetAlarmed) = "budget.alarmed",
     /// `experiment.registered`
     ExperimentRegistered(crate::experiment::ExperimentRegistered) = "experiment.registered",
     /// `experiment.stopped`
@@ -645,6 +681,8 @@ impl EventType {
                 | EventType::SubjectErased
                 | EventType::RetrievalRated
                 | EventType::FeedbackGiven
+                | EventType::BudgetSet
+                | EventType::BudgetAlarmed
                 | EventType::ExperimentRegistered
                 | EventType::ExperimentStopped
                 | EventType::ExperimentConcluded

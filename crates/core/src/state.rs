@@ -385,6 +385,8 @@ impl ExecutionState {
             | Payload::SubjectErased(_)
             | Payload::RetrievalRated(_)
             | Payload::FeedbackGiven(_)
+            | Payload::BudgetSet(_)
+            | Payload::BudgetAlarmed(_)
             | Payload::ExperimentRegistered(_)
             | Payload::ExperimentStopped(_)
             | Payload::ExperimentConcluded(_)

@@ -18,6 +18,7 @@
 //! decides anything an agent does; it only reads and explains.
 
 pub mod diff;
+pub mod budget;
 pub mod error;
 pub mod feedback;
 #[cfg(feature = "parquet")]

@@ -162,6 +162,25 @@ pub(crate) async fn start_execution(
     .await?;
     let s = &chosen;
     keel_runtime::subject::check(s, subject).map_err(|e| ApiError::bad("subject", e))?;
+    // The tenant's monthly budget: its alarm, and its hard stop (402). The cached control
+    // state says whether there is one, so tenants without a budget never wait on projections.
+    if state
+        .agent
+        .control
+        .state()
+        .await?
+        .budgets
+        .contains_key(tenant)
+    {
+        let (log, t) = (state.log.clone(), keel_core::TenantId(tenant.to_owned()));
+        crate::observe::with_projections(state, move |store| {
+            Box::pin(async move {
+                keel_observe::budget::check(&*log, &keel_spine::clock::SystemClock, store, &t).await
+            })
+        })
+        .await?
+        .map_err(|over| ApiError::BudgetSpent(over.to_string()))?;
+    }
     let Some(key) = idempotency_key else {
         let exec = state
             .agent

@@ -49,6 +49,9 @@ pub enum ApiError {
     /// The caller has too much running already (its tenant's concurrent queries).
     #[error("too many requests: {0}")]
     TooMany(String),
+    /// The tenant's monthly cost budget is spent and stops new executions.
+    #[error("{0}")]
+    BudgetSpent(String),
     /// Something failed inside. The detail is logged when the response is made, and never
     /// displayed: wherever this error is shown (a body, a page's message) it reads the same.
     #[error("internal error (the server's log has the detail)")]
@@ -76,6 +79,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BudgetSpent(_) => StatusCode::PAYMENT_REQUIRED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -458,6 +458,30 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
                 })
             })
             .boxed(),
+        T::BudgetSet => (text(), any::<u64>(), any::<u8>(), any::<bool>(), text())
+            .prop_map(|(tenant, monthly_micros, alarm_percent, hard_stop, by)| {
+                Payload::BudgetSet(BudgetSet {
+                    tenant,
+                    monthly_micros,
+                    alarm_percent,
+                    hard_stop,
+                    by,
+                })
+            })
+            .boxed(),
+        T::BudgetAlarmed => (text(), text(), any::<u64>(), any::<u64>(), any::<u8>())
+            .prop_map(
+                |(tenant, month, spent_micros, monthly_micros, alarm_percent)| {
+                    Payload::BudgetAlarmed(BudgetAlarmed {
+                        tenant,
+                        month,
+                        spent_micros,
+                        monthly_micros,
+                        alarm_percent,
+                    })
+                },
+            )
+            .boxed(),
         T::SloAlarmed => (
             text(),
             text(),

@@ -65,6 +65,17 @@ pub async fn run(data: &Path, args: &RunArgs) -> anyhow::Result<()> {
     // Refused before the model is built or any event is appended.
     keel_runtime::subject::check(s, subject).map_err(|e| anyhow::anyhow!("--subject: {e}"))?;
     let model = s.provider()?;
+    // The tenant's monthly budget (its alarm, its hard stop), only if it has one.
+    if env
+        .agent
+        .control
+        .state()
+        .await?
+        .budgets
+        .contains_key(tenant)
+    {
+        crate::budgets::guard(data, &env.log, tenant).await?;
+    }
     let exec = env
         .agent
         .start_about_as(exec, s, tenant, subject, goal)
