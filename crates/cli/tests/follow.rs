@@ -773,6 +773,16 @@ fn export_otlp_honours_the_standard_exporter_variables() {
             vec!["OTEL_EXPORTER_OTLP_TIMEOUT", "milliseconds"],
         ),
         (vec![], vec!["--endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT"]),
+        (
+            vec![(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                &*format!(
+                    "http://user:{secret}@{}",
+                    base.trim_start_matches("http://")
+                ),
+            )],
+            vec!["credentials", "OTEL_EXPORTER_OTLP_HEADERS"],
+        ),
     ] {
         let out = export_with_env(&data, &vars);
         let text = printed(&out);

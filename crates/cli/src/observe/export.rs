@@ -30,6 +30,20 @@ impl OtlpTarget {
                 ),
             },
         };
+        // Credentials in the URL would be printed with it (progress lines, errors): refused, and
+        // the message does not repeat the URL.
+        let authority = endpoint.split_once("://").map_or("", |(_, rest)| rest);
+        if authority
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .contains('@')
+        {
+            bail!(
+                "the OTLP endpoint carries credentials (user:password@): put them in \
+                 OTEL_EXPORTER_OTLP_HEADERS (e.g. Authorization=Basic%20…) instead"
+            );
+        }
         // The signal's own variable replaces the generic one, as the exporter library does.
         let headers = match [
             "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
