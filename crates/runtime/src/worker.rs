@@ -10,6 +10,7 @@
 use crate::agent::Agent;
 use crate::error::RuntimeError;
 use crate::strategy::StrategySet;
+use futures::{FutureExt, StreamExt};
 use keel_core::control::CONTROL_STREAM;
 use keel_core::payload::{
     ExecFinished, ModelResponded, Outcome, Payload, StepCompleted, ToolResult, ToolStatus,
@@ -185,8 +186,9 @@ pub async fn drain(
                 continue;
             }
             done.insert(summary.exec_id);
-            let first = agent.log.read(summary.exec_id, 1).await?;
-            let version = match first.first().map(|e| &e.payload) {
+            // Only the first event: `drive` reads the whole log anyway, once.
+            let first = agent.log.read_first(summary.exec_id).await?;
+            let version = match first.as_ref().map(|e| &e.payload) {
                 Some(Payload::ExecStarted(s)) => s.strategy_version.clone(),
                 _ => {
                     out.push(Drained {
@@ -216,36 +218,42 @@ pub async fn drain(
         if batch.is_empty() {
             return Ok(out);
         }
-        for chunk in batch.chunks(concurrency.max(1)) {
-            let runs = chunk.iter().map(|(exec, strategy, provider)| {
+        // `concurrency` at a time, the next one starting as soon as any ends (a slow execution
+        // never holds the others back).
+        let runs: Vec<futures::future::BoxFuture<'static, Drained>> = batch
+            .into_iter()
+            .map(|(exec, strategy, provider)| {
                 let agent = agent.clone();
-                let (exec, strategy, provider) = (*exec, strategy.clone(), provider.clone());
-                tokio::spawn(async move {
-                    let result = agent.drive(&strategy, &*provider, exec).await;
-                    Drained {
-                        exec_id: exec,
-                        result,
+                async move {
+                    let handle = tokio::spawn({
+                        let agent = agent.clone();
+                        async move { agent.drive(&strategy, &*provider, exec).await }
+                    });
+                    match handle.await {
+                        Ok(result) => Drained {
+                            exec_id: exec,
+                            result,
+                        },
+                        // `drive` catches a step's panic itself; this is a panic outside it.
+                        Err(e) if e.is_panic() => {
+                            let why = panic_message(&*e.into_panic());
+                            Drained {
+                                exec_id: exec,
+                                result: end_after_panic_guarded(&agent, exec, &why).await,
+                            }
+                        }
+                        Err(e) => Drained {
+                            exec_id: exec,
+                            result: Err(RuntimeError::Worker(e.to_string())),
+                        },
                     }
-                })
-            });
-            let joined = futures::future::join_all(runs).await;
-            for ((exec, _, _), handle) in chunk.iter().zip(joined) {
-                match handle {
-                    Ok(d) => out.push(d),
-                    // `drive` catches a step's panic itself; this is a panic outside it.
-                    Err(e) if e.is_panic() => {
-                        let why = panic_message(&*e.into_panic());
-                        out.push(Drained {
-                            exec_id: *exec,
-                            result: end_after_panic_guarded(agent, *exec, &why).await,
-                        });
-                    }
-                    Err(e) => out.push(Drained {
-                        exec_id: *exec,
-                        result: Err(RuntimeError::Worker(e.to_string())),
-                    }),
                 }
-            }
+                .boxed()
+            })
+            .collect();
+        let mut runs = futures::stream::iter(runs).buffer_unordered(concurrency.max(1));
+        while let Some(d) = runs.next().await {
+            out.push(d);
         }
     }
 }
