@@ -331,3 +331,45 @@ fn a_step_is_one_append_to_the_spine() {
         assert_eq!(types[usize::try_from(end).unwrap() - 1], "step.completed");
     }
 }
+
+#[test]
+fn bench_resume_json_reports_every_killed_execution_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small sizes keep CI fast; the worker process is really SIGKILLed and restarted for each.
+    let out = keel(
+        dir.path(),
+        &["bench", "resume", "--json", "--executions", "1,3"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["steps_per_execution"], 40);
+    let sizes = v["sizes"].as_array().unwrap();
+    assert_eq!(sizes.len(), 2);
+    for (row, n) in sizes.iter().zip([1, 3]) {
+        let mut keys: Vec<_> = row.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "all_resumed_ms",
+                "executions",
+                "first_step_ms",
+                "in_flight",
+                "steps_at_kill_mean"
+            ]
+        );
+        assert_eq!(row["executions"], n);
+        // Killed half-way: every execution was in flight, and the figures exist only once
+        // every one of them completed a new step after the restart.
+        assert_eq!(row["in_flight"], n);
+        let at_kill = row["steps_at_kill_mean"].as_f64().unwrap();
+        assert!(at_kill > 0.0 && at_kill < 40.0, "{row}");
+        assert!(row["all_resumed_ms"].as_f64().unwrap() >= row["first_step_ms"].as_f64().unwrap());
+    }
+    // The bench cleans up after itself and leaves no worker behind.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

@@ -5,6 +5,7 @@ mod gates;
 mod mcp;
 mod memory;
 mod observe;
+mod resume;
 mod serve;
 mod spine;
 mod spine_pg;
@@ -108,6 +109,27 @@ pub enum Target {
         #[arg(long, default_value_t = 300)]
         gates: usize,
     },
+    /// Resume after a crash: N executions of the 40-step workload in flight when their worker
+    /// process is SIGKILLed half-way; time from the new worker's spawn to the first new step and
+    /// to every execution resumed.
+    Resume {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Comma list of execution counts to measure (like `1,10000` or `10k`).
+        #[arg(long, default_value = "1,10000")]
+        executions: String,
+    },
+    /// The worker process `keel bench resume` kills and restarts.
+    #[command(hide = true)]
+    ResumeWorker {
+        /// The bench's tools, strategies and prices.
+        #[arg(long)]
+        files: std::path::PathBuf,
+        /// Executions driven at a time.
+        #[arg(long)]
+        concurrency: usize,
+    },
     /// Governed memory: write and top-10 query latency (p50/p99) and recall@10 against exact
     /// search, per backend and size, plus the real MiniLM write/retrieval path.
     Memory {
@@ -158,6 +180,10 @@ pub async fn run(data: &Path, target: Target) -> anyhow::Result<()> {
         } => mcp::run(data, json, calls, &url, &tool, &args).await,
         Target::StepOverhead { json, seconds } => steps::run(data, json, seconds).await,
         Target::Gates { json, gates } => gates::run(data, json, gates).await,
+        Target::Resume { json, executions } => resume::run(data, json, &executions).await,
+        Target::ResumeWorker { files, concurrency } => {
+            resume::worker(data, &files, concurrency).await
+        }
         Target::Memory {
             json,
             sizes,

@@ -18,9 +18,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-const STEPS: u32 = 40;
+pub(super) const STEPS: u32 = 40;
 
-const FILES: &[(&str, &str)] = &[
+pub(super) const FILES: &[(&str, &str)] = &[
     (
         "tools/noop.yaml",
         "name: noop
@@ -48,7 +48,7 @@ adapter: {kind: builtin, function: noop}
     ),
 ];
 
-fn strategy(mode: &str) -> String {
+pub(super) fn strategy(mode: &str) -> String {
     format!(
         "name: {mode}
 prompt: {{ file: ../prompt.md, version: v1 }}
