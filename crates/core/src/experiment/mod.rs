@@ -93,6 +93,8 @@ pub enum GuardMetric {
     P95Steps,
     /// Rejected gates over gates requested.
     GateRejectionRate,
+    /// Mean user feedback rating (1 bad … 5 excellent) over the arm's rated executions.
+    MeanFeedback,
 }
 
 impl GuardMetric {
@@ -103,6 +105,7 @@ impl GuardMetric {
             GuardMetric::P95Cost => "p95_cost",
             GuardMetric::P95Steps => "p95_steps",
             GuardMetric::GateRejectionRate => "gate_rejection_rate",
+            GuardMetric::MeanFeedback => "mean_feedback",
         }
     }
 }

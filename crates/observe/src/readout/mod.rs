@@ -65,6 +65,8 @@ pub struct ArmReadout {
     pub gates_per_execution: Option<f64>,
     /// Rejected over requested gates.
     pub gate_rejection_rate: Option<f64>,
+    /// Mean user feedback rating over the ratings its executions got (`None` without any).
+    pub mean_feedback: Option<f64>,
     /// Σcost / Σsuccess, USD.
     pub cost_per_success: Option<f64>,
     /// The primary metric's value.
@@ -152,6 +154,8 @@ struct ArmData {
     p95_steps: Option<f64>,
     gates: f64,
     rejections: f64,
+    feedback_sum: f64,
+    feedback_count: f64,
     units: Vec<(f64, f64, f64)>,
 }
 
@@ -177,7 +181,8 @@ pub async fn readout(
             &format!(
                 "SELECT experiment_arm, COUNT(*), SUM(outcome_success), SUM(total_cost),
                     approx_percentile(total_cost, 0.5), approx_percentile(total_cost, 0.95),
-                    approx_percentile(steps_n, 0.95), SUM(gate_escalations), SUM(gate_rejections)
+                    approx_percentile(steps_n, 0.95), SUM(gate_escalations), SUM(gate_rejections),
+                    SUM(feedback_sum), SUM(feedback_count)
                  {filter} GROUP BY 1 ORDER BY 1"
             ),
         )
@@ -196,6 +201,8 @@ pub async fn readout(
                 p95_steps: num(g(6)),
                 gates: num(g(7)).unwrap_or(0.0),
                 rejections: num(g(8)).unwrap_or(0.0),
+                feedback_sum: num(g(9)).unwrap_or(0.0),
+                feedback_count: num(g(10)).unwrap_or(0.0),
                 units: Vec::new(),
             },
         );
@@ -240,6 +247,7 @@ pub async fn readout(
         let enough = executions >= e.min_sample;
         let success_rate = ratio_of(d.successes, d.n);
         let gate_rejection_rate = ratio_of(d.rejections, d.gates);
+        let mean_feedback = ratio_of(d.feedback_sum, d.feedback_count);
         let guardrails = e
             .guardrails
             .iter()
@@ -249,6 +257,7 @@ pub async fn readout(
                     GuardMetric::P95Cost => d.p95_cost,
                     GuardMetric::P95Steps => d.p95_steps,
                     GuardMetric::GateRejectionRate => gate_rejection_rate.or(Some(0.0)),
+                    GuardMetric::MeanFeedback => mean_feedback,
                 };
                 let status = match value {
                     _ if !enough => "not_enough_data",
@@ -285,6 +294,7 @@ pub async fn readout(
             p95_steps: d.p95_steps,
             gates_per_execution: ratio_of(d.gates, d.n),
             gate_rejection_rate,
+            mean_feedback,
             cost_per_success: ratio_of(d.cost, d.successes),
             primary: p.map(|r| r.value),
             primary_ci: p.and_then(|r| r.interval()),
