@@ -99,8 +99,8 @@ pub enum ExportCmd {
     Otlp {
         /// The traces endpoint, e.g. http://127.0.0.1:4318/v1/traces. Default: the standard
         /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (as is), else OTEL_EXPORTER_OTLP_ENDPOINT with
-        /// /v1/traces appended. Headers and timeout: OTEL_EXPORTER_OTLP_[TRACES_]HEADERS and
-        /// OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT.
+        /// /v1/traces appended. Headers and timeout: OTEL_EXPORTER_OTLP_(TRACES_)HEADERS and
+        /// OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT.
         #[arg(long)]
         endpoint: Option<String>,
         /// Keep exporting executions as they end.
