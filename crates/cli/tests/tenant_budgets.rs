@@ -103,18 +103,20 @@ fn a_spent_budget_alarms_once_and_its_hard_stop_refuses_new_executions_of_that_t
     let (acme, globex) = (token("acme"), token("globex"));
     let addr = free_addr();
     let _s = serve(&data, &addr);
-    let start = |token: &str| {
+    let start_keyed = |token: &str, key: Option<&str>| {
         let body = json!({"goal": "Where is my order A-1017?"}).to_string();
+        let key = key.map_or(String::new(), |k| format!("Idempotency-Key: {k}\r\n"));
         send(
             &addr,
             &format!(
                 "POST /v1/executions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-                 Content-Type: application/json\r\nContent-Length: {}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n{key}\
                  Connection: close\r\n\r\n{body}",
                 body.len()
             ),
         )
     };
+    let start = |token: &str| start_keyed(token, None);
     let r = start(&acme);
     assert_eq!(r.code, 402, "{}", r.body);
     assert!(
@@ -127,6 +129,35 @@ fn a_spent_budget_alarms_once_and_its_hard_stop_refuses_new_executions_of_that_t
     );
     let r = start(&globex);
     assert_eq!(r.code, 201, "{}", r.body);
+
+    // A keyed start made before the budget ran out is answered again once it has: a retry
+    // started nothing new, so the hard stop does not refuse it; a new key is refused.
+    ok(keel(
+        &data,
+        &["budgets", "set", "acme", "--monthly-usd", "100"],
+    ));
+    let first = start_keyed(&acme, Some("order-1017"));
+    assert_eq!(first.code, 201, "{}", first.body);
+    ok(keel(
+        &data,
+        &[
+            "budgets",
+            "set",
+            "acme",
+            "--monthly-usd",
+            &budget,
+            "--hard-stop",
+        ],
+    ));
+    let again = start_keyed(&acme, Some("order-1017"));
+    assert_eq!(again.code, 200, "{}", again.body);
+    assert_eq!(
+        again.json()["exec_id"],
+        first.json()["exec_id"],
+        "{}",
+        again.body
+    );
+    assert_eq!(start_keyed(&acme, Some("order-1018")).code, 402);
 
     // Raising the budget lets acme start again.
     ok(keel(

@@ -164,13 +164,22 @@ pub(crate) async fn start_execution(
     keel_runtime::subject::check(s, subject).map_err(|e| ApiError::bad("subject", e))?;
     // The tenant's monthly budget: its alarm, and its hard stop (402). The cached control
     // state says whether there is one, so tenants without a budget never wait on projections.
-    if state
-        .agent
-        .control
-        .state()
-        .await?
-        .budgets
-        .contains_key(tenant)
+    // A repeat of a keyed request started nothing new: it answers with its first execution
+    // even once the budget is spent.
+    let repeat = match idempotency_key {
+        Some(_) => crate::idempotency::earlier(&*state.log, exec, tenant)
+            .await?
+            .is_some(),
+        None => false,
+    };
+    if !repeat
+        && state
+            .agent
+            .control
+            .state()
+            .await?
+            .budgets
+            .contains_key(tenant)
     {
         let (log, t) = (state.log.clone(), keel_core::TenantId(tenant.to_owned()));
         crate::observe::with_projections(state, move |store| {
