@@ -17,8 +17,8 @@
 //! What it is not: it never writes the spine except the alarm events of [`slo`], and it never
 //! decides anything an agent does; it only reads and explains.
 
-pub mod diff;
 pub mod budget;
+pub mod diff;
 pub mod error;
 pub mod feedback;
 #[cfg(feature = "parquet")]
