@@ -81,7 +81,7 @@ pub trait Leases: Send + Sync {
     ) -> Result<AppendAck, SpineError>;
 }
 
-/// One worker's view of a shared spine through its leases: an [`EventLog`] that a worker's
+/// One worker's view of a shared spine through its leases: an [`EventLog`](crate::EventLog) that a worker's
 /// agent loop can use unchanged. `list_unfinished` claims ([`Leases::claim`]) and lists only the
 /// executions this view holds; `append` to a held execution is fenced by its epoch; a first
 /// append (`expected_seq` 0) or an append to an execution nobody holds takes its lease first.
