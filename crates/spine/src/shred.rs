@@ -194,6 +194,31 @@ pub fn referenced_blobs(events: &[keel_core::Event]) -> Vec<String> {
     refs
 }
 
+/// Deletes from `blobs` every blob the `executions` reference (each once), and returns the
+/// references of those that were there: erasure's blob half, the same on every spine.
+pub(crate) async fn delete_referenced_blobs(
+    log: &dyn crate::log::EventLog,
+    executions: &[keel_core::ExecId],
+    blobs: &dyn crate::blob::BlobStore,
+) -> Result<Vec<String>, SpineError> {
+    let mut refs: Vec<String> = Vec::new();
+    for exec in executions {
+        for r in referenced_blobs(&log.read(*exec, 1).await?) {
+            if !refs.contains(&r) {
+                refs.push(r);
+            }
+        }
+    }
+    let mut deleted = Vec::new();
+    for r in &refs {
+        let parsed: crate::blob::BlobRef = r.parse()?;
+        if blobs.delete(&parsed).await? {
+            deleted.push(r.clone());
+        }
+    }
+    Ok(deleted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

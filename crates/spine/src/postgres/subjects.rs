@@ -4,9 +4,8 @@
 //! store, in the same database so every machine seals and erases alike.
 
 use super::PgEventLog;
-use crate::blob::{BlobRef, BlobStore};
+use crate::blob::BlobStore;
 use crate::error::SpineError;
-use crate::log::EventLog;
 use crate::shred::{self, Cipher};
 use crate::sqlite::{Erasure, subject_digest};
 use keel_core::ExecId;
@@ -191,21 +190,7 @@ impl PgEventLog {
     ) -> Result<Erasure, SpineError> {
         let digest = subject_digest(tenant, subject);
         let executions = self.subject_executions(tenant, subject).await?;
-        let mut refs: Vec<String> = Vec::new();
-        for exec in &executions {
-            for r in shred::referenced_blobs(&self.read(*exec, 1).await?) {
-                if !refs.contains(&r) {
-                    refs.push(r);
-                }
-            }
-        }
-        let mut blobs_deleted = Vec::new();
-        for r in &refs {
-            let parsed: BlobRef = r.parse()?;
-            if blobs.delete(&parsed).await? {
-                blobs_deleted.push(r.clone());
-            }
-        }
+        let blobs_deleted = shred::delete_referenced_blobs(self, &executions, blobs).await?;
         let (n_exec, n_blobs) = (executions.len() as i64, blobs_deleted.len() as i64);
         {
             let mut client = self.inner.tx.lock().await;

@@ -3,10 +3,9 @@
 //! key, the blobs its executions reference, and recording a tombstone).
 
 use super::{SqliteLog, schema, subject_key};
-use crate::blob::{BlobRef, BlobStore};
+use crate::blob::BlobStore;
 use crate::clock::{Clock, SystemClock};
 use crate::error::SpineError;
-use crate::log::EventLog;
 use crate::shred::{self, Cipher};
 use keel_core::ExecId;
 use rusqlite::{OptionalExtension, params};
@@ -203,21 +202,7 @@ impl SqliteLog {
     ) -> Result<Erasure, SpineError> {
         let digest = subject_digest(tenant, subject);
         let executions = self.subject_executions(tenant, subject).await?;
-        let mut refs: Vec<String> = Vec::new();
-        for exec in &executions {
-            for r in shred::referenced_blobs(&self.read(*exec, 1).await?) {
-                if !refs.contains(&r) {
-                    refs.push(r);
-                }
-            }
-        }
-        let mut blobs_deleted = Vec::new();
-        for r in &refs {
-            let parsed: BlobRef = r.parse()?;
-            if blobs.delete(&parsed).await? {
-                blobs_deleted.push(r.clone());
-            }
-        }
+        let blobs_deleted = shred::delete_referenced_blobs(self, &executions, blobs).await?;
         let (d, t) = (digest.clone(), tenant.to_owned());
         let (n_exec, n_blobs) = (executions.len() as i64, blobs_deleted.len() as i64);
         let now = SystemClock.now().to_rfc3339();
