@@ -152,3 +152,61 @@ pub fn validate_batch(
     }
     Ok(())
 }
+
+/// Events per read while a subscription catches up.
+const FOLLOW_BATCH: usize = 512;
+
+/// A subscription from `from_offset` on over `log`'s `read_all`: it reads in batches, and at the
+/// head waits until `head` (the highest committed offset the backend has seen) moves or `poll`
+/// passes, whichever comes first, so a missed wake-up costs at most one poll. The stream ends
+/// after its first error.
+pub(crate) fn follow<L: EventLog + Clone + 'static>(
+    log: L,
+    head: tokio::sync::watch::Receiver<u64>,
+    poll: std::time::Duration,
+    from_offset: u64,
+) -> BoxStream<'static, Result<Committed, SpineError>> {
+    use futures::StreamExt;
+    struct Sub<L> {
+        log: L,
+        next: u64,
+        buffer: std::collections::VecDeque<Committed>,
+        head: tokio::sync::watch::Receiver<u64>,
+        failed: bool,
+    }
+    let sub = Sub {
+        log,
+        next: from_offset.max(1),
+        buffer: Default::default(),
+        head,
+        failed: false,
+    };
+    futures::stream::unfold(sub, move |mut sub| async move {
+        if sub.failed {
+            return None;
+        }
+        loop {
+            if let Some(c) = sub.buffer.pop_front() {
+                return Some((Ok(c), sub));
+            }
+            sub.head.mark_unchanged();
+            match sub.log.read_all(sub.next, FOLLOW_BATCH).await {
+                Err(e) => {
+                    sub.failed = true;
+                    return Some((Err(e), sub));
+                }
+                Ok(batch) if batch.is_empty() => {
+                    tokio::select! {
+                        _ = sub.head.changed() => {}
+                        _ = tokio::time::sleep(poll) => {}
+                    }
+                }
+                Ok(batch) => {
+                    sub.next = batch.last().map_or(sub.next, |c| c.offset + 1);
+                    sub.buffer.extend(batch);
+                }
+            }
+        }
+    })
+    .boxed()
+}

@@ -23,7 +23,7 @@ use crate::sqlite::{Durability, WriterStats, decode_batch, encode_batch};
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use keel_core::{Event, ExecId, TenantId};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,9 +56,6 @@ impl Default for PgOptions {
         }
     }
 }
-
-/// Events fetched per subscriber read.
-const SUBSCRIBE_BATCH: usize = 512;
 
 /// The PostgreSQL event log. Cheap to clone; all clones share one writer.
 #[derive(Clone)]
@@ -394,48 +391,12 @@ impl EventLog for PgEventLog {
     }
 
     fn subscribe(&self, from_offset: u64) -> BoxStream<'static, Result<Committed, SpineError>> {
-        struct Sub {
-            log: PgEventLog,
-            next: u64,
-            buffer: VecDeque<Committed>,
-            head: watch::Receiver<u64>,
-            failed: bool,
-        }
-        let sub = Sub {
-            log: self.clone(),
-            next: from_offset.max(1),
-            buffer: VecDeque::new(),
-            head: self.inner.head.clone(),
-            failed: false,
-        };
-        stream::unfold(sub, |mut sub| async move {
-            if sub.failed {
-                return None;
-            }
-            loop {
-                if let Some(c) = sub.buffer.pop_front() {
-                    return Some((Ok(c), sub));
-                }
-                sub.head.mark_unchanged();
-                match sub.log.read_all(sub.next, SUBSCRIBE_BATCH).await {
-                    Err(e) => {
-                        sub.failed = true;
-                        return Some((Err(e), sub));
-                    }
-                    Ok(batch) if batch.is_empty() => {
-                        tokio::select! {
-                            _ = sub.head.changed() => {}
-                            _ = tokio::time::sleep(sub.log.inner.poll) => {}
-                        }
-                    }
-                    Ok(batch) => {
-                        sub.next = batch.last().map_or(sub.next, |c| c.offset + 1);
-                        sub.buffer.extend(batch);
-                    }
-                }
-            }
-        })
-        .boxed()
+        crate::log::follow(
+            self.clone(),
+            self.inner.head.clone(),
+            self.inner.poll,
+            from_offset,
+        )
     }
 
     async fn list_unfinished(&self) -> Result<Vec<ExecSummary>, SpineError> {

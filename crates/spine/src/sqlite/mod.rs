@@ -14,10 +14,10 @@ use crate::error::SpineError;
 use crate::log::{AppendAck, Committed, EventLog, ExecSummary, validate_batch};
 use crate::shred::{self, Cipher};
 use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use keel_core::{Event, ExecId, TenantId};
 use rusqlite::Connection;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,8 +47,6 @@ pub struct SqliteOptions {
 
 /// How often a subscriber re-reads when nothing woke it: covers appends by other processes.
 const SUBSCRIBE_POLL: Duration = Duration::from_millis(200);
-/// Events fetched per subscriber read.
-const SUBSCRIBE_BATCH: usize = 512;
 
 /// The embedded event log. Cheap to clone; all clones share one writer.
 #[derive(Clone)]
@@ -491,48 +489,12 @@ impl EventLog for SqliteLog {
     }
 
     fn subscribe(&self, from_offset: u64) -> BoxStream<'static, Result<Committed, SpineError>> {
-        struct Sub {
-            log: SqliteLog,
-            next: u64,
-            buffer: VecDeque<Committed>,
-            head: watch::Receiver<u64>,
-            failed: bool,
-        }
-        let sub = Sub {
-            log: self.clone(),
-            next: from_offset.max(1),
-            buffer: VecDeque::new(),
-            head: self.inner.head.clone(),
-            failed: false,
-        };
-        stream::unfold(sub, |mut sub| async move {
-            if sub.failed {
-                return None;
-            }
-            loop {
-                if let Some(c) = sub.buffer.pop_front() {
-                    return Some((Ok(c), sub));
-                }
-                sub.head.mark_unchanged();
-                match sub.log.read_all(sub.next, SUBSCRIBE_BATCH).await {
-                    Err(e) => {
-                        sub.failed = true;
-                        return Some((Err(e), sub));
-                    }
-                    Ok(batch) if batch.is_empty() => {
-                        tokio::select! {
-                            _ = sub.head.changed() => {}
-                            _ = tokio::time::sleep(SUBSCRIBE_POLL) => {}
-                        }
-                    }
-                    Ok(batch) => {
-                        sub.next = batch.last().map_or(sub.next, |c| c.offset + 1);
-                        sub.buffer.extend(batch);
-                    }
-                }
-            }
-        })
-        .boxed()
+        crate::log::follow(
+            self.clone(),
+            self.inner.head.clone(),
+            SUBSCRIBE_POLL,
+            from_offset,
+        )
     }
 
     async fn link_subject(
