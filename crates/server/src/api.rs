@@ -165,22 +165,21 @@ pub(crate) async fn start_execution(
     // The tenant's monthly budget: its alarm, and its hard stop (402). The cached control
     // state says whether there is one, so tenants without a budget never wait on projections.
     // A repeat of a keyed request started nothing new: it answers with its first execution
-    // even once the budget is spent.
+    // even once the budget is spent (looked up only for a tenant with a budget).
+    let budgeted = state
+        .agent
+        .control
+        .state()
+        .await?
+        .budgets
+        .contains_key(tenant);
     let repeat = match idempotency_key {
-        Some(_) => crate::idempotency::earlier(&*state.log, exec, tenant)
+        Some(_) if budgeted => crate::idempotency::earlier(&*state.log, exec, tenant)
             .await?
             .is_some(),
-        None => false,
+        _ => false,
     };
-    if !repeat
-        && state
-            .agent
-            .control
-            .state()
-            .await?
-            .budgets
-            .contains_key(tenant)
-    {
+    if budgeted && !repeat {
         let (log, t) = (state.log.clone(), keel_core::TenantId(tenant.to_owned()));
         crate::observe::with_projections(state, move |store| {
             Box::pin(async move {
