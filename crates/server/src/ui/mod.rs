@@ -5,6 +5,8 @@
 //! list; an execution's trace as a timeline of steps with tokens, cost and latency; the
 //! kill-switch panel. Pages that show work in flight refresh themselves.
 
+mod execution;
+
 use crate::api::{decide_gate, switch_target, switches_of};
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -16,9 +18,9 @@ use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use keel_core::describe::{describe, dollars};
-use keel_core::payload::{Payload, Verdict};
-use keel_core::{Cost, ExecId};
+use keel_core::Cost;
+use keel_core::describe::dollars;
+use keel_core::payload::Verdict;
 use keel_runtime::gates::{ExecView, GateView};
 use keel_spine::clock::{Clock, SystemClock};
 use serde::Deserialize;
@@ -34,7 +36,7 @@ pub(crate) fn routes() -> Router<State> {
         .route("/ui/gates", get(gates_page))
         .route("/ui/gates/{id}/decision", post(decide))
         .route("/ui/executions", get(executions_page))
-        .route("/ui/executions/{id}", get(execution_page))
+        .route("/ui/executions/{id}", get(execution::execution_page))
         .route("/ui/kill-switches", get(switches_page))
         .route("/ui/kill-switches/set", post(set_switch))
         .route("/ui/kill-switches/clear", post(clear_switch))
@@ -389,7 +391,7 @@ async fn decide(
     }
 }
 
-struct ExecRow {
+pub(crate) struct ExecRow {
     exec_id: String,
     short_id: String,
     started: String,
@@ -413,7 +415,7 @@ fn badge(status: &str) -> &'static str {
     }
 }
 
-fn exec_row(x: &ExecView) -> ExecRow {
+pub(crate) fn exec_row(x: &ExecView) -> ExecRow {
     let id = x.exec_id.to_string();
     ExecRow {
         short_id: id.chars().skip(24).collect(),
@@ -470,95 +472,6 @@ async fn executions_page(
         who: who(&p),
         flash: String::new(),
         execs: execs.into_iter().take(200).map(exec_row).collect(),
-    })
-}
-
-struct StepRow {
-    step_n: u32,
-    events: Vec<(String, String)>,
-    tokens: String,
-    cost: String,
-    latency: String,
-}
-
-#[derive(Template)]
-#[template(path = "execution.html")]
-struct ExecutionPage {
-    title: &'static str,
-    refresh: bool,
-    who: String,
-    flash: String,
-    x: ExecRow,
-    answer: String,
-    steps: Vec<StepRow>,
-}
-
-async fn execution_page(
-    axum::extract::State(state): axum::extract::State<State>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let p = match principal(&state, &headers) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
-    let Ok(exec) = id.parse::<ExecId>() else {
-        return ApiError::bad("id", format!("{id:?} is not an execution id")).into_response();
-    };
-    let view = match crate::api::exec_view(&state, &Caller(p.clone()), exec).await {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    let events = match state.log.read(exec, 1).await {
-        Ok(e) => e,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let mut steps: Vec<StepRow> = Vec::new();
-    let mut totals: Vec<(u64, u64, Cost, u64)> = Vec::new();
-    for e in &events {
-        if steps.last().is_none_or(|s| s.step_n != e.step_n) {
-            steps.push(StepRow {
-                step_n: e.step_n,
-                events: Vec::new(),
-                tokens: String::new(),
-                cost: String::new(),
-                latency: String::new(),
-            });
-            totals.push((0, 0, Cost::ZERO, 0));
-        }
-        let (Some(row), Some(t)) = (steps.last_mut(), totals.last_mut()) else {
-            continue;
-        };
-        match &e.payload {
-            Payload::ModelResponded(r) => {
-                t.0 += r.tokens.input;
-                t.1 += r.tokens.output;
-                t.2 = t.2 + r.cost;
-                t.3 += r.latency_ms;
-            }
-            Payload::ToolResult(r) => {
-                t.2 = t.2 + r.actual_cost;
-                t.3 += r.latency_ms;
-            }
-            _ => {}
-        }
-        row.events
-            .push((e.event_type().to_string(), describe(&e.payload)));
-    }
-    for (row, t) in steps.iter_mut().zip(&totals) {
-        row.tokens = format!("{}/{}", t.0, t.1);
-        row.cost = dollars(t.2);
-        row.latency = format!("{} ms", t.3);
-    }
-    let refresh = matches!(view.status.as_str(), "running");
-    render(&ExecutionPage {
-        title: "Execution",
-        refresh,
-        who: who(&p),
-        flash: String::new(),
-        answer: view.detail.clone().unwrap_or_default(),
-        x: exec_row(&view),
-        steps,
     })
 }
 

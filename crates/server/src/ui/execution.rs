@@ -1,0 +1,102 @@
+//! The execution page (`/ui/executions/{id}`): one execution's header and its trace as a timeline
+//! of steps with tokens, cost and latency.
+
+use super::{ExecRow, exec_row, principal, render, who};
+use crate::error::ApiError;
+use crate::{Caller, State};
+use askama::Template;
+use axum::extract::Path;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use keel_core::describe::{describe, dollars};
+use keel_core::payload::Payload;
+use keel_core::{Cost, ExecId};
+
+struct StepRow {
+    step_n: u32,
+    events: Vec<(String, String)>,
+    tokens: String,
+    cost: String,
+    latency: String,
+}
+
+#[derive(Template)]
+#[template(path = "execution.html")]
+struct ExecutionPage {
+    title: &'static str,
+    refresh: bool,
+    who: String,
+    flash: String,
+    x: ExecRow,
+    answer: String,
+    steps: Vec<StepRow>,
+}
+
+pub(super) async fn execution_page(
+    axum::extract::State(state): axum::extract::State<State>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let p = match principal(&state, &headers) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let Ok(exec) = id.parse::<ExecId>() else {
+        return ApiError::bad("id", format!("{id:?} is not an execution id")).into_response();
+    };
+    let view = match crate::api::exec_view(&state, &Caller(p.clone()), exec).await {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let events = match state.log.read(exec, 1).await {
+        Ok(e) => e,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let mut steps: Vec<StepRow> = Vec::new();
+    let mut totals: Vec<(u64, u64, Cost, u64)> = Vec::new();
+    for e in &events {
+        if steps.last().is_none_or(|s| s.step_n != e.step_n) {
+            steps.push(StepRow {
+                step_n: e.step_n,
+                events: Vec::new(),
+                tokens: String::new(),
+                cost: String::new(),
+                latency: String::new(),
+            });
+            totals.push((0, 0, Cost::ZERO, 0));
+        }
+        let (Some(row), Some(t)) = (steps.last_mut(), totals.last_mut()) else {
+            continue;
+        };
+        match &e.payload {
+            Payload::ModelResponded(r) => {
+                t.0 += r.tokens.input;
+                t.1 += r.tokens.output;
+                t.2 = t.2 + r.cost;
+                t.3 += r.latency_ms;
+            }
+            Payload::ToolResult(r) => {
+                t.2 = t.2 + r.actual_cost;
+                t.3 += r.latency_ms;
+            }
+            _ => {}
+        }
+        row.events
+            .push((e.event_type().to_string(), describe(&e.payload)));
+    }
+    for (row, t) in steps.iter_mut().zip(&totals) {
+        row.tokens = format!("{}/{}", t.0, t.1);
+        row.cost = dollars(t.2);
+        row.latency = format!("{} ms", t.3);
+    }
+    let refresh = matches!(view.status.as_str(), "running");
+    render(&ExecutionPage {
+        title: "Execution",
+        refresh,
+        who: who(&p),
+        flash: String::new(),
+        answer: view.detail.clone().unwrap_or_default(),
+        x: exec_row(&view),
+        steps,
+    })
+}
