@@ -19,6 +19,7 @@
 
 pub mod budget;
 pub mod diff;
+pub mod economics;
 pub mod error;
 pub mod feedback;
 #[cfg(feature = "parquet")]
