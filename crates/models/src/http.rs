@@ -177,17 +177,23 @@ fn retry_after(headers: &reqwest::header::HeaderMap, max: Duration) -> Option<Du
     Some(Duration::try_from_secs_f64(secs).map_or(max, |d| d.min(max)))
 }
 
-/// The vendor's error message (`{"error": {"message": …}}` in both formats), or a short excerpt.
+/// The vendor's error message (`{"error": {"message": …}}` in both formats), or a short excerpt;
+/// an empty one is said so (llama.cpp's server answers some failures with `"message": ""`).
 fn error_detail(body: &str) -> String {
     let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
-    if let Some(msg) = parsed
+    let detail = match parsed
         .as_ref()
         .and_then(|v| v.pointer("/error/message"))
         .and_then(|m| m.as_str())
     {
-        return msg.to_owned();
+        Some(msg) => msg.to_owned(),
+        None => body.chars().take(200).collect(),
+    };
+    if detail.trim().is_empty() {
+        "the server sent no error message".to_owned()
+    } else {
+        detail
     }
-    body.chars().take(200).collect()
 }
 
 /// reqwest errors print the URL; ours may carry a key in a query string for some gateways.

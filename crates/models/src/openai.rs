@@ -1,7 +1,9 @@
 //! OpenAI-compatible Chat Completions (`POST {base_url}/chat/completions`, streaming off), the
 //! wire format OpenAI, vLLM, Ollama, LiteLLM and llama.cpp servers share. Quirks of "compatible"
 //! servers are normalised on ingest: `arguments` sent as an object instead of a JSON string, and
-//! missing tool-call ids (synthesised deterministically).
+//! missing tool-call ids (synthesised deterministically). A reply with neither text nor a tool
+//! call (what small local models often send) is malformed, so the loop records it and asks again
+//! instead of finishing with an empty answer.
 
 use crate::error::ModelError;
 use crate::http::{self, RetryPolicy, Secret};
@@ -22,6 +24,65 @@ pub struct OpenAiConfig {
     pub api_key_env: Option<String>,
     /// Timeouts and retries.
     pub retry: RetryPolicy,
+    /// `tool_choice` sent until the model has called a tool; `None` sends none (the server's
+    /// default, `auto`).
+    pub tool_choice: Option<ToolChoice>,
+}
+
+/// Which tools the model must call: OpenAI's `tool_choice`.
+///
+/// A choice other than [`ToolChoice::Auto`] is sent only while the conversation holds no tool
+/// result: forced on every turn, the model could never answer and the execution would run to
+/// its step limit (the OpenAI Agents SDK resets it the same way).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// The model decides (`"auto"`).
+    Auto,
+    /// The model must call some tool (`"required"`).
+    Required,
+    /// The model must not call a tool (`"none"`).
+    None,
+    /// The model must call this tool (`{"type": "function", "function": {"name": …}}`).
+    Tool(String),
+}
+
+impl ToolChoice {
+    /// Reads a strategy's `tool_choice`: `auto`, `required`, `none` or a tool's name.
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "auto" => Self::Auto,
+            "required" => Self::Required,
+            "none" => Self::None,
+            tool => Self::Tool(tool.to_owned()),
+        }
+    }
+
+    /// As the wire's `tool_choice` value.
+    fn to_json(&self) -> Value {
+        match self {
+            Self::Auto => json!("auto"),
+            Self::Required => json!("required"),
+            Self::None => json!("none"),
+            Self::Tool(name) => json!({"type": "function", "function": {"name": name}}),
+        }
+    }
+}
+
+/// The request body with `choice` applied: sent only when tools are offered and, unless it is
+/// `auto`, only before the first tool result (see [`ToolChoice`]).
+pub fn request_body_with_choice(req: &ChatRequest, choice: Option<&ToolChoice>) -> Value {
+    let mut body = request_body(req);
+    let answered = req
+        .messages
+        .iter()
+        .any(|m| matches!(m, Message::Tool { .. }));
+    if let Some(choice) = choice
+        && !req.tools.is_empty()
+        && (*choice == ToolChoice::Auto || !answered)
+    {
+        body["tool_choice"] = choice.to_json();
+    }
+    body
 }
 
 /// An OpenAI-compatible provider.
@@ -156,6 +217,15 @@ pub fn parse_reply(req: &ChatRequest, raw: &str) -> Result<ChatResponse, ModelEr
         }
     }
     check_tool_names(NAME, req, &tool_calls, raw)?;
+    if text.is_none() && tool_calls.is_empty() {
+        return Err(bad(format!(
+            "the reply has neither text nor a tool call (finish_reason {})",
+            choice
+                .get("finish_reason")
+                .and_then(Value::as_str)
+                .unwrap_or("absent")
+        )));
+    }
     let finish = match choice.get("finish_reason").and_then(Value::as_str) {
         Some("stop") => FinishReason::Stop,
         Some("tool_calls" | "function_call") => FinishReason::ToolCalls,
@@ -197,7 +267,7 @@ impl ModelProvider for OpenAi {
         let auth = self.key.as_ref().map(|k| format!("Bearer {}", k.expose()));
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("authorization", a.as_str())).collect();
-        let body = request_body(req).to_string();
+        let body = request_body_with_choice(req, self.config.tool_choice.as_ref()).to_string();
         let reply = http::post_json(
             NAME,
             &self.client,

@@ -7,7 +7,7 @@ mod common;
 
 use common::{Canned, fixture, start};
 use keel_models::http::RetryPolicy;
-use keel_models::openai::{OpenAi, OpenAiConfig};
+use keel_models::openai::{OpenAi, OpenAiConfig, ToolChoice};
 use keel_models::{
     ChatRequest, FinishReason, Message, ModelError, ModelProvider, ToolCall, ToolSpec,
 };
@@ -28,6 +28,7 @@ fn provider(base: &str, attempts: u32) -> OpenAi {
             base_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(50),
         },
+        tool_choice: None,
     })
     .unwrap()
 }
@@ -263,8 +264,67 @@ fn a_missing_key_names_the_variable() {
         base_url: "http://127.0.0.1:9/v1".into(),
         api_key_env: Some("KEEL_TEST_NO_SUCH_KEY".into()),
         retry: RetryPolicy::default(),
+        tool_choice: None,
     })
     .err()
     .unwrap();
     assert!(err.to_string().contains("KEEL_TEST_NO_SUCH_KEY"), "{err}");
+}
+
+#[tokio::test]
+async fn a_forced_tool_choice_is_sent_until_the_first_tool_result() {
+    let server = start(vec![
+        Canned::ok(&fixture("openai/tool_call.json")),
+        Canned::ok(&fixture("openai/tool_call.json")),
+    ])
+    .await;
+    let p = OpenAi::new(OpenAiConfig {
+        base_url: format!("{}/v1", server.base_url),
+        api_key_env: None,
+        retry: RetryPolicy::default(),
+        tool_choice: Some(ToolChoice::parse("lookup_order")),
+    })
+    .unwrap();
+    p.chat(&request()).await.unwrap();
+    let mut answered = request();
+    answered.messages.push(Message::Tool {
+        call_id: "call_1".into(),
+        content: "{}".into(),
+        is_error: false,
+    });
+    p.chat(&answered).await.unwrap();
+    let seen = server.requests();
+    assert_eq!(
+        seen[0].body["tool_choice"],
+        json!({"type": "function", "function": {"name": "lookup_order"}})
+    );
+    assert!(
+        seen[1].body.get("tool_choice").is_none(),
+        "{}",
+        seen[1].body
+    );
+    assert!(seen[0].headers.get("authorization").is_none());
+}
+
+#[tokio::test]
+async fn an_empty_reply_and_an_empty_error_message_are_named() {
+    let empty = json!({"choices": [{"message": {"role": "assistant", "content": ""}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 1}});
+    let server = start(vec![
+        Canned::ok(&empty.to_string()),
+        Canned::status(
+            500,
+            r#"{"error": {"message": "", "type": "internal_server_error"}}"#,
+        ),
+    ])
+    .await;
+    let p = provider(&server.base_url, 1);
+    let err = p.chat(&request()).await.unwrap_err();
+    assert!(err.is_recoverable(), "{err:?}");
+    assert!(
+        err.to_string().contains("neither text nor a tool call"),
+        "{err}"
+    );
+    let err = p.chat(&request()).await.unwrap_err();
+    assert!(err.to_string().contains("no error message"), "{err}");
 }

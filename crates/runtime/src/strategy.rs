@@ -22,7 +22,7 @@ use keel_core::payload::Budget;
 use keel_models::ModelProvider;
 use keel_models::anthropic::{Anthropic, AnthropicConfig};
 use keel_models::http::RetryPolicy;
-use keel_models::openai::{OpenAi, OpenAiConfig};
+use keel_models::openai::{OpenAi, OpenAiConfig, ToolChoice};
 use keel_models::scripted::ScriptedModel;
 use regex::Regex;
 use serde::Deserialize;
@@ -172,6 +172,10 @@ struct ModelFile {
     api_key_env: Option<String>,
     #[serde(default = "default_max_tokens")]
     max_tokens: u32,
+    /// `auto`, `required`, `none` or a tool's name (OpenAI-compatible providers only); left out
+    /// of the version's hash when absent, so existing strategies keep their versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<String>,
 }
 
 fn default_max_tokens() -> u32 {
@@ -223,6 +227,8 @@ pub enum ProviderKind {
         base_url: String,
         /// API key variable, if the server needs one.
         api_key_env: Option<String>,
+        /// `tool_choice` until the model has called a tool.
+        tool_choice: Option<ToolChoice>,
     },
     /// Anthropic.
     Anthropic {
@@ -342,6 +348,21 @@ impl Strategy {
             });
         }
         let m = &f.model;
+        if let Some(choice) = &m.tool_choice {
+            if m.provider != "openai" {
+                return Err(err(format!(
+                    "model.tool_choice: only the openai provider takes it, not {:?}",
+                    m.provider
+                )));
+            }
+            if !["auto", "required", "none"].contains(&choice.as_str()) && !f.tools.contains(choice)
+            {
+                return Err(err(format!(
+                    "model.tool_choice: {choice:?} is neither auto, required, none nor one of the strategy's tools ({})",
+                    f.tools.join(", ")
+                )));
+            }
+        }
         let provider = match m.provider.as_str() {
             "scripted" => {
                 let script = m.script.as_ref().ok_or_else(|| {
@@ -355,6 +376,7 @@ impl Strategy {
                     .clone()
                     .unwrap_or_else(|| "https://api.openai.com/v1".into()),
                 api_key_env: m.api_key_env.clone(),
+                tool_choice: m.tool_choice.as_deref().map(ToolChoice::parse),
             },
             "anthropic" => ProviderKind::Anthropic {
                 base_url: m
@@ -430,10 +452,12 @@ impl Strategy {
             ProviderKind::OpenAi {
                 base_url,
                 api_key_env,
+                tool_choice,
             } => Arc::new(OpenAi::new(OpenAiConfig {
                 base_url: base_url.clone(),
                 api_key_env: api_key_env.clone(),
                 retry: RetryPolicy::default(),
+                tool_choice: tool_choice.clone(),
             })?),
             ProviderKind::Anthropic {
                 base_url,
