@@ -329,6 +329,9 @@ pub struct Book {
     pub dropped: BTreeMap<String, Dropped>,
     /// Per strategy version, its most recent people's decisions (time, rejected), oldest first.
     pub decisions: BTreeMap<String, VecDeque<(DateTime<Utc>, bool)>>,
+    /// Per tenant, which executions named which object (see [`crate::evidence`]).
+    #[serde(default)]
+    pub objects: crate::evidence::ObjectIndex,
     finished: BTreeMap<String, VecDeque<ExecId>>,
     closed_gates: BTreeMap<String, VecDeque<String>>,
 }
@@ -393,7 +396,14 @@ impl Book {
             }
             Payload::ToolResult(r) => add_cost(r.actual_cost),
             Payload::StepCompleted(_) => x.steps += 1,
+            Payload::ToolCalled(c) if x.replay_of.is_none() => {
+                self.objects.record(&e.tenant.0, e.exec_id, &c.args);
+            }
             Payload::GateRequested(g) => {
+                if x.replay_of.is_none() {
+                    self.objects
+                        .record(&e.tenant.0, e.exec_id, &g.action["args"]);
+                }
                 x.gates += 1;
                 x.status = "at_gate".into();
                 self.gates.insert(
@@ -630,7 +640,7 @@ struct Snapshots {
 pub const SNAPSHOT_EVERY: u64 = 50_000;
 
 /// The format of a snapshot; one of another version is ignored (and rebuilt from the spine).
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 
 #[derive(Serialize, serde::Deserialize)]
 struct SnapshotFile {
@@ -771,6 +781,7 @@ impl Approvals {
                 reviews: book.reviews.clone(),
                 dropped: book.dropped.clone(),
                 decisions: book.decisions.clone(),
+                objects: book.objects.clone(),
                 finished: book.finished.clone(),
                 closed_gates: book.closed_gates.clone(),
             },

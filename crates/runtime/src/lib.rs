@@ -10,6 +10,8 @@
 //! - [`control`]: kill-switches, demotions and certifications, folded from the control stream.
 //! - [`estimate`]: a model call's most possible cost, checked against the budget before it.
 //! - [`experiment`]: experiments on the spine: register, stop, conclude; a new execution's arm.
+//! - [`evidence`]: what an approver reads next to a gate (tool outputs, earlier actions on the
+//!   same object, the subject's history, the strategy's record at the tier).
 //! - [`gates`]: approval gates — evidence packs, decisions, the queue, SLAs, demotion.
 //! - [`notify`]: gates reach people — signed webhooks on new gates and SLA escalations.
 //! - [`subject`]: who an execution is about (sealing, erasure, per-subject memory).
@@ -21,6 +23,7 @@ pub mod decide;
 pub mod embedded;
 pub mod error;
 pub mod estimate;
+pub mod evidence;
 pub mod experiment;
 pub mod gates;
 pub mod notify;
