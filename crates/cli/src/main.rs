@@ -9,6 +9,7 @@ mod bench;
 mod budgets;
 mod config;
 mod demo;
+mod economics;
 mod events;
 mod experiments;
 mod feedback;
@@ -90,6 +91,9 @@ enum Command {
         #[command(flatten)]
         config: agents::ConfigArgs,
     },
+    /// Cost per success per strategy version, cost by tenant, tool and model (from the
+    /// projections; the seed's economics table).
+    Economics(economics::EconomicsArgs),
     /// Per-tenant monthly cost budgets: set (alarm threshold, hard stop), list.
     Budgets {
         #[command(subcommand)]
@@ -220,6 +224,7 @@ fn main() -> ExitCode {
             Command::Experiments { command, config } => {
                 experiments::run(&cli.data, &config, command).await
             }
+            Command::Economics(args) => economics::run(&cli.data, args).await,
             Command::Budgets { command } => budgets::run(&cli.data, command).await,
             Command::Feedback(args) => feedback::run(&cli.data, args).await,
             Command::Tokens { command } => tokens::tokens(&cli.data, command),

@@ -141,6 +141,27 @@ fn by_cost<T>(rows: &mut [T], cost: impl Fn(&T) -> f64, name: impl Fn(&T) -> &st
     });
 }
 
+/// The longest window, in days: a thousand years ("everything").
+pub const MAX_DAYS: u32 = 365_000;
+
+/// The first day of a window of `days` days ending on `now`'s UTC day, as the seed writes it
+/// (`CURRENT_DATE - 14`): `YYYY-MM-DD`.
+pub fn since(now: chrono::DateTime<chrono::Utc>, days: u32) -> Result<String> {
+    if days > MAX_DAYS {
+        return Err(ObserveError::Config {
+            what: "economics window".into(),
+            detail: format!("{days} days is more than {MAX_DAYS}"),
+        });
+    }
+    now.date_naive()
+        .checked_sub_days(chrono::Days::new(u64::from(days)))
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .ok_or_else(|| ObserveError::Config {
+            what: "economics window".into(),
+            detail: format!("{days} days before {} is not a date", now.date_naive()),
+        })
+}
+
 /// Computes the economics of the executions started on or after `since` (`YYYY-MM-DD`), of
 /// `tenant` only when given (every tenant's otherwise).
 pub async fn compute(

@@ -5,6 +5,7 @@
 //! list; an execution's trace as a timeline of steps with tokens, cost and latency; the
 //! kill-switch panel. Pages that show work in flight refresh themselves.
 
+mod economics;
 mod execution;
 
 use crate::api::{decide_gate, switch_target, switches_of};
@@ -40,6 +41,7 @@ pub(crate) fn routes() -> Router<State> {
         .route("/ui/kill-switches", get(switches_page))
         .route("/ui/kill-switches/set", post(set_switch))
         .route("/ui/kill-switches/clear", post(clear_switch))
+        .merge(economics::routes())
 }
 
 pub(crate) fn render(t: &impl Template) -> Response {
