@@ -9,6 +9,8 @@
 
 mod common;
 use common::repo;
+#[path = "common/ledger.rs"]
+mod ledger;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -193,4 +195,30 @@ fn rate_a_sampled_retrieval_in_a_real_browser() {
     let control = keel_core::control::CONTROL_STREAM.to_string();
     let events = sql(&["events", &control]);
     assert!(events.contains("retrieval.rated"), "{events}");
+}
+
+/// Issue 15 item 6: the economics page over a fixed two-tenant ledger, logged in as acme: the
+/// chart is inline SVG with one series per strategy version (none of globex's), and the page
+/// never scrolls sideways (`tests/browser/economics.cjs`).
+#[test]
+fn the_economics_chart_in_a_real_browser() {
+    node_path();
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve_from(dir.path());
+    // Appended by this process while `keel serve` runs: the server reads it like any commit.
+    ledger::write(&served.data);
+    let artifacts = repo().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let out = browse(&served, "economics.cjs", &artifacts);
+    let seen: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(seen["series"].as_array().unwrap().len(), 2, "{seen}");
+    for w in ["1280", "800"] {
+        assert!(
+            std::fs::metadata(artifacts.join(format!("economics-{w}.png")))
+                .unwrap()
+                .len()
+                > 10_000,
+            "a real screenshot at {w} px"
+        );
+    }
 }
