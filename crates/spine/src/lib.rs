@@ -26,6 +26,7 @@ pub mod postgres;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod shred;
+pub mod side;
 pub mod sqlite;
 
 pub use blob::{BlobRef, BlobStore, LocalBlobStore};

@@ -123,6 +123,31 @@ pub trait EventLog: Send + Sync {
     async fn subject_of(&self, _exec_id: ExecId) -> Result<Option<String>, SpineError> {
         Ok(None)
     }
+
+    /// The store that [`EventLog::append_with`]'s side writes go to (the SQLite file), or `None`
+    /// when this backend cannot carry them (the default). A ledger or rate store whose
+    /// `side_store` is the same may hand its writes to this log's appends.
+    fn side_store(&self) -> Option<&std::path::Path> {
+        None
+    }
+
+    /// Like [`EventLog::append`] (or [`EventLog::append_buffered`] when `durable` is false),
+    /// with `side` applied in the same transaction (see [`crate::side::SideWrite`] for the
+    /// rules). Ledger writes make the commit durable whatever `durable` says. Backends without
+    /// side writes refuse.
+    async fn append_with(
+        &self,
+        exec_id: ExecId,
+        _expected_seq: u64,
+        _events: &[Event],
+        _side: Vec<crate::side::SideWrite>,
+        _durable: bool,
+    ) -> Result<crate::side::Appended, SpineError> {
+        Err(SpineError::InvalidAppend {
+            exec_id,
+            detail: "this spine backend cannot carry side writes".into(),
+        })
+    }
 }
 
 /// Checks the shape of a batch before it reaches storage: non-empty, one execution, one tenant,

@@ -7,12 +7,14 @@
 //! is checked inside the write transaction.
 
 mod schema;
+mod side;
 mod subjects;
 mod writer;
 
 use crate::error::SpineError;
 use crate::log::{AppendAck, Committed, EventLog, ExecSummary, validate_batch};
 use crate::shred::{self, Cipher};
+use crate::side::{Appended, LedgerRow, SideAnswer, SideWrite};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use keel_core::{Event, ExecId, TenantId};
@@ -43,6 +45,15 @@ pub enum Durability {
 pub struct SqliteOptions {
     /// Durability of appends.
     pub durability: Durability,
+}
+
+/// Every handle this process opened, by file, for [`SqliteLog::open_shared`].
+type OpenHandles = Vec<(PathBuf, std::sync::Weak<Inner>)>;
+static OPEN: Mutex<OpenHandles> = Mutex::new(Vec::new());
+
+/// A path's file, as one name however it was spelled (relative, through links).
+fn same_file(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
 }
 
 /// How often a subscriber re-reads when nothing woke it: covers appends by other processes.
@@ -94,6 +105,8 @@ impl SqliteLog {
         let mut conn = schema::connect(&path, options.durability, true)?;
         conn.set_prepared_statement_cache_capacity(32);
         schema::migrate(&mut conn, &path)?;
+        conn.execute_batch(side::RATES_TABLE)
+            .map_err(|e| schema::map_err(&path, "creating the rate budgets' table", e))?;
         let last: u64 = conn
             .query_row(
                 "SELECT coalesce(max(last_offset), 0) FROM (SELECT last_offset FROM batches ORDER BY first_offset DESC LIMIT 1)",
@@ -110,7 +123,7 @@ impl SqliteLog {
             head_tx,
             stats.clone(),
         );
-        Ok(Self {
+        let log = Self {
             inner: Arc::new(Inner {
                 path,
                 durability: options.durability,
@@ -122,7 +135,28 @@ impl SqliteLog {
                 stats,
                 ciphers: Mutex::new(HashMap::new()),
             }),
-        })
+        };
+        if let Ok(mut open) = OPEN.lock() {
+            open.retain(|(_, weak)| weak.strong_count() > 0);
+            open.push((same_file(&log.inner.path), Arc::downgrade(&log.inner)));
+        }
+        Ok(log)
+    }
+
+    /// The handle this process already has open on the file at `path` (so its writes share that
+    /// handle's writer and group commit), or a new one as [`SqliteLog::open`] opens it. For
+    /// stores that live in the spine's file (the tool ledger, rate budgets) opened by path.
+    pub fn open_shared(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, SpineError> {
+        let wanted = same_file(path.as_ref());
+        let found = OPEN.lock().ok().and_then(|open| {
+            open.iter()
+                .filter(|(p, _)| *p == wanted)
+                .find_map(|(_, weak)| weak.upgrade())
+        });
+        match found {
+            Some(inner) => Ok(Self { inner }),
+            None => Self::open(path, options),
+        }
     }
 
     async fn send(
@@ -132,7 +166,63 @@ impl SqliteLog {
         events: &[Event],
         durable: bool,
     ) -> Result<AppendAck, SpineError> {
+        let appended = self
+            .send_with(exec_id, expected_seq, events, Vec::new(), durable)
+            .await?;
+        appended.ack.ok_or_else(|| SpineError::InvalidAppend {
+            exec_id,
+            detail: "empty batch".into(),
+        })
+    }
+
+    /// Commits side writes alone (no events) in the next group: durable on return if `durable`
+    /// or if any of them is a ledger write. One answer per write, in order.
+    pub async fn write_side(
+        &self,
+        side: Vec<SideWrite>,
+        durable: bool,
+    ) -> Result<Vec<SideAnswer>, SpineError> {
+        let durable = durable || side.iter().any(SideWrite::must_be_durable);
+        let (reply, answer) = oneshot::channel();
+        let request = writer::AppendRequest {
+            exec_id: ExecId(uuid::Uuid::nil()),
+            exec_key: String::new(),
+            tenant: String::new(),
+            expected_seq: 0,
+            ends: false,
+            durable,
+            len: 0,
+            body: String::new(),
+            side,
+            reply,
+        };
+        Ok(self.inner.commits.append(request, answer).await?.answers)
+    }
+
+    /// The tool ledger's row for (tenant, key), as committed.
+    pub async fn ledger_entry(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<LedgerRow>, SpineError> {
+        let (tenant, key) = (tenant.to_owned(), key.to_owned());
+        self.with_reader(move |conn, path| {
+            side::ledger_row(conn, &tenant, &key)
+                .map_err(|e| schema::map_err(path, "reading a ledger entry", e))
+        })
+        .await
+    }
+
+    async fn send_with(
+        &self,
+        exec_id: ExecId,
+        expected_seq: u64,
+        events: &[Event],
+        side: Vec<SideWrite>,
+        durable: bool,
+    ) -> Result<Appended, SpineError> {
         validate_batch(exec_id, expected_seq, events)?;
+        let durable = durable || side.iter().any(SideWrite::must_be_durable);
         let cipher = self.cipher_for(exec_id).await?;
         let body = encode_batch(events, cipher.as_deref())?;
         let (reply, answer) = oneshot::channel();
@@ -145,6 +235,7 @@ impl SqliteLog {
             durable,
             len: events.len() as u64,
             body,
+            side,
             reply,
         };
         let ends = request.ends;
@@ -508,6 +599,22 @@ impl EventLog for SqliteLog {
 
     async fn subject_of(&self, exec_id: ExecId) -> Result<Option<String>, SpineError> {
         SqliteLog::subject_of(self, exec_id).await
+    }
+
+    fn side_store(&self) -> Option<&Path> {
+        Some(&self.inner.path)
+    }
+
+    async fn append_with(
+        &self,
+        exec_id: ExecId,
+        expected_seq: u64,
+        events: &[Event],
+        side: Vec<SideWrite>,
+        durable: bool,
+    ) -> Result<Appended, SpineError> {
+        self.send_with(exec_id, expected_seq, events, side, durable)
+            .await
     }
 
     async fn list_unfinished(&self) -> Result<Vec<ExecSummary>, SpineError> {

@@ -11,6 +11,7 @@ use super::Durability;
 use super::schema::map_err;
 use crate::error::SpineError;
 use crate::log::AppendAck;
+use crate::side::{Appended, SideWrite};
 use keel_core::ExecId;
 use rusqlite::{Connection, OptionalExtension};
 use std::collections::{HashMap, VecDeque};
@@ -33,11 +34,13 @@ pub(super) struct AppendRequest {
     pub ends: bool,
     /// Must be durable when acknowledged (otherwise it may ride on a later durable commit).
     pub durable: bool,
-    /// Number of events in the batch.
+    /// Number of events in the batch (0: a request of side writes only).
     pub len: u64,
     /// The batch, already encoded by the appender as a JSON array of events.
     pub body: String,
-    pub reply: oneshot::Sender<Result<AppendAck, SpineError>>,
+    /// Written in the same transaction once the events are accepted (see [`crate::side`]).
+    pub side: Vec<SideWrite>,
+    pub reply: oneshot::Sender<Result<Appended, SpineError>>,
 }
 
 /// What the writer knows about an execution without asking SQLite.
@@ -133,7 +136,7 @@ impl Writer {
         let results = commit_group(conn, path, &group, &mut self.cache);
         let first_ok = results
             .iter()
-            .filter_map(|r| r.as_ref().ok().map(|a| a.first_offset))
+            .filter_map(|r| r.as_ref().ok().and_then(|a| a.ack).map(|a| a.first_offset))
             .min();
         match (self.synchronous, first_ok) {
             ("NORMAL", Some(first)) => {
@@ -149,7 +152,7 @@ impl Writer {
         }
         let newest = results
             .iter()
-            .filter_map(|r| r.as_ref().ok().map(|a| a.last_offset))
+            .filter_map(|r| r.as_ref().ok().and_then(|a| a.ack).map(|a| a.last_offset))
             .max();
         if let Some(offset) = newest {
             let (mut n_req, mut n_ev) = (0, 0);
@@ -202,8 +205,8 @@ impl GroupCommit {
     pub(super) async fn append(
         &self,
         request: AppendRequest,
-        mut answer: oneshot::Receiver<Result<AppendAck, SpineError>>,
-    ) -> Result<AppendAck, SpineError> {
+        mut answer: oneshot::Receiver<Result<Appended, SpineError>>,
+    ) -> Result<Appended, SpineError> {
         self.queue
             .lock()
             .map_err(|_| SpineError::Closed)?
@@ -291,7 +294,7 @@ fn commit_group(
     path: &Path,
     group: &[AppendRequest],
     cache: &mut Cache,
-) -> Vec<Result<AppendAck, SpineError>> {
+) -> Vec<Result<Appended, SpineError>> {
     if let Err(e) = exec_sql(conn, "BEGIN IMMEDIATE") {
         let e = map_err(path, "starting a transaction", e);
         return group.iter().map(|_| Err(same_error(path, &e))).collect();
@@ -300,7 +303,7 @@ fn commit_group(
         Ok(results) => match exec_sql(conn, "COMMIT") {
             Ok(()) => {
                 for (req, result) in group.iter().zip(&results) {
-                    if let Ok(ack) = result {
+                    if let Ok(Appended { ack: Some(ack), .. }) = result {
                         remember(cache, req, ack.last_seq);
                     }
                 }
@@ -358,7 +361,7 @@ fn write_group(
     path: &Path,
     group: &[AppendRequest],
     cache: &mut Cache,
-) -> Result<Vec<Result<AppendAck, SpineError>>, SpineError> {
+) -> Result<Vec<Result<Appended, SpineError>>, SpineError> {
     let err = |c| move |e| map_err(path, c, e);
     let version: i64 = conn
         .prepare_cached("PRAGMA data_version")
@@ -388,6 +391,12 @@ fn write_group(
     // Seqs appended earlier in this same group, so two requests for one execution chain.
     let mut pending: HashMap<&str, ExecInfo> = HashMap::new();
     for req in group {
+        if req.len == 0 {
+            // Side writes only: no execution to check, no batch to insert.
+            let answers = super::side::apply(conn, path, &req.side)?;
+            results.push(Ok(Appended { ack: None, answers }));
+            continue;
+        }
         let known = match pending
             .get(req.exec_key.as_str())
             .or(cache.execs.get(&req.exec_key))
@@ -401,6 +410,7 @@ fn write_group(
         }
         let first_offset = next_offset;
         let ack = insert(conn, path, req, first_offset, known.is_none())?;
+        let answers = super::side::apply(conn, path, &req.side)?;
         next_offset = ack.last_offset + 1;
         pending.insert(
             &req.exec_key,
@@ -410,7 +420,10 @@ fn write_group(
                 ended: req.ends,
             },
         );
-        results.push(Ok(ack));
+        results.push(Ok(Appended {
+            ack: Some(ack),
+            answers,
+        }));
     }
     cache.head = Some(next_offset - 1);
     Ok(results)
