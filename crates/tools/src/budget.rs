@@ -3,7 +3,7 @@
 //!
 //! A rate is a promise to the tool's owner, so it is decided where every process sees it: a
 //! [`RateStore`] shared by every process on a store. [`SqliteRates`] keeps one row per (tenant,
-//! tool) in the spine's own file and decides each call in an `IMMEDIATE` transaction, so twelve
+//! tool) in the spine's own file and decides each call in the spine's write transaction, so twelve
 //! `keel run` processes admit exactly the budget between them; a PostgreSQL store can follow
 //! behind the same trait (one `SELECT … FOR UPDATE` row). [`RateBudgets`] is the in-process
 //! limiter, for runs no other process shares (replays, benchmarks of a private store).
@@ -17,7 +17,8 @@ use crate::error::ToolError;
 use async_trait::async_trait;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use keel_core::Cost;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use keel_spine::side::{SideAnswer, SideWrite};
+use keel_spine::{EventLog, SqliteLog, SqliteOptions};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,13 @@ pub trait RateStore: Send + Sync {
         rate: Rate,
         now_us: i64,
     ) -> Result<Result<(), String>, ToolError>;
+
+    /// The spine store this budget's rows live in, if they are spine side writes
+    /// ([`keel_spine::EventLog::side_store`]): a runner whose spine has the same store carries
+    /// a take in the append of the call's intent. `None` (the default): always call `take`.
+    fn side_store(&self) -> Option<&Path> {
+        None
+    }
 }
 
 pub(crate) fn refusal(tool: &str, rate: Rate) -> String {
@@ -55,59 +63,41 @@ pub(crate) fn gcra_params(rate: Rate) -> (i64, i64) {
     (interval, interval.saturating_mul(calls - 1))
 }
 
-/// One GCRA step: the new theoretical arrival time if a call at `now` is admitted.
-fn gcra(tat: Option<i64>, now: i64, rate: Rate) -> Option<i64> {
-    let (interval, tolerance) = gcra_params(rate);
-    let tat = tat.unwrap_or(now).max(now);
-    (tat.saturating_sub(now) <= tolerance).then(|| tat.saturating_add(interval))
+/// The side write that takes one permit of `rate` for `tenant` on `tool` at `now_us` (GCRA, in
+/// the spine's transaction).
+pub(crate) fn take_write(tool: &str, tenant: &str, rate: Rate, now_us: i64) -> SideWrite {
+    let (interval_us, tolerance_us) = gcra_params(rate);
+    SideWrite::RateTake {
+        tenant: tenant.to_owned(),
+        tool: tool.to_owned(),
+        interval_us,
+        tolerance_us,
+        now_us,
+    }
 }
 
 /// Rate budgets in the spine's SQLite file (table `tool_rates`), shared by every process that
-/// opens it.
+/// opens it, decided by the spine's group commit: each take is a request of side writes only,
+/// not fsynced (every process sees each commit at once, which is what the budget needs; a power
+/// loss may forget the last few admissions, which can only admit a few more calls in the window
+/// after a machine restart). A [`crate::ToolRunner`] on the same spine carries the take of a
+/// call that may act in the append of its intent instead.
 #[derive(Clone)]
 pub struct SqliteRates {
-    path: PathBuf,
-    conn: Arc<Mutex<Connection>>,
+    log: SqliteLog,
 }
 
 impl SqliteRates {
-    /// Opens (creating its table if needed) the rate store in the SQLite file at `path`
-    /// (`DIR/spine.db`).
-    ///
-    /// Commits are not fsynced (`synchronous = NORMAL` in WAL mode): every process sees each
-    /// commit at once, which is what the budget needs; a power loss may forget the last few
-    /// admissions, which can only admit a few more calls in the window after a machine restart.
+    /// The rate store in the spine this handle writes (share the spine's handle: one writer).
+    pub fn on(log: &SqliteLog) -> Self {
+        Self { log: log.clone() }
+    }
+
+    /// The rate store in the spine file at `path` (`DIR/spine.db`): through the handle this
+    /// process already has open on it (one writer), else a new one (creating the file if needed).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ToolError> {
-        let path = path.as_ref().to_owned();
-        let err = |context| {
-            let path = path.clone();
-            move |e: rusqlite::Error| ToolError::Rates {
-                path,
-                context,
-                detail: e.to_string(),
-            }
-        };
-        let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(err("opening the rate store"))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;
-             CREATE TABLE IF NOT EXISTS tool_rates (
-                 tenant TEXT NOT NULL,
-                 tool TEXT NOT NULL,
-                 tat_us INTEGER NOT NULL,
-                 PRIMARY KEY (tenant, tool)
-             ) WITHOUT ROWID;",
-        )
-        .map_err(err("creating table tool_rates"))?;
-        Ok(Self {
-            path,
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        let log = SqliteLog::open_shared(path, SqliteOptions::default())?;
+        Ok(Self { log })
     }
 }
 
@@ -120,45 +110,21 @@ impl RateStore for SqliteRates {
         rate: Rate,
         now_us: i64,
     ) -> Result<Result<(), String>, ToolError> {
-        let conn = self.conn.clone();
-        let (tool, tenant) = (tool.to_owned(), tenant.to_owned());
-        let path = self.path.clone();
-        let fail = move |detail: String| ToolError::Rates {
-            path,
-            context: "deciding a rate budget",
-            detail,
-        };
-        let fail2 = fail.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = match conn.lock() {
-                Ok(g) => g,
-                Err(_) => return Err(fail("connection lock poisoned".into())),
-            };
-            let decide = |c: &mut Connection| -> rusqlite::Result<Result<(), String>> {
-                // IMMEDIATE takes the write lock before the read, so no other process can read
-                // the same arrival time and admit the same permit.
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let tat: Option<i64> = tx
-                    .prepare_cached(
-                        "SELECT tat_us FROM tool_rates WHERE tenant = ?1 AND tool = ?2",
-                    )?
-                    .query_row(params![tenant, tool], |r| r.get(0))
-                    .optional()?;
-                let Some(next) = gcra(tat, now_us, rate) else {
-                    return Ok(Err(refusal(&tool, rate)));
-                };
-                tx.prepare_cached(
-                    "INSERT INTO tool_rates (tenant, tool, tat_us) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (tenant, tool) DO UPDATE SET tat_us = excluded.tat_us",
-                )?
-                .execute(params![tenant, tool, next])?;
-                tx.commit()?;
-                Ok(Ok(()))
-            };
-            decide(&mut guard).map_err(|e| fail(e.to_string()))
-        })
-        .await
-        .map_err(|e| fail2(e.to_string()))?
+        let take = take_write(tool, tenant, rate, now_us);
+        let answers = self.log.write_side(vec![take], false).await?;
+        match answers.first() {
+            Some(SideAnswer::Admitted) => Ok(Ok(())),
+            Some(SideAnswer::Refused) => Ok(Err(refusal(tool, rate))),
+            other => Err(ToolError::Rates {
+                path: PathBuf::new(),
+                context: "deciding a rate budget",
+                detail: format!("the spine answered {other:?}"),
+            }),
+        }
+    }
+
+    fn side_store(&self) -> Option<&Path> {
+        self.log.side_store()
     }
 }
 
@@ -230,6 +196,14 @@ pub fn check_cost(spent: Cost, est: Cost, max: Option<u64>) -> Result<(), String
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// One GCRA step as the spine applies it (`sqlite/side.rs`): the new theoretical arrival
+    /// time if a call at `now` is admitted.
+    fn gcra(tat: Option<i64>, now: i64, rate: Rate) -> Option<i64> {
+        let (interval, tolerance) = gcra_params(rate);
+        let tat = tat.unwrap_or(now).max(now);
+        (tat.saturating_sub(now) <= tolerance).then(|| tat.saturating_add(interval))
+    }
 
     #[test]
     fn gcra_admits_the_burst_then_one_per_interval() {

@@ -26,6 +26,7 @@ use crate::runner::{CallContext, ToolRunner};
 use backon::BackoffBuilder;
 use keel_core::payload::{ToolCalled, ToolStatus};
 use keel_core::{Cost, Event, Payload};
+use keel_spine::side::SideAnswer;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -221,28 +222,64 @@ impl ToolRunner {
                 .end_before_run(rec, called, ToolStatus::Refused, vec![reason])
                 .await;
         }
-        if let Some(rate) = contract.budgets.rate_per_tenant
-            && let Err(reason) = self
-                .rates
-                .take(
-                    tool,
-                    rec.tenant().as_str(),
-                    rate,
-                    rec.clock().now().timestamp_micros(),
-                )
-                .await?
-        {
-            return self
-                .end_before_run(rec, called, ToolStatus::Refused, vec![reason])
-                .await;
-        }
         // A side effect's intent is durable before anything can act; a read-only call's intent
-        // is written with its result (one commit instead of two).
-        if barrier(&contract, &called) {
-            rec.append_barrier(vec![Payload::ToolCalled(called.clone())])
-                .await?;
+        // is written with its result (one commit instead of two). The intent's append carries
+        // the rate take and the ledger's `started` mark when they are side writes of the spine:
+        // one commit for all three.
+        let needs_barrier = barrier(&contract, &called);
+        let rate = contract.budgets.rate_per_tenant;
+        let now_us = rec.clock().now().timestamp_micros();
+        let tenant = rec.tenant().as_str().to_owned();
+        let mut side = Vec::new();
+        let rate_rides = needs_barrier && self.rates_ride && rate.is_some();
+        if let Some(rate) = rate {
+            if rate_rides {
+                side.push(crate::budget::take_write(tool, &tenant, rate, now_us));
+            } else if let Err(reason) = self.rates.take(tool, &tenant, rate, now_us).await? {
+                return self
+                    .end_before_run(rec, called, ToolStatus::Refused, vec![reason])
+                    .await;
+            }
+        }
+        let key = called.idempotency_key.clone();
+        let now = rec.clock().now().to_rfc3339();
+        let start = key.as_deref().map(|key| LedgerStart {
+            tenant: &tenant,
+            key,
+            tool,
+            exec_id: &exec,
+            call_id: &call_id,
+            now: &now,
+        });
+        // A key always makes a barrier, so its `started` mark can ride in the intent's append.
+        let begin_rides = needs_barrier && self.ledger_rides && start.is_some();
+        if let Some(start) = start.as_ref().filter(|_| begin_rides) {
+            side.push(crate::ledger::begin_write(start));
+        }
+        let mut answers = Vec::new().into_iter();
+        if needs_barrier {
+            answers = rec
+                .append_barrier_with(vec![Payload::ToolCalled(called.clone())], side)
+                .await?
+                .into_iter();
         } else {
             rec.defer(Payload::ToolCalled(called.clone()));
+        }
+        if let (true, Some(rate)) = (rate_rides, rate)
+            && answers.next() != Some(SideAnswer::Admitted)
+        {
+            // The intent is on the spine; its result says why nothing ran.
+            let reason = crate::budget::refusal(tool, rate);
+            let result = Recorder::result(
+                &called,
+                ResultFields::nothing_ran(ToolStatus::Refused, vec![reason.clone()]),
+            );
+            rec.append(vec![result]).await?;
+            return Ok(Partial {
+                outcome: CallOutcome::Refused { reason },
+                called,
+                attempts: 1,
+            });
         }
         let mut call = Call {
             contract,
@@ -250,19 +287,12 @@ impl ToolRunner {
             called,
             errors: Vec::new(),
         };
-        if let Some(key) = call.called.idempotency_key.clone() {
-            let now = rec.clock().now().to_rfc3339();
-            let begin = self
-                .ledger
-                .begin(&LedgerStart {
-                    tenant: rec.tenant().as_str(),
-                    key: &key,
-                    tool,
-                    exec_id: &exec,
-                    call_id: &call_id,
-                    now: &now,
-                })
-                .await?;
+        if let Some(start) = start {
+            let begin = if begin_rides {
+                crate::ledger::begin_of(answers.next())?
+            } else {
+                self.ledger.begin(&start).await?
+            };
             if let Begin::Existing(entry) = begin
                 && let Some(done) = self.answer_from_ledger(rec, &mut call, entry).await?
             {
@@ -469,6 +499,9 @@ impl ToolRunner {
         } else {
             ToolStatus::InvalidOutput
         };
+        // The outcome is in the ledger no later than the result is on the spine: in the
+        // result's own append when the ledger rides the spine, before it otherwise.
+        let mut side = Vec::new();
         if let Some(key) = &call.called.idempotency_key {
             let now = rec.clock().now().to_rfc3339();
             let outcome = LedgerOutcome {
@@ -476,9 +509,12 @@ impl ToolRunner {
                 output_ref: Some(output_ref.clone()),
                 actual_cost: call.contract.budgets.cost_est,
             };
-            self.ledger
-                .finish(rec.tenant().as_str(), key, &outcome, &now)
-                .await?;
+            let tenant = rec.tenant().as_str();
+            if self.ledger_rides && rec.carries_side() {
+                side.push(crate::ledger::finish_write(tenant, key, &outcome, &now));
+            } else {
+                self.ledger.finish(tenant, key, &outcome, &now).await?;
+            }
         }
         let result = Recorder::result(
             &call.called,
@@ -491,7 +527,7 @@ impl ToolRunner {
                 errors: errors.clone(),
             },
         );
-        rec.append(vec![result]).await?;
+        rec.append_with(vec![result], side).await?;
         let outcome = if errors.is_empty() {
             CallOutcome::Ok {
                 output,

@@ -7,15 +7,16 @@
 //! `started` means a call whose outcome is unknown, resolved by the caller's policy.
 //!
 //! The trait is small on purpose so a PostgreSQL ledger can follow. The SQLite ledger lives in
-//! the spine's own file (`spine.db`, table `tool_ledger`, created by the spine's migrations).
+//! the spine's own file (`spine.db`, table `tool_ledger`, created by the spine's migrations) and
+//! is written by the spine's group commit.
 
 use crate::error::ToolError;
 use async_trait::async_trait;
 use keel_core::Cost;
 use keel_core::payload::ToolStatus;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use keel_spine::side::{LedgerRow, SideAnswer, SideWrite};
+use keel_spine::{Durability, EventLog, SqliteLog, SqliteOptions};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 /// Where a keyed call stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,25 +98,119 @@ pub trait Ledger: Send + Sync {
     async fn release(&self, tenant: &str, key: &str) -> Result<(), ToolError>;
     /// The entry for the key, if any.
     async fn get(&self, tenant: &str, key: &str) -> Result<Option<LedgerEntry>, ToolError>;
+    /// The spine store this ledger's rows live in, if they are spine side writes
+    /// ([`keel_spine::EventLog::side_store`]): a runner whose spine has the same store carries
+    /// `begin` and `finish` in the call's own appends. `None` (the default): always call the
+    /// ledger.
+    fn side_store(&self) -> Option<&Path> {
+        None
+    }
 }
 
-/// The ledger in the spine's SQLite file.
+/// The ledger in the spine's SQLite file (table `tool_ledger`), written by the spine's own group
+/// commit: a write here is a request of side writes only (see [`keel_spine::side`]); a
+/// [`crate::ToolRunner`] on the same spine carries `begin` and `finish` in the appends of the
+/// call's events instead, so they cost no commit of their own.
 #[derive(Clone)]
 pub struct SqliteLedger {
-    path: PathBuf,
-    conn: Arc<Mutex<Connection>>,
+    log: SqliteLog,
 }
 
-fn status_str(s: ToolStatus) -> String {
+pub(crate) fn status_str(s: ToolStatus) -> String {
     serde_json::to_value(s)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
 }
 
+/// The side write that begins a keyed call.
+pub(crate) fn begin_write(s: &LedgerStart<'_>) -> SideWrite {
+    SideWrite::LedgerBegin {
+        tenant: s.tenant.to_owned(),
+        key: s.key.to_owned(),
+        tool: s.tool.to_owned(),
+        exec_id: s.exec_id.to_owned(),
+        call_id: s.call_id.to_owned(),
+        now: s.now.to_owned(),
+    }
+}
+
+/// The side write that records a keyed call's outcome.
+pub(crate) fn finish_write(
+    tenant: &str,
+    key: &str,
+    outcome: &LedgerOutcome,
+    now: &str,
+) -> SideWrite {
+    SideWrite::LedgerFinish {
+        tenant: tenant.to_owned(),
+        key: key.to_owned(),
+        now: now.to_owned(),
+        status: status_str(outcome.status),
+        output_ref: outcome.output_ref.clone(),
+        actual_cost: outcome
+            .actual_cost
+            .micros()
+            .map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
+    }
+}
+
+/// What the spine answered to a [`begin_write`].
+pub(crate) fn begin_of(answer: Option<SideAnswer>) -> Result<Begin, ToolError> {
+    match answer {
+        Some(SideAnswer::Begun) => Ok(Begin::Started),
+        Some(SideAnswer::Existing(row)) => Ok(Begin::Existing(entry_of(row))),
+        other => Err(unexpected("beginning a key", other)),
+    }
+}
+
+fn unexpected(context: &'static str, answer: Option<SideAnswer>) -> ToolError {
+    ToolError::Ledger {
+        path: PathBuf::new(),
+        context,
+        detail: format!("the spine answered {answer:?}"),
+    }
+}
+
+/// A stored row as the ledger's entry.
+fn entry_of(row: LedgerRow) -> LedgerEntry {
+    let state = if row.state == "finished" {
+        LedgerState::Finished
+    } else {
+        LedgerState::Started
+    };
+    let outcome = row
+        .status
+        .and_then(|s| serde_json::from_value::<ToolStatus>(serde_json::Value::String(s)).ok())
+        .map(|status| LedgerOutcome {
+            status,
+            output_ref: row.output_ref,
+            actual_cost: row.actual_cost.map_or(Cost::Unknown, |c| {
+                Cost::Known(u64::try_from(c).unwrap_or(0))
+            }),
+        });
+    LedgerEntry {
+        tool: row.tool,
+        exec_id: row.exec_id,
+        call_id: row.call_id,
+        state,
+        outcome: if state == LedgerState::Finished {
+            outcome
+        } else {
+            None
+        },
+    }
+}
+
 impl SqliteLedger {
-    /// Opens the ledger in the spine file at `path` (`DIR/spine.db`). The spine must have been
-    /// opened (and so migrated) first: the table is one of its migrations.
+    /// The ledger in the spine this handle writes (share the spine's handle: one writer).
+    pub fn on(log: &SqliteLog) -> Self {
+        Self { log: log.clone() }
+    }
+
+    /// The ledger in the spine file at `path` (`DIR/spine.db`): through the handle this process
+    /// already has open on it (one writer), else a new one (creating and migrating the file if
+    /// needed).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ToolError> {
         Self::open_with(path, true)
     }
@@ -123,118 +218,25 @@ impl SqliteLedger {
     /// Like [`SqliteLedger::open`]; `durable: false` skips fsync (for benchmarks of the CPU path
     /// and throwaway stores, like the spine's `Durability::Off`).
     pub fn open_with(path: impl AsRef<Path>, durable: bool) -> Result<Self, ToolError> {
-        let path = path.as_ref().to_owned();
-        let err = |context| {
-            let path = path.clone();
-            move |e: rusqlite::Error| ToolError::Ledger {
-                path,
-                context,
-                detail: e.to_string(),
-            }
-        };
-        let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(err("opening"))?;
-        // Same durability as the spine: `started` must survive a crash that follows it.
-        let sync = if durable { "FULL" } else { "OFF" };
-        conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 10000;"
-        ))
-        .map_err(err("setting pragmas"))?;
-        conn.query_row("SELECT count(*) FROM tool_ledger WHERE 0", [], |_| Ok(()))
-            .map_err(err(
-                "finding table tool_ledger (open the spine first: its migrations create it)",
-            ))?;
-        Ok(Self {
-            path,
-            conn: Arc::new(Mutex::new(conn)),
-        })
-    }
-
-    async fn with<T: Send + 'static>(
-        &self,
-        context: &'static str,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, ToolError> {
-        let conn = self.conn.clone();
-        let path = self.path.clone();
-        let fail = move |detail: String| ToolError::Ledger {
-            path,
-            context,
-            detail,
-        };
-        let fail2 = fail.clone();
-        tokio::task::spawn_blocking(move || {
-            let guard = match conn.lock() {
-                Ok(g) => g,
-                Err(_) => return Err(fail("connection lock poisoned".into())),
-            };
-            f(&guard).map_err(|e| fail(e.to_string()))
-        })
-        .await
-        .map_err(|e| fail2(e.to_string()))?
-    }
-}
-
-fn read_entry(conn: &Connection, tenant: &str, key: &str) -> rusqlite::Result<Option<LedgerEntry>> {
-    conn.prepare_cached(
-        "SELECT tool, exec_id, call_id, state, status, output_ref, actual_cost
-         FROM tool_ledger WHERE tenant = ?1 AND key = ?2",
-    )?
-    .query_row(params![tenant, key], |r| {
-        let state: String = r.get(3)?;
-        let status: Option<String> = r.get(4)?;
-        let cost: Option<i64> = r.get(6)?;
-        let state = if state == "finished" {
-            LedgerState::Finished
+        let durability = if durable {
+            Durability::Full
         } else {
-            LedgerState::Started
+            Durability::Off
         };
-        let outcome = status
-            .and_then(|s| serde_json::from_value::<ToolStatus>(serde_json::Value::String(s)).ok())
-            .map(|status| LedgerOutcome {
-                status,
-                output_ref: r.get(5).ok().flatten(),
-                actual_cost: cost.map_or(Cost::Unknown, |c| Cost::Known(c.max(0) as u64)),
-            });
-        Ok(LedgerEntry {
-            tool: r.get(0)?,
-            exec_id: r.get(1)?,
-            call_id: r.get(2)?,
-            state,
-            outcome: if state == LedgerState::Finished {
-                outcome
-            } else {
-                None
-            },
-        })
-    })
-    .optional()
+        let log = SqliteLog::open_shared(path, SqliteOptions { durability })?;
+        Ok(Self { log })
+    }
+
+    async fn write(&self, write: SideWrite) -> Result<SideAnswer, ToolError> {
+        let mut answers = self.log.write_side(vec![write], true).await?;
+        answers.pop().ok_or_else(|| unexpected("writing", None))
+    }
 }
 
 #[async_trait]
 impl Ledger for SqliteLedger {
     async fn begin(&self, s: &LedgerStart<'_>) -> Result<Begin, ToolError> {
-        let row = [s.tenant, s.key, s.tool, s.exec_id, s.call_id, s.now].map(str::to_owned);
-        self.with("recording started", move |conn| {
-            let inserted = conn
-                .prepare_cached(
-                    "INSERT INTO tool_ledger (tenant, key, tool, exec_id, call_id, state, started_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'started', ?6) ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![row[0], row[1], row[2], row[3], row[4], row[5]])?;
-            if inserted == 1 {
-                return Ok(Begin::Started);
-            }
-            match read_entry(conn, &row[0], &row[1])? {
-                Some(e) => Ok(Begin::Existing(e)),
-                // Released between our insert and read: a rare race; report it as ours to retry.
-                None => Err(rusqlite::Error::QueryReturnedNoRows),
-            }
-        })
-        .await
+        begin_of(Some(self.write(begin_write(s)).await?))
     }
 
     async fn finish(
@@ -244,37 +246,24 @@ impl Ledger for SqliteLedger {
         outcome: &LedgerOutcome,
         now: &str,
     ) -> Result<(), ToolError> {
-        let (tenant, key, now) = (tenant.to_owned(), key.to_owned(), now.to_owned());
-        let status = status_str(outcome.status);
-        let output_ref = outcome.output_ref.clone();
-        let cost = outcome.actual_cost.micros().map(|c| c as i64);
-        self.with("recording the outcome", move |conn| {
-            conn.prepare_cached(
-                "UPDATE tool_ledger SET state = 'finished', finished_at = ?3, status = ?4,
-                     output_ref = ?5, actual_cost = ?6
-                 WHERE tenant = ?1 AND key = ?2",
-            )?
-            .execute(params![tenant, key, now, status, output_ref, cost])?;
-            Ok(())
-        })
-        .await
+        self.write(finish_write(tenant, key, outcome, now)).await?;
+        Ok(())
     }
 
     async fn release(&self, tenant: &str, key: &str) -> Result<(), ToolError> {
-        let (tenant, key) = (tenant.to_owned(), key.to_owned());
-        self.with("releasing a key", move |conn| {
-            conn.prepare_cached("DELETE FROM tool_ledger WHERE tenant = ?1 AND key = ?2")?
-                .execute(params![tenant, key])?;
-            Ok(())
-        })
-        .await
+        let release = SideWrite::LedgerRelease {
+            tenant: tenant.to_owned(),
+            key: key.to_owned(),
+        };
+        self.write(release).await?;
+        Ok(())
     }
 
     async fn get(&self, tenant: &str, key: &str) -> Result<Option<LedgerEntry>, ToolError> {
-        let (tenant, key) = (tenant.to_owned(), key.to_owned());
-        self.with("reading an entry", move |conn| {
-            read_entry(conn, &tenant, &key)
-        })
-        .await
+        Ok(self.log.ledger_entry(tenant, key).await?.map(entry_of))
+    }
+
+    fn side_store(&self) -> Option<&Path> {
+        self.log.side_store()
     }
 }

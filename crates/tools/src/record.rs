@@ -13,6 +13,7 @@ use keel_core::payload::{ToolCalled, ToolResult, ToolStatus};
 use keel_core::{CURRENT_SCHEMA_VERSION, Cost, Event, ExecId, Payload, TenantId, TraceId};
 use keel_spine::EventLog;
 use keel_spine::clock::{self, Clock};
+use keel_spine::side::{SideAnswer, SideWrite};
 
 /// Where a call is recorded.
 pub struct Recorder<'a> {
@@ -135,6 +136,22 @@ impl<'a> Recorder<'a> {
     /// Appends `payloads` as one batch (durable on return), after any held events; a holding
     /// recorder before its first barrier holds them instead.
     pub async fn append(&mut self, payloads: Vec<Payload>) -> Result<(), ToolError> {
+        self.append_with(payloads, Vec::new()).await.map(|_| ())
+    }
+
+    /// True if the next append goes to the spine (not held), so side writes can ride in it.
+    pub fn carries_side(&self) -> bool {
+        self.held.is_none() || self.barrier
+    }
+
+    /// [`Recorder::append`] with `side` written in the same transaction (see
+    /// [`keel_spine::side`]): one answer per side write. Only for a recorder that
+    /// [`Recorder::carries_side`].
+    pub async fn append_with(
+        &mut self,
+        payloads: Vec<Payload>,
+        side: Vec<SideWrite>,
+    ) -> Result<Vec<SideAnswer>, ToolError> {
         let mut all = std::mem::take(&mut self.deferred);
         all.extend(payloads);
         let batch: Vec<Event> = all
@@ -143,32 +160,52 @@ impl<'a> Recorder<'a> {
             .map(|(i, p)| self.event(self.last_seq + 1 + i as u64, p))
             .collect();
         let Some(last) = batch.last().map(|e| e.seq) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
-        match &mut self.held {
-            Some(held) if !self.barrier => held.extend(batch.iter().cloned()),
+        let (log, exec_id) = (self.log, self.exec_id);
+        let answers = match &mut self.held {
+            Some(_) if !self.barrier && !side.is_empty() => {
+                return Err(ToolError::NotCallable {
+                    exec_id: exec_id.to_string(),
+                    detail: "side writes need an append, but the step's events are held".into(),
+                });
+            }
+            Some(held) if !self.barrier => {
+                held.extend(batch.iter().cloned());
+                Vec::new()
+            }
             Some(held) if !held.is_empty() => {
                 let expected = held.first().map_or(self.last_seq, |e| e.seq - 1);
                 let mut all = Vec::with_capacity(held.len() + batch.len());
                 all.extend(held.iter().cloned());
                 all.extend(batch.iter().cloned());
-                self.log.append(self.exec_id, expected, &all).await?;
+                let answers = write(log, exec_id, expected, &all, side).await?;
                 held.clear();
+                answers
             }
-            _ => {
-                self.log.append(self.exec_id, self.last_seq, &batch).await?;
-            }
-        }
+            _ => write(log, exec_id, self.last_seq, &batch, side).await?,
+        };
         self.last_seq = last;
         self.events.extend(batch);
-        Ok(())
+        Ok(answers)
     }
 
     /// Appends `payloads`, with every held event before them, as one durable batch: the intent
     /// of a call that may act is on the disk, with the step that led to it, before it acts.
     pub async fn append_barrier(&mut self, payloads: Vec<Payload>) -> Result<(), ToolError> {
+        self.append_barrier_with(payloads, Vec::new())
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Recorder::append_barrier`] with `side` in the same transaction.
+    pub async fn append_barrier_with(
+        &mut self,
+        payloads: Vec<Payload>,
+        side: Vec<SideWrite>,
+    ) -> Result<Vec<SideAnswer>, ToolError> {
         self.barrier = true;
-        self.append(payloads).await
+        self.append_with(payloads, side).await
     }
 
     /// The `tool.result` payload for `call`.
@@ -184,4 +221,23 @@ impl<'a> Recorder<'a> {
             errors: r.errors,
         })
     }
+}
+
+/// One append: plain (the log decides durability per its mode) without side writes, durable
+/// with them.
+async fn write(
+    log: &dyn EventLog,
+    exec_id: ExecId,
+    expected: u64,
+    events: &[Event],
+    side: Vec<SideWrite>,
+) -> Result<Vec<SideAnswer>, ToolError> {
+    if side.is_empty() {
+        log.append(exec_id, expected, events).await?;
+        return Ok(Vec::new());
+    }
+    Ok(log
+        .append_with(exec_id, expected, events, side, true)
+        .await?
+        .answers)
 }

@@ -16,7 +16,7 @@ use crate::registry::Registry;
 use keel_core::payload::ToolStatus;
 use keel_core::{Cost, ExecId, ExecStatus, ExecutionState, Payload, TenantId, TraceId};
 use keel_spine::clock::{Clock, SystemClock};
-use keel_spine::{BlobStore, Durability, EventLog, LocalBlobStore, SqliteLog, SqliteOptions};
+use keel_spine::{BlobStore, EventLog, LocalBlobStore, SqliteLog, SqliteOptions};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -110,6 +110,11 @@ pub struct ToolRunner {
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) ledger: Arc<dyn Ledger>,
     pub(crate) rates: Arc<dyn RateStore>,
+    /// The ledger's writes are side writes of this runner's spine: `begin` and `finish` ride in
+    /// the call's appends.
+    pub(crate) ledger_rides: bool,
+    /// Likewise for rate takes (of calls whose intent is appended before they run).
+    pub(crate) rates_ride: bool,
     clock: Arc<dyn Clock>,
     mcp: McpPool,
 }
@@ -151,9 +156,20 @@ impl ToolRunner {
             };
             adapters.insert(c.name.clone(), adapter);
         }
+        let same_store = |theirs: Option<&Path>| {
+            theirs.is_some()
+                && wiring
+                    .log
+                    .side_store()
+                    .is_some_and(|ours| Some(ours) == theirs)
+        };
+        let ledger_rides = same_store(wiring.ledger.side_store());
+        let rates_ride = same_store(wiring.rates.side_store());
         Ok(Self {
             registry: Arc::new(registry),
             adapters,
+            ledger_rides,
+            rates_ride,
             log: wiring.log,
             blobs: wiring.blobs,
             ledger: wiring.ledger,
@@ -163,8 +179,10 @@ impl ToolRunner {
         })
     }
 
-    /// The embedded default under a data directory: spine and ledger in `DIR/spine.db`, blobs
-    /// in `DIR/blobs`, the system clock. Returns the spine too, for the caller's own appends.
+    /// The embedded default under a data directory: spine, ledger and rate budgets in
+    /// `DIR/spine.db` (one writer: the ledger's and the rates' writes ride in the spine's group
+    /// commit), blobs in `DIR/blobs`, the system clock. Returns the spine too, for the caller's
+    /// own appends.
     pub fn embedded(
         data: &Path,
         registry: Registry,
@@ -172,16 +190,15 @@ impl ToolRunner {
         options: SqliteOptions,
     ) -> Result<(Self, SqliteLog), ToolError> {
         let spine = data.join("spine.db");
-        let durable = options.durability == Durability::Full;
         let log = SqliteLog::open(&spine, options)?;
-        let ledger = SqliteLedger::open_with(&spine, durable)?;
+        let ledger = SqliteLedger::on(&log);
         let runner = Self::new(
             registry,
             Wiring {
                 log: Arc::new(log.clone()),
                 blobs: Arc::new(LocalBlobStore::new(data.join("blobs"))),
                 ledger: Arc::new(ledger),
-                rates: Arc::new(SqliteRates::open(&spine)?),
+                rates: Arc::new(SqliteRates::on(&log)),
                 clock: Arc::new(SystemClock),
                 builtins,
             },
