@@ -4,6 +4,7 @@
 //! - [`auth`]: bearer tokens scoped to a tenant and roles, with expiry, last use and revocation.
 //! - [`admin`]: the admin pages of the web UI (the tenant's API tokens: list, revoke).
 //! - [`api`]: the JSON endpoints.
+//! - [`blobs`]: an execution's stored inputs and outputs, read through the execution.
 //! - [`ui`]: server-rendered pages (log in with a token; the approval queue; executions and their
 //!   traces; the kill-switch panel).
 //! - [`metrics`]: the Prometheus exposition, computed from the spine.
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod blobs;
 pub mod error;
 pub mod experiments;
 pub mod feedback;
@@ -131,6 +133,7 @@ pub fn router(state: State) -> Router {
         .merge(ui::routes())
         .merge(admin::routes())
         .merge(observe::routes())
+        .merge(blobs::routes())
         .merge(ratings::routes())
         .merge(feedback::routes())
         .merge(notifications::routes())

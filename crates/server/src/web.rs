@@ -33,9 +33,10 @@ pub const SESSION_TTL_SECS: i64 = 12 * 3600;
 /// Largest UI form body read for the CSRF check.
 const MAX_FORM: usize = 64 * 1024;
 
-/// The policy: our own stylesheet, forms posting to ourselves, nothing else.
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-                   frame-ancestors 'none'; base-uri 'none'";
+/// The policy: our own stylesheet and script files (never inline), requests to ourselves only (a
+/// page fetching stored inputs and outputs), forms posting to ourselves, nothing else.
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
+                   img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// How the server is reached by browsers.
 #[derive(Clone, Debug, Default)]

@@ -1,16 +1,24 @@
-//! The execution page (`/ui/executions/{id}`): one execution's header and its trace as a timeline
-//! of steps with tokens, cost and latency.
+//! The execution page (`/ui/executions/{id}`): one execution's header (a replay's badge links
+//! to its original), a waterfall of its model calls, tool calls, retrievals and gates (see
+//! [`waterfall`]) whose inputs and outputs open in place, and its timeline of steps with tokens,
+//! cost and latency. Opening a stored input or output fetches it from
+//! `/ui/executions/{id}/blobs/{ref}` (see [`crate::blobs`]) with `execution.js`, the page's only
+//! script, served from here.
+
+mod waterfall;
 
 use super::{ExecRow, exec_row, principal, render, who};
 use crate::error::ApiError;
 use crate::{Caller, State};
 use askama::Template;
 use axum::extract::Path;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use keel_core::describe::{describe, dollars};
 use keel_core::payload::Payload;
 use keel_core::{Cost, ExecId};
+use keel_spine::clock::{Clock, SystemClock};
+use waterfall::Drawing;
 
 struct StepRow {
     step_n: u32,
@@ -30,6 +38,9 @@ struct ExecutionPage {
     x: ExecRow,
     answer: String,
     steps: Vec<StepRow>,
+    exec_id: String,
+    waterfall: Drawing,
+    width: f64,
 }
 
 pub(super) async fn execution_page(
@@ -89,6 +100,7 @@ pub(super) async fn execution_page(
         row.cost = dollars(t.2);
         row.latency = format!("{} ms", t.3);
     }
+    let waterfall = waterfall::draw(waterfall::spans(&events, SystemClock.now()));
     let refresh = matches!(view.status.as_str(), "running");
     render(&ExecutionPage {
         title: "Execution",
@@ -98,5 +110,20 @@ pub(super) async fn execution_page(
         answer: view.detail.clone().unwrap_or_default(),
         x: exec_row(&view),
         steps,
+        exec_id: exec.to_string(),
+        waterfall,
+        width: waterfall::WIDTH,
     })
+}
+
+/// The page's script (a file, so the policy needs no inline script).
+pub(super) async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../templates/execution.js"),
+    )
+        .into_response()
 }

@@ -38,6 +38,7 @@ pub(crate) fn routes() -> Router<State> {
         .route("/ui/gates/{id}/decision", post(decide))
         .route("/ui/executions", get(executions_page))
         .route("/ui/executions/{id}", get(execution::execution_page))
+        .route("/ui/execution.js", get(execution::script))
         .route("/ui/kill-switches", get(switches_page))
         .route("/ui/kill-switches/set", post(set_switch))
         .route("/ui/kill-switches/clear", post(clear_switch))
