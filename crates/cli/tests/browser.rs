@@ -222,3 +222,35 @@ fn the_economics_chart_in_a_real_browser() {
         );
     }
 }
+
+/// Issue 15 item 4's readout as a web page: the repository's support-prompts experiment,
+/// registered with `keel experiments register` while `keel serve` runs, read out on
+/// `/ui/experiments/support-prompts` with the API's figures (`tests/browser/experiments.cjs`).
+#[test]
+fn an_experiments_readout_page_in_a_real_browser() {
+    node_path();
+    let served = serve_from(&repo());
+    let out = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .current_dir(repo())
+        .arg("--data")
+        .arg(&served.data)
+        .args(["experiments", "register"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let artifacts = repo().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let seen: serde_json::Value =
+        serde_json::from_str(browse(&served, "experiments.cjs", &artifacts).trim()).unwrap();
+    assert_eq!(seen["arms"], serde_json::json!(["control", "thorough"]));
+    assert!(
+        std::fs::metadata(artifacts.join("experiment-readout.png"))
+            .unwrap()
+            .len()
+            > 10_000
+    );
+}

@@ -6,6 +6,7 @@
 //! kill-switch panel. Pages that show work in flight refresh themselves.
 
 mod economics;
+mod experiments;
 mod execution;
 
 use crate::api::{decide_gate, switch_target, switches_of};
@@ -43,6 +44,7 @@ pub(crate) fn routes() -> Router<State> {
         .route("/ui/kill-switches/set", post(set_switch))
         .route("/ui/kill-switches/clear", post(clear_switch))
         .merge(economics::routes())
+        .merge(experiments::routes())
 }
 
 pub(crate) fn render(t: &impl Template) -> Response {
