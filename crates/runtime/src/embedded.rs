@@ -15,6 +15,7 @@ use keel_core::payload::Payload;
 use keel_core::{Event, ExecId};
 use keel_models::PriceTable;
 use keel_spine::clock::SystemClock;
+use keel_spine::side::{Appended, SideWrite};
 use keel_spine::{AppendAck, BlobStore, Committed, EventLog, ExecSummary, SpineError};
 use keel_spine::{LocalBlobStore, SqliteLog, SqliteOptions};
 use keel_tools::adapter::builtin::Builtins;
@@ -207,5 +208,25 @@ impl EventLog for EffectBarrier {
 
     async fn list_unfinished(&self) -> Result<Vec<ExecSummary>, SpineError> {
         self.log.list_unfinished().await
+    }
+
+    fn side_store(&self) -> Option<&Path> {
+        self.log.side_store()
+    }
+
+    /// Side writes are the ledger's and the rates' (durable per their own rules), so this
+    /// passes through.
+    async fn append_with(
+        &self,
+        exec: ExecId,
+        expected: u64,
+        events: &[Event],
+        side: Vec<SideWrite>,
+        durable: bool,
+    ) -> Result<Appended, SpineError> {
+        let durable = durable && !self.harmless(events);
+        self.log
+            .append_with(exec, expected, events, side, durable)
+            .await
     }
 }
