@@ -4,6 +4,9 @@
 //! `KEEL_PLAYWRIGHT_NODE_PATH`). The scripts are `tests/browser/approval.cjs` (the approval queue)
 //! and `tests/browser/ratings.cjs` (rating sampled retrievals); screenshots are kept in
 //! `target/test-artifacts/`.
+//!
+//! `tests/browser/waterfall.cjs` reads an execution's waterfall: one bar per span, a tool's output
+//! opened from its bar, a replay's badge, no sideways scrolling at 1280 and 800 px.
 
 #![allow(clippy::unwrap_used)]
 
@@ -101,12 +104,18 @@ fn node_path() -> String {
 
 /// Runs a browser script against `s`; returns its stdout.
 fn browse(s: &Served, script: &str, artifacts: &Path) -> String {
+    browse_with(s, script, artifacts, &[])
+}
+
+/// [`browse`], with more variables for the script.
+fn browse_with(s: &Served, script: &str, artifacts: &Path, vars: &[(&str, &Path)]) -> String {
     let run = Command::new("node")
         .arg(repo().join("crates/cli/tests/browser").join(script))
         .env("NODE_PATH", node_path())
         .env("KEEL_BASE", format!("http://{}", s.addr))
         .env("KEEL_TOKEN", &s.token)
         .env("KEEL_ARTIFACTS", artifacts)
+        .envs(vars.iter().copied())
         .output()
         .unwrap();
     assert!(
@@ -253,4 +262,42 @@ fn an_experiments_readout_page_in_a_real_browser() {
             .len()
             > 10_000
     );
+}
+
+#[test]
+fn an_executions_waterfall_opens_its_tool_output_in_a_real_browser() {
+    node_path();
+    // The demo's configuration (written by `keel serve` into an empty directory): its memory
+    // strategy retrieves, calls the model and tools, and stops a refund at a gate.
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve_from(dir.path());
+    let artifacts = repo().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("execution-waterfall.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let keel = Path::new(env!("CARGO_BIN_EXE_keel"));
+    // Where `keel serve` wrote the demo's configuration, for `keel replay` to read.
+    let config = served.data.join("config");
+    let out = browse_with(
+        &served,
+        "waterfall.cjs",
+        &artifacts,
+        &[
+            ("KEEL_BIN", keel),
+            ("KEEL_DATA", &served.data),
+            ("KEEL_DIR", &config),
+        ],
+    );
+    let seen: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_ne!(seen["exec"], seen["replay"]);
+    for name in [
+        "execution-waterfall.png",
+        "execution-waterfall-1280.png",
+        "execution-waterfall-800.png",
+    ] {
+        assert!(
+            std::fs::metadata(artifacts.join(name)).unwrap().len() > 10_000,
+            "a real screenshot: {name}"
+        );
+    }
 }
