@@ -171,21 +171,19 @@ fn the_stable_suite_2025_11_25_client_scenarios_pass() {
         "auth/token-endpoint-auth-post",
         "auth/token-endpoint-auth-none",
         "auth/pre-registration",
-        // 2025-03-26 back-compat: the authorization endpoints at the server's origin.
+        // 2025-03-26 back-compat: the authorization endpoints at the server's origin, and
+        // metadata served there for a path-bearing issuer on the same origin (no PRM).
         "auth/2025-03-26-oauth-endpoint-fallback",
+        "auth/2025-03-26-oauth-metadata-backcompat",
         // Draft and extension scenarios.
         "auth/resource-mismatch",
         "auth/offline-access-scope",
         "auth/offline-access-not-supported",
         "auth/client-credentials-basic",
+        "auth/client-credentials-jwt",
     ];
     let fail = [
-        // 2025-03-26 metadata at the server's origin whose `issuer` names another path: rmcp
-        // enforces RFC 8414's issuer match and refuses it.
-        "auth/2025-03-26-oauth-metadata-backcompat",
-        // Extensions: private_key_jwt client authentication and enterprise-managed
-        // (cross-app) authorization are not implemented.
-        "auth/client-credentials-jwt",
+        // Extension: enterprise-managed (cross-app) authorization is not implemented.
         "auth/cross-app-access-complete-flow",
     ];
     let all: Vec<&str> = pass.iter().chain(fail.iter()).copied().collect();

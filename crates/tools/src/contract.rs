@@ -292,6 +292,18 @@ pub struct McpOAuth {
     pub client_metadata_url: Option<String>,
     /// Scopes to ask for; empty lets the server's challenge or metadata choose.
     pub scopes: Vec<String>,
+    /// Client credentials only: authenticate with an assertion signed by this private key
+    /// (`private_key_jwt`) instead of a client secret.
+    pub private_key: Option<PrivateKeySource>,
+}
+
+/// Where a `private_key_jwt` signing key (a PEM) is read from when a session opens.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PrivateKeySource {
+    /// An environment variable holding the PEM.
+    Env(String),
+    /// A file holding the PEM.
+    File(String),
 }
 
 /// An OAuth grant Keel can run without a browser.

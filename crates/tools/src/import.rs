@@ -9,7 +9,7 @@
 //! | `destructiveHint: false` | `reversible`, tier 1 |
 //! | `idempotentHint: true` | repeats are harmless: retry timeouts and connection errors |
 
-use crate::contract::{ElicitationPolicy, McpServer};
+use crate::contract::{ElicitationPolicy, McpServer, PrivateKeySource};
 use crate::error::ToolError;
 use rmcp::model::Tool;
 use serde_json::{Map, Value, json};
@@ -108,6 +108,11 @@ pub fn adapter_json(server: &McpServer, elicitation: ElicitationPolicy, tool: &s
                 }
                 if !o.scopes.is_empty() {
                     j["scopes"] = json!(o.scopes);
+                }
+                match &o.private_key {
+                    Some(PrivateKeySource::Env(v)) => j["private_key_env"] = json!(v),
+                    Some(PrivateKeySource::File(f)) => j["private_key_file"] = json!(f),
+                    None => {}
                 }
                 a["oauth"] = j;
             }

@@ -21,7 +21,7 @@ use keel_spine::{EventLog, SqliteOptions};
 use keel_tools::adapter::builtin::Builtins;
 use keel_tools::adapter::mcp::McpClient;
 use keel_tools::contract::{
-    AdapterSpec, Contract, ElicitationPolicy, McpOAuth, McpServer, OAuthGrant,
+    AdapterSpec, Contract, ElicitationPolicy, McpOAuth, McpServer, OAuthGrant, PrivateKeySource,
 };
 use keel_tools::{CallContext, CallOutcome, Registry, ToolRunner};
 use serde_json::{Value, json};
@@ -63,6 +63,13 @@ pub struct CallArgs {
     /// URL only: a client ID metadata document URL.
     #[arg(long, requires = "oauth")]
     pub oauth_client_metadata_url: Option<String>,
+    /// URL only, client_credentials: environment variable holding the client's private key
+    /// (PEM), to authenticate with a signed assertion (private_key_jwt) instead of a secret.
+    #[arg(long, requires = "oauth", conflicts_with = "oauth_private_key_file")]
+    pub oauth_private_key_env: Option<String>,
+    /// URL only, client_credentials: file holding the client's private key (PEM).
+    #[arg(long, requires = "oauth")]
+    pub oauth_private_key_file: Option<String>,
     /// URL only: a scope to ask for (repeatable).
     #[arg(long = "oauth-scope", requires = "oauth")]
     pub oauth_scopes: Vec<String>,
@@ -228,6 +235,11 @@ fn url_server(a: &CallArgs) -> anyhow::Result<McpServer> {
         client_secret_env: a.oauth_client_secret_env.clone(),
         client_metadata_url: a.oauth_client_metadata_url.clone(),
         scopes: a.oauth_scopes.clone(),
+        private_key: match (&a.oauth_private_key_env, &a.oauth_private_key_file) {
+            (Some(v), _) => Some(PrivateKeySource::Env(v.clone())),
+            (None, Some(f)) => Some(PrivateKeySource::File(f.clone())),
+            (None, None) => None,
+        },
     });
     Ok(McpServer::Http {
         url: a.target.clone(),

@@ -61,6 +61,12 @@ case "$MCP_CONFORMANCE_SCENARIO" in
   tools_call) call add_numbers --args '{"a": 5, "b": 3}' ;;
   elicitation-sep1034-client-defaults) call test_client_elicitation_defaults --elicitation accept_defaults ;;
   sse-retry) call test_reconnection ;;
+  # private_key_jwt: the client's key (a PEM) from an environment variable, as a contract names it.
+  auth/client-credentials-jwt)
+    export CONFORMANCE_PRIVATE_KEY
+    CONFORMANCE_PRIVATE_KEY="$(field private_key_pem)"
+    call test-tool --oauth client_credentials --oauth-client-id-env CONFORMANCE_CLIENT_ID \
+      --oauth-private-key-env CONFORMANCE_PRIVATE_KEY ;;
   auth/client-credentials-*)
     call test-tool --oauth client_credentials --oauth-client-id-env CONFORMANCE_CLIENT_ID \
       --oauth-client-secret-env CONFORMANCE_CLIENT_SECRET ;;

@@ -375,7 +375,8 @@ pub(crate) fn adapter(
     spec
 }
 
-/// `adapter.oauth`: `{grant, client_id_env?, client_secret_env?, client_metadata_url?, scopes?}`.
+/// `adapter.oauth`: `{grant, client_id_env?, client_secret_env?, client_metadata_url?, scopes?,
+/// private_key_env? | private_key_file?}`.
 fn mcp_oauth(p: &mut Problems, map: &Map<String, Value>) -> Option<McpOAuth> {
     let mut o = Obj::new(map, "adapter.oauth");
     let grant = match o.req_str(p, "grant").as_deref() {
@@ -393,6 +394,21 @@ fn mcp_oauth(p: &mut Problems, map: &Map<String, Value>) -> Option<McpOAuth> {
     let client_id_env = o.opt_str(p, "client_id_env");
     let client_secret_env = o.opt_str(p, "client_secret_env");
     let client_metadata_url = o.opt_str(p, "client_metadata_url");
+    let private_key = match (
+        o.opt_str(p, "private_key_env"),
+        o.opt_str(p, "private_key_file"),
+    ) {
+        (Some(v), None) => Some(PrivateKeySource::Env(v)),
+        (None, Some(f)) => Some(PrivateKeySource::File(f)),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            p.add(
+                "adapter.oauth.private_key_file",
+                "give private_key_env or private_key_file, not both",
+            );
+            return None;
+        }
+    };
     let scopes_v = o.opt(p, "scopes");
     let scopes = match scopes_v {
         None => Some(Vec::new()),
@@ -418,6 +434,20 @@ fn mcp_oauth(p: &mut Problems, map: &Map<String, Value>) -> Option<McpOAuth> {
         );
         return None;
     }
+    if private_key.is_some() && grant != Some(OAuthGrant::ClientCredentials) {
+        p.add(
+            "adapter.oauth.private_key_env",
+            "a private key (private_key_jwt) is for the client_credentials grant",
+        );
+        return None;
+    }
+    if private_key.is_some() && client_secret_env.is_some() {
+        p.add(
+            "adapter.oauth.client_secret_env",
+            "give a client secret or a private key, not both",
+        );
+        return None;
+    }
     if client_secret_env.is_some() && client_id_env.is_none() {
         p.add(
             "adapter.oauth.client_secret_env",
@@ -431,5 +461,6 @@ fn mcp_oauth(p: &mut Problems, map: &Map<String, Value>) -> Option<McpOAuth> {
         client_secret_env,
         client_metadata_url,
         scopes: scopes?,
+        private_key,
     })
 }

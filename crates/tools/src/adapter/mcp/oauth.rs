@@ -9,11 +9,14 @@
 //! environment variables the contract names, are read when a session opens, and never appear in
 //! a message.
 
-use crate::contract::{McpOAuth, OAuthGrant};
+use crate::contract::{McpOAuth, OAuthGrant, PrivateKeySource};
 use rmcp::transport::AuthorizationManager;
 use rmcp::transport::auth::{
-    AuthorizationCallback, AuthorizationRequest, ClientCredentialsConfig, OAuthState,
+    AuthError, AuthorizationCallback, AuthorizationRequest, ClientCredentialsConfig, OAuthState,
 };
+
+mod jwt;
+mod legacy;
 
 /// The redirect URI Keel registers; nothing listens there, the code is read off the redirect.
 pub const REDIRECT_URI: &str = "http://127.0.0.1/keel/oauth/callback";
@@ -23,6 +26,21 @@ pub type AuthFailure = String;
 
 fn env_var(name: &str) -> Result<String, AuthFailure> {
     std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
+}
+
+/// The contract's `private_key_jwt` signing key, read from where it names.
+fn signing_key(oauth: &McpOAuth) -> Result<jwt::SigningKey, AuthFailure> {
+    let (pem, source) = match &oauth.private_key {
+        Some(PrivateKeySource::Env(var)) => (env_var(var)?, format!("environment variable {var}")),
+        Some(PrivateKeySource::File(path)) => {
+            let source = format!("file {path}");
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| format!("{source} cannot be read: {}", e.kind()))?;
+            (pem, source)
+        }
+        None => return Err("no private key is configured".into()),
+    };
+    jwt::SigningKey::from_pem(&pem, &source)
 }
 
 /// Runs the contract's grant against the server at `url` and returns the authorized manager.
@@ -42,9 +60,30 @@ pub async fn authorize(
         .await
         .map_err(|e| format!("OAuth set-up: {e}"))?;
     match oauth.grant {
+        OAuthGrant::ClientCredentials if oauth.private_key.is_some() => {
+            let key = signing_key(oauth)?;
+            let client_id = client_id.ok_or("client_credentials needs client_id_env")?;
+            let OAuthState::Unauthorized(manager) = &state else {
+                return Err("OAuth set-up: unexpected state".into());
+            };
+            let found = manager
+                .resolve_metadata_from_challenge(challenge.as_deref())
+                .await
+                .map_err(|e| format!("authorization server discovery: {e}"))?;
+            let token =
+                jwt::client_credentials(&found.metadata, &client_id, &key, &oauth.scopes, url)
+                    .await?;
+            state
+                .set_credentials(&client_id, token)
+                .await
+                .map_err(|e| format!("client credentials grant: {e}"))?;
+        }
         OAuthGrant::ClientCredentials => {
             let (Some(client_id), Some(client_secret)) = (client_id, client_secret) else {
-                return Err("client_credentials needs client_id_env and client_secret_env".into());
+                return Err(
+                    "client_credentials needs client_id_env and client_secret_env or a private key"
+                        .into(),
+                );
             };
             state
                 .authenticate_client_credentials(ClientCredentialsConfig::ClientSecret {
@@ -71,13 +110,21 @@ pub async fn authorize(
             if !oauth.scopes.is_empty() {
                 request = request.with_scopes(oauth.scopes.iter().cloned());
             }
+            let legacy_challenge = challenge.clone();
             if let Some(c) = challenge {
                 request = request.with_challenge(c);
             }
-            state
-                .start_authorization(request)
-                .await
-                .map_err(|e| format!("authorization: {e}"))?;
+            match state.start_authorization(request.clone()).await {
+                Ok(()) => {}
+                // The 2025-03-26 revision (no protected resource metadata) serves the metadata
+                // at the server's origin, whatever path its issuer has.
+                Err(AuthError::AuthorizationServerMismatch { .. })
+                    if legacy::is_2025_03_26(url, legacy_challenge.as_deref()).await =>
+                {
+                    state = legacy::session(state, url, request).await?;
+                }
+                Err(e) => return Err(format!("authorization: {e}")),
+            }
             let auth_url = state
                 .get_authorization_url()
                 .await
