@@ -26,8 +26,8 @@ pub const MAX_BLOB_BYTES: usize = 1 << 20;
 
 pub(crate) fn routes() -> Router<State> {
     Router::new()
-        .route("/v1/executions/{id}/blobs/{blob}", get(blob))
-        .route("/ui/executions/{id}/blobs/{blob}", get(blob))
+        .route("/v1/executions/{id}/blobs/{ref}", get(blob))
+        .route("/ui/executions/{id}/blobs/{ref}", get(blob))
 }
 
 /// Input echoed in an error, shortened (a path segment can be long).

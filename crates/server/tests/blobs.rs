@@ -188,6 +188,12 @@ async fn another_tenant_gets_404_for_a_blob_even_knowing_its_hash() {
     assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
     assert!(!body.contains("A-1003"), "{body}");
 
+    // The API describes it.
+    let (s, doc) = f.get("/openapi.json", &f.acme).await;
+    assert_eq!(s, StatusCode::OK);
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    assert!(doc["paths"]["/v1/executions/{id}/blobs/{ref}"]["get"].is_object());
+
     // A malformed reference is a 400 naming the field, without echoing a path.
     let (s, body) = f
         .get(
