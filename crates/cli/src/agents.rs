@@ -15,7 +15,6 @@ use keel_runtime::control::Control;
 use keel_runtime::embedded::Config;
 use keel_runtime::strategy::Strategy;
 use keel_spine::clock::SystemClock;
-use keel_spine::{SqliteLog, SqliteOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -88,8 +87,8 @@ pub fn next_steps(exec: keel_core::ExecId, state: &ExecutionState) -> Vec<String
 
 /// Opens the control stream of the store at `data`.
 pub fn control(data: &Path) -> anyhow::Result<Control> {
-    let log = SqliteLog::open(data.join("spine.db"), SqliteOptions::default())?;
-    Ok(Control::new(Arc::new(log), Arc::new(SystemClock)))
+    let log = crate::config::current().spine_log(data)?;
+    Ok(Control::new(log, Arc::new(SystemClock)))
 }
 
 /// Who a command-line change is recorded as.

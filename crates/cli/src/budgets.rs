@@ -57,14 +57,14 @@ pub async fn run(data: &Path, cmd: BudgetsCmd) -> anyhow::Result<()> {
                 hard_stop,
                 by: by.unwrap_or_else(crate::agents::operator),
             };
-            let e = budget::set(&log, &SystemClock, b).await?;
+            let e = budget::set(&*log, &SystemClock, b).await?;
             eprintln!("recorded: {}", keel_core::describe::describe(&e.payload));
         }
         BudgetsCmd::List => {
             let mut p = open_projections(data).await?;
-            p.catch_up(&log).await?;
+            p.catch_up(&*log).await?;
             let now = keel_spine::clock::Clock::now(&SystemClock);
-            for b in budget::list(&log).await? {
+            for b in budget::list(&*log).await? {
                 let spent = budget::spent(&*p, &TenantId(b.tenant.clone()), now).await?;
                 println!(
                     "{}\t${:.2}/month\tspent ${:.4}\talarm at {}%\t{}",

@@ -20,7 +20,6 @@ use keel_core::payload::{Outcome, Verdict};
 use keel_core::{Cost, ExecId, ExecStatus, ExecutionState};
 use keel_runtime::embedded::{Config, Embedded};
 use keel_runtime::replay::Replayer;
-use keel_spine::EventLog;
 use keel_tools::Registry;
 use keel_tools::contract::AdapterSpec;
 use keel_tools::shop::{BUILTIN_NAMES, Shop};

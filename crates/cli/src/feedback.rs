@@ -38,7 +38,7 @@ pub async fn run(data: &Path, args: FeedbackArgs) -> anyhow::Result<()> {
     let exec_id = match id.parse::<ExecId>() {
         Ok(exec) if id.contains('-') => exec,
         _ => match id.parse::<TraceId>() {
-            Ok(trace) => exec_by_trace(&log, trace)
+            Ok(trace) => exec_by_trace(data, &*log, trace)
                 .await?
                 .with_context(|| format!("no execution with trace id {trace}"))?,
             Err(_) => {
@@ -53,8 +53,8 @@ pub async fn run(data: &Path, args: FeedbackArgs) -> anyhow::Result<()> {
         rater: args.by.unwrap_or_else(crate::agents::operator),
         comment: args.comment,
     };
-    let event = feedback::give(&log, &keel_spine::clock::SystemClock, &*p, &scope, give).await?;
-    p.catch_up(&log).await?;
+    let event = feedback::give(&*log, &keel_spine::clock::SystemClock, &*p, &scope, give).await?;
+    p.catch_up(&*log).await?;
     eprintln!(
         "recorded: {} (control stream seq {})",
         keel_core::describe::describe(&event.payload),

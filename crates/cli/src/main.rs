@@ -177,12 +177,6 @@ fn main() -> ExitCode {
     };
     match config::Config::load(&args) {
         Ok(c) => {
-            if !matches!(cli.command, Command::Config { .. })
-                && let Err(e) = c.require_embedded_spine()
-            {
-                eprintln!("error: {e:#}");
-                return ExitCode::FAILURE;
-            }
             cli.data = c.data.clone();
             config::install(c);
         }

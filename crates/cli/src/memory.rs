@@ -20,8 +20,8 @@ use clap::Subcommand;
 use keel_core::payload::Payload;
 use keel_memory::{Embedder, Memory, MiniLm, Query};
 use keel_runtime::recall;
+use keel_spine::SpineStore;
 use keel_spine::clock::{Clock, SystemClock};
-use keel_spine::{EventLog, SqliteLog, SqliteOptions};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -122,14 +122,8 @@ async fn open_memory(data: &Path) -> anyhow::Result<Memory> {
     crate::config::current().memory(data).await
 }
 
-fn open_log(data: &Path) -> anyhow::Result<SqliteLog> {
-    let path = data.join("spine.db");
-    anyhow::ensure!(
-        path.exists(),
-        "no store at {} (run something first)",
-        path.display()
-    );
-    Ok(SqliteLog::open(&path, SqliteOptions::default())?)
+fn open_log(data: &Path) -> anyhow::Result<std::sync::Arc<dyn SpineStore>> {
+    crate::observe::open_log(data)
 }
 
 fn print(v: &serde_json::Value) -> anyhow::Result<()> {
@@ -230,7 +224,7 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
             let m = open_memory(data).await?;
             let facts = m.erase_subject(&tenant, &subject).await?;
             let mut report = json!({"tenant": tenant, "facts_erased": facts.len()});
-            if data.join("spine.db").exists() {
+            if data.join("spine.db").exists() || crate::config::current().spine_postgres.is_some() {
                 let log = open_log(data)?;
                 let blobs = crate::config::current().blob_store(data)?;
                 let e = log.erase_subject(&tenant, &subject, &*blobs).await?;
@@ -239,7 +233,7 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
                 report["blobs_deleted"] = json!(e.blobs_deleted.len());
                 // The tombstone event, on the control stream: auditable, names no one.
                 let control = keel_runtime::Control::new(
-                    std::sync::Arc::new(log.clone()),
+                    log.clone(),
                     std::sync::Arc::new(keel_spine::clock::SystemClock),
                 );
                 control
@@ -260,7 +254,7 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
                 if proj.exists() || external {
                     let mut p = backend.open().await?;
                     p.reset().await?;
-                    p.catch_up(&log).await?;
+                    p.catch_up(&*log).await?;
                     drop(p);
                     if proj.exists() {
                         rusqlite::Connection::open(&proj)?.execute_batch("VACUUM")?;
@@ -290,7 +284,7 @@ pub async fn run(data: &Path, cmd: MemoryCmd) -> anyhow::Result<()> {
         }
         MemoryCmd::Rebuild => {
             let m = open_memory(data).await?;
-            let n = recall::rebuild_from_log(&open_log(data)?, &m).await?;
+            let n = recall::rebuild_from_log(&*open_log(data)?, &m).await?;
             eprintln!("rebuilt: {n} facts from the log");
             Ok(())
         }

@@ -21,8 +21,9 @@ use clap::Subcommand;
 use keel_core::ExecId;
 use keel_observe::sql::Scope;
 use keel_observe::{Backend, ProjectionStore};
-use keel_spine::{SqliteLog, SqliteOptions};
+use keel_spine::{EventLog, SpineStore};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The observability and replay commands.
 #[derive(Subcommand)]
@@ -89,13 +90,15 @@ pub fn projections_path(data: &Path) -> PathBuf {
     data.join("observe.db")
 }
 
-/// The spine of `data`; an error naming the directory when there is none.
-pub fn open_log(data: &Path) -> anyhow::Result<SqliteLog> {
+/// The spine of `data` (or the configured PostgreSQL spine); an error naming the directory
+/// when there is none.
+pub fn open_log(data: &Path) -> anyhow::Result<Arc<dyn SpineStore>> {
+    let c = crate::config::current();
     let path = data.join("spine.db");
-    if !path.exists() {
+    if c.spine_postgres.is_none() && !path.exists() {
         bail!("no Keel store at {} (is --data right?)", path.display());
     }
-    Ok(SqliteLog::open(&path, SqliteOptions::default())?)
+    c.spine_log(data)
 }
 
 /// The projections of `data`: the backend `projections.url` names (keel.toml, or
@@ -118,19 +121,22 @@ pub async fn open_projections(data: &Path) -> anyhow::Result<Box<dyn ProjectionS
 }
 
 /// Opens the projections of `data` and applies everything the spine has committed since.
-pub async fn refresh(data: &Path) -> anyhow::Result<(SqliteLog, Box<dyn ProjectionStore>)> {
+pub async fn refresh(
+    data: &Path,
+) -> anyhow::Result<(Arc<dyn SpineStore>, Box<dyn ProjectionStore>)> {
     let log = open_log(data)?;
     let mut p = open_projections(data).await?;
-    p.catch_up(&log).await?;
+    p.catch_up(&*log).await?;
     Ok((log, p))
 }
 
-/// The execution whose trace id is `trace`, from the projections of the store `log` lives in.
+/// The execution whose trace id is `trace`, from the projections of the store under `data`
+/// (brought up to date from `log`, its spine).
 pub async fn exec_by_trace(
-    log: &SqliteLog,
+    data: &Path,
+    log: &dyn EventLog,
     trace: keel_core::TraceId,
 ) -> anyhow::Result<Option<ExecId>> {
-    let data = log.path().parent().unwrap_or(Path::new("."));
     let mut p = open_projections(data).await?;
     p.catch_up(log).await?;
     let rows = p

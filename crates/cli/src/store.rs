@@ -14,7 +14,8 @@ pub const SPINE_FILE: &str = "spine.db";
 
 /// Ok when `data` holds a store; otherwise an error naming the directory. Creates nothing.
 pub fn require(data: &Path) -> anyhow::Result<()> {
-    if data.join(SPINE_FILE).is_file() {
+    // A PostgreSQL spine is the store; its database says what exists.
+    if data.join(SPINE_FILE).is_file() || crate::config::current().spine_postgres.is_some() {
         return Ok(());
     }
     bail!(

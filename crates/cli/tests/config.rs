@@ -188,7 +188,7 @@ fn bad_files_are_errors_naming_the_key_and_the_file() {
         "{err}"
     );
 
-    // A PostgreSQL spine is named, with its file, and refused by the commands that run agents.
+    // An unreachable PostgreSQL spine is named, with its file, by the commands that run agents.
     std::fs::write(
         &file,
         format!("[spine]\nurl = \"postgres://keel:{PG_PASSWORD}@127.0.0.1:{closed_port}/spine\"\n"),
@@ -200,8 +200,9 @@ fn bad_files_are_errors_naming_the_key_and_the_file() {
         &["run", "--strategy", "support-short", "hello"],
     ));
     assert!(
-        err.contains("keel.toml: spine.url: a PostgreSQL spine (postgres://keel:***@127.0.0.1:")
-            && err.contains("not available in this build yet"),
+        err.contains(
+            "keel.toml: spine.url: cannot open the PostgreSQL spine at postgres://keel:***@127.0.0.1:"
+        ),
         "{err}"
     );
 }

@@ -9,7 +9,6 @@ use common::{ok, repo};
 
 use keel_core::payload::Payload;
 use keel_runtime::embedded::{Config, Embedded};
-use keel_spine::EventLog;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,8 +1,10 @@
-//! The embedded default, wired in one place: the spine, ledger and control stream in
-//! `DIR/spine.db`, contracts from a tools folder, strategies from a strategies folder, prices
-//! from `prices.toml`, the builtin functions the caller registers (none by default: the demo's
-//! wiring registers its shop's, `keel_tools::shop`), and the [`Backends`] the caller built from
-//! its configuration (blobs, governed memory; by default `DIR/blobs` and `DIR/memory.db`).
+//! The runtime, wired in one place: contracts from a tools folder, strategies from a strategies
+//! folder, prices from `prices.toml`, the builtin functions the caller registers (none by
+//! default: the demo's wiring registers its shop's, `keel_tools::shop`), and the [`Backends`] the
+//! caller built from its configuration — the spine with its idempotency ledger and rate budgets
+//! (by default `DIR/spine.db`; or a PostgreSQL database), blobs and governed memory (by default
+//! `DIR/blobs` and `DIR/memory.db`). The control stream, gates, subject keys and cost budgets
+//! come with the spine's events.
 
 use crate::agent::Agent;
 use crate::control::Control;
@@ -17,10 +19,10 @@ use keel_models::PriceTable;
 use keel_spine::clock::SystemClock;
 use keel_spine::side::{Appended, SideWrite};
 use keel_spine::{AppendAck, BlobStore, Committed, EventLog, ExecSummary, SpineError};
-use keel_spine::{LocalBlobStore, SqliteLog, SqliteOptions};
+use keel_spine::{LocalBlobStore, SpineStore, SqliteLog, SqliteOptions};
 use keel_tools::adapter::builtin::Builtins;
 use keel_tools::contract::SideEffect;
-use keel_tools::{Registry, SqliteLedger, SqliteRates, ToolRunner, Wiring};
+use keel_tools::{Ledger, RateStore, Registry, SqliteLedger, SqliteRates, ToolRunner, Wiring};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,10 +38,43 @@ pub struct Config {
     pub prices: PathBuf,
 }
 
+/// The spine and the stores that must live beside it (in the same database, so every promise
+/// holds across the processes sharing it).
+#[derive(Clone)]
+pub struct Spine {
+    /// The event log.
+    pub store: Arc<dyn SpineStore>,
+    /// The tools' idempotency ledger.
+    pub ledger: Arc<dyn Ledger>,
+    /// The tools' shared rate budgets.
+    pub rates: Arc<dyn RateStore>,
+}
+
+impl Spine {
+    /// The embedded spine: `DIR/spine.db`, with its ledger and rates in the same file.
+    pub fn embedded(data: &Path) -> Result<Self, RuntimeError> {
+        std::fs::create_dir_all(data).map_err(|e| RuntimeError::Strategy {
+            file: data.display().to_string(),
+            detail: format!("creating the data directory: {e}"),
+        })?;
+        let path = data.join("spine.db");
+        Ok(Self {
+            store: Arc::new(SqliteLog::open(&path, SqliteOptions::default())?),
+            ledger: Arc::new(SqliteLedger::open(&path)?),
+            rates: Arc::new(SqliteRates::open(&path)?),
+        })
+    }
+}
+
 /// The backends a runtime is wired with, built by the caller from its configuration (the CLI's
 /// `keel.toml`, read once at the edge): the runtime never chooses, opens or configures one.
 #[derive(Clone)]
 pub struct Backends {
+    /// The spine, ledger and rate budgets.
+    pub spine: Spine,
+    /// The view of the spine the agent loop and the tools append through, when it is not the
+    /// spine itself (a worker's leased view, which fences its appends); `None`: the spine.
+    pub drive: Option<Arc<dyn EventLog>>,
     /// Where tool outputs and recorded replies live (a directory, an S3 bucket).
     pub blobs: Arc<dyn BlobStore>,
     /// Governed memory (store and embedder), if any strategy retrieves or distils; `None`
@@ -52,6 +87,8 @@ impl Backends {
     /// local MiniLM if a strategy of `strategies` uses memory.
     pub fn embedded(data: &Path, strategies: &StrategySet) -> Result<Self, RuntimeError> {
         Ok(Self {
+            spine: Spine::embedded(data)?,
+            drive: None,
             blobs: Arc::new(LocalBlobStore::new(data.join("blobs"))),
             memory: crate::recall::open_for(data, strategies)?,
         })
@@ -62,8 +99,10 @@ impl Backends {
 pub struct Embedded {
     /// The agent loop (set `pace` before sharing it).
     pub agent: Arc<Agent>,
-    /// The spine (also inside the agent).
-    pub log: SqliteLog,
+    /// The spine (the agent appends through it, or through the view `Backends::drive` gave).
+    pub log: Arc<dyn SpineStore>,
+    /// The local data directory (snapshots, local state beside a shared spine).
+    pub data: PathBuf,
     /// The strategies.
     pub strategies: StrategySet,
     /// Gates: the queue, decisions, SLAs, demotion.
@@ -104,8 +143,11 @@ impl Embedded {
         let mut builtins = Builtins::default();
         register(&mut builtins);
         let registry = Registry::load_dir(&config.tools, Some(&builtins.names()))?;
-        let spine = data.join("spine.db");
-        let log = SqliteLog::open(&spine, SqliteOptions::default())?;
+        let log = backends.spine.store.clone();
+        let drive: Arc<dyn EventLog> = match backends.drive {
+            Some(view) => view,
+            None => log.clone(),
+        };
         let read_only = registry
             .iter()
             .filter(|c| c.side_effect == SideEffect::ReadOnly)
@@ -115,17 +157,17 @@ impl Embedded {
             registry,
             Wiring {
                 log: Arc::new(EffectBarrier {
-                    log: log.clone(),
+                    log: drive.clone(),
                     read_only,
                 }),
                 blobs: backends.blobs.clone(),
-                ledger: Arc::new(SqliteLedger::open(&spine)?),
-                rates: Arc::new(SqliteRates::open(&spine)?),
+                ledger: backends.spine.ledger,
+                rates: backends.spine.rates,
                 clock: Arc::new(SystemClock),
                 builtins,
             },
         )?;
-        let shared: Arc<dyn EventLog> = Arc::new(log.clone());
+        let shared = drive;
         let control = Arc::new(Control::new(shared.clone(), Arc::new(SystemClock)));
         let approvals = Arc::new(Approvals::new(
             shared.clone(),
@@ -146,6 +188,7 @@ impl Embedded {
         Ok(Self {
             agent: Arc::new(agent),
             log,
+            data: data.to_owned(),
             strategies,
             approvals,
         })
@@ -156,7 +199,7 @@ impl Embedded {
 /// commit (losing them in a machine crash costs a re-run, nothing else), while every other
 /// tool's events, its `tool.called` intent first, are durable before the adapter runs.
 struct EffectBarrier {
-    log: SqliteLog,
+    log: Arc<dyn EventLog>,
     read_only: HashSet<String>,
 }
 

@@ -29,11 +29,11 @@ use keel_core::payload::{ExecStarted, Payload, ToolResult, ToolStatus, Verdict};
 use keel_core::{CURRENT_SCHEMA_VERSION, Event, ExecId, ExecStatus, ExecutionState};
 use keel_models::{ModelProvider, PriceTable};
 use keel_spine::clock::{self, Clock, SystemClock};
-use keel_spine::{BlobRef, BlobStore, EventLog, LocalBlobStore, SqliteLog, SqliteOptions};
+use keel_spine::{BlobRef, BlobStore, EventLog, LocalBlobStore, SpineStore};
 use keel_tools::adapter::AdapterError;
 use keel_tools::adapter::builtin::Builtins;
 use keel_tools::contract::{AdapterSpec, SideEffect};
-use keel_tools::{ErrorClass, RateBudgets, Registry, SqliteLedger, ToolRunner, Wiring};
+use keel_tools::{ErrorClass, RateBudgets, Registry, ToolRunner, Wiring};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -206,7 +206,9 @@ impl Recording {
 pub struct Replayer {
     data: PathBuf,
     config: Config,
-    log: SqliteLog,
+    log: Arc<dyn SpineStore>,
+    /// The spine's idempotency ledger (replays key their tool calls apart from production's).
+    ledger: Arc<dyn keel_tools::Ledger>,
     blobs: Arc<dyn BlobStore>,
     prices: PriceTable,
     clock: Arc<dyn Clock>,
@@ -234,6 +236,8 @@ impl Replayer {
         register: impl FnOnce(&mut Builtins),
     ) -> Result<Self, RuntimeError> {
         let backends = crate::embedded::Backends {
+            spine: crate::embedded::Spine::embedded(data)?,
+            drive: None,
             blobs: Arc::new(LocalBlobStore::new(data.join("blobs"))),
             memory: None,
         };
@@ -252,11 +256,11 @@ impl Replayer {
     ) -> Result<Self, RuntimeError> {
         let mut builtins = Builtins::default();
         register(&mut builtins);
-        let log = SqliteLog::open(data.join("spine.db"), SqliteOptions::default())?;
         Ok(Self {
             data: data.to_owned(),
             config: config.clone(),
-            log,
+            log: backends.spine.store,
+            ledger: backends.spine.ledger,
             blobs: backends.blobs,
             prices: PriceTable::load(&config.prices)?,
             clock: Arc::new(SystemClock),
@@ -267,7 +271,7 @@ impl Replayer {
     }
 
     /// The spine the replays are written to.
-    pub fn log(&self) -> &SqliteLog {
+    pub fn log(&self) -> &Arc<dyn SpineStore> {
         &self.log
     }
 
@@ -315,13 +319,13 @@ impl Replayer {
             );
             registry.set_adapter(&name, AdapterSpec::Builtin { function });
         }
-        let log: Arc<dyn EventLog> = Arc::new(self.log.clone());
+        let log: Arc<dyn EventLog> = self.log.clone();
         let runner = ToolRunner::new(
             registry,
             Wiring {
                 log: log.clone(),
                 blobs: self.blobs.clone(),
-                ledger: Arc::new(SqliteLedger::open(self.data.join("spine.db"))?),
+                ledger: self.ledger.clone(),
                 // A replay is not production: it neither spends nor is held to the tenant's
                 // shared rate budgets.
                 rates: Arc::new(RateBudgets::default()),
@@ -458,7 +462,7 @@ impl Replayer {
                 }
             };
             gates::decide(
-                &self.log,
+                &*self.log,
                 &*self.clock,
                 replay,
                 &gate_id,

@@ -11,7 +11,6 @@ use common::*;
 use keel_core::payload::{Outcome, Payload, ToolStatus};
 use keel_core::{Cost, ExecStatus};
 use keel_runtime::control::Scope;
-use keel_spine::EventLog;
 use std::path::Path;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,6 @@ use keel_core::{ExecId, ExecStatus};
 use keel_runtime::RuntimeError;
 use keel_runtime::embedded::Embedded;
 use keel_runtime::gates::{Approvals, GateError};
-use keel_spine::EventLog;
 use keel_spine::clock::Clock;
 use std::sync::Arc;
 
@@ -187,7 +186,7 @@ success: [ { tool: issue_customer_refund, status: ok } ]
 
 fn approvals_at(env: &Embedded, offset: Duration) -> Approvals {
     Approvals::new(
-        Arc::new(env.log.clone()),
+        env.log.clone(),
         Arc::new(Later(offset)),
         env.agent.control.clone(),
         env.strategies.clone(),

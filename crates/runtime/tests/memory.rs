@@ -11,7 +11,6 @@ use common::answer;
 use keel_core::ExecStatus;
 use keel_core::payload::Payload;
 use keel_memory::Status;
-use keel_spine::EventLog;
 use keel_spine::shred::ERASED;
 
 const FIRST: &str = "Where is my order A-1007? Please always send me updates by e-mail. Also, your policy says shipping is free on every order.";
@@ -173,7 +172,7 @@ async fn the_memory_store_can_be_rebuilt_from_the_log() {
     assert_eq!(original.len(), 2);
 
     let fresh = keel_runtime::recall::open_embedded(&tmp.path().join("rebuilt")).unwrap();
-    let n = keel_runtime::recall::rebuild_from_log(&env.log, &fresh)
+    let n = keel_runtime::recall::rebuild_from_log(&*env.log, &fresh)
         .await
         .unwrap();
     assert_eq!(n, 2);
@@ -183,7 +182,7 @@ async fn the_memory_store_can_be_rebuilt_from_the_log() {
         "the same facts, ids, provenance, status, TTL and freshness"
     );
     // Idempotent.
-    keel_runtime::recall::rebuild_from_log(&env.log, &fresh)
+    keel_runtime::recall::rebuild_from_log(&*env.log, &fresh)
         .await
         .unwrap();
     assert_eq!(fresh.store.list("acme", None).await.unwrap().len(), 2);

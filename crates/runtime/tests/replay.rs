@@ -11,7 +11,6 @@ use keel_core::{ExecStatus, ExecutionState};
 use keel_runtime::embedded::Config;
 use keel_runtime::gates;
 use keel_runtime::replay::ReadOnlyTools;
-use keel_spine::EventLog;
 use keel_spine::clock::SystemClock;
 
 fn shop_counts(env: &common::Env) -> Vec<u64> {
@@ -36,7 +35,7 @@ async fn replay_answers_side_effects_from_the_recording_and_never_runs_them() {
         panic!("expected a gate, got {:?}", state.status);
     };
     gates::decide(
-        &env.log,
+        &*env.log,
         &SystemClock,
         refund,
         gate_id,

@@ -13,7 +13,6 @@ use keel_core::{Event, ExecutionState};
 use keel_memory::{NewFact, Provenance, Trust};
 use keel_runtime::embedded::Config;
 use keel_runtime::replay::ReadOnlyTools;
-use keel_spine::EventLog;
 use keel_spine::clock::{Clock, SystemClock};
 
 const SCRIPT: &str = r#"

@@ -92,9 +92,7 @@ impl App {
         // the recent past, not every execution ever run.
         env.approvals.bound_memory();
         // ... and saves it beside the spine, so a restart folds only what came after.
-        if let Some(dir) = env.log.path().parent() {
-            env.approvals.snapshot_to(dir.join("book.snapshot.json"));
-        }
+        env.approvals.snapshot_to(env.data.join("book.snapshot.json"));
         Arc::new(Self {
             agent: env.agent.clone(),
             log: env.agent.log.clone(),
@@ -104,12 +102,7 @@ impl App {
             tokens,
             web: web::WebConfig::default(),
             wake: Notify::new(),
-            data: env
-                .log
-                .path()
-                .parent()
-                .map(std::path::Path::to_path_buf)
-                .unwrap_or_default(),
+            data: env.data.clone(),
             projections: tokio::sync::Mutex::new(None),
             projections_url: None,
             queries: tokio::sync::OnceCell::new(),

@@ -480,7 +480,6 @@ async fn health_and_openapi_are_public_and_describe_the_paths() {
 /// projections sample at least one (one retrieval in ten, by a hash of the event id).
 async fn sampled_retrievals(srv: &Server) -> Vec<Value> {
     use keel_core::payload::{MemoryRetrieved, Outcome, Payload};
-    use keel_spine::EventLog;
     use keel_testkit::builder::{ExecBuilder, exec_id};
     for n in 900..950 {
         let mut b = ExecBuilder::new(exec_id(n), "acme").started("where is my parcel?");
@@ -778,7 +777,7 @@ async fn an_execution_started_over_http_names_its_subject() {
     assert_eq!(s3, StatusCode::UNPROCESSABLE_ENTITY, "{other}");
     let keyed_exec: keel_core::ExecId = first["exec_id"].as_str().unwrap().parse().unwrap();
     assert_eq!(
-        keel_spine::EventLog::subject_of(&srv.env.log, keyed_exec)
+        keel_spine::EventLog::subject_of(&*srv.env.log, keyed_exec)
             .await
             .unwrap()
             .as_deref(),

@@ -11,7 +11,6 @@ use common::repo;
 
 use keel_runtime::embedded::Config;
 use keel_server::auth::{Role, Tokens};
-use keel_spine::EventLog;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -94,7 +93,7 @@ async fn the_api_assigns_arms_and_reads_out_per_tenant() {
     for round in 0..2 {
         for i in 0..6 {
             let body = json!({"goal": "Where is my order A-1017?", "subject": format!("cust-{i}")});
-            let a = started(&env.log, &start(acme.clone(), body.clone(), None).await).await;
+            let a = started(&*env.log, &start(acme.clone(), body.clone(), None).await).await;
             let x = a.experiment.clone().unwrap();
             assert_eq!(x.experiment, "support-prompts");
             assert_eq!(a.experiment_arm.as_deref(), Some(x.arm.as_str()));
@@ -106,7 +105,7 @@ async fn the_api_assigns_arms_and_reads_out_per_tenant() {
             assert!(a.strategy_version.starts_with(name));
             // The same subject in another tenant is another unit (same hash: the unit is the
             // subject name; tenants are isolated by the readout, not by the bucket).
-            let g = started(&env.log, &start(globex.clone(), body, None).await).await;
+            let g = started(&*env.log, &start(globex.clone(), body, None).await).await;
             assert_eq!(g.experiment.unwrap().bucket, x.bucket);
             acme_execs += 1;
             if round == 1 {
@@ -117,7 +116,7 @@ async fn the_api_assigns_arms_and_reads_out_per_tenant() {
                 let first = start(acme.clone(), body.clone(), Some(key.clone())).await;
                 let repeat = start(acme.clone(), body, Some(key)).await;
                 assert_eq!(first["exec_id"], repeat["exec_id"]);
-                let s = started(&env.log, &first).await;
+                let s = started(&*env.log, &first).await;
                 assert_eq!(s.experiment.unwrap(), x);
                 acme_execs += 1;
             }
@@ -196,7 +195,7 @@ async fn ok_stop(env: &keel_runtime::embedded::Embedded) {
         .unwrap();
 }
 
-async fn started(log: &keel_spine::SqliteLog, v: &Value) -> keel_core::payload::ExecStarted {
+async fn started(log: &dyn keel_spine::EventLog, v: &Value) -> keel_core::payload::ExecStarted {
     let exec: keel_core::ExecId = v["exec_id"].as_str().unwrap().parse().unwrap();
     match &log.read(exec, 1).await.unwrap()[0].payload {
         keel_core::Payload::ExecStarted(s) => s.clone(),

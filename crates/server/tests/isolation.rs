@@ -13,7 +13,6 @@ use keel_observe::sql::Limits;
 use keel_runtime::embedded::{Config, Embedded};
 use keel_runtime::replay::ReadOnlyTools;
 use keel_server::auth::{Role, Tokens};
-use keel_spine::EventLog;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;

@@ -10,7 +10,6 @@ use common::repo;
 use keel_runtime::embedded::Config;
 use keel_runtime::replay::ReadOnlyTools;
 use keel_server::auth::{Role, Tokens};
-use keel_spine::EventLog;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -12,7 +12,6 @@ use keel_core::payload::*;
 use keel_core::{Cost, ExecId};
 use keel_runtime::embedded::{Config, Embedded};
 use keel_server::auth::{Role, Tokens};
-use keel_spine::EventLog;
 use keel_testkit::builder::{ExecBuilder, exec_id};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

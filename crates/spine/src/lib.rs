@@ -28,6 +28,7 @@ pub mod s3;
 pub mod shred;
 pub mod side;
 pub mod sqlite;
+pub mod store;
 
 pub use blob::{BlobRef, BlobStore, LocalBlobStore};
 pub use error::SpineError;
@@ -38,3 +39,4 @@ pub use postgres::{PgEventLog, PgOptions};
 #[cfg(feature = "s3")]
 pub use s3::{S3BlobStore, S3Options};
 pub use sqlite::{Durability, SqliteLog, SqliteOptions};
+pub use store::SpineStore;

@@ -3,7 +3,6 @@
 use super::{ConfigArgs, dollars, outcome_word};
 use clap::Args;
 use keel_core::payload::Payload;
-use keel_spine::EventLog;
 use std::path::Path;
 
 /// `keel run` arguments.
@@ -74,7 +73,7 @@ pub async fn run(data: &Path, args: &RunArgs) -> anyhow::Result<()> {
         .budgets
         .contains_key(tenant)
     {
-        crate::budgets::guard(data, &env.log, tenant).await?;
+        crate::budgets::guard(data, &*env.log, tenant).await?;
     }
     let exec = env
         .agent

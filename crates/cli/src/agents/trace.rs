@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 use keel_core::describe::describe;
 use keel_core::payload::Payload;
 use keel_core::{Event, ExecId, TraceId};
-use keel_spine::{EventLog, SqliteLog, SqliteOptions};
+use keel_spine::EventLog;
 use std::path::Path;
 
 fn summary(e: &Event) -> (String, String, String, String) {
@@ -29,18 +29,18 @@ fn summary(e: &Event) -> (String, String, String, String) {
     (describe(&e.payload), tokens, cost, ms)
 }
 
-async fn find_by_trace(log: &SqliteLog, trace: TraceId) -> anyhow::Result<Option<ExecId>> {
+async fn find_by_trace(
+    data: &Path,
+    log: &dyn EventLog,
+    trace: TraceId,
+) -> anyhow::Result<Option<ExecId>> {
     // The projection (indexed by trace_id, brought up to date first), not a scan of the log.
-    crate::observe::exec_by_trace(log, trace).await
+    crate::observe::exec_by_trace(data, log, trace).await
 }
 
 /// `keel trace`: an execution's steps as a table.
 pub async fn trace(data: &Path, id: &str) -> anyhow::Result<()> {
-    let path = data.join("spine.db");
-    if !path.exists() {
-        bail!("no Keel store at {} (is --data right?)", path.display());
-    }
-    let log = SqliteLog::open(&path, SqliteOptions::default())?;
+    let log = crate::observe::open_log(data)?;
     // 32 hex digits without hyphens is a trace id (it would also parse as a UUID).
     let exec = if let Ok(exec) = id
         .parse::<ExecId>()
@@ -49,7 +49,7 @@ pub async fn trace(data: &Path, id: &str) -> anyhow::Result<()> {
     {
         exec
     } else if let Ok(trace) = id.parse::<TraceId>() {
-        find_by_trace(&log, trace)
+        find_by_trace(data, &*log, trace)
             .await?
             .with_context(|| format!("no execution with trace id {trace}"))?
     } else {
@@ -57,7 +57,7 @@ pub async fn trace(data: &Path, id: &str) -> anyhow::Result<()> {
     };
     let events = log.read(exec, 1).await?;
     if events.is_empty() {
-        bail!("no execution {exec} in {}", path.display());
+        bail!("no execution {exec} in {}", log.shown());
     }
     println!(
         "execution {exec}  trace {}  tenant {}",

@@ -12,7 +12,6 @@ use super::spine::{FsyncProbe, Scratch};
 use anyhow::Context;
 use keel_core::payload::Payload;
 use keel_runtime::embedded::{Config, Embedded};
-use keel_spine::EventLog;
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;

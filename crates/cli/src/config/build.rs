@@ -1,15 +1,27 @@
-//! Builds the backends the configuration names — blobs, governed memory (store and embedder) —
-//! for the runtime, which receives them built. Credentials are read here, from the variables the
-//! configuration names, and handed over as values.
+//! Builds the backends the configuration names — the spine with its ledger and rate budgets,
+//! blobs, governed memory (store and embedder) — for the runtime, which receives them built.
+//! Credentials are read here, from the variables the configuration names, and handed over as
+//! values.
 
 use super::{BlobsChoice, Config, EmbedderChoice, MemoryChoice, env, redact};
 use anyhow::{Context, anyhow};
 use keel_memory::{Embedder, Memory, MemoryPolicy, SqliteMemory};
-use keel_runtime::embedded::Backends;
-use keel_spine::{BlobStore, LocalBlobStore, S3BlobStore, S3Options};
+use keel_runtime::embedded::{Backends, Spine};
+use keel_spine::{BlobStore, LocalBlobStore, S3BlobStore, S3Options, SpineStore};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// `what`, or an error once [`REMOTE_TIMEOUT`] has passed.
+async fn within<T>(what: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    tokio::time::timeout(REMOTE_TIMEOUT, what)
+        .await
+        .map_err(|_| anyhow!("timed out after {}s", REMOTE_TIMEOUT.as_secs()))
+}
+
+/// The process's PostgreSQL spine, opened once: every command of a process shares one handle
+/// (one writer, so its appenders share commits; one listening connection).
+static SHARED_SPINE: tokio::sync::OnceCell<Spine> = tokio::sync::OnceCell::const_new();
 
 /// How long a request to a remote store may take before it is an error.
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -136,6 +148,61 @@ impl Config {
         Ok(Memory::new(store, embedder, MemoryPolicy::default())?)
     }
 
+    /// The spine the configuration names, with its idempotency ledger and rate budgets in the
+    /// same store: `DIR/spine.db` under `data`, or the PostgreSQL database of `spine.url`
+    /// (connected once per process).
+    pub async fn spine(&self, data: &Path) -> anyhow::Result<Spine> {
+        let Some(url) = &self.spine_postgres else {
+            return Ok(Spine::embedded(data)?);
+        };
+        let spine = SHARED_SPINE
+            .get_or_try_init(|| async {
+                let fail = |e: anyhow::Error| {
+                    anyhow!(
+                        "{}: cannot open the PostgreSQL spine at {}: {}",
+                        self.at("spine.url"),
+                        redact(url),
+                        super::scrub(&format!("{e:#}"))
+                    )
+                };
+                // The spine first: its migration creates the ledger's and the rates' tables.
+                let log = within(keel_spine::PgEventLog::connect(
+                    url,
+                    keel_spine::PgOptions::default(),
+                ))
+                .await
+                .and_then(|r| r.map_err(anyhow::Error::from))
+                .map_err(fail)?;
+                let ledger = within(keel_tools::pg::PgLedger::connect(url))
+                    .await
+                    .and_then(|r| r.map_err(anyhow::Error::from))
+                    .map_err(fail)?;
+                let rates = within(keel_tools::pg::PgRates::connect(url))
+                    .await
+                    .and_then(|r| r.map_err(anyhow::Error::from))
+                    .map_err(fail)?;
+                anyhow::Ok(Spine {
+                    store: Arc::new(log),
+                    ledger: Arc::new(ledger),
+                    rates: Arc::new(rates),
+                })
+            })
+            .await?;
+        Ok(spine.clone())
+    }
+
+    /// [`Config::spine`]'s event log alone (reading commands), from synchronous code on the
+    /// multi-threaded runtime.
+    pub fn spine_log(&self, data: &Path) -> anyhow::Result<Arc<dyn SpineStore>> {
+        if self.spine_postgres.is_none() {
+            let path = data.join(crate::store::SPINE_FILE);
+            let log = keel_spine::SqliteLog::open(&path, keel_spine::SqliteOptions::default())?;
+            return Ok(Arc::new(log));
+        }
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| handle.block_on(self.spine(data))).map(|s| s.store)
+    }
+
     /// The backends of the store under `data` for a runtime whose strategies are in
     /// `strategies`: memory is built only if one of them retrieves or distils (so a deployment
     /// without memory never loads a model or reaches a memory database).
@@ -150,6 +217,8 @@ impl Config {
             None
         };
         Ok(Backends {
+            spine: self.spine(data).await?,
+            drive: None,
             blobs: self.blob_store(data)?,
             memory,
         })

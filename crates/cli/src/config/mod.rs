@@ -17,7 +17,7 @@ pub mod check;
 mod file;
 mod resolve;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use keel_memory::EmbeddingModel;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -101,8 +101,8 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// The embedded store's directory (`spine.url = "sqlite:DIR"`, `--data`).
     pub data: PathBuf,
-    /// A PostgreSQL spine's URL (`spine.url = "postgres://…"`), which this build's commands do
-    /// not run on yet ([`Config::require_embedded_spine`]).
+    /// A PostgreSQL spine's URL (`spine.url = "postgres://…"`): the spine, ledger, rate budgets,
+    /// API tokens and gate notifications live in its database.
     pub spine_postgres: Option<String>,
     /// The projections' URL (`None`: `DIR/observe.db`).
     pub projections: Option<String>,
@@ -189,19 +189,6 @@ impl Config {
             workers_concurrency: 8,
             workers_lease_secs: 30,
             origins: BTreeMap::new(),
-        }
-    }
-
-    /// An error naming `spine.url` and its file when the spine is PostgreSQL: the commands that
-    /// run agents, read the store or manage it work on the embedded spine only in this build.
-    pub fn require_embedded_spine(&self) -> anyhow::Result<()> {
-        match &self.spine_postgres {
-            None => Ok(()),
-            Some(u) => bail!(
-                "{}: a PostgreSQL spine ({}) is not available in this build yet (only `keel config check` reaches it); use sqlite:DIR",
-                self.at("spine.url"),
-                redact(u)
-            ),
         }
     }
 

@@ -6,7 +6,6 @@ use anyhow::Context;
 use keel_observe::diff;
 use keel_runtime::replay::ReadOnlyTools;
 use keel_runtime::strategy::Strategy;
-use keel_spine::EventLog;
 use keel_spine::clock::Clock;
 use std::path::Path;
 

@@ -137,7 +137,7 @@ pub async fn export(data: &Path, target: ExportCmd) -> anyhow::Result<()> {
             loop {
                 tokio::time::sleep(Duration::from_millis(interval_ms)).await;
                 let from = p.next_offset();
-                if p.catch_up(&log).await? == 0 {
+                if p.catch_up(&*log).await? == 0 {
                     continue;
                 }
                 if let Some(since) = p.changed_since(from).await? {
@@ -164,7 +164,7 @@ pub async fn export(data: &Path, target: ExportCmd) -> anyhow::Result<()> {
                 p.cursor("otlp").await?
             };
             loop {
-                let (next, sent) = otlp::export_ended(&log, &sink, &conv, from).await?;
+                let (next, sent) = otlp::export_ended(&*log, &sink, &conv, from).await?;
                 p.set_cursor("otlp", next).await?;
                 if sent > 0 || !follow {
                     eprintln!("exported {sent} executions to {endpoint}");

@@ -12,7 +12,7 @@ pub async fn project(data: &Path, follow: bool, rebuild: bool) -> anyhow::Result
         p.reset().await?;
         eprintln!("projections emptied; rebuilding from offset 1");
     }
-    let applied = p.catch_up(&log).await?;
+    let applied = p.catch_up(&*log).await?;
     eprintln!(
         "applied {applied} events into {}; checkpoint at offset {}",
         p.describe(),
@@ -22,7 +22,7 @@ pub async fn project(data: &Path, follow: bool, rebuild: bool) -> anyhow::Result
         eprintln!("following the spine (Ctrl-C to stop)");
         keel_observe::store::follow(
             &mut *p,
-            &log,
+            &*log,
             Duration::from_millis(100),
             |batch| eprintln!("applied {} events", batch.len()),
             async {

@@ -12,7 +12,6 @@ use keel_observe::diff;
 use keel_observe::sql::Scope;
 use keel_runtime::replay::ReadOnlyTools;
 use keel_runtime::strategy::Strategy;
-use keel_spine::EventLog;
 use std::path::{Path, PathBuf};
 
 /// `keel replay` arguments.

@@ -82,8 +82,8 @@ pub async fn retrievals(data: &Path, cmd: RetrievalsCmd) -> anyhow::Result<()> {
                 note,
             };
             let clock = keel_spine::clock::SystemClock;
-            let event = rating::rate(&log, &clock, &*p, &scope, rate).await?;
-            p.catch_up(&log).await?;
+            let event = rating::rate(&*log, &clock, &*p, &scope, rate).await?;
+            p.catch_up(&*log).await?;
             eprintln!(
                 "recorded: {} (control stream seq {})",
                 keel_core::describe::describe(&event.payload),

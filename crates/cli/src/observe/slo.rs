@@ -23,7 +23,7 @@ pub async fn slo(
         .to_string();
     let report = slo::compute(&*p, &since).await?;
     let breaches = slo::check(&report, &alarms);
-    let fired = slo::emit(&log, &keel_spine::clock::SystemClock, breaches.clone()).await?;
+    let fired = slo::emit(&*log, &keel_spine::clock::SystemClock, breaches.clone()).await?;
     for b in &breaches {
         eprintln!(
             "ALARM {}: {} = {:.4} {} {}{}",

@@ -7,7 +7,6 @@ use keel_core::payload::{Outcome, Payload, ToolStatus};
 use keel_core::{Event, ExecId, ExecStatus, ExecutionState};
 use keel_runtime::embedded::{Config, Embedded};
 use keel_runtime::replay::Replayer;
-use keel_spine::EventLog;
 use keel_tools::shop::Shop;
 use std::path::{Path, PathBuf};
 
