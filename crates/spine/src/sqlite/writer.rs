@@ -40,6 +40,8 @@ pub(super) struct AppendRequest {
     pub body: String,
     /// Written in the same transaction once the events are accepted (see [`crate::side`]).
     pub side: Vec<SideWrite>,
+    /// The lease epoch the append is fenced by (`None`: unfenced; see `super::leases`).
+    pub fence: Option<u64>,
     pub reply: oneshot::Sender<Result<Appended, SpineError>>,
 }
 
@@ -404,6 +406,14 @@ fn write_group(
             Some(info) => Some(info.clone()),
             None => lookup(conn, path, &req.exec_key)?,
         };
+        // A fenced append (a worker driving under a lease) is refused if a newer epoch holds
+        // the execution, before anything else: that worker must stop, not retry.
+        if let Some(epoch) = req.fence
+            && let Some(lost) = super::leases::fence(conn, path, req.exec_id, &req.exec_key, epoch)?
+        {
+            results.push(Err(lost));
+            continue;
+        }
         if let Err(refusal) = check(req, known.as_ref()) {
             results.push(Err(refusal));
             continue;
