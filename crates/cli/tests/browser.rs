@@ -1,8 +1,9 @@
 //! The web UI in a real browser: `keel serve` on 127.0.0.1 over a fresh store, driven by
 //! Playwright (`playwright-core` from npm) with Debian's Chromium, both installed by
 //! `scripts/test-browser` (which `scripts/test` runs and whose output it exports as
-//! `KEEL_PLAYWRIGHT_NODE_PATH`). The scripts are `tests/browser/approval.cjs` (the approval queue)
-//! and `tests/browser/ratings.cjs` (rating sampled retrievals); screenshots are kept in
+//! `KEEL_PLAYWRIGHT_NODE_PATH`). The scripts are `tests/browser/approval.cjs` (the approval queue),
+//! `tests/browser/evidence.cjs` (deciding from the evidence with the keyboard) and
+//! `tests/browser/ratings.cjs` (rating sampled retrievals); screenshots are kept in
 //! `target/test-artifacts/`.
 //!
 //! `tests/browser/waterfall.cjs` reads an execution's waterfall: one bar per span, a tool's output
@@ -152,6 +153,34 @@ fn approve_and_reject_refunds_in_a_real_browser() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(refunds, ["A-1001"]);
+}
+
+/// Issue 17 item 1: a repeated refund of an order is decided from the queue with the keyboard,
+/// from what its card shows (the order as looked up, the earlier refund of the same order); the
+/// execution resumes; another gate is rejected with a recent reason picked by its number.
+#[test]
+fn decide_gates_from_their_evidence_with_the_keyboard_in_a_real_browser() {
+    node_path();
+    let served = serve_from(&repo());
+    let artifacts = repo().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("evidence-queue.png");
+    let _ = std::fs::remove_file(&screenshot);
+    browse(&served, "evidence.cjs", &artifacts);
+    assert!(
+        std::fs::metadata(&screenshot).unwrap().len() > 10_000,
+        "a real screenshot"
+    );
+    // Order A-1006 refunded twice (both approved), A-1007 and A-1008 never (both rejected).
+    let shop = rusqlite::Connection::open(served.data.join("shop.db")).unwrap();
+    let refunds: Vec<String> = shop
+        .prepare("SELECT order_id FROM refunds ORDER BY refund_id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(refunds, ["A-1006", "A-1006"]);
 }
 
 #[test]

@@ -212,6 +212,7 @@ async fn actions_on(agent: &Agent, events: &[Event], objects: &[String]) -> Vec<
     // Gates on the object, by id: (index in `out`, tool).
     let mut gates: BTreeMap<String, (usize, String)> = BTreeMap::new();
     let mut approved: BTreeMap<String, Value> = BTreeMap::new();
+    let mut refused: std::collections::BTreeSet<String> = Default::default();
     let mut calls: BTreeMap<String, usize> = BTreeMap::new();
     for e in events {
         match &e.payload {
@@ -234,8 +235,12 @@ async fn actions_on(agent: &Agent, events: &[Event], objects: &[String]) -> Vec<
                 }
                 if d.verdict == Verdict::Approve {
                     approved.insert(tool.clone(), json!(d.approver));
+                } else {
+                    refused.insert(tool.clone());
                 }
             }
+            // A refused gate's call is recorded as rejected: the gate's entry already says so.
+            Payload::ToolCalled(c) if refused.remove(&c.tool) => {}
             Payload::ToolCalled(c) if names(&c.args) && acts(agent, &c.tool) => {
                 calls.insert(c.call_id.clone(), out.len());
                 out.push(json!({

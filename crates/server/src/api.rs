@@ -595,19 +595,27 @@ async fn list_reviews(
     Ok(Json(json!({ "reviews": reviews, "next_cursor": next })))
 }
 
+/// A gate with its `evidence`, assembled now (see [`keel_runtime::evidence`]).
 async fn gate(
     axum::extract::State(state): axum::extract::State<State>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<GateView>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     need(&caller, &[Role::Approver, Role::Operator])?;
-    let book = state.approvals.book().await?;
-    book.gates
-        .get(&id)
-        .filter(|g| g.tenant == caller.0.tenant)
-        .cloned()
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("gate {id}")))
+    let gate = {
+        let book = state.approvals.book().await?;
+        book.gates
+            .get(&id)
+            .filter(|g| g.tenant == caller.0.tenant)
+            .cloned()
+            .ok_or_else(|| ApiError::NotFound(format!("gate {id}")))?
+    };
+    let evidence = keel_runtime::evidence::assemble(&state.agent, &state.approvals, &gate).await?;
+    let mut v = serde_json::to_value(&gate).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(m) = v.as_object_mut() {
+        m.insert("evidence".into(), evidence);
+    }
+    Ok(Json(v))
 }
 
 /// Decides a gate for the caller's tenant and wakes the worker.

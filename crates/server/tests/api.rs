@@ -914,3 +914,185 @@ success: [ {{ answer_matches: Done }} ]
         "{end}"
     );
 }
+
+/// Issue 17 item 1: a gate's evidence as `GET /v1/gates/{id}` shows it, with the demo shop: the
+/// lookup's output (the order's amount and status) read from the blob store, the earlier refund
+/// of the same order by another execution of the tenant (and an earlier refused one), never
+/// another tenant's refund of that order, the subject's history and the strategy's record at
+/// the tier; after the subject's erasure the pack still answers, its outputs shown as erased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gates_evidence_shows_outputs_earlier_refunds_of_the_order_and_no_other_tenants() {
+    let srv = server().await;
+    let start = |who: &'static str, subject: Option<&'static str>| {
+        let srv = &srv;
+        async move {
+            let mut body = json!({"goal": "Please refund order 1005, it arrived damaged"});
+            if let Some(s) = subject {
+                body["subject"] = json!(s);
+            }
+            let (s, v) = srv
+                .call(
+                    Some(srv.token(who)),
+                    Method::POST,
+                    "/v1/executions",
+                    Some(&body.to_string()),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            let exec = v["exec_id"].as_str().unwrap().to_owned();
+            srv.wait_status(who, &exec, |s| s == "at_gate").await;
+            let approver = if who == "acme-agent" {
+                "acme-approver"
+            } else {
+                who
+            };
+            let gate = srv.pending_gate(approver, &exec).await;
+            (exec, gate)
+        }
+    };
+    let decide = |who: &'static str, gate: String, verdict: &'static str, reason: &'static str| {
+        let srv = &srv;
+        async move {
+            let body = json!({"verdict": verdict, "reason": reason}).to_string();
+            let (s, v) = srv
+                .call(
+                    Some(srv.token(who)),
+                    Method::POST,
+                    &format!("/v1/gates/{gate}/decision"),
+                    Some(&body),
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+        }
+    };
+
+    // Another tenant refunds the same order first: it must never show in acme's packs.
+    let (globex, gg) = start("globex-admin", None).await;
+    decide("globex-admin", gg, "approve", "globex checked").await;
+    srv.wait_status("globex-admin", &globex, |s| s == "success")
+        .await;
+    // acme: one refund approved and run, one refused, then a third waits.
+    let (refunded, g1) = start("acme-agent", Some("cust-5")).await;
+    decide(
+        "acme-approver",
+        g1,
+        "approve",
+        "photo of the damage checked",
+    )
+    .await;
+    srv.wait_status("acme-agent", &refunded, |s| s == "success")
+        .await;
+    let (refused, g2) = start("acme-agent", Some("cust-5")).await;
+    decide("acme-approver2", g2, "reject", "already refunded").await;
+    srv.wait_status("acme-agent", &refused, |s| s == "failure")
+        .await;
+    let (waiting, g3) = start("acme-agent", Some("cust-5")).await;
+
+    let pack = |who: &'static str| {
+        let srv = &srv;
+        let g3 = g3.clone();
+        async move {
+            let (s, v) = srv
+                .call(
+                    Some(srv.token(who)),
+                    Method::GET,
+                    &format!("/v1/gates/{g3}"),
+                    None,
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v
+        }
+    };
+    let v = pack("acme-approver").await;
+    let ev = &v["evidence"];
+    assert_eq!(ev["objects"], json!(["order_id=A-1005"]), "{ev}");
+
+    // The lookup's output itself, pretty-printed: the amount paid and the order's status.
+    let lookup = &ev["tool_results"][0];
+    assert_eq!(lookup["tool"], "lookup_order", "{ev}");
+    assert_eq!(lookup["input"], json!({"order_id": "A-1005"}));
+    let text = lookup["output"]["text"].as_str().unwrap();
+    assert!(
+        text.contains("\n  \"amount_cents\": "),
+        "pretty JSON: {text}"
+    );
+    let order: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(order["order_id"], "A-1005");
+    assert_eq!(
+        order["amount_cents"], v["action"]["args"]["amount_cents"],
+        "the amount paid is what the action refunds"
+    );
+    assert!(order["status"].is_string(), "{order}");
+    assert_eq!(lookup["output"]["more_chars"], 0);
+
+    // Earlier actions on A-1005: acme's issued refund (with who approved it) and the refused
+    // gate; globex's refund of the same order is not there.
+    let earlier = ev["earlier_actions"].as_array().unwrap();
+    let execs: Vec<&str> = earlier
+        .iter()
+        .map(|x| x["exec_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(execs, [refused.as_str(), refunded.as_str()], "{ev}");
+    assert!(!execs.contains(&globex.as_str()) && !execs.contains(&waiting.as_str()));
+    let (gate, call) = (&earlier[0], &earlier[1]);
+    assert_eq!(gate["kind"], "gate");
+    assert_eq!(gate["decision"], "reject");
+    assert_eq!(gate["reason"], "already refunded");
+    assert_eq!(call["kind"], "call");
+    assert_eq!(call["tool"], "issue_customer_refund");
+    assert_eq!(call["args"]["order_id"], "A-1005");
+    assert_eq!(call["status"], "ok");
+    assert_eq!(call["approved_by"], "acme-approver");
+    assert!(
+        call["output"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("\"status\": \"issued\""),
+        "{call}"
+    );
+
+    // The subject's history and the strategy's record at tier 3 (acme's decisions only).
+    let h = &ev["subject_history"];
+    assert_eq!(h["subject"], "cust-5");
+    assert_eq!(h["executions"], 2, "{h}");
+    assert_eq!(h["outcomes"], json!({"failure": 1, "success": 1}), "{h}");
+    let r = &ev["strategy_record"];
+    assert_eq!(r["tier"], 3);
+    assert_eq!(
+        (r["approved"].clone(), r["rejected"].clone()),
+        (json!(1), json!(1)),
+        "{r}"
+    );
+    assert_eq!(r["approval_rate"], 0.5);
+    assert!(ev["cost_so_far"]["usd"].as_f64().unwrap() > 0.0, "{ev}");
+    assert!(ev["memory"].is_array(), "{ev}");
+
+    // The other tenant cannot read it.
+    let (s, _) = srv
+        .call(
+            Some(srv.token("globex-admin")),
+            Method::GET,
+            &format!("/v1/gates/{g3}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // The subject is erased: the pack still answers, the outputs show as erased, and the
+    // erased executions' refunds no longer match the order.
+    srv.env
+        .log
+        .erase_subject("acme", "cust-5", &*srv.env.agent.blobs)
+        .await
+        .unwrap();
+    let v = pack("acme-approver").await;
+    let ev = &v["evidence"];
+    assert_eq!(
+        ev["tool_results"][0]["output"],
+        json!({"erased": true}),
+        "{ev}"
+    );
+    assert_eq!(ev["earlier_actions"], json!([]), "{ev}");
+    assert!(!v.to_string().contains("/blobs/"), "no paths: {v}");
+}

@@ -1,30 +1,29 @@
 //! The web UI: server-rendered pages (askama templates in `templates/`), plain forms, no
 //! front-end build. Log in with an API token, which opens a server-side session (the cookie holds
 //! the session's id, never the token; see [`crate::web`] for the cookie, CSRF and headers); the
-//! approval queue shows each gate's evidence pack with approve / reject and a reason; executions
+//! approval queue ([`gates`]) shows each gate with the evidence that decides it, approve / reject
+//! in one click and keyboard shortcuts (a script file, `gates.js`); executions
 //! list; an execution's trace as a timeline of steps with tokens, cost and latency; the
 //! kill-switch panel. Pages that show work in flight refresh themselves.
 
 mod economics;
 mod experiments;
 mod execution;
+mod gates;
 
-use crate::api::{decide_gate, switch_target, switches_of};
+use crate::api::{switch_target, switches_of};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::{Caller, State};
 use askama::Template;
 use axum::Form;
 use axum::Router;
-use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use keel_core::Cost;
 use keel_core::describe::dollars;
-use keel_core::payload::Verdict;
-use keel_runtime::gates::{ExecView, GateView};
-use keel_spine::clock::{Clock, SystemClock};
+use keel_runtime::gates::ExecView;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -35,8 +34,9 @@ pub(crate) fn routes() -> Router<State> {
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/logout", get(logout))
         .route("/ui/keel.css", get(crate::web::stylesheet))
-        .route("/ui/gates", get(gates_page))
-        .route("/ui/gates/{id}/decision", post(decide))
+        .route("/ui/gates", get(gates::page))
+        .route("/ui/gates/{id}/decision", post(gates::decide))
+        .route("/ui/gates.js", get(gates::script))
         .route("/ui/executions", get(executions_page))
         .route("/ui/executions/{id}", get(execution::execution_page))
         .route("/ui/execution.js", get(execution::script))
@@ -138,262 +138,6 @@ async fn logout(
         Redirect::to("/ui/login"),
     )
         .into_response()
-}
-
-struct GateCard {
-    gate_id: String,
-    exec_id: String,
-    tier: u8,
-    tool: String,
-    queue: String,
-    escalated: bool,
-    goal: String,
-    reason: String,
-    action: String,
-    contract: String,
-    reasoning: Vec<String>,
-    tools: Vec<String>,
-    memory: Vec<String>,
-    cost: String,
-    waited: String,
-}
-
-fn ago(ms: i64) -> String {
-    let s = ms.max(0) / 1000;
-    match s {
-        0..60 => format!("{s} s"),
-        60..3600 => format!("{} min", s / 60),
-        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
-    }
-}
-
-fn card(g: &GateView) -> GateCard {
-    let p = &g.evidence_pack;
-    let s = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    };
-    let reasoning = p["reasoning"]
-        .as_array()
-        .map(|steps| {
-            steps
-                .iter()
-                .map(|r| match r["kind"].as_str() {
-                    Some("plan") => format!("step {}: plan — {}", r["step"], s(&r["text"])),
-                    _ => format!(
-                        "step {}: {} answered ({} in / {} out tokens, {} ms)",
-                        r["step"],
-                        s(&r["model"]),
-                        r["tokens_in"],
-                        r["tokens_out"],
-                        r["latency_ms"]
-                    ),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let memory = p["memory"]
-        .as_array()
-        .map(|m| {
-            m.iter()
-                .map(|c| {
-                    format!(
-                        "{} (score {}) — provenance {}",
-                        s(&c["id"]),
-                        c["score"],
-                        c["provenance"]
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let tools = p["tool_results"]
-        .as_array()
-        .map(|t| {
-            t.iter()
-                .map(|r| {
-                    format!(
-                        "step {}: {} → {}",
-                        r["step"],
-                        s(&r["tool"]),
-                        s(&r["status"])
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let contract = &p["contract"];
-    GateCard {
-        gate_id: g.gate_id.clone(),
-        exec_id: g.exec_id.to_string(),
-        tier: g.consequence_tier,
-        tool: s(&g.action["tool"]),
-        queue: g.queue.clone(),
-        escalated: g.escalated,
-        goal: s(&p["goal"]),
-        reason: g.reason.clone(),
-        action: serde_json::to_string_pretty(&g.action).unwrap_or_default(),
-        contract: format!(
-            "{} — {} (side effect: {})",
-            s(&contract["name"]),
-            s(&contract["description"]),
-            s(&contract["side_effect"])
-        ),
-        reasoning,
-        tools,
-        memory,
-        cost: format!(
-            "${} · {} steps · {} tokens",
-            p["cost_so_far"]["usd"],
-            p["cost_so_far"]["steps"],
-            p["cost_so_far"]["tokens_in"].as_u64().unwrap_or(0)
-                + p["cost_so_far"]["tokens_out"].as_u64().unwrap_or(0)
-        ),
-        waited: ago((SystemClock.now() - g.requested_at).num_milliseconds()),
-    }
-}
-
-struct DecidedRow {
-    at: String,
-    tool: String,
-    verdict: String,
-    approver: String,
-    reason: String,
-    latency: String,
-    exec_id: String,
-}
-
-#[derive(Template)]
-#[template(path = "gates.html")]
-struct GatesPage {
-    title: &'static str,
-    refresh: bool,
-    who: String,
-    flash: String,
-    pending: Vec<GateCard>,
-    decided: Vec<DecidedRow>,
-    reviews: Vec<(String, String, String)>,
-    csrf: String,
-}
-
-async fn gates_page(
-    axum::extract::State(state): axum::extract::State<State>,
-    headers: HeaderMap,
-) -> Response {
-    let p = match principal(&state, &headers) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
-    gates_view(&state, &p, &headers, String::new()).await
-}
-
-async fn gates_view(state: &State, p: &Principal, headers: &HeaderMap, flash: String) -> Response {
-    let book = match state.approvals.book().await {
-        Ok(b) => b,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let pending = book
-        .pending(Some(&p.tenant))
-        .into_iter()
-        .map(card)
-        .collect();
-    let mut decided: Vec<&GateView> = book
-        .gates
-        .values()
-        .filter(|g| g.tenant == p.tenant && g.decision.is_some())
-        .collect();
-    decided.sort_by_key(|g| std::cmp::Reverse(g.decision.as_ref().map(|d| d.at)));
-    let decided = decided
-        .into_iter()
-        .take(20)
-        .filter_map(|g| {
-            let d = g.decision.as_ref()?;
-            Some(DecidedRow {
-                at: d.at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                tool: g.action["tool"].as_str().unwrap_or("?").to_owned(),
-                verdict: d.verdict.as_str().into(),
-                approver: d.approver.clone(),
-                reason: d.reason.clone(),
-                latency: ago(d.latency_ms as i64),
-                exec_id: g.exec_id.to_string(),
-            })
-        })
-        .collect();
-    let reviews = book
-        .reviews
-        .iter()
-        .rev()
-        .filter(|r| r.tenant == p.tenant)
-        .take(20)
-        .map(|r| {
-            (
-                r.at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                r.tool.clone(),
-                r.exec_id.to_string(),
-            )
-        })
-        .collect();
-    render(&GatesPage {
-        title: "Approval queue",
-        refresh: false,
-        who: who(p),
-        flash,
-        pending,
-        decided,
-        reviews,
-        csrf: crate::web::csrf_of(headers),
-    })
-}
-
-#[derive(Deserialize)]
-struct DecisionForm {
-    #[serde(default)]
-    verdict: String,
-    #[serde(default)]
-    reason: String,
-}
-
-async fn decide(
-    axum::extract::State(state): axum::extract::State<State>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(f): Form<DecisionForm>,
-) -> Response {
-    let p = match principal(&state, &headers) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
-    let verdict = match f.verdict.as_str() {
-        "approve" => Verdict::Approve,
-        "reject" => Verdict::Reject,
-        other => {
-            return gates_view(
-                &state,
-                &p,
-                &headers,
-                format!("verdict {other:?}: choose approve or reject"),
-            )
-            .await;
-        }
-    };
-    if verdict == Verdict::Reject && f.reason.trim().is_empty() {
-        return gates_view(
-            &state,
-            &p,
-            &headers,
-            "Give a reason to reject: the agent is told it.".into(),
-        )
-        .await;
-    }
-    let caller = Caller(p.clone());
-    match decide_gate(&state, &caller, &id, verdict, f.reason.trim()).await {
-        Ok(v) => {
-            let exec = v["exec_id"].as_str().unwrap_or_default();
-            Redirect::to(&format!("/ui/executions/{exec}")).into_response()
-        }
-        Err(e) => gates_view(&state, &p, &headers, e.to_string()).await,
-    }
 }
 
 pub(crate) struct ExecRow {
