@@ -191,8 +191,8 @@ async fn opening_by_path_shares_the_open_handle() {
         log.stats()
             .groups
             .load(std::sync::atomic::Ordering::Relaxed),
-        0,
-        "side writes only: no events, so no group is counted"
+        1,
+        "the shared handle's commit is the open handle's"
     );
     assert!(std::ptr::eq(log.stats(), shared.stats()), "one writer");
 }

@@ -504,6 +504,39 @@ async fn cost_budget_refuses_a_call_that_would_overspend() {
     assert_eq!(results(&events).pop().unwrap().status, ToolStatus::Refused);
 }
 
+/// A keyed call's ledger marks ride in its own appends: `started` with its intent, the outcome
+/// with its result. Two commits in all (it was four: the ledger had its own), and the ledger
+/// holds the outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_calls_ledger_marks_ride_in_its_two_commits() {
+    let env = env(&[]);
+    let state = start(&env.log, "acme", None).await;
+    let groups = || {
+        env.log
+            .stats()
+            .groups
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = groups();
+    let ctx = CallContext::from_state(&state).unwrap();
+    let args = json!({"order_id": "A-1003", "body": "Sorry for the delay!"});
+    let report = env.runner.call(&ctx, "draft_reply", args).await.unwrap();
+    assert!(
+        matches!(report.outcome, CallOutcome::Ok { .. }),
+        "{:?}",
+        report.outcome
+    );
+    assert_eq!(groups() - before, 2, "intent + started, result + outcome");
+    let key = report.idempotency_key.clone().unwrap();
+    let ledger = keel_tools::SqliteLedger::on(&env.log);
+    let entry = keel_tools::ledger::Ledger::get(&ledger, "acme", &key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry.state, keel_tools::ledger::LedgerState::Finished);
+    assert_eq!(entry.call_id, report.call_id);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_call_is_answered_from_the_ledger_without_calling_the_tool() {
     let env = env(&[]);

@@ -156,7 +156,8 @@ impl Writer {
             .iter()
             .filter_map(|r| r.as_ref().ok().and_then(|a| a.ack).map(|a| a.last_offset))
             .max();
-        if let Some(offset) = newest {
+        // A group of side writes only commits too (and counts): it has no offsets.
+        if results.iter().any(Result::is_ok) {
             let (mut n_req, mut n_ev) = (0, 0);
             for (req, r) in group.iter().zip(&results) {
                 if r.is_ok() {
@@ -167,6 +168,8 @@ impl Writer {
             stats.groups.fetch_add(1, Ordering::Relaxed);
             stats.requests.fetch_add(n_req, Ordering::Relaxed);
             stats.events.fetch_add(n_ev, Ordering::Relaxed);
+        }
+        if let Some(offset) = newest {
             self.head.send_if_modified(|h| {
                 let newer = offset > *h;
                 *h = (*h).max(offset);
