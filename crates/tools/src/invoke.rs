@@ -199,6 +199,9 @@ impl ToolRunner {
                 .await;
         };
         called.est_cost = contract.budgets.cost_est;
+        called.args = contract
+            .input
+            .without_optional_nulls(std::mem::take(&mut called.args));
         let errors = contract.input.errors(&called.args);
         if !errors.is_empty() {
             return self

@@ -73,6 +73,46 @@ impl CompiledSchema {
         &self.raw
     }
 
+    /// `instance` without the top-level properties that are `null`, not `required`, and refused
+    /// by the schema as `null`: such a null means "not provided" (MCP's header mapping, SEP-2243,
+    /// treats the two alike, and models often send null for an optional argument). A null the
+    /// schema accepts is a value and stays; a null for a required property stays and fails
+    /// validation.
+    pub fn without_optional_nulls(&self, instance: Value) -> Value {
+        let has_null = instance
+            .as_object()
+            .is_some_and(|m| m.values().any(Value::is_null));
+        if !has_null || self.validator.is_valid(&instance) {
+            return instance;
+        }
+        let required: Vec<&str> = self
+            .raw
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let refused: Vec<String> = self
+            .validator
+            .iter_errors(&instance)
+            .filter_map(|e| {
+                // Only an error about a top-level property itself (`/name`), not inside it.
+                let pointer = e.instance_path().as_str().to_owned();
+                let key = pointer.strip_prefix('/')?;
+                (!key.is_empty() && !key.contains('/'))
+                    .then(|| key.replace("~1", "/").replace("~0", "~"))
+            })
+            .collect();
+        let Value::Object(mut map) = instance else {
+            return instance;
+        };
+        for key in refused {
+            if map.get(&key).is_some_and(Value::is_null) && !required.contains(&key.as_str()) {
+                map.remove(&key);
+            }
+        }
+        Value::Object(map)
+    }
+
     /// Every way `instance` fails the schema, each as `<path>: <what is wrong>` (path `$` for the
     /// root), readable by a person and by the model's next prompt. Empty when valid.
     pub fn errors(&self, instance: &Value) -> Vec<String> {
@@ -91,5 +131,37 @@ impl CompiledSchema {
                 format!("{at}: {e}")
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_null_for_an_optional_property_is_not_provided_and_other_nulls_stay() {
+        let schema = CompiledSchema::compile(&json!({
+            "type": "object",
+            "properties": {
+                "region": {"type": "string"},
+                "verbose": {"type": "boolean"},
+                "note": {"type": ["string", "null"]}
+            },
+            "required": ["region"]
+        }))
+        .unwrap();
+        let args = json!({"region": "eu", "verbose": null, "note": null});
+        let kept = schema.without_optional_nulls(args);
+        assert_eq!(kept, json!({"region": "eu", "note": null}));
+        assert!(schema.errors(&kept).is_empty());
+        // A required property's null is not "not provided": it still fails validation.
+        let args = json!({"region": null, "verbose": true});
+        let kept = schema.without_optional_nulls(args.clone());
+        assert_eq!(kept, args);
+        assert!(!schema.errors(&kept).is_empty());
+        // A wrong non-null value is left for validation to refuse.
+        let args = json!({"region": "eu", "verbose": "yes"});
+        assert_eq!(schema.without_optional_nulls(args.clone()), args);
     }
 }
