@@ -1,14 +1,13 @@
 //! The web UI: server-rendered pages (askama templates in `templates/`), plain forms, no
 //! front-end build. Log in with an API token, which opens a server-side session (the cookie holds
 //! the session's id, never the token; see [`crate::web`] for the cookie, CSRF and headers); the
-//! approval queue ([`gates`]) shows each gate with the evidence that decides it, approve / reject
-//! in one click and keyboard shortcuts (a script file, `gates.js`); executions
-//! list; an execution's trace as a timeline of steps with tokens, cost and latency; the
-//! kill-switch panel. Pages that show work in flight refresh themselves.
+//! approval queue (`ui/gates.rs`) shows each gate with the evidence that decides it, approve /
+//! reject in one click and keyboard shortcuts (a script file, `gates.js`); executions list; an
+//! execution's trace as a timeline of steps with tokens, cost and latency; the kill-switch panel. Pages that show work in flight refresh themselves.
 
 mod economics;
-mod experiments;
 mod execution;
+mod experiments;
 mod gates;
 
 use crate::api::{switch_target, switches_of};
