@@ -3,7 +3,8 @@
 //! the session's id, never the token; see [`crate::web`] for the cookie, CSRF and headers); the
 //! approval queue (`ui/gates.rs`) shows each gate with the evidence that decides it, approve /
 //! reject in one click and keyboard shortcuts (a script file, `gates.js`); executions list; an
-//! execution's trace as a timeline of steps with tokens, cost and latency; the kill-switch panel. Pages that show work in flight refresh themselves.
+//! execution's trace as a timeline of steps with tokens, cost and latency; the kill-switch panel.
+//! Pages that show work in flight refresh themselves.
 
 mod economics;
 mod execution;
