@@ -192,49 +192,12 @@ pub async fn run(data: &Path, cfg: &ConfigArgs, cmd: ExperimentsCmd) -> anyhow::
             let Some(env) = &env else {
                 anyhow::bail!("the strategies were not loaded");
             };
-            let (_log, projections) = crate::observe::refresh(data).await?;
-            let mut acted = 0;
-            for x in control.experiments().await? {
-                if name.as_ref().is_some_and(|n| *n != x.experiment.name)
-                    || x.status != keel_core::experiment::registry::Status::Running
-                {
-                    continue;
-                }
-                let r = keel_observe::readout::readout(&*projections, &x, None, now).await?;
-                for a in r.arms.iter().filter(|a| !a.holdback) {
-                    let Some(s) = env.strategies.get(&a.strategy) else {
-                        continue;
-                    };
-                    for (g, check) in x.experiment.guardrails.iter().zip(&a.guardrails) {
-                        let (Some(value), "breach") = (check.value, check.status) else {
-                            continue;
-                        };
-                        let breach = keel_runtime::experiment::Breach {
-                            experiment: &x.experiment.name,
-                            arm: &a.arm,
-                            guardrail: g,
-                            value,
-                            sample: a.executions,
-                            strategy_version: &s.version,
-                            configured_tier: s.max_autonomous_tier,
-                            rejection_rate: a.gate_rejection_rate.unwrap_or(0.0),
-                        };
-                        if control.act_on_breach(&breach).await? {
-                            acted += 1;
-                            println!(
-                                "{}\t{}\t{} {} {}\tvalue {value}\t{}",
-                                x.experiment.name,
-                                a.arm,
-                                check.metric,
-                                check.direction,
-                                check.bound,
-                                g.on_breach.as_str()
-                            );
-                        }
-                    }
-                }
+            let acted =
+                check_guardrails(data, control, &env.strategies, name.as_deref(), now).await?;
+            for line in &acted {
+                println!("{line}");
             }
-            eprintln!("{acted} new guardrail breaches acted on");
+            eprintln!("{} new guardrail breaches acted on", acted.len());
         }
         ExperimentsCmd::Readout { name, tenant, json } => {
             let x = control
@@ -252,6 +215,61 @@ pub async fn run(data: &Path, cfg: &ConfigArgs, cmd: ExperimentsCmd) -> anyhow::
         }
     }
     Ok(())
+}
+
+/// Checks every running experiment's guardrails (or `name`'s) over every tenant at `now` and
+/// acts on each new breach as the experiment says (record, stop the arm, demote). Returns one
+/// line per breach acted on (experiment, arm, check, value, action); a breach already recorded
+/// is not acted on again, so running this on a timer (`keel serve`) repeats nothing.
+pub async fn check_guardrails(
+    data: &Path,
+    control: &keel_runtime::control::Control,
+    strategies: &keel_runtime::strategy::StrategySet,
+    name: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Vec<String>> {
+    let (_log, projections) = crate::observe::refresh(data).await?;
+    let mut acted = Vec::new();
+    for x in control.experiments().await? {
+        if name.is_some_and(|n| n != x.experiment.name)
+            || x.status != keel_core::experiment::registry::Status::Running
+        {
+            continue;
+        }
+        let r = keel_observe::readout::readout(&*projections, &x, None, now).await?;
+        for a in r.arms.iter().filter(|a| !a.holdback) {
+            let Some(s) = strategies.get(&a.strategy) else {
+                continue;
+            };
+            for (g, check) in x.experiment.guardrails.iter().zip(&a.guardrails) {
+                let (Some(value), "breach") = (check.value, check.status) else {
+                    continue;
+                };
+                let breach = keel_runtime::experiment::Breach {
+                    experiment: &x.experiment.name,
+                    arm: &a.arm,
+                    guardrail: g,
+                    value,
+                    sample: a.executions,
+                    strategy_version: &s.version,
+                    configured_tier: s.max_autonomous_tier,
+                    rejection_rate: a.gate_rejection_rate.unwrap_or(0.0),
+                };
+                if control.act_on_breach(&breach).await? {
+                    acted.push(format!(
+                        "{}\t{}\t{} {} {}\tvalue {value}\t{}",
+                        x.experiment.name,
+                        a.arm,
+                        check.metric,
+                        check.direction,
+                        check.bound,
+                        g.on_breach.as_str()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(acted)
 }
 
 /// Prints `strategy_version`'s gated production record (from `gold.executions` and

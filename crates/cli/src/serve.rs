@@ -6,6 +6,7 @@ use clap::Args;
 use keel_server::auth::Tokens;
 use std::path::Path;
 
+pub mod guardrails;
 pub mod notify;
 
 /// `keel serve` arguments.
@@ -51,6 +52,12 @@ pub async fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         crate::demo::open(data, &config)?
     };
     notify::spawn(data, &cfg, &env, public_origin.as_deref(), "keel serve")?;
+    guardrails::spawn(
+        data,
+        &env,
+        crate::config::current().experiments_check_secs,
+        "keel serve",
+    );
     let tokens = Tokens::open(data)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

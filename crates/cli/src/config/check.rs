@@ -110,6 +110,7 @@ fn rows(c: &Config) -> Vec<(&'static str, Value)> {
     }
     out.push(("workers.concurrency", json!(c.workers_concurrency)));
     out.push(("workers.lease_secs", json!(c.workers_lease_secs)));
+    out.push(("experiments.check_secs", json!(c.experiments_check_secs)));
     out
 }
 

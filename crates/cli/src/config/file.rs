@@ -26,6 +26,9 @@ pub struct File {
     /// `[workers]`.
     #[serde(default)]
     pub workers: Workers,
+    /// `[experiments]`.
+    #[serde(default)]
+    pub experiments: Experiments,
 }
 
 /// `[spine]`: where the event log lives.
@@ -112,6 +115,14 @@ pub struct Blobs {
     pub secret_access_key_env: Option<String>,
     /// The NAME of the variable holding a session token (temporary credentials).
     pub session_token_env: Option<String>,
+}
+
+/// `[experiments]`: how `keel serve` watches running experiments.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiments {
+    /// Seconds between two guardrail checks in `keel serve` (0: never).
+    pub check_secs: Option<u64>,
 }
 
 /// `[workers]`: how workers drive executions.

@@ -116,6 +116,8 @@ pub struct Config {
     pub workers_concurrency: usize,
     /// A worker's lease length without a heartbeat, in seconds.
     pub workers_lease_secs: u64,
+    /// Seconds between two guardrail checks of the running experiments in `keel serve` (0: none).
+    pub experiments_check_secs: u64,
     origins: BTreeMap<&'static str, Origin>,
 }
 
@@ -126,6 +128,9 @@ pub struct Args<'a> {
     /// `--data DIR` (or `$KEEL_DATA`).
     pub data: Option<&'a Path>,
 }
+
+/// How often `keel serve` checks the running experiments' guardrails by default, in seconds.
+pub const DEFAULT_CHECK_SECS: u64 = 60;
 
 static CURRENT: OnceLock<Config> = OnceLock::new();
 
@@ -188,6 +193,7 @@ impl Config {
             blobs: BlobsChoice::File(None),
             workers_concurrency: 8,
             workers_lease_secs: 30,
+            experiments_check_secs: DEFAULT_CHECK_SECS,
             origins: BTreeMap::new(),
         }
     }

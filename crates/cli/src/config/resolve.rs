@@ -181,6 +181,18 @@ impl Resolver {
             "{}: {lease} is out of range (1..=86400 seconds)",
             self.at("workers.lease_secs")
         );
+        let check = self
+            .number(
+                "experiments.check_secs",
+                "KEEL_EXPERIMENTS_CHECK_SECS",
+                f.experiments.check_secs,
+            )?
+            .unwrap_or(super::DEFAULT_CHECK_SECS);
+        anyhow::ensure!(
+            check <= 86_400,
+            "{}: {check} is out of range (0 to turn the checks off, or up to 86400 seconds)",
+            self.at("experiments.check_secs")
+        );
 
         Ok(Config {
             file: self.file.clone(),
@@ -192,6 +204,7 @@ impl Resolver {
             blobs,
             workers_concurrency: concurrency,
             workers_lease_secs: lease,
+            experiments_check_secs: check,
             origins: self.origins,
         })
     }

@@ -22,7 +22,10 @@ pub const SECRET: &str = "globex-secret/v9";
 
 /// (n, tenant, strategy version, days ago, model cost per step in micro-USD, success). Every
 /// step also calls `lookup_order`, which costs 90 micro-USD.
-pub const LEDGER: &[(u64, &str, &str, i64, &[u64], bool)] = &[
+pub type Entry = (u64, &'static str, &'static str, i64, &'static [u64], bool);
+
+/// The ledger.
+pub const LEDGER: &[Entry] = &[
     (1, "acme", SHORT, 2, &[10_000], true),
     (2, "acme", SHORT, 2, &[20_000], false),
     (3, "acme", SHORT, 1, &[10_000], true),
