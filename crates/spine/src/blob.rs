@@ -74,6 +74,10 @@ pub trait BlobStore: Send + Sync {
     }
 }
 
+/// Largest blob whose existence `put` checks on the caller's thread before handing the write to
+/// a blocking thread.
+const INLINE_CHECK_MAX: usize = 64 * 1024;
+
 /// Blobs as files under a local directory: `<root>/sha256/<2 hex>/<62 hex>`.
 #[derive(Clone, Debug)]
 pub struct LocalBlobStore {
@@ -154,6 +158,15 @@ impl LocalBlobStore {
 #[async_trait]
 impl BlobStore for LocalBlobStore {
     async fn put(&self, bytes: Vec<u8>) -> Result<BlobRef, SpineError> {
+        // Most small payloads repeat (the same tool output, the same reply): hashing them and
+        // one `stat` cost a few microseconds, less than the hand-off to a blocking thread and
+        // back, so a small blob that is already stored is answered here.
+        if bytes.len() <= INLINE_CHECK_MAX {
+            let reference = BlobRef::of(&bytes);
+            if self.path_of(&reference).exists() {
+                return Ok(reference);
+            }
+        }
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.put_blocking(&bytes))
             .await
