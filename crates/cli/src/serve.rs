@@ -80,3 +80,4 @@ pub async fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     keel_server::serve(listener, state).await?;
     Ok(())
 }
+        app.workers = crate::config::current().workers_concurrency;

@@ -78,6 +78,8 @@ pub struct App {
     /// How many executions that the book let go one `GET /v1/executions` reads at most
     /// (each from the spine) before it ends its page there.
     pub list_scan: usize,
+    /// Executions the background workers drive at a time (keel.toml `workers.concurrency`).
+    pub workers: usize,
     /// `POST /v1/sql` queries running per tenant (at most [`observe::SQL_PER_TENANT`]).
     pub sql_running: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
@@ -110,6 +112,7 @@ impl App {
             sql_running: Default::default(),
             list_scan: api::LIST_SCAN,
         })
+            workers: 8,
     }
 
     /// The tenant of an execution, if it exists.
@@ -145,7 +148,7 @@ pub fn spawn_background(state: State) {
     let s = state.clone();
     tokio::spawn(async move {
         loop {
-            match keel_runtime::worker::drain(&s.agent, &s.strategies, 8).await {
+            match keel_runtime::worker::drain(&s.agent, &s.strategies, s.workers.max(1)).await {
                 Ok(drained) => {
                     for d in drained {
                         if let Err(e) = d.result {

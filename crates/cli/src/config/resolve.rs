@@ -71,7 +71,7 @@ impl Resolver {
     }
 
     pub(super) fn resolve(mut self, f: file::File, args: &Args<'_>) -> anyhow::Result<Config> {
-        // The spine: the embedded store's directory, or (not yet wired) PostgreSQL.
+        // The spine: the embedded store's directory, or PostgreSQL.
         let spine = self.pick("spine.url", "KEEL_SPINE_URL", f.spine.url);
         let mut data = PathBuf::from(".keel");
         let mut spine_postgres = None;
@@ -102,7 +102,10 @@ impl Resolver {
         }
         if let Some(d) = args.data {
             data = d.to_owned();
-            self.origins.insert("spine.url", Origin::Flag("--data"));
+            // Beside a PostgreSQL spine, --data is only the local directory (tokens, snapshots).
+            if spine_postgres.is_none() {
+                self.origins.insert("spine.url", Origin::Flag("--data"));
+            }
         }
 
         let projections = self.pick("projections.url", "KEEL_PROJECTIONS_URL", f.projections.url);

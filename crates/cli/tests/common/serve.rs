@@ -19,8 +19,14 @@ impl Drop for Serve {
 
 /// `keel --data DATA serve --addr ADDR` from the repository's root, once it listens.
 pub fn serve(data: &Path, addr: &str) -> Serve {
+    serve_with(&[], data, addr)
+}
+
+/// Like [`serve`], with `global` arguments before `--data` (`--config keel.toml`).
+pub fn serve_with(global: &[&std::ffi::OsStr], data: &Path, addr: &str) -> Serve {
     let child = Command::new(env!("CARGO_BIN_EXE_keel"))
         .current_dir(repo())
+        .args(global)
         .arg("--data")
         .arg(data)
         .args(["serve", "--addr", addr])

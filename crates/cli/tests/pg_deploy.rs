@@ -1,0 +1,263 @@
+//! Agents on the PostgreSQL spine, as users run them: the real `keel` binary with a keel.toml
+//! whose `spine.url` names a throwaway PostgreSQL 18 server (started by the test from
+//! `$KEEL_TEST_PG_BIN`), and two local directories `a` and `b` standing for two machines (each
+//! keeps only its local files: tokens, snapshots, the shop).
+//!
+//! Checked: `keel run` on one machine, its events and gate seen and decided on the other, the
+//! approved refund run by a `keel worker` of the first, the kill-switch set on one refusing a run
+//! on the other; `keel serve` A and B: an execution started through A is read through B; no
+//! `spine.db` is written anywhere. Bad spine URLs (unreachable, wrong password, `sslmode=require`
+//! against a server without TLS) are errors naming `spine.url` and the file. The URL carries a
+//! password, and no command ever prints it.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use common::repo;
+use common::serve::{free_addr, send, serve_with};
+
+use keel_memory::pgserver::PgServer;
+use serde_json::Value;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The password in every spine URL; it must never be printed.
+const SECRET: &str = "pw-Jd83-spine-never-printed";
+
+/// `keel --config CONFIG --data DATA ARGS…` from the repository's root (its tools and
+/// strategies). Fails the test if the password shows in stdout or stderr.
+fn keel(config: &Path, data: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .current_dir(repo())
+        .arg("--config")
+        .arg(config)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("KEEL_SPINE_URL")
+        .output()
+        .unwrap();
+    for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(
+            !text.contains(SECRET),
+            "keel {args:?} printed the spine's password on {name}:\n{text}"
+        );
+    }
+    out
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "keel failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(out: Output) -> String {
+    assert!(!out.status.success(), "keel succeeded where it must fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The value after `key` on a `key   value` line of `keel run`'s output.
+fn field(out: &str, key: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+}
+
+/// A keel.toml in `dir` whose spine is `url`.
+fn config(dir: &Path, url: &str) -> std::path::PathBuf {
+    let file = dir.join("keel.toml");
+    std::fs::write(&file, format!("[spine]\nurl = \"{url}\"\n")).unwrap();
+    file
+}
+
+fn get(addr: &str, token: &str, path: &str) -> (u16, Value) {
+    let r = send(
+        addr,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    (r.code, r.json())
+}
+
+#[test]
+fn agents_run_on_the_postgres_spine_across_two_machines() {
+    let pg = PgServer::start().unwrap();
+    // Trust authentication ignores the password; it is there to be hidden.
+    let url = pg
+        .url("postgres")
+        .replacen("postgres@", &format!("postgres:{SECRET}@"), 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), &url);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+
+    // A run on machine A stops at the refund's gate.
+    let out = ok(keel(
+        &cfg,
+        &a,
+        &[
+            "run",
+            "--tenant",
+            "acme",
+            "Please refund order 1005, it arrived damaged",
+        ],
+    ));
+    let exec = field(&out, "exec_id");
+    assert!(
+        field(&out, "outcome").starts_with("suspended_at_gate"),
+        "{out}"
+    );
+
+    // Machine B reads its events and its gate from the shared spine, and approves it.
+    let events = ok(keel(&cfg, &b, &["events", &exec]));
+    assert!(events.lines().count() >= 3, "{events}");
+    let listed = ok(keel(&cfg, &b, &["gates", "list", "--tenant", "acme"]));
+    let gate = listed
+        .lines()
+        .find(|l| l.contains(&exec))
+        .and_then(|l| l.split('\t').next())
+        .unwrap_or_else(|| panic!("no gate of {exec} in:\n{listed}"))
+        .to_owned();
+    ok(keel(
+        &cfg,
+        &b,
+        &[
+            "gates", "approve", &gate, "--reason", "checked", "--as", "alice",
+        ],
+    ));
+
+    // A worker on machine A runs it on after the decision, to the end.
+    ok(keel(&cfg, &a, &["worker", "--once"]));
+    let events = ok(keel(&cfg, &b, &["events", &exec]));
+    assert!(
+        events.contains("\"gate.decided\"") && events.contains("\"exec.finished\""),
+        "{events}"
+    );
+    assert!(
+        events.contains("issue_customer_refund"),
+        "the approved refund ran: {events}"
+    );
+
+    // A kill-switch set on B stops a run on A before its first step.
+    ok(keel(&cfg, &b, &["kill", "set", "tenant", "globex"]));
+    let out = ok(keel(
+        &cfg,
+        &a,
+        &["run", "--tenant", "globex", "Where is my order A-1017?"],
+    ));
+    assert_eq!(field(&out, "outcome"), "killed", "{out}");
+    ok(keel(&cfg, &a, &["kill", "clear", "tenant", "globex"]));
+
+    // Two servers on the two machines: an execution started through A is read through B.
+    let token = |data: &Path| {
+        ok(keel(
+            &cfg,
+            data,
+            &["tokens", "create", "--tenant", "acme", "--role", "agent"],
+        ))
+        .trim()
+        .to_owned()
+    };
+    let (ta, tb) = (token(&a), token(&b));
+    let (addr_a, addr_b) = (free_addr(), free_addr());
+    let global = [OsStr::new("--config"), cfg.as_os_str()];
+    let _sa = serve_with(&global, &a, &addr_a);
+    let _sb = serve_with(&global, &b, &addr_b);
+    let body = serde_json::json!({"goal": "Where is my order A-1017?"}).to_string();
+    let started = send(
+        &addr_a,
+        &format!(
+            "POST /v1/executions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ta}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(started.code, 201, "{}", started.body);
+    let id = started.json()["exec_id"].as_str().unwrap().to_owned();
+    let (code, seen) = get(&addr_b, &tb, &format!("/v1/executions/{id}"));
+    assert_eq!(code, 200, "{seen}");
+    assert_eq!(seen["exec_id"].as_str(), Some(id.as_str()), "{seen}");
+
+    for dir in [&a, &b] {
+        assert!(
+            !dir.join("spine.db").exists(),
+            "{} has a spine.db: the spine is PostgreSQL",
+            dir.display()
+        );
+    }
+}
+
+#[test]
+fn bad_spine_urls_are_named_with_their_file_and_never_show_the_password() {
+    let pg = PgServer::start().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(pg.add_password_role("keel", "the-right-one-Ws2"))
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = ["run", "Where is my order A-1017?"];
+    let port = pg.port();
+
+    // A wrong password.
+    let cfg = config(
+        tmp.path(),
+        &format!("postgres://keel:{SECRET}@127.0.0.1:{port}/postgres"),
+    );
+    let err = fails(keel(&cfg, &data, &run));
+    assert!(
+        err.contains(&format!(
+            "keel.toml: spine.url: cannot open the PostgreSQL spine at postgres://keel:***@127.0.0.1:{port}/postgres"
+        )) && err.contains("password authentication failed"),
+        "{err}"
+    );
+
+    // Nothing listening.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config(
+        tmp.path(),
+        &format!("postgres://keel:{SECRET}@127.0.0.1:{closed}/postgres"),
+    );
+    let err = fails(keel(
+        &cfg,
+        &data,
+        &["events", "0190b6f4-0000-7000-8000-000000000000"],
+    ));
+    assert!(
+        err.contains("keel.toml: spine.url: cannot open the PostgreSQL spine at postgres://keel:***@127.0.0.1:"),
+        "{err}"
+    );
+
+    // TLS required of a server without TLS.
+    let cfg = config(
+        tmp.path(),
+        &format!("postgres://keel:{SECRET}@127.0.0.1:{port}/postgres?sslmode=require"),
+    );
+    let err = fails(keel(&cfg, &data, &run));
+    assert!(
+        err.contains("keel.toml: spine.url: cannot open the PostgreSQL spine")
+            && err.contains("TLS"),
+        "{err}"
+    );
+
+    // The right password works.
+    let cfg = config(
+        tmp.path(),
+        &format!("postgres://keel:the-right-one-Ws2@127.0.0.1:{port}/postgres"),
+    );
+    let out = ok(keel(&cfg, &data, &run));
+    assert_eq!(field(&out, "outcome"), "success", "{out}");
+}
