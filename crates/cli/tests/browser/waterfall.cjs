@@ -2,8 +2,8 @@
 // refund by the demo's memory strategy (a retrieval, model calls, tool calls, a gate approved by
 // API) is drawn with one bar per span of each kind; following a tool's bar opens its output,
 // fetched from the blob endpoint, as JSON; a replay (made by `keel replay`) carries a badge that
-// links to its original; the page never scrolls sideways at 1280 and 800 px with every input
-// and output open. Screenshots go to $KEEL_ARTIFACTS. Run by crates/cli/tests/browser.rs.
+// links to its original; an erased subject's stored output reads "erased"; the page never
+// scrolls sideways at 1280 and 800 px with every input and output open. Screenshots go to $KEEL_ARTIFACTS. Run by crates/cli/tests/browser.rs.
 'use strict';
 const { chromium } = require('playwright-core');
 const { execFileSync } = require('child_process');
@@ -122,6 +122,31 @@ async function fits(page, what) {
       await fits(page, `the execution at ${width} px`);
       await page.screenshot({ path: `${out}/execution-waterfall-${width}.png`, fullPage: true });
     }
+
+    // An execution about a data subject, erased by `keel memory erase` beside the server: its
+    // stored tool output reads "erased", its sealed tool input "[erased]".
+    const b = await api('POST', '/v1/executions', {
+      goal: 'Where is my order A-1003?', strategy: 'support-memory', subject: 'cust-9',
+    });
+    await eventually(async () => (await api('GET', `/v1/executions/${b.exec_id}`)).status !== 'running',
+      'the subject\'s execution to end');
+    const bLookup = (await api('GET', `/v1/executions/${b.exec_id}/events`)).events
+      .find((e) => e.type === 'tool.called' && e.data.tool === 'lookup_order');
+    execFileSync(process.env.KEEL_BIN,
+      ['--data', process.env.KEEL_DATA, 'memory', 'erase', '--tenant', 'acme', 'cust-9'],
+      { cwd: process.env.KEEL_DIR, encoding: 'utf8' });
+    await page.goto(`${base}/ui/executions/${b.exec_id}`);
+    const erased = page.locator(`li#span-${bLookup.seq} details[data-part="output"]`);
+    await erased.locator('summary').click();
+    await eventually(async () => (await erased.getAttribute('data-state')) === 'erased', 'the output to read erased');
+    check((await erased.locator('pre').textContent()).startsWith('erased'), 'the output reads erased');
+    const input = page.locator(`li#span-${bLookup.seq} details[data-part="input"]`);
+    await input.locator('summary').click();
+    check((await input.locator('pre').textContent()).includes('[erased]'), 'the input reads [erased]');
+    const html = await page.content();
+    const at = html.indexOf('A-1003');
+    check(at < 0, 'nothing of the order shows: ' + html.slice(Math.max(0, at - 300), at + 100));
+    await page.screenshot({ path: `${out}/execution-erased.png`, fullPage: true });
 
     // The replay: a badge that leads to the original.
     await page.setViewportSize({ width: 1280, height: 900 });

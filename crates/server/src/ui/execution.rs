@@ -100,6 +100,17 @@ pub(super) async fn execution_page(
         row.cost = dollars(t.2);
         row.latency = format!("{} ms", t.3);
     }
+    // The goal and the answer as the spine reads them now, not as the book folded them: an
+    // erasure (by any process) since shows here as `[erased]`.
+    let mut x = exec_row(&view);
+    let mut answer = view.detail.clone().unwrap_or_default();
+    for e in &events {
+        match &e.payload {
+            Payload::ExecStarted(s) => x.goal.clone_from(&s.goal),
+            Payload::ExecFinished(f) => answer = f.detail.clone().unwrap_or_default(),
+            _ => {}
+        }
+    }
     let waterfall = waterfall::draw(waterfall::spans(&events, SystemClock.now()));
     let refresh = matches!(view.status.as_str(), "running");
     render(&ExecutionPage {
@@ -107,8 +118,8 @@ pub(super) async fn execution_page(
         refresh,
         who: who(&p),
         flash: String::new(),
-        answer: view.detail.clone().unwrap_or_default(),
-        x: exec_row(&view),
+        answer,
+        x,
         steps,
         exec_id: exec.to_string(),
         waterfall,
