@@ -257,3 +257,117 @@ pub async fn drain(
         }
     }
 }
+
+/// A worker's id for its leases: `<hostname>:<pid>:<uuid>`, unique per process (the uuid keeps
+/// two processes apart even when a pid is reused, say in a restarted container).
+pub fn lease_owner(hostname: &str) -> String {
+    format!(
+        "{hostname}:{}:{}",
+        std::process::id(),
+        uuid::Uuid::now_v7().simple()
+    )
+}
+
+/// Renews every lease `view` holds every third of its length, for as long as the task runs, and
+/// reports each lease it finds lost through `report` (a line for the operator's log). A lost
+/// lease needs nothing more here: the epoch fence refuses that execution's next append, which
+/// stops its driver before any further side effect.
+pub fn spawn_heartbeat(
+    view: Arc<keel_spine::lease::LeasedLog>,
+    report: impl Fn(String) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let every = (view.ttl() / 3).max(std::time::Duration::from_millis(50));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match view.heartbeat().await {
+                Ok(lost) => {
+                    for l in lost {
+                        report(format!(
+                            "lost the lease of execution {} (epoch {}): another worker holds it now or it ended; this worker stops driving it",
+                            l.exec_id, l.epoch
+                        ));
+                    }
+                }
+                Err(e) => report(format!("renewing leases failed (will retry): {e}")),
+            }
+        }
+    })
+}
+
+/// The highest committed offset of `log` (0 if empty), found with `O(log n)` one-event reads:
+/// where a worker's subscription starts, so it wakes on what commits from now on.
+pub async fn head_offset(log: &dyn keel_spine::EventLog) -> Result<u64, RuntimeError> {
+    let exists = |offset: u64| async move {
+        Ok::<bool, RuntimeError>(!log.read_all(offset, 1).await?.is_empty())
+    };
+    if !exists(1).await? {
+        return Ok(0);
+    }
+    // Offsets may have gaps (a rolled-back group), so probe for "anything at or after".
+    let (mut lo, mut hi) = (1u64, 2u64);
+    while exists(hi).await? {
+        lo = hi;
+        hi = hi.saturating_mul(2);
+        if hi == u64::MAX {
+            break;
+        }
+    }
+    // Invariant: something at or after `lo`, nothing at or after `hi`.
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if exists(mid).await? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(log.read_all(lo, 1).await?.first().map_or(lo, |c| c.offset))
+}
+
+/// What a waiting worker wakes on: the spine's own subscription (LISTEN/NOTIFY on PostgreSQL,
+/// the commit head or a short poll on SQLite), filtered to the events that can give it work — a
+/// new execution, a gate decided, an execution resumed, a kill-switch cleared — with a fallback
+/// timer for what no event announces (a dead worker's leases expiring).
+pub struct Wakes {
+    events: futures::stream::BoxStream<'static, Result<keel_spine::Committed, SpineError>>,
+}
+
+impl Wakes {
+    /// Follows `log` from its current head on.
+    pub async fn open(log: &dyn keel_spine::EventLog) -> Result<Self, RuntimeError> {
+        let head = head_offset(log).await?;
+        Ok(Self {
+            events: log.subscribe(head + 1),
+        })
+    }
+
+    /// Waits until an event that may give work commits (`true`; one already committed since
+    /// the last wait counts) or `fallback` passes (`false`).
+    pub async fn wait(&mut self, fallback: std::time::Duration) -> Result<bool, RuntimeError> {
+        let deadline = tokio::time::Instant::now() + fallback;
+        loop {
+            tokio::select! {
+                next = self.events.next() => match next {
+                    Some(Ok(c)) if gives_work(&c.event) => return Ok(true),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(SpineError::Closed.into()),
+                },
+                () = tokio::time::sleep_until(deadline) => return Ok(false),
+            }
+        }
+    }
+}
+
+fn gives_work(event: &Event) -> bool {
+    matches!(
+        event.payload,
+        Payload::ExecStarted(_)
+            | Payload::GateDecided(_)
+            | Payload::ExecResumed(_)
+            | Payload::KillCleared(_)
+    )
+}

@@ -21,6 +21,7 @@
 use crate::error::SpineError;
 use crate::log::AppendAck;
 use async_trait::async_trait;
+use keel_core::control::CONTROL_STREAM;
 use keel_core::{Event, ExecId, TenantId};
 use std::time::Duration;
 
@@ -71,6 +72,15 @@ pub trait Leases: Send + Sync {
     /// it at once. A no-op if the lease was already lost.
     async fn release(&self, lease: &Lease) -> Result<(), SpineError>;
 
+    /// The owners holding live leases now (distinct), so a worker can tell whether one of them
+    /// is a process it knows to be dead (on its own machine).
+    async fn holders(&self) -> Result<Vec<String>, SpineError>;
+
+    /// Ends every live lease of `owner` now (its epochs stay: the next owner gets a higher one,
+    /// and a late append of `owner` is still refused). For an owner known to be dead, so its
+    /// executions resume at once instead of at expiry. Returns how many leases it ended.
+    async fn expire(&self, owner: &str) -> Result<u64, SpineError>;
+
     /// [`crate::EventLog::append`], fenced: refused with [`SpineError::LeaseLost`], in the same
     /// transaction, if the execution is held by an epoch other than `lease.epoch`.
     async fn append_leased(
@@ -88,30 +98,71 @@ pub trait Leases: Send + Sync {
 /// An append to an execution another worker holds fails with [`SpineError::LeaseLost`], and
 /// nothing is stored. Reads are the spine's own. Call [`LeasedLog::heartbeat`] every third of the
 /// lease length.
-pub struct LeasedLog<L> {
-    inner: std::sync::Arc<L>,
+pub struct LeasedLog {
+    inner: std::sync::Arc<dyn crate::EventLog>,
+    leases: std::sync::Arc<dyn Leases>,
     owner: String,
     ttl: Duration,
     claim_limit: usize,
     held: std::sync::Mutex<std::collections::HashMap<ExecId, Lease>>,
+    /// Leases a heartbeat found lost, kept until their driver's next append is refused with
+    /// the store's epochs (which tell the operator who holds the execution now).
+    lost: std::sync::Mutex<std::collections::HashMap<ExecId, Lease>>,
+    dead: Option<OwnerIsDead>,
 }
 
-impl<L: crate::EventLog + Leases> LeasedLog<L> {
+/// Tells whether a lease owner is a process known to be dead (say, one of this machine whose
+/// pid is gone); given by the caller, since only it knows how owners are named.
+pub type OwnerIsDead = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
+impl LeasedLog {
     /// A view for worker `owner` (unique per process), leases of length `ttl`, claiming at most
     /// `claim_limit` executions per `list_unfinished`.
-    pub fn new(inner: std::sync::Arc<L>, owner: &str, ttl: Duration, claim_limit: usize) -> Self {
+    pub fn new<L: crate::EventLog + Leases + 'static>(
+        inner: std::sync::Arc<L>,
+        owner: &str,
+        ttl: Duration,
+        claim_limit: usize,
+    ) -> Self {
+        Self::over(inner.clone(), inner, owner, ttl, claim_limit)
+    }
+
+    /// Like [`LeasedLog::new`], on a spine and its leases handed over separately (both the same
+    /// store, as trait objects).
+    pub fn over(
+        inner: std::sync::Arc<dyn crate::EventLog>,
+        leases: std::sync::Arc<dyn Leases>,
+        owner: &str,
+        ttl: Duration,
+        claim_limit: usize,
+    ) -> Self {
         Self {
             inner,
+            leases,
             owner: owner.to_owned(),
             ttl,
             claim_limit,
             held: std::sync::Mutex::new(std::collections::HashMap::new()),
+            lost: std::sync::Mutex::new(std::collections::HashMap::new()),
+            dead: None,
         }
+    }
+
+    /// Before each claim, ends the leases of owners `dead` says are dead, so their executions
+    /// resume at once rather than when their leases expire.
+    pub fn take_over_dead(mut self, dead: OwnerIsDead) -> Self {
+        self.dead = Some(dead);
+        self
     }
 
     /// This worker's id.
     pub fn owner(&self) -> &str {
         &self.owner
+    }
+
+    /// The lease length.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// The leases this view holds.
@@ -126,9 +177,15 @@ impl<L: crate::EventLog + Leases> LeasedLog<L> {
         if let Ok(mut h) = self.held.lock() {
             h.remove(&exec_id);
         }
+        if let Ok(mut l) = self.lost.lock() {
+            l.remove(&exec_id);
+        }
     }
 
     fn hold(&self, lease: Lease) {
+        if let Ok(mut l) = self.lost.lock() {
+            l.remove(&lease.exec_id);
+        }
         if let Ok(mut h) = self.held.lock() {
             h.insert(lease.exec_id, lease);
         }
@@ -137,9 +194,14 @@ impl<L: crate::EventLog + Leases> LeasedLog<L> {
     /// Renews every held lease; returns (and forgets) the lost ones, whose executions this
     /// worker must stop driving.
     pub async fn heartbeat(&self) -> Result<Vec<Lease>, SpineError> {
-        let lost = self.inner.renew(&self.held(), self.ttl).await?;
+        let lost = self.leases.renew(&self.held(), self.ttl).await?;
         for l in &lost {
-            self.forget(l.exec_id);
+            if let Ok(mut h) = self.held.lock() {
+                h.remove(&l.exec_id);
+            }
+            if let Ok(mut m) = self.lost.lock() {
+                m.insert(l.exec_id, l.clone());
+            }
         }
         Ok(lost)
     }
@@ -147,8 +209,11 @@ impl<L: crate::EventLog + Leases> LeasedLog<L> {
     /// Gives every held lease up (on shutdown), so others resume at once instead of at expiry.
     pub async fn release_all(&self) -> Result<(), SpineError> {
         for l in self.held() {
-            self.inner.release(&l).await?;
+            self.leases.release(&l).await?;
             self.forget(l.exec_id);
+        }
+        if let Ok(mut l) = self.lost.lock() {
+            l.clear();
         }
         Ok(())
     }
@@ -158,8 +223,13 @@ impl<L: crate::EventLog + Leases> LeasedLog<L> {
         if let Some(l) = held {
             return Ok(l);
         }
+        // Lost: the store refuses the append and says which epoch holds the execution now.
+        let lost = self.lost.lock().ok().and_then(|l| l.get(&exec_id).cloned());
+        if let Some(l) = lost {
+            return Ok(l);
+        }
         match self
-            .inner
+            .leases
             .acquire(exec_id, tenant, &self.owner, self.ttl)
             .await?
         {
@@ -177,17 +247,27 @@ impl<L: crate::EventLog + Leases> LeasedLog<L> {
 }
 
 #[async_trait]
-impl<L: crate::EventLog + Leases + 'static> crate::EventLog for LeasedLog<L> {
+impl crate::EventLog for LeasedLog {
     async fn append(
         &self,
         exec_id: ExecId,
         expected_seq: u64,
         events: &[Event],
     ) -> Result<AppendAck, SpineError> {
+        // The control stream has no driver: its writers (kill-switches, demotions) race on the
+        // conditional append as before, whichever process they run in. Nor is a gate's decision
+        // (a person's, or its SLA's escalation) a driver's step: it is appended for whichever
+        // worker holds the execution, which then reads it.
+        if exec_id == CONTROL_STREAM || events.iter().all(is_decision) {
+            return self.inner.append(exec_id, expected_seq, events).await;
+        }
         let tenant = events.first().map(|e| e.tenant.0.as_str()).unwrap_or("");
         crate::log::validate_batch(exec_id, expected_seq, events)?;
         let lease = self.lease_for(exec_id, tenant).await?;
-        let result = self.inner.append_leased(&lease, expected_seq, events).await;
+        let result = self
+            .leases
+            .append_leased(&lease, expected_seq, events)
+            .await;
         let ended = events.iter().any(|e| e.event_type().is_terminal());
         match &result {
             Err(SpineError::LeaseLost { .. }) => self.forget(exec_id),
@@ -206,6 +286,10 @@ impl<L: crate::EventLog + Leases + 'static> crate::EventLog for LeasedLog<L> {
 
     async fn read(&self, exec_id: ExecId, from_seq: u64) -> Result<Vec<Event>, SpineError> {
         self.inner.read(exec_id, from_seq).await
+    }
+
+    async fn read_first(&self, exec_id: ExecId) -> Result<Option<Event>, SpineError> {
+        self.inner.read_first(exec_id).await
     }
 
     async fn appended_after(&self, exec_id: ExecId, seq: u64) -> Result<bool, SpineError> {
@@ -229,8 +313,15 @@ impl<L: crate::EventLog + Leases + 'static> crate::EventLog for LeasedLog<L> {
 
     /// Claims what is free (resume after a worker died), then lists what this worker holds.
     async fn list_unfinished(&self) -> Result<Vec<crate::ExecSummary>, SpineError> {
+        if let Some(dead) = &self.dead {
+            for owner in self.leases.holders().await? {
+                if owner != self.owner && dead(&owner) {
+                    self.leases.expire(&owner).await?;
+                }
+            }
+        }
         for l in self
-            .inner
+            .leases
             .claim(&self.owner, self.ttl, self.claim_limit)
             .await?
         {
@@ -239,7 +330,11 @@ impl<L: crate::EventLog + Leases + 'static> crate::EventLog for LeasedLog<L> {
         let mut out: Vec<crate::ExecSummary> = Vec::new();
         // The last seq as of the claim or this view's last append (others' unfenced appends, a
         // gate decision say, may have followed: callers fold the log before acting anyway).
-        for l in self.held().into_iter().filter(|l| l.last_seq > 0) {
+        for l in self
+            .held()
+            .into_iter()
+            .filter(|l| l.last_seq > 0 && l.exec_id != CONTROL_STREAM)
+        {
             out.push(crate::ExecSummary {
                 exec_id: l.exec_id,
                 tenant: l.tenant,
@@ -262,4 +357,12 @@ impl<L: crate::EventLog + Leases + 'static> crate::EventLog for LeasedLog<L> {
     async fn subject_of(&self, exec_id: ExecId) -> Result<Option<String>, SpineError> {
         self.inner.subject_of(exec_id).await
     }
+}
+
+/// Events appended about an execution by someone other than its driver.
+fn is_decision(event: &Event) -> bool {
+    matches!(
+        event.payload,
+        keel_core::payload::Payload::GateDecided(_) | keel_core::payload::Payload::GateEscalated(_)
+    )
 }

@@ -12,3 +12,4 @@ async fn fresh() -> (SqliteLog, tempfile::TempDir) {
 }
 
 keel_spine::conformance_tests!(fresh());
+keel_spine::lease_conformance_tests!(fresh());

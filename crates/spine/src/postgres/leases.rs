@@ -174,6 +174,32 @@ impl Leases for PgEventLog {
         Ok(())
     }
 
+    async fn holders(&self) -> Result<Vec<String>, SpineError> {
+        Ok(self
+            .reader()
+            .query(
+                "SELECT DISTINCT lease_owner FROM keel_spine.executions
+                 WHERE lease_owner IS NOT NULL AND lease_expires > clock_timestamp() AND NOT ended",
+                &[],
+            )
+            .await
+            .map_err(self.err("listing lease holders"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    async fn expire(&self, owner: &str) -> Result<u64, SpineError> {
+        self.reader()
+            .execute(
+                "UPDATE keel_spine.executions SET lease_owner = NULL, lease_expires = NULL
+                 WHERE lease_owner = $1",
+                &[&owner],
+            )
+            .await
+            .map_err(self.err("expiring leases"))
+    }
+
     async fn append_leased(
         &self,
         lease: &Lease,

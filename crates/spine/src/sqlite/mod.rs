@@ -6,6 +6,7 @@
 //! serialises their groups, and the conditional append stays correct because the expected seq
 //! is checked inside the write transaction.
 
+mod leases;
 mod schema;
 mod side;
 mod subjects;
@@ -167,7 +168,7 @@ impl SqliteLog {
         durable: bool,
     ) -> Result<AppendAck, SpineError> {
         let appended = self
-            .send_with(exec_id, expected_seq, events, Vec::new(), durable)
+            .send_with(exec_id, expected_seq, events, Vec::new(), durable, None)
             .await?;
         appended.ack.ok_or_else(|| SpineError::InvalidAppend {
             exec_id,
@@ -194,6 +195,7 @@ impl SqliteLog {
             len: 0,
             body: String::new(),
             side,
+            fence: None,
             reply,
         };
         Ok(self.inner.commits.append(request, answer).await?.answers)
@@ -220,6 +222,7 @@ impl SqliteLog {
         events: &[Event],
         side: Vec<SideWrite>,
         durable: bool,
+        fence: Option<u64>,
     ) -> Result<Appended, SpineError> {
         validate_batch(exec_id, expected_seq, events)?;
         let durable = durable || side.iter().any(SideWrite::must_be_durable);
@@ -236,6 +239,7 @@ impl SqliteLog {
             len: events.len() as u64,
             body,
             side,
+            fence,
             reply,
         };
         let ends = request.ends;
@@ -613,7 +617,7 @@ impl EventLog for SqliteLog {
         side: Vec<SideWrite>,
         durable: bool,
     ) -> Result<Appended, SpineError> {
-        self.send_with(exec_id, expected_seq, events, side, durable)
+        self.send_with(exec_id, expected_seq, events, side, durable, None)
             .await
     }
 
