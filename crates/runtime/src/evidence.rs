@@ -368,7 +368,7 @@ pub async fn assemble(
 ) -> Result<Value, RuntimeError> {
     let objects = objects_of(&gate.action["args"]);
     // What the book knows, copied out so the book is not held while the spine is read.
-    let (others, recent, record) = {
+    let (others, total, recent, record) = {
         let book = approvals.book().await?;
         let mut others: Vec<ExecId> = Vec::new();
         for key in &objects {
@@ -380,6 +380,7 @@ pub async fn assemble(
         }
         // UUIDv7: the most recent first.
         others.sort_by(|a, b| b.cmp(a));
+        let total = others.len();
         others.truncate(MAX_EARLIER_EXECUTIONS);
         let mut recent: Vec<ExecView> = book
             .execs
@@ -389,7 +390,7 @@ pub async fn assemble(
             .collect();
         recent.sort_by_key(|x| std::cmp::Reverse(x.started_at));
         recent.truncate(SUBJECT_SCAN);
-        (others, recent, record_at_tier(&book, gate))
+        (others, total, recent, record_at_tier(&book, gate))
     };
 
     let events = agent.log.read(gate.exec_id, 1).await?;
@@ -400,6 +401,7 @@ pub async fn assemble(
     let tools = tool_results(agent, &events, gate_seq).await;
 
     let mut earlier = Vec::new();
+    let read = others.len();
     for x in others {
         let theirs = agent.log.read(x, 1).await?;
         // The index is per tenant; the check is kept here too, where the events are.
@@ -419,6 +421,9 @@ pub async fn assemble(
         "objects": objects,
         "tool_results": tools,
         "earlier_actions": earlier,
+        // Executions that named the object (in the book's index), and how many of the most
+        // recent were read for `earlier_actions`.
+        "earlier_executions": { "named_the_object": total, "read": read },
         "subject_history": subject_history(agent, gate, &recent).await,
         "strategy_record": record,
         "memory": pack.get("memory").cloned().unwrap_or(json!(ERASED)),

@@ -1034,6 +1034,10 @@ async fn a_gates_evidence_shows_outputs_earlier_refunds_of_the_order_and_no_othe
         .map(|x| x["exec_id"].as_str().unwrap())
         .collect();
     assert_eq!(execs, [refused.as_str(), refunded.as_str()], "{ev}");
+    assert_eq!(
+        ev["earlier_executions"],
+        json!({"named_the_object": 2, "read": 2})
+    );
     assert!(!execs.contains(&globex.as_str()) && !execs.contains(&waiting.as_str()));
     let (gate, call) = (&earlier[0], &earlier[1]);
     assert_eq!(gate["kind"], "gate");

@@ -54,6 +54,8 @@ struct GateCard {
     tools: Vec<ToolLine>,
     objects: String,
     earlier: Vec<EarlierLine>,
+    /// Set when more executions named the object than were read.
+    earlier_more: String,
     subject: String,
     record: String,
     memory: Vec<String>,
@@ -222,6 +224,17 @@ fn card(g: &GateView, ev: &Value) -> GateCard {
                 .collect()
         })
         .unwrap_or_default();
+    let (named, read) = (
+        ev["earlier_executions"]["named_the_object"]
+            .as_u64()
+            .unwrap_or(0),
+        ev["earlier_executions"]["read"].as_u64().unwrap_or(0),
+    );
+    let earlier_more = if named > read {
+        format!("{named} executions named it; the {read} most recent are listed")
+    } else {
+        String::new()
+    };
     let h = &ev["subject_history"];
     let subject = match h["subject"].as_str() {
         None => "no data subject named".into(),
@@ -299,6 +312,7 @@ fn card(g: &GateView, ev: &Value) -> GateCard {
         tools,
         objects,
         earlier,
+        earlier_more,
         subject,
         record,
         memory,
