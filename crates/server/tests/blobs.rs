@@ -263,6 +263,23 @@ async fn the_execution_page_draws_a_waterfall_whose_outputs_open_from_the_blob_e
         "the tool output opens from the blob endpoint: {html}"
     );
     assert!(html.contains("<script src=\"/ui/execution.js\">"));
+
+    // A refund waiting at its gate: the gate's bar runs to now, drawn as waiting.
+    let st = f.env.strategies.get("support-short").unwrap();
+    let model = st.provider().unwrap();
+    let gated = f
+        .env
+        .agent
+        .start(st, "acme", "Please refund order 1001")
+        .await
+        .unwrap();
+    f.env.agent.drive(st, &*model, gated).await.unwrap();
+    let (s, html) = f.page(&format!("/ui/executions/{gated}"), &cookie).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("class=\"bar waiting\" data-kind=\"gate\""),
+        "{html}"
+    );
     let (s, js) = f.page("/ui/execution.js", &cookie).await;
     assert_eq!(s, StatusCode::OK);
     assert!(js.contains("textContent") && !js.contains("innerHTML"));
