@@ -571,6 +571,72 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_is_its_own_span_and_a_refusal_is_drawn_failed() {
+        let called = |seq, ms, attempt| {
+            ev(
+                seq,
+                ms,
+                Payload::ToolCalled(ToolCalled {
+                    call_id: "t1".into(),
+                    tool: "lookup_order".into(),
+                    args: serde_json::json!({"order_id": "A-1001"}),
+                    idempotency_key: None,
+                    est_cost: Cost::Known(100),
+                    attempt,
+                }),
+            )
+        };
+        let result = |seq, ms, status| {
+            ev(
+                seq,
+                ms,
+                Payload::ToolResult(ToolResult {
+                    call_id: "t1".into(),
+                    tool: "lookup_order".into(),
+                    status,
+                    output_ref: None,
+                    actual_cost: Cost::Known(0),
+                    latency_ms: 5,
+                    error_class: Some("timeout".into()),
+                    errors: vec!["timed out".into()],
+                }),
+            )
+        };
+        let events = vec![
+            called(1, 0, 1),
+            result(2, 5, ToolStatus::Error),
+            called(3, 10, 2),
+            result(4, 15, ToolStatus::Refused),
+            // A reply whose call was never recorded (older logs) starts its latency earlier.
+            ev(
+                5,
+                100,
+                Payload::ModelResponded(ModelResponded {
+                    call_id: "m9".into(),
+                    model: "gpt".into(),
+                    tokens: Tokens::default(),
+                    cost: Cost::Unknown,
+                    latency_ms: 40,
+                    response_ref: None,
+                    error: Some("overloaded".into()),
+                }),
+            ),
+        ];
+        let s = spans(&events, at(100));
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0].name, "lookup_order");
+        assert_eq!(s[1].name, "lookup_order (attempt 2)");
+        assert_eq!((s[1].start_ms, s[1].end_ms), (10, 15));
+        assert!(s.iter().all(Span::failed), "{s:?}");
+        assert_eq!(
+            s[1].parts.iter().map(|p| p.name).collect::<Vec<_>>(),
+            ["input", "errors"]
+        );
+        assert_eq!((s[2].start_ms, s[2].end_ms), (60, 100));
+        assert_eq!(s[2].figures(), "40 ms · 0/0 tokens · unknown");
+    }
+
+    #[test]
     fn durations_read_as_people_say_them() {
         assert_eq!(duration(12), "12 ms");
         assert_eq!(duration(1_500), "1.5 s");
