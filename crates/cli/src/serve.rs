@@ -3,7 +3,6 @@
 use crate::agents::ConfigArgs;
 use anyhow::Context;
 use clap::Args;
-use keel_server::auth::Tokens;
 use std::path::Path;
 
 pub mod guardrails;
@@ -58,7 +57,7 @@ pub async fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         crate::config::current().experiments_check_secs,
         "keel serve",
     );
-    let tokens = Tokens::open(data)?;
+    let tokens = crate::config::current().tokens(data)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("--addr {addr}: cannot listen"))?;

@@ -94,14 +94,15 @@ fn roles(t: &TokenInfo) -> String {
 /// The token store of `data`, which must exist for reading commands (a mistyped `--data` is an
 /// error, not an empty list).
 fn existing(data: &Path) -> anyhow::Result<Tokens> {
-    if !data.join("auth.db").is_file() {
+    let config = crate::config::current();
+    if config.spine_postgres.is_none() && !data.join("auth.db").is_file() {
         bail!(
             "no tokens at {} (auth.db not found); check --data, or create one with \
              `keel tokens create --tenant T --role approver`",
             data.display()
         );
     }
-    Ok(Tokens::open(data)?)
+    config.tokens(data)
 }
 
 /// Runs a tokens command.
@@ -132,7 +133,7 @@ pub fn tokens(data: &Path, cmd: TokensCmd) -> anyhow::Result<()> {
                 None => None,
             };
             let name = name.unwrap_or_else(|| format!("{}@{tenant}", roles.join("+")));
-            let store = Tokens::open(data)?;
+            let store = crate::config::current().tokens(data)?;
             let token = store.issue(&tenant, &parsed, &name, &now.to_rfc3339(), expires_at)?;
             println!("{token}");
             eprintln!(

@@ -5,8 +5,9 @@
 //!
 //! Checked: `keel run` on one machine, its events and gate seen and decided on the other, the
 //! approved refund run by a `keel worker` of the first, the kill-switch set on one refusing a run
-//! on the other; `keel serve` A and B: an execution started through A is read through B; no
-//! `spine.db` is written anywhere. Bad spine URLs (unreachable, wrong password, `sslmode=require`
+//! on the other; `keel serve` A and B: an execution started through A is read through B with a
+//! token made on A, which, revoked on B, both refuse; no `spine.db` or `auth.db` is written
+//! anywhere. Bad spine URLs (unreachable, wrong password, `sslmode=require`
 //! against a server without TLS) are errors naming `spine.url` and the file. The URL carries a
 //! password, and no command ever prints it.
 
@@ -155,17 +156,15 @@ fn agents_run_on_the_postgres_spine_across_two_machines() {
     assert_eq!(field(&out, "outcome"), "killed", "{out}");
     ok(keel(&cfg, &a, &["kill", "clear", "tenant", "globex"]));
 
-    // Two servers on the two machines: an execution started through A is read through B.
-    let token = |data: &Path| {
-        ok(keel(
-            &cfg,
-            data,
-            &["tokens", "create", "--tenant", "acme", "--role", "agent"],
-        ))
-        .trim()
-        .to_owned()
-    };
-    let (ta, tb) = (token(&a), token(&b));
+    // Two servers on the two machines, one token made on A: an execution started through A is
+    // read through B with it.
+    let ta = ok(keel(
+        &cfg,
+        &a,
+        &["tokens", "create", "--tenant", "acme", "--role", "agent"],
+    ))
+    .trim()
+    .to_owned();
     let (addr_a, addr_b) = (free_addr(), free_addr());
     let global = [OsStr::new("--config"), cfg.as_os_str()];
     let _sa = serve_with(&global, &a, &addr_a);
@@ -181,16 +180,32 @@ fn agents_run_on_the_postgres_spine_across_two_machines() {
     );
     assert_eq!(started.code, 201, "{}", started.body);
     let id = started.json()["exec_id"].as_str().unwrap().to_owned();
-    let (code, seen) = get(&addr_b, &tb, &format!("/v1/executions/{id}"));
+    let (code, seen) = get(&addr_b, &ta, &format!("/v1/executions/{id}"));
     assert_eq!(code, 200, "{seen}");
     assert_eq!(seen["exec_id"].as_str(), Some(id.as_str()), "{seen}");
 
+    // Revoked on B: refused by both servers at the next request.
+    let listed = ok(keel(&cfg, &b, &["tokens", "list", "--tenant", "acme"]));
+    let token_id = listed
+        .lines()
+        .find(|l| l.contains("agent"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no token listed on B:\n{listed}"))
+        .to_owned();
+    ok(keel(&cfg, &b, &["tokens", "revoke", &token_id]));
+    for addr in [&addr_a, &addr_b] {
+        let (code, v) = get(addr, &ta, &format!("/v1/executions/{id}"));
+        assert_eq!(code, 401, "{v}");
+    }
+
     for dir in [&a, &b] {
-        assert!(
-            !dir.join("spine.db").exists(),
-            "{} has a spine.db: the spine is PostgreSQL",
-            dir.display()
-        );
+        for file in ["spine.db", "auth.db"] {
+            assert!(
+                !dir.join(file).exists(),
+                "{} has a {file}: they live in PostgreSQL",
+                dir.display()
+            );
+        }
     }
 }
 

@@ -13,6 +13,9 @@
 //! The web UI does not carry the token: logging in with one creates a session (a random id whose
 //! SHA-256 is stored in the `sessions` table beside the tokens, so it survives restarts and every
 //! server process sharing the directory knows it), with an expiry; logging out deletes it.
+//!
+//! Beside a PostgreSQL spine both tables live in its database instead ([`TokenStore`], the
+//! `postgres` feature's `auth_pg`), so every server sharing the spine shares them.
 
 use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension};
@@ -86,8 +89,65 @@ pub struct AuthError {
     pub detail: String,
 }
 
-/// The token table.
+/// The token table: tokens and UI sessions, in a [`TokenStore`] — `DIR/auth.db`
+/// ([`Tokens::open`]), or the PostgreSQL database of a shared spine ([`Tokens::on`]), so a token
+/// made through one server works on every other and a revocation reaches them all at once.
 pub struct Tokens {
+    store: Box<dyn TokenStore>,
+}
+
+/// Where tokens and sessions are kept: only hashes, never a token or a session id in clear.
+/// Every operation is one statement or one transaction, so processes sharing the store agree.
+pub trait TokenStore: Send + Sync {
+    /// Stores a new token's row.
+    fn insert(&self, row: &TokenRow<'_>) -> Result<(), AuthError>;
+    /// The tenant, roles and name of a live token (not revoked, not expired at `now`), and its
+    /// last use.
+    #[allow(clippy::type_complexity)]
+    fn live(
+        &self,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<((String, String, String), Option<i64>)>, AuthError>;
+    /// Records a token's use at `now`.
+    fn touch(&self, hash: &str, now: i64) -> Result<(), AuthError>;
+    /// Every token (of `tenant` only, when given), oldest first.
+    fn list(&self, tenant: Option<&str>) -> Result<Vec<TokenInfo>, AuthError>;
+    /// Revokes at `now` the tokens whose hash starts with `id` and deletes their sessions, in
+    /// one transaction.
+    fn revoke(&self, id: &str, now: i64) -> Result<(), AuthError>;
+    /// Deletes the sessions expired at `now` and stores a new one.
+    fn insert_session(
+        &self,
+        hash: &str,
+        token_hash: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), AuthError>;
+    /// The tenant, roles and name behind a live session whose token is live.
+    fn session(&self, hash: &str, now: i64) -> Result<Option<(String, String, String)>, AuthError>;
+    /// Deletes a session; whether it existed.
+    fn delete_session(&self, hash: &str) -> Result<bool, AuthError>;
+}
+
+/// A new token's row.
+pub struct TokenRow<'a> {
+    /// SHA-256 of the token, hex.
+    pub hash: &'a str,
+    /// Its tenant.
+    pub tenant: &'a str,
+    /// Its roles, comma-separated.
+    pub roles: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// When it was made (RFC 3339).
+    pub created_at: &'a str,
+    /// When it expires (unix seconds), if ever.
+    pub expires_at: Option<i64>,
+}
+
+/// The token table in `DIR/auth.db` (SQLite).
+pub struct SqliteTokens {
     path: PathBuf,
     conn: Mutex<Connection>,
 }
@@ -97,7 +157,7 @@ fn hash(token: &str) -> String {
 }
 
 /// How many hex digits of a token's hash are its public id.
-const ID_LEN: usize = 12;
+pub(crate) const ID_LEN: usize = 12;
 
 /// How stale `last_used_at` may get, in seconds: the price of recording use without a write per
 /// request.
@@ -175,7 +235,7 @@ fn principal((tenant, roles, name): (String, String, String)) -> Principal {
     }
 }
 
-impl Tokens {
+impl SqliteTokens {
     /// Opens (creating) `DIR/auth.db`.
     pub fn open(data: &Path) -> Result<Self, AuthError> {
         let path = data.join("auth.db");
@@ -224,6 +284,134 @@ impl Tokens {
         let conn = self.conn.lock().map_err(|_| err("lock poisoned".into()))?;
         f(&conn).map_err(|e| err(e.to_string()))
     }
+}
+
+impl TokenStore for SqliteTokens {
+    fn insert(&self, r: &TokenRow<'_>) -> Result<(), AuthError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO tokens (hash, tenant, roles, name, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                (
+                    r.hash,
+                    r.tenant,
+                    r.roles,
+                    r.name,
+                    r.created_at,
+                    r.expires_at,
+                ),
+            )
+        })?;
+        Ok(())
+    }
+
+    fn live(
+        &self,
+        h: &str,
+        now: i64,
+    ) -> Result<Option<((String, String, String), Option<i64>)>, AuthError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT tenant, roles, name, last_used_at FROM tokens WHERE hash = ?1
+                 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
+            )?
+            .query_row((h, now), |r| {
+                Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?))
+            })
+            .optional()
+        })
+    }
+
+    fn touch(&self, h: &str, now: i64) -> Result<(), AuthError> {
+        self.with(|c| {
+            c.prepare_cached("UPDATE tokens SET last_used_at = ?2 WHERE hash = ?1")?
+                .execute((h, now))
+        })?;
+        Ok(())
+    }
+
+    fn list(&self, tenant: Option<&str>) -> Result<Vec<TokenInfo>, AuthError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT hash, tenant, roles, name, created_at, expires_at, last_used_at, revoked_at
+                 FROM tokens WHERE ?1 IS NULL OR tenant = ?1 ORDER BY created_at, hash",
+            )?;
+            let rows = st.query_map([tenant], |r| {
+                let h: String = r.get(0)?;
+                let roles: String = r.get(2)?;
+                Ok(TokenInfo {
+                    id: h.chars().take(ID_LEN).collect(),
+                    tenant: r.get(1)?,
+                    roles: roles.split(',').filter_map(Role::parse).collect(),
+                    name: r.get(3)?,
+                    created_at: r.get(4)?,
+                    expires_at: r.get(5)?,
+                    last_used_at: r.get(6)?,
+                    revoked_at: r.get(7)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn revoke(&self, id: &str, now: i64) -> Result<(), AuthError> {
+        let pattern = format!("{id}%");
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE hash LIKE ?1 AND revoked_at IS NULL",
+                (&pattern, now),
+            )?;
+            tx.execute("DELETE FROM sessions WHERE token_hash LIKE ?1", [&pattern])?;
+            tx.commit()
+        })
+    }
+
+    fn insert_session(
+        &self,
+        h: &str,
+        token_hash: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), AuthError> {
+        self.with(|c| {
+            c.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])?;
+            c.execute(
+                "INSERT INTO sessions (hash, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                (h, token_hash, now, expires_at),
+            )
+        })?;
+        Ok(())
+    }
+
+    fn session(&self, h: &str, now: i64) -> Result<Option<(String, String, String)>, AuthError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT t.tenant, t.roles, t.name FROM sessions AS s JOIN tokens AS t
+                 ON t.hash = s.token_hash WHERE s.hash = ?1 AND s.expires_at > ?2
+                 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?2)",
+            )?
+            .query_row((h, now), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
+        })
+    }
+
+    fn delete_session(&self, h: &str) -> Result<bool, AuthError> {
+        let n = self.with(|c| c.execute("DELETE FROM sessions WHERE hash = ?1", [h]))?;
+        Ok(n > 0)
+    }
+}
+
+impl Tokens {
+    /// Opens (creating) `DIR/auth.db`.
+    pub fn open(data: &Path) -> Result<Self, AuthError> {
+        Ok(Self::on(Box::new(SqliteTokens::open(data)?)))
+    }
+
+    /// The tokens kept in `store`.
+    pub fn on(store: Box<dyn TokenStore>) -> Self {
+        Self { store }
+    }
 
     /// Creates a token that never expires and returns it (the only time it exists in clear).
     pub fn create(
@@ -250,12 +438,13 @@ impl Tokens {
         rand::rng().fill_bytes(&mut bytes);
         let token = format!("keel_{}", hex::encode(bytes));
         let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO tokens (hash, tenant, roles, name, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                (hash(&token), tenant, roles.join(","), name, now, expires_at),
-            )
+        self.store.insert(&TokenRow {
+            hash: &hash(&token),
+            tenant,
+            roles: &roles.join(","),
+            name,
+            created_at: now,
+            expires_at,
         })?;
         Ok(token)
     }
@@ -269,51 +458,19 @@ impl Tokens {
     /// and not expired. Records its use (to the minute).
     pub fn resolve(&self, token: &str, now: i64) -> Result<Option<Principal>, AuthError> {
         let h = hash(token);
-        let row: Option<((String, String, String), Option<i64>)> = self.with(|c| {
-            c.prepare_cached(
-                "SELECT tenant, roles, name, last_used_at FROM tokens WHERE hash = ?1
-                 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
-            )?
-            .query_row((&h, now), |r| {
-                Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?))
-            })
-            .optional()
-        })?;
+        let row = self.store.live(&h, now)?;
         let Some((row, last_used)) = row else {
             return Ok(None);
         };
         if last_used.is_none_or(|t| now.saturating_sub(t) >= LAST_USED_GRAIN_SECS) {
-            self.with(|c| {
-                c.prepare_cached("UPDATE tokens SET last_used_at = ?2 WHERE hash = ?1")?
-                    .execute((&h, now))
-            })?;
+            self.store.touch(&h, now)?;
         }
         Ok(Some(principal(row)))
     }
 
     /// Every token (of `tenant` only, when given), oldest first; never the tokens themselves.
     pub fn list(&self, tenant: Option<&str>) -> Result<Vec<TokenInfo>, AuthError> {
-        self.with(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT hash, tenant, roles, name, created_at, expires_at, last_used_at, revoked_at
-                 FROM tokens WHERE ?1 IS NULL OR tenant = ?1 ORDER BY created_at, hash",
-            )?;
-            let rows = st.query_map([tenant], |r| {
-                let h: String = r.get(0)?;
-                let roles: String = r.get(2)?;
-                Ok(TokenInfo {
-                    id: h.chars().take(ID_LEN).collect(),
-                    tenant: r.get(1)?,
-                    roles: roles.split(',').filter_map(Role::parse).collect(),
-                    name: r.get(3)?,
-                    created_at: r.get(4)?,
-                    expires_at: r.get(5)?,
-                    last_used_at: r.get(6)?,
-                    revoked_at: r.get(7)?,
-                })
-            })?;
-            rows.collect()
-        })
+        self.store.list(tenant)
     }
 
     /// Revokes the token with public id `id` (of `tenant` only, when given) at unix second
@@ -335,16 +492,7 @@ impl Tokens {
         if info.revoked_at.is_some() {
             return Ok(Revoked::Already(info.clone()));
         }
-        let pattern = format!("{id}%");
-        self.with(|c| {
-            let tx = c.unchecked_transaction()?;
-            tx.execute(
-                "UPDATE tokens SET revoked_at = ?2 WHERE hash LIKE ?1 AND revoked_at IS NULL",
-                (&pattern, now),
-            )?;
-            tx.execute("DELETE FROM sessions WHERE token_hash LIKE ?1", [&pattern])?;
-            tx.commit()
-        })?;
+        self.store.revoke(&id, now)?;
         let mut info = info.clone();
         info.revoked_at = Some(now);
         Ok(Revoked::Now(info))
@@ -365,35 +513,21 @@ impl Tokens {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let sid = format!("ks_{}", hex::encode(bytes));
-        self.with(|c| {
-            c.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])?;
-            c.execute(
-                "INSERT INTO sessions (hash, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                (hash(&sid), hash(token), now, now.saturating_add(ttl_secs)),
-            )
-        })?;
+        self.store
+            .insert_session(&hash(&sid), &hash(token), now, now.saturating_add(ttl_secs))?;
         Ok(Some(sid))
     }
 
     /// The principal of a live session (not expired at `now`, its token still known, not
     /// revoked and not expired).
     pub fn resolve_session(&self, sid: &str, now: i64) -> Result<Option<Principal>, AuthError> {
-        let row: Option<(String, String, String)> = self.with(|c| {
-            c.prepare_cached(
-                "SELECT t.tenant, t.roles, t.name FROM sessions AS s JOIN tokens AS t
-                 ON t.hash = s.token_hash WHERE s.hash = ?1 AND s.expires_at > ?2
-                 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?2)",
-            )?
-            .query_row((hash(sid), now), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()
-        })?;
+        let row = self.store.session(&hash(sid), now)?;
         Ok(row.map(principal))
     }
 
     /// Ends a session (logout): its id is worthless from now on, in every process.
     pub fn revoke_session(&self, sid: &str) -> Result<bool, AuthError> {
-        let n = self.with(|c| c.execute("DELETE FROM sessions WHERE hash = ?1", [hash(sid)]))?;
-        Ok(n > 0)
+        self.store.delete_session(&hash(sid))
     }
 }
 

@@ -16,6 +16,8 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+#[cfg(feature = "postgres")]
+pub mod auth_pg;
 pub mod blobs;
 pub mod error;
 pub mod experiments;

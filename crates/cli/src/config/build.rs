@@ -191,6 +191,26 @@ impl Config {
         Ok(spine.clone())
     }
 
+    /// The API tokens and web sessions: in the PostgreSQL spine's database when the spine is
+    /// PostgreSQL (shared by every server on it), else `DIR/auth.db`.
+    pub fn tokens(&self, data: &Path) -> anyhow::Result<keel_server::auth::Tokens> {
+        use keel_server::auth::Tokens;
+        match &self.spine_postgres {
+            None => Ok(Tokens::open(data)?),
+            Some(url) => {
+                let store = keel_server::auth_pg::PgTokens::connect(url).map_err(|e| {
+                    anyhow!(
+                        "{}: cannot open the API tokens at {}: {}",
+                        self.at("spine.url"),
+                        redact(url),
+                        super::scrub(&e.to_string())
+                    )
+                })?;
+                Ok(Tokens::on(Box::new(store)))
+            }
+        }
+    }
+
     /// [`Config::spine`]'s event log alone (reading commands), from synchronous code on the
     /// multi-threaded runtime.
     pub fn spine_log(&self, data: &Path) -> anyhow::Result<Arc<dyn SpineStore>> {
