@@ -20,7 +20,8 @@ use keel_spine::shred::ERASED;
 use keel_tools::contract::SideEffect;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 /// Characters of one tool output shown in a pack; the rest is counted, not shown.
 pub const MAX_OUTPUT_CHARS: usize = 4000;
@@ -288,15 +289,19 @@ async fn actions_on(agent: &Agent, events: &[Event], objects: &[String]) -> Vec<
 
 /// The subject's other executions among the tenant's [`SUBJECT_SCAN`] most recent: how many,
 /// how they ended, what they cost, and the last few.
-async fn subject_history(agent: &Agent, gate: &GateView, recent: &[ExecView]) -> Value {
-    let Ok(Some(subject)) = agent.log.subject_of(gate.exec_id).await else {
+async fn subject_history(
+    agent: &Agent,
+    gate: &GateView,
+    recent: &[ExecView],
+    reads: &mut Reads,
+) -> Value {
+    let Some(subject) = reads.subject(agent, gate.exec_id).await else {
         return json!({ "subject": null });
     };
     let mut theirs = Vec::new();
     for x in recent {
         if x.exec_id != gate.exec_id
-            && let Ok(Some(s)) = agent.log.subject_of(x.exec_id).await
-            && s == subject
+            && reads.subject(agent, x.exec_id).await.as_ref() == Some(&subject)
         {
             theirs.push(x);
         }
@@ -366,6 +371,50 @@ pub async fn assemble(
     approvals: &crate::gates::Approvals,
     gate: &GateView,
 ) -> Result<Value, RuntimeError> {
+    assemble_with(agent, approvals, gate, &mut Reads::default()).await
+}
+
+/// What the packs of one page share, read once: subject links and other executions' events
+/// (a queue's gates are often about the same objects and subjects).
+#[derive(Default)]
+pub struct Reads {
+    subjects: HashMap<ExecId, Option<String>>,
+    events: HashMap<ExecId, Arc<Vec<Event>>>,
+}
+
+impl Reads {
+    /// The subject `exec` is linked to (`None`: none, erased, or unreadable).
+    async fn subject(&mut self, agent: &Agent, exec: ExecId) -> Option<String> {
+        if let Some(s) = self.subjects.get(&exec) {
+            return s.clone();
+        }
+        let s = agent.log.subject_of(exec).await.ok().flatten();
+        self.subjects.insert(exec, s.clone());
+        s
+    }
+
+    /// The events of `exec`.
+    async fn events(
+        &mut self,
+        agent: &Agent,
+        exec: ExecId,
+    ) -> Result<Arc<Vec<Event>>, RuntimeError> {
+        if let Some(e) = self.events.get(&exec) {
+            return Ok(e.clone());
+        }
+        let e = Arc::new(agent.log.read(exec, 1).await?);
+        self.events.insert(exec, e.clone());
+        Ok(e)
+    }
+}
+
+/// [`assemble`], sharing `reads` with the other packs of the same page.
+pub async fn assemble_with(
+    agent: &Agent,
+    approvals: &crate::gates::Approvals,
+    gate: &GateView,
+    reads: &mut Reads,
+) -> Result<Value, RuntimeError> {
     let objects = objects_of(&gate.action["args"]);
     // What the book knows, copied out so the book is not held while the spine is read.
     let (others, total, recent, record) = {
@@ -403,7 +452,7 @@ pub async fn assemble(
     let mut earlier = Vec::new();
     let read = others.len();
     for x in others {
-        let theirs = agent.log.read(x, 1).await?;
+        let theirs = reads.events(agent, x).await?;
         // The index is per tenant; the check is kept here too, where the events are.
         let Some(first) = theirs.first() else {
             continue;
@@ -424,7 +473,7 @@ pub async fn assemble(
         // Executions that named the object (in the book's index), and how many of the most
         // recent were read for `earlier_actions`.
         "earlier_executions": { "named_the_object": total, "read": read },
-        "subject_history": subject_history(agent, gate, &recent).await,
+        "subject_history": subject_history(agent, gate, &recent, reads).await,
         "strategy_record": record,
         "memory": pack.get("memory").cloned().unwrap_or(json!(ERASED)),
         "cost_so_far": pack.get("cost_so_far").cloned().unwrap_or(Value::Null),

@@ -434,8 +434,16 @@ async fn view(state: &State, p: &Principal, headers: &HeaderMap, flash: String) 
     };
     let pending_n = pending.len();
     let mut cards = Vec::new();
+    let mut reads = keel_runtime::evidence::Reads::default();
     for g in pending.iter().take(CARDS) {
-        let ev = match keel_runtime::evidence::assemble(&state.agent, &state.approvals, g).await {
+        let ev = match keel_runtime::evidence::assemble_with(
+            &state.agent,
+            &state.approvals,
+            g,
+            &mut reads,
+        )
+        .await
+        {
             Ok(ev) => ev,
             Err(e) => return ApiError::from(e).into_response(),
         };
