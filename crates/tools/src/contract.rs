@@ -295,6 +295,24 @@ pub struct McpOAuth {
     /// Client credentials only: authenticate with an assertion signed by this private key
     /// (`private_key_jwt`) instead of a client secret.
     pub private_key: Option<PrivateKeySource>,
+    /// Enterprise-managed grant only: the identity provider the person's ID token is from.
+    pub idp: Option<Box<McpIdp>>,
+}
+
+/// The enterprise identity provider of an enterprise-managed grant (SEP-990): Keel exchanges the
+/// person's ID token there for an identity assertion grant (ID-JAG) for the MCP server.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct McpIdp {
+    /// The provider's issuer identifier.
+    pub issuer: String,
+    /// Its token endpoint (where the token exchange is made).
+    pub token_endpoint: String,
+    /// Environment variable holding Keel's client id at the provider.
+    pub client_id_env: String,
+    /// Environment variable holding that client's secret (a public client without it).
+    pub client_secret_env: Option<String>,
+    /// Environment variable holding the person's ID token from the provider.
+    pub id_token_env: String,
 }
 
 /// Where a `private_key_jwt` signing key (a PEM) is read from when a session opens.
@@ -315,6 +333,10 @@ pub enum OAuthGrant {
     AuthorizationCode,
     /// Client credentials (machine to machine, headless).
     ClientCredentials,
+    /// Enterprise-managed authorization (SEP-990): the person's ID token from the enterprise
+    /// identity provider, exchanged there for an ID-JAG, redeemed at the MCP server's
+    /// authorization server with the JWT bearer grant. Headless.
+    EnterpriseManaged,
 }
 
 impl OAuthGrant {
@@ -323,6 +345,7 @@ impl OAuthGrant {
         match self {
             Self::AuthorizationCode => "authorization_code",
             Self::ClientCredentials => "client_credentials",
+            Self::EnterpriseManaged => "enterprise_managed",
         }
     }
 }

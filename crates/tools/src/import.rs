@@ -109,6 +109,14 @@ pub fn adapter_json(server: &McpServer, elicitation: ElicitationPolicy, tool: &s
                 if !o.scopes.is_empty() {
                     j["scopes"] = json!(o.scopes);
                 }
+                if let Some(i) = &o.idp {
+                    let mut idp = json!({"issuer": i.issuer, "token_endpoint": i.token_endpoint,
+                        "client_id_env": i.client_id_env, "id_token_env": i.id_token_env});
+                    if let Some(v) = &i.client_secret_env {
+                        idp["client_secret_env"] = json!(v);
+                    }
+                    j["idp"] = idp;
+                }
                 match &o.private_key {
                     Some(PrivateKeySource::Env(v)) => j["private_key_env"] = json!(v),
                     Some(PrivateKeySource::File(f)) => j["private_key_file"] = json!(f),

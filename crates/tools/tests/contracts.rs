@@ -248,3 +248,74 @@ fn usd_amounts_parse_exactly_to_micro_dollars() {
     assert_eq!(usd_micros(&json!("-1")), None);
     assert_eq!(usd_micros(&json!("cheap")), None);
 }
+
+/// An MCP contract's OAuth credentials: a private key (private_key_jwt) from a variable or a
+/// file, one of them, for client credentials only; enterprise-managed authorization needs its
+/// identity provider and nothing else takes one.
+#[test]
+fn mcp_oauth_private_keys_and_the_enterprise_idp_are_parsed_and_checked() {
+    use keel_tools::contract::{McpServer, OAuthGrant, PrivateKeySource};
+    use keel_tools::parse::parse_contract;
+    let contract = |oauth: &str| {
+        format!(
+            "name: t\ndescription: d\nschema: {{input: {{type: object}}, output: {{type: object}}}}\n\
+             side_effect: read_only\nconsequence_tier: 0\nidempotency: none\ntimeout: 5s\n\
+             adapter: {{kind: mcp, url: \"http://127.0.0.1:1/mcp\", oauth: {oauth}}}\n"
+        )
+    };
+    let oauth_of = |text: &str| match parse_contract(text, Path::new("t.yaml"), None) {
+        Ok(c) => match c.adapter {
+            AdapterSpec::Mcp {
+                server: McpServer::Http { oauth, .. },
+                ..
+            } => oauth.unwrap(),
+            other => panic!("not an MCP HTTP adapter: {other:?}"),
+        },
+        Err(r) => panic!("{:?}", r.problems),
+    };
+    let problems = |text: &str| match parse_contract(text, Path::new("t.yaml"), None) {
+        Ok(_) => panic!("accepted: {text}"),
+        Err(r) => r.problems.into_iter().map(|(f, _)| f).collect::<Vec<_>>(),
+    };
+    let o = oauth_of(&contract(
+        "{grant: client_credentials, client_id_env: ID, private_key_env: KEY}",
+    ));
+    assert_eq!(o.private_key, Some(PrivateKeySource::Env("KEY".into())));
+    let o = oauth_of(&contract(
+        "{grant: client_credentials, client_id_env: ID, private_key_file: /k.pem}",
+    ));
+    assert_eq!(o.private_key, Some(PrivateKeySource::File("/k.pem".into())));
+    assert!(problems(&contract(
+        "{grant: client_credentials, client_id_env: ID, private_key_env: K, private_key_file: f}"
+    ))
+    .contains(&"adapter.oauth.private_key_file".to_owned()));
+    assert!(problems(&contract(
+        "{grant: client_credentials, client_id_env: ID, client_secret_env: S, private_key_env: K}"
+    ))
+    .contains(&"adapter.oauth.client_secret_env".to_owned()));
+    assert!(
+        problems(&contract("{grant: authorization_code, private_key_env: K}"))
+            .contains(&"adapter.oauth.private_key_env".to_owned())
+    );
+    let o = oauth_of(&contract(
+        "{grant: enterprise_managed, client_id_env: ID, client_secret_env: S, idp: {issuer: \
+         \"https://idp\", token_endpoint: \"https://idp/token\", client_id_env: IDP, \
+         id_token_env: TOK}}",
+    ));
+    assert_eq!(o.grant, OAuthGrant::EnterpriseManaged);
+    let idp = o.idp.unwrap();
+    assert_eq!(
+        (idp.issuer.as_str(), idp.id_token_env.as_str()),
+        ("https://idp", "TOK")
+    );
+    assert!(
+        problems(&contract("{grant: enterprise_managed, client_id_env: ID}"))
+            .contains(&"adapter.oauth.idp".to_owned())
+    );
+    assert!(
+        problems(&contract(
+            "{grant: enterprise_managed, client_id_env: ID, idp: {issuer: \"https://idp\"}}"
+        ))
+        .contains(&"adapter.oauth.idp.token_endpoint".to_owned())
+    );
+}

@@ -21,7 +21,8 @@ use keel_spine::{EventLog, SqliteOptions};
 use keel_tools::adapter::builtin::Builtins;
 use keel_tools::adapter::mcp::McpClient;
 use keel_tools::contract::{
-    AdapterSpec, Contract, ElicitationPolicy, McpOAuth, McpServer, OAuthGrant, PrivateKeySource,
+    AdapterSpec, Contract, ElicitationPolicy, McpIdp, McpOAuth, McpServer, OAuthGrant,
+    PrivateKeySource,
 };
 use keel_tools::{CallContext, CallOutcome, Registry, ToolRunner};
 use serde_json::{Value, json};
@@ -52,7 +53,7 @@ pub struct CallArgs {
     #[arg(long, default_value = "decline", value_parser = ["decline", "accept_defaults"])]
     pub elicitation: String,
     /// URL only: get an OAuth 2.1 token with this grant.
-    #[arg(long, value_parser = ["authorization_code", "client_credentials"])]
+    #[arg(long, value_parser = ["authorization_code", "client_credentials", "enterprise_managed"])]
     pub oauth: Option<String>,
     /// URL only: environment variable holding a pre-registered OAuth client id.
     #[arg(long, requires = "oauth")]
@@ -70,6 +71,21 @@ pub struct CallArgs {
     /// URL only, client_credentials: file holding the client's private key (PEM).
     #[arg(long, requires = "oauth")]
     pub oauth_private_key_file: Option<String>,
+    /// URL only, enterprise_managed: the identity provider's issuer.
+    #[arg(long, requires_all = ["oauth_idp_token_endpoint", "oauth_idp_client_id_env", "oauth_id_token_env"])]
+    pub oauth_idp_issuer: Option<String>,
+    /// URL only, enterprise_managed: the identity provider's token endpoint.
+    #[arg(long, requires = "oauth_idp_issuer")]
+    pub oauth_idp_token_endpoint: Option<String>,
+    /// URL only, enterprise_managed: environment variable holding Keel's client id there.
+    #[arg(long, requires = "oauth_idp_issuer")]
+    pub oauth_idp_client_id_env: Option<String>,
+    /// URL only, enterprise_managed: environment variable holding that client's secret.
+    #[arg(long, requires = "oauth_idp_issuer")]
+    pub oauth_idp_client_secret_env: Option<String>,
+    /// URL only, enterprise_managed: environment variable holding the person's ID token.
+    #[arg(long, requires = "oauth_idp_issuer")]
+    pub oauth_id_token_env: Option<String>,
     /// URL only: a scope to ask for (repeatable).
     #[arg(long = "oauth-scope", requires = "oauth")]
     pub oauth_scopes: Vec<String>,
@@ -225,12 +241,35 @@ fn url_server(a: &CallArgs) -> anyhow::Result<McpServer> {
             .with_context(|| format!("--header-env {h:?}: expected NAME=VAR"))?;
         headers.insert(name.to_owned(), var.to_owned());
     }
+    let idp = match (
+        &a.oauth_idp_issuer,
+        &a.oauth_idp_token_endpoint,
+        &a.oauth_idp_client_id_env,
+        &a.oauth_id_token_env,
+    ) {
+        (Some(issuer), Some(token_endpoint), Some(client_id_env), Some(id_token_env)) => {
+            Some(Box::new(McpIdp {
+                issuer: issuer.clone(),
+                token_endpoint: token_endpoint.clone(),
+                client_id_env: client_id_env.clone(),
+                client_secret_env: a.oauth_idp_client_secret_env.clone(),
+                id_token_env: id_token_env.clone(),
+            }))
+        }
+        _ => None,
+    };
+    if (a.oauth.as_deref() == Some("enterprise_managed")) != idp.is_some() {
+        bail!(
+            "--oauth enterprise_managed needs the --oauth-idp-* and --oauth-id-token-env flags, and only it takes them"
+        );
+    }
     let oauth = a.oauth.as_deref().map(|g| McpOAuth {
-        grant: if g == "client_credentials" {
-            OAuthGrant::ClientCredentials
-        } else {
-            OAuthGrant::AuthorizationCode
+        grant: match g {
+            "client_credentials" => OAuthGrant::ClientCredentials,
+            "enterprise_managed" => OAuthGrant::EnterpriseManaged,
+            _ => OAuthGrant::AuthorizationCode,
         },
+        idp: idp.clone(),
         client_id_env: a.oauth_client_id_env.clone(),
         client_secret_env: a.oauth_client_secret_env.clone(),
         client_metadata_url: a.oauth_client_metadata_url.clone(),

@@ -67,6 +67,15 @@ case "$MCP_CONFORMANCE_SCENARIO" in
     CONFORMANCE_PRIVATE_KEY="$(field private_key_pem)"
     call test-tool --oauth client_credentials --oauth-client-id-env CONFORMANCE_CLIENT_ID \
       --oauth-private-key-env CONFORMANCE_PRIVATE_KEY ;;
+  # Enterprise-managed authorization (SEP-990): the person's ID token from the enterprise IdP.
+  auth/cross-app-access-complete-flow)
+    export CONFORMANCE_IDP_CLIENT_ID CONFORMANCE_ID_TOKEN
+    CONFORMANCE_IDP_CLIENT_ID="$(field idp_client_id)"
+    CONFORMANCE_ID_TOKEN="$(field idp_id_token)"
+    call test-tool --oauth enterprise_managed --oauth-client-id-env CONFORMANCE_CLIENT_ID \
+      --oauth-client-secret-env CONFORMANCE_CLIENT_SECRET \
+      --oauth-idp-issuer "$(field idp_issuer)" --oauth-idp-token-endpoint "$(field idp_token_endpoint)" \
+      --oauth-idp-client-id-env CONFORMANCE_IDP_CLIENT_ID --oauth-id-token-env CONFORMANCE_ID_TOKEN ;;
   auth/client-credentials-*)
     call test-tool --oauth client_credentials --oauth-client-id-env CONFORMANCE_CLIENT_ID \
       --oauth-client-secret-env CONFORMANCE_CLIENT_SECRET ;;

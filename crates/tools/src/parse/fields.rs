@@ -382,10 +382,14 @@ fn mcp_oauth(p: &mut Problems, map: &Map<String, Value>) -> Option<McpOAuth> {
     let grant = match o.req_str(p, "grant").as_deref() {
         Some("authorization_code") => Some(OAuthGrant::AuthorizationCode),
         Some("client_credentials") => Some(OAuthGrant::ClientCredentials),
+        Some("enterprise_managed") => Some(OAuthGrant::EnterpriseManaged),
         Some(other) => {
             p.add(
                 "adapter.oauth.grant",
-                format!("{other:?} is not one of authorization_code, client_credentials"),
+                format!(
+                    "{other:?} is not one of authorization_code, client_credentials, \
+                     enterprise_managed"
+                ),
             );
             None
         }
@@ -409,6 +413,7 @@ fn mcp_oauth(p: &mut Problems, map: &Map<String, Value>) -> Option<McpOAuth> {
             return None;
         }
     };
+    let idp = o.opt_obj(p, "idp").map(|m| mcp_idp(p, m));
     let scopes_v = o.opt(p, "scopes");
     let scopes = match scopes_v {
         None => Some(Vec::new()),
@@ -427,10 +432,22 @@ fn mcp_oauth(p: &mut Problems, map: &Map<String, Value>) -> Option<McpOAuth> {
         }
     };
     o.finish(p);
-    if grant == Some(OAuthGrant::ClientCredentials) && client_id_env.is_none() {
+    if matches!(
+        grant,
+        Some(OAuthGrant::ClientCredentials | OAuthGrant::EnterpriseManaged)
+    ) && client_id_env.is_none()
+    {
         p.add(
             "adapter.oauth.client_id_env",
-            "is required for the client_credentials grant (a pre-registered client)",
+            "is required for the client_credentials and enterprise_managed grants (a \
+             pre-registered client)",
+        );
+        return None;
+    }
+    if (grant == Some(OAuthGrant::EnterpriseManaged)) != idp.is_some() {
+        p.add(
+            "adapter.oauth.idp",
+            "is required for the enterprise_managed grant, and only for it",
         );
         return None;
     }
@@ -462,5 +479,28 @@ fn mcp_oauth(p: &mut Problems, map: &Map<String, Value>) -> Option<McpOAuth> {
         client_metadata_url,
         scopes: scopes?,
         private_key,
+        idp: match idp {
+            Some(i) => Some(Box::new(i?)),
+            None => None,
+        },
+    })
+}
+
+/// `adapter.oauth.idp`: `{issuer, token_endpoint, client_id_env, client_secret_env?,
+/// id_token_env}`.
+fn mcp_idp(p: &mut Problems, map: &Map<String, Value>) -> Option<McpIdp> {
+    let mut o = Obj::new(map, "adapter.oauth.idp");
+    let issuer = o.req_str(p, "issuer");
+    let token_endpoint = o.req_str(p, "token_endpoint");
+    let client_id_env = o.req_str(p, "client_id_env");
+    let client_secret_env = o.opt_str(p, "client_secret_env");
+    let id_token_env = o.req_str(p, "id_token_env");
+    o.finish(p);
+    Some(McpIdp {
+        issuer: issuer?,
+        token_endpoint: token_endpoint?,
+        client_id_env: client_id_env?,
+        client_secret_env,
+        id_token_env: id_token_env?,
     })
 }

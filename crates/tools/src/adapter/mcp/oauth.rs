@@ -17,6 +17,7 @@ use rmcp::transport::auth::{
 
 mod jwt;
 mod legacy;
+mod xaa;
 
 /// The redirect URI Keel registers; nothing listens there, the code is read off the redirect.
 pub const REDIRECT_URI: &str = "http://127.0.0.1/keel/oauth/callback";
@@ -77,6 +78,33 @@ pub async fn authorize(
                 .set_credentials(&client_id, token)
                 .await
                 .map_err(|e| format!("client credentials grant: {e}"))?;
+        }
+        OAuthGrant::EnterpriseManaged => {
+            let idp = oauth
+                .idp
+                .as_ref()
+                .ok_or("enterprise_managed needs an idp")?;
+            let client_id = client_id.ok_or("enterprise_managed needs client_id_env")?;
+            let OAuthState::Unauthorized(manager) = &state else {
+                return Err("OAuth set-up: unexpected state".into());
+            };
+            let found = manager
+                .resolve_metadata_from_challenge(challenge.as_deref())
+                .await
+                .map_err(|e| format!("authorization server discovery: {e}"))?;
+            let token = xaa::access_token(
+                &found.metadata,
+                idp,
+                &client_id,
+                client_secret,
+                &oauth.scopes,
+                url,
+            )
+            .await?;
+            state
+                .set_credentials(&client_id, token)
+                .await
+                .map_err(|e| format!("enterprise-managed authorization: {e}"))?;
         }
         OAuthGrant::ClientCredentials => {
             let (Some(client_id), Some(client_secret)) = (client_id, client_secret) else {
