@@ -78,6 +78,8 @@ async function api(path) {
     const rows = await page.locator('#strategies tr.strategy td:first-child').allTextContents();
     check(JSON.stringify(rows) === JSON.stringify(e.strategies.map((s) => s.strategy_version)),
       'the table lists the API\'s versions in its order: ' + rows);
+    const first = await page.locator('#strategies tr.strategy').first().locator('td').nth(1).textContent();
+    check(first.trim() === '$' + e.strategies[0].cost_per_success.toFixed(6), 'cost per success beside the name: ' + first);
     const verdict = await page.locator('#verdict').textContent();
     check(verdict.includes('Cheapest per success: ' + e.strategies[0].strategy_version), 'the verdict: ' + verdict);
     const body = await page.locator('body').textContent();
