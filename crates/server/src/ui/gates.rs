@@ -520,3 +520,84 @@ pub(super) async fn decide(
         Err(e) => view(&state, &p, &headers, e.to_string()).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn gate(pack: Value, action: Value) -> GateView {
+        GateView {
+            gate_id: "g1".into(),
+            exec_id: keel_core::ExecId(uuid::Uuid::from_u128(1)),
+            tenant: "acme".into(),
+            trace_id: keel_core::TraceId([1; 16]),
+            strategy_version: "s/v1".into(),
+            queue: "default".into(),
+            consequence_tier: 3,
+            action,
+            reason: "tier 3".into(),
+            evidence_pack: pack,
+            requested_at: chrono::Utc::now(),
+            deadline_ms: None,
+            expire_after_ms: None,
+            escalated: false,
+            decision: None,
+            closed: false,
+            replay: false,
+        }
+    }
+
+    fn page(cards: Vec<GateCard>) -> String {
+        GatesPage {
+            title: "Approval queue",
+            refresh: false,
+            who: String::new(),
+            flash: String::new(),
+            pending_n: cards.len(),
+            pending: cards,
+            decided: Vec::new(),
+            reviews: Vec::new(),
+            reasons: vec!["<b>late</b>".into()],
+            csrf: String::new(),
+        }
+        .render()
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn tool_outputs_and_reasons_are_escaped() {
+        let ev = json!({
+            "objects": ["order_id=A-1"],
+            "tool_results": [{"step": 0, "tool": "lookup_order", "status": "ok",
+                "input": {"order_id": "A-1"},
+                "output": {"text": "{\"note\": \"<script>alert(1)</script>\"}", "more_chars": 12}}],
+            "earlier_actions": [{"kind": "call", "exec_id": "x", "at": "2026-01-01T00:00:00Z",
+                "tool": "refund", "args": {"order_id": "<i>A-1</i>"}, "status": "ok",
+                "output": {"text": "<img src=x onerror=alert(2)>", "more_chars": 0}}],
+        });
+        let g = gate(
+            json!({"goal": "refund <b>now</b>"}),
+            json!({"tool": "refund"}),
+        );
+        let html = page(vec![card(&g, &ev)]);
+        assert!(
+            html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+            "{html}"
+        );
+        assert!(!html.contains("<script>alert") && !html.contains("<img src=x"));
+        assert!(!html.contains("<b>now</b>") && !html.contains("<b>late</b>"));
+        assert!(html.contains("12 more characters"));
+    }
+
+    #[test]
+    fn an_erased_pack_and_an_empty_evidence_render() {
+        let erased = json!("[erased]");
+        let g = gate(erased.clone(), erased.clone());
+        let ev = json!({"tool_results": [{"tool": "lookup_order", "status": "ok",
+            "input": erased, "output": {"erased": true}}], "memory": "[erased]"});
+        let html = page(vec![card(&g, &ev), card(&g, &Value::Null)]);
+        assert!(html.contains("output erased with its subject"), "{html}");
+        assert!(html.contains("no data subject named"));
+    }
+}
