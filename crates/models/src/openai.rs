@@ -122,7 +122,11 @@ pub fn request_body(req: &ChatRequest) -> Value {
                 content,
                 tool_calls,
             } => {
-                let mut msg = json!({"role": "assistant", "content": content});
+                // An empty string, not null, when the model only called tools: OpenAI takes
+                // either, but llama.cpp's Python server refuses null (HTTP 500) and a missing
+                // field.
+                let text = content.as_deref().unwrap_or_default();
+                let mut msg = json!({"role": "assistant", "content": text});
                 if !tool_calls.is_empty() {
                     msg["tool_calls"] = tool_calls
                         .iter()

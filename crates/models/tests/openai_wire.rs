@@ -91,6 +91,8 @@ async fn a_tool_call_reply_is_parsed_and_the_request_is_in_openai_shape() {
         body["messages"][2]["tool_calls"][0]["function"]["arguments"],
         "{\"order_id\":\"1016\"}"
     );
+    // An assistant turn of tool calls only carries "" (llama.cpp's server refuses null).
+    assert_eq!(body["messages"][2]["content"], "");
     assert_eq!(body["messages"][3]["role"], "tool");
     assert_eq!(body["messages"][3]["tool_call_id"], "call_1");
 }
