@@ -14,6 +14,7 @@ mod events;
 mod experiments;
 mod feedback;
 mod gates;
+mod init;
 mod memory;
 mod minilm;
 mod observe;
@@ -51,6 +52,9 @@ enum Command {
     },
     /// The whole story, offline: a support agent, two strategies, a crash and resume, the tables.
     Demo,
+    /// Write a new project into DIR (new or empty): keel.toml, an HTTP and an MCP tool, a
+    /// strategy for an OpenAI-compatible model and an offline one, a prompt.
+    Init(init::InitArgs),
     /// Run one execution to its end and print its trace id and outcome.
     Run(agents::run::RunArgs),
     /// Resume and run every unfinished execution of the store.
@@ -144,6 +148,7 @@ impl Command {
     fn may_create_store(&self) -> bool {
         match self {
             Command::Demo
+            | Command::Init(_)
             | Command::Run(_)
             | Command::Worker(_)
             | Command::Serve(_)
@@ -206,6 +211,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Events { exec_id } => events::print(&cli.data, &exec_id).await,
             Command::Demo => demo::run(&cli.data).await,
+            Command::Init(args) => init::run(&args),
             Command::Run(args) => agents::run::run(&cli.data, &args).await,
             Command::Worker(args) => agents::worker::worker(&cli.data, &args).await,
             Command::Trace { id } => agents::trace::trace(&cli.data, &id).await,
