@@ -463,7 +463,14 @@ pub async fn assemble_with(
         }
         earlier.extend(actions_on(agent, &theirs, &objects).await);
     }
-    earlier.sort_by(|a, b| b["at"].as_str().cmp(&a["at"].as_str()));
+    // By time, not by text: RFC 3339 with a varying number of fractional digits does not sort
+    // as text.
+    let at = |v: &Value| {
+        v["at"]
+            .as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+    };
+    earlier.sort_by_key(|v| std::cmp::Reverse(at(v)));
 
     let pack = &gate.evidence_pack;
     Ok(json!({
