@@ -284,8 +284,12 @@ impl ToolRunner {
         args: &serde_json::Value,
     ) -> Result<(), ToolError> {
         let tenant = ctx.tenant.as_str();
-        if let Some(contract) = self.registry.get(tool)
-            && contract.input.errors(args).is_empty()
+        let Some(contract) = self.registry.get(tool) else {
+            return Ok(());
+        };
+        // The key of the call as it will be made: without the nulls that mean "not provided".
+        let args = &contract.input.without_optional_nulls(args.clone());
+        if contract.input.errors(args).is_empty()
             && let Ok(Some(key)) =
                 crate::invoke::idempotency_key(contract, args, &ctx.exec_id.to_string(), tenant)
             && let Some(entry) = self.ledger.get(tenant, &key).await?
