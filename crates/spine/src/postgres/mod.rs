@@ -14,6 +14,7 @@
 mod leases;
 mod schema;
 mod subjects;
+pub mod tls;
 mod writer;
 
 use crate::error::SpineError;
@@ -29,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+use tokio_postgres::{AsyncMessage, Client, Config};
 
 pub use schema::latest_version;
 
@@ -100,11 +101,12 @@ fn shown_url(config: &Config) -> PathBuf {
 /// Opens one connection and drives it on a task of its own.
 pub(super) async fn open_client(
     config: &Config,
+    tls: &tls::MakeRustls,
     shown: &Path,
     synchronous_commit: &str,
 ) -> Result<Client, SpineError> {
     let (client, connection) = config
-        .connect(NoTls)
+        .connect(tls.clone())
         .await
         .map_err(schema::db_err(shown, "connecting"))?;
     tokio::spawn(async move {
@@ -124,14 +126,18 @@ pub(super) async fn open_client(
 /// the server as errors may show it (no password). Create the schema first with
 /// [`PgEventLog::connect`].
 pub async fn connect_session(url: &str) -> Result<(Client, PathBuf), SpineError> {
-    let config = parse_url(url)?;
+    let (config, root) = parse_url(url)?;
     let shown = shown_url(&config);
-    let client = open_client(&config, &shown, "on").await?;
+    let tls = tls::MakeRustls::new(root.as_deref(), &shown)?;
+    let client = open_client(&config, &tls, &shown, "on").await?;
     Ok((client, shown))
 }
 
-fn parse_url(url: &str) -> Result<Config, SpineError> {
+/// The parsed URL, and the root certificates' file it names (`sslrootcert`), if any.
+fn parse_url(url: &str) -> Result<(Config, Option<PathBuf>), SpineError> {
+    let (url, root) = tls::split_url(url);
     url.parse()
+        .map(|config| (config, root))
         .map_err(|e: tokio_postgres::Error| SpineError::Storage {
             context: "parsing the spine's PostgreSQL URL",
             path: PathBuf::from("postgres://…"),
@@ -140,8 +146,13 @@ fn parse_url(url: &str) -> Result<Config, SpineError> {
 }
 
 /// Opens the `LISTEN` connection: notifications move `head` (waking subscribers).
-async fn listen(config: &Config, shown: &Path, head: watch::Sender<u64>) -> Option<Client> {
-    let (client, mut connection) = config.connect(NoTls).await.ok()?;
+async fn listen(
+    config: &Config,
+    tls: &tls::MakeRustls,
+    shown: &Path,
+    head: watch::Sender<u64>,
+) -> Option<Client> {
+    let (client, mut connection) = config.connect(tls.clone()).await.ok()?;
     tokio::spawn(async move {
         let mut messages = stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(Ok(message)) = messages.next().await {
@@ -172,13 +183,14 @@ impl PgEventLog {
     /// `key=value` form), creating or migrating schema `keel_spine`. Errors name the server
     /// without the password.
     pub async fn connect(url: &str, options: PgOptions) -> Result<Self, SpineError> {
-        let config = parse_url(url)?;
+        let (config, root) = parse_url(url)?;
         let shown = shown_url(&config);
+        let tls = tls::MakeRustls::new(root.as_deref(), &shown)?;
         let sync = match options.durability {
             Durability::Full => "on",
             Durability::Off => "off",
         };
-        let mut first = open_client(&config, &shown, sync).await?;
+        let mut first = open_client(&config, &tls, &shown, sync).await?;
         schema::migrate(&mut first, &shown).await?;
         let head_now: i64 = first
             .query_one("SELECT last_offset FROM keel_spine.head WHERE id = 1", &[])
@@ -188,17 +200,18 @@ impl PgEventLog {
         let conn = writer::Conn::prepare(first, &shown).await?;
         let mut readers = Vec::new();
         for _ in 0..options.readers.max(1) {
-            readers.push(open_client(&config, &shown, sync).await?);
+            readers.push(open_client(&config, &tls, &shown, sync).await?);
         }
-        let tx = open_client(&config, &shown, sync).await?;
+        let tx = open_client(&config, &tls, &shown, sync).await?;
         let (head_tx, head) = watch::channel(u64::try_from(head_now).unwrap_or(0));
-        let listener = listen(&config, &shown, head_tx.clone()).await;
+        let listener = listen(&config, &tls, &shown, head_tx.clone()).await;
         let (requests, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WriterStats::default());
         tokio::spawn(writer::run(
             Some(conn),
             writer::Target {
                 config,
+                tls,
                 shown: shown.clone(),
                 synchronous_commit: sync,
             },

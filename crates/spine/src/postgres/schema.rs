@@ -97,9 +97,14 @@ pub(super) fn db_err<'a>(
         context,
         path: shown.to_owned(),
         // The server's message (never the password: it is not part of any message).
-        detail: e
-            .as_db_error()
-            .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
+        // Else the client's, with its cause (a refused certificate, a reset connection).
+        detail: e.as_db_error().map_or_else(
+            || match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            },
+            |d| d.message().to_owned(),
+        ),
     }
 }
 

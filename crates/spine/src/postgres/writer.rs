@@ -115,6 +115,7 @@ impl Conn {
 /// What the writer needs to (re)connect.
 pub(super) struct Target {
     pub config: tokio_postgres::Config,
+    pub tls: super::tls::MakeRustls,
     pub shown: PathBuf,
     pub synchronous_commit: &'static str,
 }
@@ -141,13 +142,17 @@ pub(super) async fn run(
         }
         if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
             // The server restarted or the connection dropped: one reconnect per group.
-            conn =
-                match super::open_client(&target.config, &target.shown, target.synchronous_commit)
-                    .await
-                {
-                    Ok(client) => Conn::prepare(client, &target.shown).await.ok(),
-                    Err(_) => None,
-                };
+            conn = match super::open_client(
+                &target.config,
+                &target.tls,
+                &target.shown,
+                target.synchronous_commit,
+            )
+            .await
+            {
+                Ok(client) => Conn::prepare(client, &target.shown).await.ok(),
+                Err(_) => None,
+            };
         }
         let results = match &conn {
             Some(c) => commit_group(c, &target.shown, &group).await,
