@@ -34,7 +34,8 @@ fn signing_key(oauth: &McpOAuth) -> Result<jwt::SigningKey, AuthFailure> {
     let (pem, source) = match &oauth.private_key {
         Some(PrivateKeySource::Env(var)) => (env_var(var)?, format!("environment variable {var}")),
         Some(PrivateKeySource::File(path)) => {
-            let source = format!("file {path}");
+            // Named by its contract field, not its path: errors reach events and the API.
+            let source = "the file adapter.oauth.private_key_file names".to_owned();
             let pem = std::fs::read_to_string(path)
                 .map_err(|e| format!("{source} cannot be read: {}", e.kind()))?;
             (pem, source)
