@@ -69,16 +69,26 @@ fn llama() -> Llama {
         if let Some(status) = server.child.try_wait().unwrap() {
             panic!("the llama.cpp server exited ({status}) before it served");
         }
-        let up = Command::new("curl")
-            .args(["-sf", "-o", "/dev/null", &models])
-            .status()
-            .is_ok_and(|s| s.success());
-        if up {
+        if lists_models(port) {
             return server;
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     panic!("the llama.cpp server did not answer {models}");
+}
+
+/// True once `GET /v1/models` on `port` answers 200 (plain HTTP/1.0 over a socket: the test
+/// needs no HTTP client of its own).
+fn lists_models(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let request = "GET /v1/models HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    let mut reply = String::new();
+    conn.write_all(request.as_bytes()).is_ok()
+        && conn.read_to_string(&mut reply).is_ok()
+        && (reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200"))
 }
 
 /// A strategy offering the demo's `lookup_order`, on the llama server, with `model_extra`
