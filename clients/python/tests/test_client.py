@@ -122,6 +122,10 @@ class Gates(unittest.TestCase):
         self.assertTrue(gate.pending)
         self.assertEqual(gate.consequence_tier, 3)
         self.assertEqual(gate.evidence_pack["goal"], "Please refund order 1031")
+        assert gate.evidence is not None
+        self.assertEqual(gate.evidence["tool_results"][0]["tool"], "lookup_order")
+        self.assertIn('"order_id": "A-1031"', gate.evidence["tool_results"][0]["output"]["text"])
+        self.assertEqual(gate.evidence["objects"], ["order_id=A-1031"])
         self.assertIn("issue_customer_refund", str(gate.action))
 
         decision = self.keel.approve(gate_id, "checked the order")

@@ -191,6 +191,10 @@ class Gate:
     closed: bool
     replay: bool
     raw: Json = field(repr=False, compare=False)
+    #: The evidence read when the gate was fetched (``Keel.gate``; lists carry none): the tool
+    #: results with their outputs, earlier actions on the same object, the subject's history,
+    #: the strategy's record at the tier.
+    evidence: Optional[Json] = None
 
     @property
     def pending(self) -> bool:
@@ -220,6 +224,7 @@ class Gate:
             closed=d.get("closed") is True,
             replay=d.get("replay") is True,
             raw=d,
+            evidence=d["evidence"] if isinstance(d.get("evidence"), dict) else None,
         )
 
 
