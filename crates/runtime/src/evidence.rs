@@ -104,6 +104,32 @@ impl ObjectIndex {
         }
     }
 
+    /// Every execution of `tenant` the index names.
+    pub fn executions_of(&self, tenant: &str) -> std::collections::BTreeSet<ExecId> {
+        self.order
+            .get(tenant)
+            .map(|o| o.iter().map(|(_, e)| *e).collect())
+            .unwrap_or_default()
+    }
+
+    /// Drops every object `exec` of `tenant` named (its subject was erased: what it named is
+    /// personal data the spine no longer shows).
+    pub fn forget_execution(&mut self, tenant: &str, exec: ExecId) {
+        let Some(order) = self.order.get_mut(tenant) else {
+            return;
+        };
+        let mut keys = Vec::new();
+        order.retain(|(k, e)| {
+            if *e == exec {
+                keys.push(k.clone());
+            }
+            *e != exec
+        });
+        for k in keys {
+            self.forget(tenant, &k, exec);
+        }
+    }
+
     /// The executions of `tenant` that named `key`, most recent first.
     pub fn executions(&self, tenant: &str, key: &str) -> Vec<ExecId> {
         self.by_object
@@ -525,6 +551,30 @@ mod tests {
             ix.executions("acme", "order_id=A-9").len(),
             OBJECT_REFS_PER_TENANT
         );
+    }
+
+    #[test]
+    fn an_erased_execution_leaves_the_index_and_no_other_does() {
+        let (a, b) = (
+            ExecId(uuid::Uuid::from_u128(1)),
+            ExecId(uuid::Uuid::from_u128(2)),
+        );
+        let mut ix = ObjectIndex::default();
+        ix.record("acme", a, &json!({"order_id": "A-1", "customer_id": "c-1"}));
+        ix.record("acme", b, &json!({"order_id": "A-1"}));
+        ix.record("globex", a, &json!({"order_id": "A-1"}));
+        assert_eq!(
+            ix.executions_of("acme").into_iter().collect::<Vec<_>>(),
+            [a, b]
+        );
+        ix.forget_execution("acme", a);
+        assert_eq!(ix.executions("acme", "order_id=A-1"), [b]);
+        assert!(ix.executions("acme", "customer_id=c-1").is_empty());
+        assert_eq!(
+            ix.executions_of("acme").into_iter().collect::<Vec<_>>(),
+            [b]
+        );
+        assert_eq!(ix.executions("globex", "order_id=A-1"), [a]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use keel_core::{
     control::CONTROL_STREAM,
 };
 use keel_spine::clock::{self, Clock};
+use keel_spine::shred::ERASED;
 use keel_spine::{Committed, EventLog, SpineError};
 use keel_tools::Contract;
 use serde::Serialize;
@@ -334,6 +335,10 @@ pub struct Book {
     pub objects: crate::evidence::ObjectIndex,
     finished: BTreeMap<String, VecDeque<ExecId>>,
     closed_gates: BTreeMap<String, VecDeque<String>>,
+    /// An erasure changed what the book holds since its snapshot was saved: the snapshot is
+    /// rewritten at once, so no file keeps what the spine no longer shows.
+    #[serde(skip)]
+    rewrite: bool,
 }
 
 impl Book {
@@ -341,15 +346,80 @@ impl Book {
     pub async fn catch_up(&mut self, log: &dyn EventLog) -> Result<(), SpineError> {
         loop {
             let batch = log.read_all(self.offset + 1, 4096).await?;
-            let Some(last) = batch.last() else {
+            if batch.is_empty() {
                 return Ok(());
-            };
-            self.offset = last.offset;
-            self.folded += batch.len() as u64;
+            }
             for c in &batch {
+                // The offset moves past a tombstone only once its erasure is in the book, so a
+                // failed read retries it at the next catch-up.
+                if let Payload::SubjectErased(t) = &c.event.payload
+                    && c.event.exec_id == CONTROL_STREAM
+                {
+                    self.forget_erased(log, &t.tenant).await?;
+                }
                 self.apply(c);
+                self.offset = c.offset;
+                self.folded += 1;
             }
         }
+    }
+
+    /// A subject of `tenant` was erased (by any process): every execution of the tenant the
+    /// book holds whose goal the spine now reads as `[erased]` gets its sealed fields (goal,
+    /// answer, gate actions, evidence packs, decision reasons) as the spine reads them now,
+    /// and leaves the object index, so the book says what a fresh fold would. The tombstone
+    /// names the subject by digest only, hence the check of each held execution.
+    async fn forget_erased(&mut self, log: &dyn EventLog, tenant: &str) -> Result<(), SpineError> {
+        let mut held: std::collections::BTreeSet<ExecId> = self
+            .execs
+            .values()
+            .filter(|x| x.tenant == tenant)
+            .map(|x| x.exec_id)
+            .collect();
+        held.extend(
+            self.gates
+                .values()
+                .filter(|g| g.tenant == tenant)
+                .map(|g| g.exec_id),
+        );
+        held.extend(self.objects.executions_of(tenant));
+        for exec in held {
+            let first = log.read_first(exec).await?;
+            let erased = first
+                .is_some_and(|e| matches!(&e.payload, Payload::ExecStarted(s) if s.goal == ERASED));
+            if !erased {
+                continue;
+            }
+            let events = log.read(exec, 1).await?;
+            if let (Some(x), Some(now)) = (self.execs.get_mut(&exec), Book::view_of(&events)) {
+                x.goal = now.goal;
+                x.detail = now.detail;
+            }
+            for e in &events {
+                match &e.payload {
+                    Payload::GateRequested(r) => {
+                        if let Some(g) = self.gates.get_mut(&r.gate_id) {
+                            g.action = r.action.clone();
+                            g.evidence_pack = r.evidence_pack.clone();
+                            g.reason = r.reason.clone();
+                        }
+                    }
+                    Payload::GateDecided(d) => {
+                        if let Some(v) = self
+                            .gates
+                            .get_mut(&d.gate_id)
+                            .and_then(|g| g.decision.as_mut())
+                        {
+                            v.reason = d.reason.clone();
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            self.objects.forget_execution(tenant, exec);
+            self.rewrite = true;
+        }
+        Ok(())
     }
 
     fn apply(&mut self, c: &Committed) {
@@ -688,7 +758,8 @@ impl Approvals {
         book.retain = self.retain.load(Ordering::Relaxed);
         self.load_snapshot(&mut book).await;
         book.catch_up(&*self.log).await?;
-        self.save_snapshot(&book, false).await;
+        let erased = std::mem::take(&mut book.rewrite);
+        self.save_snapshot(&book, erased).await;
         Ok(book)
     }
 
@@ -784,6 +855,7 @@ impl Approvals {
                 objects: book.objects.clone(),
                 finished: book.finished.clone(),
                 closed_gates: book.closed_gates.clone(),
+                rewrite: false,
             },
         };
         let Ok(bytes) = serde_json::to_vec(&file) else {
