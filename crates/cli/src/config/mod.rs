@@ -101,8 +101,8 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// The embedded store's directory (`spine.url = "sqlite:DIR"`, `--data`).
     pub data: PathBuf,
-    /// A PostgreSQL spine's URL (`spine.url = "postgres://…"`): the spine, ledger, rate budgets,
-    /// API tokens and gate notifications live in its database.
+    /// A PostgreSQL spine's URL (`spine.url = "postgres://…"`): the spine, ledger, rate budgets
+    /// and API tokens live in its database.
     pub spine_postgres: Option<String>,
     /// The projections' URL (`None`: `DIR/observe.db`).
     pub projections: Option<String>,
