@@ -310,3 +310,63 @@ fn bench_tools_json_prints_one_object() {
         assert!(v[k].as_f64().unwrap().is_finite(), "{k}: {v}");
     }
 }
+
+/// A keyed call made by `keel run` (two processes, one after the other, on one store): the
+/// ledger row in the spine's file names the call the spine recorded and holds its result, and
+/// the tool's rate budget was taken in the same file: the ledger and the rates are written by the
+/// spine's own commits (decision 121), so they agree with the events.
+#[test]
+fn keel_run_records_a_keyed_calls_ledger_row_and_rate_in_the_spine() {
+    let dir = tempfile::tempdir().unwrap();
+    for order in ["1030", "1031"] {
+        let goal = format!("This is terrible, order A-{order} arrived broken");
+        let args = [
+            "run",
+            "--json",
+            "--strategy",
+            "support-short",
+            "--tenant",
+            "acme",
+            goal.as_str(),
+        ];
+        let exec: serde_json::Value =
+            serde_json::from_str(&common::ok(common::keel_in_repo(dir.path(), &args))).unwrap();
+        let events = common::events(dir.path(), &exec);
+        let called = events
+            .iter()
+            .find(|e| e["type"] == "tool.called" && e["data"]["tool"] == "notify_team")
+            .unwrap_or_else(|| panic!("no notify_team call in {events:?}"));
+        let call_id = called["data"]["call_id"].as_str().unwrap();
+        let key = called["data"]["idempotency_key"].as_str().unwrap();
+        let result = events
+            .iter()
+            .find(|e| e["type"] == "tool.result" && e["data"]["call_id"] == call_id)
+            .unwrap();
+        assert_eq!(result["data"]["status"], "ok", "{result}");
+        let spine = rusqlite::Connection::open(dir.path().join("spine.db")).unwrap();
+        let (state, ledger_call, output_ref): (String, String, Option<String>) = spine
+            .query_row(
+                "SELECT state, call_id, output_ref FROM tool_ledger WHERE tenant = 'acme' AND key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (state.as_str(), ledger_call.as_str()),
+            ("finished", call_id)
+        );
+        assert_eq!(output_ref.as_deref(), result["data"]["output_ref"].as_str());
+    }
+    let spine = rusqlite::Connection::open(dir.path().join("spine.db")).unwrap();
+    let rated: i64 = spine
+        .query_row(
+            "SELECT count(*) FROM tool_rates WHERE tenant = 'acme' AND tool = 'notify_team'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        rated, 1,
+        "one budget row for the tenant's tool, shared by both runs"
+    );
+}
