@@ -15,10 +15,10 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn token(data: &Path, tenant: &str) -> String {
+fn token(data: &Path, tenant: &str, role: &str) -> String {
     ok(keel(
         data,
-        &["tokens", "create", "--tenant", tenant, "--role", "agent"],
+        &["tokens", "create", "--tenant", tenant, "--role", role],
     ))
     .trim()
     .to_owned()
@@ -97,7 +97,10 @@ fn is_intact(addr: &str, token: &str, exec: &str, goal: &str) {
 fn an_erasure_by_another_process_reaches_the_servers_book_and_its_snapshot() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let (acme, globex) = (token(&data, "acme"), token(&data, "globex"));
+    let (acme, globex) = (
+        token(&data, "acme", "agent"),
+        token(&data, "globex", "agent"),
+    );
     let addr = free_addr();
     let mut s = serve(&data, &addr);
 
@@ -107,6 +110,21 @@ fn an_erasure_by_another_process_reaches_the_servers_book_and_its_snapshot() {
     let a = start(&addr, &acme, "cust-a", goal_a);
     let b = start(&addr, &acme, "cust-b", goal_b);
     let c = start(&addr, &globex, "cust-a", goal_c);
+    // A gate opened about the same subject: its action and evidence pack are sealed too.
+    let goal_g = "Please refund order 1005, I am Gil Gated";
+    let g = start(&addr, &acme, "cust-a", goal_g);
+    let approver = token(&data, "acme", "approver");
+    let gate = || {
+        get(&addr, &approver, "/v1/gates?status=all")["gates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["exec_id"] == g)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(gate()["action"]["args"]["order_id"], "A-1005");
+    assert_eq!(gate()["evidence_pack"]["goal"], goal_g);
     is_intact(&addr, &acme, &a, goal_a);
     is_intact(&addr, &acme, &b, goal_b);
     is_intact(&addr, &globex, &c, goal_c);
@@ -119,11 +137,15 @@ fn an_erasure_by_another_process_reaches_the_servers_book_and_its_snapshot() {
     until("cust-a's execution to read [erased]", || {
         is_erased(&addr, &acme, &a)
     });
+    assert_eq!(gate()["action"], "[erased]");
+    assert_eq!(gate()["evidence_pack"], "[erased]");
     is_intact(&addr, &acme, &b, goal_b);
     is_intact(&addr, &globex, &c, goal_c);
     let snapshot = data.join("book.snapshot.json");
     let saved = std::fs::read_to_string(&snapshot).unwrap();
-    assert!(!saved.contains("Ada Quill"), "the snapshot was rewritten");
+    for gone in ["Ada Quill", "Gil Gated", "A-1005"] {
+        assert!(!saved.contains(gone), "the snapshot was rewritten: {gone}");
+    }
     assert!(saved.contains("Bo Renner"), "it still holds the others");
 
     // Erased while the server is down: its snapshot (which holds cust-b) must not bring the
