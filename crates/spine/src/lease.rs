@@ -89,6 +89,30 @@ pub trait Leases: Send + Sync {
         expected_seq: u64,
         events: &[Event],
     ) -> Result<AppendAck, SpineError>;
+
+    /// [`crate::EventLog::append_with`] (side writes, and `durable: false` for a buffered
+    /// append), fenced like [`Leases::append_leased`]. The default appends durably and refuses
+    /// side writes, for backends that carry none.
+    async fn append_leased_with(
+        &self,
+        lease: &Lease,
+        expected_seq: u64,
+        events: &[Event],
+        side: Vec<crate::side::SideWrite>,
+        _durable: bool,
+    ) -> Result<crate::side::Appended, SpineError> {
+        if !side.is_empty() {
+            return Err(SpineError::InvalidAppend {
+                exec_id: lease.exec_id,
+                detail: "this spine backend cannot carry side writes".into(),
+            });
+        }
+        let ack = self.append_leased(lease, expected_seq, events).await?;
+        Ok(crate::side::Appended {
+            ack: Some(ack),
+            answers: Vec::new(),
+        })
+    }
 }
 
 /// One worker's view of a shared spine through its leases: an [`EventLog`](crate::EventLog) that a worker's
@@ -246,6 +270,73 @@ impl LeasedLog {
     }
 }
 
+impl LeasedLog {
+    /// Every append goes here: unfenced for writers that do not drive, fenced by the held
+    /// lease (taken first if need be) for the driver's own.
+    async fn append_any(
+        &self,
+        exec_id: ExecId,
+        expected_seq: u64,
+        events: &[Event],
+        side: Vec<crate::side::SideWrite>,
+        durable: bool,
+    ) -> Result<crate::side::Appended, SpineError> {
+        // The control stream has no driver: its writers (kill-switches, demotions) race on the
+        // conditional append as before, whichever process they run in. Nor is a gate's decision
+        // (a person's, or its SLA's escalation) a driver's step: it is appended for whichever
+        // worker holds the execution, which then reads it.
+        if exec_id == CONTROL_STREAM || events.iter().all(is_decision) {
+            if !side.is_empty() {
+                return self
+                    .inner
+                    .append_with(exec_id, expected_seq, events, side, durable)
+                    .await;
+            }
+            let ack = match durable {
+                true => self.inner.append(exec_id, expected_seq, events).await?,
+                false => {
+                    self.inner
+                        .append_buffered(exec_id, expected_seq, events)
+                        .await?
+                }
+            };
+            return Ok(crate::side::Appended {
+                ack: Some(ack),
+                answers: Vec::new(),
+            });
+        }
+        let tenant = events.first().map(|e| e.tenant.0.as_str()).unwrap_or("");
+        crate::log::validate_batch(exec_id, expected_seq, events)?;
+        let lease = self.lease_for(exec_id, tenant).await?;
+        let result = self
+            .leases
+            .append_leased_with(&lease, expected_seq, events, side, durable)
+            .await;
+        let ended = events.iter().any(|e| e.event_type().is_terminal());
+        match &result {
+            Err(SpineError::LeaseLost { .. }) => self.forget(exec_id),
+            Ok(_) if ended => self.forget(exec_id),
+            Ok(a) => {
+                if let Ok(mut h) = self.held.lock()
+                    && let Some(l) = h.get_mut(&exec_id)
+                    && let Some(ack) = a.ack
+                {
+                    l.last_seq = ack.last_seq;
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+}
+
+fn ack_of(exec_id: ExecId, a: crate::side::Appended) -> Result<AppendAck, SpineError> {
+    a.ack.ok_or_else(|| SpineError::InvalidAppend {
+        exec_id,
+        detail: "empty batch".into(),
+    })
+}
+
 #[async_trait]
 impl crate::EventLog for LeasedLog {
     async fn append(
@@ -254,34 +345,38 @@ impl crate::EventLog for LeasedLog {
         expected_seq: u64,
         events: &[Event],
     ) -> Result<AppendAck, SpineError> {
-        // The control stream has no driver: its writers (kill-switches, demotions) race on the
-        // conditional append as before, whichever process they run in. Nor is a gate's decision
-        // (a person's, or its SLA's escalation) a driver's step: it is appended for whichever
-        // worker holds the execution, which then reads it.
-        if exec_id == CONTROL_STREAM || events.iter().all(is_decision) {
-            return self.inner.append(exec_id, expected_seq, events).await;
-        }
-        let tenant = events.first().map(|e| e.tenant.0.as_str()).unwrap_or("");
-        crate::log::validate_batch(exec_id, expected_seq, events)?;
-        let lease = self.lease_for(exec_id, tenant).await?;
-        let result = self
-            .leases
-            .append_leased(&lease, expected_seq, events)
-            .await;
-        let ended = events.iter().any(|e| e.event_type().is_terminal());
-        match &result {
-            Err(SpineError::LeaseLost { .. }) => self.forget(exec_id),
-            Ok(_) if ended => self.forget(exec_id),
-            Ok(ack) => {
-                if let Ok(mut h) = self.held.lock()
-                    && let Some(l) = h.get_mut(&exec_id)
-                {
-                    l.last_seq = ack.last_seq;
-                }
-            }
-            Err(_) => {}
-        }
-        result
+        let a = self
+            .append_any(exec_id, expected_seq, events, Vec::new(), true)
+            .await?;
+        ack_of(exec_id, a)
+    }
+
+    async fn append_buffered(
+        &self,
+        exec_id: ExecId,
+        expected_seq: u64,
+        events: &[Event],
+    ) -> Result<AppendAck, SpineError> {
+        let a = self
+            .append_any(exec_id, expected_seq, events, Vec::new(), false)
+            .await?;
+        ack_of(exec_id, a)
+    }
+
+    fn side_store(&self) -> Option<&std::path::Path> {
+        self.inner.side_store()
+    }
+
+    async fn append_with(
+        &self,
+        exec_id: ExecId,
+        expected_seq: u64,
+        events: &[Event],
+        side: Vec<crate::side::SideWrite>,
+        durable: bool,
+    ) -> Result<crate::side::Appended, SpineError> {
+        self.append_any(exec_id, expected_seq, events, side, durable)
+            .await
     }
 
     async fn read(&self, exec_id: ExecId, from_seq: u64) -> Result<Vec<Event>, SpineError> {

@@ -14,6 +14,7 @@ use super::{SqliteLog, schema};
 use crate::error::SpineError;
 use crate::lease::{Lease, Leases};
 use crate::log::AppendAck;
+use crate::side::{Appended, SideWrite};
 use async_trait::async_trait;
 use keel_core::{Event, ExecId, TenantId};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
@@ -324,6 +325,25 @@ impl Leases for SqliteLog {
         })
         .await?;
         Ok(n as u64)
+    }
+
+    async fn append_leased_with(
+        &self,
+        lease: &Lease,
+        expected_seq: u64,
+        events: &[Event],
+        side: Vec<SideWrite>,
+        durable: bool,
+    ) -> Result<Appended, SpineError> {
+        self.send_with(
+            lease.exec_id,
+            expected_seq,
+            events,
+            side,
+            durable,
+            Some(lease.epoch),
+        )
+        .await
     }
 
     async fn append_leased(
