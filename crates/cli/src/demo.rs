@@ -18,7 +18,7 @@ use crate::agents::{dollars, outcome_word};
 use anyhow::Context;
 use keel_core::payload::{Outcome, Verdict};
 use keel_core::{Cost, ExecId, ExecStatus, ExecutionState};
-use keel_runtime::embedded::{Config, Embedded};
+use keel_runtime::embedded::{Backends, Config, Embedded};
 use keel_runtime::replay::Replayer;
 use keel_tools::Registry;
 use keel_tools::contract::AdapterSpec;
@@ -103,6 +103,11 @@ struct Row {
 /// Blobs and memory are the backends `keel.toml` names (`crate::config`), built here.
 pub fn open(data: &Path, config: &Config) -> anyhow::Result<Embedded> {
     let backends = crate::config::current().backends_blocking(data, &config.strategies)?;
+    open_wired(data, config, backends)
+}
+
+/// Like [`open`], on `backends` the caller built (a worker's, driving through its leases).
+pub fn open_wired(data: &Path, config: &Config, backends: Backends) -> anyhow::Result<Embedded> {
     Ok(match shop_for(data, config)? {
         Some(shop) => Embedded::open_wired(data, config, backends, |b| *b = shop.builtins())?,
         None => Embedded::open_wired(data, config, backends, |_| {})?,

@@ -37,8 +37,8 @@ pub async fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         anyhow::bail!("--public-origin {o:?}: expected http://host[:port] or https://host[:port]");
     }
     // With no configuration of its own (no tools/ and strategies/ here), serve the demo's.
-    let env = if cfg.tools.exists() || cfg.strategies.exists() {
-        crate::demo::open(data, &cfg.config())?
+    let config = if cfg.tools.exists() || cfg.strategies.exists() {
+        cfg.config()
     } else {
         let dir = data.join("config");
         let config = crate::demo::write_config(&dir)?;
@@ -48,8 +48,17 @@ pub async fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
             cfg.strategies.display(),
             dir.display()
         );
-        crate::demo::open(data, &config)?
+        config
     };
+    // The background workers drive under leases, like `keel worker` (starts through the API
+    // take theirs before the first append).
+    let mut backends = crate::config::current()
+        .backends(data, &config.strategies)
+        .await?;
+    let leases =
+        crate::agents::worker::lease(&mut backends, crate::config::current().workers_concurrency);
+    let env = crate::demo::open_wired(data, &config, backends)?;
+    let _beat = crate::agents::worker::heartbeat(&leases, "keel serve");
     notify::spawn(data, &cfg, &env, public_origin.as_deref(), "keel serve")?;
     guardrails::spawn(
         data,
@@ -75,8 +84,8 @@ pub async fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     // The projections keel.toml (or KEEL_PROJECTIONS_URL) names.
     if let Some(app) = std::sync::Arc::get_mut(&mut state) {
         app.projections_url = crate::config::current().projections.clone();
+        app.workers = crate::config::current().workers_concurrency;
     }
     keel_server::serve(listener, state).await?;
     Ok(())
 }
-        app.workers = crate::config::current().workers_concurrency;

@@ -31,6 +31,27 @@ pub struct RunArgs {
 
 /// `keel run`: one execution, start to end.
 pub async fn run(data: &Path, args: &RunArgs) -> anyhow::Result<()> {
+    let cfg = &args.config;
+    // The run drives under a lease taken before its first append, so no worker on the same
+    // store claims it meanwhile; it is given up when the run returns (at a gate, say).
+    let config = cfg.config();
+    let mut backends = crate::config::current()
+        .backends(data, &config.strategies)
+        .await?;
+    let lease = super::worker::lease(&mut backends, 1);
+    let env = crate::demo::open_wired(data, &config, backends)?;
+    let beat = super::worker::heartbeat(&lease, "keel run");
+    let result = run_leased(data, args, &env).await;
+    beat.abort();
+    super::worker::release(&lease, "keel run").await;
+    result
+}
+
+async fn run_leased(
+    data: &Path,
+    args: &RunArgs,
+    env: &keel_runtime::embedded::Embedded,
+) -> anyhow::Result<()> {
     let RunArgs {
         strategy,
         tenant,
@@ -40,7 +61,6 @@ pub async fn run(data: &Path, args: &RunArgs) -> anyhow::Result<()> {
         config: cfg,
     } = args;
     let subject = subject.as_deref();
-    let env = crate::demo::open(data, &cfg.config())?;
     if let Some(name) = strategy {
         super::strategy(&env.strategies, name, &cfg.strategies)?;
     }

@@ -1,0 +1,356 @@
+//! Leased workers, for real: several `keel worker` processes on one store. One is killed with
+//! SIGKILL mid-execution and the others finish everything, with every side effect done once;
+//! one is stopped (SIGSTOP) past its lease, the others take its executions over, and when it is
+//! continued its late appends are refused by the epoch, it acts on nothing and says it lost
+//! the lease.
+
+// Test helpers too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use common::repo;
+
+use keel_core::payload::{Payload, ToolStatus, Verdict};
+use keel_core::{ExecId, ExecutionState};
+use keel_runtime::embedded::Config;
+use keel_spine::EventLog;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the whole drill may take before the test gives up (a failure, not a measure).
+const DEADLINE: Duration = Duration::from_secs(180);
+
+/// The demo's long strategy (drafts, then notifies the team about a complaint: two side
+/// effects per execution), paced by the worker so executions are caught mid-way.
+fn config(dir: &Path) -> Config {
+    let strategies = dir.join("strategies");
+    std::fs::create_dir_all(&strategies).unwrap();
+    let text = std::fs::read_to_string(repo().join("strategies/support-long.yaml")).unwrap();
+    let text = text
+        .replace("../", &format!("{}/", repo().display()))
+        .replace("name: support-long", "name: lease-drill");
+    std::fs::write(strategies.join("lease-drill.yaml"), text).unwrap();
+    Config {
+        tools: repo().join("tools"),
+        strategies,
+        prices: repo().join("prices.toml"),
+    }
+}
+
+struct Worker {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn spawn(data: &Path, config: &Config, name: &str, lease_secs: u64, pace_ms: u64) -> Self {
+        let log = data.parent().unwrap().join(format!("{name}.log"));
+        let mut c = Command::new(env!("CARGO_BIN_EXE_keel"));
+        c.arg("--data")
+            .arg(data)
+            .args(["worker", "--concurrency", "4", "--pace-ms"])
+            .arg(pace_ms.to_string())
+            .arg("--tools")
+            .arg(&config.tools)
+            .arg("--strategies")
+            .arg(&config.strategies)
+            .arg("--prices")
+            .arg(&config.prices)
+            .env("KEEL_WORKERS_LEASE_SECS", lease_secs.to_string())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let w = Worker {
+            child: c.spawn().unwrap(),
+            log,
+        };
+        // One at a time: processes opening the demo shop's file at the same instant may find it
+        // locked while another creates its tables.
+        let started = Instant::now();
+        while !w.stderr().contains("started") {
+            assert!(started.elapsed() < DEADLINE, "{name}: {}", w.stderr());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        w
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill {sig}");
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A clean stop (SIGTERM: the worker gives its leases up and exits).
+    fn stop(mut self) -> String {
+        self.signal("-TERM");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}: {}", self.stderr());
+        self.stderr()
+    }
+}
+
+/// Unfinished executions `pid` holds a live lease on, with their last seq.
+fn held_by(data: &Path, pid: u32) -> BTreeMap<String, u64> {
+    let db = rusqlite::Connection::open(data.join("spine.db")).unwrap();
+    let Ok(mut stmt) = db.prepare(
+        "SELECT l.exec_id, (SELECT max(last_seq) FROM batches AS b WHERE b.exec_id = l.exec_id)
+         FROM leases AS l JOIN executions AS e USING (exec_id)
+         WHERE e.ended = 0 AND l.owner LIKE '%:' || ?1 || ':%'",
+    ) else {
+        return BTreeMap::new(); // no lease taken yet
+    };
+    stmt.query_map([pid], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Starts `n` complaints (each drafts a reply, then notifies the team), unleased: claimable.
+async fn start(data: &Path, config: &Config, n: u32) -> Vec<ExecId> {
+    let env = common::open(data, config);
+    let s = env.strategies.get("lease-drill").unwrap();
+    let mut all = Vec::new();
+    for i in 0..n {
+        let goal = format!("This is terrible, order {} arrived broken", 1030 + i % 10);
+        let tenant = ["acme", "globex", "initech"][i as usize % 3];
+        all.push(env.agent.start(s, tenant, &goal).await.unwrap());
+    }
+    all
+}
+
+/// Rejects every pending gate (an escalated call whose outcome a kill made unknown: the person
+/// decides not to risk a repeat), through a handle of its own, unleased.
+async fn decide_pending(data: &Path, config: &Config) {
+    let env = common::open(data, config);
+    let pending: Vec<String> = env
+        .approvals
+        .book()
+        .await
+        .unwrap()
+        .pending(None)
+        .iter()
+        .map(|g| g.gate_id.clone())
+        .collect();
+    for gate in pending {
+        let _ = env
+            .approvals
+            .decide(&gate, None, "drill", Verdict::Reject, "do not repeat it")
+            .await;
+    }
+}
+
+/// Waits until every execution has ended, deciding gates meanwhile.
+async fn finish_all(data: &Path, config: &Config, all: &[ExecId]) {
+    let started = Instant::now();
+    loop {
+        let log = keel_spine::SqliteLog::open(data.join("spine.db"), Default::default()).unwrap();
+        let mut open = 0;
+        for exec in all {
+            let state = ExecutionState::fold(&log.read(*exec, 1).await.unwrap()).unwrap();
+            open += usize::from(!state.status.is_terminal());
+        }
+        if open == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{open} executions still unfinished"
+        );
+        decide_pending(data, config).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Polls `cond` until it holds (or fails the test at the deadline, saying `what` and showing
+/// what the workers logged).
+async fn until(what: &str, workers: &[&Worker], mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        if started.elapsed() > DEADLINE {
+            let logs: Vec<String> = workers.iter().map(|w| w.stderr()).collect();
+            panic!("never: {what}; the workers said:\n{}", logs.join("\n---\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every execution ended with a legal, gapless log; no side-effecting call was made twice
+/// (each execution records at most one intent per tool, and a call in flight when its worker
+/// died is escalated, never repeated), and the shop holds every effect the logs record as done
+/// and none they do not record an intent for. Returns the model calls that have no reply (paid,
+/// but their answer lost with a worker).
+async fn check_once(data: &Path, all: &[ExecId]) -> usize {
+    let log = keel_spine::SqliteLog::open(data.join("spine.db"), Default::default()).unwrap();
+    let mut done: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut called: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut unanswered = 0;
+    for exec in all {
+        let events = log.read(*exec, 1).await.unwrap();
+        let state = ExecutionState::fold(&events).unwrap_or_else(|e| panic!("{exec}: {e}"));
+        assert!(state.status.is_terminal(), "{exec}: {}", state.status);
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(e.seq, i as u64 + 1, "{exec}: gapless");
+        }
+        for tool in ["draft_reply", "notify_team"] {
+            let intents = events
+                .iter()
+                .filter(|e| matches!(&e.payload, Payload::ToolCalled(c) if c.tool == tool))
+                .count() as u64;
+            assert!(intents <= 1, "{exec}: {tool} called {intents} times");
+            let ok = events
+                .iter()
+                .filter(|e| matches!(&e.payload, Payload::ToolResult(r) if r.tool == tool && r.status == ToolStatus::Ok))
+                .count() as u64;
+            *called.entry(tool).or_default() += intents;
+            *done.entry(tool).or_default() += ok;
+        }
+        let mut calls = BTreeSet::new();
+        for e in &events {
+            match &e.payload {
+                Payload::ModelCalled(c) => {
+                    calls.insert(c.call_id.clone());
+                }
+                Payload::ModelResponded(r) if r.error.is_none() => {
+                    calls.remove(&r.call_id);
+                }
+                _ => {}
+            }
+        }
+        unanswered += calls.len();
+    }
+    let shop = common::shop(data);
+    for (tool, table) in [("draft_reply", "drafts"), ("notify_team", "notifications")] {
+        let rows = shop.count(table).unwrap();
+        assert!(
+            done[tool] <= rows && rows <= called[tool],
+            "{table}: {rows} rows; {} recorded done, {} intents",
+            done[tool],
+            called[tool]
+        );
+    }
+    assert!(done["notify_team"] > 0, "the drill notified nobody");
+    unanswered
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_s_executions_finish_on_the_others_with_every_effect_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = config(tmp.path());
+    let all = start(&data, &config, 24).await;
+    // Long leases: the survivors see the killed worker's pid gone and take over at once.
+    let victim = Worker::spawn(&data, &config, "victim", 30, 150);
+    let others = [
+        Worker::spawn(&data, &config, "w1", 30, 150),
+        Worker::spawn(&data, &config, "w2", 30, 150),
+    ];
+    until("the victim drives an execution mid-way", &[&victim], || {
+        held_by(&data, victim.pid()).values().any(|&seq| seq >= 3)
+    })
+    .await;
+    let mut victim = victim;
+    victim.signal("-KILL");
+    victim.child.wait().unwrap();
+    finish_all(&data, &config, &all).await;
+    // At most the calls in flight in the victim (its concurrency) lost their reply.
+    let unanswered = check_once(&data, &all).await;
+    assert!(unanswered <= 4, "{unanswered} model calls without a reply");
+    for w in others {
+        let log = w.stop();
+        assert!(log.contains("started"), "{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_worker_is_fenced_acts_on_nothing_and_says_it_lost_its_leases() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = config(tmp.path());
+    let all = start(&data, &config, 4).await;
+    // A short lease for the worker that will stall; slow steps, so it is caught mid-way.
+    let stalled = Worker::spawn(&data, &config, "stalled", 2, 400);
+    let mut taken = BTreeMap::new();
+    until("the worker drives executions mid-way", &[&stalled], || {
+        taken = held_by(&data, stalled.pid());
+        taken.values().any(|&seq| seq >= 2)
+    })
+    .await;
+    stall_outside_a_transaction(&data, &stalled).await;
+    // Its pid lives on, so the others wait for its leases to expire, then take them over.
+    let other = Worker::spawn(&data, &config, "other", 30, 400);
+    let mine = taken.keys().cloned().collect::<BTreeSet<_>>();
+    until(
+        "the other worker holds the stalled one's executions",
+        &[&stalled, &other],
+        || {
+            let now = held_by(&data, other.pid());
+            mine.iter().all(|e| now.contains_key(e) || ended(&data, e))
+        },
+    )
+    .await;
+    stalled.signal("-CONT");
+    until(
+        "the stalled worker says it lost its leases",
+        &[&stalled],
+        || stalled.stderr().contains("lost the lease of execution"),
+    )
+    .await;
+    finish_all(&data, &config, &all).await;
+    let unanswered = check_once(&data, &all).await;
+    assert!(unanswered <= 4, "{unanswered} model calls without a reply");
+    let log = stalled.stop();
+    assert!(
+        log.contains("is held by a newer lease"),
+        "a late append refused by the epoch: {log}"
+    );
+    other.stop();
+}
+
+/// Stops `w` (SIGSTOP) at a moment it holds no write transaction on the store or the shop: a process
+/// stopped inside one holds SQLite's file lock, and every other writer of that file waits for
+/// it (a limit of one SQLite file, not of leases; a PostgreSQL spine locks rows, and claims skip
+/// locked ones).
+async fn stall_outside_a_transaction(data: &Path, w: &Worker) {
+    let dbs: Vec<_> = ["spine.db", "shop.db"]
+        .iter()
+        .map(|f| {
+            let db = rusqlite::Connection::open(data.join(f)).unwrap();
+            db.busy_timeout(Duration::from_millis(200)).unwrap();
+            db
+        })
+        .collect();
+    loop {
+        w.signal("-STOP");
+        // Let a commit in flight reach the disk or the stop (a stop is asynchronous).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if dbs
+            .iter()
+            .all(|db| db.execute_batch("BEGIN IMMEDIATE; ROLLBACK").is_ok())
+        {
+            return;
+        }
+        w.signal("-CONT");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+fn ended(data: &Path, exec: &str) -> bool {
+    let db = rusqlite::Connection::open(data.join("spine.db")).unwrap();
+    db.query_row(
+        "SELECT ended FROM executions WHERE exec_id = ?1",
+        [exec],
+        |r| r.get(0),
+    )
+    .unwrap_or(false)
+}
