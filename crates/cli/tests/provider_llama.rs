@@ -4,8 +4,8 @@
 //! skip) — driven through `keel run` with `provider: openai` strategies. What is asserted is
 //! what the server returned (its token counts, its tool call, its errors), never the model's
 //! words: a forced tool call runs through the contract layer and its result goes back to the
-//! model; a truncated tool call is recorded as malformed and asked again until the loop gives
-//! up; `tool_choice: required`, which this server answers with HTTP 500 and an empty message, is
+//! model; a truncated tool call is recorded as malformed (with the tokens the server billed for
+//! it) and asked again until the loop gives up; `tool_choice: required`, which this server answers with HTTP 500 and an empty message, is
 //! recorded and ends the execution cleanly.
 
 #![allow(clippy::unwrap_used)]
@@ -212,7 +212,16 @@ fn keel_runs_against_llama_cpp_and_survives_what_a_small_model_returns() {
         let error = r["data"]["error"].as_str().unwrap();
         assert!(error.contains("malformed reply"), "{error}");
         assert!(error.contains("not valid JSON"), "{error}");
+        // The server billed the unusable reply: its usage is metered all the same.
+        let (input, output) = tokens(r);
+        assert!(input > 0 && output > 0, "{r}");
     }
+    let metered: u64 = replies.iter().map(|r| tokens(r).0 + tokens(r).1).sum();
+    assert_eq!(
+        truncated["tokens"].as_u64().unwrap(),
+        metered,
+        "{truncated}"
+    );
     assert!(of_type(&ev, "tool.called").is_empty());
     let detail = of_type(&ev, "exec.finished")[0]["data"]["detail"].to_string();
     assert!(detail.contains("3 malformed replies in a row"), "{detail}");

@@ -111,6 +111,7 @@ pub fn parse_reply(req: &ChatRequest, raw: &str) -> Result<ChatResponse, ModelEr
         provider: NAME.into(),
         detail,
         raw: raw.to_owned(),
+        usage: Usage::default(),
     };
     let v: Value = serde_json::from_str(raw).map_err(|e| bad(format!("reply is not JSON: {e}")))?;
     let blocks = v

@@ -1,6 +1,7 @@
 //! The models crate's errors. None carries an API key, a request body or a prompt: messages name
 //! the provider, the status and what was wrong, so they are safe to log and to put in events.
 
+use crate::provider::Usage;
 use std::time::Duration;
 
 /// What can go wrong asking a model.
@@ -64,6 +65,9 @@ pub enum ModelError {
         detail: String,
         /// The raw reply, for the trace and replay.
         raw: String,
+        /// The tokens the reply reports it used (zero when it reports none): the server billed
+        /// them even though the reply is unusable.
+        usage: Usage,
     },
     /// A configuration file (script, price table) is wrong.
     #[error("{file}: {detail}")]
@@ -79,5 +83,21 @@ impl ModelError {
     /// True for errors the agent loop can recover from by telling the model and asking again.
     pub fn is_recoverable(&self) -> bool {
         matches!(self, ModelError::Malformed { .. })
+    }
+
+    /// The tokens a malformed reply reports it used; zero for every other error.
+    pub fn usage(&self) -> Usage {
+        match self {
+            ModelError::Malformed { usage, .. } => *usage,
+            _ => Usage::default(),
+        }
+    }
+
+    /// This error carrying `used` if it is a malformed reply.
+    pub fn with_usage(mut self, used: Usage) -> Self {
+        if let ModelError::Malformed { usage, .. } = &mut self {
+            *usage = used;
+        }
+        self
     }
 }

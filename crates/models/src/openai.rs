@@ -167,14 +167,35 @@ pub fn request_body(req: &ChatRequest) -> Value {
     body
 }
 
-/// Parses a Chat Completions reply.
+/// Parses a Chat Completions reply. A malformed one carries the usage the reply reports.
 pub fn parse_reply(req: &ChatRequest, raw: &str) -> Result<ChatResponse, ModelError> {
+    let v: Value = serde_json::from_str(raw).map_err(|e| ModelError::Malformed {
+        provider: NAME.into(),
+        detail: format!("reply is not JSON: {e}"),
+        raw: raw.to_owned(),
+        usage: Usage::default(),
+    })?;
+    let n = |p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    let usage = Usage {
+        input: n("/usage/prompt_tokens"),
+        output: n("/usage/completion_tokens"),
+        cached_input: n("/usage/prompt_tokens_details/cached_tokens"),
+    };
+    parse_value(req, raw, &v, usage).map_err(|e| e.with_usage(usage))
+}
+
+fn parse_value(
+    req: &ChatRequest,
+    raw: &str,
+    v: &Value,
+    usage: Usage,
+) -> Result<ChatResponse, ModelError> {
     let bad = |detail: String| ModelError::Malformed {
         provider: NAME.into(),
         detail,
         raw: raw.to_owned(),
+        usage,
     };
-    let v: Value = serde_json::from_str(raw).map_err(|e| bad(format!("reply is not JSON: {e}")))?;
     let choice = v
         .pointer("/choices/0")
         .ok_or_else(|| bad("reply has no choices[0]".into()))?;
@@ -237,7 +258,6 @@ pub fn parse_reply(req: &ChatRequest, raw: &str) -> Result<ChatResponse, ModelEr
         _ if !tool_calls.is_empty() => FinishReason::ToolCalls,
         _ => FinishReason::Other,
     };
-    let n = |p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(0);
     Ok(ChatResponse {
         model: v
             .get("model")
@@ -246,11 +266,7 @@ pub fn parse_reply(req: &ChatRequest, raw: &str) -> Result<ChatResponse, ModelEr
             .to_owned(),
         text,
         tool_calls,
-        usage: Usage {
-            input: n("/usage/prompt_tokens"),
-            output: n("/usage/completion_tokens"),
-            cached_input: n("/usage/prompt_tokens_details/cached_tokens"),
-        },
+        usage,
         finish,
         latency: Default::default(),
         raw: raw.to_owned(),

@@ -144,6 +144,7 @@ pub(crate) fn check_tool_names(
                 provider: provider.to_owned(),
                 detail: format!("the model called unknown tool {:?}", call.name),
                 raw: raw.to_owned(),
+                usage: Usage::default(),
             });
         }
     }

@@ -468,6 +468,7 @@ impl ModelProvider for ScriptedModel {
             provider: NAME.into(),
             detail: format!("rule {rule}: {detail}"),
             raw,
+            usage: Usage::default(),
         };
         let (rule, vars) = self
             .rules

@@ -327,6 +327,11 @@ async fn an_empty_reply_and_an_empty_error_message_are_named() {
         err.to_string().contains("neither text nor a tool call"),
         "{err}"
     );
+    assert_eq!(
+        (err.usage().input, err.usage().output),
+        (40, 1),
+        "billed, so metered"
+    );
     let err = p.chat(&request()).await.unwrap_err();
     assert!(err.to_string().contains("no error message"), "{err}");
 }

@@ -367,6 +367,7 @@ impl Agent {
                         Err(e) => Got::Reply(Err(ModelFailure {
                             message: e.to_string(),
                             recoverable: e.is_recoverable(),
+                            usage: e.usage(),
                         })),
                     }
                 }

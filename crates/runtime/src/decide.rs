@@ -126,6 +126,8 @@ pub struct ModelFailure {
     pub message: String,
     /// A malformed reply: ask again (up to [`MAX_MALFORMED_IN_A_ROW`]).
     pub recoverable: bool,
+    /// The tokens the failed reply reports it used (a malformed reply was still billed).
+    pub usage: keel_models::Usage,
 }
 
 /// What the last action returned.
@@ -438,9 +440,17 @@ impl<'a> Decider<'a> {
         let mut record = vec![Payload::ModelResponded(ModelResponded {
             call_id: self.call_id(view),
             model: self.strategy.model.clone(),
-            tokens: Tokens::default(),
-            // The provider's usage of a reply we could not parse is not known.
-            cost: Cost::Unknown,
+            tokens: Tokens {
+                input: failure.usage.input,
+                output: failure.usage.output,
+            },
+            // A reply that reports no usage (an HTTP error, unparsable JSON) has an unknown
+            // price; one that does is priced like any reply, so budgets see it.
+            cost: if failure.usage == keel_models::Usage::default() {
+                Cost::Unknown
+            } else {
+                self.prices.cost(&self.strategy.model, &failure.usage)
+            },
             latency_ms: 0,
             response_ref: None,
             error: Some(failure.message.clone()),

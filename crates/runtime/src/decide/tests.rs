@@ -639,6 +639,7 @@ fn malformed_replies_are_asked_again_and_end_in_error_after_three_in_a_row() {
     let bad = ModelFailure {
         message: "not JSON".into(),
         recoverable: true,
+        usage: Default::default(),
     };
     let mut g = Given::new();
     with_decider(&s, |d| {
@@ -679,6 +680,7 @@ fn malformed_replies_are_asked_again_and_end_in_error_after_three_in_a_row() {
         let down = ModelFailure {
             message: "401 unauthorized".into(),
             recoverable: false,
+            usage: Default::default(),
         };
         let decision = d.decide(g.view(), Input::Reply(Err(&down)));
         assert_eq!(types(&decision.record), ["model.responded"]);
