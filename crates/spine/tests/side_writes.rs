@@ -195,4 +195,15 @@ async fn opening_by_path_shares_the_open_handle() {
         "the shared handle's commit is the open handle's"
     );
     assert!(std::ptr::eq(log.stats(), shared.stats()), "one writer");
+    // A handle that does not fsync is not shared with a caller that needs durability.
+    let other = dir.path().join("other.db");
+    let off = SqliteLog::open(
+        &other,
+        SqliteOptions {
+            durability: keel_spine::Durability::Off,
+        },
+    )
+    .unwrap();
+    let full = SqliteLog::open_shared(&other, SqliteOptions::default()).unwrap();
+    assert!(!std::ptr::eq(off.stats(), full.stats()));
 }

@@ -146,13 +146,16 @@ impl SqliteLog {
 
     /// The handle this process already has open on the file at `path` (so its writes share that
     /// handle's writer and group commit), or a new one as [`SqliteLog::open`] opens it. For
-    /// stores that live in the spine's file (the tool ledger, rate budgets) opened by path.
+    /// stores that live in the spine's file (the tool ledger, rate budgets) opened by path. A
+    /// handle less durable than `options` asks for is not shared.
     pub fn open_shared(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, SpineError> {
         let wanted = same_file(path.as_ref());
+        let durable_enough = |d: Durability| d == Durability::Full || d == options.durability;
         let found = OPEN.lock().ok().and_then(|open| {
             open.iter()
                 .filter(|(p, _)| *p == wanted)
-                .find_map(|(_, weak)| weak.upgrade())
+                .filter_map(|(_, weak)| weak.upgrade())
+                .find(|inner| durable_enough(inner.durability))
         });
         match found {
             Some(inner) => Ok(Self { inner }),
