@@ -113,8 +113,8 @@ impl App {
             sql_limits: observe::default_sql_limits(),
             sql_running: Default::default(),
             list_scan: api::LIST_SCAN,
-        })
             workers: 8,
+        })
     }
 
     /// The tenant of an execution, if it exists.
