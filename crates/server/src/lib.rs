@@ -96,7 +96,8 @@ impl App {
         // the recent past, not every execution ever run.
         env.approvals.bound_memory();
         // ... and saves it beside the spine, so a restart folds only what came after.
-        env.approvals.snapshot_to(env.data.join("book.snapshot.json"));
+        env.approvals
+            .snapshot_to(env.data.join("book.snapshot.json"));
         Arc::new(Self {
             agent: env.agent.clone(),
             log: env.agent.log.clone(),
