@@ -15,13 +15,14 @@
 
 mod common;
 use common::repo;
-use common::serve::{free_addr, send, serve_with};
+use common::serve::{Serve, free_addr, send, serve_with};
 
 use keel_memory::pgserver::PgServer;
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The password in every spine URL; it must never be printed.
 const SECRET: &str = "pw-Jd83-spine-never-printed";
@@ -86,6 +87,19 @@ fn get(addr: &str, token: &str, path: &str) -> (u16, Value) {
         ),
     );
     (r.code, r.json())
+}
+
+/// Polls `f` every 20 ms until it gives a value (at most 60 s: a hung test fails, it is not a
+/// timing assertion).
+fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -161,7 +175,9 @@ fn agents_run_on_the_postgres_spine_across_two_machines() {
     let ta = ok(keel(
         &cfg,
         &a,
-        &["tokens", "create", "--tenant", "acme", "--role", "agent"],
+        &[
+            "tokens", "create", "--tenant", "acme", "--role", "agent", "--role", "approver",
+        ],
     ))
     .trim()
     .to_owned();
@@ -169,20 +185,76 @@ fn agents_run_on_the_postgres_spine_across_two_machines() {
     let global = [OsStr::new("--config"), cfg.as_os_str()];
     let _sa = serve_with(&global, &a, &addr_a);
     let _sb = serve_with(&global, &b, &addr_b);
-    let body = serde_json::json!({"goal": "Where is my order A-1017?"}).to_string();
-    let started = send(
+    let post = |addr: &str, path: &str, body: Value| {
+        let body = body.to_string();
+        send(
+            addr,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ta}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let started = post(
         &addr_a,
-        &format!(
-            "POST /v1/executions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ta}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
+        "/v1/executions",
+        serde_json::json!({"goal": "Where is my order A-1017?"}),
     );
     assert_eq!(started.code, 201, "{}", started.body);
     let id = started.json()["exec_id"].as_str().unwrap().to_owned();
     let (code, seen) = get(&addr_b, &ta, &format!("/v1/executions/{id}"));
     assert_eq!(code, 200, "{seen}");
     assert_eq!(seen["exec_id"].as_str(), Some(id.as_str()), "{seen}");
+
+    // A refund started through A waits at its gate; approved through B, the workers attached
+    // to A (a `keel worker` and A's own) run it on. The delay is printed, not asserted.
+    let _worker = Serve(
+        Command::new(env!("CARGO_BIN_EXE_keel"))
+            .current_dir(repo())
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data")
+            .arg(&a)
+            .arg("worker")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let refund = post(
+        &addr_a,
+        "/v1/executions",
+        serde_json::json!({"goal": "Please refund order 1005, it arrived damaged"}),
+    );
+    assert_eq!(refund.code, 201, "{}", refund.body);
+    let refund = refund.json()["exec_id"].as_str().unwrap().to_owned();
+    let gate = wait_for(|| {
+        let (_, v) = get(&addr_b, &ta, "/v1/gates?status=pending");
+        v["gates"].as_array().and_then(|gates| {
+            gates
+                .iter()
+                .find(|g| g["exec_id"] == refund.as_str())
+                .and_then(|g| g["gate_id"].as_str().map(str::to_owned))
+        })
+    });
+    let approved = Instant::now();
+    let decided = post(
+        &addr_b,
+        &format!("/v1/gates/{gate}/decision"),
+        serde_json::json!({"verdict": "approve", "reason": "checked on B"}),
+    );
+    assert_eq!(decided.code, 200, "{}", decided.body);
+    let status = wait_for(|| {
+        let (_, v) = get(&addr_a, &ta, &format!("/v1/executions/{refund}"));
+        let s = v["status"].as_str().unwrap_or("running").to_owned();
+        (s != "running" && s != "at_gate").then_some(s)
+    });
+    eprintln!(
+        "the refund approved through B ended ({status}) on A's workers {} ms after the approval",
+        approved.elapsed().as_millis()
+    );
+    assert_eq!(status, "success");
 
     // Revoked on B: refused by both servers at the next request.
     let listed = ok(keel(&cfg, &b, &["tokens", "list", "--tenant", "acme"]));
