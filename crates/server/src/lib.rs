@@ -145,11 +145,19 @@ pub fn router(state: State) -> Router {
         .with_state(state)
 }
 
-/// Background work of a server: drive executions that can make progress (on start, when woken,
-/// and every second), and sweep gate SLAs.
+/// Background work of a server: drive executions that can make progress (on start, when woken
+/// by this server or by what any process commits to the spine — a gate decided through another
+/// server, say — and every second), and sweep gate SLAs.
 pub fn spawn_background(state: State) {
     let s = state.clone();
     tokio::spawn(async move {
+        let mut wakes = match keel_runtime::worker::Wakes::open(&*s.log).await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                eprintln!("keel serve: worker: not following the spine (polling instead): {e}");
+                None
+            }
+        };
         loop {
             match keel_runtime::worker::drain(&s.agent, &s.strategies, s.workers.max(1)).await {
                 Ok(drained) => {
@@ -161,7 +169,21 @@ pub fn spawn_background(state: State) {
                 }
                 Err(e) => eprintln!("keel serve: worker: {e}"),
             }
-            let _ = tokio::time::timeout(Duration::from_secs(1), s.wake.notified()).await;
+            let spine = async {
+                match wakes.as_mut() {
+                    Some(w) => {
+                        if let Err(e) = w.wait(Duration::from_secs(1)).await {
+                            eprintln!("keel serve: worker: following the spine: {e}");
+                            wakes = None;
+                        }
+                    }
+                    None => tokio::time::sleep(Duration::from_secs(1)).await,
+                }
+            };
+            tokio::select! {
+                () = s.wake.notified() => {}
+                () = spine => {}
+            }
         }
     });
     tokio::spawn(async move {

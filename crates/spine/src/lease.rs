@@ -242,7 +242,12 @@ impl LeasedLog {
         Ok(())
     }
 
-    async fn lease_for(&self, exec_id: ExecId, tenant: &str) -> Result<Lease, SpineError> {
+    async fn lease_for(
+        &self,
+        exec_id: ExecId,
+        tenant: &str,
+        expected_seq: u64,
+    ) -> Result<Lease, SpineError> {
         let held = self.held.lock().ok().and_then(|h| h.get(&exec_id).cloned());
         if let Some(l) = held {
             return Ok(l);
@@ -261,11 +266,20 @@ impl LeasedLog {
                 self.hold(l.clone());
                 Ok(l)
             }
-            None => Err(SpineError::LeaseLost {
-                exec_id,
-                epoch: 0,
-                current_epoch: 0,
-            }),
+            // Another owner holds it. If the append could not have succeeded anyway (a start
+            // repeated after the execution began, say), say so as the spine would have.
+            None => match self.inner.read(exec_id, expected_seq + 1).await?.last() {
+                Some(last) => Err(SpineError::Conflict {
+                    exec_id,
+                    expected_seq,
+                    actual_seq: last.seq,
+                }),
+                None => Err(SpineError::LeaseLost {
+                    exec_id,
+                    epoch: 0,
+                    current_epoch: 0,
+                }),
+            },
         }
     }
 }
@@ -307,7 +321,7 @@ impl LeasedLog {
         }
         let tenant = events.first().map(|e| e.tenant.0.as_str()).unwrap_or("");
         crate::log::validate_batch(exec_id, expected_seq, events)?;
-        let lease = self.lease_for(exec_id, tenant).await?;
+        let lease = self.lease_for(exec_id, tenant, expected_seq).await?;
         let result = self
             .leases
             .append_leased_with(&lease, expected_seq, events, side, durable)
