@@ -339,6 +339,13 @@ fn bad_spine_urls_are_named_with_their_file_and_never_show_the_password() {
             && err.contains("TLS"),
         "{err}"
     );
+    // `keel config check` reaches the spine as the commands do, TLS included.
+    let err = fails(keel(&cfg, &data, &["config", "check"]));
+    assert!(
+        err.contains("keel.toml: spine.url: cannot connect to postgres://keel:***@127.0.0.1:")
+            && err.contains("TLS"),
+        "{err}"
+    );
 
     // The right password works.
     let cfg = config(

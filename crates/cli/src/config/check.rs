@@ -124,6 +124,28 @@ async fn reach_postgres(c: &Config, key: &str, url: &str) -> anyhow::Result<()> 
         let _ = task.await;
         Ok::<_, tokio_postgres::Error>(())
     };
+    // The spine connects as the commands will (TLS from the URL: sslmode, sslrootcert).
+    if key == "spine.url" {
+        let spine = async {
+            let (client, _) = keel_spine::postgres::connect_session(url).await?;
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            anyhow::Ok(())
+        };
+        let detail = match tokio::time::timeout(Duration::from_secs(10), spine).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(_) => "no answer within 10 s".into(),
+        };
+        return Err(anyhow!(
+            "{}: cannot connect to {}: {}",
+            c.at(key),
+            redact(url),
+            scrub(&detail)
+        ));
+    }
     let detail = match tokio::time::timeout(Duration::from_secs(10), attempt).await {
         Ok(Ok(())) => return Ok(()),
         Ok(Err(e)) => match e.as_db_error() {
