@@ -1,4 +1,5 @@
-//! Leased workers, for real: several `keel worker` processes on one store. One is killed with
+//! Leased workers, for real: several `keel worker` processes on one store (SQLite, and PostgreSQL
+//! for the kill). One is killed with
 //! SIGKILL mid-execution and the others finish everything, with every side effect done once;
 //! one is stopped (SIGSTOP) past its lease, the others take its executions over, and when it is
 //! continued its late appends are refused by the epoch, it acts on nothing and says it lost
@@ -12,11 +13,13 @@ use common::repo;
 
 use keel_core::payload::{Payload, ToolStatus, Verdict};
 use keel_core::{ExecId, ExecutionState};
-use keel_runtime::embedded::Config;
+use keel_memory::pgserver::PgServer;
+use keel_runtime::embedded::{Backends, Config, Embedded, Spine};
 use keel_spine::EventLog;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long the whole drill may take before the test gives up (a failure, not a measure).
@@ -48,6 +51,9 @@ impl Worker {
     fn spawn(data: &Path, config: &Config, name: &str, lease_secs: u64, pace_ms: u64) -> Self {
         let log = data.parent().unwrap().join(format!("{name}.log"));
         let mut c = Command::new(env!("CARGO_BIN_EXE_keel"));
+        if let Some(file) = keel_toml(data) {
+            c.arg("--config").arg(file);
+        }
         c.arg("--data")
             .arg(data)
             .args(["worker", "--concurrency", "4", "--pace-ms"])
@@ -100,8 +106,79 @@ impl Worker {
     }
 }
 
+/// The keel.toml a test put beside `data` (naming a PostgreSQL spine), if any.
+fn keel_toml(data: &Path) -> Option<PathBuf> {
+    let file = data.parent()?.join("keel.toml");
+    file.exists().then_some(file)
+}
+
+fn pg_url(data: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(keel_toml(data)?).unwrap();
+    let url = text.split('"').nth(1)?;
+    Some(url.to_owned())
+}
+
+/// The store's spine, as a reader outside the workers sees it.
+async fn spine(data: &Path) -> Arc<dyn EventLog> {
+    match pg_url(data) {
+        Some(url) => Arc::new(
+            keel_spine::PgEventLog::connect(&url, Default::default())
+                .await
+                .unwrap(),
+        ),
+        None => Arc::new(
+            keel_spine::SqliteLog::open(data.join("spine.db"), Default::default()).unwrap(),
+        ),
+    }
+}
+
+/// The runtime on the store (unleased: starts and gate decisions, as another tool makes them).
+async fn open(data: &Path, config: &Config) -> Embedded {
+    let Some(url) = pg_url(data) else {
+        return common::open(data, config);
+    };
+    let shop = common::shop(data);
+    let backends = Backends {
+        spine: Spine {
+            store: Arc::new(
+                keel_spine::PgEventLog::connect(&url, Default::default())
+                    .await
+                    .unwrap(),
+            ),
+            ledger: Arc::new(keel_tools::pg::PgLedger::connect(&url).await.unwrap()),
+            rates: Arc::new(keel_tools::pg::PgRates::connect(&url).await.unwrap()),
+        },
+        drive: None,
+        blobs: Arc::new(keel_spine::LocalBlobStore::new(data.join("blobs"))),
+        memory: None,
+    };
+    Embedded::open_wired(data, config, backends, |b| *b = shop.builtins()).unwrap()
+}
+
 /// Unfinished executions `pid` holds a live lease on, with their last seq.
 fn held_by(data: &Path, pid: u32) -> BTreeMap<String, u64> {
+    if let Some(url) = pg_url(data) {
+        let handle = tokio::runtime::Handle::current();
+        return tokio::task::block_in_place(|| {
+            handle.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                client
+                    .query(
+                        "SELECT exec_id, last_seq FROM keel_spine.executions
+                         WHERE NOT ended AND lease_owner LIKE '%:' || $1 || ':%'",
+                        &[&pid.to_string()],
+                    )
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as u64))
+                    .collect()
+            })
+        });
+    }
     let db = rusqlite::Connection::open(data.join("spine.db")).unwrap();
     let Ok(mut stmt) = db.prepare(
         "SELECT l.exec_id, (SELECT max(last_seq) FROM batches AS b WHERE b.exec_id = l.exec_id)
@@ -118,7 +195,7 @@ fn held_by(data: &Path, pid: u32) -> BTreeMap<String, u64> {
 
 /// Starts `n` complaints (each drafts a reply, then notifies the team), unleased: claimable.
 async fn start(data: &Path, config: &Config, n: u32) -> Vec<ExecId> {
-    let env = common::open(data, config);
+    let env = open(data, config).await;
     let s = env.strategies.get("lease-drill").unwrap();
     let mut all = Vec::new();
     for i in 0..n {
@@ -132,7 +209,7 @@ async fn start(data: &Path, config: &Config, n: u32) -> Vec<ExecId> {
 /// Rejects every pending gate (an escalated call whose outcome a kill made unknown: the person
 /// decides not to risk a repeat), through a handle of its own, unleased.
 async fn decide_pending(data: &Path, config: &Config) {
-    let env = common::open(data, config);
+    let env = open(data, config).await;
     let pending: Vec<String> = env
         .approvals
         .book()
@@ -154,7 +231,7 @@ async fn decide_pending(data: &Path, config: &Config) {
 async fn finish_all(data: &Path, config: &Config, all: &[ExecId]) {
     let started = Instant::now();
     loop {
-        let log = keel_spine::SqliteLog::open(data.join("spine.db"), Default::default()).unwrap();
+        let log = spine(data).await;
         let mut open = 0;
         for exec in all {
             let state = ExecutionState::fold(&log.read(*exec, 1).await.unwrap()).unwrap();
@@ -191,7 +268,7 @@ async fn until(what: &str, workers: &[&Worker], mut cond: impl FnMut() -> bool) 
 /// and none they do not record an intent for. Returns the model calls that have no reply (paid,
 /// but their answer lost with a worker).
 async fn check_once(data: &Path, all: &[ExecId]) -> usize {
-    let log = keel_spine::SqliteLog::open(data.join("spine.db"), Default::default()).unwrap();
+    let log = spine(data).await;
     let mut done: BTreeMap<&str, u64> = BTreeMap::new();
     let mut called: BTreeMap<&str, u64> = BTreeMap::new();
     let mut unanswered = 0;
@@ -246,8 +323,25 @@ async fn check_once(data: &Path, all: &[ExecId]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_s_executions_finish_on_the_others_with_every_effect_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let config = config(tmp.path());
+    kill_drill(tmp.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_killed_worker_s_executions_finish_on_the_others_with_every_effect_once() {
+    let pg = PgServer::start().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("keel.toml"),
+        format!("[spine]\nurl = \"{}\"\n", pg.url("postgres")),
+    )
+    .unwrap();
+    kill_drill(tmp.path()).await;
+}
+
+/// Three workers on the store under `dir`; one is SIGKILLed while it drives an execution.
+async fn kill_drill(dir: &Path) {
+    let data = dir.join("data");
+    let config = config(dir);
     let all = start(&data, &config, 24).await;
     // Long leases: the survivors see the killed worker's pid gone and take over at once.
     let victim = Worker::spawn(&data, &config, "victim", 30, 150);
