@@ -6,8 +6,9 @@
 //! Checked: `keel run` on one machine, its events and gate seen and decided on the other, the
 //! approved refund run by a `keel worker` of the first, the kill-switch set on one refusing a run
 //! on the other; `keel serve` A and B: an execution started through A is read through B with a
-//! token made on A, which, revoked on B, both refuse; no `spine.db` or `auth.db` is written
-//! anywhere. Bad spine URLs (unreachable, wrong password, `sslmode=require`
+//! token made on A, which, revoked on B, both refuse; a refund approved through B is run on by
+//! A's workers; a kill-switch set through server B stops a runaway `keel run` on A at its next
+//! step; no `spine.db` or `auth.db` is written anywhere. Bad spine URLs (unreachable, wrong password, `sslmode=require`
 //! against a server without TLS) are errors naming `spine.url` and the file. The URL carries a
 //! password, and no command ever prints it.
 
@@ -18,6 +19,7 @@ use common::repo;
 use common::serve::{Serve, free_addr, send, serve_with};
 
 use keel_memory::pgserver::PgServer;
+use keel_spine::{EventLog, PgEventLog, PgOptions};
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::path::Path;
@@ -354,4 +356,158 @@ fn bad_spine_urls_are_named_with_their_file_and_never_show_the_password() {
     );
     let out = ok(keel(&cfg, &data, &run));
     assert_eq!(field(&out, "outcome"), "success", "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_switch_set_through_server_b_stops_a_run_on_machine_a_at_its_next_step() {
+    use keel_core::payload::{Outcome, Payload};
+    let pg = PgServer::start().unwrap();
+    let url = pg
+        .url("postgres")
+        .replacen("postgres@", &format!("postgres:{SECRET}@"), 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = config(dir, &url);
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    // A runaway: a scripted model that looks the same order up forever.
+    std::fs::create_dir_all(dir.join("strategies")).unwrap();
+    std::fs::write(dir.join("prompt.md"), "Look the order up.").unwrap();
+    std::fs::write(
+        dir.join("loop.yaml"),
+        "rules:\n  - then: { call: { tool: lookup_order, args: { order_id: A-1001 } }, output_tokens: 5 }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("strategies/runaway.yaml"),
+        "name: runaway
+prompt: { file: ../prompt.md, version: v1 }
+model: { provider: scripted, name: scripted-small, script: ../loop.yaml }
+tools: [lookup_order]
+max_steps: 3000
+budget: { max_cost_usd: 1000, max_tokens: 1000000000 }
+success: [ { answer_matches: 'never' } ]
+",
+    )
+    .unwrap();
+    let operator = ok(keel(
+        &cfg,
+        &b,
+        &["tokens", "create", "--tenant", "acme", "--role", "operator"],
+    ))
+    .trim()
+    .to_owned();
+    let addr_b = free_addr();
+    let _sb = serve_with(&[OsStr::new("--config"), cfg.as_os_str()], &b, &addr_b);
+
+    let run = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .current_dir(repo())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data")
+        .arg(&a)
+        .arg("run")
+        .arg("--strategies")
+        .arg(dir.join("strategies"))
+        .args([
+            "--strategy",
+            "runaway",
+            "--tenant",
+            "acme",
+            "--json",
+            "loop forever",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Wait until it is well into its loop (read from the shared spine).
+    let log = PgEventLog::connect(&url, PgOptions::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exec = loop {
+        assert!(Instant::now() < deadline, "the execution never got going");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Some(exec) = log
+            .list_unfinished()
+            .await
+            .unwrap()
+            .first()
+            .map(|s| s.exec_id)
+        else {
+            continue;
+        };
+        let steps = log
+            .read(exec, 1)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e.payload, Payload::StepCompleted(_)))
+            .count();
+        if steps >= 20 {
+            break exec;
+        }
+    };
+
+    // The switch, through server B.
+    let body = serde_json::json!({"reason": "runaway loop"}).to_string();
+    let set = tokio::task::spawn_blocking({
+        let addr_b = addr_b.clone();
+        move || {
+            send(
+                &addr_b,
+                &format!(
+                    "PUT /v1/kill-switches/strategy/runaway HTTP/1.1\r\nHost: x\r\n\
+                     Authorization: Bearer {operator}\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                ),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(set.code, 200, "{}", set.body);
+
+    let out = tokio::task::spawn_blocking(move || run.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("killed"), "{stdout}");
+    for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert!(
+            !String::from_utf8_lossy(bytes).contains(SECRET),
+            "keel run printed the password on {name}"
+        );
+    }
+
+    // After the switch's commit at most the step in flight completed.
+    let all = log.read_all(1, 10_000_000).await.unwrap();
+    let kill_at = all
+        .iter()
+        .find(|c| matches!(&c.event.payload, Payload::KillSet(k) if k.name == "runaway"))
+        .unwrap()
+        .offset;
+    let steps_after = all
+        .iter()
+        .filter(|c| c.event.exec_id == exec && c.offset > kill_at)
+        .filter(|c| matches!(c.event.payload, Payload::StepCompleted(_)))
+        .count();
+    eprintln!("steps completed after the kill-switch set through B: {steps_after}");
+    assert!(
+        steps_after <= 1,
+        "{steps_after} steps completed after the kill"
+    );
+    let Payload::ExecFinished(f) = &all
+        .iter()
+        .rfind(|c| c.event.exec_id == exec)
+        .unwrap()
+        .event
+        .payload
+    else {
+        panic!("the execution did not finish");
+    };
+    assert_eq!(f.outcome, Outcome::Killed);
 }
