@@ -360,6 +360,7 @@ macro_rules! lease_conformance_tests {
             claim_takes_expired_and_released_leases_fairly_across_tenants,
             concurrent_claimers_never_share_an_execution,
             renew_reports_leases_lost_to_a_takeover_or_an_end,
+            expire_frees_an_owner_s_leases_at_once_and_keeps_the_fence,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {$(
@@ -575,4 +576,53 @@ pub async fn renew_reports_leases_lost_to_a_takeover_or_an_end(
             .unwrap()
             .is_none()
     );
+}
+
+/// `holders` names the owners of live leases; `expire` (for an owner known dead) frees its
+/// leases at once without waiting for their expiry, the next owner gets a higher epoch, and the
+/// expired owner's late append is still refused.
+pub async fn expire_frees_an_owner_s_leases_at_once_and_keeps_the_fence(
+    log: &dyn EventLog,
+    leases: &dyn Leases,
+) {
+    let (x, y) = (exec_id(800), exec_id(801));
+    let mut held = Vec::new();
+    for exec in [x, y] {
+        let l = leases
+            .acquire(exec, "acme", "dead", HOUR)
+            .await
+            .unwrap()
+            .unwrap();
+        let events = ExecBuilder::new(exec, "acme").started("g").build();
+        leases.append_leased(&l, 0, &events).await.unwrap();
+        held.push(l);
+    }
+    let other = leases
+        .acquire(exec_id(802), "acme", "alive", HOUR)
+        .await
+        .unwrap()
+        .unwrap();
+    let events = ExecBuilder::new(exec_id(802), "acme").started("g").build();
+    leases.append_leased(&other, 0, &events).await.unwrap();
+    let mut holders = leases.holders().await.unwrap();
+    holders.sort();
+    assert_eq!(holders, vec!["alive".to_owned(), "dead".to_owned()]);
+    assert!(
+        leases.claim("b", HOUR, 10).await.unwrap().is_empty(),
+        "all live"
+    );
+    assert_eq!(leases.expire("dead").await.unwrap(), 2);
+    assert_eq!(leases.holders().await.unwrap(), vec!["alive".to_owned()]);
+    let taken = leases.claim("b", HOUR, 10).await.unwrap();
+    assert_eq!(
+        taken.iter().map(|l| l.exec_id).collect::<Vec<_>>(),
+        vec![x, y]
+    );
+    assert!(taken.iter().zip(&held).all(|(b, a)| b.epoch > a.epoch));
+    let late = ExecBuilder::new(x, "acme").resume_at(1, 0).plan().build();
+    assert!(matches!(
+        leases.append_leased(&held[0], 1, &late).await,
+        Err(SpineError::LeaseLost { .. })
+    ));
+    assert_eq!(log.read(x, 1).await.unwrap().len(), 1, "nothing stored");
 }
