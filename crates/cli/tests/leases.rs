@@ -1,6 +1,6 @@
 //! Leased workers, for real: several `keel worker` processes on one store (SQLite, and PostgreSQL
-//! for the kill). One is killed with
-//! SIGKILL mid-execution and the others finish everything, with every side effect done once;
+//! for the kill). One is killed with SIGKILL mid-execution and the others finish everything,
+//! with every side effect done once (the test prints how soon they went on with its work);
 //! one is stopped (SIGSTOP) past its lease, the others take its executions over, and when it is
 //! continued its late appends are refused by the epoch, it acts on nothing and says it lost
 //! the lease.
@@ -353,9 +353,33 @@ async fn kill_drill(dir: &Path) {
         held_by(&data, victim.pid()).values().any(|&seq| seq >= 3)
     })
     .await;
+    let left = held_by(&data, victim.pid());
     let mut victim = victim;
     victim.signal("-KILL");
     victim.child.wait().unwrap();
+    let killed = Instant::now();
+    // A figure, not an assertion: how soon another worker went on with the victim's work.
+    let log = spine(&data).await;
+    'moved: loop {
+        for (exec, seq) in &left {
+            let exec: ExecId = exec.parse().unwrap();
+            if !log.read(exec, seq + 1).await.unwrap().is_empty() {
+                break 'moved;
+            }
+        }
+        assert!(killed.elapsed() < DEADLINE, "nobody went on with {left:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!(
+        "{}: the victim's work went on {} ms after its SIGKILL ({} executions left mid-way)",
+        if pg_url(&data).is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        },
+        killed.elapsed().as_millis(),
+        left.len()
+    );
     finish_all(&data, &config, &all).await;
     // At most the calls in flight in the victim (its concurrency) lost their reply.
     let unanswered = check_once(&data, &all).await;
