@@ -86,6 +86,12 @@ pub async fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         app.projections_url = crate::config::current().projections.clone();
         app.workers = crate::config::current().workers_concurrency;
     }
-    keel_server::serve(listener, state).await?;
+    // SIGINT/SIGTERM: stop serving and give the background workers' leases up, so the other
+    // workers take their executions over at once.
+    tokio::select! {
+        served = keel_server::serve(listener, state) => served?,
+        () = crate::agents::worker::shutdown() => {}
+    }
+    crate::agents::worker::release(&leases, "keel serve").await;
     Ok(())
 }

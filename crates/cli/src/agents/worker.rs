@@ -163,7 +163,7 @@ pub async fn worker(data: &Path, args: &WorkerArgs) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM: a clean shutdown, which gives the leases up.
-async fn shutdown() {
+pub async fn shutdown() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
