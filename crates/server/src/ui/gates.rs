@@ -538,7 +538,7 @@ mod tests {
             action,
             reason: "tier 3".into(),
             evidence_pack: pack,
-            requested_at: chrono::Utc::now(),
+            requested_at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
             deadline_ms: None,
             expire_after_ms: None,
             escalated: false,
