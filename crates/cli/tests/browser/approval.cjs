@@ -3,35 +3,7 @@
 // another and see the agent's next step. Screenshots go to $KEEL_ARTIFACTS.
 // Run by crates/cli/tests/browser.rs, which starts `keel serve` and checks the shop afterwards.
 'use strict';
-const { chromium } = require('playwright-core');
-
-const base = process.env.KEEL_BASE;
-const token = process.env.KEEL_TOKEN;
-const out = process.env.KEEL_ARTIFACTS;
-
-function check(cond, what) {
-  if (!cond) throw new Error('check failed: ' + what);
-}
-
-async function api(method, path, body) {
-  const r = await fetch(base + path, {
-    method,
-    headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json' },
-    body: body && JSON.stringify(body),
-  });
-  const j = await r.json();
-  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(j)}`);
-  return j;
-}
-
-async function eventually(fn, what) {
-  for (let i = 0; i < 300; i++) {
-    const v = await fn();
-    if (v) return v;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('timed out waiting for ' + what);
-}
+const { base, token, out, check, api, eventually, launch } = require('./common.cjs');
 
 /** Reloads an execution's page until its status is `want`; returns the page's answer. */
 async function settle(page, exec, want) {
@@ -47,12 +19,7 @@ async function settle(page, exec, want) {
   const b = await api('POST', '/v1/executions', { goal: 'Please refund order 1002, I changed my mind' });
   await eventually(async () => (await api('GET', '/v1/gates?status=pending')).gates.length === 2, 'two pending gates');
 
-  const browser = await chromium.launch({
-    executablePath: process.env.KEEL_CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
-      '--disable-component-update', '--no-first-run', '--disable-default-apps', '--disable-sync'],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
     await page.goto(base + '/ui/gates');

@@ -5,32 +5,12 @@
 // cheapest version, and the page never scrolls sideways (1280 px and 800 px). Prints what it saw
 // as JSON for the Rust side. Run by crates/cli/tests/browser.rs.
 'use strict';
-const { chromium } = require('playwright-core');
-
-const base = process.env.KEEL_BASE;
-const token = process.env.KEEL_TOKEN;
-const out = process.env.KEEL_ARTIFACTS;
-
-function check(cond, what) {
-  if (!cond) throw new Error('check failed: ' + what);
-}
-
-async function api(path) {
-  const r = await fetch(base + path, { headers: { authorization: 'Bearer ' + token } });
-  const j = await r.json();
-  if (!r.ok) throw new Error(`GET ${path}: ${r.status} ${JSON.stringify(j)}`);
-  return j;
-}
+const { base, token, out, check, api, launch } = require('./common.cjs');
 
 (async () => {
-  const e = await api('/v1/economics');
+  const e = await api('GET', '/v1/economics');
   check(e.tenant === 'acme', 'the API answers for acme: ' + JSON.stringify(e));
-  const browser = await chromium.launch({
-    executablePath: process.env.KEEL_CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
-      '--disable-component-update', '--no-first-run', '--disable-default-apps', '--disable-sync'],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     await page.goto(base + '/ui/login');

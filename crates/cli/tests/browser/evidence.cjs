@@ -5,35 +5,7 @@
 // recent reason picked by its number. Screenshots go to $KEEL_ARTIFACTS.
 // Run by crates/cli/tests/browser.rs, which starts `keel serve` and checks the shop afterwards.
 'use strict';
-const { chromium } = require('playwright-core');
-
-const base = process.env.KEEL_BASE;
-const token = process.env.KEEL_TOKEN;
-const out = process.env.KEEL_ARTIFACTS;
-
-function check(cond, what) {
-  if (!cond) throw new Error('check failed: ' + what);
-}
-
-async function api(method, path, body) {
-  const r = await fetch(base + path, {
-    method,
-    headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json' },
-    body: body && JSON.stringify(body),
-  });
-  const j = await r.json();
-  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(j)}`);
-  return j;
-}
-
-async function eventually(fn, what) {
-  for (let i = 0; i < 300; i++) {
-    const v = await fn();
-    if (v) return v;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('timed out waiting for ' + what);
-}
+const { base, token, out, check, api, eventually, launch } = require('./common.cjs');
 
 /** Starts a refund and waits for its gate; returns [exec, gate]. */
 async function refund(order) {
@@ -68,12 +40,7 @@ async function settle(page, exec, want) {
   const [again] = await refund(1006);
   const [other] = await refund(1007);
 
-  const browser = await chromium.launch({
-    executablePath: process.env.KEEL_CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
-      '--disable-component-update', '--no-first-run', '--disable-default-apps', '--disable-sync'],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
     const errors = [];

@@ -5,35 +5,7 @@
 // holdback, the intervals, the guardrails and the verdict, without sideways scrolling. Prints
 // what it saw as JSON for the Rust side. Run by crates/cli/tests/browser.rs.
 'use strict';
-const { chromium } = require('playwright-core');
-
-const base = process.env.KEEL_BASE;
-const token = process.env.KEEL_TOKEN;
-const out = process.env.KEEL_ARTIFACTS;
-
-function check(cond, what) {
-  if (!cond) throw new Error('check failed: ' + what);
-}
-
-async function api(method, path, body) {
-  const r = await fetch(base + path, {
-    method,
-    headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json' },
-    body: body && JSON.stringify(body),
-  });
-  const j = await r.json();
-  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(j)}`);
-  return j;
-}
-
-async function eventually(fn, what) {
-  for (let i = 0; i < 600; i++) {
-    const v = await fn();
-    if (v) return v;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('timed out waiting for ' + what);
-}
+const { base, token, out, check, api, eventually, launch } = require('./common.cjs');
 
 (async () => {
   for (let n = 0; n < 8; n++) {
@@ -44,12 +16,7 @@ async function eventually(fn, what) {
   const r = await api('GET', '/v1/experiments/support-prompts/readout');
   check(r.arms.reduce((n, a) => n + a.executions, 0) === 8, 'eight finished executions: ' + JSON.stringify(r.arms));
 
-  const browser = await chromium.launch({
-    executablePath: process.env.KEEL_CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
-      '--disable-component-update', '--no-first-run', '--disable-default-apps', '--disable-sync'],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     await page.goto(base + '/ui/login');

@@ -6,35 +6,7 @@
 // checks that a projection rebuild keeps the rating (it is a spine event).
 // Run by crates/cli/tests/browser.rs.
 'use strict';
-const { chromium } = require('playwright-core');
-
-const base = process.env.KEEL_BASE;
-const token = process.env.KEEL_TOKEN;
-const out = process.env.KEEL_ARTIFACTS;
-
-function check(cond, what) {
-  if (!cond) throw new Error('check failed: ' + what);
-}
-
-async function api(method, path, body) {
-  const r = await fetch(base + path, {
-    method,
-    headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json' },
-    body: body && JSON.stringify(body),
-  });
-  const j = await r.json();
-  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(j)}`);
-  return j;
-}
-
-async function eventually(fn, what) {
-  for (let i = 0; i < 600; i++) {
-    const v = await fn();
-    if (v) return v;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('timed out waiting for ' + what);
-}
+const { base, token, out, check, api, eventually, launch } = require('./common.cjs');
 
 (async () => {
   // One retrieval in ten is sampled (by a hash of the event id): run executions until one is.
@@ -52,12 +24,7 @@ async function eventually(fn, what) {
   check(sample, 'a retrieval was sampled within 120 executions');
   check(sample.tenant === 'acme' && sample.rating === null, 'an unrated acme sample: ' + JSON.stringify(sample));
 
-  const browser = await chromium.launch({
-    executablePath: process.env.KEEL_CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
-      '--disable-component-update', '--no-first-run', '--disable-default-apps', '--disable-sync'],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
     await page.goto(base + '/ui/login');

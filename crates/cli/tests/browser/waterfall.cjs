@@ -5,36 +5,8 @@
 // links to its original; an erased subject's stored output reads "erased"; the page never
 // scrolls sideways at 1280 and 800 px with every input and output open. Screenshots go to $KEEL_ARTIFACTS. Run by crates/cli/tests/browser.rs.
 'use strict';
-const { chromium } = require('playwright-core');
+const { base, token, out, check, api, eventually, launch } = require('./common.cjs');
 const { execFileSync } = require('child_process');
-
-const base = process.env.KEEL_BASE;
-const token = process.env.KEEL_TOKEN;
-const out = process.env.KEEL_ARTIFACTS;
-
-function check(cond, what) {
-  if (!cond) throw new Error('check failed: ' + what);
-}
-
-async function api(method, path, body) {
-  const r = await fetch(base + path, {
-    method,
-    headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json' },
-    body: body && JSON.stringify(body),
-  });
-  const j = await r.json();
-  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(j)}`);
-  return j;
-}
-
-async function eventually(fn, what) {
-  for (let i = 0; i < 600; i++) {
-    const v = await fn();
-    if (v) return v;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('timed out waiting for ' + what);
-}
 
 /** How many spans of each kind an execution's events make (what the waterfall must draw). */
 function expectedSpans(events) {
@@ -76,12 +48,7 @@ async function fits(page, what) {
     { cwd: process.env.KEEL_DIR, encoding: 'utf8' })).replay;
   check(replay && replay !== a.exec_id, 'a replay id: ' + replay);
 
-  const browser = await chromium.launch({
-    executablePath: process.env.KEEL_CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
-      '--disable-component-update', '--no-first-run', '--disable-default-apps', '--disable-sync'],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
     await page.goto(base + '/ui/login');
