@@ -19,6 +19,10 @@ pub struct ServeArgs {
     /// origin makes the session cookie `Secure`.
     #[arg(long)]
     pub public_origin: Option<String>,
+    /// Serve the API only and drive nothing: executions started here are left, unleased, to
+    /// `keel worker` processes on the same spine.
+    #[arg(long)]
+    pub no_workers: bool,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -28,6 +32,7 @@ pub async fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let ServeArgs {
         addr,
         public_origin,
+        no_workers,
         config: cfg,
     } = args;
     let addr = addr.as_str();
@@ -55,10 +60,13 @@ pub async fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let mut backends = crate::config::current()
         .backends(data, &config.strategies)
         .await?;
-    let leases =
-        crate::agents::worker::lease(&mut backends, crate::config::current().workers_concurrency);
+    let leases = (!no_workers).then(|| {
+        crate::agents::worker::lease(&mut backends, crate::config::current().workers_concurrency)
+    });
     let env = crate::demo::open_wired(data, &config, backends)?;
-    let _beat = crate::agents::worker::heartbeat(&leases, "keel serve");
+    let _beat = leases
+        .as_ref()
+        .map(|l| crate::agents::worker::heartbeat(l, "keel serve"));
     notify::spawn(data, &cfg, &env, public_origin.as_deref(), "keel serve")?;
     guardrails::spawn(
         data,
@@ -84,7 +92,11 @@ pub async fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     // The projections keel.toml (or KEEL_PROJECTIONS_URL) names.
     if let Some(app) = std::sync::Arc::get_mut(&mut state) {
         app.projections_url = crate::config::current().projections.clone();
-        app.workers = crate::config::current().workers_concurrency;
+        app.workers = if no_workers {
+            0
+        } else {
+            crate::config::current().workers_concurrency
+        };
     }
     // SIGINT/SIGTERM: stop serving and give the background workers' leases up, so the other
     // workers take their executions over at once.
@@ -92,6 +104,8 @@ pub async fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         served = keel_server::serve(listener, state) => served?,
         () = crate::agents::worker::shutdown() => {}
     }
-    crate::agents::worker::release(&leases, "keel serve").await;
+    if let Some(l) = &leases {
+        crate::agents::worker::release(l, "keel serve").await;
+    }
     Ok(())
 }

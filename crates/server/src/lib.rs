@@ -80,7 +80,8 @@ pub struct App {
     /// How many executions that the book let go one `GET /v1/executions` reads at most
     /// (each from the spine) before it ends its page there.
     pub list_scan: usize,
-    /// Executions the background workers drive at a time (keel.toml `workers.concurrency`).
+    /// Executions the background workers drive at a time (keel.toml `workers.concurrency`);
+    /// 0: none, an API-only server (`keel serve --no-workers`) that `keel worker`s drive for.
     pub workers: usize,
     /// `POST /v1/sql` queries running per tenant (at most [`observe::SQL_PER_TENANT`]).
     pub sql_running: std::sync::Mutex<std::collections::HashMap<String, usize>>,
@@ -150,7 +151,11 @@ pub fn router(state: State) -> Router {
 /// server, say — and every second), and sweep gate SLAs.
 pub fn spawn_background(state: State) {
     let s = state.clone();
+    let drives = s.workers > 0;
     tokio::spawn(async move {
+        if !drives {
+            return;
+        }
         let mut wakes = match keel_runtime::worker::Wakes::open(&*s.log).await {
             Ok(w) => Some(w),
             Err(e) => {
