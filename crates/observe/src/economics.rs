@@ -11,6 +11,7 @@
 //! `gold.executions` row, so they never count.
 
 use crate::error::{ObserveError, Result};
+use crate::readout::{count, num, ratio_of, text};
 use crate::sql::Scope;
 use crate::store::ProjectionStore;
 use serde::Serialize;
@@ -107,31 +108,6 @@ pub struct Economics {
     pub series: Vec<DayPoint>,
 }
 
-/// A number from either backend (PostgreSQL's `AVG` of integers is a numeric, sent as text).
-fn num(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-fn count(v: &Value) -> u64 {
-    num(v).map_or(0, |x| if x > 0.0 { x.round() as u64 } else { 0 })
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-fn ratio(a: f64, b: f64) -> Option<f64> {
-    (b > 0.0).then(|| a / b)
-}
-
 /// Costliest first, then by name.
 fn by_cost<T>(rows: &mut [T], cost: impl Fn(&T) -> f64, name: impl Fn(&T) -> &str) {
     rows.sort_by(|a, b| {
@@ -207,7 +183,7 @@ pub async fn compute(
             p95_steps: num(g(6)),
             gates_per_exec: num(g(7)),
             total_cost,
-            cost_per_success: ratio(total_cost, successes),
+            cost_per_success: ratio_of(total_cost, successes),
         }
     })
     .collect();
@@ -239,7 +215,7 @@ pub async fn compute(
             successes: count(g(2)),
             cost_unknown: count(g(4)),
             total_cost,
-            cost_per_success: ratio(total_cost, successes),
+            cost_per_success: ratio_of(total_cost, successes),
         }
     })
     .collect();
@@ -299,7 +275,7 @@ pub async fn compute(
             executions: count(g(2)),
             successes: count(g(3)),
             cost,
-            cost_per_success: ratio(cost, successes),
+            cost_per_success: ratio_of(cost, successes),
         }
     })
     .collect();

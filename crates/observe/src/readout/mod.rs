@@ -119,7 +119,8 @@ pub struct Readout {
     pub verdict: Verdict,
 }
 
-fn num(v: &Value) -> Option<f64> {
+/// A number from either backend (PostgreSQL's `AVG` of integers is a numeric, sent as text).
+pub(crate) fn num(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.parse().ok(),
@@ -127,11 +128,11 @@ fn num(v: &Value) -> Option<f64> {
     }
 }
 
-fn count(v: &Value) -> u64 {
-    num(v).map_or(0, |x| if x > 0.0 { x as u64 } else { 0 })
+pub(crate) fn count(v: &Value) -> u64 {
+    num(v).map_or(0, |x| if x > 0.0 { x.round() as u64 } else { 0 })
 }
 
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
@@ -139,7 +140,7 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn ratio_of(a: f64, b: f64) -> Option<f64> {
+pub(crate) fn ratio_of(a: f64, b: f64) -> Option<f64> {
     (b > 0.0).then(|| a / b)
 }
 
