@@ -22,25 +22,7 @@ async fn a_kill_switch_from_another_process_stops_a_running_execution_at_its_nex
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let data = dir.join("data");
-    std::fs::create_dir_all(dir.join("strategies")).unwrap();
-    std::fs::write(dir.join("prompt.md"), "Look the order up.").unwrap();
-    std::fs::write(
-        dir.join("loop.yaml"),
-        "rules:\n  - then: { call: { tool: lookup_order, args: { order_id: A-1001 } }, output_tokens: 5 }\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("strategies/runaway.yaml"),
-        "name: runaway
-prompt: { file: ../prompt.md, version: v1 }
-model: { provider: scripted, name: scripted-small, script: ../loop.yaml }
-tools: [lookup_order]
-max_steps: 3000
-budget: { max_cost_usd: 1000, max_tokens: 1000000000 }
-success: [ { answer_matches: 'never' } ]
-",
-    )
-    .unwrap();
+    common::write_runaway(dir);
     let keel = env!("CARGO_BIN_EXE_keel");
     let config = |c: &mut Command| {
         c.arg("--tools")

@@ -369,26 +369,7 @@ async fn a_kill_switch_set_through_server_b_stops_a_run_on_machine_a_at_its_next
     let dir = tmp.path();
     let cfg = config(dir, &url);
     let (a, b) = (dir.join("a"), dir.join("b"));
-    // A runaway: a scripted model that looks the same order up forever.
-    std::fs::create_dir_all(dir.join("strategies")).unwrap();
-    std::fs::write(dir.join("prompt.md"), "Look the order up.").unwrap();
-    std::fs::write(
-        dir.join("loop.yaml"),
-        "rules:\n  - then: { call: { tool: lookup_order, args: { order_id: A-1001 } }, output_tokens: 5 }\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("strategies/runaway.yaml"),
-        "name: runaway
-prompt: { file: ../prompt.md, version: v1 }
-model: { provider: scripted, name: scripted-small, script: ../loop.yaml }
-tools: [lookup_order]
-max_steps: 3000
-budget: { max_cost_usd: 1000, max_tokens: 1000000000 }
-success: [ { answer_matches: 'never' } ]
-",
-    )
-    .unwrap();
+    common::write_runaway(dir);
     let operator = ok(keel(
         &cfg,
         &b,

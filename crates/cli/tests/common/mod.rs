@@ -111,3 +111,27 @@ pub fn keel_in_repo(data: &Path, args: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+/// Writes strategy `runaway` under `dir/strategies`: a scripted model that looks the same order
+/// up forever (3 000 steps, a budget it never reaches), for tests that stop a live execution.
+pub fn write_runaway(dir: &Path) {
+    std::fs::create_dir_all(dir.join("strategies")).unwrap();
+    std::fs::write(dir.join("prompt.md"), "Look the order up.").unwrap();
+    std::fs::write(
+        dir.join("loop.yaml"),
+        "rules:\n  - then: { call: { tool: lookup_order, args: { order_id: A-1001 } }, output_tokens: 5 }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("strategies/runaway.yaml"),
+        "name: runaway
+prompt: { file: ../prompt.md, version: v1 }
+model: { provider: scripted, name: scripted-small, script: ../loop.yaml }
+tools: [lookup_order]
+max_steps: 3000
+budget: { max_cost_usd: 1000, max_tokens: 1000000000 }
+success: [ { answer_matches: 'never' } ]
+",
+    )
+    .unwrap();
+}
