@@ -61,6 +61,13 @@ impl FromStr for BlobRef {
 pub trait BlobStore: Send + Sync {
     /// Stores `bytes`, returning their reference.
     async fn put(&self, bytes: Vec<u8>) -> Result<BlobRef, SpineError>;
+    /// Like [`BlobStore::put`], for bytes that an event this process is about to append to the
+    /// spine references: a store that keeps small blobs in the spine's own file may hold them
+    /// until the next commit there, which makes them durable together with that reference (see
+    /// `crate::sqlite::SqliteBlobs`). Readers in this process find them meanwhile.
+    async fn put_for_append(&self, bytes: Vec<u8>) -> Result<BlobRef, SpineError> {
+        self.put(bytes).await
+    }
     /// The bytes stored under `reference`, verified.
     async fn get(&self, reference: &BlobRef) -> Result<Vec<u8>, SpineError>;
     /// Deletes a blob (subject erasure); `Ok(false)` if it was not there. Stores that cannot
@@ -71,6 +78,11 @@ pub trait BlobStore: Send + Sync {
             path: std::path::PathBuf::new(),
             detail: format!("this blob store cannot delete {reference}"),
         })
+    }
+    /// True for a store that keeps blobs in local files, whose small blobs are cheaper in the
+    /// spine's file beside it (see `crate::sqlite::inline_small_blobs`).
+    fn is_local(&self) -> bool {
+        false
     }
 }
 
@@ -189,5 +201,9 @@ impl BlobStore for LocalBlobStore {
         })
         .await
         .map_err(|_| SpineError::Closed)?
+    }
+
+    fn is_local(&self) -> bool {
+        true
     }
 }

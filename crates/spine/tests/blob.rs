@@ -1,4 +1,5 @@
-//! The `BlobStore` contract on both backends: a local directory and an S3-compatible bucket on a
+//! The `BlobStore` contract on every backend: a local directory, the SQLite spine's file (small
+//! blobs inline, the rest in a directory) and an S3-compatible bucket on a
 //! real server (moto, started by the test from `$KEEL_TEST_MOTO_BIN`): content addressing, dedup,
 //! verify on read (a corrupted object is refused), clear errors, deletion for erasure, concurrent
 //! puts. Each check is one `async fn` over `&dyn BlobStore`, run against each backend.
@@ -6,7 +7,10 @@
 // Test helpers too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use keel_spine::{BlobRef, BlobStore, LocalBlobStore, S3BlobStore, S3Options, SpineError};
+use keel_spine::{
+    BlobRef, BlobStore, LocalBlobStore, S3BlobStore, S3Options, SpineError, SqliteLog,
+    SqliteOptions,
+};
 use keel_testkit::s3::{ACCESS_KEY_ID, MotoServer, SECRET_ACCESS_KEY};
 use object_store::ObjectStoreExt;
 use std::sync::Arc;
@@ -59,6 +63,40 @@ fn local() -> Backend {
             Box::pin(async move { n })
         }),
         _keep: Box::new(dir),
+    }
+}
+
+/// The SQLite spine's store: blobs up to 64 KiB in the spine's file, larger ones in a directory.
+fn spine_inline() -> Backend {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let root = dir.path().to_owned();
+    let db = root.join("spine.db");
+    let log = SqliteLog::open(&db, SqliteOptions::default()).unwrap();
+    let files: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::new(root.join("blobs")));
+    let store = keel_spine::sqlite::inline_small_blobs(Some(&db), files);
+    let (c_db, n_db, n_root) = (db.clone(), db.clone(), root.clone());
+    Backend {
+        store,
+        corrupt: Box::new(move |r, bytes| {
+            let conn = rusqlite::Connection::open(&c_db).unwrap();
+            let n = conn
+                .execute(
+                    "UPDATE inline_blobs SET bytes = ?1 WHERE ref = ?2",
+                    rusqlite::params![bytes, r.as_str()],
+                )
+                .unwrap();
+            assert_eq!(n, 1, "the small blob is a row of the spine's file");
+            Box::pin(async {})
+        }),
+        count: Box::new(move || {
+            let conn = rusqlite::Connection::open(&n_db).unwrap();
+            let rows: usize = conn
+                .query_row("SELECT count(*) FROM inline_blobs", [], |r| r.get(0))
+                .unwrap();
+            let n = rows + files_under(&n_root.join("blobs").join("sha256")).len();
+            Box::pin(async move { n })
+        }),
+        _keep: Box::new((dir, log)),
     }
 }
 
@@ -227,6 +265,14 @@ macro_rules! blob_contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
                     super::$check(&super::local()).await;
+                }
+            )*
+        }
+        mod spine_inline {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(&super::spine_inline()).await;
                 }
             )*
         }

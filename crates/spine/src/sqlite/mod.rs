@@ -6,6 +6,7 @@
 //! serialises their groups, and the conditional append stays correct because the expected seq
 //! is checked inside the write transaction.
 
+mod blobs;
 mod leases;
 mod schema;
 mod side;
@@ -26,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
+pub use blobs::{INLINE_MAX, SqliteBlobs, inline_small_blobs};
 pub use schema::{APPLICATION_ID, latest_version};
 pub use subjects::{Erasure, subject_digest};
 pub use writer::WriterStats;
@@ -82,6 +84,8 @@ struct Inner {
     stats: Arc<WriterStats>,
     /// Per execution: the subject cipher its events are sealed with, `None` if not linked.
     ciphers: Mutex<HashMap<ExecId, Option<Arc<Cipher>>>>,
+    /// Small blobs waiting for the next commit on this file (shared by its handles here).
+    staged: Arc<blobs::Staged>,
 }
 
 pub(crate) fn storage_err(path: &Path, context: &'static str, e: rusqlite::Error) -> SpineError {
@@ -108,6 +112,12 @@ impl SqliteLog {
         schema::migrate(&mut conn, &path)?;
         conn.execute_batch(side::RATES_TABLE)
             .map_err(|e| schema::map_err(&path, "creating the rate budgets' table", e))?;
+        conn.execute_batch(blobs::TABLE)
+            .map_err(|e| schema::map_err(&path, "creating the small blobs' table", e))?;
+        // Every handle on one file drains the same staged blobs, whichever commits first.
+        let staged = Self::already_open(&path)
+            .map(|other| other.inner.staged.clone())
+            .unwrap_or_default();
         let last: u64 = conn
             .query_row(
                 "SELECT coalesce(max(last_offset), 0) FROM (SELECT last_offset FROM batches ORDER BY first_offset DESC LIMIT 1)",
@@ -123,6 +133,7 @@ impl SqliteLog {
             options.durability,
             head_tx,
             stats.clone(),
+            staged.clone(),
         );
         let log = Self {
             inner: Arc::new(Inner {
@@ -135,6 +146,7 @@ impl SqliteLog {
                 head,
                 stats,
                 ciphers: Mutex::new(HashMap::new()),
+                staged,
             }),
         };
         if let Ok(mut open) = OPEN.lock() {
@@ -160,6 +172,25 @@ impl SqliteLog {
         match found {
             Some(inner) => Ok(Self { inner }),
             None => Self::open(path, options),
+        }
+    }
+
+    /// A handle this process already has open on the file at `path`, of any durability.
+    pub(crate) fn already_open(path: &Path) -> Option<Self> {
+        let wanted = same_file(path);
+        let open = OPEN.lock().ok()?;
+        open.iter()
+            .filter(|(p, _)| *p == wanted)
+            .find_map(|(_, weak)| weak.upgrade())
+            .map(|inner| Self { inner })
+    }
+
+    /// Drops staged small blobs that an erasure deletes, so no later commit writes them.
+    pub(super) fn forget_staged(&self, references: &[String]) {
+        for r in references {
+            if let Ok(parsed) = r.parse() {
+                self.inner.staged.forget(&parsed);
+            }
         }
     }
 

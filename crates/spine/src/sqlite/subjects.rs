@@ -73,7 +73,7 @@ impl SqliteLog {
         }
     }
 
-    async fn with_writer<T: Send + 'static>(
+    pub(super) async fn with_writer<T: Send + 'static>(
         &self,
         context: &'static str,
         f: impl FnOnce(&mut rusqlite::Connection) -> Result<T, rusqlite::Error> + Send + 'static,
@@ -202,22 +202,42 @@ impl SqliteLog {
     ) -> Result<Erasure, SpineError> {
         let digest = subject_digest(tenant, subject);
         let executions = self.subject_executions(tenant, subject).await?;
-        let blobs_deleted = shred::delete_referenced_blobs(self, &executions, blobs).await?;
+        let mut blobs_deleted = shred::delete_referenced_blobs(self, &executions, blobs).await?;
+        // Small blobs kept in this file go with the key, whatever store the caller passed.
+        let mut inline: Vec<String> = Vec::new();
+        for exec in &executions {
+            for r in shred::referenced_blobs(&crate::log::EventLog::read(self, *exec, 1).await?) {
+                if !inline.contains(&r) {
+                    inline.push(r);
+                }
+            }
+        }
+        self.forget_staged(&inline);
         let (d, t) = (digest.clone(), tenant.to_owned());
-        let (n_exec, n_blobs) = (executions.len() as i64, blobs_deleted.len() as i64);
+        let n_exec = executions.len() as i64;
+        let known = blobs_deleted.clone();
         let now = SystemClock.now().to_rfc3339();
-        self.with_writer("erasing a subject", move |conn| {
-            conn.pragma_update(None, "secure_delete", "ON")?;
-            let tx = conn.transaction()?;
-            tx.execute("DELETE FROM subject_keys WHERE digest = ?1", [&d])?;
-            tx.execute(
-                "INSERT INTO erasures (digest, tenant, erased_at, executions, blobs) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![d, t, now, n_exec, n_blobs],
-            )?;
-            tx.commit()?;
-            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-        })
-        .await?;
+        let deleted_here = self
+            .with_writer("erasing a subject", move |conn| {
+                conn.pragma_update(None, "secure_delete", "ON")?;
+                let tx = conn.transaction()?;
+                let rows = super::blobs::delete_rows(&tx, &inline)?;
+                let n_blobs = known.iter().chain(rows.iter().filter(|r| !known.contains(r))).count();
+                tx.execute("DELETE FROM subject_keys WHERE digest = ?1", [&d])?;
+                tx.execute(
+                    "INSERT INTO erasures (digest, tenant, erased_at, executions, blobs) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![d, t, now, n_exec, i64::try_from(n_blobs).unwrap_or(i64::MAX)],
+                )?;
+                tx.commit()?;
+                conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+                Ok(rows)
+            })
+            .await?;
+        for r in deleted_here {
+            if !blobs_deleted.contains(&r) {
+                blobs_deleted.push(r);
+            }
+        }
         for exec in &executions {
             self.forget_cipher(*exec);
         }

@@ -91,6 +91,8 @@ pub(super) struct Writer {
     cache: Cache,
     head: watch::Sender<u64>,
     stats: Arc<WriterStats>,
+    /// Small blobs to write with the next group (see `super::blobs`).
+    staged: Arc<super::blobs::Staged>,
 }
 
 impl Writer {
@@ -100,6 +102,7 @@ impl Writer {
         durability: Durability,
         head: watch::Sender<u64>,
         stats: Arc<WriterStats>,
+        staged: Arc<super::blobs::Staged>,
     ) -> Self {
         let synchronous = match durability {
             Durability::Full => "FULL",
@@ -113,6 +116,7 @@ impl Writer {
             cache: Cache::default(),
             head,
             stats,
+            staged,
         }
     }
 
@@ -135,7 +139,7 @@ impl Writer {
         {
             self.synchronous = wanted;
         }
-        let results = commit_group(conn, path, &group, &mut self.cache);
+        let results = commit_group(conn, path, &group, &mut self.cache, &self.staged);
         let first_ok = results
             .iter()
             .filter_map(|r| r.as_ref().ok().and_then(|a| a.ack).map(|a| a.first_offset))
@@ -299,12 +303,22 @@ fn commit_group(
     path: &Path,
     group: &[AppendRequest],
     cache: &mut Cache,
+    staged: &super::blobs::Staged,
 ) -> Vec<Result<Appended, SpineError>> {
     if let Err(e) = exec_sql(conn, "BEGIN IMMEDIATE") {
         let e = map_err(path, "starting a transaction", e);
         return group.iter().map(|_| Err(same_error(path, &e))).collect();
     }
-    match write_group(conn, path, group, cache) {
+    // Taken inside the write lock: a request in this group was queued after the blobs it
+    // references were staged, so they are here or in a group committed before this one.
+    let blobs = staged.take();
+    let written = super::blobs::write_staged(conn, path, &blobs)
+        .and_then(|()| write_group(conn, path, group, cache));
+    let rollback = |blobs| {
+        staged.restore(blobs);
+        let _ = exec_sql(conn, "ROLLBACK");
+    };
+    match written {
         Ok(results) => match exec_sql(conn, "COMMIT") {
             Ok(()) => {
                 for (req, result) in group.iter().zip(&results) {
@@ -315,14 +329,14 @@ fn commit_group(
                 results
             }
             Err(e) => {
-                let _ = exec_sql(conn, "ROLLBACK");
+                rollback(blobs);
                 *cache = Cache::default();
                 let e = map_err(path, "committing", e);
                 group.iter().map(|_| Err(same_error(path, &e))).collect()
             }
         },
         Err(e) => {
-            let _ = exec_sql(conn, "ROLLBACK");
+            rollback(blobs);
             *cache = Cache::default();
             group.iter().map(|_| Err(same_error(path, &e))).collect()
         }
