@@ -151,6 +151,7 @@ async fn open(data: &Path, config: &Config) -> Embedded {
         drive: None,
         blobs: Arc::new(keel_spine::LocalBlobStore::new(data.join("blobs"))),
         memory: None,
+        secrets: keel_core::secrets::none(),
     };
     Embedded::open_wired(data, config, backends, |b| *b = shop.builtins()).unwrap()
 }

@@ -14,6 +14,7 @@ pub mod event;
 pub mod experiment;
 pub mod ids;
 pub mod payload;
+pub mod secrets;
 pub mod state;
 
 pub use cost::{Cost, Tokens};

@@ -1,9 +1,8 @@
 //! The OpenAI-compatible `/v1/embeddings` provider against a real HTTP server on 127.0.0.1
 //! started by the test. The server embeds with the real all-MiniLM-L6-v2, so the provider's
-//! vectors must equal the local embedder's. Also: the key is read from the environment and sent
-//! as a bearer token but never appears in an error; 5xx is retried; a wrong dimension is refused.
-//! The fake key is `KEEL_TEST_OPENAI_KEY` from `.cargo/config.toml` (edition 2024 makes
-//! `set_var` unsafe and the workspace forbids unsafe code).
+//! vectors must equal the local embedder's. Also: the key is taken from the secret source by the
+//! name configured and sent as a bearer token but never appears in an error; 5xx is retried; a
+//! wrong dimension is refused.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,12 +14,17 @@ use keel_memory::conformance::minilm;
 use keel_memory::{Embedder, EmbeddingModel, MemoryError, OpenAiEmbedder};
 use keel_models::http::RetryPolicy;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const KEY_VAR: &str = "KEEL_TEST_OPENAI_KEY";
 const KEY: &str = "sk-test-0123456789abcdef";
+
+fn secrets() -> BTreeMap<String, String> {
+    BTreeMap::from([(KEY_VAR.to_owned(), KEY.to_owned())])
+}
 
 #[derive(Clone, Default)]
 struct Server {
@@ -101,11 +105,11 @@ fn quick() -> RetryPolicy {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embeds_over_the_wire_with_the_key_from_the_environment() {
+async fn embeds_over_the_wire_with_the_key_its_secret_names() {
     let state = Server::default();
     state.fail_first.store(1, Ordering::SeqCst);
     let url = serve(state.clone()).await;
-    let e = OpenAiEmbedder::new(&url, model(), Some(KEY_VAR), quick()).unwrap();
+    let e = OpenAiEmbedder::new(&url, model(), Some(KEY_VAR), &secrets(), quick()).unwrap();
     let texts = vec![
         "The parcel never arrived".to_owned(),
         "The package was not delivered".to_owned(),
@@ -144,12 +148,18 @@ async fn the_key_never_appears_in_errors() {
     let state = Server::default();
     state.refuse.store(1, Ordering::SeqCst);
     let url = serve(state).await;
-    let e = OpenAiEmbedder::new(&url, model(), Some(KEY_VAR), quick()).unwrap();
+    let e = OpenAiEmbedder::new(&url, model(), Some(KEY_VAR), &secrets(), quick()).unwrap();
     let err = e.embed(&["hello".to_owned()]).await.unwrap_err();
     let text = format!("{err} {err:?}");
     assert!(text.contains("401"), "{text}");
     assert!(!text.contains(KEY), "the key leaked: {text}");
-    let missing = OpenAiEmbedder::new(&url, model(), Some("KEEL_TEST_EMBED_UNSET_KEY"), quick());
+    let missing = OpenAiEmbedder::new(
+        &url,
+        model(),
+        Some("KEEL_TEST_EMBED_UNSET_KEY"),
+        &secrets(),
+        quick(),
+    );
     let msg = missing.err().unwrap().to_string();
     assert!(msg.contains("KEEL_TEST_EMBED_UNSET_KEY"), "{msg}");
 }

@@ -10,6 +10,7 @@ use crate::provider::{
     check_tool_names,
 };
 use async_trait::async_trait;
+use keel_core::secrets::SecretSource;
 use serde_json::{Value, json};
 
 /// The API version header we speak.
@@ -20,7 +21,7 @@ pub const API_VERSION: &str = "2023-06-01";
 pub struct AnthropicConfig {
     /// Base URL, e.g. `https://api.anthropic.com`.
     pub base_url: String,
-    /// Environment variable holding the API key.
+    /// The secret (environment variable, to the `keel` binary) holding the API key.
     pub api_key_env: String,
     /// Timeouts and retries.
     pub retry: RetryPolicy,
@@ -36,9 +37,9 @@ pub struct Anthropic {
 const NAME: &str = "anthropic";
 
 impl Anthropic {
-    /// Builds the provider, reading the API key from the environment now.
-    pub fn new(config: AnthropicConfig) -> Result<Self, ModelError> {
-        let key = Secret::from_env(NAME, &config.api_key_env)?;
+    /// Builds the provider, taking the API key from `secrets` now.
+    pub fn new(config: AnthropicConfig, secrets: &dyn SecretSource) -> Result<Self, ModelError> {
+        let key = Secret::from_source(NAME, &config.api_key_env, secrets)?;
         Ok(Self {
             config,
             key,

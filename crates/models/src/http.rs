@@ -1,8 +1,9 @@
-//! The HTTP plumbing both vendor clients share: API keys from the environment (redacted
-//! everywhere), per-attempt timeouts, and retries on 429 / 5xx / timeouts that honour
+//! The HTTP plumbing both vendor clients share: API keys from the secret source the edge hands
+//! down (redacted everywhere), per-attempt timeouts, and retries on 429 / 5xx / timeouts that honour
 //! `Retry-After`.
 
 use crate::error::ModelError;
+use keel_core::secrets::SecretSource;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -11,10 +12,15 @@ use std::time::{Duration, Instant};
 pub struct Secret(String);
 
 impl Secret {
-    /// Reads the secret from environment variable `var`.
-    pub fn from_env(provider: &str, var: &str) -> Result<Self, ModelError> {
-        match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Ok(Self(v)),
+    /// The secret named `var` in `secrets` (the `keel` binary answers from the environment
+    /// variable of that name); missing or empty is an error naming the variable.
+    pub fn from_source(
+        provider: &str,
+        var: &str,
+        secrets: &dyn SecretSource,
+    ) -> Result<Self, ModelError> {
+        match secrets.get(var) {
+            Some(v) if !v.is_empty() => Ok(Self(v)),
             _ => Err(ModelError::MissingApiKey {
                 provider: provider.to_owned(),
                 var: var.to_owned(),

@@ -12,6 +12,7 @@ use crate::provider::{
     check_tool_names,
 };
 use async_trait::async_trait;
+use keel_core::secrets::SecretSource;
 use serde_json::{Value, json};
 
 /// Where and how to reach an OpenAI-compatible server.
@@ -95,11 +96,11 @@ pub struct OpenAi {
 const NAME: &str = "openai";
 
 impl OpenAi {
-    /// Builds the provider, reading the API key from the environment now so a missing key fails
-    /// at start-up, not at the first call.
-    pub fn new(config: OpenAiConfig) -> Result<Self, ModelError> {
+    /// Builds the provider, taking the API key from `secrets` now so a missing key fails at
+    /// start-up, not at the first call.
+    pub fn new(config: OpenAiConfig, secrets: &dyn SecretSource) -> Result<Self, ModelError> {
         let key = match &config.api_key_env {
-            Some(var) => Some(Secret::from_env(NAME, var)?),
+            Some(var) => Some(Secret::from_source(NAME, var, secrets)?),
             None => None,
         };
         Ok(Self {

@@ -12,24 +12,32 @@ use keel_models::{
     ChatRequest, FinishReason, Message, ModelError, ModelProvider, ToolCall, ToolSpec,
 };
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-// Set for test processes in .cargo/config.toml.
+// The variable the strategy names, answered by the test's own secret source.
 const KEY_VAR: &str = "KEEL_TEST_ANTHROPIC_KEY";
 const KEY: &str = "sk-ant-test-0123456789abcdef";
 
 fn provider(base: &str, attempts: u32) -> Anthropic {
-    Anthropic::new(AnthropicConfig {
-        base_url: base.into(),
-        api_key_env: KEY_VAR.into(),
-        retry: RetryPolicy {
-            timeout: Duration::from_millis(400),
-            max_attempts: attempts,
-            base_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(50),
+    Anthropic::new(
+        AnthropicConfig {
+            base_url: base.into(),
+            api_key_env: KEY_VAR.into(),
+            retry: RetryPolicy {
+                timeout: Duration::from_millis(400),
+                max_attempts: attempts,
+                base_backoff: Duration::from_millis(10),
+                max_backoff: Duration::from_millis(50),
+            },
         },
-    })
+        &secrets(),
+    )
     .unwrap()
+}
+
+fn secrets() -> BTreeMap<String, String> {
+    BTreeMap::from([(KEY_VAR.to_owned(), KEY.to_owned())])
 }
 
 fn request() -> ChatRequest {

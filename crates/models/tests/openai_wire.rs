@@ -12,25 +12,33 @@ use keel_models::{
     ChatRequest, FinishReason, Message, ModelError, ModelProvider, ToolCall, ToolSpec,
 };
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-// Set for test processes in .cargo/config.toml.
+// The variable the strategy names, answered by the test's own secret source.
 const KEY_VAR: &str = "KEEL_TEST_OPENAI_KEY";
 const KEY: &str = "sk-test-0123456789abcdef";
 
 fn provider(base: &str, attempts: u32) -> OpenAi {
-    OpenAi::new(OpenAiConfig {
-        base_url: format!("{base}/v1"),
-        api_key_env: Some(KEY_VAR.into()),
-        retry: RetryPolicy {
-            timeout: Duration::from_millis(400),
-            max_attempts: attempts,
-            base_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(50),
+    OpenAi::new(
+        OpenAiConfig {
+            base_url: format!("{base}/v1"),
+            api_key_env: Some(KEY_VAR.into()),
+            retry: RetryPolicy {
+                timeout: Duration::from_millis(400),
+                max_attempts: attempts,
+                base_backoff: Duration::from_millis(10),
+                max_backoff: Duration::from_millis(50),
+            },
+            tool_choice: None,
         },
-        tool_choice: None,
-    })
+        &secrets(),
+    )
     .unwrap()
+}
+
+fn secrets() -> BTreeMap<String, String> {
+    BTreeMap::from([(KEY_VAR.to_owned(), KEY.to_owned())])
 }
 
 fn request() -> ChatRequest {
@@ -262,12 +270,15 @@ async fn a_slow_server_times_out() {
 
 #[test]
 fn a_missing_key_names_the_variable() {
-    let err = OpenAi::new(OpenAiConfig {
-        base_url: "http://127.0.0.1:9/v1".into(),
-        api_key_env: Some("KEEL_TEST_NO_SUCH_KEY".into()),
-        retry: RetryPolicy::default(),
-        tool_choice: None,
-    })
+    let err = OpenAi::new(
+        OpenAiConfig {
+            base_url: "http://127.0.0.1:9/v1".into(),
+            api_key_env: Some("KEEL_TEST_NO_SUCH_KEY".into()),
+            retry: RetryPolicy::default(),
+            tool_choice: None,
+        },
+        &secrets(),
+    )
     .err()
     .unwrap();
     assert!(err.to_string().contains("KEEL_TEST_NO_SUCH_KEY"), "{err}");
@@ -280,12 +291,15 @@ async fn a_forced_tool_choice_is_sent_until_the_first_tool_result() {
         Canned::ok(&fixture("openai/tool_call.json")),
     ])
     .await;
-    let p = OpenAi::new(OpenAiConfig {
-        base_url: format!("{}/v1", server.base_url),
-        api_key_env: None,
-        retry: RetryPolicy::default(),
-        tool_choice: Some(ToolChoice::parse("lookup_order")),
-    })
+    let p = OpenAi::new(
+        OpenAiConfig {
+            base_url: format!("{}/v1", server.base_url),
+            api_key_env: None,
+            retry: RetryPolicy::default(),
+            tool_choice: Some(ToolChoice::parse("lookup_order")),
+        },
+        &secrets(),
+    )
     .unwrap();
     p.chat(&request()).await.unwrap();
     let mut answered = request();

@@ -41,10 +41,10 @@ pub struct Conventions {
 }
 
 impl Conventions {
-    /// Reads the two standard switches from the environment.
-    pub fn from_env() -> Self {
-        let opt_in = std::env::var(sc::OPT_IN_ENV).unwrap_or_default();
-        let capture = std::env::var(sc::CAPTURE_CONTENT_ENV).unwrap_or_default();
+    /// From the values of the two standard switches ([`sc::OPT_IN_ENV`] and
+    /// [`sc::CAPTURE_CONTENT_ENV`], read by the caller's edge; `None`: unset).
+    pub fn from_switches(opt_in: Option<&str>, capture: Option<&str>) -> Self {
+        let (opt_in, capture) = (opt_in.unwrap_or_default(), capture.unwrap_or_default());
         Self {
             latest_experimental: opt_in.split(',').any(|v| v.trim() == sc::OPT_IN_LATEST),
             capture_content: capture.eq_ignore_ascii_case("true"),

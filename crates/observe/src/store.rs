@@ -157,13 +157,6 @@ impl Backend {
         }
     }
 
-    /// The backend `KEEL_PROJECTIONS_URL` configures (see [`Backend::from_config`]): the one
-    /// place the variable is read, by `keel` and `keel serve` alike.
-    pub fn from_env(default_file: &Path) -> Result<Self> {
-        let url = std::env::var("KEEL_PROJECTIONS_URL").ok();
-        Self::from_config(url.as_deref(), default_file)
-    }
-
     /// Opens (creating the tables if needed) the store.
     pub fn open(&self) -> futures::future::BoxFuture<'_, Result<Box<dyn ProjectionStore>>> {
         // Boxed here, where its types are concrete: callers' futures (axum handlers) then stay

@@ -155,7 +155,7 @@ async fn an_unreachable_endpoint_is_an_error_naming_it() {
         .port();
     let endpoint = format!("http://127.0.0.1:{port}/v1/traces");
     let sink = OtlpSink::new(&endpoint, Vec::new(), otlp::DEFAULT_TIMEOUT).unwrap();
-    let err = otlp::export_ended(&log, &sink, &Conventions::from_env(), 1)
+    let err = otlp::export_ended(&log, &sink, &Conventions::from_switches(None, None), 1)
         .await
         .unwrap_err();
     assert!(err.to_string().contains(&endpoint), "{err}");

@@ -14,6 +14,7 @@ use crate::strategy::StrategySet;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use keel_core::payload::Payload;
+use keel_core::secrets::Secrets;
 use keel_core::{Event, ExecId};
 use keel_models::PriceTable;
 use keel_spine::clock::SystemClock;
@@ -80,17 +81,26 @@ pub struct Backends {
     /// Governed memory (store and embedder), if any strategy retrieves or distils; `None`
     /// otherwise, and then a strategy with memory runs without it.
     pub memory: Option<Arc<keel_memory::Memory>>,
+    /// Where the secrets that strategies and contracts name come from (model API keys, tool
+    /// headers, OAuth clients): the `keel` binary answers from the environment.
+    pub secrets: Secrets,
 }
 
 impl Backends {
     /// The embedded default under `data`: blobs in `DIR/blobs`, and `DIR/memory.db` with the
-    /// local MiniLM if a strategy of `strategies` uses memory.
-    pub fn embedded(data: &Path, strategies: &StrategySet) -> Result<Self, RuntimeError> {
+    /// local MiniLM from `minilm_dir` if a strategy of `strategies` uses memory (an error if
+    /// one does and no directory is given); no secrets.
+    pub fn embedded(
+        data: &Path,
+        strategies: &StrategySet,
+        minilm_dir: Option<&Path>,
+    ) -> Result<Self, RuntimeError> {
         Ok(Self {
             spine: Spine::embedded(data)?,
             drive: None,
             blobs: Arc::new(LocalBlobStore::new(data.join("blobs"))),
-            memory: crate::recall::open_for(data, strategies)?,
+            memory: crate::recall::open_for(data, strategies, minilm_dir)?,
+            secrets: keel_core::secrets::none(),
         })
     }
 }
@@ -116,14 +126,16 @@ impl Embedded {
     }
 
     /// Like [`Embedded::open`], with the builtin functions `register` adds (the contracts'
-    /// `adapter: {kind: builtin}` entries must name one of them).
+    /// `adapter: {kind: builtin}` entries must name one of them). No secrets and no embedder: a
+    /// strategy with memory needs [`Embedded::open_wired`] on [`Backends::embedded`] with the
+    /// MiniLM directory.
     pub fn open_with(
         data: &Path,
         config: &Config,
         register: impl FnOnce(&mut Builtins),
     ) -> Result<Self, RuntimeError> {
         let strategies = StrategySet::load_dir(&config.strategies)?;
-        let backends = Backends::embedded(data, &strategies)?;
+        let backends = Backends::embedded(data, &strategies, None)?;
         Self::open_wired(data, config, backends, register)
     }
 
@@ -138,7 +150,7 @@ impl Embedded {
             file: data.display().to_string(),
             detail: format!("creating the data directory: {e}"),
         })?;
-        let strategies = StrategySet::load_dir(&config.strategies)?;
+        let strategies = StrategySet::load_dir(&config.strategies)?.with_secrets(&backends.secrets);
         let prices = PriceTable::load(&config.prices)?;
         let mut builtins = Builtins::default();
         register(&mut builtins);

@@ -77,16 +77,25 @@ impl MemoryConfig {
     }
 }
 
-/// Opens the embedded memory (`DIR/memory.db`, MiniLM from `$KEEL_MINILM_DIR`) if any strategy
-/// uses memory; `None` otherwise, so deployments without memory never load the model.
+/// Opens the embedded memory (`DIR/memory.db`, MiniLM from `minilm_dir`, which the caller's
+/// configuration resolved) if any strategy uses memory; `None` otherwise, so deployments without
+/// memory never load the model.
 pub fn open_for(
     data: &Path,
     strategies: &StrategySet,
+    minilm_dir: Option<&Path>,
 ) -> Result<Option<Arc<Memory>>, RuntimeError> {
     if !wanted(strategies) {
         return Ok(None);
     }
-    Ok(Some(Arc::new(open_embedded(data)?)))
+    let dir = minilm_dir.ok_or_else(|| MemoryError::Config {
+        field: "embedder.dir".into(),
+        detail: "a strategy uses memory, which needs all-MiniLM-L6-v2, and no directory was \
+                 given (keel.toml's embedder.dir or KEEL_MINILM_DIR; scripts/test-services \
+                 fetches the model)"
+            .into(),
+    })?;
+    Ok(Some(Arc::new(open_embedded(data, dir)?)))
 }
 
 /// Whether any strategy retrieves or distils memory (a wiring opens memory only then, so
@@ -97,11 +106,12 @@ pub fn wanted(strategies: &StrategySet) -> bool {
         .any(|s| s.memory.enabled || s.memory.distill)
 }
 
-/// The embedded memory under `data`: `memory.db` pinned to all-MiniLM-L6-v2.
+/// The embedded memory under `data`: `memory.db` pinned to all-MiniLM-L6-v2, loaded from
+/// `minilm_dir`.
 #[cfg(feature = "minilm")]
-pub fn open_embedded(data: &Path) -> Result<Memory, RuntimeError> {
+pub fn open_embedded(data: &Path, minilm_dir: &Path) -> Result<Memory, RuntimeError> {
     use keel_memory::{MemoryPolicy, SqliteMemory};
-    let embedder = keel_memory::MiniLm::from_env()?;
+    let embedder = keel_memory::MiniLm::load(minilm_dir)?;
     let store = SqliteMemory::open(
         data.join("memory.db"),
         keel_memory::Embedder::model(&embedder),
@@ -115,8 +125,8 @@ pub fn open_embedded(data: &Path) -> Result<Memory, RuntimeError> {
 
 /// Without the local embedder, a strategy with memory cannot run: a clear error, not a panic.
 #[cfg(not(feature = "minilm"))]
-pub fn open_embedded(data: &Path) -> Result<Memory, RuntimeError> {
-    let _ = data;
+pub fn open_embedded(data: &Path, minilm_dir: &Path) -> Result<Memory, RuntimeError> {
+    let _ = (data, minilm_dir);
     Err(MemoryError::Config {
         field: "memory".into(),
         detail: "this build has no local embedder (keel-runtime's `minilm` feature)".into(),

@@ -215,8 +215,9 @@ pub struct Replayer {
     /// Governed memory: the caller's, or (opened without backends) the embedded one, opened the
     /// first time a replayed strategy retrieves.
     memory: Mutex<Option<Arc<keel_memory::Memory>>>,
-    /// Open the embedded memory on first use (no backends were given).
-    lazy_memory: bool,
+    /// The MiniLM directory to open the embedded memory with on first use (no backends were
+    /// given; see [`Replayer::with_embedded_memory`]).
+    lazy_memory: Option<PathBuf>,
     /// The builtin functions live read-only tools call (as in [`crate::embedded::Embedded`]).
     builtins: Builtins,
 }
@@ -240,10 +241,16 @@ impl Replayer {
             drive: None,
             blobs: Arc::new(LocalBlobStore::new(data.join("blobs"))),
             memory: None,
+            secrets: keel_core::secrets::none(),
         };
-        let mut me = Self::open_wired(data, config, backends, register)?;
-        me.lazy_memory = true;
-        Ok(me)
+        Self::open_wired(data, config, backends, register)
+    }
+
+    /// This replayer, opening the embedded memory (`DIR/memory.db`, all-MiniLM-L6-v2 from
+    /// `minilm_dir`) the first time a replayed strategy retrieves, when its backends had none.
+    pub fn with_embedded_memory(mut self, minilm_dir: PathBuf) -> Self {
+        self.lazy_memory = Some(minilm_dir);
+        self
     }
 
     /// Like [`Replayer::open_with`], on the `backends` the caller built (the blobs the
@@ -265,7 +272,7 @@ impl Replayer {
             prices: PriceTable::load(&config.prices)?,
             clock: Arc::new(SystemClock),
             memory: Mutex::new(backends.memory),
-            lazy_memory: false,
+            lazy_memory: None,
             builtins,
         })
     }
@@ -288,8 +295,8 @@ impl Replayer {
                 exec: String::new(),
                 detail: "memory handle poisoned".into(),
             })?;
-            if slot.is_none() && self.lazy_memory {
-                *slot = Some(Arc::new(crate::recall::open_embedded(&self.data)?));
+            if let (None, Some(dir)) = (slot.as_ref(), &self.lazy_memory) {
+                *slot = Some(Arc::new(crate::recall::open_embedded(&self.data, dir)?));
             }
             slot.clone()
         } else {

@@ -19,6 +19,7 @@
 
 use crate::error::RuntimeError;
 use keel_core::payload::Budget;
+use keel_core::secrets::Secrets;
 use keel_models::ModelProvider;
 use keel_models::anthropic::{Anthropic, AnthropicConfig};
 use keel_models::http::RetryPolicy;
@@ -281,6 +282,25 @@ pub struct Strategy {
     pub memory: crate::recall::MemoryConfig,
     /// Whether a request must name its data subject (`subject: required`).
     pub subject: crate::subject::SubjectRule,
+    /// Where the provider's API key comes from (none until the wiring hands its source down).
+    keys: KeySource,
+}
+
+/// The secret source a strategy's provider takes its API key from: the wiring's (the `keel`
+/// binary's answers from the environment), never read here.
+#[derive(Clone)]
+struct KeySource(Secrets);
+
+impl Default for KeySource {
+    fn default() -> Self {
+        Self(keel_core::secrets::none())
+    }
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeySource")
+    }
 }
 
 impl Strategy {
@@ -442,31 +462,47 @@ impl Strategy {
             default: f.default,
             memory: f.memory,
             subject: f.subject,
+            keys: KeySource::default(),
         })
     }
 
-    /// Builds this strategy's model provider.
+    /// This strategy with its provider's API key taken from `secrets` (the wiring's source).
+    pub fn with_secrets(mut self, secrets: Secrets) -> Self {
+        self.keys = KeySource(secrets);
+        self
+    }
+
+    /// Builds this strategy's model provider, its API key taken from the secret source the
+    /// wiring handed down ([`Strategy::with_secrets`]; none: a provider that needs a key fails,
+    /// naming the variable).
     pub fn provider(&self) -> Result<Arc<dyn ModelProvider>, RuntimeError> {
+        let secrets = &*self.keys.0;
         Ok(match &self.provider {
             ProviderKind::Scripted(script) => Arc::new(ScriptedModel::load(script)?),
             ProviderKind::OpenAi {
                 base_url,
                 api_key_env,
                 tool_choice,
-            } => Arc::new(OpenAi::new(OpenAiConfig {
-                base_url: base_url.clone(),
-                api_key_env: api_key_env.clone(),
-                retry: RetryPolicy::default(),
-                tool_choice: tool_choice.clone(),
-            })?),
+            } => Arc::new(OpenAi::new(
+                OpenAiConfig {
+                    base_url: base_url.clone(),
+                    api_key_env: api_key_env.clone(),
+                    retry: RetryPolicy::default(),
+                    tool_choice: tool_choice.clone(),
+                },
+                secrets,
+            )?),
             ProviderKind::Anthropic {
                 base_url,
                 api_key_env,
-            } => Arc::new(Anthropic::new(AnthropicConfig {
-                base_url: base_url.clone(),
-                api_key_env: api_key_env.clone(),
-                retry: RetryPolicy::default(),
-            })?),
+            } => Arc::new(Anthropic::new(
+                AnthropicConfig {
+                    base_url: base_url.clone(),
+                    api_key_env: api_key_env.clone(),
+                    retry: RetryPolicy::default(),
+                },
+                secrets,
+            )?),
         })
     }
 }
@@ -539,5 +575,16 @@ impl StrategySet {
     /// All strategies, by name.
     pub fn iter(&self) -> impl Iterator<Item = &Strategy> {
         self.by_name.values()
+    }
+
+    /// Every strategy with its provider's API key taken from `secrets` (the wiring's source).
+    pub fn with_secrets(self, secrets: &Secrets) -> Self {
+        Self {
+            by_name: self
+                .by_name
+                .into_iter()
+                .map(|(name, s)| (name, s.with_secrets(secrets.clone())))
+                .collect(),
+        }
     }
 }

@@ -171,7 +171,11 @@ async fn the_memory_store_can_be_rebuilt_from_the_log() {
     let original = memory.store.list("acme", None).await.unwrap();
     assert_eq!(original.len(), 2);
 
-    let fresh = keel_runtime::recall::open_embedded(&tmp.path().join("rebuilt")).unwrap();
+    let fresh = keel_runtime::recall::open_embedded(
+        &tmp.path().join("rebuilt"),
+        &common::minilm_dir().expect("KEEL_MINILM_DIR"),
+    )
+    .unwrap();
     let n = keel_runtime::recall::rebuild_from_log(&*env.log, &fresh)
         .await
         .unwrap();

@@ -65,12 +65,12 @@ pub struct App {
     pub data: std::path::PathBuf,
     /// How browsers reach the server (the UI's cookie and origin checks).
     pub web: web::WebConfig,
-    /// The projections (`KEEL_PROJECTIONS_URL`, else `DATA/observe.db`), opened on first use;
+    /// The projections (`projections_url`, else `DATA/observe.db`), opened on first use;
     /// held only while they catch up with the spine.
     pub projections: tokio::sync::Mutex<Option<Box<dyn keel_observe::ProjectionStore>>>,
     /// The projections' URL the wiring's configuration names (`projections.url`: a
-    /// `postgres://` URL or `sqlite:PATH`); `None`: `DATA/observe.db` unless
-    /// `KEEL_PROJECTIONS_URL` says otherwise.
+    /// `postgres://` URL or `sqlite:PATH`, the CLI's `keel.toml` or `KEEL_PROJECTIONS_URL`);
+    /// `None`: `DATA/observe.db`.
     pub projections_url: Option<String>,
     /// The same projections opened again for queries, which run concurrently and never wait
     /// for one another (nor hold up a catch-up).

@@ -4,7 +4,7 @@
 //! the SLO gauges of `/metrics` ([`slo_metrics`]), and the pages: trace search, a trace's steps,
 //! a replay's diff against its original, and the SLO table.
 //!
-//! Every read first brings the projections (`KEEL_PROJECTIONS_URL`, else `DATA/observe.db`) up
+//! Every read first brings the projections (`projections.url`, else `DATA/observe.db`) up
 //! to date from the spine.
 
 use crate::auth::{Principal, Role};
@@ -119,10 +119,8 @@ pub(crate) fn observe_err(e: keel_observe::ObserveError) -> ApiError {
     }
 }
 
-/// The projections, opened on first use (the backend `KEEL_PROJECTIONS_URL` names, else the
-/// embedded file) and brought up to date with the spine. Held for the caller's query.
-/// Runs `work` on the projections, opened on first use (the backend `KEEL_PROJECTIONS_URL`
-/// names, else the embedded file) and brought up to date with the spine first.
+/// Runs `work` on the projections, opened on first use (the backend the wiring's
+/// `projections_url` names, else the embedded file) and brought up to date with the spine first.
 ///
 /// Boxed, with the store never held across a handler's own awaits: spelled as a plain async
 /// fn, the handlers' futures are not provably `Send` to axum (rustc's higher-ranked lifetime
@@ -137,11 +135,8 @@ pub(crate) fn with_projections<'a, T: Send + 'a>(
 ) -> futures::future::BoxFuture<'a, Result<T, ApiError>> {
     Box::pin(async move {
         let default = state.data.join("observe.db");
-        let backend = match state.projections_url.as_deref() {
-            Some(url) => Backend::from_config(Some(url), &default),
-            None => Backend::from_env(&default),
-        }
-        .map_err(internal)?;
+        let backend =
+            Backend::from_config(state.projections_url.as_deref(), &default).map_err(internal)?;
         let open = || async { backend.open().await.map_err(internal) };
         {
             let mut slot = state.projections.lock().await;

@@ -335,7 +335,12 @@ async fn real(data: &Path, out: &mut Map<String, Value>, quiet: bool) -> anyhow:
     let dir = data.join(format!("bench-memory-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir)?;
     let result = async {
-        let embedder = MiniLm::from_env()?;
+        let embedder = match &crate::config::current().embedder {
+            crate::config::EmbedderChoice::MiniLm { dir: Some(d) } => MiniLm::load(d)?,
+            _ => anyhow::bail!(
+                "embedded_real: the configuration names no MiniLM directory (embedder.dir or KEEL_MINILM_DIR)"
+            ),
+        };
         let store = SqliteMemory::open(dir.join("memory.db"), embedder.model())?;
         let m = Memory::new(Arc::new(store), Arc::new(embedder), MemoryPolicy::default())?;
         if !quiet {

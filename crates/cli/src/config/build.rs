@@ -241,6 +241,7 @@ impl Config {
             drive: None,
             blobs: self.blob_store(data)?,
             memory,
+            secrets: super::secrets::process_env(),
         })
     }
 

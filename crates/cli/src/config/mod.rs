@@ -16,6 +16,7 @@ pub mod build;
 pub mod check;
 mod file;
 mod resolve;
+pub mod secrets;
 
 use anyhow::{Context, anyhow};
 use keel_memory::EmbeddingModel;

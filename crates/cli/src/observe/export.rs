@@ -157,7 +157,11 @@ pub async fn export(data: &Path, target: ExportCmd) -> anyhow::Result<()> {
             let endpoint = target.endpoint;
             let (log, p) = refresh(data).await?;
             let sink = OtlpSink::new(&endpoint, target.headers, target.timeout)?;
-            let conv = Conventions::from_env();
+            let var = |name: &str| std::env::var(name).ok();
+            let conv = Conventions::from_switches(
+                var(keel_observe::semconv::OPT_IN_ENV).as_deref(),
+                var(keel_observe::semconv::CAPTURE_CONTENT_ENV).as_deref(),
+            );
             let mut from = if from_start {
                 1
             } else {

@@ -112,7 +112,8 @@ pub async fn replay(data: &Path, args: ReplayArgs) -> anyhow::Result<()> {
         ReadOnlyTools::Live
     };
     let config = args.config.config();
-    let set = keel_runtime::StrategySet::load_dir(&config.strategies)?;
+    let set = keel_runtime::StrategySet::load_dir(&config.strategies)?
+        .with_secrets(&crate::config::secrets::process_env());
     let originals: Vec<ExecId> = match (&args.exec_id, &args.since) {
         (Some(id), _) => vec![
             id.parse()

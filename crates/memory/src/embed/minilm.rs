@@ -89,14 +89,6 @@ impl MiniLm {
         })
     }
 
-    /// Loads from `$KEEL_MINILM_DIR`.
-    pub fn from_env() -> Result<Self, MemoryError> {
-        let dir = std::env::var_os("KEEL_MINILM_DIR").ok_or_else(|| {
-            err("KEEL_MINILM_DIR is not set (scripts/test-services fetches the model and prints it)")
-        })?;
-        Self::load(Path::new(&dir))
-    }
-
     /// Embeds synchronously (CPU bound).
     pub fn embed_sync(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, MemoryError> {
         if texts.is_empty() {

@@ -1,11 +1,12 @@
 //! An OpenAI-compatible `POST {base_url}/embeddings` embedder (OpenAI, vLLM, Ollama, LiteLLM,
-//! text-embeddings-inference). The API key is read from the environment once, at construction,
-//! and never appears in errors or logs (keel-models' `Secret`). Retries honour `Retry-After`.
+//! text-embeddings-inference). The API key is taken once, at construction, from the secret
+//! source the caller hands down (or given as is), and never appears in errors or logs (keel-models' `Secret`). Retries honour `Retry-After`.
 
 use super::{Embedder, normalize};
 use crate::error::MemoryError;
 use crate::fact::EmbeddingModel;
 use async_trait::async_trait;
+use keel_core::secrets::SecretSource;
 use keel_models::http::{self, RetryPolicy, Secret};
 use serde_json::{Value, json};
 
@@ -30,15 +31,16 @@ fn err(detail: impl std::fmt::Display) -> MemoryError {
 impl OpenAiEmbedder {
     /// `base_url` up to and including the version (`https://api.openai.com/v1`); `model` as the
     /// server names it, with the `version` and `dim` the store pins; `api_key_env` names the
-    /// variable holding the key (`None` for local servers without auth).
+    /// secret in `secrets` holding the key (`None` for local servers without auth).
     pub fn new(
         base_url: &str,
         model: EmbeddingModel,
         api_key_env: Option<&str>,
+        secrets: &dyn SecretSource,
         retry: RetryPolicy,
     ) -> Result<Self, MemoryError> {
         let key = match api_key_env {
-            Some(var) => Some(Secret::from_env(NAME, var).map_err(err)?),
+            Some(var) => Some(Secret::from_source(NAME, var, secrets).map_err(err)?),
             None => None,
         };
         Self::with_key(base_url, model, key, retry)

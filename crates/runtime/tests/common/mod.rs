@@ -5,7 +5,8 @@
 
 use keel_core::payload::{Outcome, Payload, ToolStatus};
 use keel_core::{Event, ExecId, ExecStatus, ExecutionState};
-use keel_runtime::embedded::{Config, Embedded};
+use keel_runtime::StrategySet;
+use keel_runtime::embedded::{Backends, Config, Embedded};
 use keel_runtime::replay::Replayer;
 use keel_tools::shop::Shop;
 use std::path::{Path, PathBuf};
@@ -31,18 +32,31 @@ impl std::ops::DerefMut for Env {
     }
 }
 
-/// Opens the store under `data` with `config` and the demo shop's builtins.
+/// Opens the store under `data` with `config` and the demo shop's builtins (and the embedded
+/// memory, if a strategy uses it).
 pub fn open(data: &Path, config: &Config) -> Env {
     std::fs::create_dir_all(data).unwrap();
     let shop = Shop::open(data.join("shop.db")).unwrap();
-    let embedded = Embedded::open_with(data, config, |b| *b = shop.builtins()).unwrap();
+    let strategies = StrategySet::load_dir(&config.strategies).unwrap();
+    let backends = Backends::embedded(data, &strategies, minilm_dir().as_deref()).unwrap();
+    let embedded = Embedded::open_wired(data, config, backends, |b| *b = shop.builtins()).unwrap();
     Env { embedded, shop }
 }
 
 /// A replayer of the store under `data`, whose live read-only tools call the demo shop.
 pub fn replayer(data: &Path, config: &Config) -> Replayer {
     let shop = Shop::open(data.join("shop.db")).unwrap();
-    Replayer::open_with(data, config, |b| *b = shop.builtins()).unwrap()
+    let replayer = Replayer::open_with(data, config, |b| *b = shop.builtins()).unwrap();
+    match minilm_dir() {
+        Some(dir) => replayer.with_embedded_memory(dir),
+        None => replayer,
+    }
+}
+
+/// all-MiniLM-L6-v2's directory: the test process is its own edge (scripts/test-services
+/// prints `KEEL_MINILM_DIR`).
+pub fn minilm_dir() -> Option<PathBuf> {
+    std::env::var_os("KEEL_MINILM_DIR").map(PathBuf::from)
 }
 
 pub fn repo() -> PathBuf {
