@@ -173,7 +173,7 @@ fn unexpected(context: &'static str, answer: Option<SideAnswer>) -> ToolError {
 }
 
 /// A stored row as the ledger's entry.
-fn entry_of(row: LedgerRow) -> LedgerEntry {
+pub(crate) fn entry_of(row: LedgerRow) -> LedgerEntry {
     let state = if row.state == "finished" {
         LedgerState::Finished
     } else {

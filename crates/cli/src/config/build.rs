@@ -173,14 +173,10 @@ impl Config {
                 .await
                 .and_then(|r| r.map_err(anyhow::Error::from))
                 .map_err(fail)?;
-                let ledger = within(keel_tools::pg::PgLedger::connect(url))
-                    .await
-                    .and_then(|r| r.map_err(anyhow::Error::from))
-                    .map_err(fail)?;
-                let rates = within(keel_tools::pg::PgRates::connect(url))
-                    .await
-                    .and_then(|r| r.map_err(anyhow::Error::from))
-                    .map_err(fail)?;
+                // The ledger and the rates are written by the spine's own writer (and ride in
+                // the appends of a runner on it: docs/decisions/125).
+                let ledger = keel_tools::pg::PgLedger::on(&log);
+                let rates = keel_tools::pg::PgRates::on(&log);
                 anyhow::Ok(Spine {
                     store: Arc::new(log),
                     ledger: Arc::new(ledger),

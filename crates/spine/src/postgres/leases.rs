@@ -209,4 +209,29 @@ impl Leases for PgEventLog {
         self.send(lease.exec_id, expected_seq, events, Some(lease.epoch))
             .await
     }
+
+    async fn append_leased_with(
+        &self,
+        lease: &Lease,
+        expected_seq: u64,
+        events: &[Event],
+        side: Vec<crate::side::SideWrite>,
+        durable: bool,
+    ) -> Result<crate::side::Appended, SpineError> {
+        if events.is_empty() {
+            return Err(SpineError::InvalidAppend {
+                exec_id: lease.exec_id,
+                detail: "empty batch".into(),
+            });
+        }
+        self.send_with(
+            lease.exec_id,
+            expected_seq,
+            events,
+            Some(lease.epoch),
+            side,
+            durable,
+        )
+        .await
+    }
 }

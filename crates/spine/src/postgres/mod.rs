@@ -20,6 +20,7 @@ mod writer;
 use crate::error::SpineError;
 use crate::log::{AppendAck, Committed, EventLog, ExecSummary, validate_batch};
 use crate::shred::{self, Cipher};
+use crate::side::{Appended, LedgerRow, SideAnswer, SideWrite};
 use crate::sqlite::{Durability, WriterStats, decode_batch, encode_batch};
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
@@ -131,6 +132,17 @@ pub async fn connect_session(url: &str) -> Result<(Client, PathBuf), SpineError>
     let tls = tls::MakeRustls::new(root.as_deref(), &shown)?;
     let client = open_client(&config, &tls, &shown, "on").await?;
     Ok((client, shown))
+}
+
+/// How to connect to `url` as the spine does, for stores in other crates that open their own
+/// connections (the projections, pgvector memory): the URL's configuration without its TLS
+/// parameters, the verified-TLS connector they ask for (`sslmode`, `sslrootcert`), and the
+/// server as errors may show it (no password).
+pub fn connector(url: &str) -> Result<(Config, tls::MakeRustls, PathBuf), SpineError> {
+    let (config, root) = parse_url(url)?;
+    let shown = shown_url(&config);
+    let tls = tls::MakeRustls::new(root.as_deref(), &shown)?;
+    Ok((config, tls, shown))
 }
 
 /// The parsed URL, and the root certificates' file it names (`sslrootcert`), if any.
@@ -267,31 +279,104 @@ impl PgEventLog {
         events: &[Event],
         fence: Option<u64>,
     ) -> Result<AppendAck, SpineError> {
-        validate_batch(exec_id, expected_seq, events)?;
-        let cipher = self.cipher_for(exec_id).await?;
-        let body = encode_batch(events, cipher.as_deref())?;
+        let done = self
+            .send_with(exec_id, expected_seq, events, fence, Vec::new(), true)
+            .await?;
+        done.ack.ok_or_else(|| SpineError::InvalidAppend {
+            exec_id,
+            detail: "empty batch".into(),
+        })
+    }
+
+    /// An append (none if `events` is empty) with side writes in its transaction
+    /// ([`crate::side`]).
+    pub(super) async fn send_with(
+        &self,
+        exec_id: ExecId,
+        expected_seq: u64,
+        events: &[Event],
+        fence: Option<u64>,
+        side: Vec<SideWrite>,
+        durable: bool,
+    ) -> Result<Appended, SpineError> {
         let (reply, answer) = oneshot::channel();
         let ends = events.iter().any(|e| e.event_type().is_terminal());
-        let request = writer::AppendRequest {
-            exec_id,
-            exec_key: exec_id.to_string(),
-            tenant: events[0].tenant.0.clone(),
-            expected_seq,
-            ends,
-            fence,
-            len: events.len() as u64,
-            body,
-            reply,
+        let durable = durable || side.iter().any(SideWrite::must_be_durable);
+        let request = match events.first() {
+            Some(first) => {
+                validate_batch(exec_id, expected_seq, events)?;
+                let cipher = self.cipher_for(exec_id).await?;
+                writer::AppendRequest {
+                    exec_id,
+                    exec_key: exec_id.to_string(),
+                    tenant: first.tenant.0.clone(),
+                    expected_seq,
+                    ends,
+                    fence,
+                    len: events.len() as u64,
+                    body: encode_batch(events, cipher.as_deref())?,
+                    side,
+                    durable: true,
+                    reply,
+                }
+            }
+            None => writer::AppendRequest {
+                exec_id,
+                exec_key: String::new(),
+                tenant: String::new(),
+                expected_seq,
+                ends: false,
+                fence: None,
+                len: 0,
+                body: String::new(),
+                side,
+                durable,
+                reply,
+            },
         };
         self.inner
             .requests
             .send(request)
             .map_err(|_| SpineError::Closed)?;
-        let ack = answer.await.map_err(|_| SpineError::Closed)?;
-        if ends {
+        let done = answer.await.map_err(|_| SpineError::Closed)?;
+        if ends && done.is_ok() {
             self.forget_cipher(exec_id);
         }
-        ack
+        done
+    }
+
+    /// A request of side writes only ([`crate::side`]), in the writer's next group: the tool
+    /// ledger's and rate budgets' own writes. Flushed if `durable` or if one must be durable.
+    pub async fn write_side(
+        &self,
+        side: Vec<SideWrite>,
+        durable: bool,
+    ) -> Result<Vec<SideAnswer>, SpineError> {
+        let nil = ExecId(uuid::Uuid::nil());
+        Ok(self
+            .send_with(nil, 0, &[], None, side, durable)
+            .await?
+            .answers)
+    }
+
+    /// The tool ledger's row for (tenant, key), if any.
+    pub async fn ledger_entry(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<LedgerRow>, SpineError> {
+        let row = self
+            .reader()
+            .query_opt(
+                &format!(
+                    "SELECT {} FROM keel_spine.tool_ledger WHERE tenant = $1 AND key = $2",
+                    writer::LEDGER_COLUMNS
+                ),
+                &[&tenant, &key],
+            )
+            .await
+            .map_err(self.err("reading a ledger entry"))?;
+        Ok(row.as_ref().map(writer::ledger_row))
     }
 
     /// Decodes rows of `(first_offset, exec_id, first_seq, body)` into committed events.
@@ -373,6 +458,28 @@ impl EventLog for PgEventLog {
             .collect())
     }
 
+    /// One query for the whole batch.
+    async fn read_many(&self, exec_ids: &[ExecId]) -> Result<Vec<Vec<Event>>, SpineError> {
+        let keys: Vec<String> = exec_ids.iter().map(ExecId::to_string).collect();
+        let rows = self
+            .reader()
+            .query(
+                "SELECT first_offset, exec_id, first_seq, body FROM keel_spine.batches
+                 WHERE exec_id = ANY($1) ORDER BY exec_id, first_seq",
+                &[&keys],
+            )
+            .await
+            .map_err(self.err("reading executions"))?;
+        let mut by_exec: HashMap<ExecId, Vec<Event>> = HashMap::new();
+        for c in self.decode_rows(rows, 0, usize::MAX).await? {
+            by_exec.entry(c.event.exec_id).or_default().push(c.event);
+        }
+        Ok(exec_ids
+            .iter()
+            .map(|e| by_exec.remove(e).unwrap_or_default())
+            .collect())
+    }
+
     async fn appended_after(&self, exec_id: ExecId, seq: u64) -> Result<bool, SpineError> {
         let last: Option<i64> = self
             .reader()
@@ -450,5 +557,29 @@ impl EventLog for PgEventLog {
 
     async fn subject_of(&self, exec_id: ExecId) -> Result<Option<String>, SpineError> {
         PgEventLog::subject_of(self, exec_id).await
+    }
+
+    /// The database (as errors show it): a ledger or rate store on the same database
+    /// ([`PgEventLog::write_side`]) has the same, and a runner carries their writes in its appends.
+    fn side_store(&self) -> Option<&Path> {
+        Some(&self.inner.shown)
+    }
+
+    async fn append_with(
+        &self,
+        exec_id: ExecId,
+        expected_seq: u64,
+        events: &[Event],
+        side: Vec<SideWrite>,
+        durable: bool,
+    ) -> Result<Appended, SpineError> {
+        if events.is_empty() {
+            return Err(SpineError::InvalidAppend {
+                exec_id,
+                detail: "empty batch".into(),
+            });
+        }
+        self.send_with(exec_id, expected_seq, events, None, side, durable)
+            .await
     }
 }

@@ -13,10 +13,18 @@
 //!
 //! Conflicts, fences and refusals are decided between the two from the locked rows, so they never
 //! disturb the rest of the group; a storage error fails the whole group (nothing of it commits).
+//!
+//! Side writes (`crate::side`: the tool ledger's rows and rate takes) of the accepted requests run
+//! in the same transaction, one statement each, pipelined in waves: a wave ends at each request's
+//! next rate take, since a refused take skips what follows it. The last wave rides in round trip
+//! 2 unless it begins a ledger key (whose answer may need a read of its own). A group of side
+//! writes only takes no head lock, and commits without waiting for the flush when none of them
+//! must be durable (rate takes alone, as the embedded spine does).
 
 use super::schema::db_err;
 use crate::error::SpineError;
 use crate::log::AppendAck;
+use crate::side::{Appended, LedgerRow, SideAnswer, SideWrite};
 use crate::sqlite::WriterStats;
 use keel_core::ExecId;
 use std::collections::HashMap;
@@ -42,11 +50,16 @@ pub(super) struct AppendRequest {
     pub ends: bool,
     /// The lease epoch the append is fenced by (`None`: unfenced).
     pub fence: Option<u64>,
-    /// Number of events in the batch.
+    /// Number of events in the batch (0: a request of side writes only).
     pub len: u64,
     /// The batch, already encoded by the appender as a JSON array of events.
     pub body: String,
-    pub reply: oneshot::Sender<Result<AppendAck, SpineError>>,
+    /// Applied in the group's transaction if the events are accepted.
+    pub side: Vec<SideWrite>,
+    /// False when the request asks for no flush (side writes only, none of which must be
+    /// durable); a request with events is always flushed (`synchronous_commit` of the writer).
+    pub durable: bool,
+    pub reply: oneshot::Sender<Result<Appended, SpineError>>,
 }
 
 /// The writer's connection and its prepared statements.
@@ -58,6 +71,84 @@ pub(super) struct Conn {
     upsert_execs: Statement,
     set_head: Statement,
     notify: Statement,
+    side: SideStatements,
+}
+
+/// The side writes' statements (`crate::side`), prepared once on the writer's connection.
+struct SideStatements {
+    ledger_begin: Statement,
+    ledger_read: Statement,
+    ledger_finish: Statement,
+    ledger_release: Statement,
+    rate_take: Statement,
+}
+
+/// Reads a ledger row of `keel_spine.tool_ledger` (columns in [`LEDGER_COLUMNS`] order).
+pub(super) const LEDGER_COLUMNS: &str =
+    "tool, exec_id, call_id, state, status, output_ref, actual_cost";
+
+pub(super) fn ledger_row(r: &tokio_postgres::Row) -> LedgerRow {
+    LedgerRow {
+        tool: r.get(0),
+        exec_id: r.get(1),
+        call_id: r.get(2),
+        state: r.get(3),
+        status: r.get(4),
+        output_ref: r.get(5),
+        actual_cost: r.get(6),
+    }
+}
+
+impl SideStatements {
+    async fn prepare(client: &Client, shown: &Path) -> Result<Self, SpineError> {
+        let err = |c| db_err(shown, c);
+        Ok(Self {
+            // Inserted: one row, `begun`. A conflict with a row this statement's snapshot sees:
+            // that row. A conflict with a row committed since (another process, same key, same
+            // instant): nothing, and the writer reads it again.
+            ledger_begin: client
+                .prepare(&format!(
+                    "WITH ins AS (
+                         INSERT INTO keel_spine.tool_ledger (tenant, key, tool, exec_id, call_id, state, started_at)
+                         VALUES ($1, $2, $3, $4, $5, 'started', $6) ON CONFLICT DO NOTHING RETURNING 1)
+                     SELECT {LEDGER_COLUMNS}, false FROM keel_spine.tool_ledger
+                     WHERE tenant = $1 AND key = $2 AND NOT EXISTS (SELECT 1 FROM ins)
+                     UNION ALL SELECT $3, $4, $5, 'started', NULL, NULL, NULL, true FROM ins"
+                ))
+                .await
+                .map_err(err("preparing the ledger begin"))?,
+            ledger_read: client
+                .prepare(&format!(
+                    "SELECT {LEDGER_COLUMNS}, false FROM keel_spine.tool_ledger WHERE tenant = $1 AND key = $2"
+                ))
+                .await
+                .map_err(err("preparing the ledger read"))?,
+            ledger_finish: client
+                .prepare(
+                    "UPDATE keel_spine.tool_ledger SET state = 'finished', finished_at = $3,
+                         status = $4, output_ref = $5, actual_cost = $6
+                     WHERE tenant = $1 AND key = $2",
+                )
+                .await
+                .map_err(err("preparing the ledger finish"))?,
+            ledger_release: client
+                .prepare("DELETE FROM keel_spine.tool_ledger WHERE tenant = $1 AND key = $2")
+                .await
+                .map_err(err("preparing the ledger release"))?,
+            // GCRA in one statement: admitted iff the stored arrival time (or now, if earlier or
+            // absent) is within the tolerance; the upsert's row lock serialises every process.
+            rate_take: client
+                .prepare(
+                    "INSERT INTO keel_spine.tool_rates AS r (tenant, tool, tat_us)
+                     VALUES ($1, $2, $3::int8 + $4::int8)
+                     ON CONFLICT (tenant, tool) DO UPDATE SET tat_us = greatest(r.tat_us, $3::int8) + $4::int8
+                     WHERE greatest(r.tat_us, $3::int8) - $3::int8 <= $5::int8
+                     RETURNING tat_us",
+                )
+                .await
+                .map_err(err("preparing the rate take"))?,
+        })
+    }
 }
 
 impl Conn {
@@ -100,7 +191,9 @@ impl Conn {
             .prepare(&format!("SELECT pg_notify('{CHANNEL}', $1)"))
             .await
             .map_err(err("preparing the notification"))?;
+        let side = SideStatements::prepare(&client, shown).await?;
         Ok(Self {
+            side,
             client,
             lock_head,
             lock_execs,
@@ -169,12 +262,12 @@ pub(super) async fn run(
         };
         let newest = results
             .iter()
-            .filter_map(|r| r.as_ref().ok().map(|a| a.last_offset))
+            .filter_map(|r| r.as_ref().ok().and_then(|a| a.ack).map(|a| a.last_offset))
             .max();
         if let Some(offset) = newest {
             let (mut n_req, mut n_ev) = (0, 0);
             for (req, r) in group.iter().zip(&results) {
-                if r.is_ok() {
+                if r.as_ref().is_ok_and(|a| a.ack.is_some()) {
                     n_req += 1;
                     n_ev += req.len;
                 }
@@ -208,7 +301,7 @@ async fn commit_group(
     c: &Conn,
     shown: &Path,
     group: &[AppendRequest],
-) -> Vec<Result<AppendAck, SpineError>> {
+) -> Vec<Result<Appended, SpineError>> {
     match write_group(c, shown, group).await {
         Ok(results) => results,
         Err(e) => {
@@ -235,8 +328,15 @@ async fn write_group(
     c: &Conn,
     shown: &Path,
     group: &[AppendRequest],
-) -> Result<Vec<Result<AppendAck, SpineError>>, SpineError> {
-    let mut keys: Vec<&str> = group.iter().map(|r| r.exec_key.as_str()).collect();
+) -> Result<Vec<Result<Appended, SpineError>>, SpineError> {
+    if group.iter().all(|r| r.len == 0) {
+        return write_side_only(c, shown, group).await;
+    }
+    let mut keys: Vec<&str> = group
+        .iter()
+        .filter(|r| r.len > 0)
+        .map(|r| r.exec_key.as_str())
+        .collect();
     keys.sort_unstable();
     keys.dedup();
     // Round trip 1, pipelined: begin, wait for the head, lock the group's executions.
@@ -270,6 +370,10 @@ async fn write_group(
     // Per execution, in first-appearance order: its state after this group.
     let mut touched: Vec<&str> = Vec::new();
     for req in group {
+        if req.len == 0 {
+            results.push(Ok(None));
+            continue;
+        }
         let info = known.get(&req.exec_key);
         if let Err(refusal) = check(req, info) {
             results.push(Err(refusal));
@@ -296,15 +400,19 @@ async fn write_group(
                 epoch,
             },
         );
-        results.push(Ok(ack));
+        results.push(Ok(Some(ack)));
     }
+    let mut side = SideRun::new(group, &results);
     if batches.first.is_empty() {
+        // Every append was refused: what is left are side writes of requests without events.
+        side.all_waves(c, shown).await?;
         c.client
-            .batch_execute("ROLLBACK")
+            .batch_execute(if side.any { "COMMIT" } else { "ROLLBACK" })
             .await
-            .map_err(db_err(shown, "ending an empty transaction"))?;
-        return Ok(results);
+            .map_err(db_err(shown, "ending a transaction"))?;
+        return Ok(side.answer(results));
     }
+    side.waves_before_last(c, shown).await?;
     let mut execs = Execs::default();
     for key in touched {
         if let Some(i) = known.get(key) {
@@ -327,19 +435,280 @@ async fn write_group(
         [&execs.key, &execs.tenant, &execs.last_seq, &execs.ended];
     let head_params: [&(dyn ToSql + Sync); 1] = [&new_head];
     let note_params: [&(dyn ToSql + Sync); 1] = [&head_text];
-    let (ins, ups, hd, note, commit) = tokio::join!(
+    let last_wave = side.next_wave();
+    let (ins, ups, hd, note, last, commit) = tokio::join!(
         c.client.execute(&c.insert_batches, &batch_params),
         c.client.execute(&c.upsert_execs, &exec_params),
         c.client.execute(&c.set_head, &head_params),
         c.client.execute(&c.notify, &note_params),
+        run_wave(c, &last_wave),
         c.client.batch_execute("COMMIT"),
     );
     ins.map_err(db_err(shown, "inserting batches"))?;
     ups.map_err(db_err(shown, "recording executions"))?;
     hd.map_err(db_err(shown, "moving the head"))?;
     note.map_err(db_err(shown, "notifying subscribers"))?;
+    let last = last.map_err(db_err(shown, "applying side writes"))?;
     commit.map_err(db_err(shown, "committing"))?;
-    Ok(results)
+    side.record(&last_wave, last, c, shown).await?;
+    Ok(side.answer(results))
+}
+
+/// A group of side writes only: no head, no executions; flushed only if one must be durable.
+async fn write_side_only(
+    c: &Conn,
+    shown: &Path,
+    group: &[AppendRequest],
+) -> Result<Vec<Result<Appended, SpineError>>, SpineError> {
+    let flush = group.iter().any(|r| r.durable);
+    let begin = if flush {
+        "BEGIN"
+    } else {
+        "BEGIN; SET LOCAL synchronous_commit = off"
+    };
+    c.client
+        .batch_execute(begin)
+        .await
+        .map_err(db_err(shown, "starting a transaction"))?;
+    let results = group.iter().map(|_| Ok(None)).collect::<Vec<_>>();
+    let mut side = SideRun::new(group, &results);
+    side.waves_before_last(c, shown).await?;
+    let last_wave = side.next_wave();
+    let (last, commit) = tokio::join!(run_wave(c, &last_wave), c.client.batch_execute("COMMIT"));
+    let last = last.map_err(db_err(shown, "applying side writes"))?;
+    commit.map_err(db_err(shown, "committing"))?;
+    side.record(&last_wave, last, c, shown).await?;
+    Ok(side.answer(results))
+}
+
+/// One statement's result: rows of a begin or a take, or a count.
+enum Done {
+    Rows(Vec<tokio_postgres::Row>),
+    Count,
+}
+
+/// Runs a wave's statements pipelined, in order.
+async fn run_wave(
+    c: &Conn,
+    wave: &[(usize, &SideWrite)],
+) -> Result<Vec<Done>, tokio_postgres::Error> {
+    let runs = wave.iter().map(|(_, w)| run_one(c, w));
+    futures::future::join_all(runs).await.into_iter().collect()
+}
+
+async fn run_one(c: &Conn, write: &SideWrite) -> Result<Done, tokio_postgres::Error> {
+    let s = &c.side;
+    match write {
+        SideWrite::LedgerBegin {
+            tenant,
+            key,
+            tool,
+            exec_id,
+            call_id,
+            now,
+        } => {
+            let p: [&(dyn ToSql + Sync); 6] = [tenant, key, tool, exec_id, call_id, now];
+            c.client.query(&s.ledger_begin, &p).await.map(Done::Rows)
+        }
+        SideWrite::LedgerFinish {
+            tenant,
+            key,
+            now,
+            status,
+            output_ref,
+            actual_cost,
+        } => {
+            let p: [&(dyn ToSql + Sync); 6] = [tenant, key, now, status, output_ref, actual_cost];
+            c.client
+                .execute(&s.ledger_finish, &p)
+                .await
+                .map(|_| Done::Count)
+        }
+        SideWrite::LedgerRelease { tenant, key } => {
+            let p: [&(dyn ToSql + Sync); 2] = [tenant, key];
+            c.client
+                .execute(&s.ledger_release, &p)
+                .await
+                .map(|_| Done::Count)
+        }
+        SideWrite::RateTake {
+            tenant,
+            tool,
+            interval_us,
+            tolerance_us,
+            now_us,
+        } => {
+            let p: [&(dyn ToSql + Sync); 5] = [tenant, tool, now_us, interval_us, tolerance_us];
+            c.client.query(&s.rate_take, &p).await.map(Done::Rows)
+        }
+    }
+}
+
+/// The side writes of a group's accepted requests, applied wave by wave, and their answers.
+struct SideRun<'a> {
+    group: &'a [AppendRequest],
+    /// Per request: its side writes still to apply start here (`len`: none left).
+    next: Vec<usize>,
+    answers: Vec<Vec<SideAnswer>>,
+    /// True if any side write is applied (a transaction of refused appends still commits).
+    any: bool,
+}
+
+impl<'a> SideRun<'a> {
+    fn new<T>(group: &'a [AppendRequest], results: &[Result<Option<T>, SpineError>]) -> Self {
+        // A refused append applies none of its side writes.
+        let next = group
+            .iter()
+            .zip(results)
+            .map(|(r, res)| if res.is_ok() { 0 } else { r.side.len() })
+            .collect();
+        Self {
+            group,
+            next,
+            answers: group
+                .iter()
+                .map(|r| Vec::with_capacity(r.side.len()))
+                .collect(),
+            any: false,
+        }
+    }
+
+    /// The next wave: each request's writes up to and including its next rate take.
+    fn next_wave(&mut self) -> Vec<(usize, &'a SideWrite)> {
+        let mut wave = Vec::new();
+        for (i, req) in self.group.iter().enumerate() {
+            let Some(start) = self.next.get(i).copied() else {
+                continue;
+            };
+            let rest = req.side.get(start..).unwrap_or_default();
+            let end = rest
+                .iter()
+                .position(|w| matches!(w, SideWrite::RateTake { .. }))
+                .map_or(rest.len(), |p| p + 1);
+            wave.extend(rest.iter().take(end).map(|w| (i, w)));
+            if let Some(n) = self.next.get_mut(i) {
+                *n = start + end;
+            }
+        }
+        self.any |= !wave.is_empty();
+        wave
+    }
+
+    /// True if a wave after the one `next_wave` would give next is needed, or that one begins a
+    /// ledger key: it then runs before the group's last round trip.
+    fn must_run_apart(&self) -> bool {
+        self.group.iter().enumerate().any(|(i, req)| {
+            let start = self.next.get(i).copied().unwrap_or(usize::MAX);
+            let rest = req.side.get(start..).unwrap_or_default();
+            let take = rest
+                .iter()
+                .position(|w| matches!(w, SideWrite::RateTake { .. }));
+            let upto = take.map_or(rest.len(), |p| p + 1);
+            take.is_some_and(|p| p + 1 < rest.len())
+                || rest
+                    .iter()
+                    .take(upto)
+                    .any(|w| matches!(w, SideWrite::LedgerBegin { .. }))
+        })
+    }
+
+    /// Runs waves until what is left can ride in the group's last round trip.
+    async fn waves_before_last(&mut self, c: &Conn, shown: &Path) -> Result<(), SpineError> {
+        while self.must_run_apart() {
+            let wave = self.next_wave();
+            let done = run_wave(c, &wave)
+                .await
+                .map_err(db_err(shown, "applying side writes"))?;
+            self.record(&wave, done, c, shown).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs every wave (a transaction with no events to insert).
+    async fn all_waves(&mut self, c: &Conn, shown: &Path) -> Result<(), SpineError> {
+        loop {
+            let wave = self.next_wave();
+            if wave.is_empty() {
+                return Ok(());
+            }
+            let done = run_wave(c, &wave)
+                .await
+                .map_err(db_err(shown, "applying side writes"))?;
+            self.record(&wave, done, c, shown).await?;
+        }
+    }
+
+    /// Turns a wave's results into answers; a refused take skips the rest of its request.
+    async fn record(
+        &mut self,
+        wave: &[(usize, &SideWrite)],
+        done: Vec<Done>,
+        c: &Conn,
+        shown: &Path,
+    ) -> Result<(), SpineError> {
+        for ((i, write), done) in wave.iter().zip(done) {
+            let answer = match (write, done) {
+                (SideWrite::RateTake { .. }, Done::Rows(rows)) if rows.is_empty() => {
+                    SideAnswer::Refused
+                }
+                (SideWrite::RateTake { .. }, _) => SideAnswer::Admitted,
+                (SideWrite::LedgerBegin { tenant, key, .. }, Done::Rows(rows)) => {
+                    match rows.first() {
+                        Some(r) if r.get::<_, bool>(7) => SideAnswer::Begun,
+                        Some(r) => SideAnswer::Existing(ledger_row(r)),
+                        None => {
+                            // Committed by another process since this statement's snapshot.
+                            let p: [&(dyn ToSql + Sync); 2] = [tenant, key];
+                            let row = c
+                                .client
+                                .query_opt(&c.side.ledger_read, &p)
+                                .await
+                                .map_err(db_err(shown, "reading a ledger entry"))?;
+                            match row {
+                                Some(r) => SideAnswer::Existing(ledger_row(&r)),
+                                None => {
+                                    return Err(SpineError::Storage {
+                                        context: "recording a ledger key started",
+                                        path: shown.to_owned(),
+                                        detail:
+                                            "the entry was released while this call began; retry"
+                                                .into(),
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => SideAnswer::Written,
+            };
+            let refused = answer == SideAnswer::Refused;
+            if let Some(a) = self.answers.get_mut(*i) {
+                a.push(answer);
+            }
+            if refused {
+                let len = self.group.get(*i).map_or(0, |r| r.side.len());
+                if let (Some(a), Some(n)) = (self.answers.get_mut(*i), self.next.get_mut(*i)) {
+                    a.extend(std::iter::repeat_n(
+                        SideAnswer::Skipped,
+                        len.saturating_sub(*n),
+                    ));
+                    *n = len;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn answer(
+        self,
+        results: Vec<Result<Option<AppendAck>, SpineError>>,
+    ) -> Vec<Result<Appended, SpineError>> {
+        results
+            .into_iter()
+            .zip(self.answers)
+            .map(|(r, answers)| r.map(|ack| Appended { ack, answers }))
+            .collect()
+    }
 }
 
 /// The accepted batches, as columns for one `unnest` insert.
