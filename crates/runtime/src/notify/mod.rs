@@ -4,8 +4,8 @@
 //! receiver never holds a step) in every `keel serve` and `keel worker`:
 //!
 //! 1. **scan**: reads the spine's commit order past its cursor and records, for every gate event
-//!    a webhook wants, a delivery owed ([`store`], `DIR/notify.db`), moving the cursor in the
-//!    same transaction;
+//!    a webhook wants, a delivery owed ([`store`]: `DIR/notify.db` beside an embedded spine, the
+//!    spine's database beside a PostgreSQL one), moving the cursor in the same transaction;
 //! 2. **deliver**: claims due deliveries with a lease, builds each body from the execution's
 //!    events ([`body`]), signs it ([`sign`]) and POSTs it; every attempt is recorded, a failure
 //!    is retried with exponential backoff until the webhook's `max_attempts`.
@@ -15,11 +15,17 @@
 
 pub mod body;
 pub mod config;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod sign;
+pub mod sqlite;
 pub mod store;
 
 pub use config::{Retry, Secret, Webhook, WebhookSpec, Webhooks};
-pub use store::{Deliveries, DeliveryView};
+#[cfg(feature = "postgres")]
+pub use pg::PgDeliveries;
+pub use sqlite::SqliteDeliveries;
+pub use store::{Deliveries, DeliveryStore, DeliveryView};
 
 use keel_core::ExecId;
 use keel_core::control::CONTROL_STREAM;
@@ -50,10 +56,10 @@ pub enum NotifyError {
         /// The variable.
         variable: String,
     },
-    /// The deliveries table failed.
+    /// The deliveries' store failed.
     #[error("deliveries store {path}: {detail}")]
     Store {
-        /// Its file.
+        /// Its file, or its server (without a password).
         path: String,
         /// What failed.
         detail: String,
