@@ -27,6 +27,7 @@ pub enum GatesCmd {
         json: bool,
     },
     /// Approve a gate: the action runs (with its idempotency key) when a worker picks it up.
+    /// A gate opened by an MCP server's question during a call takes the answer as --input.
     Approve {
         /// The gate id.
         gate_id: String,
@@ -36,6 +37,13 @@ pub enum GatesCmd {
         /// Who decides (recorded on the event).
         #[arg(long = "as")]
         approver: Option<String>,
+        /// The answer to the server's question, a JSON object valid against the schema it
+        /// asked for (`keel gates list --json` shows it).
+        #[arg(long, conflicts_with = "input_file")]
+        input: Option<String>,
+        /// The answer, read from a JSON file.
+        #[arg(long)]
+        input_file: Option<PathBuf>,
     },
     /// Reject a gate: the model is told, with the reason.
     Reject {
@@ -78,12 +86,21 @@ pub async fn gates(data: &Path, cfg: &ConfigArgs, cmd: GatesCmd) -> anyhow::Resu
             gate_id,
             reason,
             approver,
-        } => decide::decide(&env, &gate_id, Verdict::Approve, &reason, approver).await,
+            input,
+            input_file,
+        } => {
+            let input = decide::input(input.as_deref(), input_file.as_deref())?;
+            let verdict = (Verdict::Approve, reason.as_str());
+            decide::decide(&env, &gate_id, verdict, approver, input).await
+        }
         GatesCmd::Reject {
             gate_id,
             reason,
             approver,
-        } => decide::decide(&env, &gate_id, Verdict::Reject, &reason, approver).await,
+        } => {
+            let verdict = (Verdict::Reject, reason.as_str());
+            decide::decide(&env, &gate_id, verdict, approver, None).await
+        }
         GatesCmd::Sweep => sweep::sweep(&env).await,
         GatesCmd::Export {
             format,

@@ -237,6 +237,23 @@ pub struct GateRequested {
     /// Milliseconds after the request at which an undecided gate expires (verdict `expired`).
     #[serde(default)]
     pub expire_after_ms: Option<u64>,
+    /// The tool call (its `call_id`) this gate was opened during: an MCP server asked for input
+    /// while the call runs, and the call waits for the decision. The gate does not end the call;
+    /// its decision is the server's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub during_call: Option<String>,
+    /// What the server asked for, when the gate answers an elicitation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elicitation: Option<Elicitation>,
+}
+
+/// An MCP server's request for input (form elicitation), as a gate carries it to the approver.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Elicitation {
+    /// The server's message to the person.
+    pub message: String,
+    /// The JSON schema the answer must satisfy (the server's `requestedSchema`).
+    pub requested_schema: Value,
 }
 
 fn default_queue() -> String {
@@ -363,6 +380,9 @@ pub struct GateDecided {
     /// Time from request to decision, milliseconds.
     #[serde(default)]
     pub latency_ms: u64,
+    /// The approver's answer to an elicitation gate (valid against its requested schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
 }
 
 /// `step.completed`: one reasoning step is done.

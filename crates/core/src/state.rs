@@ -86,6 +86,9 @@ pub struct PendingGate {
     pub consequence_tier: u8,
     /// Seq of the `gate.requested` event.
     pub seq: u64,
+    /// The tool call the gate was opened during (an elicitation), which stays pending.
+    #[serde(default)]
+    pub during_call: Option<String>,
 }
 
 /// Running totals: the cost meter of one execution.
@@ -280,7 +283,25 @@ impl ExecutionState {
                 }
                 Some(_) => {}
             },
-            Payload::GateRequested(_) => pending_tool()?,
+            // A gate during a call answers the call's own question: it needs that very call
+            // pending. Any other gate needs no call pending.
+            Payload::GateRequested(g) => match (&g.during_call, &self.pending_tool_call) {
+                (None, _) => pending_tool()?,
+                (Some(c), None) => {
+                    return Err(I::NoPendingCall {
+                        kind: "tool",
+                        call_id: c.clone(),
+                    });
+                }
+                (Some(c), Some(p)) if *c != p.call_id => {
+                    return Err(I::CallMismatch {
+                        kind: "tool",
+                        pending: p.call_id.clone(),
+                        found: c.clone(),
+                    });
+                }
+                (Some(_), Some(_)) => {}
+            },
             Payload::GateEscalated(g) => {
                 return Err(I::NoPendingGate {
                     gate_id: g.gate_id.clone(),
@@ -349,6 +370,7 @@ impl ExecutionState {
                     gate_id: g.gate_id.clone(),
                     consequence_tier: g.consequence_tier,
                     seq: e.seq,
+                    during_call: g.during_call.clone(),
                 });
                 self.status = ExecStatus::SuspendedAtGate {
                     gate_id: g.gate_id.clone(),

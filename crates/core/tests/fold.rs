@@ -294,3 +294,87 @@ fn a_failed_distillation_is_metered_and_the_execution_still_finishes() {
         }
     );
 }
+
+#[test]
+fn a_gate_during_a_call_keeps_the_call_pending_and_its_decision_does_not_end_it() {
+    let events = ExecBuilder::new(exec_id(9), "acme")
+        .started("g")
+        .tool_called("refund")
+        .gate_during_call()
+        .decided_with_input(serde_json::json!({"approved_amount": 40}))
+        .tool_result(ToolStatus::Ok)
+        .build();
+    let at_gate = ExecutionState::fold(&events[..3]).unwrap();
+    assert!(matches!(at_gate.status, ExecStatus::SuspendedAtGate { .. }));
+    let call = at_gate.pending_tool_call.clone().map(|p| p.call_id);
+    assert!(call.is_some());
+    assert_eq!(
+        at_gate
+            .pending_gate
+            .as_ref()
+            .and_then(|g| g.during_call.clone()),
+        call
+    );
+    // The call's result cannot slip past its own gate.
+    let mut early = events[4].clone();
+    early.seq = 4;
+    assert!(matches!(
+        reason(&at_gate, &early),
+        IllegalEvent::AtGate { .. }
+    ));
+    // Deciding it resumes the execution with the call still pending.
+    let decided = ExecutionState::fold(&events[..4]).unwrap();
+    assert_eq!(decided.status, ExecStatus::Running);
+    assert_eq!(decided.pending_gate, None);
+    assert_eq!(decided.pending_tool_call.map(|p| p.call_id), call);
+    let done = ExecutionState::fold(&events).unwrap();
+    assert_eq!(done.pending_tool_call, None);
+}
+
+#[test]
+fn a_gate_during_a_call_needs_that_call_pending() {
+    // No call pending.
+    let events = ExecBuilder::new(exec_id(10), "acme")
+        .started("g")
+        .tool_call("refund", ToolStatus::Ok)
+        .gate_during_call()
+        .build();
+    let state = ExecutionState::fold(&events[..3]).unwrap();
+    assert!(matches!(
+        reason(&state, &events[3]),
+        IllegalEvent::NoPendingCall { .. }
+    ));
+    // Another call pending.
+    let mut other = ExecBuilder::new(exec_id(10), "acme")
+        .started("g")
+        .tool_called("refund")
+        .gate_during_call()
+        .build();
+    let state = ExecutionState::fold(&other[..2]).unwrap();
+    if let Payload::GateRequested(g) = &mut other[2].payload {
+        g.during_call = Some("another-call".into());
+    }
+    assert!(matches!(
+        reason(&state, &other[2]),
+        IllegalEvent::CallMismatch { .. }
+    ));
+    // An ordinary gate still needs no call pending.
+    let plain = ExecBuilder::new(exec_id(11), "acme")
+        .started("g")
+        .tool_called("refund")
+        .gate(Verdict::Approve)
+        .build();
+    let state = ExecutionState::fold(&plain[..2]).unwrap();
+    assert!(matches!(
+        reason(&state, &plain[2]),
+        IllegalEvent::CallPending { .. }
+    ));
+}
+
+#[test]
+fn old_gate_events_still_decode_and_new_fields_round_trip() {
+    let old = serde_json::json!({"gate_id": "g", "approver": "a", "verdict": "approve"});
+    let d: GateDecided = serde_json::from_value(old).unwrap();
+    assert_eq!(d.input, None);
+    assert!(!serde_json::to_string(&d).unwrap().contains("input"));
+}

@@ -237,6 +237,14 @@ impl Agent {
             .collect()
     }
 
+    /// Where a server's question during a tool call goes: a gate on this agent's spine.
+    fn gates(&self) -> Arc<dyn keel_tools::elicit::ElicitationGates> {
+        Arc::new(crate::elicit::SpineGates::new(
+            self.log.clone(),
+            self.clock.clone(),
+        ))
+    }
+
     /// Drives an execution from wherever its log stops until it ends (or suspends). Returns its
     /// final state. A panic in a step does not escape and is never retried: the events the step
     /// recorded are committed, the failed step is recorded and the execution ends with outcome
@@ -372,7 +380,7 @@ impl Agent {
                     }
                 }
                 Next::CallTool { call, after_gate } => {
-                    let ctx = CallContext::from_state(&run.state)?;
+                    let ctx = CallContext::from_state(&run.state)?.with_gates(self.gates());
                     let (name, args) = (call.name.as_str(), call.arguments.clone());
                     let report = if after_gate {
                         self.tools
@@ -439,6 +447,8 @@ impl Agent {
                         outcome,
                         steps_n: totals.steps,
                         tokens: totals.tokens,
+                        during_call: None,
+                        elicitation: None,
                         cost: totals.cost,
                         trace_id,
                         detail,

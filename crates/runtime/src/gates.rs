@@ -43,6 +43,22 @@ pub enum GateError {
     /// The execution ended (cancelled) while the gate waited.
     #[error("gate {0} is closed: its execution has ended")]
     Closed(String),
+    /// The approver's input does not satisfy the schema the MCP server asked for.
+    #[error("gate {gate_id}: the input does not match what the server asked for: {}", errors.join("; "))]
+    InvalidInput {
+        /// The gate.
+        gate_id: String,
+        /// Every reason, with its JSON path.
+        errors: Vec<String>,
+    },
+    /// Input given where none is asked for (not an elicitation gate, or not an approval).
+    #[error("gate {gate_id}: {why}")]
+    TakesNoInput {
+        /// The gate.
+        gate_id: String,
+        /// Why.
+        why: String,
+    },
 }
 
 /// Assembles what an approver needs to decide at a glance: the goal, the reasoning that led here
@@ -178,6 +194,13 @@ pub struct GateView {
     /// The gate belongs to a replay (its decision is replayed, not a person's): it never counts
     /// toward demotion, queue figures or training exports.
     pub replay: bool,
+    /// The tool call the gate was opened during (an MCP server's question): approving answers
+    /// the server with the approver's input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub during_call: Option<String>,
+    /// What the server asks (message and the schema the input must satisfy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elicitation: Option<keel_core::payload::Elicitation>,
 }
 
 impl GateView {
@@ -496,6 +519,8 @@ impl Book {
                         decision: None,
                         closed: false,
                         replay: x.replay_of.is_some(),
+                        during_call: g.during_call.clone(),
+                        elicitation: g.elicitation.clone(),
                     },
                 );
             }
@@ -884,6 +909,22 @@ impl Approvals {
         verdict: Verdict,
         reason: &str,
     ) -> Result<(GateView, GateDecided), RuntimeError> {
+        self.decide_with_input(gate_id, tenant, approver, verdict, reason, None)
+            .await
+    }
+
+    /// [`Approvals::decide`], with the approver's `input` for a gate opened by an MCP server's
+    /// question during a call (checked against the schema the server asked for; nothing is
+    /// recorded when it does not match).
+    pub async fn decide_with_input(
+        &self,
+        gate_id: &str,
+        tenant: Option<&str>,
+        approver: &str,
+        verdict: Verdict,
+        reason: &str,
+        input: Option<Value>,
+    ) -> Result<(GateView, GateDecided), RuntimeError> {
         let gate = {
             let book = self.book().await?;
             book.gates
@@ -892,17 +933,20 @@ impl Approvals {
                 .cloned()
                 .ok_or_else(|| GateError::Unknown(gate_id.into()))?
         };
-        let decided = decide(
+        let decided = decide_with_input(
             &*self.log,
             &*self.clock,
             gate.exec_id,
             gate_id,
-            approver,
-            verdict,
-            reason,
+            (approver, verdict, reason),
+            input,
         )
         .await?;
-        self.judge(&gate.strategy_version).await?;
+        // A server's question is not the strategy's action: its answer says nothing about how
+        // well the strategy acts alone.
+        if gate.during_call.is_none() {
+            self.judge(&gate.strategy_version).await?;
+        }
         Ok((gate, decided))
     }
 
@@ -1011,16 +1055,85 @@ pub async fn decide(
     verdict: Verdict,
     reason: &str,
 ) -> Result<GateDecided, RuntimeError> {
+    decide_with_input(
+        log,
+        clock,
+        exec_id,
+        gate_id,
+        (approver, verdict, reason),
+        None,
+    )
+    .await
+}
+
+/// The input an approval of `g` carries: for an elicitation gate, `input` (an empty object if
+/// none) valid against the server's schema; for any other gate or verdict, none.
+fn checked_input(
+    g: &GateRequested,
+    verdict: Verdict,
+    input: Option<Value>,
+) -> Result<Option<Value>, GateError> {
+    let no = |why: &str| GateError::TakesNoInput {
+        gate_id: g.gate_id.clone(),
+        why: why.into(),
+    };
+    let Some(e) = &g.elicitation else {
+        return match input {
+            None => Ok(None),
+            Some(_) => Err(no(
+                "it asks for no input (only a gate opened by an MCP server's question does)",
+            )),
+        };
+    };
+    if verdict != Verdict::Approve {
+        return match input {
+            None => Ok(None),
+            Some(_) => Err(no("input goes with an approval only")),
+        };
+    }
+    let input = input.unwrap_or_else(|| Value::Object(Default::default()));
+    let invalid = |errors| GateError::InvalidInput {
+        gate_id: g.gate_id.clone(),
+        errors,
+    };
+    if !input.is_object() {
+        return Err(invalid(vec!["$: must be a JSON object".into()]));
+    }
+    let schema = keel_tools::schema::CompiledSchema::compile(&e.requested_schema).map_err(|p| {
+        invalid(
+            p.into_iter()
+                .map(|(at, what)| format!("the server's schema at {at}: {what}"))
+                .collect(),
+        )
+    })?;
+    let errors = schema.errors(&input);
+    if errors.is_empty() {
+        Ok(Some(input))
+    } else {
+        Err(invalid(errors))
+    }
+}
+
+/// [`decide`], with the approver's input for an elicitation gate (see [`checked_input`]).
+pub async fn decide_with_input(
+    log: &dyn EventLog,
+    clock: &dyn Clock,
+    exec_id: ExecId,
+    gate_id: &str,
+    (approver, verdict, reason): (&str, Verdict, &str),
+    input: Option<Value>,
+) -> Result<GateDecided, RuntimeError> {
     loop {
         let events = log.read(exec_id, 1).await?;
         let state = ExecutionState::fold(&events)?;
         let requested = events.iter().find_map(|e| match &e.payload {
-            Payload::GateRequested(g) if g.gate_id == gate_id => Some(e.ts),
+            Payload::GateRequested(g) if g.gate_id == gate_id => Some((e.ts, g)),
             _ => None,
         });
-        let Some(requested) = requested else {
+        let Some((requested, g)) = requested else {
             return Err(GateError::Unknown(gate_id.into()).into());
         };
+        let input = checked_input(g, verdict, input.clone())?;
         if !matches!(&state.status, ExecStatus::SuspendedAtGate { gate_id: g } if g == gate_id) {
             let earlier = events.iter().find_map(|e| match &e.payload {
                 Payload::GateDecided(d) if d.gate_id == gate_id => Some(d.clone()),
@@ -1043,6 +1156,7 @@ pub async fn decide(
             verdict,
             reason: reason.into(),
             latency_ms: (now - requested).num_milliseconds().max(0) as u64,
+            input,
         };
         let event = next_event(&state, now, Payload::GateDecided(decided.clone()))?;
         match log.append(exec_id, state.last_seq, &[event]).await {

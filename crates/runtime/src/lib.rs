@@ -13,6 +13,7 @@
 //! - [`evidence`]: what an approver reads next to a gate (tool outputs, earlier actions on the
 //!   same object, the subject's history, the strategy's record at the tier).
 //! - [`gates`]: approval gates — evidence packs, decisions, the queue, SLAs, demotion.
+//! - [`elicit`]: gates during a call — an MCP server's question answered by a person.
 //! - [`notify`]: gates reach people — signed webhooks on new gates and SLA escalations.
 //! - [`subject`]: who an execution is about (sealing, erasure, per-subject memory).
 
@@ -20,6 +21,7 @@ pub mod agent;
 pub mod control;
 pub mod conversation;
 pub mod decide;
+pub mod elicit;
 pub mod embedded;
 pub mod error;
 pub mod estimate;

@@ -625,16 +625,18 @@ pub(crate) async fn decide_gate(
     gate_id: &str,
     verdict: Verdict,
     reason: &str,
+    input: Option<Value>,
 ) -> Result<Value, ApiError> {
     need(caller, &[Role::Approver])?;
     let (gate, d) = state
         .approvals
-        .decide(
+        .decide_with_input(
             gate_id,
             Some(&caller.0.tenant),
             &caller.0.name,
             verdict,
             reason,
+            input,
         )
         .await?;
     state.wake.notify_one();
@@ -645,6 +647,7 @@ pub(crate) async fn decide_gate(
         "approver": d.approver,
         "reason": d.reason,
         "latency_ms": d.latency_ms,
+        "input": d.input,
     }))
 }
 
@@ -656,7 +659,7 @@ async fn decide(
 ) -> Result<Json<Value>, ApiError> {
     need(&caller, &[Role::Approver])?;
     let m = object(&body)?;
-    unknown_fields(&m, &["verdict", "reason"])?;
+    unknown_fields(&m, &["verdict", "reason", "input"])?;
     let verdict = match text(&m, "verdict", true)?.as_deref() {
         Some("approve") => Verdict::Approve,
         Some("reject") => Verdict::Reject,
@@ -669,8 +672,11 @@ async fn decide(
         None => return Err(ApiError::bad("verdict", "required")),
     };
     let reason = text(&m, "reason", verdict == Verdict::Reject)?.unwrap_or_default();
+    // The answer to an MCP server's question (a gate during a call): checked against the
+    // schema the server asked for when the decision is taken.
+    let input = m.get("input").filter(|v| !v.is_null()).cloned();
     Ok(Json(
-        decide_gate(&state, &caller, &id, verdict, &reason).await?,
+        decide_gate(&state, &caller, &id, verdict, &reason, input).await?,
     ))
 }
 

@@ -126,6 +126,9 @@ impl From<keel_runtime::RuntimeError> for ApiError {
             keel_runtime::RuntimeError::Gate(GateError::Unknown(id)) => {
                 ApiError::NotFound(format!("gate {id}"))
             }
+            keel_runtime::RuntimeError::Gate(
+                g @ (GateError::InvalidInput { .. } | GateError::TakesNoInput { .. }),
+            ) => ApiError::Unprocessable(g.to_string()),
             keel_runtime::RuntimeError::Gate(g) => ApiError::Conflict(g.to_string()),
             // A configuration the operator must fix, named; it holds no path.
             e @ keel_runtime::RuntimeError::Unpriced { .. } => {

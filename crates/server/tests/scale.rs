@@ -33,6 +33,8 @@ fn finished(n: u64, tenant: &str, micros: u64, gated: bool) -> (ExecId, Vec<keel
             queue: "refunds".into(),
             deadline_ms: None,
             expire_after_ms: None,
+            during_call: None,
+            elicitation: None,
         }));
         b.push(Payload::GateDecided(GateDecided {
             gate_id: format!("gate-{n}"),
@@ -40,6 +42,7 @@ fn finished(n: u64, tenant: &str, micros: u64, gated: bool) -> (ExecId, Vec<keel
             verdict: Verdict::Approve,
             reason: "ok".into(),
             latency_ms: n * 1000,
+            input: None,
         }));
     }
     (exec, b.finished(Outcome::Success).build())

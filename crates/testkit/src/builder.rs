@@ -187,6 +187,8 @@ impl ExecBuilder {
             queue: "default".into(),
             deadline_ms: None,
             expire_after_ms: None,
+            during_call: None,
+            elicitation: None,
         }));
         self.push(Payload::GateDecided(GateDecided {
             gate_id,
@@ -194,6 +196,60 @@ impl ExecBuilder {
             verdict,
             reason: "checked the order".into(),
             latency_ms: 60_000,
+            input: None,
+        }));
+        self
+    }
+
+    /// `gate.requested` during the pending tool call (an MCP server's elicitation), without
+    /// its decision.
+    pub fn gate_during_call(mut self) -> Self {
+        let gate_id = self.call_id("gate");
+        let call_id = self
+            .events
+            .iter()
+            .rev()
+            .find_map(|e| match &e.payload {
+                Payload::ToolCalled(c) => Some(c.call_id.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        self.push(Payload::GateRequested(GateRequested {
+            gate_id,
+            action: json!({"tool": "refund", "during_call": call_id}),
+            consequence_tier: 3,
+            evidence_pack: json!({}),
+            reason: "the MCP server asks for input".into(),
+            queue: "default".into(),
+            deadline_ms: None,
+            expire_after_ms: None,
+            during_call: Some(call_id),
+            elicitation: Some(Elicitation {
+                message: "How much?".into(),
+                requested_schema: json!({"type": "object", "properties": {"approved_amount": {"type": "number"}}}),
+            }),
+        }));
+        self
+    }
+
+    /// `gate.decided` for the open gate, approved with `input`.
+    pub fn decided_with_input(mut self, input: serde_json::Value) -> Self {
+        let gate_id = self
+            .events
+            .iter()
+            .rev()
+            .find_map(|e| match &e.payload {
+                Payload::GateRequested(g) => Some(g.gate_id.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        self.push(Payload::GateDecided(GateDecided {
+            gate_id,
+            approver: "alice".into(),
+            verdict: Verdict::Approve,
+            reason: String::new(),
+            latency_ms: 1_000,
+            input: Some(input),
         }));
         self
     }

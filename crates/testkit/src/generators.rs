@@ -255,6 +255,8 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
                         queue,
                         deadline_ms,
                         expire_after_ms,
+                        during_call: None,
+                        elicitation: None,
                     })
                 },
             )
@@ -519,6 +521,7 @@ pub fn arb_payload(ty: EventType) -> BoxedStrategy<Payload> {
                     verdict,
                     reason,
                     latency_ms,
+                    input: None,
                 })
             })
             .boxed(),

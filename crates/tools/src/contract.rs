@@ -352,21 +352,52 @@ impl OAuthGrant {
 
 /// What Keel answers when an MCP server asks for user input (elicitation) during a call. No
 /// person sits behind a tool call, so the answer is declared on the contract.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub enum ElicitationPolicy {
     /// Decline every request (the default).
     #[default]
     Decline,
     /// Accept with the requested schema's default values (fields without one are left out).
     AcceptDefaults,
+    /// Ask a person: open an approval gate during the call and answer with the approver's
+    /// input (`accept`), `decline` on a rejection, `cancel` when the gate expires.
+    Gate(ElicitationGate),
+}
+
+/// Where an elicitation gate waits and for how long (the strategy's `approval` keys).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ElicitationGate {
+    /// The approval queue.
+    pub queue: String,
+    /// Seconds after which the undecided gate breaches its SLA (escalates; stays open).
+    pub deadline_s: Option<u64>,
+    /// Seconds after which the undecided gate expires and the server is answered `cancel`.
+    pub expire_after_s: u64,
+}
+
+impl ElicitationGate {
+    /// How long a person has by default: an hour. The MCP session stays open that long, so the
+    /// wait is bounded even when the contract names no limit.
+    pub const DEFAULT_EXPIRE_AFTER_S: u64 = 3600;
+}
+
+impl Default for ElicitationGate {
+    fn default() -> Self {
+        Self {
+            queue: "default".into(),
+            deadline_s: None,
+            expire_after_s: Self::DEFAULT_EXPIRE_AFTER_S,
+        }
+    }
 }
 
 impl ElicitationPolicy {
-    /// The contract spelling.
-    pub fn as_str(self) -> &'static str {
+    /// The contract spelling of the policy.
+    pub fn as_str(&self) -> &'static str {
         match self {
             Self::Decline => "decline",
             Self::AcceptDefaults => "accept_defaults",
+            Self::Gate(_) => "gate",
         }
     }
 }

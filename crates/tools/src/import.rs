@@ -127,7 +127,13 @@ pub fn adapter_json(server: &McpServer, elicitation: ElicitationPolicy, tool: &s
             a
         }
     };
-    if elicitation != ElicitationPolicy::Decline {
+    if let ElicitationPolicy::Gate(g) = &elicitation {
+        a["elicitation"] =
+            json!({"policy": "gate", "queue": g.queue, "expire_after_s": g.expire_after_s});
+        if let Some(d) = g.deadline_s {
+            a["elicitation"]["deadline_s"] = json!(d);
+        }
+    } else if elicitation != ElicitationPolicy::Decline {
         a["elicitation"] = json!(elicitation.as_str());
     }
     a

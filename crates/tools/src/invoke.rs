@@ -433,16 +433,9 @@ impl ToolRunner {
                 args: &call.called.args,
                 idempotency_key: call.called.idempotency_key.as_deref(),
                 attempt: call.called.attempt,
+                elicit: None,
             };
-            let ran = match tokio::time::timeout(call.contract.timeout, call.adapter.call(attempt))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(AdapterError::new(
-                    ErrorClass::Timeout,
-                    format!("no answer within {:?}", call.contract.timeout),
-                )),
-            };
+            let ran = self.run_attempt(rec, &call, attempt).await?;
             let latency_ms = started.elapsed().as_millis() as u64;
             let err = match ran {
                 Ok(output) => return self.finish_ran(rec, call, output, latency_ms).await,
@@ -487,6 +480,91 @@ impl ToolRunner {
         }
     }
 
+    /// Runs one attempt under the contract's timeout. Under `elicitation: gate` the server's
+    /// questions are taken meanwhile: each opens a gate during the call (through the runtime's
+    /// [`crate::elicit::ElicitationGates`]) and the time a person takes is not counted against
+    /// the timeout, which bounds the tool's own work (the gate's `expire_after_s` bounds the
+    /// person's).
+    async fn run_attempt(
+        &self,
+        rec: &mut Recorder<'_>,
+        call: &Call,
+        attempt: AdapterCall<'_>,
+    ) -> Result<Result<Value, AdapterError>, ToolError> {
+        let timeout = call.contract.timeout;
+        let timed_out = || {
+            Err(AdapterError::new(
+                ErrorClass::Timeout,
+                format!("no answer within {timeout:?}"),
+            ))
+        };
+        let gate = match &call.contract.adapter {
+            crate::contract::AdapterSpec::Mcp {
+                elicitation: crate::contract::ElicitationPolicy::Gate(g),
+                ..
+            } if rec.gates().is_some() => g.clone(),
+            _ => {
+                return Ok(tokio::time::timeout(timeout, call.adapter.call(attempt))
+                    .await
+                    .unwrap_or_else(|_| timed_out()));
+            }
+        };
+        let (tx, mut asks) = tokio::sync::mpsc::channel(1);
+        let attempt = AdapterCall {
+            elicit: Some(&tx),
+            ..attempt
+        };
+        let running = call.adapter.call(attempt);
+        tokio::pin!(running);
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            tokio::select! {
+                ran = &mut running => return Ok(ran),
+                Some(ask) = asks.recv() => {
+                    let paused = tokio::time::Instant::now();
+                    let answer = self.gate_during_call(rec, call, &gate, &ask).await?;
+                    // The server may have gone; then the call itself reports that.
+                    let _ = ask.reply.send(answer);
+                    deadline += paused.elapsed();
+                }
+                () = tokio::time::sleep_until(deadline) => return Ok(timed_out()),
+            }
+        }
+    }
+
+    /// One question during a call: the runtime opens the gate and waits; what was appended
+    /// meanwhile joins the call's events.
+    async fn gate_during_call(
+        &self,
+        rec: &mut Recorder<'_>,
+        call: &Call,
+        gate: &crate::contract::ElicitationGate,
+        ask: &crate::elicit::ElicitAsk,
+    ) -> Result<crate::elicit::ElicitAnswer, ToolError> {
+        let Some(gates) = rec.gates().cloned() else {
+            return Ok(crate::elicit::ElicitAnswer::Decline);
+        };
+        let (trace_id, step_n) = rec.position();
+        let tenant = rec.tenant().clone();
+        let answered = gates
+            .0
+            .ask(crate::elicit::DuringCall {
+                exec_id: rec.exec_id(),
+                tenant: &tenant,
+                trace_id,
+                step_n,
+                last_seq: rec.last_seq,
+                called: &call.called,
+                consequence_tier: call.contract.consequence_tier,
+                gate,
+                message: &ask.message,
+                requested_schema: &ask.requested_schema,
+            })
+            .await?;
+        rec.absorb(answered.events);
+        Ok(answered.answer)
+    }
+
     async fn finish_ran(
         &self,
         rec: &mut Recorder<'_>,
@@ -495,7 +573,8 @@ impl ToolRunner {
         latency_ms: u64,
     ) -> Result<Partial, ToolError> {
         let bytes = serde_json::to_vec(&output).unwrap_or_default();
-        let output_ref = self.blobs.put(bytes).await?.to_string();
+        // The result that references the output is appended next: the output may ride in its commit.
+        let output_ref = self.blobs.put_for_append(bytes).await?.to_string();
         let errors = call.contract.output.errors(&output);
         let status = if errors.is_empty() {
             ToolStatus::Ok
@@ -608,7 +687,22 @@ impl ToolRunner {
 /// True if a call's `tool.called` must be durable before its adapter runs: it may act on the
 /// world, or it holds an idempotency key whose ledger entry must follow the intent.
 fn barrier(contract: &Contract, called: &ToolCalled) -> bool {
-    contract.side_effect != SideEffect::ReadOnly || called.idempotency_key.is_some()
+    contract.side_effect != SideEffect::ReadOnly
+        || called.idempotency_key.is_some()
+        || asks_a_person(contract)
+}
+
+/// True if the tool's server may ask a person during the call (`elicitation: gate`): its intent
+/// must be on the spine before the gate that names it, and after a crash it is never repeated
+/// blindly (the person's answer may have acted).
+pub(crate) fn asks_a_person(contract: &Contract) -> bool {
+    matches!(
+        &contract.adapter,
+        crate::contract::AdapterSpec::Mcp {
+            elicitation: crate::contract::ElicitationPolicy::Gate(_),
+            ..
+        }
+    )
 }
 
 fn escalate(

@@ -17,11 +17,13 @@
 //!
 //! What it is not: it does not decide *whether* to call a tool (the runtime's agent loop and its
 //! gates do), and it never opens a gate itself: an escalation is an outcome the runtime turns
-//! into `gate.requested`.
+//! into `gate.requested`, and a server's question during a call is handed to the runtime's
+//! [`elicit::ElicitationGates`], which opens the gate.
 
 pub mod adapter;
 pub mod budget;
 pub mod contract;
+pub mod elicit;
 pub mod error;
 pub mod import;
 pub mod invoke;

@@ -34,6 +34,8 @@ pub struct Recorder<'a> {
     held: Option<&'a mut Vec<Event>>,
     /// A barrier was appended: everything after it in this call goes to the spine at once.
     barrier: bool,
+    /// Where a server's question during the call goes to a person.
+    gates: Option<crate::elicit::Gates>,
 }
 
 /// A `tool.result` being written; unset fields default to "nothing happened".
@@ -87,7 +89,34 @@ impl<'a> Recorder<'a> {
             deferred: Vec::new(),
             held: None,
             barrier: false,
+            gates: None,
         }
+    }
+
+    /// This recorder's calls hand a server's questions to `gates`.
+    pub fn asking(mut self, gates: Option<crate::elicit::Gates>) -> Self {
+        self.gates = gates;
+        self
+    }
+
+    /// Where a server's question during the call goes, if anywhere.
+    pub fn gates(&self) -> Option<&crate::elicit::Gates> {
+        self.gates.as_ref()
+    }
+
+    /// The execution's trace id and the current step.
+    pub fn position(&self) -> (TraceId, u32) {
+        (self.trace_id, self.step_n)
+    }
+
+    /// Takes in events another writer appended after this recorder's last seq (a gate's request
+    /// and decision during the call), so the call's next append follows them and the caller
+    /// folds them with the call's own.
+    pub fn absorb(&mut self, events: Vec<Event>) {
+        if let Some(last) = events.last() {
+            self.last_seq = last.seq;
+        }
+        self.events.extend(events);
     }
 
     /// This recorder holds its appends in `held` (the step's events not yet on the spine, which

@@ -14,6 +14,7 @@ use crate::ledger::{Begin, Ledger, LedgerStart, SqliteLedger};
 use crate::record::{Recorder, ResultFields};
 use crate::registry::Registry;
 use keel_core::payload::ToolStatus;
+use keel_core::secrets::Secrets;
 use keel_core::{Cost, ExecId, ExecStatus, ExecutionState, Payload, TenantId, TraceId};
 use keel_spine::clock::{Clock, SystemClock};
 use keel_spine::{BlobStore, EventLog, LocalBlobStore, SqliteLog, SqliteOptions};
@@ -39,6 +40,9 @@ pub struct CallContext {
     pub spent: Cost,
     /// The execution's cost budget, micro-USD.
     pub max_cost_micros: Option<u64>,
+    /// Where a server's question during the call goes to a person (`elicitation: gate`);
+    /// without it such questions are declined.
+    pub gates: Option<crate::elicit::Gates>,
 }
 
 impl CallContext {
@@ -56,6 +60,15 @@ impl CallContext {
             });
         }
         Ok(ctx)
+    }
+
+    /// This context, with questions during its calls answered by `gates`.
+    pub fn with_gates(
+        mut self,
+        gates: std::sync::Arc<dyn crate::elicit::ElicitationGates>,
+    ) -> Self {
+        self.gates = Some(crate::elicit::Gates(gates));
+        self
     }
 
     fn of(state: &ExecutionState) -> Result<Self, ToolError> {
@@ -78,6 +91,7 @@ impl CallContext {
                 step_n: state.step_n,
                 spent: state.totals.cost,
                 max_cost_micros: state.budget.max_cost_micros,
+                gates: None,
             }),
             _ => Err(not("execution has not started".into())),
         }
@@ -99,6 +113,9 @@ pub struct Wiring {
     pub clock: Arc<dyn Clock>,
     /// Builtin functions by name.
     pub builtins: Builtins,
+    /// Where the header values and OAuth secrets that contracts name come from (the `keel`
+    /// binary answers from the environment).
+    pub secrets: Secrets,
 }
 
 /// Runs tool calls through their contracts. Cheap to share (`Arc`); calls may run concurrently
@@ -122,7 +139,7 @@ pub struct ToolRunner {
 impl ToolRunner {
     /// Wires one adapter per contract. Fails if a contract names a builtin that is not registered.
     pub fn new(registry: Registry, wiring: Wiring) -> Result<Self, ToolError> {
-        let mcp = McpPool::default();
+        let mcp = McpPool::new(wiring.secrets.clone());
         let http = client(Duration::from_secs(300))?;
         let mut adapters: HashMap<String, Arc<dyn Adapter>> = HashMap::new();
         for c in registry.iter() {
@@ -142,6 +159,7 @@ impl ToolRunner {
                     http.clone(),
                     url.clone(),
                     headers_from_env.clone(),
+                    wiring.secrets.clone(),
                 )),
                 AdapterSpec::Mcp {
                     server,
@@ -151,7 +169,7 @@ impl ToolRunner {
                     mcp.clone(),
                     server.clone(),
                     tool.clone(),
-                    *elicitation,
+                    elicitation.clone(),
                 )),
             };
             adapters.insert(c.name.clone(), adapter);
@@ -181,13 +199,14 @@ impl ToolRunner {
 
     /// The embedded default under a data directory: spine, ledger and rate budgets in
     /// `DIR/spine.db` (one writer: the ledger's and the rates' writes ride in the spine's group
-    /// commit), blobs in `DIR/blobs`, the system clock. Returns the spine too, for the caller's
-    /// own appends.
+    /// commit), blobs in `DIR/blobs`, the system clock, and the contracts' secrets from
+    /// `secrets`. Returns the spine too, for the caller's own appends.
     pub fn embedded(
         data: &Path,
         registry: Registry,
         builtins: Builtins,
         options: SqliteOptions,
+        secrets: Secrets,
     ) -> Result<(Self, SqliteLog), ToolError> {
         let spine = data.join("spine.db");
         let log = SqliteLog::open(&spine, options)?;
@@ -201,6 +220,7 @@ impl ToolRunner {
                 rates: Arc::new(SqliteRates::on(&log)),
                 clock: Arc::new(SystemClock),
                 builtins,
+                secrets,
             },
         )?;
         Ok((runner, log))
@@ -246,6 +266,7 @@ impl ToolRunner {
             ctx.last_seq,
             ctx.step_n,
         )
+        .asking(ctx.gates.clone())
     }
 
     /// Runs a call that a person approved at a gate opened for an [`CallOutcome::Escalate`].
@@ -384,7 +405,8 @@ impl ToolRunner {
                     return Ok(Some(done.into_report(rec)));
                 }
             }
-            None if call.contract.side_effect == SideEffect::ReadOnly => {}
+            None if call.contract.side_effect == SideEffect::ReadOnly
+                && !crate::invoke::asks_a_person(&call.contract) => {}
             None => {
                 let reason = format!(
                     "call {} of {} was interrupted and has no idempotency key; its outcome is unknown, so a person must decide",

@@ -63,6 +63,7 @@ fn crash_child() {
                             args: &args,
                             idempotency_key: key.as_deref(),
                             attempt: 1,
+                            elicit: None,
                         };
                         let out = real.call(call).await;
                         println!(

@@ -137,6 +137,7 @@ async fn baseline(
             args: &a,
             idempotency_key: None,
             attempt: 1,
+            elicit: None,
         };
         adapter
             .call(call)

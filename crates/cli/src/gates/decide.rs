@@ -1,17 +1,36 @@
-//! `keel gates approve` and `keel gates reject`: a person's verdict on a gate.
+//! `keel gates approve` and `keel gates reject`: a person's verdict on a gate, with the answer
+//! to an MCP server's question for a gate opened during a call.
 
 use crate::agents::operator;
-use anyhow::bail;
+use anyhow::{Context, bail};
 use keel_core::payload::Verdict;
 use keel_runtime::embedded::Embedded;
+
+/// The approver's input from `--input JSON` or `--input-file F`, parsed.
+pub fn input(
+    text: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let (text, from) = match (text, file) {
+        (Some(t), _) => (t.to_owned(), "--input".to_owned()),
+        (None, Some(f)) => (
+            std::fs::read_to_string(f).with_context(|| format!("--input-file {}", f.display()))?,
+            format!("--input-file {}", f.display()),
+        ),
+        (None, None) => return Ok(None),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .with_context(|| format!("{from}: not JSON"))
+}
 
 /// Records `verdict` on `gate_id`; a rejection needs a reason (the agent is told it).
 pub async fn decide(
     env: &Embedded,
     gate_id: &str,
-    verdict: Verdict,
-    reason: &str,
+    (verdict, reason): (Verdict, &str),
     approver: Option<String>,
+    input: Option<serde_json::Value>,
 ) -> anyhow::Result<()> {
     if verdict == Verdict::Reject && reason.trim().is_empty() {
         bail!("--reason: give the reason; the agent is told it");
@@ -30,8 +49,21 @@ pub async fn decide(
     drop(book);
     let (gate, d) = env
         .approvals
-        .decide(gate_id, None, &approver, verdict, reason)
+        .decide_with_input(gate_id, None, &approver, verdict, reason, input)
         .await?;
+    if gate.during_call.is_some() {
+        eprintln!(
+            "gate {} {} by {}: the tool's server is answered ({}), and the call goes on",
+            d.gate_id,
+            d.verdict.as_str(),
+            d.approver,
+            match d.verdict {
+                Verdict::Approve => "accept",
+                _ => "decline",
+            }
+        );
+        return Ok(());
+    }
     eprintln!(
         "gate {} {} by {} after {} ms; execution {} runs on when a worker picks it up",
         d.gate_id,

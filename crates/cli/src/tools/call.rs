@@ -130,8 +130,8 @@ pub async fn run(data: &Path, a: CallArgs) -> anyhow::Result<()> {
                 elicitation,
                 ..
             },
-        ) => match McpClient::connect(server, *elicitation).await {
-            Ok(client) => Some((client, *elicitation)),
+        ) => match McpClient::connect(server, elicitation.clone()).await {
+            Ok(client) => Some((client, elicitation.clone())),
             // The call itself records the failure, classified (an `auth` failure is not
             // retried); only the drift check is lost.
             Err(e) => {
@@ -207,7 +207,7 @@ async fn resolve(
         "accept_defaults" => ElicitationPolicy::AcceptDefaults,
         _ => ElicitationPolicy::Decline,
     };
-    let client = McpClient::connect(&server, elicitation).await?;
+    let client = McpClient::connect(&server, elicitation.clone()).await?;
     let listed = client
         .tools()
         .iter()
@@ -223,7 +223,7 @@ async fn resolve(
                     .join(", ")
             )
         })?;
-    let draft = keel_tools::import::draft_with(&server, elicitation, listed);
+    let draft = keel_tools::import::draft_with(&server, elicitation.clone(), listed);
     let registry = Registry::from_sources(
         &[(PathBuf::from(format!("{server} {tool}")), draft.yaml)],
         None,

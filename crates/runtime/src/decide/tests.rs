@@ -567,6 +567,8 @@ fn at_gate(verdict: Verdict) -> Given {
             queue: "default".into(),
             deadline_ms: None,
             expire_after_ms: None,
+            during_call: None,
+            elicitation: None,
         }))
         .then(Payload::GateDecided(GateDecided {
             gate_id: "g1".into(),
@@ -574,6 +576,7 @@ fn at_gate(verdict: Verdict) -> Given {
             verdict,
             reason: "looks wrong".into(),
             latency_ms: 5,
+            input: None,
         }));
     g
 }
@@ -814,4 +817,63 @@ fn review_draws_are_keyed_by_the_calls_position_so_a_resume_samples_the_same_cal
         *seen.entry(a).or_insert(0) += 1;
     }
     assert_eq!(seen.len(), 2, "some sampled, some not: {seen:?}");
+}
+
+/// A tier-3 call in flight whose MCP server asked for input: the gate is opened during it.
+fn at_gate_during_call() -> Given {
+    let mut g = Given::new();
+    g.then(called("model-1"))
+        .then(responded("model-1", None))
+        .then(Payload::ToolCalled(ToolCalled {
+            call_id: "t1".into(),
+            tool: "refund".into(),
+            args: json!({"order": "A-1"}),
+            idempotency_key: Some("refund:\"A-1\"".into()),
+            est_cost: Cost::ZERO,
+            attempt: 1,
+        }))
+        .then(Payload::GateRequested(GateRequested {
+            gate_id: "g1".into(),
+            action: json!({"tool": "refund", "during_call": "t1"}),
+            consequence_tier: 3,
+            evidence_pack: json!({}),
+            reason: "the server asks".into(),
+            queue: "default".into(),
+            deadline_ms: None,
+            expire_after_ms: None,
+            during_call: Some("t1".into()),
+            elicitation: Some(Elicitation {
+                message: "How much?".into(),
+                requested_schema: json!({"type": "object"}),
+            }),
+        }));
+    g
+}
+
+#[test]
+fn a_gate_during_a_call_never_reruns_or_regates_the_tool() {
+    let s = strategy("");
+    // While it waits, another driver stops: the call's owner is the one waiting.
+    let mut g = at_gate_during_call();
+    with_decider(&s, |d| {
+        let wake = d.decide(g.view(), Input::Wake);
+        assert_eq!(wake.next, Next::Stop);
+        assert!(wake.record.is_empty());
+    });
+    // Decided, but the call's owner is gone (a driver wakes here only after a crash): the
+    // call's outcome is settled through the ledger, never run again nor gated again as such.
+    g.then(Payload::GateDecided(GateDecided {
+        gate_id: "g1".into(),
+        approver: "ann".into(),
+        verdict: Verdict::Approve,
+        reason: String::new(),
+        latency_ms: 5,
+        input: Some(json!({"approved_amount": 40})),
+    }));
+    assert!(g.state.pending_tool_call.is_some());
+    with_decider(&s, |d| {
+        let wake = d.decide(g.view(), Input::Wake);
+        assert_eq!(wake.next, Next::ResolvePending);
+        assert!(wake.record.is_empty());
+    });
 }

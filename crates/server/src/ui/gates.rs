@@ -61,6 +61,11 @@ struct GateCard {
     memory: Vec<String>,
     cost: String,
     waited: String,
+    /// An MCP server's question during the call: its message, the schema of the answer, and a
+    /// starting input for the box (the schema's defaults); empty for other gates.
+    asks: String,
+    asks_schema: String,
+    asks_input: String,
 }
 
 fn ago(ms: i64) -> String {
@@ -324,6 +329,30 @@ fn card(g: &GateView, ev: &Value) -> GateCard {
                 + p["cost_so_far"]["tokens_out"].as_u64().unwrap_or(0)
         ),
         waited: ago((SystemClock.now() - g.requested_at).num_milliseconds()),
+        asks: g
+            .elicitation
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default(),
+        asks_schema: g
+            .elicitation
+            .as_ref()
+            .and_then(|e| serde_json::to_string_pretty(&e.requested_schema).ok())
+            .unwrap_or_default(),
+        asks_input: g
+            .elicitation
+            .as_ref()
+            .map(|e| {
+                // Each property's default, as the box's starting answer.
+                let defaults: serde_json::Map<String, Value> = e.requested_schema["properties"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(k, p)| Some((k.clone(), p.get("default")?.clone())))
+                    .collect();
+                Value::Object(defaults).to_string()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -473,6 +502,9 @@ pub(super) struct DecisionForm {
     /// Picked from the recent reasons (a typed one wins).
     #[serde(default)]
     preset: String,
+    /// The answer to an MCP server's question, as JSON (gates during a call).
+    #[serde(default)]
+    input: String,
 }
 
 pub(super) async fn decide(
@@ -511,8 +543,18 @@ pub(super) async fn decide(
         )
         .await;
     }
+    let input = match f.input.trim() {
+        "" => None,
+        text => match serde_json::from_str::<Value>(text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let why = format!("The input is not JSON: {e}");
+                return view(&state, &p, &headers, why).await;
+            }
+        },
+    };
     let caller = Caller(p.clone());
-    match decide_gate(&state, &caller, &id, verdict, reason).await {
+    match decide_gate(&state, &caller, &id, verdict, reason, input).await {
         Ok(v) => {
             let exec = v["exec_id"].as_str().unwrap_or_default();
             Redirect::to(&format!("/ui/executions/{exec}")).into_response()
@@ -545,6 +587,8 @@ mod tests {
             decision: None,
             closed: false,
             replay: false,
+            during_call: None,
+            elicitation: None,
         }
     }
 

@@ -24,6 +24,9 @@ pub struct AdapterCall<'a> {
     pub idempotency_key: Option<&'a str>,
     /// Attempt number, 1-based.
     pub attempt: u32,
+    /// Where an MCP server's elicitation goes to be answered by a person (contracts with
+    /// `elicitation: gate`); `None` declines.
+    pub elicit: Option<&'a tokio::sync::mpsc::Sender<crate::elicit::ElicitAsk>>,
 }
 
 /// A failed attempt, classified so the failure policy can decide.

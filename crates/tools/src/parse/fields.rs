@@ -267,17 +267,8 @@ pub(crate) fn adapter(
             let headers = string_map(p, "adapter.headers_from_env", h);
             let oauth_v = o.opt_obj(p, "oauth");
             let oauth = oauth_v.map(|m| mcp_oauth(p, m));
-            let elicitation = match o.opt_str(p, "elicitation").as_deref() {
-                None | Some("decline") => Some(ElicitationPolicy::Decline),
-                Some("accept_defaults") => Some(ElicitationPolicy::AcceptDefaults),
-                Some(other) => {
-                    p.add(
-                        "adapter.elicitation",
-                        format!("{other:?} is not one of decline, accept_defaults"),
-                    );
-                    None
-                }
-            };
+            let elicitation_v = o.opt(p, "elicitation");
+            let elicitation = elicitation_policy(p, elicitation_v);
             let tool = o.opt_str(p, "tool").or_else(|| name.map(str::to_owned));
             let http_only = |p: &mut Problems, present: bool, field: &str| {
                 if present {
@@ -503,4 +494,71 @@ fn mcp_idp(p: &mut Problems, map: &Map<String, Value>) -> Option<McpIdp> {
         client_secret_env,
         id_token_env: id_token_env?,
     })
+}
+
+/// `adapter.elicitation`: `decline` (default), `accept_defaults`, `gate`, or
+/// `{policy: gate, queue?, deadline_s?, expire_after_s?}`.
+fn elicitation_policy(p: &mut Problems, v: Option<&Value>) -> Option<ElicitationPolicy> {
+    const KEY: &str = "adapter.elicitation";
+    const ONE_OF: &str = "is not one of decline, accept_defaults, gate";
+    let map = match v {
+        None => return Some(ElicitationPolicy::Decline),
+        Some(Value::String(s)) => {
+            return match s.as_str() {
+                "decline" => Some(ElicitationPolicy::Decline),
+                "accept_defaults" => Some(ElicitationPolicy::AcceptDefaults),
+                "gate" => Some(ElicitationPolicy::Gate(ElicitationGate::default())),
+                other => {
+                    p.add(KEY, format!("{other:?} {ONE_OF}"));
+                    None
+                }
+            };
+        }
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            p.add(
+                KEY,
+                format!("must be a policy name or a mapping {{policy: gate, …}}, found {other}"),
+            );
+            return None;
+        }
+    };
+    let mut o = Obj::new(map, KEY);
+    let policy = o.req_str(p, "policy");
+    let queue = o.opt_str(p, "queue");
+    let seconds = |o: &mut Obj<'_>, p: &mut Problems, key: &'static str| {
+        let v = o.opt(p, key);
+        o.typed(p, key, v, "a whole number of seconds > 0", |v| {
+            v.as_u64().filter(|n| *n > 0)
+        })
+    };
+    let deadline_s = seconds(&mut o, p, "deadline_s");
+    let expire_after_s = seconds(&mut o, p, "expire_after_s");
+    o.finish(p);
+    match policy.as_deref() {
+        Some("gate") => {}
+        Some(other @ ("decline" | "accept_defaults")) => {
+            p.add(
+                format!("{KEY}.policy"),
+                format!("{other:?} takes no settings: write `elicitation: {other}`"),
+            );
+            return None;
+        }
+        Some(other) => {
+            p.add(format!("{KEY}.policy"), format!("{other:?} {ONE_OF}"));
+            return None;
+        }
+        None => return None,
+    }
+    if let Some(q) = &queue
+        && q.trim().is_empty()
+    {
+        p.add(format!("{KEY}.queue"), "must not be empty");
+        return None;
+    }
+    Some(ElicitationPolicy::Gate(ElicitationGate {
+        queue: queue.unwrap_or_else(|| "default".into()),
+        deadline_s,
+        expire_after_s: expire_after_s.unwrap_or(ElicitationGate::DEFAULT_EXPIRE_AFTER_S),
+    }))
 }

@@ -541,6 +541,8 @@ mod tests {
                     queue: "q".into(),
                     deadline_ms: None,
                     expire_after_ms: None,
+                    during_call: None,
+                    elicitation: None,
                 }),
             ),
         ];

@@ -1,8 +1,10 @@
 //! Keel's side of an MCP session: who the client is (name, version, capabilities) and how it
-//! answers what the server asks of it. No person sits behind a tool call, so elicitation is
-//! answered by the policy the contract declares.
+//! answers what the server asks of it. Elicitation is answered by the policy the contract
+//! declares; under `gate` the question goes to the call it arrived during (a session with that
+//! policy serves one call at a time), which asks a person through an approval gate.
 
 use crate::contract::ElicitationPolicy;
+use crate::elicit::{ElicitAnswer, ElicitAsk};
 use rmcp::ClientHandler;
 use rmcp::model::{
     ClientCapabilities, ClientConfig, ElicitRequestParams, ElicitResult, ElicitationAction,
@@ -10,20 +12,60 @@ use rmcp::model::{
 };
 use rmcp::service::{RequestContext, RoleClient};
 use serde_json::{Map, Value};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// Where the session's questions go: the call it serves now, if any.
+pub type Asker = Arc<Mutex<Option<mpsc::Sender<ElicitAsk>>>>;
 
 /// The name Keel gives itself in `clientInfo`.
 pub const CLIENT_NAME: &str = "keel";
 
 /// The client handler of every session Keel opens.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct KeelClient {
     elicitation: ElicitationPolicy,
+    asker: Asker,
 }
 
 impl KeelClient {
     /// A handler answering elicitation by `elicitation`.
     pub fn new(elicitation: ElicitationPolicy) -> Self {
-        Self { elicitation }
+        Self {
+            elicitation,
+            asker: Asker::default(),
+        }
+    }
+
+    /// Where questions under `elicitation: gate` go (set for the call the session serves).
+    pub fn asker(&self) -> Asker {
+        self.asker.clone()
+    }
+
+    /// A person's answer, through the call the session serves; declined when no call takes
+    /// questions (a session used outside an execution, e.g. `keel tools call`).
+    async fn ask_a_person(&self, message: String, requested_schema: Value) -> ElicitResult {
+        let to = self.asker.lock().ok().and_then(|a| a.clone());
+        let Some(to) = to else {
+            return ElicitResult::new(ElicitationAction::Decline);
+        };
+        let (reply, answer) = oneshot::channel();
+        let ask = ElicitAsk {
+            message,
+            requested_schema,
+            reply,
+        };
+        if to.send(ask).await.is_err() {
+            // The call ended meanwhile.
+            return ElicitResult::new(ElicitationAction::Cancel);
+        }
+        match answer.await {
+            Ok(ElicitAnswer::Accept(content)) => {
+                ElicitResult::new(ElicitationAction::Accept).with_content(content)
+            }
+            Ok(ElicitAnswer::Decline) => ElicitResult::new(ElicitationAction::Decline),
+            Ok(ElicitAnswer::Cancel) | Err(_) => ElicitResult::new(ElicitationAction::Cancel),
+        }
     }
 }
 
@@ -61,7 +103,7 @@ impl ClientHandler for KeelClient {
         request: ElicitRequestParams,
         _context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
-        let answer = match (request, self.elicitation) {
+        let answer = match (request, &self.elicitation) {
             (
                 ElicitRequestParams::FormElicitationParams {
                     requested_schema, ..
@@ -71,6 +113,17 @@ impl ClientHandler for KeelClient {
                 let schema = serde_json::to_value(&requested_schema).unwrap_or(Value::Null);
                 ElicitResult::new(ElicitationAction::Accept)
                     .with_content(Value::Object(schema_defaults(&schema)))
+            }
+            (
+                ElicitRequestParams::FormElicitationParams {
+                    message,
+                    requested_schema,
+                    ..
+                },
+                ElicitationPolicy::Gate(_),
+            ) => {
+                let schema = serde_json::to_value(&requested_schema).unwrap_or(Value::Null);
+                self.ask_a_person(message, schema).await
             }
             // A URL elicitation needs a person at a browser: declined under every policy.
             _ => ElicitResult::new(ElicitationAction::Decline),

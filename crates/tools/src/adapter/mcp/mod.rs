@@ -8,8 +8,10 @@
 //!   matches the server's is reported ([`McpClient::drift`]).
 //! - Connections are opened lazily, one per server and elicitation policy, shared by every
 //!   contract that names them, and dropped (to be reopened on the next call) when the transport
-//!   fails or the server refuses the credentials.
-//! - Credentials (HTTP only): headers from environment variables, OAuth 2.1 ([`oauth`]). A 401
+//!   fails or the server refuses the credentials. Under `elicitation: gate` a session serves one
+//!   call at a time (idle ones are reused), so a server's question belongs to exactly one call.
+//! - Credentials (HTTP only): headers from the secrets the contract names (environment
+//!   variables, to the `keel` binary), OAuth 2.1 ([`oauth`]). A 401
 //!   or 403 is class `auth`, which no policy retries.
 //!
 //! Output: the tool's `structuredContent` when it returns one; otherwise `{"content": [...]}`,
@@ -23,6 +25,7 @@ use super::{Adapter, AdapterCall, AdapterError};
 use crate::contract::{ElicitationPolicy, ErrorClass, McpOAuth, McpServer};
 use crate::error::ToolError;
 use async_trait::async_trait;
+use keel_core::secrets::{SecretSource, Secrets};
 use handler::KeelClient;
 use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::model::{CallToolRequestParams, ProtocolVersion, Tool};
@@ -68,6 +71,7 @@ pub struct McpClient {
     server: McpServer,
     service: RunningService<RoleClient, KeelClient>,
     tools: Vec<Tool>,
+    asker: handler::Asker,
 }
 
 fn mcp_err(server: &McpServer, detail: impl std::fmt::Display) -> ToolError {
@@ -121,15 +125,16 @@ fn has_oauth(server: &McpServer) -> bool {
     matches!(server, McpServer::Http { oauth: Some(_), .. })
 }
 
-/// The request headers a contract names, read from the environment now; an unset variable is
-/// an error naming it (never a value).
+/// The request headers a contract names, their values taken from `secrets` now; an unset
+/// variable is an error naming it (never a value).
 fn env_headers(
     server: &McpServer,
     names: &BTreeMap<String, String>,
+    secrets: &dyn SecretSource,
 ) -> Result<HashMap<HeaderName, HeaderValue>, ToolError> {
     let mut out = HashMap::new();
     for (header, var) in names {
-        let value = std::env::var(var).map_err(|_| {
+        let value = secrets.get(var).ok_or_else(|| {
             auth_err(
                 server,
                 format!("header {header}: environment variable {var} is not set"),
@@ -170,6 +175,7 @@ async fn serve_http<C: StreamableHttpClient + Sync>(
         StreamableHttpClientTransport::with_client(http::Ordered::new(client), config)
     };
     match handler
+        .clone()
         .serve_with_lifecycle(transport(client.clone()), lifecycle())
         .await
     {
@@ -201,7 +207,11 @@ async fn serve_stdio(
             .map_err(|e| mcp_err(server, format!("cannot start {program}: {e}")))
     };
     let failed = |e: ClientInitializeError| mcp_err(server, format!("handshake failed: {e}"));
-    match handler.serve_with_lifecycle(spawn()?, lifecycle()).await {
+    match handler
+        .clone()
+        .serve_with_lifecycle(spawn()?, lifecycle())
+        .await
+    {
         Err(e) if retry_legacy(&e) => handler
             .serve_with_lifecycle(spawn()?, ClientLifecycleMode::Initialize)
             .await
@@ -216,14 +226,16 @@ impl McpClient {
     ///
     /// A server that refuses the token it just accepted (its authorization server changed,
     /// the grant was revoked) gets one new authorization from scratch: discovery, registration
-    /// with the authorization server it names now, a new token.
+    /// with the authorization server it names now, a new token. Header values and OAuth secrets
+    /// come from `secrets`, by the names the contract gives.
     pub async fn connect(
         server: &McpServer,
         elicitation: ElicitationPolicy,
+        secrets: &dyn SecretSource,
     ) -> Result<Self, ToolError> {
-        match Self::connect_inner(server, elicitation, None).await {
+        match Self::connect_inner(server, elicitation.clone(), None, secrets).await {
             Err((_, Some(challenge))) if has_oauth(server) => {
-                Self::connect_inner(server, elicitation, Some(challenge))
+                Self::connect_inner(server, elicitation, Some(challenge), secrets)
                     .await
                     .map_err(|(e, _)| e)
             }
@@ -237,8 +249,10 @@ impl McpClient {
         server: &McpServer,
         elicitation: ElicitationPolicy,
         challenge: Option<String>,
+        secrets: &dyn SecretSource,
     ) -> Result<Self, (ToolError, Option<String>)> {
-        let handler = KeelClient::new(elicitation);
+        let handler = KeelClient::new(elicitation.clone());
+        let asker = handler.asker();
         let fut = async {
             let service = match server {
                 McpServer::Stdio { command, env } => serve_stdio(server, command, env, handler)
@@ -249,9 +263,10 @@ impl McpClient {
                     headers_from_env,
                     oauth,
                 } => {
-                    let headers = env_headers(server, headers_from_env).map_err(|e| (e, None))?;
+                    let headers =
+                        env_headers(server, headers_from_env, secrets).map_err(|e| (e, None))?;
                     let oauth = oauth.as_ref();
-                    connect_http(server, url, headers, oauth, handler, challenge)
+                    connect_http(server, url, headers, oauth, handler, challenge, secrets)
                         .await
                         .map_err(|e| (e, None))?
                 }
@@ -277,6 +292,7 @@ impl McpClient {
             server: server.clone(),
             service,
             tools,
+            asker,
         })
     }
 
@@ -359,6 +375,14 @@ impl McpClient {
         })
     }
 
+    /// Sends the server's questions to `to` (the call this session serves now), or declines
+    /// them (`None`).
+    fn ask_through(&self, to: Option<tokio::sync::mpsc::Sender<crate::elicit::ElicitAsk>>) {
+        if let Ok(mut a) = self.asker.lock() {
+            *a = to;
+        }
+    }
+
     /// Ends the session (and the child process, for stdio).
     pub async fn close(self) {
         let _ = self.service.cancel().await;
@@ -386,6 +410,7 @@ async fn connect_http(
     oauth: Option<&McpOAuth>,
     handler: KeelClient,
     step_up: Option<String>,
+    secrets: &dyn SecretSource,
 ) -> Result<RunningService<RoleClient, KeelClient>, ToolError> {
     let plain = http_client(server)?;
     let handshake = |e: ClientInitializeError| {
@@ -403,7 +428,7 @@ async fn connect_http(
         }
         Some(_) if step_up.is_some() => step_up,
         Some(o) if o.grant == crate::contract::OAuthGrant::ClientCredentials => None,
-        Some(_) => match serve_http(plain.clone(), url, headers.clone(), handler).await {
+        Some(_) => match serve_http(plain.clone(), url, headers.clone(), handler.clone()).await {
             Ok(service) => return Ok(service),
             Err(e) => match e.auth_challenge() {
                 Some(c) => Some(c.to_owned()),
@@ -415,7 +440,7 @@ async fn connect_http(
     let Some(o) = oauth else {
         return Err(auth_err(server, "no OAuth configuration"));
     };
-    let manager = oauth::authorize(url, o, challenge)
+    let manager = oauth::authorize(url, o, challenge, secrets)
         .await
         .map_err(|e| auth_err(server, e))?;
     serve_http(AuthClient::new(plain, manager), url, headers, handler)
@@ -471,50 +496,106 @@ pub fn schema_drift(server: &Value, contract: &Value) -> Vec<String> {
     out
 }
 
+/// The secret source a pool's sessions take header values and OAuth secrets from.
+#[derive(Clone)]
+struct SessionSecrets(Secrets);
+
+impl Default for SessionSecrets {
+    fn default() -> Self {
+        Self(keel_core::secrets::none())
+    }
+}
+
+impl McpPool {
+    /// A pool whose sessions take header values and OAuth secrets from `secrets`.
+    pub fn new(secrets: Secrets) -> Self {
+        Self {
+            secrets: SessionSecrets(secrets),
+            ..Self::default()
+        }
+    }
+}
+
 /// What a session is shared by: the server and how elicitation is answered.
 type SessionKey = (McpServer, ElicitationPolicy);
 
-/// Shared connections, one per server and elicitation policy.
+/// Shared connections, one per server and elicitation policy; under `elicitation: gate`, idle
+/// sessions each serving one call at a time.
 #[derive(Clone, Default)]
 pub struct McpPool {
+    secrets: SessionSecrets,
     conns: Arc<Mutex<HashMap<SessionKey, Arc<McpClient>>>>,
+    idle: Arc<Mutex<HashMap<SessionKey, Vec<McpClient>>>>,
+}
+
+fn exclusive(elicitation: &ElicitationPolicy) -> bool {
+    matches!(elicitation, ElicitationPolicy::Gate(_))
+}
+
+fn connect_failed(e: ToolError) -> AdapterError {
+    let class = match e {
+        ToolError::McpAuth { .. } => ErrorClass::Auth,
+        _ => ErrorClass::Connection,
+    };
+    AdapterError::new(class, e.to_string())
 }
 
 impl McpPool {
     async fn get(
         &self,
         server: &McpServer,
-        elicitation: ElicitationPolicy,
+        elicitation: &ElicitationPolicy,
     ) -> Result<Arc<McpClient>, AdapterError> {
         let mut conns = self.conns.lock().await;
-        let key = (server.clone(), elicitation);
+        let key = (server.clone(), elicitation.clone());
         if let Some(c) = conns.get(&key).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let client = McpClient::connect(server, elicitation).await.map_err(|e| {
-            let class = match e {
-                ToolError::McpAuth { .. } => ErrorClass::Auth,
-                _ => ErrorClass::Connection,
-            };
-            AdapterError::new(class, e.to_string())
-        })?;
+        let client = McpClient::connect(server, elicitation.clone(), &*self.secrets.0)
+            .await
+            .map_err(connect_failed)?;
         let client = Arc::new(client);
         conns.insert(key, client.clone());
         Ok(client)
+    }
+
+    /// An idle session of its own for one call (a new one if none is idle).
+    async fn take(
+        &self,
+        server: &McpServer,
+        elicitation: &ElicitationPolicy,
+    ) -> Result<McpClient, AdapterError> {
+        let key = (server.clone(), elicitation.clone());
+        loop {
+            let next = self.idle.lock().await.get_mut(&key).and_then(Vec::pop);
+            match next {
+                Some(c) if !c.is_closed() => return Ok(c),
+                Some(c) => c.close().await,
+                None => break,
+            }
+        }
+        McpClient::connect(server, elicitation.clone(), &*self.secrets.0)
+            .await
+            .map_err(connect_failed)
     }
 
     /// Adopts a session opened elsewhere (e.g. one that listed the tools a contract was drafted
     /// from), so calls reuse it instead of opening a second one.
     pub async fn adopt(&self, elicitation: ElicitationPolicy, client: McpClient) {
         let key = (client.server.clone(), elicitation);
-        self.conns.lock().await.insert(key, Arc::new(client));
+        if exclusive(&key.1) {
+            client.ask_through(None);
+            self.idle.lock().await.entry(key).or_default().push(client);
+        } else {
+            self.conns.lock().await.insert(key, Arc::new(client));
+        }
     }
 
-    async fn evict(&self, server: &McpServer, elicitation: ElicitationPolicy) {
+    async fn evict(&self, server: &McpServer, elicitation: &ElicitationPolicy) {
         self.conns
             .lock()
             .await
-            .remove(&(server.clone(), elicitation));
+            .remove(&(server.clone(), elicitation.clone()));
     }
 
     /// Closes every connection (stops stdio servers).
@@ -524,6 +605,16 @@ impl McpPool {
             if let Ok(c) = Arc::try_unwrap(c) {
                 c.close().await;
             }
+        }
+        let idle: Vec<_> = self
+            .idle
+            .lock()
+            .await
+            .drain()
+            .flat_map(|(_, v)| v)
+            .collect();
+        for c in idle {
+            c.close().await;
         }
     }
 }
@@ -557,31 +648,72 @@ impl McpAdapter {
 #[async_trait]
 impl Adapter for McpAdapter {
     async fn call(&self, call: AdapterCall<'_>) -> Result<Value, AdapterError> {
-        let client = self.pool.get(&self.server, self.elicitation).await?;
+        if exclusive(&self.elicitation) {
+            return self.call_alone(call).await;
+        }
+        let client = self.pool.get(&self.server, &self.elicitation).await?;
         let (e, challenge) = match client.try_call(&self.tool, call.args).await {
             Ok(v) => return Ok(v),
             Err(failed) => failed,
         };
         if matches!(e.class, ErrorClass::Connection | ErrorClass::Auth) {
-            self.pool.evict(&self.server, self.elicitation).await;
+            self.pool.evict(&self.server, &self.elicitation).await;
         }
-        // Step-up, or a token the server no longer takes: the server refused the call (it did
-        // not run); authorize once for what its challenge names and repeat the call on the new
-        // session.
-        let (Some(challenge), true) = (challenge, has_oauth(&self.server)) else {
-            return Err(e);
-        };
-        let stepped = McpClient::connect_inner(&self.server, self.elicitation, Some(challenge))
-            .await
-            .map_err(|(err, _)| AdapterError::new(ErrorClass::Auth, err.to_string()))?;
-        let out = stepped.call(&self.tool, call.args).await;
-        self.pool.adopt(self.elicitation, stepped).await;
-        out
+        self.step_up(call, e, challenge).await
     }
 
     fn honours_idempotency_key(&self) -> bool {
         // MCP has no idempotency-key convention: a call with an unknown outcome is escalated.
         false
+    }
+}
+
+impl McpAdapter {
+    /// A call on a session of its own (`elicitation: gate`): the server's questions during it
+    /// go to this call's person, never to another call's.
+    async fn call_alone(&self, call: AdapterCall<'_>) -> Result<Value, AdapterError> {
+        let client = self.pool.take(&self.server, &self.elicitation).await?;
+        client.ask_through(call.elicit.cloned());
+        let out = client.try_call(&self.tool, call.args).await;
+        client.ask_through(None);
+        let (e, challenge) = match out {
+            Ok(v) => {
+                self.pool.adopt(self.elicitation.clone(), client).await;
+                return Ok(v);
+            }
+            Err(failed) => failed,
+        };
+        if matches!(e.class, ErrorClass::Connection | ErrorClass::Auth) {
+            client.close().await;
+        } else {
+            self.pool.adopt(self.elicitation.clone(), client).await;
+        }
+        self.step_up(call, e, challenge).await
+    }
+
+    /// Step-up, or a token the server no longer takes: the server refused the call (it did not
+    /// run); authorize once for what its challenge names and repeat the call on the new session.
+    async fn step_up(
+        &self,
+        call: AdapterCall<'_>,
+        e: AdapterError,
+        challenge: Option<String>,
+    ) -> Result<Value, AdapterError> {
+        let (Some(challenge), true) = (challenge, has_oauth(&self.server)) else {
+            return Err(e);
+        };
+        let stepped = McpClient::connect_inner(
+            &self.server,
+            self.elicitation.clone(),
+            Some(challenge),
+            &*self.pool.secrets.0,
+        )
+        .await
+                .map_err(|(err, _)| AdapterError::new(ErrorClass::Auth, err.to_string()))?;
+        stepped.ask_through(call.elicit.cloned());
+        let out = stepped.call(&self.tool, call.args).await;
+        self.pool.adopt(self.elicitation.clone(), stepped).await;
+        out
     }
 }
 
