@@ -10,8 +10,7 @@
 //!   contract that names them, and dropped (to be reopened on the next call) when the transport
 //!   fails or the server refuses the credentials. Under `elicitation: gate` a session serves one
 //!   call at a time (idle ones are reused), so a server's question belongs to exactly one call.
-//! - Credentials (HTTP only): headers from the secrets the contract names (environment
-//!   variables, to the `keel` binary), OAuth 2.1 ([`oauth`]). A 401
+//! - Credentials (HTTP only): headers from environment variables, OAuth 2.1 ([`oauth`]). A 401
 //!   or 403 is class `auth`, which no policy retries.
 //!
 //! Output: the tool's `structuredContent` when it returns one; otherwise `{"content": [...]}`,
@@ -25,7 +24,6 @@ use super::{Adapter, AdapterCall, AdapterError};
 use crate::contract::{ElicitationPolicy, ErrorClass, McpOAuth, McpServer};
 use crate::error::ToolError;
 use async_trait::async_trait;
-use keel_core::secrets::{SecretSource, Secrets};
 use handler::KeelClient;
 use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::model::{CallToolRequestParams, ProtocolVersion, Tool};
@@ -125,16 +123,15 @@ fn has_oauth(server: &McpServer) -> bool {
     matches!(server, McpServer::Http { oauth: Some(_), .. })
 }
 
-/// The request headers a contract names, their values taken from `secrets` now; an unset
-/// variable is an error naming it (never a value).
+/// The request headers a contract names, read from the environment now; an unset variable is
+/// an error naming it (never a value).
 fn env_headers(
     server: &McpServer,
     names: &BTreeMap<String, String>,
-    secrets: &dyn SecretSource,
 ) -> Result<HashMap<HeaderName, HeaderValue>, ToolError> {
     let mut out = HashMap::new();
     for (header, var) in names {
-        let value = secrets.get(var).ok_or_else(|| {
+        let value = std::env::var(var).map_err(|_| {
             auth_err(
                 server,
                 format!("header {header}: environment variable {var} is not set"),
@@ -226,16 +223,14 @@ impl McpClient {
     ///
     /// A server that refuses the token it just accepted (its authorization server changed,
     /// the grant was revoked) gets one new authorization from scratch: discovery, registration
-    /// with the authorization server it names now, a new token. Header values and OAuth secrets
-    /// come from `secrets`, by the names the contract gives.
+    /// with the authorization server it names now, a new token.
     pub async fn connect(
         server: &McpServer,
         elicitation: ElicitationPolicy,
-        secrets: &dyn SecretSource,
     ) -> Result<Self, ToolError> {
-        match Self::connect_inner(server, elicitation.clone(), None, secrets).await {
+        match Self::connect_inner(server, elicitation.clone(), None).await {
             Err((_, Some(challenge))) if has_oauth(server) => {
-                Self::connect_inner(server, elicitation, Some(challenge), secrets)
+                Self::connect_inner(server, elicitation, Some(challenge))
                     .await
                     .map_err(|(e, _)| e)
             }
@@ -249,7 +244,6 @@ impl McpClient {
         server: &McpServer,
         elicitation: ElicitationPolicy,
         challenge: Option<String>,
-        secrets: &dyn SecretSource,
     ) -> Result<Self, (ToolError, Option<String>)> {
         let handler = KeelClient::new(elicitation.clone());
         let asker = handler.asker();
@@ -263,10 +257,9 @@ impl McpClient {
                     headers_from_env,
                     oauth,
                 } => {
-                    let headers =
-                        env_headers(server, headers_from_env, secrets).map_err(|e| (e, None))?;
+                    let headers = env_headers(server, headers_from_env).map_err(|e| (e, None))?;
                     let oauth = oauth.as_ref();
-                    connect_http(server, url, headers, oauth, handler, challenge, secrets)
+                    connect_http(server, url, headers, oauth, handler, challenge)
                         .await
                         .map_err(|e| (e, None))?
                 }
@@ -410,7 +403,6 @@ async fn connect_http(
     oauth: Option<&McpOAuth>,
     handler: KeelClient,
     step_up: Option<String>,
-    secrets: &dyn SecretSource,
 ) -> Result<RunningService<RoleClient, KeelClient>, ToolError> {
     let plain = http_client(server)?;
     let handshake = |e: ClientInitializeError| {
@@ -440,7 +432,7 @@ async fn connect_http(
     let Some(o) = oauth else {
         return Err(auth_err(server, "no OAuth configuration"));
     };
-    let manager = oauth::authorize(url, o, challenge, secrets)
+    let manager = oauth::authorize(url, o, challenge)
         .await
         .map_err(|e| auth_err(server, e))?;
     serve_http(AuthClient::new(plain, manager), url, headers, handler)
@@ -496,26 +488,6 @@ pub fn schema_drift(server: &Value, contract: &Value) -> Vec<String> {
     out
 }
 
-/// The secret source a pool's sessions take header values and OAuth secrets from.
-#[derive(Clone)]
-struct SessionSecrets(Secrets);
-
-impl Default for SessionSecrets {
-    fn default() -> Self {
-        Self(keel_core::secrets::none())
-    }
-}
-
-impl McpPool {
-    /// A pool whose sessions take header values and OAuth secrets from `secrets`.
-    pub fn new(secrets: Secrets) -> Self {
-        Self {
-            secrets: SessionSecrets(secrets),
-            ..Self::default()
-        }
-    }
-}
-
 /// What a session is shared by: the server and how elicitation is answered.
 type SessionKey = (McpServer, ElicitationPolicy);
 
@@ -523,7 +495,6 @@ type SessionKey = (McpServer, ElicitationPolicy);
 /// sessions each serving one call at a time.
 #[derive(Clone, Default)]
 pub struct McpPool {
-    secrets: SessionSecrets,
     conns: Arc<Mutex<HashMap<SessionKey, Arc<McpClient>>>>,
     idle: Arc<Mutex<HashMap<SessionKey, Vec<McpClient>>>>,
 }
@@ -551,7 +522,7 @@ impl McpPool {
         if let Some(c) = conns.get(&key).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let client = McpClient::connect(server, elicitation.clone(), &*self.secrets.0)
+        let client = McpClient::connect(server, elicitation.clone())
             .await
             .map_err(connect_failed)?;
         let client = Arc::new(client);
@@ -574,7 +545,7 @@ impl McpPool {
                 None => break,
             }
         }
-        McpClient::connect(server, elicitation.clone(), &*self.secrets.0)
+        McpClient::connect(server, elicitation.clone())
             .await
             .map_err(connect_failed)
     }
@@ -702,13 +673,9 @@ impl McpAdapter {
         let (Some(challenge), true) = (challenge, has_oauth(&self.server)) else {
             return Err(e);
         };
-        let stepped = McpClient::connect_inner(
-            &self.server,
-            self.elicitation.clone(),
-            Some(challenge),
-            &*self.pool.secrets.0,
-        )
-        .await
+        let stepped =
+            McpClient::connect_inner(&self.server, self.elicitation.clone(), Some(challenge))
+                .await
                 .map_err(|(err, _)| AdapterError::new(ErrorClass::Auth, err.to_string()))?;
         stepped.ask_through(call.elicit.cloned());
         let out = stepped.call(&self.tool, call.args).await;
