@@ -149,7 +149,7 @@ fn list(dir: &Path, json_out: bool) -> anyhow::Result<()> {
 async fn import(out_dir: &Path, force: bool, target: &[String]) -> anyhow::Result<()> {
     let server = keel_tools::import::server_from_target(target).context("no MCP server given")?;
     eprintln!("listing the tools of MCP server {server}…");
-    let drafts = keel_tools::import::import(&server).await?;
+    let drafts = keel_tools::import::import(&server, &crate::config::secrets::ProcessEnv).await?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let existing: Vec<_> = drafts
         .iter()

@@ -177,6 +177,7 @@ impl Embedded {
                 rates: backends.spine.rates,
                 clock: Arc::new(SystemClock),
                 builtins,
+                secrets: backends.secrets.clone(),
             },
         )?;
         let shared = drive;

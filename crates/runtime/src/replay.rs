@@ -220,6 +220,8 @@ pub struct Replayer {
     lazy_memory: Option<PathBuf>,
     /// The builtin functions live read-only tools call (as in [`crate::embedded::Embedded`]).
     builtins: Builtins,
+    /// The secrets live tools' contracts name (the caller's backends').
+    secrets: keel_core::secrets::Secrets,
 }
 
 impl Replayer {
@@ -274,6 +276,7 @@ impl Replayer {
             memory: Mutex::new(backends.memory),
             lazy_memory: None,
             builtins,
+            secrets: backends.secrets,
         })
     }
 
@@ -338,6 +341,7 @@ impl Replayer {
                 rates: Arc::new(RateBudgets::default()),
                 clock: self.clock.clone(),
                 builtins,
+                secrets: self.secrets.clone(),
             },
         )?;
         Ok(Agent {

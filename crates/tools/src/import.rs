@@ -41,10 +41,15 @@ pub fn server_from_target(target: &[String]) -> Option<McpServer> {
     }
 }
 
-/// Connects to `server`, lists its tools and drafts a contract for each.
-pub async fn import(server: &McpServer) -> Result<Vec<Draft>, ToolError> {
+/// Connects to `server` (its header values and OAuth secrets from `secrets`), lists its tools
+/// and drafts a contract for each.
+pub async fn import(
+    server: &McpServer,
+    secrets: &dyn keel_core::secrets::SecretSource,
+) -> Result<Vec<Draft>, ToolError> {
     let client =
-        crate::adapter::mcp::McpClient::connect(server, ElicitationPolicy::Decline).await?;
+        crate::adapter::mcp::McpClient::connect(server, ElicitationPolicy::Decline, secrets)
+            .await?;
     let drafts = client.tools().iter().map(|t| draft(server, t)).collect();
     client.close().await;
     Ok(drafts)

@@ -14,6 +14,7 @@ use crate::ledger::{Begin, Ledger, LedgerStart, SqliteLedger};
 use crate::record::{Recorder, ResultFields};
 use crate::registry::Registry;
 use keel_core::payload::ToolStatus;
+use keel_core::secrets::Secrets;
 use keel_core::{Cost, ExecId, ExecStatus, ExecutionState, Payload, TenantId, TraceId};
 use keel_spine::clock::{Clock, SystemClock};
 use keel_spine::{BlobStore, EventLog, LocalBlobStore, SqliteLog, SqliteOptions};
@@ -112,6 +113,9 @@ pub struct Wiring {
     pub clock: Arc<dyn Clock>,
     /// Builtin functions by name.
     pub builtins: Builtins,
+    /// Where the header values and OAuth secrets that contracts name come from (the `keel`
+    /// binary answers from the environment).
+    pub secrets: Secrets,
 }
 
 /// Runs tool calls through their contracts. Cheap to share (`Arc`); calls may run concurrently
@@ -135,7 +139,7 @@ pub struct ToolRunner {
 impl ToolRunner {
     /// Wires one adapter per contract. Fails if a contract names a builtin that is not registered.
     pub fn new(registry: Registry, wiring: Wiring) -> Result<Self, ToolError> {
-        let mcp = McpPool::default();
+        let mcp = McpPool::new(wiring.secrets.clone());
         let http = client(Duration::from_secs(300))?;
         let mut adapters: HashMap<String, Arc<dyn Adapter>> = HashMap::new();
         for c in registry.iter() {
@@ -155,6 +159,7 @@ impl ToolRunner {
                     http.clone(),
                     url.clone(),
                     headers_from_env.clone(),
+                    wiring.secrets.clone(),
                 )),
                 AdapterSpec::Mcp {
                     server,
@@ -194,13 +199,14 @@ impl ToolRunner {
 
     /// The embedded default under a data directory: spine, ledger and rate budgets in
     /// `DIR/spine.db` (one writer: the ledger's and the rates' writes ride in the spine's group
-    /// commit), blobs in `DIR/blobs`, the system clock. Returns the spine too, for the caller's
-    /// own appends.
+    /// commit), blobs in `DIR/blobs`, the system clock, and the contracts' secrets from
+    /// `secrets`. Returns the spine too, for the caller's own appends.
     pub fn embedded(
         data: &Path,
         registry: Registry,
         builtins: Builtins,
         options: SqliteOptions,
+        secrets: Secrets,
     ) -> Result<(Self, SqliteLog), ToolError> {
         let spine = data.join("spine.db");
         let log = SqliteLog::open(&spine, options)?;
@@ -214,6 +220,7 @@ impl ToolRunner {
                 rates: Arc::new(SqliteRates::on(&log)),
                 clock: Arc::new(SystemClock),
                 builtins,
+                secrets,
             },
         )?;
         Ok((runner, log))

@@ -14,6 +14,8 @@ use keel_core::{Cost, Payload};
 use keel_spine::{BlobStore, LocalBlobStore};
 use keel_tools::{CallContext, CallOutcome, ErrorClass};
 use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 fn results(events: &[keel_core::Event]) -> Vec<keel_core::payload::ToolResult> {
     events
@@ -676,96 +678,66 @@ async fn an_unreachable_tool_is_a_connection_failure_retried_per_policy() {
     );
 }
 
-const SECRET_CHILD: &str = "KEEL_TOOLS_SECRET_CHILD";
-
-#[test]
-#[ignore = "the child side of secret_headers_come_from_the_environment_and_never_reach_events"]
-fn secret_child() {
-    if std::env::var(SECRET_CHILD).is_err() {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let server = http_tools().await;
-        let url = format!("{}/auth", server.base);
-        let with = |name: &str, var: &str| {
-            http_contract(
-                name,
-                &url,
-                "read_only",
-                0,
-                "{}",
-                &format!(", headers_from_env: {{Authorization: {var}}}"),
-            )
-        };
-        let env = env(&[
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_headers_come_from_the_secret_named_and_never_reach_events() {
+    let server = http_tools().await;
+    let url = format!("{}/auth", server.base);
+    let with = |name: &str, var: &str| {
+        http_contract(
+            name,
+            &url,
+            "read_only",
+            0,
+            "{}",
+            &format!(", headers_from_env: {{Authorization: {var}}}"),
+        )
+    };
+    // The runner's secret source (the `keel` binary's answers from the environment; the binary's
+    // own test is crates/cli/tests/env_edge.rs).
+    let secrets = BTreeMap::from([(
+        "KEEL_TEST_TOOL_TOKEN".to_owned(),
+        "Bearer s3cret-token".to_owned(),
+    )]);
+    let env = env_with_secrets(
+        &[
             ("authed.yaml", with("authed", "KEEL_TEST_TOOL_TOKEN")),
             ("unset.yaml", with("unset", "KEEL_TEST_TOOL_TOKEN_UNSET")),
-        ]);
-        let state = start(&env.log, "acme", None).await;
-        let ctx = CallContext::from_state(&state).unwrap();
-        let report = env
-            .runner
-            .call(&ctx, "authed", json!({"item": "a"}))
-            .await
-            .unwrap();
-        assert!(
-            matches!(report.outcome, CallOutcome::Ok { .. }),
-            "{:?}",
-            report.outcome
-        );
-        assert_eq!(server.seen.lock().unwrap().auth, ["Bearer s3cret-token"]);
-        let state = apply(&state, &report);
-        let ctx = CallContext::from_state(&state).unwrap();
-        let report = env
-            .runner
-            .call(&ctx, "unset", json!({"item": "a"}))
-            .await
-            .unwrap();
-        let CallOutcome::Failed { errors, .. } = &report.outcome else {
-            panic!("{:?}", report.outcome)
-        };
-        assert!(
-            errors[0].contains("KEEL_TEST_TOOL_TOKEN_UNSET is not set"),
-            "{errors:?}"
-        );
-        let state = apply(&state, &report);
-        for e in check_log(&env.log, &state).await {
-            assert!(
-                !e.encode().contains("s3cret"),
-                "a secret reached the spine: {}",
-                e.encode()
-            );
-        }
-        println!("SECRET CHILD OK");
-    });
-}
-
-#[test]
-fn secret_headers_come_from_the_environment_and_never_reach_events() {
-    // The token is only in the child's environment (edition 2024 makes set_var unsafe, and the
-    // workspace forbids unsafe code).
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "secret_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(SECRET_CHILD, "1")
-        .env("KEEL_TEST_TOOL_TOKEN", "Bearer s3cret-token")
-        .env_remove("KEEL_TEST_TOOL_TOKEN_UNSET")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("SECRET CHILD OK"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        Arc::new(secrets),
     );
+    let state = start(&env.log, "acme", None).await;
+    let ctx = CallContext::from_state(&state).unwrap();
+    let report = env
+        .runner
+        .call(&ctx, "authed", json!({"item": "a"}))
+        .await
+        .unwrap();
+    assert!(
+        matches!(report.outcome, CallOutcome::Ok { .. }),
+        "{:?}",
+        report.outcome
+    );
+    assert_eq!(server.seen.lock().unwrap().auth, ["Bearer s3cret-token"]);
+    let state = apply(&state, &report);
+    let ctx = CallContext::from_state(&state).unwrap();
+    let report = env
+        .runner
+        .call(&ctx, "unset", json!({"item": "a"}))
+        .await
+        .unwrap();
+    let CallOutcome::Failed { errors, .. } = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert!(
+        errors[0].contains("KEEL_TEST_TOOL_TOKEN_UNSET is not set"),
+        "{errors:?}"
+    );
+    let state = apply(&state, &report);
+    for e in check_log(&env.log, &state).await {
+        assert!(
+            !e.encode().contains("s3cret"),
+            "a secret reached the spine: {}",
+            e.encode()
+        );
+    }
 }

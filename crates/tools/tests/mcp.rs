@@ -11,6 +11,7 @@
 mod common;
 
 use common::*;
+use keel_core::secrets::NoSecrets;
 use keel_tools::contract::{McpServer, SideEffect};
 use keel_tools::import::{import, server_from_target};
 use keel_tools::{CallContext, CallOutcome, ErrorClass, Registry};
@@ -108,7 +109,7 @@ async fn everything_http() -> HttpPeer {
 /// Drafts contracts for every tool of `server`, loads them as a registry (they must pass the
 /// same checks as hand-written ones) and returns the drafts' YAML by tool name.
 async fn import_and_load(server: &McpServer) -> (Vec<(PathBuf, String)>, Registry) {
-    let drafts = import(server).await.unwrap();
+    let drafts = import(server, &NoSecrets).await.unwrap();
     assert!(!drafts.is_empty());
     let sources: Vec<_> = drafts
         .iter()
@@ -283,7 +284,7 @@ async fn memory_server_annotations_map_to_contract_defaults_and_writes_are_keyed
         )]
         .into(),
     };
-    let drafts = import(&server).await.unwrap();
+    let drafts = import(&server, &NoSecrets).await.unwrap();
     let by_name = |n: &str| {
         drafts
             .iter()
@@ -331,7 +332,7 @@ async fn memory_server_annotations_map_to_contract_defaults_and_writes_are_keyed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mcp_tool_error_is_a_classified_failure() {
     let server = everything_stdio();
-    let drafts = import(&server).await.unwrap();
+    let drafts = import(&server, &NoSecrets).await.unwrap();
     // A permissive input schema lets a bad call through to the server, which refuses it.
     let echo = drafts.iter().find(|d| d.file_name == "echo.yaml").unwrap();
     let mut yaml = echo.yaml.replace("name: echo", "name: loose_echo");
@@ -362,7 +363,7 @@ async fn each_server_gets_the_newest_revision_it_speaks_and_keel_by_name() {
     use keel_tools::adapter::mcp::McpClient;
     use keel_tools::contract::ElicitationPolicy;
     // The Python SDK 2.x server answers `server/discover`: the session runs on 2026-07-28.
-    let time = McpClient::connect(&time_stdio(), ElicitationPolicy::Decline)
+    let time = McpClient::connect(&time_stdio(), ElicitationPolicy::Decline, &NoSecrets)
         .await
         .unwrap();
     assert_eq!(time.protocol_version().as_deref(), Some("2026-07-28"));
@@ -370,15 +371,19 @@ async fn each_server_gets_the_newest_revision_it_speaks_and_keel_by_name() {
     time.close().await;
     // The TypeScript SDK 1.x server has no discovery: `initialize` at 2025-11-25, over stdio
     // and over Streamable HTTP.
-    let stdio = McpClient::connect(&everything_stdio(), ElicitationPolicy::Decline)
+    let stdio = McpClient::connect(&everything_stdio(), ElicitationPolicy::Decline, &NoSecrets)
         .await
         .unwrap();
     assert_eq!(stdio.protocol_version().as_deref(), Some("2025-11-25"));
     stdio.close().await;
     let peer = everything_http().await;
-    let http = McpClient::connect(&McpServer::http(&peer.url), ElicitationPolicy::Decline)
-        .await
-        .unwrap();
+    let http = McpClient::connect(
+        &McpServer::http(&peer.url),
+        ElicitationPolicy::Decline,
+        &NoSecrets,
+    )
+    .await
+    .unwrap();
     assert_eq!(http.protocol_version().as_deref(), Some("2025-11-25"));
     // tools/list ran at connect: a contract that drifted from the server's schema is reported.
     let echo = http.tools().iter().find(|t| t.name == "echo").unwrap();

@@ -111,7 +111,12 @@ async fn measure_all(
             eprintln!("measuring {what}…");
         }
     };
-    let client = McpClient::connect(server, ElicitationPolicy::Decline).await?;
+    let client = McpClient::connect(
+        server,
+        ElicitationPolicy::Decline,
+        &crate::config::secrets::ProcessEnv,
+    )
+    .await?;
     let protocol = client.protocol_version().unwrap_or_default();
     let listed = client
         .tools()
@@ -190,6 +195,7 @@ async fn scenario(
         registry,
         Builtins::default(),
         SqliteOptions { durability },
+        crate::config::secrets::process_env(),
     )?;
     let mut w = Workload::new(clock::new_exec_id(), "bench");
     w.push(Payload::ExecStarted(ExecStarted {

@@ -159,8 +159,13 @@ async fn scenario(dir: &Path, durability: Durability, calls: u32) -> anyhow::Res
     .map(|(n, t)| (PathBuf::from(n), t.replace("rate: ", "# rate: ")))
     .collect();
     let registry = Registry::from_sources(&sources, None)?;
-    let (runner, log) =
-        ToolRunner::embedded(dir, registry, shop.builtins(), SqliteOptions { durability })?;
+    let (runner, log) = ToolRunner::embedded(
+        dir,
+        registry,
+        shop.builtins(),
+        SqliteOptions { durability },
+        crate::config::secrets::process_env(),
+    )?;
     let mut w = Workload::new(clock::new_exec_id(), "bench");
     w.push(Payload::ExecStarted(ExecStarted {
         goal: "bench".into(),

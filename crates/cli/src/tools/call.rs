@@ -12,6 +12,7 @@
 //! Running the command is the decision to make the call: no gate is opened, whatever the tier.
 //! Prints one JSON object; exits 0 when the call succeeded, 1 otherwise.
 
+use crate::config::secrets::ProcessEnv;
 use anyhow::{Context, bail};
 use clap::Args;
 use keel_core::payload::{Budget, ExecFinished, ExecStarted, Outcome};
@@ -130,7 +131,7 @@ pub async fn run(data: &Path, a: CallArgs) -> anyhow::Result<()> {
                 elicitation,
                 ..
             },
-        ) => match McpClient::connect(server, elicitation.clone()).await {
+        ) => match McpClient::connect(server, elicitation.clone(), &ProcessEnv).await {
             Ok(client) => Some((client, elicitation.clone())),
             // The call itself records the failure, classified (an `auth` failure is not
             // retried); only the drift check is lost.
@@ -153,7 +154,13 @@ pub async fn run(data: &Path, a: CallArgs) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let builtins = builtins_for(data, &contract)?;
-    let (runner, log) = ToolRunner::embedded(data, registry, builtins, SqliteOptions::default())?;
+    let (runner, log) = ToolRunner::embedded(
+        data,
+        registry,
+        builtins,
+        SqliteOptions::default(),
+        crate::config::secrets::process_env(),
+    )?;
     if let Some((client, elicitation)) = session {
         runner.adopt_mcp(elicitation, client).await;
     }
@@ -207,7 +214,7 @@ async fn resolve(
         "accept_defaults" => ElicitationPolicy::AcceptDefaults,
         _ => ElicitationPolicy::Decline,
     };
-    let client = McpClient::connect(&server, elicitation.clone()).await?;
+    let client = McpClient::connect(&server, elicitation.clone(), &ProcessEnv).await?;
     let listed = client
         .tools()
         .iter()

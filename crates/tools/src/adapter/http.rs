@@ -2,13 +2,15 @@
 //! idempotency key in an `Idempotency-Key` header (the same key on every attempt), and map the
 //! reply to an output or an error class.
 //!
-//! Secrets: header values come from environment variables named in the contract, are read at
-//! call time, and never appear in an error, event or log line (only the variable's name does).
+//! Secrets: header values come from the secrets (environment variables, to the `keel` binary)
+//! the contract names, are looked up at call time, and never appear in an error, event or log
+//! line (only the variable's name does).
 
 use super::{Adapter, AdapterCall, AdapterError};
 use crate::contract::ErrorClass;
 use crate::error::ToolError;
 use async_trait::async_trait;
+use keel_core::secrets::Secrets;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Once;
@@ -36,19 +38,23 @@ pub struct HttpAdapter {
     client: reqwest::Client,
     url: String,
     headers_from_env: BTreeMap<String, String>,
+    secrets: Secrets,
 }
 
 impl HttpAdapter {
-    /// An adapter posting to `url`; `headers_from_env` maps header names to env var names.
+    /// An adapter posting to `url`; `headers_from_env` maps header names to the names of the
+    /// secrets in `secrets` holding their values.
     pub fn new(
         client: reqwest::Client,
         url: String,
         headers_from_env: BTreeMap<String, String>,
+        secrets: Secrets,
     ) -> Self {
         Self {
             client,
             url,
             headers_from_env,
+            secrets,
         }
     }
 }
@@ -81,7 +87,7 @@ impl Adapter for HttpAdapter {
             req = req.header("Idempotency-Key", key);
         }
         for (header, var) in &self.headers_from_env {
-            let value = std::env::var(var).map_err(|_| {
+            let value = self.secrets.get(var).ok_or_else(|| {
                 AdapterError::new(
                     ErrorClass::ClientError,
                     format!("header {header}: environment variable {var} is not set"),

@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use keel_core::payload::{Budget, ExecStarted};
+use keel_core::secrets::Secrets;
 use keel_core::{ExecutionState, Payload};
 use keel_spine::{EventLog, SqliteLog, SqliteOptions, clock};
 use keel_testkit::ExecBuilder;
@@ -60,8 +61,25 @@ pub fn env_with(extra: &[(&str, String)], more: impl FnOnce(&mut Builtins)) -> E
     env
 }
 
+/// Like [`env`], the contracts' secrets (header values, by the names they give) from `secrets`.
+pub fn env_with_secrets(extra: &[(&str, String)], secrets: Secrets) -> Env {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut env = open(tmp.path(), extra, |_| {}, secrets);
+    env._tmp = Some(tmp);
+    env
+}
+
 /// Opens (or reopens, after a crash) the store in `dir`.
 pub fn env_at(dir: &Path, extra: &[(&str, String)], more: impl FnOnce(&mut Builtins)) -> Env {
+    open(dir, extra, more, keel_core::secrets::none())
+}
+
+fn open(
+    dir: &Path,
+    extra: &[(&str, String)],
+    more: impl FnOnce(&mut Builtins),
+    secrets: Secrets,
+) -> Env {
     let shop = Shop::open(dir.join("shop.db")).unwrap();
     let mut builtins = shop.builtins();
     more(&mut builtins);
@@ -69,7 +87,7 @@ pub fn env_at(dir: &Path, extra: &[(&str, String)], more: impl FnOnce(&mut Built
     sources.extend(extra.iter().map(|(n, t)| (PathBuf::from(n), t.clone())));
     let registry = Registry::from_sources(&sources, Some(&builtins.names())).unwrap();
     let (runner, log) =
-        ToolRunner::embedded(dir, registry, builtins, SqliteOptions::default()).unwrap();
+        ToolRunner::embedded(dir, registry, builtins, SqliteOptions::default(), secrets).unwrap();
     Env {
         dir: dir.to_owned(),
         runner: Arc::new(runner),

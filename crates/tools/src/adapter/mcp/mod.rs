@@ -10,7 +10,8 @@
 //!   contract that names them, and dropped (to be reopened on the next call) when the transport
 //!   fails or the server refuses the credentials. Under `elicitation: gate` a session serves one
 //!   call at a time (idle ones are reused), so a server's question belongs to exactly one call.
-//! - Credentials (HTTP only): headers from environment variables, OAuth 2.1 ([`oauth`]). A 401
+//! - Credentials (HTTP only): headers from the secrets the contract names (environment
+//!   variables, to the `keel` binary), OAuth 2.1 ([`oauth`]). A 401
 //!   or 403 is class `auth`, which no policy retries.
 //!
 //! Output: the tool's `structuredContent` when it returns one; otherwise `{"content": [...]}`,
@@ -25,6 +26,7 @@ use crate::contract::{ElicitationPolicy, ErrorClass, McpOAuth, McpServer};
 use crate::error::ToolError;
 use async_trait::async_trait;
 use handler::KeelClient;
+use keel_core::secrets::{SecretSource, Secrets};
 use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::model::{CallToolRequestParams, ProtocolVersion, Tool};
 use rmcp::service::{ClientInitializeError, RunningService};
@@ -123,15 +125,16 @@ fn has_oauth(server: &McpServer) -> bool {
     matches!(server, McpServer::Http { oauth: Some(_), .. })
 }
 
-/// The request headers a contract names, read from the environment now; an unset variable is
-/// an error naming it (never a value).
+/// The request headers a contract names, their values taken from `secrets` now; an unset
+/// variable is an error naming it (never a value).
 fn env_headers(
     server: &McpServer,
     names: &BTreeMap<String, String>,
+    secrets: &dyn SecretSource,
 ) -> Result<HashMap<HeaderName, HeaderValue>, ToolError> {
     let mut out = HashMap::new();
     for (header, var) in names {
-        let value = std::env::var(var).map_err(|_| {
+        let value = secrets.get(var).ok_or_else(|| {
             auth_err(
                 server,
                 format!("header {header}: environment variable {var} is not set"),
@@ -223,14 +226,16 @@ impl McpClient {
     ///
     /// A server that refuses the token it just accepted (its authorization server changed,
     /// the grant was revoked) gets one new authorization from scratch: discovery, registration
-    /// with the authorization server it names now, a new token.
+    /// with the authorization server it names now, a new token. Header values and OAuth secrets
+    /// come from `secrets`, by the names the contract gives.
     pub async fn connect(
         server: &McpServer,
         elicitation: ElicitationPolicy,
+        secrets: &dyn SecretSource,
     ) -> Result<Self, ToolError> {
-        match Self::connect_inner(server, elicitation.clone(), None).await {
+        match Self::connect_inner(server, elicitation.clone(), None, secrets).await {
             Err((_, Some(challenge))) if has_oauth(server) => {
-                Self::connect_inner(server, elicitation, Some(challenge))
+                Self::connect_inner(server, elicitation, Some(challenge), secrets)
                     .await
                     .map_err(|(e, _)| e)
             }
@@ -244,6 +249,7 @@ impl McpClient {
         server: &McpServer,
         elicitation: ElicitationPolicy,
         challenge: Option<String>,
+        secrets: &dyn SecretSource,
     ) -> Result<Self, (ToolError, Option<String>)> {
         let handler = KeelClient::new(elicitation.clone());
         let asker = handler.asker();
@@ -257,9 +263,10 @@ impl McpClient {
                     headers_from_env,
                     oauth,
                 } => {
-                    let headers = env_headers(server, headers_from_env).map_err(|e| (e, None))?;
+                    let headers =
+                        env_headers(server, headers_from_env, secrets).map_err(|e| (e, None))?;
                     let oauth = oauth.as_ref();
-                    connect_http(server, url, headers, oauth, handler, challenge)
+                    connect_http(server, url, headers, oauth, handler, challenge, secrets)
                         .await
                         .map_err(|e| (e, None))?
                 }
@@ -403,6 +410,7 @@ async fn connect_http(
     oauth: Option<&McpOAuth>,
     handler: KeelClient,
     step_up: Option<String>,
+    secrets: &dyn SecretSource,
 ) -> Result<RunningService<RoleClient, KeelClient>, ToolError> {
     let plain = http_client(server)?;
     let handshake = |e: ClientInitializeError| {
@@ -432,7 +440,7 @@ async fn connect_http(
     let Some(o) = oauth else {
         return Err(auth_err(server, "no OAuth configuration"));
     };
-    let manager = oauth::authorize(url, o, challenge)
+    let manager = oauth::authorize(url, o, challenge, secrets)
         .await
         .map_err(|e| auth_err(server, e))?;
     serve_http(AuthClient::new(plain, manager), url, headers, handler)
@@ -488,6 +496,26 @@ pub fn schema_drift(server: &Value, contract: &Value) -> Vec<String> {
     out
 }
 
+/// The secret source a pool's sessions take header values and OAuth secrets from.
+#[derive(Clone)]
+struct SessionSecrets(Secrets);
+
+impl Default for SessionSecrets {
+    fn default() -> Self {
+        Self(keel_core::secrets::none())
+    }
+}
+
+impl McpPool {
+    /// A pool whose sessions take header values and OAuth secrets from `secrets`.
+    pub fn new(secrets: Secrets) -> Self {
+        Self {
+            secrets: SessionSecrets(secrets),
+            ..Self::default()
+        }
+    }
+}
+
 /// What a session is shared by: the server and how elicitation is answered.
 type SessionKey = (McpServer, ElicitationPolicy);
 
@@ -495,6 +523,7 @@ type SessionKey = (McpServer, ElicitationPolicy);
 /// sessions each serving one call at a time.
 #[derive(Clone, Default)]
 pub struct McpPool {
+    secrets: SessionSecrets,
     conns: Arc<Mutex<HashMap<SessionKey, Arc<McpClient>>>>,
     idle: Arc<Mutex<HashMap<SessionKey, Vec<McpClient>>>>,
 }
@@ -522,7 +551,7 @@ impl McpPool {
         if let Some(c) = conns.get(&key).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let client = McpClient::connect(server, elicitation.clone())
+        let client = McpClient::connect(server, elicitation.clone(), &*self.secrets.0)
             .await
             .map_err(connect_failed)?;
         let client = Arc::new(client);
@@ -545,7 +574,7 @@ impl McpPool {
                 None => break,
             }
         }
-        McpClient::connect(server, elicitation.clone())
+        McpClient::connect(server, elicitation.clone(), &*self.secrets.0)
             .await
             .map_err(connect_failed)
     }
@@ -673,10 +702,14 @@ impl McpAdapter {
         let (Some(challenge), true) = (challenge, has_oauth(&self.server)) else {
             return Err(e);
         };
-        let stepped =
-            McpClient::connect_inner(&self.server, self.elicitation.clone(), Some(challenge))
-                .await
-                .map_err(|(err, _)| AdapterError::new(ErrorClass::Auth, err.to_string()))?;
+        let stepped = McpClient::connect_inner(
+            &self.server,
+            self.elicitation.clone(),
+            Some(challenge),
+            &*self.pool.secrets.0,
+        )
+        .await
+        .map_err(|(err, _)| AdapterError::new(ErrorClass::Auth, err.to_string()))?;
         stepped.ask_through(call.elicit.cloned());
         let out = stepped.call(&self.tool, call.args).await;
         self.pool.adopt(self.elicitation.clone(), stepped).await;

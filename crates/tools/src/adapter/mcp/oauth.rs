@@ -5,11 +5,12 @@
 //!
 //! Keel is not a browser. For the authorization code grant it requests the authorization URL
 //! itself and takes the code from the redirect; a server that wants a person to sign in first
-//! gets an `auth` error naming the URL to open, never a hang. Secrets come from the
-//! environment variables the contract names, are read when a session opens, and never appear in
-//! a message.
+//! gets an `auth` error naming the URL to open, never a hang. Secrets come from the secret
+//! source the runner was given, by the names the contract gives (environment variables, to the
+//! `keel` binary), are looked up when a session opens, and never appear in a message.
 
 use crate::contract::{McpOAuth, OAuthGrant, PrivateKeySource};
+use keel_core::secrets::SecretSource;
 use rmcp::transport::AuthorizationManager;
 use rmcp::transport::auth::{
     AuthError, AuthorizationCallback, AuthorizationRequest, ClientCredentialsConfig, OAuthState,
@@ -25,14 +26,22 @@ pub const REDIRECT_URI: &str = "http://127.0.0.1/keel/oauth/callback";
 /// Why a token could not be had (never contains a secret).
 pub type AuthFailure = String;
 
-fn env_var(name: &str) -> Result<String, AuthFailure> {
-    std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
+fn env_var(secrets: &dyn SecretSource, name: &str) -> Result<String, AuthFailure> {
+    secrets
+        .get(name)
+        .ok_or_else(|| format!("environment variable {name} is not set"))
 }
 
 /// The contract's `private_key_jwt` signing key, read from where it names.
-fn signing_key(oauth: &McpOAuth) -> Result<jwt::SigningKey, AuthFailure> {
+fn signing_key(
+    oauth: &McpOAuth,
+    secrets: &dyn SecretSource,
+) -> Result<jwt::SigningKey, AuthFailure> {
     let (pem, source) = match &oauth.private_key {
-        Some(PrivateKeySource::Env(var)) => (env_var(var)?, format!("environment variable {var}")),
+        Some(PrivateKeySource::Env(var)) => (
+            env_var(secrets, var)?,
+            format!("environment variable {var}"),
+        ),
         Some(PrivateKeySource::File(path)) => {
             // Named by its contract field, not its path: errors reach events and the API.
             let source = "the file adapter.oauth.private_key_file names".to_owned();
@@ -51,19 +60,17 @@ pub async fn authorize(
     url: &str,
     oauth: &McpOAuth,
     challenge: Option<String>,
+    secrets: &dyn SecretSource,
 ) -> Result<AuthorizationManager, AuthFailure> {
-    let client_id = oauth.client_id_env.as_deref().map(env_var).transpose()?;
-    let client_secret = oauth
-        .client_secret_env
-        .as_deref()
-        .map(env_var)
-        .transpose()?;
+    let var = |name: &str| env_var(secrets, name);
+    let client_id = oauth.client_id_env.as_deref().map(var).transpose()?;
+    let client_secret = oauth.client_secret_env.as_deref().map(var).transpose()?;
     let mut state = OAuthState::new(url, None)
         .await
         .map_err(|e| format!("OAuth set-up: {e}"))?;
     match oauth.grant {
         OAuthGrant::ClientCredentials if oauth.private_key.is_some() => {
-            let key = signing_key(oauth)?;
+            let key = signing_key(oauth, secrets)?;
             let client_id = client_id.ok_or("client_credentials needs client_id_env")?;
             let OAuthState::Unauthorized(manager) = &state else {
                 return Err("OAuth set-up: unexpected state".into());
@@ -100,6 +107,7 @@ pub async fn authorize(
                 client_secret,
                 &oauth.scopes,
                 url,
+                secrets,
             )
             .await?;
             state

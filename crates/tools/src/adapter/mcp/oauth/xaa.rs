@@ -7,10 +7,12 @@
 //! The two exchanges are rmcp's (`auth-enterprise-managed`: structure and binding checks on the
 //! ID-JAG, no redirects, no retries); discovery of the MCP server's authorization server, with
 //! its issuer checks, is rmcp's too. The ID token and both client secrets come from the
-//! environment variables the contract names and never appear in a message.
+//! secrets the contract names (environment variables, to the `keel` binary) and never appear in
+//! a message.
 
 use super::{AuthFailure, env_var};
 use crate::contract::McpIdp;
+use keel_core::secrets::SecretSource;
 use oauth2::ClientSecret;
 use rmcp::transport::auth::enterprise::{
     EmaAuthorizationServer, EmaClientAuthentication, EmaExchangeRequest,
@@ -46,17 +48,19 @@ pub async fn access_token(
     client_secret: Option<String>,
     scopes: &[String],
     resource: &str,
+    secrets: &dyn SecretSource,
 ) -> Result<OAuthTokenResponse, AuthFailure> {
+    let var = |name: &str| env_var(secrets, name);
     let issuer = metadata
         .issuer
         .as_deref()
         .ok_or("the authorization server's metadata names no issuer (the ID-JAG's audience)")?;
-    let id_token = env_var(&idp.id_token_env)?;
-    let idp_secret = idp.client_secret_env.as_deref().map(env_var).transpose()?;
+    let id_token = var(&idp.id_token_env)?;
+    let idp_secret = idp.client_secret_env.as_deref().map(var).transpose()?;
     let idp_server = EmaAuthorizationServer::new(
         idp.issuer.as_str(),
         idp.token_endpoint.as_str(),
-        env_var(&idp.client_id_env)?,
+        var(&idp.client_id_env)?,
     )
     .with_client_authentication(authentication(idp_secret, None));
     let resource_as =
