@@ -10,6 +10,7 @@ mod serve;
 mod spine;
 mod spine_pg;
 mod steps;
+mod steps_pg;
 mod tools;
 mod workload;
 
@@ -52,6 +53,43 @@ pub enum Target {
         /// Seconds of driving per scenario (executions are repeated until it is spent).
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// `embedded` (SQLite, beside one fsync) or `postgres` (worker processes on one
+        /// PostgreSQL spine, beside its single-row commit latency; a throwaway server from
+        /// `$KEEL_TEST_PG_BIN` unless `--url`).
+        #[arg(long, default_value = "embedded")]
+        backend: String,
+        /// With `--backend postgres`: the server to measure instead of a throwaway one.
+        #[arg(long)]
+        url: Option<String>,
+        /// With `--backend postgres`: comma list of worker process counts to compare.
+        #[arg(long, default_value = "1,3")]
+        workers: String,
+        /// With `--backend postgres`: executions in flight, shared by the workers.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// With `--backend postgres`: turns per scenario (the scenarios alternate).
+        #[arg(long, default_value_t = 2)]
+        turns: usize,
+        /// With `--backend postgres`: also run every scenario with the rate budgets decided
+        /// apart from the spine's commits (the design before decision 125), for comparison.
+        #[arg(long)]
+        compare_rates_apart: bool,
+    },
+    /// A worker process of `keel bench step-overhead --backend postgres`.
+    #[command(hide = true)]
+    StepWorker {
+        /// The bench's tools, strategies and prices.
+        #[arg(long)]
+        files: std::path::PathBuf,
+        /// Executions kept in flight.
+        #[arg(long)]
+        concurrency: usize,
+        /// Seconds to drive after the start signal.
+        #[arg(long)]
+        seconds: f64,
+        /// Decide rate budgets apart from the spine's commits (the design before decision 125).
+        #[arg(long)]
+        rates_apart: bool,
     },
     /// Projections at scale: load and project N events, projection lag under a steady load,
     /// trace lookup by trace_id, and the seed's economics query over every execution.
@@ -178,7 +216,38 @@ pub async fn run(data: &Path, target: Target) -> anyhow::Result<()> {
             tool,
             args,
         } => mcp::run(data, json, calls, &url, &tool, &args).await,
-        Target::StepOverhead { json, seconds } => steps::run(data, json, seconds).await,
+        Target::StepOverhead {
+            json,
+            seconds,
+            backend,
+            url,
+            workers,
+            concurrency,
+            turns,
+            compare_rates_apart,
+        } => match backend.as_str() {
+            "embedded" => steps::run(data, json, seconds).await,
+            "postgres" => {
+                steps_pg::run(
+                    data,
+                    json,
+                    seconds,
+                    url.as_deref(),
+                    &workers,
+                    concurrency,
+                    turns,
+                    compare_rates_apart,
+                )
+                .await
+            }
+            other => anyhow::bail!("--backend {other:?}: expected embedded or postgres"),
+        },
+        Target::StepWorker {
+            files,
+            concurrency,
+            seconds,
+            rates_apart,
+        } => steps_pg::worker(data, &files, concurrency, seconds, rates_apart).await,
         Target::Gates { json, gates } => gates::run(data, json, gates).await,
         Target::Resume { json, executions } => resume::run(data, json, &executions).await,
         Target::ResumeWorker { files, concurrency } => {

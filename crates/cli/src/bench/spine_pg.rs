@@ -113,7 +113,7 @@ fn round1(v: f64) -> f64 {
 }
 
 /// Refuses to measure a server whose commits are not flushed: the figures would flatter.
-async fn check_fsync(url: &str) -> anyhow::Result<()> {
+pub(super) async fn check_fsync(url: &str) -> anyhow::Result<()> {
     let (client, conn) = tokio_postgres::connect(url, NoTls)
         .await
         .context("connecting to the bench server")?;
@@ -130,14 +130,14 @@ async fn check_fsync(url: &str) -> anyhow::Result<()> {
 
 /// PostgreSQL's own commit latency: one single-row `INSERT` per transaction, autocommit,
 /// `synchronous_commit = on`, timed at the client.
-struct CommitProbe {
-    client: tokio_postgres::Client,
+pub(super) struct CommitProbe {
+    pub(super) client: tokio_postgres::Client,
     insert: tokio_postgres::Statement,
-    samples: Vec<f64>,
+    pub(super) samples: Vec<f64>,
 }
 
 impl CommitProbe {
-    async fn open(url: &str) -> anyhow::Result<Self> {
+    pub(super) async fn open(url: &str) -> anyhow::Result<Self> {
         let (client, conn) = tokio_postgres::connect(url, NoTls)
             .await
             .context("connecting the commit probe")?;
@@ -161,7 +161,7 @@ impl CommitProbe {
         })
     }
 
-    async fn sample(&mut self, n: usize) -> anyhow::Result<()> {
+    pub(super) async fn sample(&mut self, n: usize) -> anyhow::Result<()> {
         for _ in 0..n {
             let start = Instant::now();
             self.client.execute(&self.insert, &[&"probe"]).await?;
@@ -170,7 +170,7 @@ impl CommitProbe {
         Ok(())
     }
 
-    fn median_us(&mut self) -> f64 {
+    pub(super) fn median_us(&mut self) -> f64 {
         median(&mut self.samples)
     }
 }

@@ -76,7 +76,7 @@ fn step_latencies(events: &[keel_core::Event], out: &mut Vec<f64>) {
 }
 
 /// Process CPU time (user + system) in µs, from /proc (Linux).
-fn cpu_us() -> Option<f64> {
+pub(super) fn cpu_us() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
