@@ -67,7 +67,7 @@ pub async fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let _beat = leases
         .as_ref()
         .map(|l| crate::agents::worker::heartbeat(l, "keel serve"));
-    notify::spawn(data, &cfg, &env, public_origin.as_deref(), "keel serve")?;
+    notify::spawn(data, &cfg, &env, public_origin.as_deref(), "keel serve").await?;
     guardrails::spawn(
         data,
         &env,
@@ -89,8 +89,15 @@ pub async fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
     );
     let mut state = keel_server::App::new(&env, tokens);
     keel_server::web::configure(&mut state, keel_server::web::WebConfig { public_origin })?;
+    // Beside a shared spine, gate notifications' deliveries are in its database (else the
+    // server reads DIR/notify.db).
+    let deliveries = match &crate::config::current().spine_postgres {
+        Some(_) => Some(crate::config::current().deliveries(data).await?),
+        None => None,
+    };
     // The projections keel.toml (or KEEL_PROJECTIONS_URL) names.
     if let Some(app) = std::sync::Arc::get_mut(&mut state) {
+        app.deliveries = deliveries;
         app.projections_url = crate::config::current().projections.clone();
         app.workers = if no_workers {
             0

@@ -83,6 +83,9 @@ pub struct App {
     /// Executions the background workers drive at a time (keel.toml `workers.concurrency`);
     /// 0: none, an API-only server (`keel serve --no-workers`) that `keel worker`s drive for.
     pub workers: usize,
+    /// Gate notifications' deliveries when they are kept beside a shared spine (the wiring's
+    /// choice); `None`: `DATA/notify.db`, if any process on the store made it.
+    pub deliveries: Option<keel_runtime::notify::Deliveries>,
     /// `POST /v1/sql` queries running per tenant (at most [`observe::SQL_PER_TENANT`]).
     pub sql_running: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
@@ -116,6 +119,7 @@ impl App {
             sql_running: Default::default(),
             list_scan: api::LIST_SCAN,
             workers: 8,
+            deliveries: None,
         })
     }
 

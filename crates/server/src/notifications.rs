@@ -1,5 +1,6 @@
 //! `GET /v1/gates/{id}/notifications`: the webhook deliveries of one gate and every attempt to
-//! make them (status, HTTP answer, error, latency), from `DIR/notify.db` — what an operator asks
+//! make them (status, HTTP answer, error, latency), from the deliveries' store the wiring chose
+//! (`DIR/notify.db`, or a shared spine's database) — what an operator asks
 //! when an approver says they never heard of a gate. Never a URL or a secret: the table holds
 //! neither.
 
@@ -33,10 +34,16 @@ async fn list(
         return Err(ApiError::NotFound(format!("gate {id}")));
     }
     let path = state.data.join("notify.db");
-    // No file: no process on this store has a notifications configuration; nothing was owed.
-    let deliveries = if path.exists() {
-        Deliveries::open(&path)
-            .map_err(|e| ApiError::Internal(e.to_string()))?
+    let store = match &state.deliveries {
+        Some(d) => Some(d.clone()),
+        // No file: no process on this store has a notifications configuration; nothing was owed.
+        None if path.exists() => {
+            Some(Deliveries::open(&path).map_err(|e| ApiError::Internal(e.to_string()))?)
+        }
+        None => None,
+    };
+    let deliveries = if let Some(store) = store {
+        store
             .list(Some(id.clone()))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?

@@ -124,7 +124,7 @@ pub async fn worker(data: &Path, args: &WorkerArgs) -> anyhow::Result<()> {
     // A worker that keeps running also sends the project's gate notifications (on a task of its
     // own: a slow receiver never holds a step).
     if !args.once {
-        crate::serve::notify::spawn(data, &args.config, &env, None, "keel worker")?;
+        crate::serve::notify::spawn(data, &args.config, &env, None, "keel worker").await?;
     }
     // Opened before the first drain, so nothing committed during it is missed; not needed by a
     // worker that stops once idle.

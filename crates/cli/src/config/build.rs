@@ -23,6 +23,10 @@ async fn within<T>(what: impl std::future::Future<Output = T>) -> anyhow::Result
 /// (one writer, so its appenders share commits; one listening connection).
 static SHARED_SPINE: tokio::sync::OnceCell<Spine> = tokio::sync::OnceCell::const_new();
 
+/// The process's gate-notification deliveries in a PostgreSQL spine's database, connected once.
+static SHARED_DELIVERIES: tokio::sync::OnceCell<keel_runtime::notify::Deliveries> =
+    tokio::sync::OnceCell::const_new();
+
 /// How long a request to a remote store may take before it is an error.
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -205,6 +209,36 @@ impl Config {
                 Ok(Tokens::on(Box::new(store)))
             }
         }
+    }
+
+    /// Gate notifications' deliveries: in the PostgreSQL spine's database when the spine is
+    /// PostgreSQL (shared by every process on it, on any machine, so a gate is notified once),
+    /// else `DIR/notify.db`.
+    pub async fn deliveries(
+        &self,
+        data: &Path,
+    ) -> anyhow::Result<keel_runtime::notify::Deliveries> {
+        use keel_runtime::notify::{Deliveries, PgDeliveries};
+        let Some(url) = &self.spine_postgres else {
+            return Ok(Deliveries::open(&data.join("notify.db"))?);
+        };
+        let d = SHARED_DELIVERIES
+            .get_or_try_init(|| async {
+                let pg = within(PgDeliveries::connect(url))
+                    .await
+                    .and_then(|r| r.map_err(anyhow::Error::from))
+                    .map_err(|e| {
+                        anyhow!(
+                            "{}: cannot open the gate notifications' deliveries at {}: {}",
+                            self.at("spine.url"),
+                            redact(url),
+                            super::scrub(&format!("{e:#}"))
+                        )
+                    })?;
+                anyhow::Ok(Deliveries::on(Arc::new(pg)))
+            })
+            .await?;
+        Ok(d.clone())
     }
 
     /// [`Config::spine`]'s event log alone (reading commands), from synchronous code on the

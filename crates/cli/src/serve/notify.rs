@@ -1,11 +1,12 @@
 //! Gate notifications in `keel serve` and `keel worker`: the project's `notifications.yaml`
 //! (beside its strategies folder), with each webhook's secret read from the environment here, at
-//! the edge. Without the file, nothing is sent.
+//! the edge. Without the file, nothing is sent. The deliveries' progress is kept where the
+//! configuration's spine is (`DIR/notify.db`, or a PostgreSQL spine's database).
 
 use crate::agents::ConfigArgs;
 use anyhow::Context;
 use keel_runtime::embedded::Embedded;
-use keel_runtime::notify::{Deliveries, Notifier, Webhooks};
+use keel_runtime::notify::{Notifier, Webhooks};
 use keel_spine::EventLog;
 use keel_spine::clock::SystemClock;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ pub fn file(cfg: &ConfigArgs) -> PathBuf {
 /// Starts sending the notifications `cfg`'s project configures (if it has a notifications
 /// file) on a task of its own; `who` prefixes its messages. Links in bodies are absolute when
 /// the file names a `public_url`, else when `public_origin` is given.
-pub fn spawn(
+pub async fn spawn(
     data: &Path,
     cfg: &ConfigArgs,
     env: &Embedded,
@@ -38,8 +39,8 @@ pub fn spawn(
         return Ok(());
     }
     let resolved = hooks.resolve(|var| std::env::var(var).ok())?;
-    let path = data.join("notify.db");
-    let store = Deliveries::open(&path)?;
+    let store = crate::config::current().deliveries(data).await?;
+    let shown = store.shown();
     let log: Arc<dyn EventLog> = env.agent.log.clone();
     let public_url = hooks
         .public_url
@@ -52,7 +53,7 @@ pub fn spawn(
         "{who}: gate notifications to {} (from {}; deliveries recorded in {})",
         names.join(", "),
         file.display(),
-        path.display()
+        shown
     );
     Arc::new(notifier).spawn(move |e| eprintln!("{who}: gate notifications: {e}"));
     Ok(())

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, dead_code)]
 
 pub mod serve;
+pub mod webhooks;
 
 use keel_runtime::embedded::{Config, Embedded};
 use keel_runtime::replay::Replayer;
