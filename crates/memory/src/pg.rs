@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use pgvector::Vector;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres::{Client, Transaction};
 
 const ROLE: &str = "keel_memory_tenant";
 
@@ -141,8 +141,17 @@ async fn create_vector_table(
 impl PgMemory {
     /// Connects (e.g. `postgresql://postgres@127.0.0.1:5432/keel`), creates the schema if needed,
     /// and pins a new store to `model` (an existing store keeps its model).
+    ///
+    /// TLS is the spine's: the URL's `sslmode` and `sslrootcert` decide, and a certificate is
+    /// always verified.
     pub async fn connect(url: &str, model: &EmbeddingModel) -> Result<Self, MemoryError> {
-        let (client, conn) = tokio_postgres::connect(url, NoTls)
+        let (config, tls, _) =
+            keel_spine::postgres::connector(url).map_err(|e| MemoryError::Config {
+                field: "postgres URL".into(),
+                detail: e.to_string(),
+            })?;
+        let (client, conn) = config
+            .connect(tls)
             .await
             .map_err(MemoryError::pg("connect"))?;
         tokio::spawn(async move {

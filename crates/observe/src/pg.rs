@@ -20,12 +20,13 @@ use crate::sql::{Limits, Rows, Scope};
 use crate::store::{ProjectionStore, TABLES, qualified};
 use async_trait::async_trait;
 use keel_spine::Committed;
+use keel_spine::postgres::tls::MakeRustls;
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Mutex;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 /// Version of the tables' layout, kept in `keel_observe.meta`; another version is dropped and
 /// rebuilt from the spine (projections are derived data).
@@ -151,9 +152,11 @@ pub use crate::store::redact;
 pub struct PgProjections {
     client: Mutex<Client>,
     url: String,
-    /// The URL as configured (password included), to open a connection of its own for a query
-    /// while the shared one is busy. Never shown: `url` is.
-    connect_url: String,
+    /// The URL as configured (password included, TLS parameters taken out), to open a
+    /// connection of its own for a query while the shared one is busy. Never shown: `url` is.
+    connect: tokio_postgres::Config,
+    /// The verified-TLS connector the URL asks for (`sslmode`, `sslrootcert`), as the spine's.
+    tls: MakeRustls,
     /// Cancel requests for dropped queries still on their way: until they land, the shared
     /// connection is left alone (a late cancel would hit the next query on it).
     cancels: Arc<AtomicUsize>,
@@ -203,7 +206,14 @@ impl PgProjections {
     /// Connects to `url`, creating (or upgrading) the schemas, tables, roles and policies.
     pub async fn connect(url: &str) -> Result<Self> {
         let shown = redact(url);
-        let (mut client, connection) = tokio_postgres::connect(url, NoTls)
+        let (connect, tls, _) =
+            keel_spine::postgres::connector(url).map_err(|e| ObserveError::Postgres {
+                url: shown.clone(),
+                context: "connecting (KEEL_PROJECTIONS_URL)",
+                detail: e.to_string(),
+            })?;
+        let (mut client, connection) = connect
+            .connect(tls.clone())
             .await
             .map_err(pg_err(&shown, "connecting (KEEL_PROJECTIONS_URL)"))?;
         tokio::spawn(async move {
@@ -272,7 +282,8 @@ impl PgProjections {
         Ok(Self {
             client: Mutex::new(client),
             url: shown,
-            connect_url: url.to_owned(),
+            connect,
+            tls,
             cancels: Arc::default(),
             next_offset,
         })
@@ -427,7 +438,9 @@ impl ProjectionStore for PgProjections {
         match shared {
             Some(mut client) => self.query_on(&mut client, scope, sql, limits).await,
             None => {
-                let (mut client, connection) = tokio_postgres::connect(&self.connect_url, NoTls)
+                let (mut client, connection) = self
+                    .connect
+                    .connect(self.tls.clone())
                     .await
                     .map_err(pg_err(&self.url, "connecting for a query"))?;
                 tokio::spawn(async move {
@@ -443,6 +456,7 @@ impl ProjectionStore for PgProjections {
 /// returned; disarmed (`token` taken) on every return.
 struct CancelOnDrop {
     token: Option<tokio_postgres::CancelToken>,
+    tls: MakeRustls,
     pending: Arc<AtomicUsize>,
 }
 
@@ -452,9 +466,10 @@ impl Drop for CancelOnDrop {
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
             let pending = self.pending.clone();
+            let tls = self.tls.clone();
             pending.fetch_add(1, Ordering::SeqCst);
             rt.spawn(async move {
-                let _ = token.cancel_query(NoTls).await;
+                let _ = token.cancel_query(tls).await;
                 pending.fetch_sub(1, Ordering::SeqCst);
             });
         }
@@ -471,6 +486,7 @@ impl PgProjections {
     ) -> Result<Rows> {
         let mut cancel = CancelOnDrop {
             token: Some(client.cancel_token()),
+            tls: self.tls.clone(),
             pending: self.cancels.clone(),
         };
         let result = self.query_in(client, scope, sql, limits).await;
@@ -481,7 +497,7 @@ impl PgProjections {
         if let (Err(ObserveError::Limit { limit, .. }), Some(token)) = (&result, token)
             && *limit != "time"
         {
-            let _ = token.cancel_query(NoTls).await;
+            let _ = token.cancel_query(self.tls.clone()).await;
             // The cancel may land on the rollback the dropped transaction queued, leaving the
             // connection in an aborted transaction; a cancel fires once, so a second explicit
             // rollback always ends it (outside a transaction it is only a warning).

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub mod pg_tls;
 pub mod serve;
 pub mod webhooks;
 
