@@ -234,6 +234,130 @@ fn bench_step_overhead_json_prints_exactly_the_documented_keys() {
     );
 }
 
+/// `keel bench step-overhead --backend postgres` starts its own durable PostgreSQL, drives the
+/// workload from worker processes (1, then 2, sharing the executions), and reports every
+/// scenario beside PostgreSQL's own commit latency measured in the same run.
+#[test]
+fn bench_step_overhead_postgres_json_prints_the_documented_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = keel(
+        dir.path(),
+        &[
+            "bench",
+            "step-overhead",
+            "--backend",
+            "postgres",
+            "--json",
+            "--seconds",
+            "0.3",
+            "--turns",
+            "1",
+            "--workers",
+            "1,2",
+            "--concurrency",
+            "4",
+            "--compare-rates-apart",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "pg_commit_us",
+            "ratios",
+            "scenarios",
+            "seconds_per_turn",
+            "steps_per_execution",
+            "storage",
+            "turns"
+        ]
+    );
+    assert!(
+        v["pg_commit_us"]["p50"].as_f64().is_some_and(|c| c > 0.0),
+        "{v}"
+    );
+    let scenarios = v["scenarios"].as_array().unwrap();
+    // One execution alone, then each worker count; for each design of the rate budgets.
+    let shape: Vec<_> = scenarios
+        .iter()
+        .map(|s| {
+            (
+                s["rates"].as_str().unwrap().to_owned(),
+                s["workers"].as_u64().unwrap(),
+                s["concurrent_executions"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let ride = "in_group_commit".to_owned();
+    let apart = "apart".to_owned();
+    assert_eq!(
+        shape,
+        [
+            (ride.clone(), 1, 1),
+            (ride.clone(), 1, 4),
+            (ride, 2, 4),
+            (apart.clone(), 1, 1),
+            (apart.clone(), 1, 4),
+            (apart, 2, 4),
+        ]
+    );
+    for s in scenarios {
+        assert!(s["steps"].as_u64().is_some_and(|n| n > 0), "{s}");
+        for key in [
+            "steps_per_s",
+            "step_p50_us",
+            "step_p99_us",
+            "step_p50_per_commit",
+            "worker_cpu_us_per_step",
+            "pg_cpu_us_per_step",
+            "cpu_cores_busy",
+            "steps_per_cpu_s",
+            "events_per_step",
+            "wal_bytes_per_step",
+        ] {
+            assert!(s[key].as_f64().is_some(), "{key}: {s}");
+        }
+    }
+    assert!(v["ratios"]["workers_2_over_1"].as_f64().is_some(), "{v}");
+    for key in ["events", "table_bytes_per_event", "json_bytes_per_event"] {
+        assert!(
+            v["storage"][key].as_f64().is_some_and(|b| b > 0.0),
+            "{key}: {v}"
+        );
+    }
+    assert!(
+        v["ratios"]["workers_2_over_1_rates_apart"]
+            .as_f64()
+            .is_some(),
+        "{v}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "the bench cleans up"
+    );
+    let bad = keel(
+        dir.path(),
+        &[
+            "bench",
+            "step-overhead",
+            "--backend",
+            "postgres",
+            "--workers",
+            "0",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--workers"));
+}
+
 /// `keel bench spine --backend postgres` starts its own durable PostgreSQL (from
 /// `$KEEL_TEST_PG_BIN`), measures the spine beside PostgreSQL's own commit, and stops it.
 #[test]

@@ -53,6 +53,8 @@ fn worker_counts(list: &str) -> anyhow::Result<Vec<usize>> {
 #[derive(serde::Serialize, serde::Deserialize, Default)]
 struct Report {
     steps: u64,
+    /// Events committed in the window (every kind).
+    events: u64,
     latencies_us: Vec<f64>,
     cpu_us: f64,
     driving_s: f64,
@@ -71,6 +73,9 @@ struct Scenario {
     worker_cpu_us: f64,
     /// `None` when the server is not this machine's (`--url`).
     pg_cpu_us: Option<f64>,
+    events: u64,
+    /// WAL the server wrote over the windows, bytes.
+    wal_bytes: f64,
 }
 
 impl Scenario {
@@ -101,6 +106,8 @@ impl Scenario {
             "pg_cpu_us_per_step": self.pg_cpu_us.map(|c| round1(self.per_step(c))),
             "cpu_cores_busy": round2(cpu_total / 1e6 / self.wall_s.max(1e-9)),
             "steps_per_cpu_s": (self.steps as f64 / (cpu_total / 1e6).max(1e-9)).round(),
+            "events_per_step": round2(self.events as f64 / (self.steps.max(1) as f64)),
+            "wal_bytes_per_step": self.per_step(self.wal_bytes).round(),
         })
     }
 }
@@ -233,6 +240,11 @@ async fn turn(setup: &Setup, probe: &CommitProbe, out: &mut Scenario) -> anyhow:
         None
     };
     let pg0 = pids.as_deref().map(cpu_of);
+    let lsn: String = probe
+        .client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
     for w in &mut workers {
         w.go()?;
     }
@@ -246,6 +258,15 @@ async fn turn(setup: &Setup, probe: &CommitProbe, out: &mut Scenario) -> anyhow:
     }
     // The window is the workers' own; the server's CPU is sampled around it.
     let pg1 = pids.as_deref().map(cpu_of);
+    let wal: f64 = probe
+        .client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::float8",
+            &[&lsn],
+        )
+        .await?
+        .get(0);
+    out.wal_bytes += wal;
     let wall = reports
         .iter()
         .map(|r| r.driving_s)
@@ -253,6 +274,7 @@ async fn turn(setup: &Setup, probe: &CommitProbe, out: &mut Scenario) -> anyhow:
         .max(1e-9);
     for r in reports {
         out.steps += r.steps;
+        out.events += r.events;
         out.worker_cpu_us += r.cpu_us;
         out.latencies.extend(r.latencies_us);
     }
@@ -358,6 +380,24 @@ pub async fn run(
     }
     let commit_us = probe.median_us();
     let commit_p99 = quantile(&mut probe.samples, 0.99);
+    // What the log keeps per event: the table with its indexes and TOAST, and the raw batches.
+    let stored = probe
+        .client
+        .query_one(
+            "SELECT pg_total_relation_size('keel_spine.batches')::float8,
+                    coalesce(sum(octet_length(body)), 0)::float8,
+                    coalesce(sum(last_seq - first_seq + 1), 0)::float8
+             FROM keel_spine.batches",
+            &[],
+        )
+        .await?;
+    let (table_bytes, body_bytes, events): (f64, f64, f64) =
+        (stored.get(0), stored.get(1), stored.get(2));
+    let storage = json!({
+        "events": events,
+        "table_bytes_per_event": (table_bytes / events.max(1.0)).round(),
+        "json_bytes_per_event": (body_bytes / events.max(1.0)).round(),
+    });
     let figures: Vec<serde_json::Value> =
         scenarios.iter_mut().map(|s| s.figures(commit_us)).collect();
     // Per design: each worker count's steps/s over the first count's (`workers_3_over_1`).
@@ -381,6 +421,7 @@ pub async fn run(
                 "steps_per_execution": STEPS,
                 "seconds_per_turn": seconds,
                 "turns": turns,
+                "storage": storage,
                 "pg_commit_us": {"p50": round1(commit_us), "p99": round1(commit_p99), "samples": probe.samples.len()},
                 "scenarios": figures,
                 "ratios": ratios,
@@ -429,6 +470,19 @@ pub async fn run(
             num("cpu_cores_busy"),
             num("steps_per_cpu_s"),
         );
+    }
+    println!(
+        "  stored: {events} events, {} bytes per event in keel_spine.batches (table, indexes, TOAST), {} bytes of JSON",
+        storage["table_bytes_per_event"], storage["json_bytes_per_event"]
+    );
+    println!("  per step (in-group-commit rows): events and WAL bytes");
+    for (s, f) in scenarios.iter().zip(&figures) {
+        if !s.apart {
+            println!(
+                "    {} worker(s), {} concurrent: {} events/step, {} WAL bytes/step",
+                s.workers, s.concurrency, f["events_per_step"], f["wal_bytes_per_step"]
+            );
+        }
     }
     for (k, v) in &ratios {
         println!("  steps/s ratio {k}: {v}");
@@ -531,7 +585,11 @@ pub async fn worker(
     for exec in execs {
         let mut last: Option<chrono::DateTime<chrono::Utc>> = None;
         for e in env.log.read(exec, 1).await? {
-            if !matches!(e.payload, Payload::StepCompleted(_)) || e.ts < from || e.ts > to {
+            if e.ts < from || e.ts > to {
+                continue;
+            }
+            report.events += 1;
+            if !matches!(e.payload, Payload::StepCompleted(_)) {
                 continue;
             }
             report.steps += 1;
