@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::serve::{free_addr, send, serve};
 use common::{events, files_contain, keel_in_repo as keel, ok, repo};
 
 use serde_json::Value;
@@ -180,6 +181,113 @@ fn keel_run_with_a_subject_is_reached_by_subject_access_and_erasure() {
     assert_eq!(events(data, &r)[0]["data"]["goal"], "[erased]");
     assert!(files_contain(data, "Write to me at").is_empty());
     assert!(files_contain(data, email).is_empty());
+}
+
+/// Model replies and small tool outputs live in the spine's file (they ride in the step's commit,
+/// with no file and no fsync of their own): `keel serve`, another process, serves them from
+/// there; `keel memory erase` deletes them, so no row and no byte of them is left in the store
+/// and the server answers 410 for them, also after a restart.
+#[test]
+fn erasure_reaches_the_replies_and_outputs_kept_in_the_spines_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path();
+    let out = ok(keel(
+        data,
+        &[
+            "run",
+            "--json",
+            "--strategy",
+            "support-short",
+            "--tenant",
+            "acme",
+            "--subject",
+            "cust-i",
+            "Where is my order A-1007?",
+        ],
+    ));
+    let r: Value = serde_json::from_str(&out).unwrap();
+    let exec = r["exec_id"].as_str().unwrap().to_owned();
+    let mut refs: Vec<String> = Vec::new();
+    for e in events(data, &r) {
+        for field in ["response_ref", "output_ref"] {
+            if let Some(b) = e["data"][field].as_str()
+                && !refs.iter().any(|r| r == b)
+            {
+                refs.push(b.to_owned());
+            }
+        }
+    }
+    assert!(
+        refs.len() >= 2,
+        "a reply and a tool output at least: {refs:?}"
+    );
+    let spine = data.join("spine.db");
+    let rows = |refs: &[String]| -> Vec<(String, Vec<u8>)> {
+        let db = rusqlite::Connection::open(&spine).unwrap();
+        refs.iter()
+            .filter_map(|r| {
+                db.query_row(
+                    "SELECT bytes FROM inline_blobs WHERE ref = ?1",
+                    [r],
+                    |row| row.get::<_, Vec<u8>>(0),
+                )
+                .ok()
+                .map(|b| (r.clone(), b))
+            })
+            .collect()
+    };
+    let stored = rows(&refs);
+    assert_eq!(stored.len(), refs.len(), "every blob is inline: {refs:?}");
+    assert!(
+        !data.join("blobs").exists(),
+        "no blob file was written for a small blob"
+    );
+
+    let token = ok(keel(
+        data,
+        &["tokens", "create", "--tenant", "acme", "--role", "agent"],
+    ))
+    .trim()
+    .to_owned();
+    let get = |addr: &str, blob: &str| {
+        send(
+            addr,
+            &format!(
+                "GET /v1/executions/{exec}/blobs/{blob} HTTP/1.1\r\nHost: x\r\n\
+                 Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+    };
+    let addr = free_addr();
+    let server = serve(data, &addr);
+    for (blob, bytes) in &stored {
+        let reply = get(&addr, blob);
+        assert_eq!(reply.code, 200, "{blob}: {}", reply.body);
+        assert_eq!(reply.json()["bytes"], bytes.len(), "{}", reply.body);
+    }
+    drop(server);
+
+    ok(keel(
+        data,
+        &["memory", "erase", "cust-i", "--tenant", "acme"],
+    ));
+    assert_eq!(rows(&refs), Vec::new(), "erasure deleted every inline blob");
+    for (blob, bytes) in &stored {
+        // A distinctive slice of each blob's bytes is nowhere in the store's files.
+        let text = String::from_utf8_lossy(bytes);
+        let needle: String = text.chars().take(64).collect();
+        assert!(
+            files_contain(data, &needle).is_empty(),
+            "{blob}: {:?}",
+            files_contain(data, &needle)
+        );
+    }
+    let addr = free_addr();
+    let _server = serve(data, &addr);
+    for (blob, _) in &stored {
+        let reply = get(&addr, blob);
+        assert_eq!(reply.code, 410, "{blob}: {}", reply.body);
+    }
 }
 
 /// Item 4: a strategy with `subject: required` refuses a start without one (or with a malformed

@@ -369,7 +369,10 @@ impl Agent {
                     };
                     match model.chat(&req).await {
                         Ok(reply) => {
-                            let blob = self.blobs.put(reply.raw.clone().into_bytes()).await?;
+                            let blob = self
+                                .blobs
+                                .put_for_append(reply.raw.clone().into_bytes())
+                                .await?;
                             Got::Reply(Ok((reply, Some(blob.to_string()))))
                         }
                         Err(e) => Got::Reply(Err(ModelFailure {
@@ -533,7 +536,10 @@ impl Agent {
         };
         // The raw reply is kept like any other; a blob store that fails loses the raw bytes
         // only, not the call's metering or the answer.
-        let stored = self.blobs.put(reply.raw.clone().into_bytes()).await;
+        let stored = self
+            .blobs
+            .put_for_append(reply.raw.clone().into_bytes())
+            .await;
         run.record(Payload::ModelResponded(ModelResponded {
             call_id: call_id.clone(),
             model: reply.model.clone(),

@@ -160,6 +160,8 @@ impl Embedded {
             Some(view) => view,
             None => log.clone(),
         };
+        // Small blobs ride in the step's commit on a SQLite spine (S3 and PostgreSQL: as given).
+        let blobs = keel_spine::sqlite::inline_small_blobs(drive.side_store(), backends.blobs);
         let read_only = registry
             .iter()
             .filter(|c| c.side_effect == SideEffect::ReadOnly)
@@ -172,7 +174,7 @@ impl Embedded {
                     log: drive.clone(),
                     read_only,
                 }),
-                blobs: backends.blobs.clone(),
+                blobs: blobs.clone(),
                 ledger: backends.spine.ledger,
                 rates: backends.spine.rates,
                 clock: Arc::new(SystemClock),
@@ -190,7 +192,7 @@ impl Embedded {
         ));
         let agent = Agent {
             log: shared,
-            blobs: backends.blobs,
+            blobs,
             tools: Arc::new(runner),
             prices,
             control,

@@ -265,12 +265,17 @@ impl Replayer {
     ) -> Result<Self, RuntimeError> {
         let mut builtins = Builtins::default();
         register(&mut builtins);
+        // Recorded replies and outputs may be inline in the spine's file (as the agent wrote them).
+        let blobs = keel_spine::sqlite::inline_small_blobs(
+            backends.spine.store.side_store(),
+            backends.blobs,
+        );
         Ok(Self {
             data: data.to_owned(),
             config: config.clone(),
             log: backends.spine.store,
             ledger: backends.spine.ledger,
-            blobs: backends.blobs,
+            blobs,
             prices: PriceTable::load(&config.prices)?,
             clock: Arc::new(SystemClock),
             memory: Mutex::new(backends.memory),

@@ -11,7 +11,6 @@ use common::*;
 use keel_core::payload::{Outcome, Payload, ToolStatus};
 use keel_core::{Cost, ExecStatus};
 use keel_runtime::control::Scope;
-use std::path::Path;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_status_question_succeeds_with_every_step_on_the_log() {
@@ -267,11 +266,8 @@ async fn a_step_cut_after_a_tool_returned_is_closed_and_not_redone() {
         .unwrap()
         + 1;
 
-    let (tmp2, fresh) = setup(&[]);
-    copy_dir(
-        &_tmp.path().join("data/blobs"),
-        &tmp2.path().join("data/blobs"),
-    );
+    let (_tmp2, fresh) = setup(&[]);
+    copy_blobs(&full[..cut], &env, &fresh).await;
     fresh.log.append(exec, 0, &full[..cut]).await.unwrap();
     let state = fresh.agent.drive(s, &*model, exec).await.unwrap();
     assert_eq!(outcome(&state), Some(Outcome::Success));
@@ -294,7 +290,7 @@ async fn a_step_cut_after_a_tool_returned_is_closed_and_not_redone() {
 /// request (which would record the agent's reply as the distiller's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_distillation_cut_by_a_crash_is_closed_as_failed_not_answered_by_the_agent() {
-    let (tmp, env) = setup(&[]);
+    let (_tmp, env) = setup(&[]);
     let s = env.strategies.get("support-short").unwrap();
     let model = s.provider().unwrap();
     let exec = env
@@ -318,11 +314,8 @@ async fn a_distillation_cut_by_a_crash_is_closed_as_failed_not_answered_by_the_a
     cut.seq = answered.seq + 1;
     log.push(cut);
 
-    let (tmp2, fresh) = setup(&[]);
-    copy_dir(
-        &tmp.path().join("data/blobs"),
-        &tmp2.path().join("data/blobs"),
-    );
+    let (_tmp2, fresh) = setup(&[]);
+    copy_blobs(&log, &env, &fresh).await;
     fresh.log.append(exec, 0, &log).await.unwrap();
     let state = fresh.agent.drive(s, &*model, exec).await.unwrap();
     assert_eq!(outcome(&state), Some(Outcome::Success));
@@ -346,16 +339,11 @@ async fn a_distillation_cut_by_a_crash_is_closed_as_failed_not_answered_by_the_a
     assert_eq!(finished_detail(&events), "Order A-1003 is shipped.");
 }
 
-/// Blobs referenced by copied events must come along (the blob store is part of the log).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let p = entry.unwrap().path();
-        let target = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &target);
-        } else {
-            std::fs::copy(&p, &target).unwrap();
-        }
+/// Blobs referenced by copied events must come along (the blob store is part of the log; small
+/// ones live in the spine's file).
+async fn copy_blobs(events: &[keel_core::Event], from: &Env, to: &Env) {
+    for r in keel_spine::shred::referenced_blobs(events) {
+        let bytes = from.agent.blobs.get(&r.parse().unwrap()).await.unwrap();
+        to.agent.blobs.put(bytes).await.unwrap();
     }
 }
