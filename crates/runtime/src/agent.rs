@@ -289,20 +289,25 @@ impl Agent {
         strategy: &Strategy,
         model: &dyn ModelProvider,
     ) -> Result<ExecutionState, RuntimeError> {
-        let tools = self.tool_specs(strategy);
+        // One request kept across the steps: its messages are brought up to date, not copied
+        // whole, and its tools are built once.
+        let mut request = ChatRequest {
+            model: strategy.model.clone(),
+            messages: Vec::new(),
+            tools: self.tool_specs(strategy),
+            max_tokens: strategy.max_tokens,
+        };
+        let mut asked = false;
         let mut ids = || uuid::Uuid::now_v7().to_string();
         let mut decider = Decider::new(strategy, &self.prices, &*self.tools, &mut ids);
         let mut control = self.read_control(run).await?;
-        let mut request: Option<ChatRequest> = None;
         let mut got = Got::Wake;
         loop {
             let input = match &got {
                 Got::Wake => Input::Wake,
                 Got::Resolved => Input::Resolved,
-                Got::Request => match &request {
-                    Some(r) => Input::Request(r),
-                    None => Input::Wake,
-                },
+                Got::Request if asked => Input::Request(&request),
+                Got::Request => Input::Wake,
                 Got::Reply(Ok((reply, blob))) => Input::Reply(Ok((reply, blob.as_deref()))),
                 Got::Reply(Err(failure)) => Input::Reply(Err(failure)),
                 Got::Tool { call_id, escalate } => Input::Tool {
@@ -353,21 +358,17 @@ impl Agent {
                         run.record(p)?;
                     }
                     run.conversation.absorb(&run.events, &*self.blobs).await?;
-                    request = Some(ChatRequest {
-                        model: strategy.model.clone(),
-                        messages: run.conversation.messages(),
-                        tools: tools.clone(),
-                        max_tokens: strategy.max_tokens,
-                    });
+                    run.conversation.update(&mut request.messages);
+                    asked = true;
                     Got::Request
                 }
                 Next::CallModel { .. } => {
-                    let Some(req) = request.take() else {
+                    if !std::mem::take(&mut asked) {
                         return Err(RuntimeError::Worker(
                             "the decider called the model before a request was built".into(),
                         ));
-                    };
-                    match model.chat(&req).await {
+                    }
+                    match model.chat(&request).await {
                         Ok(reply) => {
                             let blob = self
                                 .blobs

@@ -50,6 +50,8 @@ pub struct Conversation {
     /// Events absorbed so far (the next one to absorb is `events[seen]`).
     seen: usize,
     cache: OutputCache,
+    /// How many of `messages` the caller's copy starts with (see [`Conversation::update`]).
+    shown: usize,
 }
 
 impl Conversation {
@@ -63,6 +65,7 @@ impl Conversation {
             results: HashMap::new(),
             seen: 0,
             cache: OutputCache::new(),
+            shown: 0,
         }
     }
 
@@ -163,6 +166,27 @@ impl Conversation {
     /// The messages so far, an unfinished step's turn included.
     pub fn messages(&self) -> Vec<Message> {
         let mut out = self.messages.clone();
+        self.push_turn(&mut out);
+        out
+    }
+
+    /// Brings `out`, the copy this conversation last updated (or an empty one), to
+    /// [`Conversation::messages`], cloning only the messages added since: a step's request is
+    /// kept and extended instead of copying the whole conversation at every step.
+    pub fn update(&mut self, out: &mut Vec<Message>) {
+        // Finished messages only grow; what follows them in `out` is the last unfinished turn.
+        if out.len() < self.shown {
+            out.clear();
+            self.shown = 0;
+        }
+        out.truncate(self.shown);
+        out.extend_from_slice(self.messages.get(self.shown..).unwrap_or_default());
+        self.shown = self.messages.len();
+        self.push_turn(out);
+    }
+
+    /// Appends the unfinished step's turn (what the model said and the results so far) to `out`.
+    fn push_turn(&self, out: &mut Vec<Message>) {
         if self.turn.text.is_some() || !self.turn.calls.is_empty() {
             let mut tail = Conversation {
                 messages: Vec::new(),
@@ -173,11 +197,11 @@ impl Conversation {
                 results: self.results.clone(),
                 seen: 0,
                 cache: OutputCache::new(),
+                shown: 0,
             };
             tail.flush();
             out.extend(tail.messages);
         }
-        out
     }
 }
 
@@ -194,4 +218,96 @@ pub async fn rebuild(
     *cache = std::mem::take(&mut c.cache);
     absorbed?;
     Ok(c.messages())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_core::payload::{PlanProposed, StepCompleted, ToolCalled, ToolResult};
+    use keel_core::{CURRENT_SCHEMA_VERSION, Cost, ExecId, TenantId, TraceId};
+    use keel_spine::clock::{self, Clock, SystemClock};
+
+    fn event(seq: u64, payload: Payload) -> Event {
+        Event {
+            event_id: clock::new_event_id(),
+            exec_id: ExecId(uuid::Uuid::nil()),
+            tenant: TenantId("acme".into()),
+            seq,
+            ts: SystemClock.now(),
+            trace_id: TraceId([1; 16]),
+            step_n: 0,
+            schema_version: CURRENT_SCHEMA_VERSION,
+            payload,
+        }
+    }
+
+    /// A step's events up to its end: the plan, a call and its result.
+    fn step(events: &mut Vec<Event>, n: usize) {
+        let id = format!("c{n}");
+        for p in [
+            Payload::PlanProposed(PlanProposed {
+                steps: vec![format!("look {n}")],
+                model: "m".into(),
+                prompt_version: "v1".into(),
+            }),
+            Payload::ToolCalled(ToolCalled {
+                call_id: id.clone(),
+                tool: "lookup".into(),
+                args: json!({"n": n}),
+                idempotency_key: None,
+                est_cost: Cost::ZERO,
+                attempt: 1,
+            }),
+            Payload::ToolResult(ToolResult {
+                call_id: id.clone(),
+                tool: "lookup".into(),
+                status: ToolStatus::Ok,
+                output_ref: Some(format!("sha256:{}", "ab".repeat(32))),
+                actual_cost: Cost::ZERO,
+                latency_ms: 0,
+                error_class: None,
+                errors: vec![],
+            }),
+        ] {
+            events.push(event(events.len() as u64 + 1, p));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_updated_request_equals_the_messages_at_every_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = keel_spine::LocalBlobStore::new(dir.path());
+        let mut c = Conversation::new("Help.");
+        c.known_output(&format!("sha256:{}", "ab".repeat(32)), &json!({"ok": true}));
+        let mut events = vec![event(
+            1,
+            Payload::ExecStarted(keel_core::payload::ExecStarted {
+                goal: "Where is A-1?".into(),
+                strategy_version: "v1".into(),
+                budget: Default::default(),
+                experiment_arm: None,
+                replay_of: None,
+                experiment: None,
+            }),
+        )];
+        let mut kept = Vec::new();
+        for n in 0..4 {
+            // Mid-step (an unfinished turn at the tail), then the step's end.
+            step(&mut events, n);
+            c.absorb(&events, &blobs).await.unwrap();
+            c.update(&mut kept);
+            assert_eq!(kept, c.messages(), "step {n}, unfinished");
+            events.push(event(
+                events.len() as u64 + 1,
+                Payload::StepCompleted(StepCompleted::default()),
+            ));
+            c.absorb(&events, &blobs).await.unwrap();
+            c.update(&mut kept);
+            assert_eq!(kept, c.messages(), "step {n}");
+        }
+        // Handed a fresh vector, it starts over.
+        let mut fresh = Vec::new();
+        c.update(&mut fresh);
+        assert_eq!(fresh, c.messages());
+    }
 }
