@@ -133,10 +133,16 @@ fn two_servers_on_one_postgres_spine_notify_a_gate_once_and_either_retries_it() 
 
     // A gate opened on a third machine, both servers up: one delivery, sent once.
     let first = gate(&project, &cfg, &c, 1005);
+    let opened = Instant::now();
     let got = receiver.wait("the first gate delivered", |g| {
         g.iter()
             .any(|r| r.body["gate"]["exec_id"] == first.as_str())
     });
+    // Figures, not assertions: the notifiers tick every 250 ms.
+    eprintln!(
+        "the first gate reached the receiver {} ms after keel run returned",
+        opened.elapsed().as_millis()
+    );
     let once = got
         .iter()
         .find(|r| r.body["gate"]["exec_id"] == first.as_str())
@@ -169,10 +175,15 @@ fn two_servers_on_one_postgres_spine_notify_a_gate_once_and_either_retries_it() 
     // The receiver is back, B too: delivered, once.
     let sb = serve(&project, &cfg, &b, &addr_b, &log("b2"));
     receiver.down.store(false, Ordering::SeqCst);
+    let back = Instant::now();
     let got = receiver.wait("the second gate delivered", |g| {
         g.iter()
             .any(|r| r.body["gate"]["exec_id"] == second.as_str() && r.answered == 200)
     });
+    eprintln!(
+        "the failing delivery went through {} ms after the receiver came back",
+        back.elapsed().as_millis()
+    );
     let tries: Vec<_> = got
         .iter()
         .filter(|r| r.body["gate"]["exec_id"] == second.as_str())
