@@ -3,7 +3,8 @@
 //! holds the call open while a person decides through another process (`keel gates approve
 //! --input`) or the HTTP API; the tool's result carries the answer. A wrong input is refused and
 //! nothing is recorded; another tenant neither sees nor decides the gate; after a SIGKILL
-//! during the wait the call is never run again (its outcome is unknown: a person decides).
+//! during the wait the call is never run again (its outcome is unknown: it is settled as
+//! interrupted, for a person to decide on).
 
 #![allow(clippy::unwrap_used)]
 
@@ -40,10 +41,10 @@ fn project(dir: &Path, log: &Path) -> PathBuf {
         "name": "refund",
         "description": "Refund an order; a person approves the amount.",
         "schema": {
-            "input": {"type": "object", "properties": {"order": {"type": "string"}, "amount": {"type": "number"}}, "required": ["order", "amount"]},
+            "input": {"type": "object", "properties": {"order": {"type": "string"}, "amount": {"type": "string"}}, "required": ["order", "amount"]},
             "output": {"type": "object"}
         },
-        "side_effect": "irreversible",
+        "side_effect": "reversible",
         "consequence_tier": 2,
         "idempotency": {"mode": "required", "key": ["order", "exec_id"]},
         "timeout": "20s",
@@ -68,6 +69,9 @@ rules:
     then:
       text: "Refunding."
       call: { tool: refund, args: { order: "{o}", amount: "{a}" } }
+  - name: failed
+    when: { last_tool: refund, last_status: error }
+    then: { text: "the refund failed" }
   - name: answer
     when: { last_tool: refund }
     then: { text: "answer={result./action} amount={result./approved_amount}" }
@@ -118,6 +122,17 @@ fn http(addr: &str, token: &str, method: &str, path: &str, body: Option<&Value>)
     (code, serde_json::from_str(body).unwrap_or_default())
 }
 
+/// `keel serve` in `project`, once it listens.
+fn start_serve(project: &Path, data: &Path, addr: &str, log: &Path) -> Proc {
+    let p = Proc::spawn(project, data, &["serve", "--addr", addr], log);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "keel serve did not listen: {}", p.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p
+}
+
 fn eventually<T>(what: &str, serve: &Proc, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -150,7 +165,7 @@ fn events(data: &Path, exec: &str) -> Vec<Value> {
 fn finished_detail(data: &Path, exec: &str) -> Option<String> {
     events(data, exec).iter().find_map(|e| {
         (e["type"] == "exec.finished")
-            .then(|| e["payload"]["detail"].as_str().unwrap_or("").to_owned())
+            .then(|| e["data"]["detail"].as_str().unwrap_or("").to_owned())
     })
 }
 
@@ -171,12 +186,7 @@ async fn a_person_answers_the_servers_question_while_keel_serve_holds_the_call()
     let acme = token(&project, &data, "acme");
     let globex = token(&project, &data, "globex");
     let addr = free_addr();
-    let serve = Proc::spawn(
-        &project,
-        &data,
-        &["serve", "--addr", &addr],
-        &tmp.path().join("serve.log"),
-    );
+    let serve = start_serve(&project, &data, &addr, &tmp.path().join("serve.log"));
     let env = common::open(&data, &config(&project));
     let s = env.strategies.get("elicit").unwrap();
 
@@ -207,7 +217,7 @@ async fn a_person_answers_the_servers_question_while_keel_serve_holds_the_call()
         .into_iter()
         .find(|e| e["type"] == "tool.called")
         .unwrap();
-    assert_eq!(called["payload"]["call_id"], during);
+    assert_eq!(called["data"]["call_id"], during);
 
     // Another tenant neither sees nor decides it.
     let (code, _) = http(&addr, &globex, "GET", &format!("/v1/gates/{gate_id}"), None);
@@ -263,10 +273,10 @@ async fn a_person_answers_the_servers_question_while_keel_serve_holds_the_call()
         ]
     );
     assert_eq!(
-        evs[at + 2]["payload"]["input"],
+        evs[at + 2]["data"]["input"],
         json!({"approved_amount": 80})
     );
-    assert_eq!(evs[at + 3]["payload"]["status"], "ok");
+    assert_eq!(evs[at + 3]["data"]["status"], "ok");
 
     // Rejected through the API: the server is told `decline`.
     let exec2 = env
@@ -301,12 +311,7 @@ async fn a_call_cut_by_a_sigkill_during_the_wait_is_never_run_again() {
     let data = tmp.path().join("data");
     let acme = token(&project, &data, "acme");
     let addr = free_addr();
-    let mut serve = Proc::spawn(
-        &project,
-        &data,
-        &["serve", "--addr", &addr],
-        &tmp.path().join("serve.log"),
-    );
+    let mut serve = start_serve(&project, &data, &addr, &tmp.path().join("serve.log"));
     let env = common::open(&data, &config(&project));
     let s = env.strategies.get("elicit").unwrap();
     let exec = env
@@ -337,37 +342,28 @@ async fn a_call_cut_by_a_sigkill_during_the_wait_is_never_run_again() {
     common::ok(out);
 
     // A new server picks the execution up: the call's outcome is unknown (the server may have
-    // acted on the answer), so it is not run again; a person decides whether to.
+    // acted on the answer) and MCP cannot deduplicate, so it is not run again; the call is
+    // settled as interrupted, for a person to decide on.
     let addr = free_addr();
-    let serve = Proc::spawn(
-        &project,
-        &data,
-        &["serve", "--addr", &addr],
-        &tmp.path().join("serve2.log"),
-    );
-    let escalated = eventually("the interrupted call escalated to a gate", &serve, || {
-        let (_, list) = http(&addr, &acme, "GET", "/v1/gates", None);
-        list.get("gates")
-            .unwrap_or(&list)
-            .as_array()?
-            .iter()
-            .find(|g| g["exec_id"] == exec.as_str() && g["gate_id"] != gate_id.as_str())
-            .cloned()
+    let serve = start_serve(&project, &data, &addr, &tmp.path().join("serve2.log"));
+    let detail = eventually("the execution to go on and end", &serve, || {
+        finished_detail(&data, &exec)
     });
-    assert!(escalated["elicitation"].is_null());
-    assert!(
-        escalated["reason"]
-            .as_str()
-            .unwrap()
-            .contains("outcome is unknown"),
-        "{escalated}"
-    );
+    assert_eq!(detail, "the refund failed");
     let evs = events(&data, &exec);
-    let result = evs.iter().find(|e| e["type"] == "tool.result").unwrap();
-    assert_eq!(result["payload"]["error_class"], "interrupted");
+    let types: Vec<&str> = evs.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types.iter().filter(|t| **t == "tool.called").count(), 1, "{types:?}");
+    let at = types.iter().position(|t| *t == "gate.decided").unwrap();
+    assert_eq!(types[at + 1], "tool.result");
+    let result = &evs[at + 1]["data"];
+    assert_eq!(result["error_class"], "interrupted");
+    assert!(
+        result["errors"][0].as_str().unwrap().contains("a person must decide"),
+        "{result}"
+    );
     assert!(
         tool_runs(&log).is_empty(),
-        "the tool never finished and never ran again"
+        "the tool's body never ran, before or after"
     );
     drop(serve);
 }

@@ -319,3 +319,64 @@ fn mcp_oauth_private_keys_and_the_enterprise_idp_are_parsed_and_checked() {
         .contains(&"adapter.oauth.idp.token_endpoint".to_owned())
     );
 }
+
+/// `adapter.elicitation`: a policy name, or `{policy: gate, queue, deadline_s, expire_after_s}`;
+/// anything else is a problem naming the key.
+#[test]
+fn mcp_elicitation_policies_are_parsed_and_bad_values_name_the_key() {
+    use keel_tools::contract::{ElicitationGate, ElicitationPolicy};
+    use keel_tools::parse::parse_contract;
+    let contract = |elicitation: &str| {
+        format!(
+            "name: t\ndescription: d\nschema: {{input: {{type: object}}, output: {{type: object}}}}\n\
+             side_effect: read_only\nconsequence_tier: 0\nidempotency: none\ntimeout: 5s\n\
+             adapter: {{kind: mcp, command: [srv], elicitation: {elicitation}}}\n"
+        )
+    };
+    let policy = |text: &str| match parse_contract(text, Path::new("t.yaml"), None) {
+        Ok(c) => match c.adapter {
+            AdapterSpec::Mcp { elicitation, .. } => elicitation,
+            other => panic!("not an MCP adapter: {other:?}"),
+        },
+        Err(r) => panic!("{:?}", r.problems),
+    };
+    let problems = |text: &str| match parse_contract(text, Path::new("t.yaml"), None) {
+        Ok(_) => panic!("accepted: {text}"),
+        Err(r) => r.problems,
+    };
+    assert_eq!(policy(&contract("decline")), ElicitationPolicy::Decline);
+    assert_eq!(
+        policy(&contract("accept_defaults")),
+        ElicitationPolicy::AcceptDefaults
+    );
+    assert_eq!(
+        policy(&contract("gate")),
+        ElicitationPolicy::Gate(ElicitationGate::default())
+    );
+    assert_eq!(
+        policy(&contract(
+            "{policy: gate, queue: refunds, deadline_s: 60, expire_after_s: 900}"
+        )),
+        ElicitationPolicy::Gate(ElicitationGate {
+            queue: "refunds".into(),
+            deadline_s: Some(60),
+            expire_after_s: 900,
+        })
+    );
+    for (bad, key) in [
+        ("ask_someone", "adapter.elicitation"),
+        ("42", "adapter.elicitation"),
+        ("{policy: gate, expire_after_s: 0}", "adapter.elicitation.expire_after_s"),
+        ("{policy: gate, deadline_s: soon}", "adapter.elicitation.deadline_s"),
+        ("{policy: gate, queue: \"\"}", "adapter.elicitation.queue"),
+        ("{policy: gate, when: never}", "adapter.elicitation.when"),
+        ("{policy: decline}", "adapter.elicitation.policy"),
+        ("{queue: q}", "adapter.elicitation.policy"),
+    ] {
+        let p = problems(&contract(bad));
+        assert!(
+            p.iter().any(|(f, m)| f == key && !m.is_empty()),
+            "{bad}: {p:?}"
+        );
+    }
+}
