@@ -401,6 +401,10 @@ impl crate::EventLog for LeasedLog {
         self.inner.read_first(exec_id).await
     }
 
+    async fn read_many(&self, exec_ids: &[ExecId]) -> Result<Vec<Vec<Event>>, SpineError> {
+        self.inner.read_many(exec_ids).await
+    }
+
     async fn appended_after(&self, exec_id: ExecId, seq: u64) -> Result<bool, SpineError> {
         self.inner.appended_after(exec_id, seq).await
     }

@@ -79,6 +79,17 @@ pub trait EventLog: Send + Sync {
     /// The execution's events with `seq >= from_seq`, in seq order (empty if unknown).
     async fn read(&self, exec_id: ExecId, from_seq: u64) -> Result<Vec<Event>, SpineError>;
 
+    /// The whole log (from seq 1) of each of `exec_ids`, in the order asked, empty for an
+    /// unknown one: what a worker resuming thousands of executions reads in one round trip per
+    /// batch instead of one per execution. The default reads them one by one.
+    async fn read_many(&self, exec_ids: &[ExecId]) -> Result<Vec<Vec<Event>>, SpineError> {
+        let mut out = Vec::with_capacity(exec_ids.len());
+        for &exec_id in exec_ids {
+            out.push(self.read(exec_id, 1).await?);
+        }
+        Ok(out)
+    }
+
     /// The execution's first event (its `exec.started`), without reading the rest: what a worker
     /// needs to pick the strategy of each of thousands of executions it resumes. The default
     /// reads them all.

@@ -369,6 +369,47 @@ impl Drop for Inner {
     }
 }
 
+/// An execution's events with `seq >= from_seq` among those at offsets up to `durable`.
+fn read_on(
+    conn: &Connection,
+    path: &Path,
+    exec_id: ExecId,
+    from_seq: u64,
+    durable: u64,
+) -> Result<Vec<Event>, SpineError> {
+    let key = exec_id.to_string();
+    let err = |c| move |e| schema::map_err(path, c, e);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT first_offset, first_seq, body FROM batches
+             WHERE exec_id = ?1 AND last_seq >= ?2 AND first_offset <= ?3
+             ORDER BY last_seq",
+        )
+        .map_err(err("preparing read"))?;
+    let mut rows = stmt
+        .query((&key, from_seq, durable))
+        .map_err(err("reading an execution"))?;
+    let mut out = Vec::new();
+    let mut opener = Opener::new(conn);
+    while let Some(row) = rows.next().map_err(err("reading an execution"))? {
+        let (offset, first_seq, body): (u64, u64, String) = (
+            row.get(0).map_err(err("reading an execution"))?,
+            row.get(1).map_err(err("reading an execution"))?,
+            row.get(2).map_err(err("reading an execution"))?,
+        );
+        let batch = decode_batch(path, offset, &key, first_seq, &body, &mut |k, raw| {
+            opener.open(k, raw)
+        })?;
+        out.extend(
+            batch
+                .into_iter()
+                .map(|(_, e)| e)
+                .filter(|e| e.seq >= from_seq),
+        );
+    }
+    Ok(out)
+}
+
 /// Decodes a stored batch into `(offset, event)` pairs, checking that every event is where the
 /// row's index columns say it is (a mismatch means the row was tampered with). `open` opens the
 /// sealed fields of one event (execution key, raw JSON); every backend stores batches alike.
@@ -497,44 +538,26 @@ impl EventLog for SqliteLog {
 
     async fn read(&self, exec_id: ExecId, from_seq: u64) -> Result<Vec<Event>, SpineError> {
         let durable = self.durable_head_for(exec_id);
+        self.with_reader(move |conn, path| read_on(conn, path, exec_id, from_seq, durable))
+            .await
+    }
+
+    /// One reader thread and connection for the whole batch (a prepared statement per
+    /// execution), not a blocking-pool round trip each.
+    async fn read_many(&self, exec_ids: &[ExecId]) -> Result<Vec<Vec<Event>>, SpineError> {
+        let wanted: Vec<(ExecId, u64)> = exec_ids
+            .iter()
+            .map(|&e| (e, self.durable_head_for(e)))
+            .collect();
         self.with_reader(move |conn, path| {
-            let key = exec_id.to_string();
-            let err = |c| move |e| schema::map_err(path, c, e);
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT first_offset, first_seq, body FROM batches
-                     WHERE exec_id = ?1 AND last_seq >= ?2 AND first_offset <= ?3
-                     ORDER BY last_seq",
-                )
-                .map_err(err("preparing read"))?;
-            let mut rows = stmt
-                .query((&key, from_seq, durable))
-                .map_err(err("reading an execution"))?;
-            let mut out = Vec::new();
-            let mut opener = Opener::new(conn);
-            while let Some(row) = rows.next().map_err(err("reading an execution"))? {
-                let (offset, first_seq, body): (u64, u64, String) = (
-                    row.get(0).map_err(err("reading an execution"))?,
-                    row.get(1).map_err(err("reading an execution"))?,
-                    row.get(2).map_err(err("reading an execution"))?,
-                );
-                let batch = decode_batch(path, offset, &key, first_seq, &body, &mut |k, raw| {
-                    opener.open(k, raw)
-                })?;
-                out.extend(
-                    batch
-                        .into_iter()
-                        .map(|(_, e)| e)
-                        .filter(|e| e.seq >= from_seq),
-                );
-            }
-            Ok(out)
+            wanted
+                .into_iter()
+                .map(|(exec_id, durable)| read_on(conn, path, exec_id, 1, durable))
+                .collect()
         })
         .await
     }
 
-    /// One indexed read of the execution's first batch (an execution starts with a batch of its
-    /// own, `exec.started`), decoded; the rest of its log is not touched.
     async fn read_first(&self, exec_id: ExecId) -> Result<Option<Event>, SpineError> {
         let durable = self.durable_head_for(exec_id);
         self.with_reader(move |conn, path| {
