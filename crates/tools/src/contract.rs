@@ -361,7 +361,7 @@ pub enum ElicitationPolicy {
     AcceptDefaults,
     /// Ask a person: open an approval gate during the call and answer with the approver's
     /// input (`accept`), `decline` on a rejection, `cancel` when the gate expires.
-    Gate(ElicitationGate),
+    Gate(Box<ElicitationGate>),
 }
 
 /// Where an elicitation gate waits and for how long (the strategy's `approval` keys).

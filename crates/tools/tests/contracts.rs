@@ -351,17 +351,17 @@ fn mcp_elicitation_policies_are_parsed_and_bad_values_name_the_key() {
     );
     assert_eq!(
         policy(&contract("gate")),
-        ElicitationPolicy::Gate(ElicitationGate::default())
+        ElicitationPolicy::Gate(Box::default())
     );
     assert_eq!(
         policy(&contract(
             "{policy: gate, queue: refunds, deadline_s: 60, expire_after_s: 900}"
         )),
-        ElicitationPolicy::Gate(ElicitationGate {
+        ElicitationPolicy::Gate(Box::new(ElicitationGate {
             queue: "refunds".into(),
             deadline_s: Some(60),
             expire_after_s: 900,
-        })
+        }))
     );
     for (bad, key) in [
         ("ask_someone", "adapter.elicitation"),

@@ -507,7 +507,7 @@ fn elicitation_policy(p: &mut Problems, v: Option<&Value>) -> Option<Elicitation
             return match s.as_str() {
                 "decline" => Some(ElicitationPolicy::Decline),
                 "accept_defaults" => Some(ElicitationPolicy::AcceptDefaults),
-                "gate" => Some(ElicitationPolicy::Gate(ElicitationGate::default())),
+                "gate" => Some(ElicitationPolicy::Gate(Box::default())),
                 other => {
                     p.add(KEY, format!("{other:?} {ONE_OF}"));
                     None
@@ -556,9 +556,9 @@ fn elicitation_policy(p: &mut Problems, v: Option<&Value>) -> Option<Elicitation
         p.add(format!("{KEY}.queue"), "must not be empty");
         return None;
     }
-    Some(ElicitationPolicy::Gate(ElicitationGate {
+    Some(ElicitationPolicy::Gate(Box::new(ElicitationGate {
         queue: queue.unwrap_or_else(|| "default".into()),
         deadline_s,
         expire_after_s: expire_after_s.unwrap_or(ElicitationGate::DEFAULT_EXPIRE_AFTER_S),
-    }))
+    })))
 }
