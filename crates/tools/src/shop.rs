@@ -20,6 +20,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// The builtin functions the shop registers (for checking contracts without opening a shop).
 pub const BUILTIN_NAMES: [&str; 5] = [
@@ -60,6 +61,18 @@ INSERT OR IGNORE INTO orders
     FROM n;
 ";
 
+/// How long an opener waits for another process holding the shop's file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The pause between tries while another opener sets a new file up.
+const BUSY_RETRY: Duration = Duration::from_millis(20);
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 fn arg_str<'a>(args: &'a Value, field: &str) -> Result<&'a str, AdapterError> {
     args.get(field).and_then(Value::as_str).ok_or_else(|| {
         AdapterError::new(
@@ -82,11 +95,30 @@ impl Shop {
             }
         };
         let conn = Connection::open(&path).map_err(err("opening"))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
-        )
-        .map_err(err("setting pragmas"))?;
-        conn.execute_batch(SCHEMA).map_err(err("creating tables"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(err("setting the busy timeout"))?;
+        // Processes starting together on one data directory (workers and servers) race to
+        // switch a new file to WAL and create its tables; SQLite may answer a loser "database
+        // is locked" at once, without waiting on the busy timeout (where waiting could
+        // deadlock). The winner is done in milliseconds: try again, up to the busy timeout.
+        let mut waited = Duration::ZERO;
+        loop {
+            let made = conn
+                .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+                .map_err(|e| ("setting pragmas", e))
+                .and_then(|()| {
+                    conn.execute_batch(SCHEMA)
+                        .map_err(|e| ("creating tables", e))
+                });
+            match made {
+                Ok(()) => break,
+                Err((_, e)) if is_busy(&e) && waited < BUSY_TIMEOUT => {
+                    std::thread::sleep(BUSY_RETRY);
+                    waited += BUSY_RETRY;
+                }
+                Err((context, e)) => return Err(err(context)(e)),
+            }
+        }
         Ok(Self {
             path,
             conn: Arc::new(Mutex::new(conn)),
