@@ -10,6 +10,7 @@
 
 mod common;
 use common::repo;
+use common::workers::{DEADLINE, Worker, keel_toml, until};
 
 use keel_core::payload::{Payload, ToolStatus, Verdict};
 use keel_core::{ExecId, ExecutionState};
@@ -17,13 +18,9 @@ use keel_memory::pgserver::PgServer;
 use keel_runtime::embedded::{Backends, Config, Embedded, Spine};
 use keel_spine::EventLog;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How long the whole drill may take before the test gives up (a failure, not a measure).
-const DEADLINE: Duration = Duration::from_secs(180);
 
 /// The demo's long strategy (drafts, then notifies the team about a complaint: two side
 /// effects per execution), paced by the worker so executions are caught mid-way.
@@ -40,76 +37,6 @@ fn config(dir: &Path) -> Config {
         strategies,
         prices: repo().join("prices.toml"),
     }
-}
-
-struct Worker {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Worker {
-    fn spawn(data: &Path, config: &Config, name: &str, lease_secs: u64, pace_ms: u64) -> Self {
-        let log = data.parent().unwrap().join(format!("{name}.log"));
-        let mut c = Command::new(env!("CARGO_BIN_EXE_keel"));
-        if let Some(file) = keel_toml(data) {
-            c.arg("--config").arg(file);
-        }
-        c.arg("--data")
-            .arg(data)
-            .args(["worker", "--concurrency", "4", "--pace-ms"])
-            .arg(pace_ms.to_string())
-            .arg("--tools")
-            .arg(&config.tools)
-            .arg("--strategies")
-            .arg(&config.strategies)
-            .arg("--prices")
-            .arg(&config.prices)
-            .env("KEEL_WORKERS_LEASE_SECS", lease_secs.to_string())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let w = Worker {
-            child: c.spawn().unwrap(),
-            log,
-        };
-        // One at a time: processes opening the demo shop's file at the same instant may find it
-        // locked while another creates its tables.
-        let started = Instant::now();
-        while !w.stderr().contains("started") {
-            assert!(started.elapsed() < DEADLINE, "{name}: {}", w.stderr());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        w
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "kill {sig}");
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// A clean stop (SIGTERM: the worker gives its leases up and exits).
-    fn stop(mut self) -> String {
-        self.signal("-TERM");
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "{status}: {}", self.stderr());
-        self.stderr()
-    }
-}
-
-/// The keel.toml a test put beside `data` (naming a PostgreSQL spine), if any.
-fn keel_toml(data: &Path) -> Option<PathBuf> {
-    let file = data.parent()?.join("keel.toml");
-    file.exists().then_some(file)
 }
 
 fn pg_url(data: &Path) -> Option<String> {
@@ -250,19 +177,6 @@ async fn finish_all(data: &Path, config: &Config, all: &[ExecId]) {
     }
 }
 
-/// Polls `cond` until it holds (or fails the test at the deadline, saying `what` and showing
-/// what the workers logged).
-async fn until(what: &str, workers: &[&Worker], mut cond: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !cond() {
-        if started.elapsed() > DEADLINE {
-            let logs: Vec<String> = workers.iter().map(|w| w.stderr()).collect();
-            panic!("never: {what}; the workers said:\n{}", logs.join("\n---\n"));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Every execution ended with a legal, gapless log; no side-effecting call was made twice
 /// (each execution records at most one intent per tool, and a call in flight when its worker
 /// died is escalated, never repeated), and the shop holds every effect the logs record as done
@@ -355,9 +269,7 @@ async fn kill_drill(dir: &Path) {
     })
     .await;
     let left = held_by(&data, victim.pid());
-    let mut victim = victim;
-    victim.signal("-KILL");
-    victim.child.wait().unwrap();
+    victim.kill();
     let killed = Instant::now();
     // A figure, not an assertion: how soon another worker went on with the victim's work.
     let log = spine(&data).await;

@@ -7,6 +7,7 @@
 pub mod pg_tls;
 pub mod serve;
 pub mod webhooks;
+pub mod workers;
 
 use keel_runtime::embedded::{Config, Embedded};
 use keel_runtime::replay::Replayer;

@@ -24,14 +24,43 @@ pub fn serve(data: &Path, addr: &str) -> Serve {
 
 /// Like [`serve`], with `global` arguments before `--data` (`--config keel.toml`).
 pub fn serve_with(global: &[&std::ffi::OsStr], data: &Path, addr: &str) -> Serve {
+    spawn(global, data, addr, &[], Stdio::null())
+}
+
+/// Like [`serve_with`], with `extra` arguments after `serve` (`--no-workers`) and its stderr
+/// written to `log`.
+pub fn serve_logged(
+    global: &[&std::ffi::OsStr],
+    data: &Path,
+    addr: &str,
+    extra: &[&str],
+    log: &Path,
+) -> Serve {
+    spawn(
+        global,
+        data,
+        addr,
+        extra,
+        std::fs::File::create(log).unwrap().into(),
+    )
+}
+
+fn spawn(
+    global: &[&std::ffi::OsStr],
+    data: &Path,
+    addr: &str,
+    extra: &[&str],
+    stderr: Stdio,
+) -> Serve {
     let child = Command::new(env!("CARGO_BIN_EXE_keel"))
         .current_dir(repo())
         .args(global)
         .arg("--data")
         .arg(data)
         .args(["serve", "--addr", addr])
+        .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
