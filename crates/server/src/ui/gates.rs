@@ -644,4 +644,28 @@ mod tests {
         assert!(html.contains("output erased with its subject"), "{html}");
         assert!(html.contains("no data subject named"));
     }
+
+    #[test]
+    fn a_servers_question_shows_its_message_schema_and_an_answer_box() {
+        let mut g = gate(json!({}), json!({"tool": "refund", "during_call": "c1"}));
+        g.during_call = Some("c1".into());
+        g.elicitation = Some(keel_core::payload::Elicitation {
+            message: "How much <b>do</b> you approve?".into(),
+            requested_schema: json!({"type": "object", "properties": {
+                "approved_amount": {"type": "number", "default": 10}}}),
+        });
+        let html = page(vec![card(&g, &Value::Null)]);
+        assert!(html.contains("The tool's server asks"), "{html}");
+        assert!(html.contains("How much &#60;b&#62;do&#60;/b&#62; you approve?"));
+        assert!(html.contains("approved_amount"));
+        assert!(html.contains(r#"<textarea name="input""#));
+        // The box starts from the schema's defaults.
+        assert!(html.contains("{&#34;approved_amount&#34;:10}"), "{html}");
+        // An ordinary gate has no answer box.
+        let plain = page(vec![card(
+            &gate(json!({}), json!({"tool": "refund"})),
+            &Value::Null,
+        )]);
+        assert!(!plain.contains(r#"name="input""#));
+    }
 }
