@@ -241,3 +241,45 @@ on_every_backend!(
     a_lease_keeps_a_delivery_from_every_other_claim,
     outcomes_and_attempts_are_recorded,
 );
+
+/// A server that drops the store's session (a restart, a failover, an idle timeout) costs at
+/// most the operation under way: the next one opens a new session and finds everything there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_deliveries_reconnect_when_the_server_drops_their_session() {
+    let (store, _guard) = pg().await;
+    let Store::Pg(url) = &store else {
+        unreachable!("a PostgreSQL store")
+    };
+    let d = store.handle().await;
+    d.enqueue(vec![owed("oncall", 1)], 7, 0).await.unwrap();
+    let (admin, _) = keel_spine::postgres::connect_session(url).await.unwrap();
+    let others = "SELECT pid FROM pg_stat_activity
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    admin
+        .execute(
+            &format!("SELECT pg_terminate_backend(pid) FROM ({others}) AS s"),
+            &[],
+        )
+        .await
+        .unwrap();
+    // Until the server has ended them (a bounded wait for the server, not a timing check).
+    for _ in 0..500 {
+        if admin.query(others, &[]).await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut failed = 0;
+    let cursor = loop {
+        match d.cursor().await {
+            Ok(c) => break c,
+            Err(e) => {
+                failed += 1;
+                assert!(failed < 2, "the session was not re-opened: {e}");
+            }
+        }
+    };
+    eprintln!("operations refused after the session was dropped: {failed}");
+    assert_eq!(cursor, 7);
+    assert_eq!(d.list(None).await.unwrap().len(), 1);
+}
