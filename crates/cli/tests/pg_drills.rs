@@ -3,17 +3,22 @@
 //! processes drive, all as real processes on one spine and one demo shop.
 //!
 //! - A worker is SIGKILLed mid-execution: every execution ends on the others, no event stored
-//!   before the kill is lost, logs are gapless, every model call is answered once (a re-asked
-//!   call is one in flight at the kill), and the shop holds exactly one effect per approved
-//!   action: one draft and one notification per complaint, one refund per approved refund.
+//!   before the kill is lost, logs are gapless, no step asked the model twice and every call
+//!   was answered once (a call cut by the kill was never recorded: its reply is what records
+//!   it), and the shop holds exactly one effect per approved action: one draft and one
+//!   notification per complaint, one refund per approved refund.
 //! - A worker is SIGSTOPped past its lease: the others take its executions over; SIGCONT, it
 //!   says it lost the leases, its late append is refused by the epoch, and the shop's counts
 //!   are still exactly one effect per action.
+//! - A gate started through server A and approved through server B wakes the worker driving it,
+//!   and a kill-switch set through B stops a runaway on that worker within one step (delays
+//!   printed, not asserted); then PostgreSQL goes away under the running processes.
 //!
 //! Each drill stops its worker at a moment it has no side effect in flight (no `tool.called`
 //! of an acting tool without its result, no open transaction): the outcome of an effect cut
 //! mid-call is unknown and goes to a person, which `leases.rs` drills with bounds instead of
-//! exact counts. The spine's URL carries a password, which no process may print.
+//! exact counts. The spine's URL carries a password, which no process's log may show (bad
+//! configuration: `pg_config.rs`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -754,127 +759,4 @@ async fn a_gate_and_a_kill_switch_decided_through_server_b_reach_the_worker_driv
         w.kill();
     }
     c.check_no_secret();
-}
-
-/// `keel ARGS…` with `cfg` from the repository's root, killed after 30 s if it has not ended
-/// (a server that started despite a bad file). Returns its exit success and everything it printed.
-fn keel_bounded(cfg: &Path, data: &Path, args: &[&str]) -> (bool, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .current_dir(repo())
-        .arg("--config")
-        .arg(cfg)
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .env_remove("KEEL_SPINE_URL")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-#[test]
-fn bad_postgres_configuration_stops_every_command_naming_key_and_file_never_the_password() {
-    let pg = PgServer::start().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(pg.add_password_role("keel", "the-right-one-Vb6"))
-        .unwrap();
-    let port = pg.port();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = |port: &str| format!("postgres://keel:{SECRET}@127.0.0.1:{port}/postgres");
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("keel.toml");
-    let data = tmp.path().join("data");
-    let right = format!("postgres://keel:the-right-one-Vb6@127.0.0.1:{port}/postgres");
-    let cases: Vec<(String, Vec<String>)> = vec![
-        // An unknown key beside a URL that holds the password.
-        (
-            format!(
-                "[spine]\nurl = \"{}\"\npool_size = 4\n",
-                url(&port.to_string())
-            ),
-            vec!["keel.toml:3:1: spine.pool_size: unknown field `pool_size`".into()],
-        ),
-        // The wrong type, on the password's own line.
-        (
-            format!("[spine]\nurl = [\"{}\"]\n", url(&port.to_string())),
-            vec!["keel.toml:2:7: spine.url: invalid type: sequence, expected a string".into()],
-        ),
-        (
-            format!("[spine]\nurl = \"{right}\"\n[workers]\nlease_secs = \"thirty\"\n"),
-            vec!["keel.toml:4:14: workers.lease_secs: invalid type: string \"thirty\"".into()],
-        ),
-        // A URL the driver cannot parse, an unreachable one, a wrong password.
-        (
-            format!("[spine]\nurl = \"{}\"\n", url("no-port")),
-            vec![
-                "keel.toml: spine.url: cannot".into(),
-                "postgres://keel:***@127.0.0.1:no-port/postgres".into(),
-            ],
-        ),
-        (
-            format!("[spine]\nurl = \"{}\"\n", url(&closed.to_string())),
-            vec![
-                format!("keel.toml: spine.url: cannot"),
-                format!("postgres://keel:***@127.0.0.1:{closed}/postgres"),
-                "Connection refused".into(),
-            ],
-        ),
-        (
-            format!("[spine]\nurl = \"{}\"\n", url(&port.to_string())),
-            vec![
-                "keel.toml: spine.url: cannot".into(),
-                "password authentication failed for user \"keel\"".into(),
-            ],
-        ),
-    ];
-    let addr = free_addr();
-    let commands: [&[&str]; 4] = [
-        &["config", "check"],
-        &["run", "--tenant", "acme", "Where is my order A-1017?"],
-        &["worker", "--once"],
-        &["serve", "--addr", &addr, "--no-workers"],
-    ];
-    for (text, wanted) in &cases {
-        std::fs::write(&cfg, text).unwrap();
-        for args in commands {
-            let (ok, out) = keel_bounded(&cfg, &data, args);
-            assert!(!ok, "keel {args:?} accepted\n{text}\n{out}");
-            for w in wanted {
-                assert!(
-                    out.contains(w.as_str()),
-                    "keel {args:?} on\n{text}\nwanted {w:?} in:\n{out}"
-                );
-            }
-            assert!(
-                !out.contains(SECRET),
-                "keel {args:?} printed the password:\n{out}"
-            );
-        }
-    }
-    // The right password: every command reaches the spine.
-    std::fs::write(&cfg, format!("[spine]\nurl = \"{right}\"\n")).unwrap();
-    let (ok, out) = keel_bounded(&cfg, &data, commands[1]);
-    assert!(ok, "{out}");
 }
