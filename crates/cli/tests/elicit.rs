@@ -47,7 +47,8 @@ fn project(dir: &Path, log: &Path) -> PathBuf {
         "side_effect": "reversible",
         "consequence_tier": 2,
         "idempotency": {"mode": "required", "key": ["order", "exec_id"]},
-        "timeout": "20s",
+        // Shorter than the person takes in the first test: their time is not the tool's.
+        "timeout": "5s",
         "adapter": {
             "kind": "mcp",
             "command": [python(), server],
@@ -127,7 +128,11 @@ fn start_serve(project: &Path, data: &Path, addr: &str, log: &Path) -> Proc {
     let p = Proc::spawn(project, data, &["serve", "--addr", addr], log);
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "keel serve did not listen: {}", p.log());
+        assert!(
+            Instant::now() < deadline,
+            "keel serve did not listen: {}",
+            p.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     p
@@ -243,7 +248,12 @@ async fn a_person_answers_the_servers_question_while_keel_serve_holds_the_call()
     assert!(String::from_utf8_lossy(&out.stderr).contains("approved_amount"));
     assert_eq!(events(&data, &exec).len(), before);
 
-    // Approved from another process while serve holds the call: the tool gets the amount.
+    // Approved from another process while serve holds the call, later than the contract's 5 s
+    // timeout after the call began: the person's time does not count against the tool's.
+    let called_at = chrono::DateTime::parse_from_rfc3339(called["ts"].as_str().unwrap()).unwrap();
+    while chrono::Utc::now().signed_duration_since(called_at) < chrono::Duration::seconds(6) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let out = keel(
         &project,
         &data,
@@ -272,10 +282,7 @@ async fn a_person_answers_the_servers_question_while_keel_serve_holds_the_call()
             "tool.result"
         ]
     );
-    assert_eq!(
-        evs[at + 2]["data"]["input"],
-        json!({"approved_amount": 80})
-    );
+    assert_eq!(evs[at + 2]["data"]["input"], json!({"approved_amount": 80}));
     assert_eq!(evs[at + 3]["data"]["status"], "ok");
 
     // Rejected through the API: the server is told `decline`.
@@ -352,13 +359,20 @@ async fn a_call_cut_by_a_sigkill_during_the_wait_is_never_run_again() {
     assert_eq!(detail, "the refund failed");
     let evs = events(&data, &exec);
     let types: Vec<&str> = evs.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(types.iter().filter(|t| **t == "tool.called").count(), 1, "{types:?}");
+    assert_eq!(
+        types.iter().filter(|t| **t == "tool.called").count(),
+        1,
+        "{types:?}"
+    );
     let at = types.iter().position(|t| *t == "gate.decided").unwrap();
     assert_eq!(types[at + 1], "tool.result");
     let result = &evs[at + 1]["data"];
     assert_eq!(result["error_class"], "interrupted");
     assert!(
-        result["errors"][0].as_str().unwrap().contains("a person must decide"),
+        result["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("a person must decide"),
         "{result}"
     );
     assert!(

@@ -1114,7 +1114,8 @@ fn checked_input(
     }
 }
 
-/// [`decide`], with the approver's input for an elicitation gate (see [`checked_input`]).
+/// [`decide`], with the approver's input for an elicitation gate: for an approval, checked
+/// against the schema the server asked for; for anything else, refused if given.
 pub async fn decide_with_input(
     log: &dyn EventLog,
     clock: &dyn Clock,
