@@ -8,8 +8,9 @@
 //! `LISTEN keel_spine` (every process's commits notify it) and poll as a fallback. Leases
 //! (module `leases`) fence appends by epoch inside the same transaction.
 //!
-//! What it is not: a connection pool for arbitrary work; TLS is not wired yet (plain TCP to the
-//! server, which suits a private network or a local socket; see the decision record).
+//! What it is not: a connection pool for arbitrary work. Every connection takes TLS from the URL
+//! (module `tls`, decision 118), and so do the stores in other crates that connect through
+//! [`connector`] or [`connect_session`].
 
 mod leases;
 mod schema;
