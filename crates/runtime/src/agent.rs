@@ -451,8 +451,6 @@ impl Agent {
                         outcome,
                         steps_n: totals.steps,
                         tokens: totals.tokens,
-                        during_call: None,
-                        elicitation: None,
                         cost: totals.cost,
                         trace_id,
                         detail,
@@ -464,6 +462,8 @@ impl Agent {
         }
     }
 
+                        during_call: None,
+                        elicitation: None,
     /// One catch-up read of the control stream per step (used by the step's tool calls too);
     /// none for an execution that has ended or waits.
     async fn read_control(&self, run: &Run) -> Result<ControlState, RuntimeError> {
