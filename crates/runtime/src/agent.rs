@@ -436,6 +436,8 @@ impl Agent {
                         queue: a.queue.clone(),
                         deadline_ms: a.deadline_s.map(|s| s * 1000),
                         expire_after_ms: a.expire_after_s.map(|s| s * 1000),
+                        during_call: None,
+                        elicitation: None,
                     }))?;
                     run.commit(&*self.log, true).await?;
                     Got::Wake
@@ -462,8 +464,6 @@ impl Agent {
         }
     }
 
-                        during_call: None,
-                        elicitation: None,
     /// One catch-up read of the control stream per step (used by the step's tool calls too);
     /// none for an execution that has ended or waits.
     async fn read_control(&self, run: &Run) -> Result<ControlState, RuntimeError> {
