@@ -366,8 +366,14 @@ fn mcp_elicitation_policies_are_parsed_and_bad_values_name_the_key() {
     for (bad, key) in [
         ("ask_someone", "adapter.elicitation"),
         ("42", "adapter.elicitation"),
-        ("{policy: gate, expire_after_s: 0}", "adapter.elicitation.expire_after_s"),
-        ("{policy: gate, deadline_s: soon}", "adapter.elicitation.deadline_s"),
+        (
+            "{policy: gate, expire_after_s: 0}",
+            "adapter.elicitation.expire_after_s",
+        ),
+        (
+            "{policy: gate, deadline_s: soon}",
+            "adapter.elicitation.deadline_s",
+        ),
         ("{policy: gate, queue: \"\"}", "adapter.elicitation.queue"),
         ("{policy: gate, when: never}", "adapter.elicitation.when"),
         ("{policy: decline}", "adapter.elicitation.policy"),
