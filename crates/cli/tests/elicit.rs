@@ -335,18 +335,20 @@ async fn a_call_cut_by_a_sigkill_during_the_wait_is_never_run_again() {
     // The call's owner dies mid-wait; the person's answer still lands on the spine.
     serve.child.kill().unwrap();
     serve.child.wait().unwrap();
+    let answer = tmp.path().join("answer.json");
+    std::fs::write(&answer, r#"{"approved_amount": 30}"#).unwrap();
+    let answer = answer.to_str().unwrap();
     let out = keel(
         &project,
         &data,
-        &[
-            "gates",
-            "approve",
-            &gate_id,
-            "--input",
-            r#"{"approved_amount": 30}"#,
-        ],
+        &["gates", "approve", &gate_id, "--input-file", answer],
     );
     common::ok(out);
+    let decided = events(&data, &exec)
+        .into_iter()
+        .find(|e| e["type"] == "gate.decided")
+        .unwrap();
+    assert_eq!(decided["data"]["input"], json!({"approved_amount": 30}));
 
     // A new server picks the execution up: the call's outcome is unknown (the server may have
     // acted on the answer) and MCP cannot deduplicate, so it is not run again; the call is
