@@ -284,6 +284,13 @@ async fn a_person_answers_the_servers_question_while_keel_serve_holds_the_call()
     );
     assert_eq!(evs[at + 2]["data"]["input"], json!({"approved_amount": 80}));
     assert_eq!(evs[at + 3]["data"]["status"], "ok");
+    let ts = |e: &Value| chrono::DateTime::parse_from_rfc3339(e["ts"].as_str().unwrap()).unwrap();
+    eprintln!(
+        "elicitation: gate.requested {} ms after tool.called (server start and its question), \
+         tool.result {} ms after gate.decided (the owner woken by the spine, the answer, the rest of the call)",
+        (ts(&evs[at + 1]) - ts(&evs[at])).num_milliseconds(),
+        (ts(&evs[at + 3]) - ts(&evs[at + 2])).num_milliseconds()
+    );
 
     // Rejected through the API: the server is told `decline`.
     let exec2 = env
