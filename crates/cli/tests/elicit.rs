@@ -4,7 +4,7 @@
 //! --input`) or the HTTP API; the tool's result carries the answer. A wrong input is refused and
 //! nothing is recorded; another tenant neither sees nor decides the gate; after a SIGKILL
 //! during the wait the call is never run again (its outcome is unknown: it is settled as
-//! interrupted, for a person to decide on).
+//! interrupted and put to a person).
 
 #![allow(clippy::unwrap_used)]
 
@@ -358,14 +358,23 @@ async fn a_call_cut_by_a_sigkill_during_the_wait_is_never_run_again() {
     assert_eq!(decided["data"]["input"], json!({"approved_amount": 30}));
 
     // A new server picks the execution up: the call's outcome is unknown (the server may have
-    // acted on the answer) and MCP cannot deduplicate, so it is not run again; the call is
-    // settled as interrupted, for a person to decide on.
+    // acted on the answer) and MCP cannot deduplicate, so it is not run again: it is settled as
+    // interrupted and a person decides whether it runs again (a new, ordinary gate).
     let addr = free_addr();
     let serve = start_serve(&project, &data, &addr, &tmp.path().join("serve2.log"));
-    let detail = eventually("the execution to go on and end", &serve, || {
-        finished_detail(&data, &exec)
+    let escalated = eventually("the interrupted call put to a person", &serve, || {
+        let (_, list) = http(&addr, &acme, "GET", "/v1/gates", None);
+        list.get("gates")
+            .unwrap_or(&list)
+            .as_array()?
+            .iter()
+            .find(|g| g["exec_id"] == exec.as_str() && g["gate_id"] != gate_id.as_str())
+            .cloned()
     });
-    assert_eq!(detail, "the refund failed");
+    assert!(escalated.get("elicitation").is_none_or(Value::is_null));
+    assert_eq!(escalated["action"]["tool"], "refund");
+    let reason = escalated["reason"].as_str().unwrap();
+    assert!(reason.contains("a person must decide"), "{reason}");
     let evs = events(&data, &exec);
     let types: Vec<&str> = evs.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
@@ -375,18 +384,24 @@ async fn a_call_cut_by_a_sigkill_during_the_wait_is_never_run_again() {
     );
     let at = types.iter().position(|t| *t == "gate.decided").unwrap();
     assert_eq!(types[at + 1], "tool.result");
-    let result = &evs[at + 1]["data"];
-    assert_eq!(result["error_class"], "interrupted");
-    assert!(
-        result["errors"][0]
-            .as_str()
-            .unwrap()
-            .contains("a person must decide"),
-        "{result}"
-    );
+    assert_eq!(evs[at + 1]["data"]["error_class"], "interrupted");
     assert!(
         tool_runs(&log).is_empty(),
         "the tool's body never ran, before or after"
     );
+
+    // Rejected: nothing runs; the model is told and the execution ends.
+    let path = format!(
+        "/v1/gates/{}/decision",
+        escalated["gate_id"].as_str().unwrap()
+    );
+    let reject = json!({"verdict": "reject", "reason": "refunded by hand"});
+    let (code, body) = http(&addr, &acme, "POST", &path, Some(&reject));
+    assert_eq!(code, 200, "{body}");
+    let detail = eventually("the execution to end", &serve, || {
+        finished_detail(&data, &exec)
+    });
+    assert_eq!(detail, "the refund failed");
+    assert!(tool_runs(&log).is_empty());
     drop(serve);
 }

@@ -158,6 +158,7 @@ impl Contracts for ToolRunner {
 enum Got {
     Wake,
     Resolved,
+    ResolvedToGate(Value, u8, String),
     Request,
     Reply(Result<(ChatResponse, Option<String>), ModelFailure>),
     Tool {
@@ -306,6 +307,7 @@ impl Agent {
             let input = match &got {
                 Got::Wake => Input::Wake,
                 Got::Resolved => Input::Resolved,
+                Got::ResolvedToGate(a, t, r) => Input::ResolvedToGate(a, *t, r),
                 Got::Request if asked => Input::Request(&request),
                 Got::Request => Input::Wake,
                 Got::Reply(Ok((reply, blob))) => Input::Reply(Ok((reply, blob.as_deref()))),
@@ -342,10 +344,22 @@ impl Agent {
                 Next::ResolvePending => {
                     // The ledger's answer is recorded after the pending call on the spine.
                     run.commit(&*self.log, false).await?;
-                    if let Some(report) = self.tools.resolve_pending(&run.state).await? {
-                        run.absorb(report.events)?;
+                    match self.tools.resolve_pending(&run.state).await? {
+                        Some(report) => {
+                            run.absorb(report.events)?;
+                            match report.outcome {
+                                // Its outcome is unknown and a repeat could act twice.
+                                CallOutcome::Escalate {
+                                    action,
+                                    consequence_tier,
+                                    reason,
+                                    ..
+                                } => Got::ResolvedToGate(action, consequence_tier, reason),
+                                _ => Got::Resolved,
+                            }
+                        }
+                        None => Got::Resolved,
                     }
-                    Got::Resolved
                 }
                 Next::AskModel => {
                     if !self.pace.is_zero() {

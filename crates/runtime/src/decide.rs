@@ -137,6 +137,10 @@ pub enum Input<'a> {
     Wake,
     /// The pending tool call was settled (its events folded in).
     Resolved,
+    /// The pending tool call was settled as interrupted with an unknown outcome that its
+    /// contract cannot repeat safely (its events folded in): a person decides whether it runs
+    /// again, `(action, tier, reason)`.
+    ResolvedToGate(&'a Value, u8, &'a str),
     /// The model request was built.
     Request(&'a ChatRequest),
     /// The model answered (with the raw reply's blob, if stored) or failed.
@@ -252,6 +256,11 @@ impl<'a> Decider<'a> {
                 Vec::new(),
                 "resumed: resolved the in-flight tool call".into(),
             ),
+            Input::ResolvedToGate(action, tier, reason) => {
+                let tool = action["tool"].as_str().unwrap_or_default().to_owned();
+                let reason = format!("resumed: {reason}");
+                self.gate(Vec::new(), &tool, action.clone(), tier, reason)
+            }
             Input::Request(request) => self.ask(view, request),
             Input::Reply(Ok((reply, response_ref))) => self.replied(view, reply, response_ref),
             Input::Reply(Err(failure)) => self.failed_reply(view, failure),

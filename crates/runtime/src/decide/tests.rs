@@ -877,3 +877,21 @@ fn a_gate_during_a_call_never_reruns_or_regates_the_tool() {
         assert!(wake.record.is_empty());
     });
 }
+
+#[test]
+fn a_call_settled_as_interrupted_that_cannot_be_repeated_safely_goes_to_a_person() {
+    let s = strategy("");
+    let g = at_gate_during_call();
+    let action = json!({"tool": "refund", "args": {"order": "A-1"}, "idempotency_key": "k"});
+    with_decider(&s, |d| {
+        let next = d.decide(
+            g.view(),
+            Input::ResolvedToGate(&action, 3, "its outcome is unknown"),
+        );
+        assert!(
+            matches!(&next.next, Next::OpenGate { action: a, tier: 3, reason, .. }
+                if *a == action && reason.contains("outcome is unknown")),
+            "{next:?}"
+        );
+    });
+}
