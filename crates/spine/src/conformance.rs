@@ -35,6 +35,7 @@ macro_rules! conformance_tests {
             buffered_appends_keep_order_and_conditions,
             appended_after_sees_every_readable_event,
             read_first_is_the_first_event_only,
+            read_many_is_each_whole_log_in_the_order_asked,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {$(
@@ -347,6 +348,22 @@ pub async fn read_first_is_the_first_event_only(log: &dyn EventLog) {
         Some(&events[0])
     );
     assert!(log.read_first(exec_id(91)).await.unwrap().is_none());
+}
+
+/// `read_many` gives each execution's whole log, as `read` from seq 1 does, in the order asked
+/// (twice if asked twice), and an empty log for an unknown execution.
+pub async fn read_many_is_each_whole_log_in_the_order_asked(log: &dyn EventLog) {
+    let a = keel_testkit::builder::execution_with_steps(exec_id(100), 3);
+    let b = keel_testkit::builder::execution_with_steps(exec_id(101), 1);
+    append_all(log, &a).await;
+    append_all(log, &b).await;
+    assert!(log.read_many(&[]).await.unwrap().is_empty());
+    let got = log
+        .read_many(&[exec_id(101), exec_id(102), exec_id(100), exec_id(101)])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![b.clone(), Vec::new(), a.clone(), b]);
+    assert_eq!(got[2], log.read(exec_id(100), 1).await.unwrap());
 }
 
 /// Expands to one `#[tokio::test]` per lease check, each on a fresh, empty store made by `$make`

@@ -477,7 +477,7 @@ impl EventLog for PgEventLog {
         }
         Ok(exec_ids
             .iter()
-            .map(|e| by_exec.remove(e).unwrap_or_default())
+            .map(|e| by_exec.get(e).cloned().unwrap_or_default())
             .collect())
     }
 
