@@ -67,6 +67,9 @@ struct Run {
     /// Recorded but not yet on the spine: the tail of `events`.
     pending: Vec<Event>,
     conversation: Conversation,
+    /// A resuming drain's hold: the second model call of this drive waits until it says go
+    /// (see [`crate::worker::drain`]); the first step runs at once.
+    hold: Option<(bool, tokio::sync::watch::Receiver<bool>)>,
 }
 
 impl Run {
@@ -256,8 +259,23 @@ impl Agent {
         model: &dyn ModelProvider,
         exec_id: ExecId,
     ) -> Result<ExecutionState, RuntimeError> {
-        use futures::FutureExt;
         let events = self.log.read(exec_id, 1).await?;
+        self.drive_events(strategy, model, exec_id, events, None)
+            .await
+    }
+
+    /// [`Agent::drive`] on the execution's events the caller has already read (all of them, from
+    /// seq 1): a worker resuming thousands reads their logs in batches, once each.
+    /// With `hold`, its steps after the first wait until `hold` turns true.
+    pub async fn drive_events(
+        &self,
+        strategy: &Strategy,
+        model: &dyn ModelProvider,
+        exec_id: ExecId,
+        events: Vec<Event>,
+        hold: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<ExecutionState, RuntimeError> {
+        use futures::FutureExt;
         if events.is_empty() {
             return Err(RuntimeError::UnknownExecution(exec_id.to_string()));
         }
@@ -268,6 +286,7 @@ impl Agent {
             state,
             pending: Vec::new(),
             conversation: Conversation::new(&strategy.prompt),
+            hold: hold.map(|h| (false, h)),
         };
         let steps = std::panic::AssertUnwindSafe(self.drive_steps(&mut run, strategy, model));
         match steps.catch_unwind().await {
@@ -362,6 +381,15 @@ impl Agent {
                     }
                 }
                 Next::AskModel => {
+                    match run.hold.as_mut() {
+                        Some((false, _)) => run.hold = run.hold.take().map(|(_, h)| (true, h)),
+                        Some((true, hold)) => {
+                            // A closed sender (the drain gone) lets it go too.
+                            let _ = hold.wait_for(|go| *go).await;
+                            run.hold = None;
+                        }
+                        None => {}
+                    }
                     if !self.pace.is_zero() {
                         tokio::time::sleep(self.pace).await;
                     }

@@ -256,6 +256,10 @@ impl EventLog for EffectBarrier {
         self.log.read(exec, from_seq).await
     }
 
+    async fn read_many(&self, execs: &[ExecId]) -> Result<Vec<Vec<Event>>, SpineError> {
+        self.log.read_many(execs).await
+    }
+
     async fn read_all(&self, from: u64, limit: usize) -> Result<Vec<Committed>, SpineError> {
         self.log.read_all(from, limit).await
     }

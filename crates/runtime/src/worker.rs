@@ -168,94 +168,160 @@ pub struct Drained {
     pub result: Result<ExecutionState, RuntimeError>,
 }
 
+/// Executions whose logs one read fetches while a drain resumes them: a round trip per batch,
+/// and the first of them starts driving while the next batch is read.
+const READ_BATCH: usize = 32;
+
+/// Per strategy version: the strategy and its model provider, made once per drain.
+type Chosen = (Arc<crate::strategy::Strategy>, Arc<dyn ModelProvider>);
+
 /// Drives every unfinished execution (and any that appear meanwhile) until none is left that
-/// can make progress, `concurrency` at a time.
+/// can make progress, `concurrency` at a time. Each execution's log is read once, in batches
+/// of [`READ_BATCH`] (no store round trip per execution before it is driven), and the next
+/// execution starts as soon as any ends (a slow one never holds the others back).
 pub async fn drain(
     agent: &Arc<Agent>,
     strategies: &StrategySet,
     concurrency: usize,
 ) -> Result<Vec<Drained>, RuntimeError> {
+    let mut chosen: BTreeMap<String, Chosen> = BTreeMap::new();
     let mut providers: BTreeMap<String, Arc<dyn ModelProvider>> = BTreeMap::new();
     let mut done: BTreeSet<ExecId> = BTreeSet::new();
     let mut out = Vec::new();
     loop {
-        let mut batch = Vec::new();
+        let mut ids = Vec::new();
         for summary in agent.log.list_unfinished().await? {
             // The control stream is not an execution.
-            if done.contains(&summary.exec_id) || summary.exec_id == CONTROL_STREAM {
-                continue;
+            if summary.exec_id != CONTROL_STREAM && done.insert(summary.exec_id) {
+                ids.push(summary.exec_id);
             }
-            done.insert(summary.exec_id);
-            // Only the first event: `drive` reads the whole log anyway, once.
-            let first = agent.log.read_first(summary.exec_id).await?;
-            let version = match first.as_ref().map(|e| &e.payload) {
-                Some(Payload::ExecStarted(s)) => s.strategy_version.clone(),
-                _ => {
-                    out.push(Drained {
-                        exec_id: summary.exec_id,
-                        result: Err(RuntimeError::UnknownExecution(summary.exec_id.to_string())),
-                    });
-                    continue;
-                }
-            };
-            let Some(strategy) = strategies.get(&version) else {
-                out.push(Drained {
-                    exec_id: summary.exec_id,
-                    result: Err(RuntimeError::UnknownStrategy(version)),
-                });
-                continue;
-            };
-            let provider = match providers.get(&strategy.name) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = strategy.provider()?;
-                    providers.insert(strategy.name.clone(), p.clone());
-                    p
-                }
-            };
-            batch.push((summary.exec_id, strategy.clone(), provider));
         }
-        if batch.is_empty() {
+        if ids.is_empty() {
             return Ok(out);
         }
-        // `concurrency` at a time, the next one starting as soon as any ends (a slow execution
-        // never holds the others back).
-        let runs: Vec<futures::future::BoxFuture<'static, Drained>> = batch
-            .into_iter()
-            .map(|(exec, strategy, provider)| {
-                let agent = agent.clone();
-                async move {
-                    let handle = tokio::spawn({
-                        let agent = agent.clone();
-                        async move { agent.drive(&strategy, &*provider, exec).await }
-                    });
-                    match handle.await {
-                        Ok(result) => Drained {
-                            exec_id: exec,
-                            result,
-                        },
-                        // `drive` catches a step's panic itself; this is a panic outside it.
-                        Err(e) if e.is_panic() => {
-                            let why = panic_message(&*e.into_panic());
-                            Drained {
-                                exec_id: exec,
-                                result: end_after_panic_guarded(&agent, exec, &why).await,
-                            }
-                        }
-                        Err(e) => Drained {
-                            exec_id: exec,
-                            result: Err(RuntimeError::Worker(e.to_string())),
-                        },
+        let chunks: Vec<Vec<ExecId>> = ids.chunks(READ_BATCH).map(<[ExecId]>::to_vec).collect();
+        // The next batch is read while the last one's executions start.
+        let mut loaded = futures::stream::iter(chunks)
+            .map(|chunk| async move {
+                let logs = agent.log.read_many(&chunk).await;
+                (chunk, logs)
+            })
+            .buffered(2);
+        let mut running = futures::stream::FuturesUnordered::new();
+        let limit = concurrency.max(1);
+        // Breadth first: what this pass starts takes one step, then waits until the pass has
+        // started all it can (every listed execution, or `limit` of them), so no execution's
+        // resume waits behind others running ahead (the total work is the same).
+        let (go, hold) = tokio::sync::watch::channel(false);
+        while let Some((chunk, logs)) = loaded.next().await {
+            let logs = logs?;
+            for (exec_id, events) in chunk.into_iter().zip(logs) {
+                match choose(strategies, &mut chosen, &mut providers, exec_id, &events) {
+                    Ok((strategy, provider)) => {
+                        let hold = Some(hold.clone()).filter(|_| !*go.borrow());
+                        running.push(run_one(
+                            agent.clone(),
+                            strategy,
+                            provider,
+                            exec_id,
+                            events,
+                            hold,
+                        ));
+                    }
+                    Err(e) => out.push(Drained {
+                        exec_id,
+                        result: Err(e),
+                    }),
+                }
+                if running.len() >= limit {
+                    go.send_replace(true);
+                }
+                while running.len() >= limit {
+                    if let Some(d) = running.next().await {
+                        out.push(d);
                     }
                 }
-                .boxed()
-            })
-            .collect();
-        let mut runs = futures::stream::iter(runs).buffer_unordered(concurrency.max(1));
-        while let Some(d) = runs.next().await {
+            }
+        }
+        go.send_replace(true);
+        while let Some(d) = running.next().await {
             out.push(d);
         }
     }
+}
+
+/// The strategy an execution started with (its first event names the version) and the model
+/// provider for it, made once per strategy and shared.
+fn choose(
+    strategies: &StrategySet,
+    chosen: &mut BTreeMap<String, Chosen>,
+    providers: &mut BTreeMap<String, Arc<dyn ModelProvider>>,
+    exec_id: ExecId,
+    events: &[Event],
+) -> Result<Chosen, RuntimeError> {
+    let version = match events.first().map(|e| &e.payload) {
+        Some(Payload::ExecStarted(s)) => s.strategy_version.clone(),
+        _ => return Err(RuntimeError::UnknownExecution(exec_id.to_string())),
+    };
+    if let Some(c) = chosen.get(&version) {
+        return Ok(c.clone());
+    }
+    let Some(strategy) = strategies.get(&version) else {
+        return Err(RuntimeError::UnknownStrategy(version));
+    };
+    let provider = match providers.get(&strategy.name) {
+        Some(p) => p.clone(),
+        None => {
+            let p = strategy.provider()?;
+            providers.insert(strategy.name.clone(), p.clone());
+            p
+        }
+    };
+    let c = (Arc::new(strategy.clone()), provider);
+    chosen.insert(version, c.clone());
+    Ok(c)
+}
+
+/// Drives one execution from the events already read, on a task of its own, started at once.
+fn run_one(
+    agent: Arc<Agent>,
+    strategy: Arc<crate::strategy::Strategy>,
+    provider: Arc<dyn ModelProvider>,
+    exec: ExecId,
+    events: Vec<Event>,
+    hold: Option<tokio::sync::watch::Receiver<bool>>,
+) -> futures::future::BoxFuture<'static, Drained> {
+    // Spawned now, not when the returned future is first polled: it runs while the drain
+    // reads the next batch.
+    let handle = tokio::spawn({
+        let agent = agent.clone();
+        async move {
+            agent
+                .drive_events(&strategy, &*provider, exec, events, hold)
+                .await
+        }
+    });
+    async move {
+        match handle.await {
+            Ok(result) => Drained {
+                exec_id: exec,
+                result,
+            },
+            // `drive` catches a step's panic itself; this is a panic outside it.
+            Err(e) if e.is_panic() => {
+                let why = panic_message(&*e.into_panic());
+                Drained {
+                    exec_id: exec,
+                    result: end_after_panic_guarded(&agent, exec, &why).await,
+                }
+            }
+            Err(e) => Drained {
+                exec_id: exec,
+                result: Err(RuntimeError::Worker(e.to_string())),
+            },
+        }
+    }
+    .boxed()
 }
 
 /// A worker's id for its leases: `<hostname>:<pid>:<uuid>`, unique per process (the uuid keeps
