@@ -91,3 +91,58 @@ async fn two_workers_split_the_work_and_a_stalled_one_is_fenced() {
     let after = LeasedLog::new(a_log.clone(), "worker-c", HOUR, 100);
     assert_eq!(after.list_unfinished().await.unwrap().len(), 7);
 }
+
+/// Side writes ride a fenced append (a worker's `LeasedLog` passes them on): a keyed call's
+/// ledger `begin` commits with its intent under the lease, and a stalled worker's late append,
+/// refused by the epoch, applies none of its side writes; the new owner's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_append_carries_its_side_writes_and_a_refused_one_applies_none() {
+    use keel_spine::Leases;
+    use keel_spine::side::{SideAnswer, SideWrite};
+    let server = PgServer::start().unwrap();
+    let url = server.create_database("keel").await.unwrap();
+    let log = PgEventLog::connect(&url, PgOptions::default())
+        .await
+        .unwrap();
+    let begin = |key: &str| SideWrite::LedgerBegin {
+        tenant: "acme".into(),
+        key: key.into(),
+        tool: "refund".into(),
+        exec_id: exec_id(300).to_string(),
+        call_id: format!("call-{key}"),
+        now: "2026-11-27T12:00:00Z".into(),
+    };
+    let exec = exec_id(300);
+    let a = log
+        .acquire(exec, "acme", "a", Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut b = ExecBuilder::new(exec, "acme").started("g");
+    let done = log
+        .append_leased_with(&a, 0, &b.take(), vec![begin("k1")], true)
+        .await
+        .unwrap();
+    assert_eq!(done.answers, vec![SideAnswer::Begun]);
+    // `a` expired at once (ttl 0): another worker claims the execution.
+    let taken = log.claim("b", HOUR, 10).await.unwrap();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    let late = b.plan().build();
+    let refused = log
+        .append_leased_with(&a, 1, &late, vec![begin("k2")], true)
+        .await;
+    assert!(
+        matches!(refused, Err(SpineError::LeaseLost { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(log.ledger_entry("acme", "k2").await.unwrap(), None);
+    let done = log
+        .append_leased_with(&taken[0], 1, &late, vec![begin("k2")], true)
+        .await
+        .unwrap();
+    assert_eq!(done.answers, vec![SideAnswer::Begun]);
+    assert_eq!(
+        log.ledger_entry("acme", "k1").await.unwrap().unwrap().state,
+        "started"
+    );
+}
