@@ -471,6 +471,8 @@ fn bench_resume_json_reports_every_killed_execution_resumed() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["steps_per_execution"], 40);
+    assert_eq!(v["backend"], "embedded");
+    assert!(v["fsync_us"].as_f64().unwrap() > 0.0, "{v}");
     let sizes = v["sizes"].as_array().unwrap();
     assert_eq!(sizes.len(), 2);
     for (row, n) in sizes.iter().zip([1, 3]) {
@@ -495,5 +497,40 @@ fn bench_resume_json_reports_every_killed_execution_resumed() {
         assert!(row["all_resumed_ms"].as_f64().unwrap() >= row["first_step_ms"].as_f64().unwrap());
     }
     // The bench cleans up after itself and leaves no worker behind.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn bench_resume_on_postgres_has_three_workers_take_every_killed_execution_over() {
+    let dir = tempfile::tempdir().unwrap();
+    // A throwaway PostgreSQL (fsync on) from $KEEL_TEST_PG_BIN, set by scripts/test-services.
+    let out = keel(
+        dir.path(),
+        &[
+            "bench",
+            "resume",
+            "--json",
+            "--backend",
+            "postgres",
+            "--executions",
+            "6",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["backend"], "postgres");
+    assert_eq!(v["workers"], 3);
+    assert!(v["pg_commit_us"].as_f64().unwrap() > 0.0, "{v}");
+    let row = &v["sizes"][0];
+    assert_eq!(row["executions"], 6);
+    // The figures exist only once every execution in flight at the kill made a new step on the
+    // others (the bench fails otherwise).
+    let in_flight = row["in_flight"].as_u64().unwrap();
+    assert!((1..=6).contains(&in_flight), "{row}");
+    assert!(row["all_resumed_ms"].as_f64().unwrap() >= row["first_step_ms"].as_f64().unwrap());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

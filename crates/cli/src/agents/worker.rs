@@ -37,7 +37,7 @@ pub struct WorkerArgs {
 /// expired (a dead worker's executions) at worst, beyond their expiry.
 const WAKE_FALLBACK: Duration = Duration::from_secs(1);
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|h| h.trim().to_owned())
@@ -50,7 +50,7 @@ fn hostname() -> String {
 /// its leases can be taken over at once. Anything else (another machine, a live pid, even one
 /// reused by another process) waits for the lease to expire, which is always safe: the epoch
 /// fence, not this check, is what keeps two drivers apart.
-fn dead_here(host: &str, owner: &str) -> bool {
+pub(crate) fn dead_here(host: &str, owner: &str) -> bool {
     let mut parts = owner.rsplitn(3, ':');
     let (Some(_uuid), Some(pid), Some(owner_host)) = (parts.next(), parts.next(), parts.next())
     else {

@@ -157,6 +157,10 @@ pub enum Target {
         /// Comma list of execution counts to measure (like `1,10000` or `10k`).
         #[arg(long, default_value = "1,10000")]
         executions: String,
+        /// `embedded` (SQLite; one worker restarts) or `postgres` (a throwaway server from
+        /// `$KEEL_TEST_PG_BIN`, fsync on; three workers take the dead one's executions over).
+        #[arg(long, default_value = "embedded")]
+        backend: String,
     },
     /// The worker process `keel bench resume` kills and restarts.
     #[command(hide = true)]
@@ -249,7 +253,11 @@ pub async fn run(data: &Path, target: Target) -> anyhow::Result<()> {
             rates_apart,
         } => steps_pg::worker(data, &files, concurrency, seconds, rates_apart).await,
         Target::Gates { json, gates } => gates::run(data, json, gates).await,
-        Target::Resume { json, executions } => resume::run(data, json, &executions).await,
+        Target::Resume {
+            json,
+            executions,
+            backend,
+        } => resume::run(data, json, &executions, &backend).await,
         Target::ResumeWorker { files, concurrency } => {
             resume::worker(data, &files, concurrency).await
         }

@@ -1,25 +1,31 @@
 //! `keel bench resume`: how fast executions come back after their worker dies. N executions of
 //! the 40-step workload of `keel bench step-overhead` (instant scripted model, no-op read-only
 //! tool, every step durable) are driven by a `keel` worker process until they are half-way,
-//! then the process is SIGKILLed; a fresh worker process is started and the figures are the
-//! time from its spawn to the first new `step.completed` on the spine, and to the moment every
+//! then the process is SIGKILLed; fresh worker processes are started and the figures are the
+//! time from their spawn to the first new `step.completed` on the spine, and to the moment every
 //! execution that was in flight has completed a new step (all resumed). Event timestamps are
-//! written by the worker, so the figures include its start-up (opening the store, loading the
-//! configuration), as a restart in production would.
+//! written by the workers, so the figures include their start-up (opening the store, loading
+//! the configuration), as a restart in production would.
 //!
-//! The worker is this binary (`keel bench resume-worker`, hidden): the runtime's
-//! [`keel_runtime::worker::drain`] with the bench's no-op builtin wired, every in-flight
-//! execution driven at once.
+//! The workers are this binary (`keel bench resume-worker`, hidden): the runtime's
+//! [`keel_runtime::worker::drain`] under leases, as `keel worker` runs it, with the bench's no-op
+//! builtin wired, every execution it claims driven at once. On the embedded spine one worker
+//! restarts; with `--backend postgres` (a throwaway server, fsync on) three workers take the
+//! dead one's executions over, each claiming a third. The fsync (or PostgreSQL's single-row
+//! commit) is measured in the same run.
 
-use super::spine::Scratch;
+use super::spine::{FsyncProbe, Scratch};
+use super::spine_pg::{CommitProbe, check_fsync};
 use super::steps::{FILES, STEPS, strategy};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use keel_core::ExecId;
 use keel_core::payload::Payload;
+use keel_memory::pgserver::PgServer;
 use keel_runtime::embedded::{Config, Embedded};
-use keel_spine::{EventLog, SqliteLog, SqliteOptions};
+use keel_spine::EventLog;
+use keel_spine::lease::LeasedLog;
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -54,21 +60,57 @@ fn config_in(dir: &Path) -> Config {
     }
 }
 
-/// The embedded runtime with the bench's no-op builtin.
-fn open(store: &Path, config: &Config) -> anyhow::Result<Embedded> {
-    Ok(Embedded::open_with(store, config, |b| {
+/// The runtime with the bench's no-op builtin, on the backends the process's configuration
+/// names (the embedded spine under `store`, or `spine.url`), driving through `drive` if given.
+async fn open(
+    store: &Path,
+    config: &Config,
+    settings: &crate::config::Config,
+    drive: Option<(usize, &str)>,
+) -> anyhow::Result<(Embedded, Option<Arc<LeasedLog>>)> {
+    let mut backends = settings.backends(store, &config.strategies).await?;
+    let view = drive.map(|(claim, host)| {
+        let spine = backends.spine.store.clone();
+        let host = host.to_owned();
+        let view = Arc::new(
+            LeasedLog::over(
+                spine.clone(),
+                spine.leases(),
+                &keel_runtime::worker::lease_owner(&host),
+                Duration::from_secs(settings.workers_lease_secs),
+                claim,
+            )
+            .take_over_dead(Box::new(move |owner| {
+                crate::agents::worker::dead_here(&host, owner)
+            })),
+        );
+        backends.drive = Some(view.clone());
+        view
+    });
+    let env = Embedded::open_wired(store, config, backends, |b| {
         b.register(
             "noop",
             false,
             Arc::new(|_args, _key| Box::pin(async { Ok(json!({})) })),
         );
-    })?)
+    })?;
+    Ok((env, view))
 }
 
-/// `keel bench resume-worker`: the worker process the bench kills and restarts. Drives every
-/// unfinished execution, `concurrency` at a time, and looks again for new ones until killed.
+/// `keel bench resume-worker`: a worker process the bench kills and restarts. Claims at most
+/// `concurrency` executions (leases, as `keel worker` does) and drives them all at once, and
+/// looks again for new ones until killed.
 pub async fn worker(store: &Path, config_dir: &Path, concurrency: usize) -> anyhow::Result<()> {
-    let env = open(store, &config_in(config_dir))?;
+    let settings = crate::config::current();
+    let host = crate::agents::worker::hostname();
+    let (env, view) = open(
+        store,
+        &config_in(config_dir),
+        settings,
+        Some((concurrency, &host)),
+    )
+    .await?;
+    let _beat = view.map(|v| crate::agents::worker::heartbeat(&v, "keel bench resume-worker"));
     loop {
         keel_runtime::worker::drain(&env.agent, &env.strategies, concurrency).await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -105,15 +147,56 @@ struct Figures {
     all_resumed_ms: f64,
 }
 
-pub async fn run(data: &Path, json_out: bool, list: &str) -> anyhow::Result<()> {
+/// The spine the bench runs on.
+enum Backend {
+    /// SQLite under the scratch directory; one worker restarts.
+    Embedded,
+    /// A PostgreSQL database; `workers` workers take the dead one's executions over.
+    Postgres { url: String, workers: usize },
+}
+
+pub async fn run(data: &Path, json_out: bool, list: &str, backend: &str) -> anyhow::Result<()> {
     let sizes = sizes(list)?;
+    let progress = |what: &str| {
+        if !json_out {
+            eprintln!("{what}");
+        }
+    };
+    let (_server, backend) = match backend {
+        "embedded" => (None, Backend::Embedded),
+        "postgres" => {
+            progress("starting a throwaway PostgreSQL (fsync on)…");
+            let server = PgServer::start_durable()?;
+            let url = server.create_database("keel_bench_resume").await?;
+            check_fsync(&url).await?;
+            (Some(server), Backend::Postgres { url, workers: 3 })
+        }
+        other => bail!("--backend {other:?}: expected embedded or postgres"),
+    };
     let mut all = Vec::new();
     for n in sizes {
-        if !json_out {
-            eprintln!("measuring resume of {n} execution(s)…");
-        }
-        all.push(measure(data, n, json_out).await?);
+        progress(&format!("measuring resume of {n} execution(s)…"));
+        all.push(measure(data, n, &backend, json_out).await?);
     }
+    // The durability floor, measured after the runs on the same disk (or server).
+    let (floor_name, floor_us) = match &backend {
+        Backend::Embedded => {
+            let scratch = Scratch(data.join(format!("bench-{}", uuid::Uuid::new_v4().simple())));
+            std::fs::create_dir_all(&scratch.0)?;
+            let mut probe = FsyncProbe::open(&scratch.0.join("fsync.probe"))?;
+            probe.sample(200)?;
+            ("fsync", probe.median_us())
+        }
+        Backend::Postgres { url, .. } => {
+            let mut probe = CommitProbe::open(url).await?;
+            probe.sample(200).await?;
+            ("pg_commit", probe.median_us())
+        }
+    };
+    let (backend_name, workers) = match &backend {
+        Backend::Embedded => ("embedded", 1),
+        Backend::Postgres { workers, .. } => ("postgres", *workers),
+    };
     if json_out {
         let rows: Vec<_> = all
             .iter()
@@ -121,17 +204,26 @@ pub async fn run(data: &Path, json_out: bool, list: &str) -> anyhow::Result<()> 
                 json!({
                     "executions": f.executions,
                     "in_flight": f.in_flight,
-                    "steps_at_kill_mean": (f.steps_at_kill * 10.0).round() / 10.0,
-                    "first_step_ms": (f.first_step_ms * 10.0).round() / 10.0,
-                    "all_resumed_ms": (f.all_resumed_ms * 10.0).round() / 10.0,
+                    "steps_at_kill_mean": round1(f.steps_at_kill),
+                    "first_step_ms": round1(f.first_step_ms),
+                    "all_resumed_ms": round1(f.all_resumed_ms),
                 })
             })
             .collect();
-        println!("{}", json!({ "steps_per_execution": STEPS, "sizes": rows }));
+        println!(
+            "{}",
+            json!({
+                "backend": backend_name,
+                "workers": workers,
+                "steps_per_execution": STEPS,
+                format!("{floor_name}_us"): round1(floor_us),
+                "sizes": rows,
+            })
+        );
         return Ok(());
     }
     println!(
-        "resume after SIGKILL ({STEPS}-step executions killed half-way; time from the new worker's spawn)"
+        "resume after SIGKILL on the {backend_name} spine ({STEPS}-step executions killed half-way; time from the spawn of {workers} new worker(s))"
     );
     println!(
         "  {:>10} {:>10} {:>14} {:>16} {:>16}",
@@ -143,26 +235,44 @@ pub async fn run(data: &Path, json_out: bool, list: &str) -> anyhow::Result<()> 
             f.executions, f.in_flight, f.steps_at_kill, f.first_step_ms, f.all_resumed_ms
         );
     }
+    println!("  {floor_name} (median, same run): {floor_us:.1} µs");
     Ok(())
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
 }
 
 /// Kills the child when dropped, so an error never leaves a worker running.
 struct Worker(Child);
 
 impl Worker {
-    fn spawn(store: &Path, config_dir: &Path, concurrency: usize) -> anyhow::Result<Self> {
+    fn spawn(
+        store: &Path,
+        config_dir: &Path,
+        concurrency: usize,
+        backend: &Backend,
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("finding the keel binary")?;
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .arg("--data")
             .arg(store)
             .args(["bench", "resume-worker", "--files"])
             .arg(config_dir)
             .args(["--concurrency", &concurrency.to_string()])
+            // The bench's own settings, whatever keel.toml is where it runs.
+            .arg("--config")
+            .arg(config_dir.join("keel.toml"))
+            .env_remove("KEEL_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting a worker process")?;
+            .stderr(Stdio::inherit());
+        match backend {
+            Backend::Embedded => command.env_remove("KEEL_SPINE_URL"),
+            Backend::Postgres { url, .. } => command.env("KEEL_SPINE_URL", url),
+        };
+        let child = command.spawn().context("starting a worker process")?;
         Ok(Self(child))
     }
 
@@ -203,7 +313,7 @@ impl Follow {
     }
 
     /// Reads what is new; returns whether anything was.
-    async fn poll(&mut self, log: &SqliteLog) -> anyhow::Result<bool> {
+    async fn poll(&mut self, log: &dyn EventLog) -> anyhow::Result<bool> {
         let mut any = false;
         loop {
             let batch = log.read_all(self.next, POLL_BATCH).await?;
@@ -228,31 +338,39 @@ impl Follow {
     }
 }
 
-async fn measure(data: &Path, n: usize, quiet: bool) -> anyhow::Result<Figures> {
+async fn measure(data: &Path, n: usize, backend: &Backend, quiet: bool) -> anyhow::Result<Figures> {
     let scratch = Scratch(data.join(format!("bench-{}", uuid::Uuid::new_v4().simple())));
     let cfg = scratch.0.join("config");
     let config = write_config(&cfg)?;
+    // An empty keel.toml: the workers' settings are the defaults plus KEEL_SPINE_URL.
+    std::fs::write(cfg.join("keel.toml"), "")?;
     let store: PathBuf = scratch.0.join("store");
+    let mut settings = crate::config::Config::embedded_default(store.clone());
+    if let Backend::Postgres { url, .. } = backend {
+        settings.spine_postgres = Some(url.clone());
+    }
+    let (env, _) = open(&store, &config, &settings, None).await?;
+    let log: Arc<dyn EventLog> = env.log.clone();
+    // Where this size's events start (a PostgreSQL database is shared by every size).
+    let mut seen = Follow::new(keel_runtime::worker::head_offset(&*log).await? + 1);
     {
-        let env = open(&store, &config)?;
         let s = env.strategies.get(MODE).context("bench strategy")?.clone();
         let (agent, s) = (&env.agent, &s);
         // Concurrent starts share group commits: 10 000 starts take a fraction of a second.
+        // Started without a lease: claimable by the first worker at once.
         let _: Vec<ExecId> = futures::stream::iter(0..n)
             .map(|i| async move { agent.start(s, &format!("bench-{}", i % 8), "noop").await })
             .buffer_unordered(256)
             .try_collect()
             .await?;
     }
-    let log = SqliteLog::open(store.join("spine.db"), SqliteOptions::default())?;
-    let mut seen = Follow::new(1);
 
     // Half-way: the worker runs until the executions have done half their steps on average.
     let half = (n as u64) * u64::from(STEPS / 2);
-    let mut worker = Worker::spawn(&store, &cfg, n)?;
+    let mut worker = Worker::spawn(&store, &cfg, n, backend)?;
     let started = Instant::now();
     loop {
-        seen.poll(&log).await?;
+        seen.poll(&*log).await?;
         let done: u64 = seen.steps.values().map(|&s| u64::from(s)).sum();
         if done >= half {
             break;
@@ -266,7 +384,7 @@ async fn measure(data: &Path, n: usize, quiet: bool) -> anyhow::Result<Figures> 
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     worker.kill();
-    seen.poll(&log).await?;
+    seen.poll(&*log).await?;
     let in_flight: Vec<ExecId> = seen
         .steps
         .keys()
@@ -288,18 +406,29 @@ async fn measure(data: &Path, n: usize, quiet: bool) -> anyhow::Result<Figures> 
         );
     }
 
-    // The restart.
+    // The restart: each new worker claims about an equal share, with a tenth of slack: a claim
+    // takes an equal part per tenant, so exact thirds would leave a few of an uneven tenant
+    // behind, for the next pass (after a whole pass of 20 steps).
+    let (workers, share) = match backend {
+        Backend::Embedded => (1, in_flight.len()),
+        Backend::Postgres { workers, .. } => (
+            *workers,
+            (in_flight.len() * 11 / 10).div_ceil((*workers).max(1)),
+        ),
+    };
     let mut after = Follow::new(seen.next);
-    // The worker stamps its events with the same system clock.
+    // The workers stamp their events with the same system clock.
     let spawned = keel_spine::clock::Clock::now(&keel_spine::clock::SystemClock);
-    let mut worker = Worker::spawn(&store, &cfg, n)?;
+    let mut restarted = (0..workers)
+        .map(|_| Worker::spawn(&store, &cfg, share, backend))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let started = Instant::now();
     loop {
-        if after.poll(&log).await? && in_flight.iter().all(|e| after.first.contains_key(e)) {
+        if after.poll(&*log).await? && in_flight.iter().all(|e| after.first.contains_key(e)) {
             break;
         }
-        if worker.exited() {
-            bail!("the restarted worker exited before every execution resumed");
+        if restarted.iter_mut().any(Worker::exited) {
+            bail!("a restarted worker exited before every execution resumed");
         }
         if started.elapsed() > PATIENCE {
             bail!(
@@ -310,7 +439,14 @@ async fn measure(data: &Path, n: usize, quiet: bool) -> anyhow::Result<Figures> 
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    worker.kill();
+    for w in &mut restarted {
+        w.kill();
+    }
+    // The executions stay unfinished in a shared database: the next size's workers must not
+    // claim them.
+    if let Backend::Postgres { url, .. } = backend {
+        end_all(url).await?;
+    }
     let since = |t: &DateTime<Utc>| {
         (*t - spawned)
             .num_microseconds()
@@ -328,6 +464,22 @@ async fn measure(data: &Path, n: usize, quiet: bool) -> anyhow::Result<Figures> 
         first_step_ms: times.iter().copied().fold(f64::INFINITY, f64::min),
         all_resumed_ms: times.iter().copied().fold(0.0, f64::max),
     })
+}
+
+/// Takes every execution of the bench database out of the claimable set (they are left half
+/// done by the killed workers), so a later size measures only its own.
+async fn end_all(url: &str) -> anyhow::Result<()> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to the bench server")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+        .execute("UPDATE keel_spine.executions SET ended = true", &[])
+        .await
+        .context("setting the last size's executions aside")?;
+    Ok(())
 }
 
 #[cfg(test)]
