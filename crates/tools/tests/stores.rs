@@ -186,3 +186,88 @@ async fn rates_on_sqlite() {
 async fn rates_on_postgres() {
     rates_contract(pg_rates().await).await;
 }
+
+/// Two handles (as two processes) on one SQLite spine take a fast rate (1 000 per second, so
+/// blocks of 50 permits) on a simulated clock, each asking at its own pace: every window of the
+/// permits they used together holds what the rate allows with no blocks (burst 1 000, one more
+/// per millisecond).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_blocks_on_sqlite_never_exceed_the_rate_in_any_window() {
+    let rate = Rate {
+        calls: 1_000,
+        per: Duration::from_secs(1),
+    };
+    assert_eq!(keel_tools::budget::block_size(rate), 50);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spine.db");
+    drop(SqliteLog::open(&path, SqliteOptions::default()).unwrap());
+    let a = SqliteRates::open(&path).unwrap();
+    let b = SqliteRates::open(&path).unwrap();
+    let start: i64 = 1_780_000_000_000_000;
+    let mut used = Vec::new();
+    // 3 s: a asks every 300 µs, b every 700 µs (together ~4.8 per ms, far over the rate).
+    let (mut ta, mut tb) = (start, start);
+    while ta.min(tb) < start + 3_000_000 {
+        let (r, t) = if ta <= tb {
+            ta += 300;
+            (&a, ta - 300)
+        } else {
+            tb += 700;
+            (&b, tb - 700)
+        };
+        if r.take("lookup", "acme", rate, t).await.unwrap().is_ok() {
+            used.push(t);
+        }
+    }
+    // Both pace far over the rate: well over the sustained 1 per ms is used, never more than
+    // GCRA allows in any window.
+    assert!(used.len() > 3_000, "used {}", used.len());
+    holds_the_rate(&mut used, rate);
+    let interval = 1_000;
+    // The row's arrival time accounts for every permit handed out (and the lost ones).
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let tat: i64 = conn
+        .query_row(
+            "SELECT tat_us FROM tool_rates WHERE tenant = 'acme' AND tool = 'lookup'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        (tat - start) / interval >= i64::try_from(used.len()).unwrap(),
+        "the spine's row counts fewer permits than were used"
+    );
+
+    // The edge a block could cross: on a full budget, a takes a block with one call and uses the
+    // rest of it 49 ms later, at the instant b asks for far more than the whole burst.
+    let mut used = Vec::new();
+    let late = start + 49_000;
+    let asks = std::iter::once((&a, start))
+        .chain(std::iter::repeat_n((&a, late), 49))
+        .chain(std::iter::repeat_n((&b, late), 1_100));
+    for (r, t) in asks {
+        if r.take("lookup", "globex", rate, t).await.unwrap().is_ok() {
+            used.push(t);
+        }
+    }
+    assert!(used.len() > 900, "used {}", used.len());
+    holds_the_rate(&mut used, rate);
+}
+
+/// Every window [used[i], used[j]] holds at most what GCRA admits in it: the burst, plus one per
+/// interval of its length.
+fn holds_the_rate(used: &mut [i64], rate: Rate) {
+    used.sort_unstable();
+    let interval = i64::try_from(rate.per.as_micros()).unwrap() / i64::from(rate.calls);
+    for i in 0..used.len() {
+        for j in i..used.len() {
+            let allowed = (used[j] - used[i]) / interval + i64::from(rate.calls);
+            let count = i64::try_from(j - i + 1).unwrap();
+            assert!(
+                count <= allowed,
+                "{count} permits used in {} µs, the rate allows {allowed}",
+                used[j] - used[i]
+            );
+        }
+    }
+}
