@@ -119,8 +119,8 @@ pub fn block_size(rate: Rate) -> i64 {
 
 /// The take of a block of `n` consecutive permits at `now_us`, as one GCRA step of `n`
 /// intervals. Why the tolerance is cut: a permit of a block is used up to `n` intervals after it
-/// was taken, so the block is admitted only if its last permit would have been admitted `n`
-/// intervals later; then every window of uses holds what GCRA admits in it with no blocks
+/// was taken, so the block is admitted only if its last permit stays `n` intervals inside the
+/// tolerance; then every window of uses holds what GCRA admits in it with no blocks
 /// (burst `calls`, one more per interval). With `n = 1` (a refill that found no room for a
 /// block) it is a single permit used at once, held to the same cut tolerance.
 pub(crate) fn block_take(tool: &str, tenant: &str, rate: Rate, n: i64, now_us: i64) -> SideWrite {
