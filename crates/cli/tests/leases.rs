@@ -194,10 +194,21 @@ async fn check_once(data: &Path, all: &[ExecId]) -> usize {
         for (i, e) in events.iter().enumerate() {
             assert_eq!(e.seq, i as u64 + 1, "{exec}: gapless");
         }
+        // A call a person refused at a gate (an interrupted call's outcome is unknown, so its
+        // repeat waits for a person) is recorded as a call that never acted.
+        let refused: BTreeSet<&str> = events
+            .iter()
+            .filter_map(|e| match &e.payload {
+                Payload::ToolResult(r) if r.status == ToolStatus::Rejected => {
+                    Some(r.call_id.as_str())
+                }
+                _ => None,
+            })
+            .collect();
         for tool in ["draft_reply", "notify_team"] {
             let intents = events
                 .iter()
-                .filter(|e| matches!(&e.payload, Payload::ToolCalled(c) if c.tool == tool))
+                .filter(|e| matches!(&e.payload, Payload::ToolCalled(c) if c.tool == tool && !refused.contains(c.call_id.as_str())))
                 .count() as u64;
             assert!(intents <= 1, "{exec}: {tool} called {intents} times");
             let ok = events

@@ -19,7 +19,7 @@ use keel_core::{CURRENT_SCHEMA_VERSION, Cost, Event, ExecId, ExecutionState, Ten
 use keel_models::ModelProvider;
 use keel_spine::SpineError;
 use keel_spine::clock;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The message a panic carried (`panic!("…")` payloads are a `&str` or a `String`).
@@ -186,17 +186,25 @@ pub async fn drain(
 ) -> Result<Vec<Drained>, RuntimeError> {
     let mut chosen: BTreeMap<String, Chosen> = BTreeMap::new();
     let mut providers: BTreeMap<String, Arc<dyn ModelProvider>> = BTreeMap::new();
-    let mut done: BTreeSet<ExecId> = BTreeSet::new();
-    let mut out = Vec::new();
+    // Where each execution this drain has driven stopped (its last seq): one parked at a gate
+    // is driven again once its log moves (a decision), even while new work keeps the drain
+    // from ending; one whose log has not moved is not driven twice.
+    let mut parked: BTreeMap<ExecId, u64> = BTreeMap::new();
+    let mut out: Vec<Drained> = Vec::new();
     loop {
-        let mut ids = Vec::new();
-        for summary in agent.log.list_unfinished().await? {
-            // The control stream is not an execution.
-            if summary.exec_id != CONTROL_STREAM && done.insert(summary.exec_id) {
-                ids.push(summary.exec_id);
-            }
-        }
+        let ids = admit(&mut parked, agent.log.list_unfinished().await?);
+        let before = out.len();
         if ids.is_empty() {
+            // An execution driven again after its gate was decided is reported once, as it ended.
+            let mut last: BTreeMap<ExecId, usize> = BTreeMap::new();
+            for (i, d) in out.iter().enumerate() {
+                last.insert(d.exec_id, i);
+            }
+            let mut i = 0;
+            out.retain(|d| {
+                i += 1;
+                last.get(&d.exec_id) == Some(&(i - 1))
+            });
             return Ok(out);
         }
         let chunks: Vec<Vec<ExecId>> = ids.chunks(READ_BATCH).map(<[ExecId]>::to_vec).collect();
@@ -247,7 +255,33 @@ pub async fn drain(
         while let Some(d) = running.next().await {
             out.push(d);
         }
+        for d in &out[before..] {
+            if let Ok(state) = &d.result {
+                parked.insert(d.exec_id, state.last_seq);
+            }
+        }
     }
+}
+
+/// Of the unfinished executions listed, those a drain drives in its next pass: every one it has
+/// not driven yet, and every one whose log has moved past where it stopped (a gate decided, a
+/// kill-switch or an escalation recorded). `parked` learns where each admitted one stands.
+fn admit(parked: &mut BTreeMap<ExecId, u64>, listed: Vec<keel_spine::ExecSummary>) -> Vec<ExecId> {
+    let mut ids = Vec::new();
+    for summary in listed {
+        // The control stream is not an execution.
+        if summary.exec_id == CONTROL_STREAM {
+            continue;
+        }
+        let moved = parked
+            .get(&summary.exec_id)
+            .is_none_or(|&seq| summary.last_seq > seq);
+        if moved {
+            parked.insert(summary.exec_id, summary.last_seq);
+            ids.push(summary.exec_id);
+        }
+    }
+    ids
 }
 
 /// The strategy an execution started with (its first event names the version) and the model
@@ -436,4 +470,49 @@ fn gives_work(event: &Event) -> bool {
             | Payload::ExecResumed(_)
             | Payload::KillCleared(_)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_core::TenantId;
+    use keel_spine::ExecSummary;
+
+    fn listed(execs: &[(ExecId, u64)]) -> Vec<ExecSummary> {
+        execs
+            .iter()
+            .map(|&(exec_id, last_seq)| ExecSummary {
+                exec_id,
+                tenant: TenantId::from("acme"),
+                last_seq,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_parked_execution_is_driven_again_once_its_log_moves_and_not_before() {
+        let (a, b) = (
+            keel_spine::clock::new_exec_id(),
+            keel_spine::clock::new_exec_id(),
+        );
+        let mut parked = BTreeMap::new();
+        let first = admit(&mut parked, listed(&[(a, 7), (CONTROL_STREAM, 40)]));
+        assert_eq!(
+            first,
+            vec![a],
+            "new work is admitted; the control stream never"
+        );
+        // `a` was driven and stopped at a gate, at seq 9.
+        parked.insert(a, 9);
+        assert_eq!(
+            admit(&mut parked, listed(&[(a, 9), (b, 1)])),
+            vec![b],
+            "an execution whose log has not moved is not driven twice"
+        );
+        assert_eq!(
+            admit(&mut parked, listed(&[(a, 10), (b, 1)])),
+            vec![a],
+            "a decision on its gate brings it back, even while other work keeps the drain going"
+        );
+    }
 }
