@@ -177,7 +177,7 @@ type Chosen = (Arc<crate::strategy::Strategy>, Arc<dyn ModelProvider>);
 
 /// Drives every unfinished execution (and any that appear meanwhile) until none is left that
 /// can make progress, `concurrency` at a time. Each execution's log is read once, in batches
-/// of [`READ_BATCH`] (no store round trip per execution before it is driven), and the next
+/// of 32 (no store round trip per execution before it is driven), and the next
 /// execution starts as soon as any ends (a slow one never holds the others back).
 pub async fn drain(
     agent: &Arc<Agent>,
