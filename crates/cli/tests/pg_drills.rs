@@ -306,6 +306,44 @@ impl Cluster {
             .collect()
     }
 
+    /// Makes PostgreSQL end every session of `w` (as a restart or a failover does to it): finds
+    /// the worker's TCP sockets through /proc and terminates the backends on their ports.
+    /// Returns how many it ended.
+    async fn drop_sessions_of(&self, w: &Worker) -> usize {
+        let inodes: BTreeSet<String> = std::fs::read_dir(format!("/proc/{}/fd", w.pid()))
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter_map(|target| {
+                let t = target.to_string_lossy().into_owned();
+                Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+            })
+            .collect();
+        let mut ports: Vec<i32> = Vec::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = std::fs::read_to_string(table).unwrap_or_default();
+            for line in text.lines().skip(1) {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                let (Some(local), Some(inode)) = (cols.get(1), cols.get(9)) else {
+                    continue;
+                };
+                if inodes.contains(*inode)
+                    && let Some((_, port)) = local.rsplit_once(':')
+                    && let Ok(port) = i32::from_str_radix(port, 16)
+                {
+                    ports.push(port);
+                }
+            }
+        }
+        self.db
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE client_port = ANY($1)",
+                &[&ports],
+            )
+            .await
+            .unwrap()
+            .len()
+    }
+
     async fn events(&self, exec: ExecId) -> Vec<Event> {
         self.log.read(exec, 1).await.unwrap()
     }
@@ -759,4 +797,35 @@ async fn a_gate_and_a_kill_switch_decided_through_server_b_reach_the_worker_driv
         w.kill();
     }
     c.check_no_secret();
+}
+
+/// PostgreSQL ends every session of a running worker (a restart or a failover does): the worker
+/// says so, waits, connects again and drives what is started afterwards, with every effect once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_sessions_the_database_ends_connects_again_and_goes_on() {
+    let c = Cluster::start().await;
+    let mut w = c.worker("w1", 30, 0);
+    let dropped = c.drop_sessions_of(&w).await;
+    assert!(
+        dropped >= 2,
+        "the worker had {dropped} sessions: {}",
+        w.stderr()
+    );
+    let jobs = c.start_jobs(3).await;
+    c.finish(&jobs).await;
+    c.check_shop(&jobs);
+    assert!(
+        w.child.try_wait().unwrap().is_none(),
+        "the worker exited: {}",
+        w.stderr()
+    );
+    eprintln!(
+        "the worker, after the database ended its {dropped} sessions, said:\n{}",
+        w.stderr()
+    );
+    assert!(
+        !w.stderr().contains(SECRET),
+        "the password in the worker's log"
+    );
+    w.stop();
 }

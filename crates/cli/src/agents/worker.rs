@@ -33,6 +33,12 @@ pub struct WorkerArgs {
     pub config: ConfigArgs,
 }
 
+/// A worker's first wait after its store failed; each failure in a row doubles it, up to
+/// [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+/// The longest a worker waits before trying a failed store again.
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
 /// The longest a waiting worker sleeps without an event: how late it notices leases that
 /// expired (a dead worker's executions) at worst, beyond their expiry.
 const WAKE_FALLBACK: Duration = Duration::from_secs(1);
@@ -134,14 +140,34 @@ pub async fn worker(data: &Path, args: &WorkerArgs) -> anyhow::Result<()> {
     };
     let stop = shutdown();
     tokio::pin!(stop);
+    let mut retry = RETRY_FIRST;
     let result = loop {
         let drained = tokio::select! {
             d = keel_runtime::worker::drain(&env.agent, &env.strategies, concurrency) => d,
             () = &mut stop => break Ok(()),
         };
         let drained = match drained {
-            Ok(d) => d,
-            Err(e) => break Err(e.into()),
+            Ok(d) => {
+                retry = RETRY_FIRST;
+                d
+            }
+            Err(e) if args.once => break Err(e.into()),
+            // The store went away (a database restart, a dropped session): a worker that keeps
+            // running waits and tries again instead of exiting; its leases' epochs keep anyone
+            // who took its executions over meanwhile safe from its late appends.
+            Err(e) => {
+                eprintln!(
+                    "keel worker {}: the store failed ({e}); trying again in {} ms",
+                    view.owner(),
+                    retry.as_millis()
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(retry) => {}
+                    () = &mut stop => break Ok(()),
+                }
+                retry = (retry * 2).min(RETRY_MAX);
+                continue;
+            }
         };
         for d in &drained {
             match &d.result {
@@ -153,7 +179,21 @@ pub async fn worker(data: &Path, args: &WorkerArgs) -> anyhow::Result<()> {
             break Ok(());
         };
         tokio::select! {
-            woke = wakes.wait(WAKE_FALLBACK) => if let Err(e) = woke { break Err(e.into()) },
+            woke = wakes.wait(WAKE_FALLBACK) => if let Err(e) = woke {
+                eprintln!(
+                    "keel worker {}: its subscription failed ({e}); opening it again",
+                    view.owner()
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(retry) => {}
+                    () = &mut stop => break Ok(()),
+                }
+                retry = (retry * 2).min(RETRY_MAX);
+                // Not reopened yet (the store still down): the next drain fails and waits.
+                if let Ok(w) = Wakes::open(&*env.log).await {
+                    *wakes = w;
+                }
+            },
             () = &mut stop => break Ok(()),
         }
     };

@@ -44,7 +44,7 @@ impl Leases for PgEventLog {
         ttl: Duration,
     ) -> Result<Option<Lease>, SpineError> {
         let row = self
-            .reader()
+            .reader().await?
             .query_opt(
                 "INSERT INTO keel_spine.executions AS e (exec_id, tenant, lease_owner, lease_epoch, lease_expires)
                  VALUES ($1, $2, $3, 1, clock_timestamp() + make_interval(secs => $4))
@@ -78,6 +78,7 @@ impl Leases for PgEventLog {
         let limit_i = i64::try_from(limit).unwrap_or(i64::MAX);
         let tenants: Vec<String> = self
             .reader()
+            .await?
             .query(
                 "SELECT tenant FROM (SELECT DISTINCT tenant FROM keel_spine.executions
                      WHERE NOT ended AND last_seq > 0
@@ -98,6 +99,7 @@ impl Leases for PgEventLog {
         let share = i64::try_from(limit.div_ceil(tenants.len())).unwrap_or(1);
         let rows = self
             .reader()
+            .await?
             .query(
                 "WITH pick AS (
                      SELECT x.exec_id FROM unnest($1::text[]) AS t(tenant)
@@ -137,6 +139,7 @@ impl Leases for PgEventLog {
         let owners: Vec<&str> = leases.iter().map(|l| l.owner.as_str()).collect();
         let kept: Vec<String> = self
             .reader()
+            .await?
             .query(
                 "UPDATE keel_spine.executions AS e
                  SET lease_expires = clock_timestamp() + make_interval(secs => $4)
@@ -160,6 +163,7 @@ impl Leases for PgEventLog {
 
     async fn release(&self, lease: &Lease) -> Result<(), SpineError> {
         self.reader()
+            .await?
             .execute(
                 "UPDATE keel_spine.executions SET lease_owner = NULL, lease_expires = NULL
                  WHERE exec_id = $1 AND lease_epoch = $2 AND lease_owner = $3",
@@ -177,6 +181,7 @@ impl Leases for PgEventLog {
     async fn holders(&self) -> Result<Vec<String>, SpineError> {
         Ok(self
             .reader()
+            .await?
             .query(
                 "SELECT DISTINCT lease_owner FROM keel_spine.executions
                  WHERE lease_owner IS NOT NULL AND lease_expires > clock_timestamp() AND NOT ended",
@@ -191,6 +196,7 @@ impl Leases for PgEventLog {
 
     async fn expire(&self, owner: &str) -> Result<u64, SpineError> {
         self.reader()
+            .await?
             .execute(
                 "UPDATE keel_spine.executions SET lease_owner = NULL, lease_expires = NULL
                  WHERE lease_owner = $1",

@@ -69,8 +69,12 @@ pub struct PgEventLog {
 struct Inner {
     /// `postgres://user@host:port/db`, for errors and messages (never the password).
     shown: PathBuf,
-    readers: Vec<Client>,
+    /// Replaced by a new connection when the server drops one (a restart, a terminated
+    /// session), so a long-running worker outlives its database's restarts.
+    readers: Vec<Mutex<Arc<Client>>>,
     next_reader: AtomicUsize,
+    /// How to open another reader.
+    target: writer::Target,
     /// A connection of its own for multi-statement transactions (subject links, erasure).
     tx: tokio::sync::Mutex<Client>,
     requests: mpsc::UnboundedSender<writer::AppendRequest>,
@@ -213,21 +217,24 @@ impl PgEventLog {
         let conn = writer::Conn::prepare(first, &shown).await?;
         let mut readers = Vec::new();
         for _ in 0..options.readers.max(1) {
-            readers.push(open_client(&config, &tls, &shown, sync).await?);
+            readers.push(Mutex::new(Arc::new(
+                open_client(&config, &tls, &shown, sync).await?,
+            )));
         }
         let tx = open_client(&config, &tls, &shown, sync).await?;
         let (head_tx, head) = watch::channel(u64::try_from(head_now).unwrap_or(0));
         let listener = listen(&config, &tls, &shown, head_tx.clone()).await;
         let (requests, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WriterStats::default());
+        let target = writer::Target {
+            config,
+            tls,
+            shown: shown.clone(),
+            synchronous_commit: sync,
+        };
         tokio::spawn(writer::run(
             Some(conn),
-            writer::Target {
-                config,
-                tls,
-                shown: shown.clone(),
-                synchronous_commit: sync,
-            },
+            target.clone(),
             rx,
             head_tx,
             stats.clone(),
@@ -237,6 +244,7 @@ impl PgEventLog {
                 shown,
                 readers,
                 next_reader: AtomicUsize::new(0),
+                target,
                 tx: tokio::sync::Mutex::new(tx),
                 requests,
                 head,
@@ -259,11 +267,32 @@ impl PgEventLog {
         &self.inner.stats
     }
 
-    fn reader(&self) -> &Client {
+    /// The connection for multi-statement transactions, replaced first if the server closed it.
+    pub(super) async fn tx_client(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, Client>, SpineError> {
+        let mut client = self.inner.tx.lock().await;
+        if client.is_closed() {
+            let t = &self.inner.target;
+            *client = open_client(&t.config, &t.tls, &t.shown, t.synchronous_commit).await?;
+        }
+        Ok(client)
+    }
+
+    /// A reader connection, in turn; one the server has closed is replaced by a new one first.
+    async fn reader(&self) -> Result<Arc<Client>, SpineError> {
         let n = self.inner.next_reader.fetch_add(1, Ordering::Relaxed);
         let readers = &self.inner.readers;
         // `readers` is never empty (at least one is opened); fall back to the first.
-        readers.get(n % readers.len().max(1)).unwrap_or(&readers[0])
+        let slot = readers.get(n % readers.len().max(1)).unwrap_or(&readers[0]);
+        let current = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if !current.is_closed() {
+            return Ok(current);
+        }
+        let t = &self.inner.target;
+        let fresh = Arc::new(open_client(&t.config, &t.tls, &t.shown, t.synchronous_commit).await?);
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        Ok(fresh)
     }
 
     pub(super) fn err(
@@ -368,6 +397,7 @@ impl PgEventLog {
     ) -> Result<Option<LedgerRow>, SpineError> {
         let row = self
             .reader()
+            .await?
             .query_opt(
                 &format!(
                     "SELECT {} FROM keel_spine.tool_ledger WHERE tenant = $1 AND key = $2",
@@ -443,6 +473,7 @@ impl EventLog for PgEventLog {
         let key = exec_id.to_string();
         let rows = self
             .reader()
+            .await?
             .query(
                 "SELECT first_offset, exec_id, first_seq, body FROM keel_spine.batches
                  WHERE exec_id = $1 AND last_seq >= $2 ORDER BY first_seq",
@@ -464,6 +495,7 @@ impl EventLog for PgEventLog {
         let keys: Vec<String> = exec_ids.iter().map(ExecId::to_string).collect();
         let rows = self
             .reader()
+            .await?
             .query(
                 "SELECT first_offset, exec_id, first_seq, body FROM keel_spine.batches
                  WHERE exec_id = ANY($1) ORDER BY exec_id, first_seq",
@@ -484,6 +516,7 @@ impl EventLog for PgEventLog {
     async fn appended_after(&self, exec_id: ExecId, seq: u64) -> Result<bool, SpineError> {
         let last: Option<i64> = self
             .reader()
+            .await?
             .query_opt(
                 "SELECT last_seq FROM keel_spine.executions WHERE exec_id = $1",
                 &[&exec_id.to_string()],
@@ -498,6 +531,7 @@ impl EventLog for PgEventLog {
         // Every batch holds at least one event, so `limit` batches hold enough.
         let rows = self
             .reader()
+            .await?
             .query(
                 "SELECT first_offset, exec_id, first_seq, body FROM keel_spine.batches
                  WHERE last_offset >= $1 ORDER BY last_offset LIMIT $2",
@@ -523,6 +557,7 @@ impl EventLog for PgEventLog {
     async fn list_unfinished(&self) -> Result<Vec<ExecSummary>, SpineError> {
         let rows = self
             .reader()
+            .await?
             .query(
                 "SELECT exec_id, tenant, last_seq FROM keel_spine.executions
                  WHERE NOT ended AND last_seq > 0 ORDER BY exec_id",

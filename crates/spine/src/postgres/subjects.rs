@@ -27,7 +27,7 @@ impl PgEventLog {
         exec_key: &str,
     ) -> Result<Option<(String, Option<Vec<u8>>)>, SpineError> {
         Ok(self
-            .reader()
+            .reader().await?
             .query_opt(
                 "SELECT e.digest, k.key FROM keel_spine.subject_execs AS e
                  LEFT JOIN keel_spine.subject_keys AS k ON k.digest = e.digest WHERE e.exec_id = $1",
@@ -81,7 +81,7 @@ impl PgEventLog {
         let digest = subject_digest(tenant, subject);
         let key = exec_id.to_string();
         let linked = {
-            let mut client = self.inner.tx.lock().await;
+            let mut client = self.tx_client().await?;
             let tx = client
                 .transaction()
                 .await
@@ -142,6 +142,7 @@ impl PgEventLog {
     pub async fn subject_of(&self, exec_id: ExecId) -> Result<Option<String>, SpineError> {
         Ok(self
             .reader()
+            .await?
             .query_opt(
                 "SELECT k.subject FROM keel_spine.subject_execs AS e
                  JOIN keel_spine.subject_keys AS k ON k.digest = e.digest WHERE e.exec_id = $1",
@@ -161,6 +162,7 @@ impl PgEventLog {
         let digest = subject_digest(tenant, subject);
         let rows = self
             .reader()
+            .await?
             .query(
                 "SELECT exec_id FROM keel_spine.subject_execs WHERE digest = $1 ORDER BY exec_id",
                 &[&digest],
@@ -193,7 +195,7 @@ impl PgEventLog {
         let blobs_deleted = shred::delete_referenced_blobs(self, &executions, blobs).await?;
         let (n_exec, n_blobs) = (executions.len() as i64, blobs_deleted.len() as i64);
         {
-            let mut client = self.inner.tx.lock().await;
+            let mut client = self.tx_client().await?;
             let tx = client
                 .transaction()
                 .await

@@ -205,7 +205,8 @@ impl Conn {
     }
 }
 
-/// What the writer needs to (re)connect.
+/// What the writer (and the handle's readers) need to (re)connect.
+#[derive(Clone)]
 pub(super) struct Target {
     pub config: tokio_postgres::Config,
     pub tls: super::tls::MakeRustls,
