@@ -196,15 +196,10 @@ pub async fn drain(
         let before = out.len();
         if ids.is_empty() {
             // An execution driven again after its gate was decided is reported once, as it ended.
-            let mut last: BTreeMap<ExecId, usize> = BTreeMap::new();
-            for (i, d) in out.iter().enumerate() {
-                last.insert(d.exec_id, i);
-            }
-            let mut i = 0;
-            out.retain(|d| {
-                i += 1;
-                last.get(&d.exec_id) == Some(&(i - 1))
-            });
+            let mut seen = std::collections::BTreeSet::new();
+            out.reverse();
+            out.retain(|d| seen.insert(d.exec_id));
+            out.reverse();
             return Ok(out);
         }
         let chunks: Vec<Vec<ExecId>> = ids.chunks(READ_BATCH).map(<[ExecId]>::to_vec).collect();

@@ -161,11 +161,9 @@ pub async fn worker(data: &Path, args: &WorkerArgs) -> anyhow::Result<()> {
                     view.owner(),
                     retry.as_millis()
                 );
-                tokio::select! {
-                    () = tokio::time::sleep(retry) => {}
-                    () = &mut stop => break Ok(()),
+                if !back_off(&mut retry, &mut stop).await {
+                    break Ok(());
                 }
-                retry = (retry * 2).min(RETRY_MAX);
                 continue;
             }
         };
@@ -184,11 +182,9 @@ pub async fn worker(data: &Path, args: &WorkerArgs) -> anyhow::Result<()> {
                     "keel worker {}: its subscription failed ({e}); opening it again",
                     view.owner()
                 );
-                tokio::select! {
-                    () = tokio::time::sleep(retry) => {}
-                    () = &mut stop => break Ok(()),
+                if !back_off(&mut retry, &mut stop).await {
+                    break Ok(());
                 }
-                retry = (retry * 2).min(RETRY_MAX);
                 // Not reopened yet (the store still down): the next drain fails and waits.
                 if let Ok(w) = Wakes::open(&*env.log).await {
                     *wakes = w;
@@ -200,6 +196,20 @@ pub async fn worker(data: &Path, args: &WorkerArgs) -> anyhow::Result<()> {
     beat.abort();
     release(&view, "keel worker").await;
     result
+}
+
+/// Waits `retry` after a failure of the store, doubling it for the next (up to [`RETRY_MAX`]);
+/// `false` if `stop` resolved first.
+async fn back_off(
+    retry: &mut Duration,
+    stop: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> bool {
+    let waited = tokio::select! {
+        () = tokio::time::sleep(*retry) => true,
+        () = stop => false,
+    };
+    *retry = (*retry * 2).min(RETRY_MAX);
+    waited
 }
 
 /// Resolves on SIGINT or SIGTERM: a clean shutdown, which gives the leases up.

@@ -273,8 +273,7 @@ impl PgEventLog {
     ) -> Result<tokio::sync::MutexGuard<'_, Client>, SpineError> {
         let mut client = self.inner.tx.lock().await;
         if client.is_closed() {
-            let t = &self.inner.target;
-            *client = open_client(&t.config, &t.tls, &t.shown, t.synchronous_commit).await?;
+            *client = self.inner.target.open().await?;
         }
         Ok(client)
     }
@@ -289,8 +288,7 @@ impl PgEventLog {
         if !current.is_closed() {
             return Ok(current);
         }
-        let t = &self.inner.target;
-        let fresh = Arc::new(open_client(&t.config, &t.tls, &t.shown, t.synchronous_commit).await?);
+        let fresh = Arc::new(self.inner.target.open().await?);
         *slot.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
         Ok(fresh)
     }

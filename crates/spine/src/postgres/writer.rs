@@ -214,6 +214,19 @@ pub(super) struct Target {
     pub synchronous_commit: &'static str,
 }
 
+impl Target {
+    /// A new session to the spine's database.
+    pub(super) async fn open(&self) -> Result<tokio_postgres::Client, SpineError> {
+        super::open_client(
+            &self.config,
+            &self.tls,
+            &self.shown,
+            self.synchronous_commit,
+        )
+        .await
+    }
+}
+
 /// Runs until every sender is dropped, then returns after committing what was queued.
 pub(super) async fn run(
     mut conn: Option<Conn>,
@@ -236,14 +249,7 @@ pub(super) async fn run(
         }
         if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
             // The server restarted or the connection dropped: one reconnect per group.
-            conn = match super::open_client(
-                &target.config,
-                &target.tls,
-                &target.shown,
-                target.synchronous_commit,
-            )
-            .await
-            {
+            conn = match target.open().await {
                 Ok(client) => Conn::prepare(client, &target.shown).await.ok(),
                 Err(_) => None,
             };
