@@ -728,6 +728,9 @@ struct Snapshots {
     path: std::path::PathBuf,
     /// Offset of the last save (or load).
     saved_at: u64,
+    /// [`Book::folded`] at the last save: offsets need not be dense, so the events folded since
+    /// are counted, not read off the offsets.
+    saved_folded: u64,
     loaded: bool,
 }
 
@@ -795,6 +798,7 @@ impl Approvals {
             *s = Some(Snapshots {
                 path,
                 saved_at: 0,
+                saved_folded: 0,
                 loaded: false,
             });
         }
@@ -845,6 +849,7 @@ impl Approvals {
             && let Some(s) = s.as_mut()
         {
             s.saved_at = offset;
+            s.saved_folded = 0;
         }
     }
 
@@ -857,7 +862,7 @@ impl Approvals {
                 Some(s)
                     if book.retain > 0
                         && book.offset > s.saved_at
-                        && (force || book.offset - s.saved_at >= SNAPSHOT_EVERY) =>
+                        && (force || book.folded - s.saved_folded >= SNAPSHOT_EVERY) =>
                 {
                     s.path.clone()
                 }
@@ -893,6 +898,7 @@ impl Approvals {
             && let Some(s) = s.as_mut()
         {
             s.saved_at = book.offset;
+            s.saved_folded = book.folded;
         } else {
             let _ = tokio::fs::remove_file(&tmp).await;
         }

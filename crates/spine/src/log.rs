@@ -7,8 +7,10 @@
 //! 3. **Gapless, conditional.** Seqs of an execution are 1, 2, 3, …; `append(exec, expected_seq,
 //!    events)` succeeds only if the stored last seq is `expected_seq`, so two writers can never
 //!    both win a seq; the loser gets [`SpineError::Conflict`].
-//! 4. **One commit order.** Every committed event has a global offset (1-based, increasing in commit
-//!    order); `read_all` and `subscribe` deliver events in that order, each exactly once.
+//! 4. **One global order.** Every committed event has a global offset (1-based, increasing, with
+//!    gaps allowed); `read_all` and `subscribe` deliver events in offset order, each exactly once,
+//!    and never return an offset before a lower one that is still to commit: a reader's position
+//!    (the last offset it was given, plus one) is a checkpoint no later commit lands behind.
 //!
 //! Shaped for a partitioned backend (Kafka): per-execution order is what appends rely on, and the
 //! global offset is the consumer's checkpoint.
@@ -21,7 +23,8 @@ use keel_core::{Event, ExecId, TenantId};
 /// A committed event with its global offset.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Committed {
-    /// Global position, 1-based, in commit order.
+    /// Global position, 1-based, increasing in the order every reader is given (commit order on
+    /// SQLite; on PostgreSQL the order of the appending transactions' ids). Not dense.
     pub offset: u64,
     /// The event.
     pub event: Event,
@@ -105,11 +108,12 @@ pub trait EventLog: Send + Sync {
         Ok(!self.read(exec_id, seq + 1).await?.is_empty())
     }
 
-    /// Up to `limit` committed events with `offset >= from_offset`, in commit order.
+    /// Up to `limit` committed events with `offset >= from_offset`, in offset order; never one
+    /// past a lower offset still to commit.
     async fn read_all(&self, from_offset: u64, limit: usize) -> Result<Vec<Committed>, SpineError>;
 
-    /// Every committed event with `offset >= from_offset`, in commit order, then each new one as
-    /// it commits. The stream ends only after yielding an error.
+    /// Every committed event with `offset >= from_offset`, in offset order, then each new one as
+    /// it becomes readable. The stream ends only after yielding an error.
     fn subscribe(&self, from_offset: u64) -> BoxStream<'static, Result<Committed, SpineError>>;
 
     /// Executions with no terminal event (`exec.finished`, `exec.cancelled`) yet.
@@ -194,8 +198,10 @@ const FOLLOW_BATCH: usize = 512;
 
 /// A subscription from `from_offset` on over `log`'s `read_all`: it reads in batches, and at the
 /// head waits until `head` (the highest committed offset the backend has seen) moves or `poll`
-/// passes, whichever comes first, so a missed wake-up costs at most one poll. The stream ends
-/// after its first error.
+/// passes, whichever comes first, so a missed wake-up costs at most one poll. A backend whose
+/// readers stop below a transaction still running (PostgreSQL) may have announced offsets it does
+/// not return yet: then the subscription reads again after a short wait, doubling up to `poll`,
+/// since what ends that transaction may announce nothing. The stream ends after its first error.
 pub(crate) fn follow<L: EventLog + Clone + 'static>(
     log: L,
     head: tokio::sync::watch::Receiver<u64>,
@@ -208,6 +214,8 @@ pub(crate) fn follow<L: EventLog + Clone + 'static>(
         next: u64,
         buffer: std::collections::VecDeque<Committed>,
         head: tokio::sync::watch::Receiver<u64>,
+        /// The wait before reading again while announced offsets are not readable yet.
+        retry: std::time::Duration,
         failed: bool,
     }
     let sub = Sub {
@@ -215,6 +223,7 @@ pub(crate) fn follow<L: EventLog + Clone + 'static>(
         next: from_offset.max(1),
         buffer: Default::default(),
         head,
+        retry: std::time::Duration::ZERO,
         failed: false,
     };
     futures::stream::unfold(sub, move |mut sub| async move {
@@ -232,12 +241,19 @@ pub(crate) fn follow<L: EventLog + Clone + 'static>(
                     return Some((Err(e), sub));
                 }
                 Ok(batch) if batch.is_empty() => {
+                    let wait = if *sub.head.borrow() >= sub.next {
+                        sub.retry = (sub.retry * 2).clamp(std::time::Duration::from_millis(1), poll);
+                        sub.retry
+                    } else {
+                        poll
+                    };
                     tokio::select! {
                         _ = sub.head.changed() => {}
-                        _ = tokio::time::sleep(poll) => {}
+                        _ = tokio::time::sleep(wait) => {}
                     }
                 }
                 Ok(batch) => {
+                    sub.retry = std::time::Duration::ZERO;
                     sub.next = batch.last().map_or(sub.next, |c| c.offset + 1);
                     sub.buffer.extend(batch);
                 }

@@ -79,6 +79,8 @@ struct Inner {
     tx: tokio::sync::Mutex<Client>,
     requests: mpsc::UnboundedSender<writer::AppendRequest>,
     head: watch::Receiver<u64>,
+    /// `offset_shift` of the database: where readers stop (docs/decisions/133).
+    shift: i64,
     stats: Arc<WriterStats>,
     poll: Duration,
     /// Kept so the `LISTEN` connection stays open (it closes when the client drops).
@@ -176,11 +178,9 @@ async fn listen(
             if let AsyncMessage::Notification(n) = message
                 && let Ok(offset) = n.payload().parse::<u64>()
             {
-                head.send_if_modified(|h| {
-                    let newer = offset > *h;
-                    *h = (*h).max(offset);
-                    newer
-                });
+                // Every commit wakes the subscribers, even one below the highest offset seen:
+                // an older transaction ending is what lets them read past it.
+                head.send_modify(|h| *h = (*h).max(offset));
             }
         }
         // The connection is gone: subscribers fall back to polling.
@@ -210,11 +210,15 @@ impl PgEventLog {
         let mut first = open_client(&config, &tls, &shown, sync).await?;
         schema::migrate(&mut first, &shown).await?;
         let head_now: i64 = first
-            .query_one("SELECT last_offset FROM keel_spine.head WHERE id = 1", &[])
+            .query_one(
+                "SELECT coalesce(max(last_offset), 0) FROM keel_spine.batches",
+                &[],
+            )
             .await
             .map_err(schema::db_err(&shown, "reading the head offset"))?
             .get(0);
         let conn = writer::Conn::prepare(first, &shown).await?;
+        let shift = conn.shift();
         let mut readers = Vec::new();
         for _ in 0..options.readers.max(1) {
             readers.push(Mutex::new(Arc::new(
@@ -248,6 +252,7 @@ impl PgEventLog {
                 tx: tokio::sync::Mutex::new(tx),
                 requests,
                 head,
+                shift,
                 stats,
                 poll: options.poll,
                 _listener: listener,
@@ -333,6 +338,16 @@ impl PgEventLog {
         let request = match events.first() {
             Some(first) => {
                 validate_batch(exec_id, expected_seq, events)?;
+                if events.len() as u64 > writer::MAX_TRANSACTION_EVENTS {
+                    return Err(SpineError::InvalidAppend {
+                        exec_id,
+                        detail: format!(
+                            "{} events in one append; the PostgreSQL spine takes at most {}",
+                            events.len(),
+                            writer::MAX_TRANSACTION_EVENTS
+                        ),
+                    });
+                }
                 let cipher = self.cipher_for(exec_id).await?;
                 writer::AppendRequest {
                     exec_id,
@@ -526,16 +541,21 @@ impl EventLog for PgEventLog {
     }
 
     async fn read_all(&self, from_offset: u64, limit: usize) -> Result<Vec<Committed>, SpineError> {
-        // Every batch holds at least one event, so `limit` batches hold enough.
+        // Every batch holds at least one event, so `limit` batches hold enough. Only offsets of
+        // transactions older than the oldest one still running: every later commit's offsets
+        // are above them (docs/decisions/133).
         let rows = self
             .reader()
             .await?
             .query(
                 "SELECT first_offset, exec_id, first_seq, body FROM keel_spine.batches
-                 WHERE last_offset >= $1 ORDER BY last_offset LIMIT $2",
+                 WHERE last_offset >= $1
+                   AND last_offset < (pg_snapshot_xmin(pg_current_snapshot())::text::int8 + $3) * 65536
+                 ORDER BY last_offset LIMIT $2",
                 &[
                     &to_i64(from_offset),
                     &i64::try_from(limit).unwrap_or(i64::MAX),
+                    &self.inner.shift,
                 ],
             )
             .await

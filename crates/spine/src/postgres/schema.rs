@@ -82,7 +82,21 @@ const MIGRATIONS: &[&str] = &[
          tat_us BIGINT NOT NULL,
          PRIMARY KEY (tenant, tool)
      );",
+    // 2: offsets from transaction ids (docs/decisions/133): an append transaction's events take
+    //    `((xid + offset_shift) << 16) + 1 …`, readers stop below the oldest transaction still
+    //    running, and the single `head` row every append locked is gone. `offset_shift` lifts the
+    //    new offsets above every offset already stored (the dense ones of version 1); the table
+    //    lock keeps them from moving while it is computed.
+    "LOCK TABLE keel_spine.batches IN EXCLUSIVE MODE;
+     DROP TABLE keel_spine.head;
+     INSERT INTO keel_spine.meta
+     SELECT 'offset_shift', greatest(0, coalesce(max(last_offset), 0) / 65536 + 1
+                                        - pg_current_xact_id()::text::int8)::text
+     FROM keel_spine.batches;",
 ];
+
+/// Bits of an offset below the transaction id: at most 65 535 events per append transaction.
+pub(super) const OFFSET_BITS: u32 = 16;
 
 /// The schema version this build writes.
 pub fn latest_version() -> i64 {
@@ -158,4 +172,39 @@ pub(super) async fn migrate(client: &mut Client, shown: &Path) -> Result<(), Spi
     tx.commit()
         .await
         .map_err(db_err(shown, "committing migration"))
+}
+
+/// The database's `offset_shift` (docs/decisions/133), after checking that this cluster's next
+/// transaction ids still give offsets above every stored one: a database restored into another
+/// cluster (a dump, logical replication) may have fewer transactions behind it than its offsets
+/// say, and appends there would land behind events readers already passed.
+pub(super) async fn offset_shift(client: &Client, shown: &Path) -> Result<i64, SpineError> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT value FROM keel_spine.meta WHERE key = 'offset_shift'),
+                    pg_snapshot_xmax(pg_current_snapshot())::text::int8,
+                    (SELECT coalesce(max(last_offset), 0) FROM keel_spine.batches)",
+            &[],
+        )
+        .await
+        .map_err(db_err(shown, "reading the offset shift"))?;
+    let corrupt = |detail: String| SpineError::Corrupt {
+        path: shown.to_owned(),
+        detail,
+    };
+    let shift: i64 = row
+        .get::<_, Option<String>>(0)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| corrupt("keel_spine.meta has no numeric offset_shift".into()))?;
+    let (next_xid, newest): (i64, i64) = (row.get(1), row.get(2));
+    let floor = next_xid.saturating_add(shift).checked_mul(1 << OFFSET_BITS);
+    if floor.is_none_or(|f| f <= newest) {
+        let needed = (newest >> OFFSET_BITS) + 1 - next_xid;
+        return Err(corrupt(format!(
+            "the stored offsets run ahead of this cluster's transaction ids (restored into \
+             another cluster?): with no Keel process running, set keel_spine.meta's offset_shift \
+             to at least {needed}"
+        )));
+    }
+    Ok(shift)
 }

@@ -6,10 +6,13 @@
 //! new requests queue and form the next group, so one process's concurrent appenders share
 //! transactions while a lone appender pays exactly one commit.
 //!
-//! A group's transaction, pipelined in two round trips (docs/decisions/090):
-//! 1. `BEGIN`; take the single `head` row `FOR UPDATE` (every appender of every process queues
-//!    here, so offsets are handed out in commit order); read and lock the group's executions.
-//! 2. Insert the accepted batches, upsert their executions, move the head, `pg_notify`, `COMMIT`.
+//! A group's transaction, pipelined in two round trips (docs/decisions/090 and 130):
+//! 1. `BEGIN`; take the transaction's id (its events' offsets are `((xid + shift) << 16) + 1 …`,
+//!    so groups of different processes commit in parallel and readers stop below the oldest
+//!    transaction still running); create the rows of executions new to the spine; read and lock
+//!    the group's executions, in `exec_id` order.
+//! 2. Insert the accepted batches, upsert their executions, drop the new rows no append used,
+//!    `pg_notify`, `COMMIT`.
 //!
 //! Conflicts, fences and refusals are decided between the two from the locked rows, so they never
 //! disturb the rest of the group; a storage error fails the whole group (nothing of it commits).
@@ -36,8 +39,10 @@ use tokio_postgres::{Client, Statement};
 
 /// Most requests committed together; bounds one transaction's size and latency.
 const MAX_GROUP_REQUESTS: usize = 1024;
-/// Most events committed together.
+/// Most events committed together (a single larger append still goes alone).
 const MAX_GROUP_EVENTS: usize = 16_384;
+/// Most events of one transaction: the offsets below its transaction id.
+pub(super) const MAX_TRANSACTION_EVENTS: u64 = (1 << super::schema::OFFSET_BITS) - 1;
 /// The channel subscribers of every process listen on; the payload is the new head offset.
 pub(super) const CHANNEL: &str = "keel_spine";
 
@@ -65,11 +70,14 @@ pub(super) struct AppendRequest {
 /// The writer's connection and its prepared statements.
 pub(super) struct Conn {
     client: Client,
-    lock_head: Statement,
+    /// `offset_shift` of the database (docs/decisions/133).
+    shift: i64,
+    xact_id: Statement,
+    create_execs: Statement,
     lock_execs: Statement,
     insert_batches: Statement,
     upsert_execs: Statement,
-    set_head: Statement,
+    drop_unused: Statement,
     notify: Statement,
     side: SideStatements,
 }
@@ -154,10 +162,21 @@ impl SideStatements {
 impl Conn {
     pub(super) async fn prepare(client: Client, shown: &Path) -> Result<Self, SpineError> {
         let err = |c| db_err(shown, c);
-        let lock_head = client
-            .prepare("SELECT last_offset FROM keel_spine.head WHERE id = 1 FOR UPDATE")
+        let shift = super::schema::offset_shift(&client, shown).await?;
+        let xact_id = client
+            .prepare("SELECT pg_current_xact_id()::text::int8")
             .await
-            .map_err(err("preparing the head lock"))?;
+            .map_err(err("preparing the transaction id"))?;
+        // A new execution's row exists before it is locked, so two processes' first appends to
+        // it queue on the row like any others (the second waits here for the first to end).
+        let create_execs = client
+            .prepare(
+                "INSERT INTO keel_spine.executions (exec_id, tenant)
+                 SELECT * FROM unnest($1::text[], $2::text[]) ORDER BY 1
+                 ON CONFLICT DO NOTHING RETURNING exec_id",
+            )
+            .await
+            .map_err(err("preparing the executions insert"))?;
         let lock_execs = client
             .prepare(
                 "SELECT exec_id, tenant, last_seq, ended, lease_epoch FROM keel_spine.executions
@@ -183,10 +202,12 @@ impl Conn {
             )
             .await
             .map_err(err("preparing the executions upsert"))?;
-        let set_head = client
-            .prepare("UPDATE keel_spine.head SET last_offset = $1 WHERE id = 1")
+        let drop_unused = client
+            .prepare(
+                "DELETE FROM keel_spine.executions WHERE exec_id = ANY($1::text[]) AND last_seq = 0",
+            )
             .await
-            .map_err(err("preparing the head update"))?;
+            .map_err(err("preparing the executions cleanup"))?;
         let notify = client
             .prepare(&format!("SELECT pg_notify('{CHANNEL}', $1)"))
             .await
@@ -195,13 +216,22 @@ impl Conn {
         Ok(Self {
             side,
             client,
-            lock_head,
+            shift,
+            xact_id,
+            create_execs,
             lock_execs,
             insert_batches,
             upsert_execs,
-            set_head,
+            drop_unused,
             notify,
         })
+    }
+}
+
+impl Conn {
+    /// The database's `offset_shift`, read when the connection was prepared.
+    pub(super) fn shift(&self) -> i64 {
+        self.shift
     }
 }
 
@@ -235,11 +265,24 @@ pub(super) async fn run(
     head: watch::Sender<u64>,
     stats: std::sync::Arc<WriterStats>,
 ) {
-    while let Some(first) = requests.recv().await {
+    // A request that would take its group past a transaction's offsets starts the next group.
+    let mut carried: Option<AppendRequest> = None;
+    loop {
+        let first = match carried.take() {
+            Some(req) => req,
+            None => match requests.recv().await {
+                Some(req) => req,
+                None => break,
+            },
+        };
         let mut events = first.len as usize;
         let mut group = vec![first];
         while group.len() < MAX_GROUP_REQUESTS && events < MAX_GROUP_EVENTS {
             match requests.try_recv() {
+                Ok(req) if (events as u64).saturating_add(req.len) > MAX_TRANSACTION_EVENTS => {
+                    carried = Some(req);
+                    break;
+                }
                 Ok(req) => {
                     events += req.len as usize;
                     group.push(req);
@@ -282,11 +325,9 @@ pub(super) async fn run(
             stats.groups.fetch_add(1, Ordering::Relaxed);
             stats.requests.fetch_add(n_req, Ordering::Relaxed);
             stats.events.fetch_add(n_ev, Ordering::Relaxed);
-            head.send_if_modified(|h| {
-                let newer = offset > *h;
-                *h = (*h).max(offset);
-                newer
-            });
+            // Every commit wakes this process's subscribers, even one below the highest offset
+            // seen: an older transaction ending is what lets them read past it.
+            head.send_modify(|h| *h = (*h).max(offset));
         }
         for (req, result) in group.into_iter().zip(results) {
             // The appender may have given up waiting; its events are committed regardless.
@@ -346,17 +387,39 @@ async fn write_group(
         .collect();
     keys.sort_unstable();
     keys.dedup();
-    // Round trip 1, pipelined: begin, wait for the head, lock the group's executions.
+    // Executions a request may create (appending seq 1), with the tenant of their first request.
+    let mut new_keys: Vec<&str> = Vec::new();
+    let mut new_tenants: Vec<&str> = Vec::new();
+    for r in group.iter().filter(|r| r.len > 0 && r.expected_seq == 0) {
+        if !new_keys.contains(&r.exec_key.as_str()) {
+            new_keys.push(&r.exec_key);
+            new_tenants.push(&r.tenant);
+        }
+    }
+    // Round trip 1, pipelined: begin, take the transaction id, create and lock the executions.
+    let create_params: [&(dyn ToSql + Sync); 2] = [&new_keys, &new_tenants];
     let lock_params: [&(dyn ToSql + Sync); 1] = [&keys];
-    let (begin, head_row, rows) = tokio::join!(
+    let create = async {
+        if new_keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        c.client.query(&c.create_execs, &create_params).await
+    };
+    let (begin, xid_row, created, rows) = tokio::join!(
         c.client.batch_execute("BEGIN"),
-        c.client.query_one(&c.lock_head, &[]),
+        c.client.query_one(&c.xact_id, &[]),
+        create,
         c.client.query(&c.lock_execs, &lock_params),
     );
     begin.map_err(db_err(shown, "starting a transaction"))?;
-    let head: i64 = head_row
-        .map_err(db_err(shown, "taking the head offset"))?
+    let xid: i64 = xid_row
+        .map_err(db_err(shown, "taking the transaction id"))?
         .get(0);
+    let created: Vec<String> = created
+        .map_err(db_err(shown, "creating executions"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let mut known: HashMap<String, ExecInfo> = HashMap::with_capacity(keys.len());
     for row in rows.map_err(db_err(shown, "locking the executions"))? {
         let last_seq: i64 = row.get(2);
@@ -371,7 +434,16 @@ async fn write_group(
             },
         );
     }
-    let mut next_offset = u64::try_from(head).unwrap_or(0) + 1;
+    let base = xid
+        .checked_add(c.shift)
+        .and_then(|x| x.checked_mul(1 << super::schema::OFFSET_BITS))
+        .and_then(|x| u64::try_from(x).ok())
+        .ok_or_else(|| SpineError::Storage {
+            context: "numbering a group's events",
+            path: shown.to_owned(),
+            detail: format!("transaction id {xid} is past the offsets' range"),
+        })?;
+    let mut next_offset = base + 1;
     let mut results = Vec::with_capacity(group.len());
     let mut batches = Batches::default();
     // Per execution, in first-appearance order: its state after this group.
@@ -413,6 +485,12 @@ async fn write_group(
     if batches.first.is_empty() {
         // Every append was refused: what is left are side writes of requests without events.
         side.all_waves(c, shown).await?;
+        if side.any && !created.is_empty() {
+            c.client
+                .execute(&c.drop_unused, &[&created])
+                .await
+                .map_err(db_err(shown, "dropping unused executions"))?;
+        }
         c.client
             .batch_execute(if side.any { "COMMIT" } else { "ROLLBACK" })
             .await
@@ -421,13 +499,17 @@ async fn write_group(
     }
     side.waves_before_last(c, shown).await?;
     let mut execs = Execs::default();
-    for key in touched {
+    for &key in &touched {
         if let Some(i) = known.get(key) {
             execs.push(key, i);
         }
     }
-    let new_head = to_i64(next_offset - 1);
-    let head_text = new_head.to_string();
+    let head_text = (next_offset - 1).to_string();
+    let unused: Vec<&str> = created
+        .iter()
+        .map(String::as_str)
+        .filter(|k| !touched.contains(k))
+        .collect();
     // Round trip 2, pipelined. After a failed statement the server skips the rest of the
     // transaction and COMMIT answers ROLLBACK, so every result is checked, COMMIT's last.
     let batch_params: [&(dyn ToSql + Sync); 6] = [
@@ -440,20 +522,26 @@ async fn write_group(
     ];
     let exec_params: [&(dyn ToSql + Sync); 4] =
         [&execs.key, &execs.tenant, &execs.last_seq, &execs.ended];
-    let head_params: [&(dyn ToSql + Sync); 1] = [&new_head];
+    let unused_params: [&(dyn ToSql + Sync); 1] = [&unused];
     let note_params: [&(dyn ToSql + Sync); 1] = [&head_text];
+    let drop_unused = async {
+        if unused.is_empty() {
+            return Ok(0);
+        }
+        c.client.execute(&c.drop_unused, &unused_params).await
+    };
     let last_wave = side.next_wave();
-    let (ins, ups, hd, note, last, commit) = tokio::join!(
+    let (ins, ups, dropped, note, last, commit) = tokio::join!(
         c.client.execute(&c.insert_batches, &batch_params),
         c.client.execute(&c.upsert_execs, &exec_params),
-        c.client.execute(&c.set_head, &head_params),
+        drop_unused,
         c.client.execute(&c.notify, &note_params),
         run_wave(c, &last_wave),
         c.client.batch_execute("COMMIT"),
     );
     ins.map_err(db_err(shown, "inserting batches"))?;
     ups.map_err(db_err(shown, "recording executions"))?;
-    hd.map_err(db_err(shown, "moving the head"))?;
+    dropped.map_err(db_err(shown, "dropping unused executions"))?;
     note.map_err(db_err(shown, "notifying subscribers"))?;
     let last = last.map_err(db_err(shown, "applying side writes"))?;
     commit.map_err(db_err(shown, "committing"))?;
