@@ -5,14 +5,17 @@
 //! [`RateStore`] shared by every process on a store. [`SqliteRates`] keeps one row per (tenant,
 //! tool) in the spine's own file and decides each call in the spine's write transaction, so twelve
 //! `keel run` processes admit exactly the budget between them; a fast rate is taken there in
-//! blocks of ~50 ms of permits per commit, not one commit per call. A PostgreSQL store can
-//! follow behind the same trait (one `SELECT … FOR UPDATE` row). [`RateBudgets`] is the in-process
-//! limiter, for runs no other process shares (replays, benchmarks of a private store).
+//! blocks of ~50 ms of permits per commit, not one commit per call. `PgRates` (feature
+//! `postgres`) does the same in the PostgreSQL spine's database; both share the blocks'
+//! bookkeeping (`crate::blocks`). [`RateBudgets`] is the in-process limiter, for runs no other
+//! process shares (replays, benchmarks of a private store).
 //!
 //! The algorithm is GCRA (the one `governor` implements): each (tenant, tool) keeps a theoretical
 //! arrival time; a call is admitted while that time is less than one period minus one emission
 //! interval ahead of now, and moves it one interval on. `calls` per `per` is the burst too.
 
+pub use crate::blocks::{BLOCK_WINDOW_US, block_size};
+use crate::blocks::{Blocks, TakeCommit};
 use crate::contract::Rate;
 use crate::error::ToolError;
 use async_trait::async_trait;
@@ -46,6 +49,35 @@ pub trait RateStore: Send + Sync {
     fn side_store(&self) -> Option<&Path> {
         None
     }
+
+    /// For a call whose take rides in the append of its intent (the runner's spine is
+    /// [`RateStore::side_store`]): the take to carry, or [`Ride::Held`] when this handle already
+    /// holds a permit for it. The default carries one permit.
+    fn ride(&self, tool: &str, tenant: &str, rate: Rate, now_us: i64) -> Ride {
+        Ride::Carry(take_write(tool, tenant, rate, now_us))
+    }
+
+    /// Decides the call from the answer to its carried take (`admitted`), as [`RateStore::take`]
+    /// answers. The default: admitted or refused, nothing more to do.
+    async fn ridden(
+        &self,
+        tool: &str,
+        _tenant: &str,
+        rate: Rate,
+        _now_us: i64,
+        admitted: bool,
+    ) -> Result<Result<(), String>, ToolError> {
+        Ok(admitted.then_some(()).ok_or_else(|| refusal(tool, rate)))
+    }
+}
+
+/// How a call that rides its take in its intent's append takes its permit ([`RateStore::ride`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ride {
+    /// The store's handle had a permit for the call (of a block it took before): nothing rides.
+    Held,
+    /// Carry this take in the intent's append, then pass its answer to [`RateStore::ridden`].
+    Carry(SideWrite),
 }
 
 pub(crate) fn refusal(tool: &str, rate: Rate) -> String {
@@ -90,59 +122,32 @@ pub(crate) fn take_write(tool: &str, tenant: &str, rate: Rate, now_us: i64) -> S
 /// used twice, so a crash loses at most one block. To keep the promise in any window, a block is
 /// admitted with its window taken off the burst.
 #[derive(Clone)]
-pub struct SqliteRates {
-    log: SqliteLog,
-    blocks: Arc<Mutex<HashMap<(String, String), Block>>>,
-}
+pub struct SqliteRates(Blocks<SqliteLog>);
 
-/// Permits of one (tool, tenant) this handle took in one commit and has not handed out yet.
-#[derive(Clone, Copy, Debug)]
-struct Block {
-    /// When the block was taken, µs.
-    taken_us: i64,
-    /// The last instant a permit of it may be used, µs.
-    until_us: i64,
-    /// Permits left.
-    left: i64,
-}
+#[async_trait]
+impl TakeCommit for SqliteLog {
+    async fn commit(&self, take: SideWrite) -> Result<SideAnswer, ToolError> {
+        let answers = self.write_side(vec![take], false).await?;
+        answers.into_iter().next().ok_or_else(|| ToolError::Rates {
+            path: PathBuf::new(),
+            context: "deciding a rate budget",
+            detail: "the spine answered nothing".into(),
+        })
+    }
 
-/// How long a block of permits lasts: ~50 ms of the rate.
-pub const BLOCK_WINDOW_US: i64 = 50_000;
+    fn side_store(&self) -> Option<&Path> {
+        EventLog::side_store(self)
+    }
 
-/// How many permits of `rate` one commit takes: what the rate allows in [`BLOCK_WINDOW_US`],
-/// at most half the burst (the block's window comes off the burst); below 2 a permit is taken
-/// per call, as for a slow rate.
-pub fn block_size(rate: Rate) -> i64 {
-    let (interval, _) = gcra_params(rate);
-    (BLOCK_WINDOW_US / interval).min(i64::from(rate.calls) / 2)
-}
-
-/// The take of a block of `n` consecutive permits at `now_us`, as one GCRA step of `n`
-/// intervals. Why the tolerance is cut: a permit of a block is used up to `n` intervals after it
-/// was taken, so the block is admitted only if its last permit stays `n` intervals inside the
-/// tolerance; then every window of uses holds what GCRA admits in it with no blocks
-/// (burst `calls`, one more per interval). With `n = 1` (a refill that found no room for a
-/// block) it is a single permit used at once, held to the same cut tolerance.
-pub(crate) fn block_take(tool: &str, tenant: &str, rate: Rate, n: i64, now_us: i64) -> SideWrite {
-    let (interval_us, tolerance_us) = gcra_params(rate);
-    let window = block_size(rate).saturating_mul(interval_us);
-    let last = n.saturating_sub(1).saturating_mul(interval_us);
-    SideWrite::RateTake {
-        tenant: tenant.to_owned(),
-        tool: tool.to_owned(),
-        interval_us: n.saturating_mul(interval_us),
-        tolerance_us: tolerance_us.saturating_sub(window).saturating_sub(last),
-        now_us,
+    fn shown(&self) -> PathBuf {
+        PathBuf::new()
     }
 }
 
 impl SqliteRates {
     /// The rate store in the spine this handle writes (share the spine's handle: one writer).
     pub fn on(log: &SqliteLog) -> Self {
-        Self {
-            log: log.clone(),
-            blocks: Arc::default(),
-        }
+        Self(Blocks::new(log.clone()))
     }
 
     /// The rate store in the spine file at `path` (`DIR/spine.db`): through the handle this
@@ -150,34 +155,6 @@ impl SqliteRates {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ToolError> {
         let log = SqliteLog::open_shared(path, SqliteOptions::default())?;
         Ok(Self::on(&log))
-    }
-
-    /// One permit from this handle's block, if it has one usable at `now_us`.
-    fn take_from_block(&self, key: &(String, String), now_us: i64) -> bool {
-        let Ok(mut blocks) = self.blocks.lock() else {
-            return false;
-        };
-        match blocks.get_mut(key) {
-            Some(b) if b.left > 0 && b.taken_us <= now_us && now_us <= b.until_us => {
-                b.left -= 1;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Commits one take; `Ok(true)` when admitted.
-    async fn commit(&self, take: SideWrite) -> Result<bool, ToolError> {
-        let answers = self.log.write_side(vec![take], false).await?;
-        match answers.first() {
-            Some(SideAnswer::Admitted) => Ok(true),
-            Some(SideAnswer::Refused) => Ok(false),
-            other => Err(ToolError::Rates {
-                path: PathBuf::new(),
-                context: "deciding a rate budget",
-                detail: format!("the spine answered {other:?}"),
-            }),
-        }
     }
 }
 
@@ -190,48 +167,26 @@ impl RateStore for SqliteRates {
         rate: Rate,
         now_us: i64,
     ) -> Result<Result<(), String>, ToolError> {
-        let n = block_size(rate);
-        if n < 2 {
-            let admitted = self.commit(take_write(tool, tenant, rate, now_us)).await?;
-            return Ok(if admitted {
-                Ok(())
-            } else {
-                Err(refusal(tool, rate))
-            });
-        }
-        let key = (tool.to_owned(), tenant.to_owned());
-        if self.take_from_block(&key, now_us) {
-            return Ok(Ok(()));
-        }
-        // Two tasks refilling at once each take a block; the one replaced is lost, never reused.
-        if self
-            .commit(block_take(tool, tenant, rate, n, now_us))
-            .await?
-        {
-            let (interval, _) = gcra_params(rate);
-            let block = Block {
-                taken_us: now_us,
-                until_us: now_us.saturating_add(n.saturating_mul(interval)),
-                left: n - 1,
-            };
-            if let Ok(mut blocks) = self.blocks.lock() {
-                blocks.insert(key, block);
-            }
-            return Ok(Ok(()));
-        }
-        // No room for a whole block: the last permits of the burst go one at a time.
-        let admitted = self
-            .commit(block_take(tool, tenant, rate, 1, now_us))
-            .await?;
-        Ok(if admitted {
-            Ok(())
-        } else {
-            Err(refusal(tool, rate))
-        })
+        self.0.take(tool, tenant, rate, now_us).await
+    }
+
+    fn ride(&self, tool: &str, tenant: &str, rate: Rate, now_us: i64) -> Ride {
+        self.0.ride(tool, tenant, rate, now_us)
+    }
+
+    async fn ridden(
+        &self,
+        tool: &str,
+        tenant: &str,
+        rate: Rate,
+        now_us: i64,
+        admitted: bool,
+    ) -> Result<Result<(), String>, ToolError> {
+        self.0.ridden(tool, tenant, rate, now_us, admitted).await
     }
 
     fn side_store(&self) -> Option<&Path> {
-        self.log.side_store()
+        RateStore::side_store(&self.0)
     }
 }
 

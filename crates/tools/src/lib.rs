@@ -21,6 +21,7 @@
 //! [`elicit::ElicitationGates`], which opens the gate.
 
 pub mod adapter;
+mod blocks;
 pub mod budget;
 pub mod contract;
 pub mod elicit;

@@ -6,10 +6,12 @@
 //! Both are written by the spine's group commit, as on SQLite (docs/decisions/121 and 125): a
 //! call here is a request of side writes only on the spine handle's writer, and a
 //! [`crate::ToolRunner`] on the same spine carries them in the appends of the call's events
-//! instead, so a keyed side effect costs no commit of its own. The statements (an
+//! instead, so a keyed side effect costs no commit of its own; a fast rate is taken in blocks of
+//! permits, as on SQLite (decision 129). The statements (an
 //! `INSERT … ON CONFLICT DO NOTHING` begin, a conditional GCRA upsert) live in `keel-spine`.
 
-use crate::budget::{RateStore, refusal, take_write};
+use crate::blocks::{Blocks, TakeCommit};
+use crate::budget::{RateStore, Ride};
 use crate::contract::Rate;
 use crate::error::ToolError;
 use crate::ledger::{
@@ -100,22 +102,41 @@ impl Ledger for PgLedger {
     }
 
     fn side_store(&self) -> Option<&Path> {
-        self.log.side_store()
+        EventLog::side_store(&self.log)
     }
 }
 
 /// Rate budgets in the PostgreSQL spine's database, shared by every worker on every machine.
 /// A take alone commits without waiting for the flush (as on SQLite: every process sees it at
-/// once; a server crash may forget the last few admissions).
+/// once; a server crash may forget the last few admissions). A fast rate is taken in blocks of
+/// ~50 ms of permits per commit, as [`crate::SqliteRates`] takes it (the same bookkeeping).
 #[derive(Clone)]
-pub struct PgRates {
-    log: PgEventLog,
+pub struct PgRates(Blocks<PgEventLog>);
+
+#[async_trait]
+impl TakeCommit for PgEventLog {
+    async fn commit(&self, take: SideWrite) -> Result<SideAnswer, ToolError> {
+        let answers = self.write_side(vec![take], false).await?;
+        answers.into_iter().next().ok_or_else(|| ToolError::Rates {
+            path: PgEventLog::shown(self).to_owned(),
+            context: "deciding a rate budget",
+            detail: "the spine answered nothing".into(),
+        })
+    }
+
+    fn side_store(&self) -> Option<&Path> {
+        EventLog::side_store(self)
+    }
+
+    fn shown(&self) -> PathBuf {
+        PgEventLog::shown(self).to_owned()
+    }
 }
 
 impl PgRates {
     /// The rate store in the database this spine handle writes (share the spine's handle).
     pub fn on(log: &PgEventLog) -> Self {
-        Self { log: log.clone() }
+        Self(Blocks::new(log.clone()))
     }
 
     /// Connects a spine handle of its own to the database at `url` (creating the schema if
@@ -124,7 +145,7 @@ impl PgRates {
         let log = PgEventLog::connect(url, PgOptions::default())
             .await
             .map_err(|e| connect_err(e, true))?;
-        Ok(Self { log })
+        Ok(Self::on(&log))
     }
 }
 
@@ -137,20 +158,25 @@ impl RateStore for PgRates {
         rate: Rate,
         now_us: i64,
     ) -> Result<Result<(), String>, ToolError> {
-        let take = take_write(tool, tenant, rate, now_us);
-        let answers = self.log.write_side(vec![take], false).await?;
-        match answers.first() {
-            Some(SideAnswer::Admitted) => Ok(Ok(())),
-            Some(SideAnswer::Refused) => Ok(Err(refusal(tool, rate))),
-            other => Err(ToolError::Rates {
-                path: self.log.shown().to_owned(),
-                context: "deciding a rate budget",
-                detail: format!("the spine answered {other:?}"),
-            }),
-        }
+        self.0.take(tool, tenant, rate, now_us).await
+    }
+
+    fn ride(&self, tool: &str, tenant: &str, rate: Rate, now_us: i64) -> Ride {
+        self.0.ride(tool, tenant, rate, now_us)
+    }
+
+    async fn ridden(
+        &self,
+        tool: &str,
+        tenant: &str,
+        rate: Rate,
+        now_us: i64,
+        admitted: bool,
+    ) -> Result<Result<(), String>, ToolError> {
+        self.0.ridden(tool, tenant, rate, now_us, admitted).await
     }
 
     fn side_store(&self) -> Option<&Path> {
-        self.log.side_store()
+        RateStore::side_store(&self.0)
     }
 }

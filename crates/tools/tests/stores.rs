@@ -1,6 +1,6 @@
-//! The idempotency ledger's and the shared rate budgets' contracts, checked on every backend:
-//! the spine's SQLite file and a real PostgreSQL (started per test). Each check uses two handles
-//! on one store, as two processes (or machines) would.
+//! The idempotency ledger's and the shared rate budgets' contracts (fast rates taken in blocks
+//! included), checked on every backend: the spine's SQLite file and a real PostgreSQL (started
+//! per test). Each check uses two handles on one store, as two processes (or machines) would.
 
 // Test helpers too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -187,22 +187,54 @@ async fn rates_on_postgres() {
     rates_contract(pg_rates().await).await;
 }
 
-/// Two handles (as two processes) on one SQLite spine take a fast rate (1 000 per second, so
-/// blocks of 50 permits) on a simulated clock, each asking at its own pace: every window of the
+/// Where a test reads a rate's row back: the spine's SQLite file or the PostgreSQL database.
+enum Rows {
+    Sqlite(std::path::PathBuf),
+    Pg(String),
+}
+
+impl Rows {
+    /// The stored theoretical arrival time of (tenant, tool), µs.
+    async fn tat(&self, tenant: &str, tool: &str) -> i64 {
+        match self {
+            Rows::Sqlite(path) => rusqlite::Connection::open(path)
+                .unwrap()
+                .query_row(
+                    "SELECT tat_us FROM tool_rates WHERE tenant = ?1 AND tool = ?2",
+                    [tenant, tool],
+                    |r| r.get(0),
+                )
+                .unwrap(),
+            Rows::Pg(url) => {
+                let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                let task = tokio::spawn(conn);
+                let row = client
+                    .query_one(
+                        "SELECT tat_us FROM keel_spine.tool_rates WHERE tenant = $1 AND tool = $2",
+                        &[&tenant, &tool],
+                    )
+                    .await
+                    .unwrap();
+                drop(client);
+                task.await.unwrap().unwrap();
+                row.get(0)
+            }
+        }
+    }
+}
+
+/// Two handles (as two processes) on one spine take a fast rate (1 000 per second, so blocks
+/// of 50 permits) on a simulated clock, each asking at its own pace: every window of the
 /// permits they used together holds what the rate allows with no blocks (burst 1 000, one more
 /// per millisecond).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_blocks_on_sqlite_never_exceed_the_rate_in_any_window() {
+async fn rate_blocks_contract((a, b, _guard): Rates, rows: Rows) {
     let rate = Rate {
         calls: 1_000,
         per: Duration::from_secs(1),
     };
     assert_eq!(keel_tools::budget::block_size(rate), 50);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("spine.db");
-    drop(SqliteLog::open(&path, SqliteOptions::default()).unwrap());
-    let a = SqliteRates::open(&path).unwrap();
-    let b = SqliteRates::open(&path).unwrap();
     let start: i64 = 1_780_000_000_000_000;
     let mut used = Vec::new();
     // 3 s: a asks every 300 µs, b every 700 µs (together ~4.8 per ms, far over the rate).
@@ -225,14 +257,7 @@ async fn rate_blocks_on_sqlite_never_exceed_the_rate_in_any_window() {
     holds_the_rate(&mut used, rate);
     let interval = 1_000;
     // The row's arrival time accounts for every permit handed out (and the lost ones).
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let tat: i64 = conn
-        .query_row(
-            "SELECT tat_us FROM tool_rates WHERE tenant = 'acme' AND tool = 'lookup'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let tat = rows.tat("acme", "lookup").await;
     assert!(
         (tat - start) / interval >= i64::try_from(used.len()).unwrap(),
         "the spine's row counts fewer permits than were used"
@@ -252,6 +277,24 @@ async fn rate_blocks_on_sqlite_never_exceed_the_rate_in_any_window() {
     }
     assert!(used.len() > 900, "used {}", used.len());
     holds_the_rate(&mut used, rate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_blocks_on_sqlite_never_exceed_the_rate_in_any_window() {
+    let rates = sqlite_rates().await;
+    let Guard::_Dir(dir) = &rates.2 else {
+        unreachable!("a SQLite store lives in a directory")
+    };
+    let rows = Rows::Sqlite(dir.path().join("spine.db"));
+    rate_blocks_contract(rates, rows).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_blocks_on_postgres_never_exceed_the_rate_in_any_window() {
+    let (url, server) = pg_url().await;
+    let a = Arc::new(PgRates::connect(&url).await.unwrap());
+    let b = Arc::new(PgRates::connect(&url).await.unwrap());
+    rate_blocks_contract((a, b, Guard::_Pg(server)), Rows::Pg(url)).await;
 }
 
 /// Every window [used[i], used[j]] holds at most what GCRA admits in it: the burst, plus one per
