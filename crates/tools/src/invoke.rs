@@ -17,7 +17,7 @@
 //! After a crash, [`ToolRunner::resolve_pending`] settles the call left without a result.
 
 use crate::adapter::{Adapter, AdapterCall, AdapterError};
-use crate::budget::check_cost;
+use crate::budget::{Ride, check_cost};
 use crate::contract::{Contract, ErrorClass, IdempotencyMode, KeyField, OnExhaust, SideEffect};
 use crate::error::ToolError;
 use crate::ledger::{Begin, LedgerOutcome, LedgerStart, LedgerState};
@@ -234,10 +234,15 @@ impl ToolRunner {
         let now_us = rec.clock().now().timestamp_micros();
         let tenant = rec.tenant().as_str().to_owned();
         let mut side = Vec::new();
-        let rate_rides = needs_barrier && self.rates_ride && rate.is_some();
+        // The rate whose take rides in the intent's append (none when the store's handle already
+        // holds a permit of a block it took).
+        let mut carried = None;
         if let Some(rate) = rate {
-            if rate_rides {
-                side.push(crate::budget::take_write(tool, &tenant, rate, now_us));
+            if needs_barrier && self.rates_ride {
+                if let Ride::Carry(take) = self.rates.ride(tool, &tenant, rate, now_us) {
+                    side.push(take);
+                    carried = Some(rate);
+                }
             } else if let Err(reason) = self.rates.take(tool, &tenant, rate, now_us).await? {
                 return self
                     .end_before_run(rec, called, ToolStatus::Refused, vec![reason])
@@ -255,7 +260,7 @@ impl ToolRunner {
             now: &now,
         });
         // A key always makes a barrier, so its `started` mark can ride in the intent's append.
-        let begin_rides = needs_barrier && self.ledger_rides && start.is_some();
+        let mut begin_rides = needs_barrier && self.ledger_rides && start.is_some();
         if let Some(start) = start.as_ref().filter(|_| begin_rides) {
             side.push(crate::ledger::begin_write(start));
         }
@@ -268,21 +273,28 @@ impl ToolRunner {
         } else {
             rec.defer(Payload::ToolCalled(called.clone()));
         }
-        if let (true, Some(rate)) = (rate_rides, rate)
-            && answers.next() != Some(SideAnswer::Admitted)
-        {
-            // The intent is on the spine; its result says why nothing ran.
-            let reason = crate::budget::refusal(tool, rate);
-            let result = Recorder::result(
-                &called,
-                ResultFields::nothing_ran(ToolStatus::Refused, vec![reason.clone()]),
-            );
-            rec.append(vec![result]).await?;
-            return Ok(Partial {
-                outcome: CallOutcome::Refused { reason },
-                called,
-                attempts: 1,
-            });
+        if let Some(rate) = carried {
+            let admitted = answers.next() == Some(SideAnswer::Admitted);
+            // A refused take skipped the begin after it; a block's refusal may still leave one
+            // permit (taken on its own), and then the key begins on its own too.
+            begin_rides &= admitted;
+            let decided = self
+                .rates
+                .ridden(tool, &tenant, rate, now_us, admitted)
+                .await?;
+            if let Err(reason) = decided {
+                // The intent is on the spine; its result says why nothing ran.
+                let result = Recorder::result(
+                    &called,
+                    ResultFields::nothing_ran(ToolStatus::Refused, vec![reason.clone()]),
+                );
+                rec.append(vec![result]).await?;
+                return Ok(Partial {
+                    outcome: CallOutcome::Refused { reason },
+                    called,
+                    attempts: 1,
+                });
+            }
         }
         let mut call = Call {
             contract,

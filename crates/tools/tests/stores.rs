@@ -314,3 +314,182 @@ fn holds_the_rate(used: &mut [i64], rate: Rate) {
         }
     }
 }
+
+/// A clock the test moves by hand, µs since the Unix epoch.
+struct Manual(std::sync::atomic::AtomicI64);
+
+impl keel_spine::clock::Clock for Manual {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        let us = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        chrono::DateTime::from_timestamp_micros(us).unwrap()
+    }
+}
+
+/// What a runner on one backend's spine is wired with: the spine, its ledger and rate store on
+/// the same handle (so their writes ride in the call's appends), and the count of the writer's
+/// commits so far.
+struct OnSpine {
+    log: Arc<dyn keel_spine::EventLog>,
+    ledger: Arc<dyn Ledger>,
+    rates: Arc<dyn RateStore>,
+    groups: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+/// A runner whose spine carries the rate take of a side effect in the append of its intent
+/// takes a fast rate (100 per second: blocks of 5) in blocks there too: the first call's intent
+/// carries a block, the next four carry nothing and cost no more commits; at the end of the
+/// burst a refused block still leaves the single permits left, taken on their own (the key then
+/// begins on its own, and the call runs once); the rate holds.
+async fn runner_rides_blocks(on: OnSpine, rows: Rows, dir: &std::path::Path) {
+    use keel_core::payload::{Budget, ExecStarted};
+    use keel_core::{ExecutionState, Payload};
+    use keel_tools::{CallContext, CallOutcome, Registry, ToolRunner, Wiring};
+    use std::sync::atomic::Ordering;
+
+    let shop = keel_tools::shop::Shop::open(dir.join("shop.db")).unwrap();
+    let builtins = shop.builtins();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools");
+    let notify = std::fs::read_to_string(repo.join("notify_team.yaml")).unwrap();
+    assert!(notify.contains("rate: 10/min"));
+    let fast = notify
+        .replace("name: notify_team", "name: notify_fast")
+        .replace("rate: 10/min", "rate: 100/s");
+    let registry = Registry::from_sources(
+        &[(dir.join("notify_fast.yaml"), fast)],
+        Some(&builtins.names()),
+    )
+    .unwrap();
+    let start: i64 = 1_780_000_000_000_000;
+    let clock = Arc::new(Manual(start.into()));
+    let runner = ToolRunner::new(
+        registry,
+        Wiring {
+            log: on.log.clone(),
+            blobs: Arc::new(keel_spine::LocalBlobStore::new(dir.join("blobs"))),
+            ledger: on.ledger.clone(),
+            rates: on.rates.clone(),
+            clock: clock.clone(),
+            builtins,
+            secrets: keel_core::secrets::none(),
+        },
+    )
+    .unwrap();
+    let mut b = keel_testkit::ExecBuilder::new(keel_spine::clock::new_exec_id(), "acme");
+    b.push(Payload::ExecStarted(ExecStarted {
+        goal: "tell the team".into(),
+        strategy_version: "test".into(),
+        budget: Budget::default(),
+        experiment_arm: None,
+        replay_of: None,
+        experiment: None,
+    }));
+    let events = b.build();
+    on.log.append(events[0].exec_id, 0, &events).await.unwrap();
+    let mut state = ExecutionState::fold(&events).unwrap();
+    let mut n = 0;
+    let mut call = async |state: &mut ExecutionState| {
+        n += 1;
+        let ctx = CallContext::from_state(state).unwrap();
+        let args = serde_json::json!({"channel": "support", "message": format!("update {n}")});
+        let report = runner.call(&ctx, "notify_fast", args).await.unwrap();
+        for e in &report.events {
+            state.apply_mut(e).unwrap();
+        }
+        (report.outcome, report.idempotency_key)
+    };
+
+    // The first call's intent carries a block of 5 (50 ms of the rate).
+    let before = (on.groups)();
+    let (outcome, _) = call(&mut state).await;
+    assert!(matches!(outcome, CallOutcome::Ok { .. }), "{outcome:?}");
+    let first = (on.groups)() - before;
+    assert_eq!(rows.tat("acme", "notify_fast").await, start + 50_000);
+    // The next four use the block: nothing rides, no commit is added, the row does not move.
+    for _ in 0..4 {
+        let before = (on.groups)();
+        let (outcome, _) = call(&mut state).await;
+        assert!(matches!(outcome, CallOutcome::Ok { .. }), "{outcome:?}");
+        assert_eq!((on.groups)() - before, first);
+    }
+    assert_eq!(rows.tat("acme", "notify_fast").await, start + 50_000);
+    // The burst, in the same instant: blocks while one fits inside the cut tolerance (19 blocks
+    // of 5, where the rate's burst is 100), then refused.
+    let mut used = vec![start; 5];
+    loop {
+        match call(&mut state).await.0 {
+            CallOutcome::Ok { .. } => used.push(start),
+            CallOutcome::Refused { reason } => {
+                assert!(reason.contains("rate budget exhausted"), "{reason}");
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(used.len(), 95);
+    // 30 ms on, a block does not fit but single permits do: each is taken on its own after the
+    // intent's block was refused, and its key begins on its own.
+    let later = start + 30_000;
+    clock.0.store(later, Ordering::SeqCst);
+    loop {
+        match call(&mut state).await {
+            (CallOutcome::Ok { .. }, key) => {
+                used.push(later);
+                let entry = on.ledger.get("acme", &key.unwrap()).await.unwrap().unwrap();
+                assert_eq!(entry.state, keel_tools::ledger::LedgerState::Finished);
+            }
+            (CallOutcome::Refused { .. }, _) => break,
+            (other, _) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(used.len(), 98);
+    assert_eq!(shop.count("notifications").unwrap(), 98);
+    holds_the_rate(
+        &mut used,
+        Rate {
+            calls: 100,
+            per: Duration::from_secs(1),
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_on_the_sqlite_spine_rides_its_rate_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spine.db");
+    let log = SqliteLog::open(&path, SqliteOptions::default()).unwrap();
+    let groups = log.clone();
+    let on = OnSpine {
+        log: Arc::new(log.clone()),
+        ledger: Arc::new(SqliteLedger::on(&log)),
+        rates: Arc::new(SqliteRates::on(&log)),
+        groups: Box::new(move || {
+            groups
+                .stats()
+                .groups
+                .load(std::sync::atomic::Ordering::SeqCst)
+        }),
+    };
+    runner_rides_blocks(on, Rows::Sqlite(path), dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_on_the_postgres_spine_rides_its_rate_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _server) = pg_url().await;
+    let log = PgEventLog::connect(&url, PgOptions::default())
+        .await
+        .unwrap();
+    let groups = log.clone();
+    let on = OnSpine {
+        log: Arc::new(log.clone()),
+        ledger: Arc::new(PgLedger::on(&log)),
+        rates: Arc::new(PgRates::on(&log)),
+        groups: Box::new(move || {
+            groups
+                .stats()
+                .groups
+                .load(std::sync::atomic::Ordering::SeqCst)
+        }),
+    };
+    runner_rides_blocks(on, Rows::Pg(url), dir.path()).await;
+}
