@@ -70,12 +70,15 @@ struct Block {
 }
 
 /// A spine-backed rate store: the blocks this handle holds, and how it commits a take. Clones
-/// share the blocks (one process's handle, one block per (tool, tenant)).
+/// share the blocks (one process's handle).
 #[derive(Clone)]
 pub(crate) struct Blocks<C> {
     via: C,
-    held: Arc<Mutex<HashMap<(String, String), Block>>>,
+    held: Arc<Mutex<Held>>,
 }
+
+/// Per (tool, tenant): usually one block; more when tasks refilled at once.
+type Held = HashMap<(String, String), Vec<Block>>;
 
 impl<C: TakeCommit> Blocks<C> {
     pub(crate) fn new(via: C) -> Self {
@@ -85,22 +88,28 @@ impl<C: TakeCommit> Blocks<C> {
         }
     }
 
-    /// One permit from this handle's block, if it has one usable at `now_us`.
+    /// One permit from this handle's blocks, if one is usable at `now_us` (the oldest first).
     fn take_held(&self, tool: &str, tenant: &str, now_us: i64) -> bool {
         let Ok(mut held) = self.held.lock() else {
             return false;
         };
-        match held.get_mut(&(tool.to_owned(), tenant.to_owned())) {
-            Some(b) if b.left > 0 && b.taken_us <= now_us && now_us <= b.until_us => {
+        let Some(blocks) = held.get_mut(&(tool.to_owned(), tenant.to_owned())) else {
+            return false;
+        };
+        let usable = |b: &&mut Block| b.left > 0 && b.taken_us <= now_us && now_us <= b.until_us;
+        match blocks.iter_mut().find(usable) {
+            Some(b) => {
                 b.left -= 1;
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
-    /// Keeps the rest of a block of `n` admitted at `now_us` (its first permit is the caller's).
-    /// Two tasks refilling at once each take a block; the one replaced is lost, never reused.
+    /// Keeps the rest of a block of `n` admitted at `now_us` (its first permit is the caller's),
+    /// and forgets the blocks whose window has passed or that are used up. Tasks that refilled
+    /// at once each keep theirs: every permit is still used inside its own block's window, which
+    /// is all the cut tolerance needs, so none is thrown away early.
     fn keep(&self, tool: &str, tenant: &str, rate: Rate, n: i64, now_us: i64) {
         let (interval, _) = gcra_params(rate);
         let block = Block {
@@ -109,7 +118,11 @@ impl<C: TakeCommit> Blocks<C> {
             left: n - 1,
         };
         if let Ok(mut held) = self.held.lock() {
-            held.insert((tool.to_owned(), tenant.to_owned()), block);
+            let blocks = held
+                .entry((tool.to_owned(), tenant.to_owned()))
+                .or_default();
+            blocks.retain(|b| b.left > 0 && now_us <= b.until_us);
+            blocks.push(block);
         }
     }
 

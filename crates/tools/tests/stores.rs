@@ -493,3 +493,77 @@ async fn a_runner_on_the_postgres_spine_rides_its_rate_blocks() {
     };
     runner_rides_blocks(on, Rows::Pg(url), dir.path()).await;
 }
+
+/// A spine handle, to commit a take the way a runner's append would carry it.
+enum Spine {
+    Sqlite(SqliteLog),
+    Pg(PgEventLog),
+}
+
+impl Spine {
+    async fn carry(&self, take: keel_spine::side::SideWrite) -> keel_spine::side::SideAnswer {
+        let answers = match self {
+            Spine::Sqlite(log) => log.write_side(vec![take], false).await.unwrap(),
+            Spine::Pg(log) => log.write_side(vec![take], false).await.unwrap(),
+        };
+        answers.into_iter().next().unwrap()
+    }
+}
+
+/// Two tasks of one process that find the handle's blocks empty at once each carry a block
+/// (1 000 per second: 50 permits); the handle keeps both, so all 98 permits left are handed out
+/// before the row moves again, none thrown away.
+async fn racing_refills_keep_both_blocks(rates: Arc<dyn RateStore>, spine: Spine, rows: Rows) {
+    use keel_spine::side::SideAnswer;
+    use keel_tools::budget::Ride;
+    let rate = Rate {
+        calls: 1_000,
+        per: Duration::from_secs(1),
+    };
+    let start: i64 = 1_780_000_000_000_000;
+    let (Ride::Carry(first), Ride::Carry(second)) = (
+        rates.ride("lookup", "acme", rate, start),
+        rates.ride("lookup", "acme", rate, start),
+    ) else {
+        panic!("a handle with no block carries a take")
+    };
+    for take in [first, second] {
+        assert_eq!(spine.carry(take).await, SideAnswer::Admitted);
+        let decided = rates.ridden("lookup", "acme", rate, start, true).await;
+        assert!(decided.unwrap().is_ok());
+    }
+    assert_eq!(rows.tat("acme", "lookup").await, start + 100_000);
+    let now = start + 1_000;
+    for i in 0..98 {
+        let taken = rates.take("lookup", "acme", rate, now).await.unwrap();
+        assert!(taken.is_ok(), "permit {i}: {taken:?}");
+    }
+    assert_eq!(rows.tat("acme", "lookup").await, start + 100_000);
+    assert!(
+        rates
+            .take("lookup", "acme", rate, now)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    assert_eq!(rows.tat("acme", "lookup").await, start + 150_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_refills_on_sqlite_keep_both_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spine.db");
+    let log = SqliteLog::open(&path, SqliteOptions::default()).unwrap();
+    let rates = Arc::new(SqliteRates::on(&log));
+    racing_refills_keep_both_blocks(rates, Spine::Sqlite(log), Rows::Sqlite(path)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_refills_on_postgres_keep_both_blocks() {
+    let (url, _server) = pg_url().await;
+    let log = PgEventLog::connect(&url, PgOptions::default())
+        .await
+        .unwrap();
+    let rates = Arc::new(PgRates::on(&log));
+    racing_refills_keep_both_blocks(rates, Spine::Pg(log), Rows::Pg(url)).await;
+}
