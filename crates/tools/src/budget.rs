@@ -119,8 +119,9 @@ pub(crate) fn take_write(tool: &str, tenant: &str, rate: Rate, now_us: i64) -> S
 /// A fast rate is taken in blocks ([`block_size`]): one commit takes a block of consecutive
 /// permits, and this handle hands them out until they run out or the block's window
 /// (`n` intervals, at most [`BLOCK_WINDOW_US`]) has passed; what is left then is lost, never
-/// used twice, so a crash loses at most one block. To keep the promise in any window, a block is
-/// admitted with its window taken off the burst.
+/// used twice, so a crash loses at most the blocks it held (one, unless tasks refilled at
+/// once). To keep the promise in any window, a block is admitted with its window taken off the
+/// burst.
 #[derive(Clone)]
 pub struct SqliteRates(Blocks<SqliteLog>);
 
