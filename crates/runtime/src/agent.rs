@@ -70,6 +70,9 @@ struct Run {
     /// A resuming drain's hold: the second model call of this drive waits until it says go
     /// (see [`crate::worker::drain`]); the first step runs at once.
     hold: Option<(bool, tokio::sync::watch::Receiver<bool>)>,
+    /// The control stream's last seq as this run's latest append saw it in its own transaction
+    /// (`AppendAck::control_seq`), until the next read of the control state uses it.
+    control_seen: Option<u64>,
 }
 
 impl Run {
@@ -125,8 +128,9 @@ impl Run {
             log.append_buffered(exec_id, expected, &self.pending).await
         };
         match appended {
-            Ok(_) => {
+            Ok(ack) => {
                 self.pending.clear();
+                self.control_seen = ack.control_seq;
                 Ok(())
             }
             Err(SpineError::Conflict { .. }) => Err(RuntimeError::Contended(exec_id.to_string())),
@@ -287,6 +291,7 @@ impl Agent {
             pending: Vec::new(),
             conversation: Conversation::new(&strategy.prompt),
             hold: hold.map(|h| (false, h)),
+            control_seen: None,
         };
         let steps = std::panic::AssertUnwindSafe(self.drive_steps(&mut run, strategy, model));
         match steps.catch_unwind().await {
@@ -507,14 +512,16 @@ impl Agent {
     }
 
     /// One catch-up read of the control stream per step (used by the step's tool calls too);
-    /// none for an execution that has ended or waits.
-    async fn read_control(&self, run: &Run) -> Result<ControlState, RuntimeError> {
+    /// none for an execution that has ended or waits, and no query when the step's own append
+    /// already saw the stream where this process has folded it.
+    async fn read_control(&self, run: &mut Run) -> Result<ControlState, RuntimeError> {
+        let seen = run.control_seen.take();
         match &run.state.status {
             s if s.is_terminal() => Ok(ControlState::default()),
             ExecStatus::Suspended | ExecStatus::SuspendedAtGate { .. } => {
                 Ok(ControlState::default())
             }
-            _ => self.control.state().await,
+            _ => self.control.state_seen(seen).await,
         }
     }
 

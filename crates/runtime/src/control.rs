@@ -83,8 +83,19 @@ impl Control {
     /// after the last folded event (a point query, see [`EventLog::appended_after`]), and reads
     /// only then: a switch set by any process is seen at the next call either way.
     pub async fn state(&self) -> Result<ControlState, RuntimeError> {
+        self.state_seen(None).await
+    }
+
+    /// [`Control::state`], where `seen` is the stream's last seq as a commit that just returned
+    /// saw it in its own transaction (`AppendAck::control_seq`): then that stands in for the
+    /// point query, as fresh as it.
+    pub async fn state_seen(&self, seen: Option<u64>) -> Result<ControlState, RuntimeError> {
         let last = self.locked()?.last_seq;
-        if !self.log.appended_after(CONTROL_STREAM, last).await? {
+        let moved = match seen {
+            Some(seq) => seq > last,
+            None => self.log.appended_after(CONTROL_STREAM, last).await?,
+        };
+        if !moved {
             return Ok(self.locked()?.clone());
         }
         let new = self.log.read(CONTROL_STREAM, last + 1).await?;

@@ -39,6 +39,10 @@ pub struct AppendAck {
     pub last_offset: u64,
     /// The execution's last seq after the append.
     pub last_seq: u64,
+    /// The control stream's last seq as the append's transaction saw it just before committing,
+    /// if the backend reads it there (PostgreSQL): a caller that checks the kill-switches right
+    /// after its append needs no read of its own while the stream has not moved past it.
+    pub control_seq: Option<u64>,
 }
 
 /// An execution that has not ended, for resume.
@@ -242,7 +246,8 @@ pub(crate) fn follow<L: EventLog + Clone + 'static>(
                 }
                 Ok(batch) if batch.is_empty() => {
                     let wait = if *sub.head.borrow() >= sub.next {
-                        sub.retry = (sub.retry * 2).clamp(std::time::Duration::from_millis(1), poll);
+                        sub.retry =
+                            (sub.retry * 2).clamp(std::time::Duration::from_millis(1), poll);
                         sub.retry
                     } else {
                         poll

@@ -96,7 +96,10 @@ async fn a_subscriber_never_skips_a_slower_concurrent_transaction() {
     }
     let stored = follower.read_all(1, 10_000).await.unwrap();
     assert_eq!(stored.len() as u64, total);
-    assert_eq!(followed, stored, "the subscriber got every event, once, in order");
+    assert_eq!(
+        followed, stored,
+        "the subscriber got every event, once, in order"
+    );
     let groups = handles[0]
         .stats()
         .groups

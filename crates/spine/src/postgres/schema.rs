@@ -87,8 +87,18 @@ const MIGRATIONS: &[&str] = &[
     //    running, and the single `head` row every append locked is gone. `offset_shift` lifts the
     //    new offsets above every offset already stored (the dense ones of version 1); the table
     //    lock keeps them from moving while it is computed.
+    //    `keel_spine.expect` ends a transaction whose premise failed with its own SQLSTATE, so the
+    //    writer can send a whole group's statements at once and tell "an execution moved" (it
+    //    then decides the group row by row) from a storage error.
     "LOCK TABLE keel_spine.batches IN EXCLUSIVE MODE;
      DROP TABLE keel_spine.head;
+     CREATE FUNCTION keel_spine.expect(ok boolean) RETURNS void LANGUAGE plpgsql AS $$
+     BEGIN
+         IF NOT ok THEN
+             RAISE EXCEPTION 'an execution is not where the group expected it'
+                 USING ERRCODE = 'KL001';
+         END IF;
+     END $$;
      INSERT INTO keel_spine.meta
      SELECT 'offset_shift', greatest(0, coalesce(max(last_offset), 0) / 65536 + 1
                                         - pg_current_xact_id()::text::int8)::text

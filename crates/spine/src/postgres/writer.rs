@@ -24,12 +24,15 @@
 //! writes only takes no head lock, and commits without waiting for the flush when none of them
 //! must be durable (rate takes alone, as the embedded spine does).
 
+mod one_trip;
+
 use super::schema::db_err;
 use crate::error::SpineError;
 use crate::log::AppendAck;
 use crate::side::{Appended, LedgerRow, SideAnswer, SideWrite};
 use crate::sqlite::WriterStats;
 use keel_core::ExecId;
+use keel_core::control::CONTROL_STREAM;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -79,6 +82,11 @@ pub(super) struct Conn {
     upsert_execs: Statement,
     drop_unused: Statement,
     notify: Statement,
+    control_seq: Statement,
+    /// The one-round-trip group's statements ([`one_trip`]).
+    expect_execs: Statement,
+    insert_batches_here: Statement,
+    notify_here: Statement,
     side: SideStatements,
 }
 
@@ -212,6 +220,40 @@ impl Conn {
             .prepare(&format!("SELECT pg_notify('{CHANNEL}', $1)"))
             .await
             .map_err(err("preparing the notification"))?;
+        let control_seq = client
+            .prepare(&format!(
+                "SELECT coalesce(max(last_seq), 0) FROM keel_spine.executions WHERE exec_id = '{CONTROL_STREAM}'"
+            ))
+            .await
+            .map_err(err("preparing the control stream's read"))?;
+        let expect_execs = client
+            .prepare(
+                "SELECT keel_spine.expect(count(*) = cardinality($1::text[])) FROM (
+                     SELECT 1 FROM keel_spine.executions e
+                     JOIN unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
+                         AS x(exec_id, tenant, last_seq, epoch) ON e.exec_id = x.exec_id
+                     WHERE e.tenant = x.tenant AND e.last_seq = x.last_seq AND NOT e.ended
+                         AND (x.epoch IS NULL OR e.lease_epoch = x.epoch)
+                     ORDER BY e.exec_id FOR UPDATE OF e) AS locked",
+            )
+            .await
+            .map_err(err("preparing the executions check"))?;
+        let insert_batches_here = client
+            .prepare(
+                "INSERT INTO keel_spine.batches (first_offset, last_offset, exec_id, first_seq, last_seq, body)
+                 SELECT base + f, base + l, e, fs, ls, body
+                 FROM (SELECT (pg_current_xact_id()::text::int8 + $7) * 65536 AS base) AS b,
+                      unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], $5::int8[], $6::text[])
+                          AS u(f, l, e, fs, ls, body)",
+            )
+            .await
+            .map_err(err("preparing the batch insert"))?;
+        let notify_here = client
+            .prepare(&format!(
+                "SELECT pg_notify('{CHANNEL}', ((pg_current_xact_id()::text::int8 + $2) * 65536 + $1)::text)"
+            ))
+            .await
+            .map_err(err("preparing the notification"))?;
         let side = SideStatements::prepare(&client, shown).await?;
         Ok(Self {
             side,
@@ -224,6 +266,10 @@ impl Conn {
             upsert_execs,
             drop_unused,
             notify,
+            control_seq,
+            expect_execs,
+            insert_batches_here,
+            notify_here,
         })
     }
 }
@@ -368,6 +414,18 @@ async fn commit_group(
     }
 }
 
+/// Where a transaction's offsets start: `(xid + shift) << 16` (its events are `base + 1 …`).
+fn offset_base(xid: i64, shift: i64, shown: &Path) -> Result<u64, SpineError> {
+    xid.checked_add(shift)
+        .and_then(|x| x.checked_mul(1 << super::schema::OFFSET_BITS))
+        .and_then(|x| u64::try_from(x).ok())
+        .ok_or_else(|| SpineError::Storage {
+            context: "numbering a group's events",
+            path: shown.to_owned(),
+            detail: format!("transaction id {xid} is past the offsets' range"),
+        })
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -379,6 +437,9 @@ async fn write_group(
 ) -> Result<Vec<Result<Appended, SpineError>>, SpineError> {
     if group.iter().all(|r| r.len == 0) {
         return write_side_only(c, shown, group).await;
+    }
+    if let Some(results) = one_trip::try_commit(c, shown, group).await? {
+        return Ok(results);
     }
     let mut keys: Vec<&str> = group
         .iter()
@@ -434,16 +495,7 @@ async fn write_group(
             },
         );
     }
-    let base = xid
-        .checked_add(c.shift)
-        .and_then(|x| x.checked_mul(1 << super::schema::OFFSET_BITS))
-        .and_then(|x| u64::try_from(x).ok())
-        .ok_or_else(|| SpineError::Storage {
-            context: "numbering a group's events",
-            path: shown.to_owned(),
-            detail: format!("transaction id {xid} is past the offsets' range"),
-        })?;
-    let mut next_offset = base + 1;
+    let mut next_offset = offset_base(xid, c.shift, shown)? + 1;
     let mut results = Vec::with_capacity(group.len());
     let mut batches = Batches::default();
     // Per execution, in first-appearance order: its state after this group.
@@ -463,6 +515,7 @@ async fn write_group(
             first_offset,
             last_offset: first_offset + req.len - 1,
             last_seq: req.expected_seq + req.len,
+            control_seq: None,
         };
         next_offset = ack.last_offset + 1;
         batches.push(req, &ack);
@@ -531,11 +584,14 @@ async fn write_group(
         c.client.execute(&c.drop_unused, &unused_params).await
     };
     let last_wave = side.next_wave();
-    let (ins, ups, dropped, note, last, commit) = tokio::join!(
+    // The control stream's last seq, read after this group's own writes and just before its
+    // commit, rides back on every ack (`AppendAck::control_seq`).
+    let (ins, ups, dropped, note, control, last, commit) = tokio::join!(
         c.client.execute(&c.insert_batches, &batch_params),
         c.client.execute(&c.upsert_execs, &exec_params),
         drop_unused,
         c.client.execute(&c.notify, &note_params),
+        c.client.query_one(&c.control_seq, &[]),
         run_wave(c, &last_wave),
         c.client.batch_execute("COMMIT"),
     );
@@ -543,9 +599,16 @@ async fn write_group(
     ups.map_err(db_err(shown, "recording executions"))?;
     dropped.map_err(db_err(shown, "dropping unused executions"))?;
     note.map_err(db_err(shown, "notifying subscribers"))?;
+    let control: i64 = control
+        .map_err(db_err(shown, "reading the control stream"))?
+        .get(0);
     let last = last.map_err(db_err(shown, "applying side writes"))?;
     commit.map_err(db_err(shown, "committing"))?;
     side.record(&last_wave, last, c, shown).await?;
+    let control = u64::try_from(control).ok();
+    for ack in results.iter_mut().flatten().flatten() {
+        ack.control_seq = control;
+    }
     Ok(side.answer(results))
 }
 

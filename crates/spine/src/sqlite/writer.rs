@@ -539,5 +539,7 @@ fn insert(
         first_offset,
         last_offset,
         last_seq,
+        // A point read of the local file costs the caller less than carrying it here.
+        control_seq: None,
     })
 }
