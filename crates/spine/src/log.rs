@@ -203,9 +203,10 @@ const FOLLOW_BATCH: usize = 512;
 /// A subscription from `from_offset` on over `log`'s `read_all`: it reads in batches, and at the
 /// head waits until `head` (the highest committed offset the backend has seen) moves or `poll`
 /// passes, whichever comes first, so a missed wake-up costs at most one poll. A backend whose
-/// readers stop below a transaction still running (PostgreSQL) may have announced offsets it does
-/// not return yet: then the subscription reads again after a short wait, doubling up to `poll`,
-/// since what ends that transaction may announce nothing. The stream ends after its first error.
+/// readers stop below a transaction still running (PostgreSQL) may announce a commit it does not
+/// return yet: after a wake-up (or while `head` is past the position) that read nothing, the
+/// subscription reads again after a short wait, doubling up to `poll`, since what ends the older
+/// transaction may announce nothing. The stream ends after its first error.
 pub(crate) fn follow<L: EventLog + Clone + 'static>(
     log: L,
     head: tokio::sync::watch::Receiver<u64>,
@@ -218,7 +219,9 @@ pub(crate) fn follow<L: EventLog + Clone + 'static>(
         next: u64,
         buffer: std::collections::VecDeque<Committed>,
         head: tokio::sync::watch::Receiver<u64>,
-        /// The wait before reading again while announced offsets are not readable yet.
+        /// A commit was announced and not read yet.
+        announced: bool,
+        /// The wait before reading again while an announced commit is not readable yet.
         retry: std::time::Duration,
         failed: bool,
     }
@@ -227,6 +230,7 @@ pub(crate) fn follow<L: EventLog + Clone + 'static>(
         next: from_offset.max(1),
         buffer: Default::default(),
         head,
+        announced: false,
         retry: std::time::Duration::ZERO,
         failed: false,
     };
@@ -245,19 +249,25 @@ pub(crate) fn follow<L: EventLog + Clone + 'static>(
                     return Some((Err(e), sub));
                 }
                 Ok(batch) if batch.is_empty() => {
-                    let wait = if *sub.head.borrow() >= sub.next {
-                        sub.retry =
-                            (sub.retry * 2).clamp(std::time::Duration::from_millis(1), poll);
+                    let wait = if sub.announced || *sub.head.borrow() >= sub.next {
+                        let first = std::time::Duration::from_millis(1);
+                        sub.retry = (sub.retry * 2).clamp(first, poll);
+                        // Past `poll` it is plain polling again.
+                        sub.announced &= sub.retry < poll;
                         sub.retry
                     } else {
                         poll
                     };
                     tokio::select! {
-                        _ = sub.head.changed() => {}
+                        changed = sub.head.changed() => {
+                            sub.announced = changed.is_ok();
+                            sub.retry = std::time::Duration::ZERO;
+                        }
                         _ = tokio::time::sleep(wait) => {}
                     }
                 }
                 Ok(batch) => {
+                    sub.announced = false;
                     sub.retry = std::time::Duration::ZERO;
                     sub.next = batch.last().map_or(sub.next, |c| c.offset + 1);
                     sub.buffer.extend(batch);

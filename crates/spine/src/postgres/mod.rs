@@ -164,7 +164,8 @@ fn parse_url(url: &str) -> Result<(Config, Option<PathBuf>), SpineError> {
         })
 }
 
-/// Opens the `LISTEN` connection: notifications move `head` (waking subscribers).
+/// Opens the `LISTEN` connection: every notification (another process committed) wakes the
+/// subscribers, which then read what has become readable.
 async fn listen(
     config: &Config,
     tls: &tls::MakeRustls,
@@ -175,12 +176,8 @@ async fn listen(
     tokio::spawn(async move {
         let mut messages = stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(Ok(message)) = messages.next().await {
-            if let AsyncMessage::Notification(n) = message
-                && let Ok(offset) = n.payload().parse::<u64>()
-            {
-                // Every commit wakes the subscribers, even one below the highest offset seen:
-                // an older transaction ending is what lets them read past it.
-                head.send_modify(|h| *h = (*h).max(offset));
+            if let AsyncMessage::Notification(_) = message {
+                head.send_modify(|_| {});
             }
         }
         // The connection is gone: subscribers fall back to polling.
@@ -520,9 +517,18 @@ impl EventLog for PgEventLog {
         for c in self.decode_rows(rows, 0, usize::MAX).await? {
             by_exec.entry(c.event.exec_id).or_default().push(c.event);
         }
+        // Each log is moved out at its last mention (copied only for an execution asked twice).
+        let mut last_mention: HashMap<ExecId, usize> = HashMap::new();
+        for (i, e) in exec_ids.iter().enumerate() {
+            last_mention.insert(*e, i);
+        }
         Ok(exec_ids
             .iter()
-            .map(|e| by_exec.get(e).cloned().unwrap_or_default())
+            .enumerate()
+            .map(|(i, e)| match last_mention.get(e) {
+                Some(&last) if last == i => by_exec.remove(e).unwrap_or_default(),
+                _ => by_exec.get(e).cloned().unwrap_or_default(),
+            })
             .collect())
     }
 

@@ -12,7 +12,12 @@
 //!    transaction still running); create the rows of executions new to the spine; read and lock
 //!    the group's executions, in `exec_id` order.
 //! 2. Insert the accepted batches, upsert their executions, drop the new rows no append used,
-//!    `pg_notify`, `COMMIT`.
+//!    `COMMIT`; then, in a transaction of its own, `pg_notify`.
+//!
+//! The notification stays out of the append's transaction: PostgreSQL serialises the commits of
+//! notifying transactions on one lock held through their WAL flush, which would put back the
+//! very queue across processes that numbering by transaction id removes. A notification carries
+//! no offset; it only wakes the subscribers of other processes.
 //!
 //! Conflicts, fences and refusals are decided between the two from the locked rows, so they never
 //! disturb the rest of the group; a storage error fails the whole group (nothing of it commits).
@@ -46,7 +51,8 @@ const MAX_GROUP_REQUESTS: usize = 1024;
 const MAX_GROUP_EVENTS: usize = 16_384;
 /// Most events of one transaction: the offsets below its transaction id.
 pub(super) const MAX_TRANSACTION_EVENTS: u64 = (1 << super::schema::OFFSET_BITS) - 1;
-/// The channel subscribers of every process listen on; the payload is the new head offset.
+/// The channel subscribers of every process listen on; a notification means "something
+/// committed" (no payload: the transaction numbering it is over by then).
 pub(super) const CHANNEL: &str = "keel_spine";
 
 /// One append call on its way to the writer.
@@ -81,12 +87,12 @@ pub(super) struct Conn {
     insert_batches: Statement,
     upsert_execs: Statement,
     drop_unused: Statement,
+    /// Sent after `COMMIT`, as a transaction of its own that waits for no flush.
     notify: Statement,
     control_seq: Statement,
     /// The one-round-trip group's statements ([`one_trip`]).
     expect_execs: Statement,
     insert_batches_here: Statement,
-    notify_here: Statement,
     side: SideStatements,
 }
 
@@ -217,7 +223,9 @@ impl Conn {
             .await
             .map_err(err("preparing the executions cleanup"))?;
         let notify = client
-            .prepare(&format!("SELECT pg_notify('{CHANNEL}', $1)"))
+            .prepare(&format!(
+                "SELECT set_config('synchronous_commit', 'off', true), pg_notify('{CHANNEL}', '')"
+            ))
             .await
             .map_err(err("preparing the notification"))?;
         let control_seq = client
@@ -248,12 +256,6 @@ impl Conn {
             )
             .await
             .map_err(err("preparing the batch insert"))?;
-        let notify_here = client
-            .prepare(&format!(
-                "SELECT pg_notify('{CHANNEL}', ((pg_current_xact_id()::text::int8 + $2) * 65536 + $1)::text)"
-            ))
-            .await
-            .map_err(err("preparing the notification"))?;
         let side = SideStatements::prepare(&client, shown).await?;
         Ok(Self {
             side,
@@ -269,7 +271,6 @@ impl Conn {
             control_seq,
             expect_execs,
             insert_batches_here,
-            notify_here,
         })
     }
 }
@@ -557,7 +558,6 @@ async fn write_group(
             execs.push(key, i);
         }
     }
-    let head_text = (next_offset - 1).to_string();
     let unused: Vec<&str> = created
         .iter()
         .map(String::as_str)
@@ -576,7 +576,6 @@ async fn write_group(
     let exec_params: [&(dyn ToSql + Sync); 4] =
         [&execs.key, &execs.tenant, &execs.last_seq, &execs.ended];
     let unused_params: [&(dyn ToSql + Sync); 1] = [&unused];
-    let note_params: [&(dyn ToSql + Sync); 1] = [&head_text];
     let drop_unused = async {
         if unused.is_empty() {
             return Ok(0);
@@ -586,19 +585,19 @@ async fn write_group(
     let last_wave = side.next_wave();
     // The control stream's last seq, read after this group's own writes and just before its
     // commit, rides back on every ack (`AppendAck::control_seq`).
-    let (ins, ups, dropped, note, control, last, commit) = tokio::join!(
+    let (ins, ups, dropped, control, last, commit, _) = tokio::join!(
         c.client.execute(&c.insert_batches, &batch_params),
         c.client.execute(&c.upsert_execs, &exec_params),
         drop_unused,
-        c.client.execute(&c.notify, &note_params),
         c.client.query_one(&c.control_seq, &[]),
         run_wave(c, &last_wave),
         c.client.batch_execute("COMMIT"),
+        // After the commit; if it fails, subscribers elsewhere wake by polling.
+        c.client.execute(&c.notify, &[]),
     );
     ins.map_err(db_err(shown, "inserting batches"))?;
     ups.map_err(db_err(shown, "recording executions"))?;
     dropped.map_err(db_err(shown, "dropping unused executions"))?;
-    note.map_err(db_err(shown, "notifying subscribers"))?;
     let control: i64 = control
         .map_err(db_err(shown, "reading the control stream"))?
         .get(0);

@@ -99,7 +99,6 @@ pub(super) async fn try_commit(
             execs.push(key, i);
         }
     }
-    let last_offset = super::to_i64(next - 1);
     let shift = c.shift;
     let create_params: [&(dyn ToSql + Sync); 2] = [&new_keys, &new_tenants];
     let expect_params: [&(dyn ToSql + Sync); 4] = [
@@ -119,7 +118,6 @@ pub(super) async fn try_commit(
     ];
     let exec_params: [&(dyn ToSql + Sync); 4] =
         [&execs.key, &execs.tenant, &execs.last_seq, &execs.ended];
-    let note_params: [&(dyn ToSql + Sync); 2] = [&last_offset, &shift];
     let create = async {
         if new_keys.is_empty() {
             return Ok(Vec::new());
@@ -127,17 +125,18 @@ pub(super) async fn try_commit(
         c.client.query(&c.create_execs, &create_params).await
     };
     let wave = side.next_wave();
-    let (begin, xid, created, expect, ins, ups, note, control, done, commit) = tokio::join!(
+    let (begin, xid, created, expect, ins, ups, control, done, commit, _) = tokio::join!(
         c.client.batch_execute("BEGIN"),
         c.client.query_one(&c.xact_id, &[]),
         create,
         c.client.execute(&c.expect_execs, &expect_params),
         c.client.execute(&c.insert_batches_here, &batch_params),
         c.client.execute(&c.upsert_execs, &exec_params),
-        c.client.execute(&c.notify_here, &note_params),
         c.client.query_one(&c.control_seq, &[]),
         run_wave(c, &wave),
         c.client.batch_execute("COMMIT"),
+        // After the commit (of this group, or of its rollback: a spare wake-up is harmless).
+        c.client.execute(&c.notify, &[]),
     );
     begin.map_err(db_err(shown, "starting a transaction"))?;
     let xid: i64 = xid
@@ -154,7 +153,6 @@ pub(super) async fn try_commit(
     }
     ins.map_err(db_err(shown, "inserting batches"))?;
     ups.map_err(db_err(shown, "recording executions"))?;
-    note.map_err(db_err(shown, "notifying subscribers"))?;
     let control: i64 = control
         .map_err(db_err(shown, "reading the control stream"))?
         .get(0);
