@@ -70,7 +70,7 @@ struct Run {
     /// A resuming drain's hold: the second model call of this drive waits until it says go
     /// (see [`crate::worker::drain`]); the first step runs at once.
     hold: Option<(bool, tokio::sync::watch::Receiver<bool>)>,
-    /// The control stream's last seq as this run's latest append saw it in its own transaction
+    /// The control stream's last seq read right after this run's latest append committed
     /// (`AppendAck::control_seq`), until the next read of the control state uses it.
     control_seen: Option<u64>,
 }

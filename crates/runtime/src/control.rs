@@ -86,9 +86,8 @@ impl Control {
         self.state_seen(None).await
     }
 
-    /// [`Control::state`], where `seen` is the stream's last seq as a commit that just returned
-    /// saw it in its own transaction (`AppendAck::control_seq`): then that stands in for the
-    /// point query, as fresh as it.
+    /// [`Control::state`], where `seen` is the stream's last seq read right after a commit that
+    /// just returned (`AppendAck::control_seq`): it stands in for the point query, as fresh.
     pub async fn state_seen(&self, seen: Option<u64>) -> Result<ControlState, RuntimeError> {
         let last = self.locked()?.last_seq;
         let moved = match seen {

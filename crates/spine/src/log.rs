@@ -39,9 +39,9 @@ pub struct AppendAck {
     pub last_offset: u64,
     /// The execution's last seq after the append.
     pub last_seq: u64,
-    /// The control stream's last seq as the append's transaction saw it just before committing,
-    /// if the backend reads it there (PostgreSQL): a caller that checks the kill-switches right
-    /// after its append needs no read of its own while the stream has not moved past it.
+    /// The control stream's last seq read right after the append committed, if the backend
+    /// reads it on the way back (PostgreSQL, in the same round trip): a caller that checks the
+    /// kill-switches right after its append needs no read of its own while it has not moved.
     pub control_seq: Option<u64>,
 }
 

@@ -583,28 +583,28 @@ async fn write_group(
         c.client.execute(&c.drop_unused, &unused_params).await
     };
     let last_wave = side.next_wave();
-    // The control stream's last seq, read after this group's own writes and just before its
-    // commit, rides back on every ack (`AppendAck::control_seq`).
-    let (ins, ups, dropped, control, last, commit, _) = tokio::join!(
+    let (ins, ups, dropped, last, commit, control, _) = tokio::join!(
         c.client.execute(&c.insert_batches, &batch_params),
         c.client.execute(&c.upsert_execs, &exec_params),
         drop_unused,
-        c.client.query_one(&c.control_seq, &[]),
         run_wave(c, &last_wave),
         c.client.batch_execute("COMMIT"),
-        // After the commit; if it fails, subscribers elsewhere wake by polling.
+        // After the commit: the control stream's last seq, as a read right after the append
+        // would see it (it rides back on every ack, `AppendAck::control_seq`), and the wake-up
+        // of other processes (if it fails, they poll).
+        c.client.query_one(&c.control_seq, &[]),
         c.client.execute(&c.notify, &[]),
     );
     ins.map_err(db_err(shown, "inserting batches"))?;
     ups.map_err(db_err(shown, "recording executions"))?;
     dropped.map_err(db_err(shown, "dropping unused executions"))?;
-    let control: i64 = control
-        .map_err(db_err(shown, "reading the control stream"))?
-        .get(0);
     let last = last.map_err(db_err(shown, "applying side writes"))?;
     commit.map_err(db_err(shown, "committing"))?;
     side.record(&last_wave, last, c, shown).await?;
-    let control = u64::try_from(control).ok();
+    // The group is committed either way; without the read, callers make their own.
+    let control = control
+        .ok()
+        .and_then(|r| u64::try_from(r.get::<_, i64>(0)).ok());
     for ack in results.iter_mut().flatten().flatten() {
         ack.control_seq = control;
     }

@@ -125,17 +125,17 @@ pub(super) async fn try_commit(
         c.client.query(&c.create_execs, &create_params).await
     };
     let wave = side.next_wave();
-    let (begin, xid, created, expect, ins, ups, control, done, commit, _) = tokio::join!(
+    let (begin, xid, created, expect, ins, ups, done, commit, control, _) = tokio::join!(
         c.client.batch_execute("BEGIN"),
         c.client.query_one(&c.xact_id, &[]),
         create,
         c.client.execute(&c.expect_execs, &expect_params),
         c.client.execute(&c.insert_batches_here, &batch_params),
         c.client.execute(&c.upsert_execs, &exec_params),
-        c.client.query_one(&c.control_seq, &[]),
         run_wave(c, &wave),
         c.client.batch_execute("COMMIT"),
-        // After the commit (of this group, or of its rollback: a spare wake-up is harmless).
+        // After the commit (or the rollback: then both are spare), as in the two-trip group.
+        c.client.query_one(&c.control_seq, &[]),
         c.client.execute(&c.notify, &[]),
     );
     begin.map_err(db_err(shown, "starting a transaction"))?;
@@ -153,14 +153,13 @@ pub(super) async fn try_commit(
     }
     ins.map_err(db_err(shown, "inserting batches"))?;
     ups.map_err(db_err(shown, "recording executions"))?;
-    let control: i64 = control
-        .map_err(db_err(shown, "reading the control stream"))?
-        .get(0);
     let done = done.map_err(db_err(shown, "applying side writes"))?;
     commit.map_err(db_err(shown, "committing"))?;
     side.record(&wave, done, c, shown).await?;
     let base = super::offset_base(xid, shift, shown)?;
-    let control = u64::try_from(control).ok();
+    let control = control
+        .ok()
+        .and_then(|r| u64::try_from(r.get::<_, i64>(0)).ok());
     for ack in results.iter_mut().flatten().flatten() {
         ack.first_offset += base;
         ack.last_offset += base;
