@@ -164,19 +164,22 @@ fn parse_url(url: &str) -> Result<(Config, Option<PathBuf>), SpineError> {
         })
 }
 
-/// Opens the `LISTEN` connection: every notification (another process committed) wakes the
-/// subscribers, which then read what has become readable.
+/// Opens the `LISTEN` connection: every notification of another process's commit wakes the
+/// subscribers, which then read what has become readable. This handle's own (from
+/// `writer_pid`) are skipped: its writer wakes them with the offsets.
 async fn listen(
     config: &Config,
     tls: &tls::MakeRustls,
-    shown: &Path,
     head: watch::Sender<u64>,
+    writer_pid: Arc<std::sync::atomic::AtomicI32>,
 ) -> Option<Client> {
     let (client, mut connection) = config.connect(tls.clone()).await.ok()?;
     tokio::spawn(async move {
         let mut messages = stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(Ok(message)) = messages.next().await {
-            if let AsyncMessage::Notification(_) = message {
+            if let AsyncMessage::Notification(n) = message
+                && n.process_id() != writer_pid.load(Ordering::Relaxed)
+            {
                 head.send_modify(|_| {});
             }
         }
@@ -186,7 +189,6 @@ async fn listen(
         .batch_execute(&format!("LISTEN {}", writer::CHANNEL))
         .await;
     if listening.is_err() {
-        let _ = shown;
         return None;
     }
     Some(client)
@@ -216,6 +218,7 @@ impl PgEventLog {
             .get(0);
         let conn = writer::Conn::prepare(first, &shown).await?;
         let shift = conn.shift();
+        let writer_pid = Arc::new(std::sync::atomic::AtomicI32::new(conn.pid()));
         let mut readers = Vec::new();
         for _ in 0..options.readers.max(1) {
             readers.push(Mutex::new(Arc::new(
@@ -224,7 +227,7 @@ impl PgEventLog {
         }
         let tx = open_client(&config, &tls, &shown, sync).await?;
         let (head_tx, head) = watch::channel(u64::try_from(head_now).unwrap_or(0));
-        let listener = listen(&config, &tls, &shown, head_tx.clone()).await;
+        let listener = listen(&config, &tls, head_tx.clone(), writer_pid.clone()).await;
         let (requests, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WriterStats::default());
         let target = writer::Target {
@@ -232,6 +235,7 @@ impl PgEventLog {
             tls,
             shown: shown.clone(),
             synchronous_commit: sync,
+            writer_pid,
         };
         tokio::spawn(writer::run(
             Some(conn),

@@ -79,6 +79,8 @@ pub(super) struct AppendRequest {
 /// The writer's connection and its prepared statements.
 pub(super) struct Conn {
     client: Client,
+    /// The session's server process id.
+    pid: i32,
     /// `offset_shift` of the database (docs/decisions/133).
     shift: i64,
     xact_id: Statement,
@@ -177,6 +179,11 @@ impl Conn {
     pub(super) async fn prepare(client: Client, shown: &Path) -> Result<Self, SpineError> {
         let err = |c| db_err(shown, c);
         let shift = super::schema::offset_shift(&client, shown).await?;
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .map_err(err("reading the session's process id"))?
+            .get(0);
         let xact_id = client
             .prepare("SELECT pg_current_xact_id()::text::int8")
             .await
@@ -260,6 +267,7 @@ impl Conn {
         Ok(Self {
             side,
             client,
+            pid,
             shift,
             xact_id,
             create_execs,
@@ -280,6 +288,11 @@ impl Conn {
     pub(super) fn shift(&self) -> i64 {
         self.shift
     }
+
+    /// The session's server process id.
+    pub(super) fn pid(&self) -> i32 {
+        self.pid
+    }
 }
 
 /// What the writer (and the handle's readers) need to (re)connect.
@@ -289,6 +302,9 @@ pub(super) struct Target {
     pub tls: super::tls::MakeRustls,
     pub shown: PathBuf,
     pub synchronous_commit: &'static str,
+    /// The writer session's server process, whose notifications this handle's listener skips
+    /// (the writer wakes this process's subscribers itself).
+    pub writer_pid: std::sync::Arc<std::sync::atomic::AtomicI32>,
 }
 
 impl Target {
@@ -343,6 +359,9 @@ pub(super) async fn run(
                 Ok(client) => Conn::prepare(client, &target.shown).await.ok(),
                 Err(_) => None,
             };
+            if let Some(c) = &conn {
+                target.writer_pid.store(c.pid, Ordering::Relaxed);
+            }
         }
         let results = match &conn {
             Some(c) => commit_group(c, &target.shown, &group).await,
