@@ -89,9 +89,9 @@ pub(super) struct Conn {
     insert_batches: Statement,
     upsert_execs: Statement,
     drop_unused: Statement,
-    /// Sent after `COMMIT`, as a transaction of its own that waits for no flush.
-    notify: Statement,
-    control_seq: Statement,
+    /// Sent after `COMMIT`, as a transaction of its own that waits for no flush: reads the
+    /// control stream's last seq and wakes the other processes.
+    after_commit: Statement,
     /// The one-round-trip group's statements ([`one_trip`]).
     expect_execs: Statement,
     insert_batches_here: Statement,
@@ -229,18 +229,14 @@ impl Conn {
             )
             .await
             .map_err(err("preparing the executions cleanup"))?;
-        let notify = client
+        let after_commit = client
             .prepare(&format!(
-                "SELECT set_config('synchronous_commit', 'off', true), pg_notify('{CHANNEL}', '')"
+                "SELECT (SELECT coalesce(max(last_seq), 0) FROM keel_spine.executions
+                         WHERE exec_id = '{CONTROL_STREAM}'),
+                        set_config('synchronous_commit', 'off', true), pg_notify('{CHANNEL}', '')"
             ))
             .await
-            .map_err(err("preparing the notification"))?;
-        let control_seq = client
-            .prepare(&format!(
-                "SELECT coalesce(max(last_seq), 0) FROM keel_spine.executions WHERE exec_id = '{CONTROL_STREAM}'"
-            ))
-            .await
-            .map_err(err("preparing the control stream's read"))?;
+            .map_err(err("preparing the statement after a commit"))?;
         let expect_execs = client
             .prepare(
                 "SELECT keel_spine.expect(count(*) = cardinality($1::text[])) FROM (
@@ -275,8 +271,7 @@ impl Conn {
             insert_batches,
             upsert_execs,
             drop_unused,
-            notify,
-            control_seq,
+            after_commit,
             expect_execs,
             insert_batches_here,
         })
@@ -602,7 +597,7 @@ async fn write_group(
         c.client.execute(&c.drop_unused, &unused_params).await
     };
     let last_wave = side.next_wave();
-    let (ins, ups, dropped, last, commit, control, _) = tokio::join!(
+    let (ins, ups, dropped, last, commit, control) = tokio::join!(
         c.client.execute(&c.insert_batches, &batch_params),
         c.client.execute(&c.upsert_execs, &exec_params),
         drop_unused,
@@ -611,8 +606,7 @@ async fn write_group(
         // After the commit: the control stream's last seq, as a read right after the append
         // would see it (it rides back on every ack, `AppendAck::control_seq`), and the wake-up
         // of other processes (if it fails, they poll).
-        c.client.query_one(&c.control_seq, &[]),
-        c.client.execute(&c.notify, &[]),
+        c.client.query_one(&c.after_commit, &[]),
     );
     ins.map_err(db_err(shown, "inserting batches"))?;
     ups.map_err(db_err(shown, "recording executions"))?;

@@ -125,7 +125,7 @@ pub(super) async fn try_commit(
         c.client.query(&c.create_execs, &create_params).await
     };
     let wave = side.next_wave();
-    let (begin, xid, created, expect, ins, ups, done, commit, control, _) = tokio::join!(
+    let (begin, xid, created, expect, ins, ups, done, commit, control) = tokio::join!(
         c.client.batch_execute("BEGIN"),
         c.client.query_one(&c.xact_id, &[]),
         create,
@@ -135,8 +135,7 @@ pub(super) async fn try_commit(
         run_wave(c, &wave),
         c.client.batch_execute("COMMIT"),
         // After the commit (or the rollback: then both are spare), as in the two-trip group.
-        c.client.query_one(&c.control_seq, &[]),
-        c.client.execute(&c.notify, &[]),
+        c.client.query_one(&c.after_commit, &[]),
     );
     begin.map_err(db_err(shown, "starting a transaction"))?;
     let xid: i64 = xid
