@@ -829,3 +829,113 @@ async fn a_worker_whose_sessions_the_database_ends_connects_again_and_goes_on() 
     );
     w.stop();
 }
+
+/// Starts a request of `tenant` on `order` through server `via` that asks no gate: a status
+/// question, or a complaint (a draft and a notification: a few steps more).
+async fn start_ungated(c: &Cluster, via: usize, tenant: &str, order: u32, kind: Kind) -> Job {
+    let goal = match kind {
+        Kind::Complaint => format!("This is terrible, order {order} arrived broken"),
+        _ => format!("Where is my order {order}?"),
+    };
+    let r = c
+        .call(
+            via,
+            tenant,
+            "POST",
+            "/v1/executions",
+            json!({"goal": goal, "strategy": "support-long"}),
+        )
+        .await;
+    assert_eq!(r.code, 201, "{}", r.body);
+    Job {
+        kind,
+        order,
+        goal,
+        via,
+        exec: r.json()["exec_id"].as_str().unwrap().parse().unwrap(),
+    }
+}
+
+/// When `exec` finished (its `exec.finished` event's time).
+async fn finished_at(c: &Cluster, exec: ExecId) -> chrono::DateTime<chrono::Utc> {
+    let events = c.events(exec).await;
+    events
+        .iter()
+        .find(|e| matches!(e.payload, Payload::ExecFinished(_)))
+        .unwrap_or_else(|| panic!("{exec} did not finish"))
+        .ts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_claim_as_slots_free_and_a_late_tenant_does_not_wait_for_a_flood() {
+    let c = Cluster::start().await;
+    // One tenant's flood, waiting before any worker runs: more than the two workers' first
+    // claims take (4 driven at a time each, up to 16 claimed per listing). Short and longer
+    // requests mixed, so executions started together do not end together.
+    let mut flood = Vec::new();
+    for i in 0..120 {
+        let kind = [Kind::Status, Kind::Complaint][i % 2];
+        let order = 1001 + (i % 48) as u32;
+        flood.push(start_ungated(&c, i % 2, "acme", order, kind).await);
+    }
+    let workers = [c.worker("w1", 30, 80), c.worker("w2", 30, 80)];
+    // A worker takes more up while it still drives what it took before: it holds an execution
+    // it did not hold at an earlier look beside one it held then, still unfinished.
+    let mut seen: Vec<BTreeSet<ExecId>> = vec![BTreeSet::new(); workers.len()];
+    let mut overlapped = false;
+    let started = Instant::now();
+    while !overlapped {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "no worker claimed while driving; they said:\n{}\n---\n{}",
+            workers[0].stderr(),
+            workers[1].stderr()
+        );
+        for (w, seen) in workers.iter().zip(seen.iter_mut()) {
+            let held: BTreeSet<ExecId> = c.held_by(w).await.into_keys().collect();
+            let new = held.difference(seen).count();
+            let still = held.intersection(seen).count();
+            overlapped |= new > 0 && still > 0;
+            seen.extend(held);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "a worker claimed while driving {} ms after the workers started",
+        started.elapsed().as_millis()
+    );
+    // A late tenant's two executions, while most of the flood still waits.
+    let late = [
+        start_ungated(&c, 0, "globex", 1049, Kind::Status).await,
+        start_ungated(&c, 1, "globex", 1050, Kind::Status).await,
+    ];
+    let mut jobs = flood;
+    jobs.extend(late);
+    c.finish(&jobs).await;
+    let (flood, late) = jobs.split_at(jobs.len() - 2);
+    let mut late_done = finished_at(&c, late[0].exec).await;
+    late_done = late_done.max(finished_at(&c, late[1].exec).await);
+    let mut after = 0;
+    for j in flood {
+        after += usize::from(finished_at(&c, j.exec).await > late_done);
+    }
+    eprintln!(
+        "{after} of the flood's {} executions finished after the late tenant's last",
+        flood.len()
+    );
+    assert!(
+        after > 0,
+        "the late tenant's executions waited for the whole flood"
+    );
+    // Every execution ended once: gapless logs, no step asked the model twice, every call
+    // answered once (two drivers of one execution would break these).
+    c.check_logs(&jobs).await;
+    for w in workers {
+        let log = w.stop();
+        assert!(
+            !log.contains("not run") && !log.contains("lost the lease"),
+            "{log}"
+        );
+    }
+    c.check_no_secret();
+}

@@ -175,10 +175,19 @@ const READ_BATCH: usize = 32;
 /// Per strategy version: the strategy and its model provider, made once per drain.
 type Chosen = (Arc<crate::strategy::Strategy>, Arc<dyn ModelProvider>);
 
+/// How soon a busy drain lists (claims) again after a listing that brought no new work, when
+/// a slot is free: what it notices late at worst (work another worker left, a gate decided)
+/// while its own executions keep it busy. A listing that brought work is followed at once.
+const RELIST_IDLE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Drives every unfinished execution (and any that appear meanwhile) until none is left that
 /// can make progress, `concurrency` at a time. Each execution's log is read once, in batches
 /// of 32 (no store round trip per execution before it is driven), and the next
 /// execution starts as soon as any ends (a slow one never holds the others back).
+///
+/// Work is taken up as slots free: once everything listed has started and a slot is free, the
+/// drain lists again (through a leased view, that claims more; each claim spreads over the
+/// tenants with work), so executions a claim left out never wait for the others to end.
 pub async fn drain(
     agent: &Arc<Agent>,
     strategies: &StrategySet,
@@ -191,69 +200,109 @@ pub async fn drain(
     // from ending; one whose log has not moved is not driven twice.
     let mut parked: BTreeMap<ExecId, u64> = BTreeMap::new();
     let mut out: Vec<Drained> = Vec::new();
+    let limit = concurrency.max(1);
+    // Listed, not read yet; being read (at most two batches: the next is read while the last
+    // one's executions start); read, waiting for a slot; being driven.
+    let mut listed: std::collections::VecDeque<ExecId> = std::collections::VecDeque::new();
+    let mut reading = futures::stream::FuturesOrdered::new();
+    let mut ready: std::collections::VecDeque<(ExecId, Vec<Event>)> =
+        std::collections::VecDeque::new();
+    let mut running = futures::stream::FuturesUnordered::new();
+    // Everything listed and not yet back: never admitted again meanwhile (its log moves as it
+    // is driven, which would otherwise look like a decision).
+    let mut active: std::collections::BTreeSet<ExecId> = std::collections::BTreeSet::new();
+    // Breadth first: what a listing brings takes one step, then waits until the drain has
+    // started all of it it can (all of it, or `limit` running), so no execution's resume waits
+    // behind others running ahead (the total work is the same).
+    let (mut go, mut hold) = tokio::sync::watch::channel(true);
+    // Whether the last listing brought work, and when it was made.
+    let mut brought = true;
+    let mut listed_at = tokio::time::Instant::now();
     loop {
-        let ids = admit(&mut parked, agent.log.list_unfinished().await?);
-        let before = out.len();
-        if ids.is_empty() {
-            // An execution driven again after its gate was decided is reported once, as it ended.
-            let mut seen = std::collections::BTreeSet::new();
-            out.reverse();
-            out.retain(|d| seen.insert(d.exec_id));
-            out.reverse();
-            return Ok(out);
+        let idle = listed.is_empty() && reading.is_empty() && ready.is_empty();
+        if idle && running.len() < limit {
+            if !*go.borrow() {
+                go.send_replace(true);
+            }
+            let due = brought || running.is_empty() || listed_at.elapsed() >= RELIST_IDLE;
+            if due {
+                let mut unfinished = agent.log.list_unfinished().await?;
+                unfinished.retain(|s| !active.contains(&s.exec_id));
+                let ids = admit(&mut parked, unfinished);
+                active.extend(ids.iter().copied());
+                listed_at = tokio::time::Instant::now();
+                brought = !ids.is_empty();
+                if ids.is_empty() && running.is_empty() {
+                    // An execution driven again after its gate was decided is reported once,
+                    // as it ended.
+                    let mut seen = std::collections::BTreeSet::new();
+                    out.reverse();
+                    out.retain(|d| seen.insert(d.exec_id));
+                    out.reverse();
+                    return Ok(out);
+                }
+                if brought {
+                    (go, hold) = tokio::sync::watch::channel(false);
+                    listed.extend(ids);
+                }
+            }
         }
-        let chunks: Vec<Vec<ExecId>> = ids.chunks(READ_BATCH).map(<[ExecId]>::to_vec).collect();
-        // The next batch is read while the last one's executions start.
-        let mut loaded = futures::stream::iter(chunks)
-            .map(|chunk| async move {
+        while reading.len() < 2 && !listed.is_empty() {
+            let n = listed.len().min(READ_BATCH);
+            let chunk: Vec<ExecId> = listed.drain(..n).collect();
+            reading.push_back(async move {
                 let logs = agent.log.read_many(&chunk).await;
                 (chunk, logs)
-            })
-            .buffered(2);
-        let mut running = futures::stream::FuturesUnordered::new();
-        let limit = concurrency.max(1);
-        // Breadth first: what this pass starts takes one step, then waits until the pass has
-        // started all it can (every listed execution, or `limit` of them), so no execution's
-        // resume waits behind others running ahead (the total work is the same).
-        let (go, hold) = tokio::sync::watch::channel(false);
-        while let Some((chunk, logs)) = loaded.next().await {
-            let logs = logs?;
-            for (exec_id, events) in chunk.into_iter().zip(logs) {
-                match choose(strategies, &mut chosen, &mut providers, exec_id, &events) {
-                    Ok((strategy, provider)) => {
-                        let hold = Some(hold.clone()).filter(|_| !*go.borrow());
-                        running.push(run_one(
-                            agent.clone(),
-                            strategy,
-                            provider,
-                            exec_id,
-                            events,
-                            hold,
-                        ));
-                    }
-                    Err(e) => out.push(Drained {
+            });
+        }
+        while running.len() < limit {
+            let Some((exec_id, events)) = ready.pop_front() else {
+                break;
+            };
+            match choose(strategies, &mut chosen, &mut providers, exec_id, &events) {
+                Ok((strategy, provider)) => {
+                    let hold = Some(hold.clone()).filter(|_| !*go.borrow());
+                    running.push(run_one(
+                        agent.clone(),
+                        strategy,
+                        provider,
+                        exec_id,
+                        events,
+                        hold,
+                    ));
+                }
+                Err(e) => {
+                    active.remove(&exec_id);
+                    out.push(Drained {
                         exec_id,
                         result: Err(e),
-                    }),
-                }
-                if running.len() >= limit {
-                    go.send_replace(true);
-                }
-                while running.len() >= limit {
-                    if let Some(d) = running.next().await {
-                        out.push(d);
-                    }
+                    });
                 }
             }
         }
-        go.send_replace(true);
-        while let Some(d) = running.next().await {
-            out.push(d);
+        if running.len() >= limit {
+            go.send_replace(true);
         }
-        for d in &out[before..] {
-            if let Ok(state) = &d.result {
-                parked.insert(d.exec_id, state.last_seq);
+        let idle = listed.is_empty() && reading.is_empty() && ready.is_empty();
+        // A slot is free and nothing is queued: the listing is due once the timer runs out
+        // (or at once, if the last listing brought work: the loop goes round).
+        let relist_wait = idle && running.len() < limit && !running.is_empty() && !brought;
+        if idle && running.len() < limit && (brought || running.is_empty()) {
+            continue;
+        }
+        tokio::select! {
+            Some(d) = running.next(), if !running.is_empty() => {
+                active.remove(&d.exec_id);
+                if let Ok(state) = &d.result {
+                    parked.insert(d.exec_id, state.last_seq);
+                }
+                out.push(d);
             }
+            Some((chunk, logs)) = reading.next(), if !reading.is_empty() && ready.len() < limit => {
+                ready.extend(chunk.into_iter().zip(logs?));
+            }
+            () = tokio::time::sleep_until(listed_at + RELIST_IDLE), if relist_wait => {}
+            else => {}
         }
     }
 }
@@ -261,8 +310,11 @@ pub async fn drain(
 /// Of the unfinished executions listed, those a drain drives in its next pass: every one it has
 /// not driven yet, and every one whose log has moved past where it stopped (a gate decided, a
 /// kill-switch or an escalation recorded). `parked` learns where each admitted one stands.
+/// They come in turns across tenants (in the order listed within a tenant), so one tenant's
+/// backlog in a listing does not go before another's one execution.
 fn admit(parked: &mut BTreeMap<ExecId, u64>, listed: Vec<keel_spine::ExecSummary>) -> Vec<ExecId> {
-    let mut ids = Vec::new();
+    let mut by_tenant: Vec<(TenantId, std::collections::VecDeque<ExecId>)> = Vec::new();
+    let mut slot: std::collections::HashMap<TenantId, usize> = std::collections::HashMap::new();
     for summary in listed {
         // The control stream is not an execution.
         if summary.exec_id == CONTROL_STREAM {
@@ -273,8 +325,21 @@ fn admit(parked: &mut BTreeMap<ExecId, u64>, listed: Vec<keel_spine::ExecSummary
             .is_none_or(|&seq| summary.last_seq > seq);
         if moved {
             parked.insert(summary.exec_id, summary.last_seq);
-            ids.push(summary.exec_id);
+            match slot.get(&summary.tenant) {
+                Some(&i) => by_tenant[i].1.push_back(summary.exec_id),
+                None => {
+                    slot.insert(summary.tenant.clone(), by_tenant.len());
+                    by_tenant.push((summary.tenant, [summary.exec_id].into()));
+                }
+            }
         }
+    }
+    let mut ids = Vec::new();
+    while !by_tenant.is_empty() {
+        by_tenant.retain_mut(|(_, queue)| {
+            ids.extend(queue.pop_front());
+            !queue.is_empty()
+        });
     }
     ids
 }
@@ -508,6 +573,28 @@ mod tests {
             admit(&mut parked, listed(&[(a, 10), (b, 1)])),
             vec![a],
             "a decision on its gate brings it back, even while other work keeps the drain going"
+        );
+    }
+
+    #[test]
+    fn a_listing_is_taken_up_in_turns_across_tenants() {
+        let ids: Vec<ExecId> = (0..5).map(|_| keel_spine::clock::new_exec_id()).collect();
+        let of = |i: usize, tenant: &str| ExecSummary {
+            exec_id: ids[i],
+            tenant: TenantId::from(tenant),
+            last_seq: 3,
+        };
+        let listed = vec![
+            of(0, "flood"),
+            of(1, "flood"),
+            of(2, "flood"),
+            of(3, "late"),
+            of(4, "flood"),
+        ];
+        assert_eq!(
+            admit(&mut BTreeMap::new(), listed),
+            vec![ids[0], ids[3], ids[1], ids[2], ids[4]],
+            "the other tenant's one execution goes second, not after the whole backlog"
         );
     }
 }

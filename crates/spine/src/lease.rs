@@ -433,12 +433,19 @@ impl crate::EventLog for LeasedLog {
                 }
             }
         }
-        for l in self
-            .leases
-            .claim(&self.owner, self.ttl, self.claim_limit)
-            .await?
-        {
-            self.hold(l);
+        // A claim takes an equal share from each tenant with work; tenants with less than
+        // their share leave the rest of it untaken, so claim again for that rest (each round
+        // takes something or ends the loop) until the limit is reached or nothing is free.
+        let mut wanted = self.claim_limit;
+        while wanted > 0 {
+            let claimed = self.leases.claim(&self.owner, self.ttl, wanted).await?;
+            if claimed.is_empty() {
+                break;
+            }
+            wanted = wanted.saturating_sub(claimed.len());
+            for l in claimed {
+                self.hold(l);
+            }
         }
         let mut out: Vec<crate::ExecSummary> = Vec::new();
         // The last seq as of the claim or this view's last append (others' unfenced appends, a

@@ -137,15 +137,23 @@ impl Leases for PgEventLog {
             .map(|l| i64::try_from(l.epoch).unwrap_or(i64::MAX))
             .collect();
         let owners: Vec<&str> = leases.iter().map(|l| l.owner.as_str()).collect();
-        let kept: Vec<String> = self
+        // The rows are locked in `exec_id` order, as the writer's group transactions lock
+        // theirs: in any other order a heartbeat and a group could each hold a row the other
+        // waits for, and PostgreSQL would end one of them as a deadlock (a failed group fails
+        // every append in it; failed heartbeats lose leases).
+        let kept: std::collections::HashSet<String> = self
             .reader()
             .await?
             .query(
-                "UPDATE keel_spine.executions AS e
+                "WITH held AS (
+                     SELECT e.exec_id FROM keel_spine.executions AS e
+                     JOIN unnest($1::text[], $2::int8[], $3::text[]) AS l(exec_id, epoch, owner)
+                       ON e.exec_id = l.exec_id
+                     WHERE e.lease_epoch = l.epoch AND e.lease_owner = l.owner AND NOT e.ended
+                     ORDER BY e.exec_id FOR UPDATE OF e)
+                 UPDATE keel_spine.executions AS e
                  SET lease_expires = clock_timestamp() + make_interval(secs => $4)
-                 FROM unnest($1::text[], $2::int8[], $3::text[]) AS l(exec_id, epoch, owner)
-                 WHERE e.exec_id = l.exec_id AND e.lease_epoch = l.epoch
-                   AND e.lease_owner = l.owner AND NOT e.ended
+                 FROM held WHERE e.exec_id = held.exec_id
                  RETURNING e.exec_id",
                 &[&keys, &epochs, &owners, &secs(ttl)],
             )
@@ -198,8 +206,11 @@ impl Leases for PgEventLog {
         self.reader()
             .await?
             .execute(
-                "UPDATE keel_spine.executions SET lease_owner = NULL, lease_expires = NULL
-                 WHERE lease_owner = $1",
+                // Locked in `exec_id` order, as `renew` explains.
+                "UPDATE keel_spine.executions AS e SET lease_owner = NULL, lease_expires = NULL
+                 FROM (SELECT exec_id FROM keel_spine.executions WHERE lease_owner = $1
+                       ORDER BY exec_id FOR UPDATE) AS mine
+                 WHERE e.exec_id = mine.exec_id AND e.lease_owner = $1",
                 &[&owner],
             )
             .await
