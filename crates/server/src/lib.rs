@@ -152,7 +152,8 @@ pub fn router(state: State) -> Router {
 
 /// Background work of a server: drive executions that can make progress (on start, when woken
 /// by this server or by what any process commits to the spine — a gate decided through another
-/// server, say — and every second), and sweep gate SLAs.
+/// server, say — and every second), and sweep gate SLAs. A subscription that failed is opened
+/// again a second later, so the server goes back from polling to following.
 pub fn spawn_background(state: State) {
     let s = state.clone();
     let drives = s.workers > 0;
@@ -186,7 +187,11 @@ pub fn spawn_background(state: State) {
                             wakes = None;
                         }
                     }
-                    None => tokio::time::sleep(Duration::from_secs(1)).await,
+                    None => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        // Follows the spine again once it answers (a restarted database).
+                        wakes = keel_runtime::worker::Wakes::open(&*s.log).await.ok();
+                    }
                 }
             };
             tokio::select! {
