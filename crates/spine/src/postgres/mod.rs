@@ -1,11 +1,12 @@
 //! The shared spine backend: PostgreSQL (schema `keel_spine`), for many workers on many machines.
 //!
 //! Writes go through one writer task per handle with group commit (module `writer`): one
-//! process's concurrent appenders share transactions. A global offset counter, taken
-//! `FOR UPDATE` inside every append transaction, hands out offsets in commit order, so a reader
-//! never sees offset N+1 before N and a subscriber never skips a slower transaction's events
-//! (docs/decisions/090). Reads are pipelined over a few shared connections. Subscribers wake on
-//! `LISTEN keel_spine` (every process's commits notify it) and poll as a fallback. Leases
+//! process's concurrent appenders share transactions, and transactions of different processes
+//! commit in parallel. Offsets are numbered from the appending transaction's id, and readers stop
+//! below the oldest transaction still running, so a reader never sees an offset before a lower
+//! one that may still commit and a subscriber never skips a slower transaction's events
+//! (docs/decisions/133). Reads are pipelined over a few shared connections. Subscribers wake on
+//! `LISTEN keel_spine` (every other process's commits notify it) and poll as a fallback. Leases
 //! (module `leases`) fence appends by epoch inside the same transaction.
 //!
 //! What it is not: a connection pool for arbitrary work. Every connection takes TLS from the URL

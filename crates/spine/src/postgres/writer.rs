@@ -26,8 +26,11 @@
 //! in the same transaction, one statement each, pipelined in waves: a wave ends at each request's
 //! next rate take, since a refused take skips what follows it. The last wave rides in round trip
 //! 2 unless it begins a ledger key (whose answer may need a read of its own). A group of side
-//! writes only takes no head lock, and commits without waiting for the flush when none of them
+//! writes only locks no execution, and commits without waiting for the flush when none of them
 //! must be durable (rate takes alone, as the embedded spine does).
+//!
+//! Most groups need neither decision round trip: [`one_trip`] sends them whole and falls back to
+//! the two round trips above only when an execution is not where the group expects it.
 
 mod one_trip;
 
