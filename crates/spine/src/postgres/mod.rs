@@ -135,29 +135,30 @@ pub(super) async fn open_client(
 /// the server as errors may show it (no password). Create the schema first with
 /// [`PgEventLog::connect`].
 pub async fn connect_session(url: &str) -> Result<(Client, PathBuf), SpineError> {
-    let (config, root) = parse_url(url)?;
+    let (config, files) = parse_url(url)?;
     let shown = shown_url(&config);
-    let tls = tls::MakeRustls::new(root.as_deref(), &shown)?;
+    let tls = tls::MakeRustls::new(&files, &shown)?;
     let client = open_client(&config, &tls, &shown, "on").await?;
     Ok((client, shown))
 }
 
 /// How to connect to `url` as the spine does, for stores in other crates that open their own
 /// connections (the projections, pgvector memory): the URL's configuration without its TLS
-/// parameters, the verified-TLS connector they ask for (`sslmode`, `sslrootcert`), and the
+/// parameters, the verified-TLS connector they ask for (`sslmode`, `sslrootcert`, and the
+/// client certificate of `sslcert`/`sslkey`), and the
 /// server as errors may show it (no password).
 pub fn connector(url: &str) -> Result<(Config, tls::MakeRustls, PathBuf), SpineError> {
-    let (config, root) = parse_url(url)?;
+    let (config, files) = parse_url(url)?;
     let shown = shown_url(&config);
-    let tls = tls::MakeRustls::new(root.as_deref(), &shown)?;
+    let tls = tls::MakeRustls::new(&files, &shown)?;
     Ok((config, tls, shown))
 }
 
-/// The parsed URL, and the root certificates' file it names (`sslrootcert`), if any.
-fn parse_url(url: &str) -> Result<(Config, Option<PathBuf>), SpineError> {
-    let (url, root) = tls::split_url(url);
+/// The parsed URL, and the TLS files it names (`sslrootcert`, `sslcert`, `sslkey`).
+fn parse_url(url: &str) -> Result<(Config, tls::TlsFiles), SpineError> {
+    let (url, files) = tls::split_url(url);
     url.parse()
-        .map(|config| (config, root))
+        .map(|config| (config, files))
         .map_err(|e: tokio_postgres::Error| SpineError::Storage {
             context: "parsing the spine's PostgreSQL URL",
             path: PathBuf::from("postgres://…"),
@@ -200,9 +201,9 @@ impl PgEventLog {
     /// `key=value` form), creating or migrating schema `keel_spine`. Errors name the server
     /// without the password.
     pub async fn connect(url: &str, options: PgOptions) -> Result<Self, SpineError> {
-        let (config, root) = parse_url(url)?;
+        let (config, files) = parse_url(url)?;
         let shown = shown_url(&config);
-        let tls = tls::MakeRustls::new(root.as_deref(), &shown)?;
+        let tls = tls::MakeRustls::new(&files, &shown)?;
         let sync = match options.durability {
             Durability::Full => "on",
             Durability::Off => "off",

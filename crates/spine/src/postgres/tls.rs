@@ -7,12 +7,15 @@
 //! certificate is verified — chain and host name — against `sslrootcert=PATH` (PEM) if the URL
 //! names one, else the system's trusted roots: rustls has no "encrypt but trust anyone" mode,
 //! and a man in the middle is what TLS is for. So `require` here is libpq's `verify-full`.
+//!
+//! `sslcert=PATH&sslkey=PATH` (PEM, both or neither) give every connection a client
+//! certificate, for servers that authenticate clients by certificate (`hostssl … cert`).
 
 use crate::error::SpineError;
 use futures::future::BoxFuture;
 use rustls::ClientConfig;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -27,14 +30,35 @@ pub struct MakeRustls {
     config: Arc<ClientConfig>,
 }
 
-/// The URL without the options tokio-postgres does not parse (`sslrootcert`, and the `verify-*`
-/// modes, which become `require`: verification is always on), and the root certificates' file.
-pub(crate) fn split_url(url: &str) -> (String, Option<PathBuf>) {
-    let mut root = None;
+/// The files a URL names for TLS: the roots to trust (`sslrootcert`) and the client's
+/// certificate and key (`sslcert`, `sslkey`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `sslrootcert`: the certificates to trust instead of the system's.
+    pub root: Option<PathBuf>,
+    /// `sslcert`: the client's certificate chain.
+    pub cert: Option<PathBuf>,
+    /// `sslkey`: the client certificate's private key.
+    pub key: Option<PathBuf>,
+}
+
+/// The URL without the options tokio-postgres does not parse (`sslrootcert`, `sslcert`,
+/// `sslkey`, and the `verify-*` modes, which become `require`: verification is always on), and
+/// the files they name.
+pub(crate) fn split_url(url: &str) -> (String, TlsFiles) {
+    let mut files = TlsFiles::default();
     let mut keep = |key: &str, value: &str| -> Option<String> {
         match (key, value) {
             ("sslrootcert", v) => {
-                root = Some(PathBuf::from(v));
+                files.root = Some(PathBuf::from(v));
+                None
+            }
+            ("sslcert", v) => {
+                files.cert = Some(PathBuf::from(v));
+                None
+            }
+            ("sslkey", v) => {
+                files.key = Some(PathBuf::from(v));
                 None
             }
             ("sslmode", "verify-ca" | "verify-full") => Some(format!("{key}=require")),
@@ -43,7 +67,7 @@ pub(crate) fn split_url(url: &str) -> (String, Option<PathBuf>) {
     };
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let Some((base, query)) = url.split_once('?') else {
-            return (url.to_owned(), None);
+            return (url.to_owned(), TlsFiles::default());
         };
         let kept: Vec<String> = query
             .split('&')
@@ -57,7 +81,7 @@ pub(crate) fn split_url(url: &str) -> (String, Option<PathBuf>) {
         } else {
             format!("{base}?{}", kept.join("&"))
         };
-        return (url, root);
+        return (url, files);
     }
     // libpq's `key=value key=value` form (values without spaces: paths and modes).
     let kept: Vec<String> = url
@@ -67,13 +91,15 @@ pub(crate) fn split_url(url: &str) -> (String, Option<PathBuf>) {
             None => Some(pair.to_owned()),
         })
         .collect();
-    (kept.join(" "), root)
+    (kept.join(" "), files)
 }
 
 impl MakeRustls {
-    /// A connector trusting the certificates in `root` (PEM), else the system's roots; `shown`
+    /// A connector trusting the certificates in `files.root` (PEM), else the system's roots,
+    /// and presenting the client certificate `files.cert` with `files.key` if given; `shown`
     /// names the server in errors.
-    pub fn new(root: Option<&Path>, shown: &Path) -> Result<Self, SpineError> {
+    pub fn new(files: &TlsFiles, shown: &Path) -> Result<Self, SpineError> {
+        let root = files.root.as_deref();
         let fail = |detail: String| SpineError::Storage {
             context: "setting up TLS",
             path: shown.to_owned(),
@@ -99,16 +125,59 @@ impl MakeRustls {
                 let _ = roots.add_parsable_certificates(found.certs);
             }
         }
-        let config =
+        let builder =
             ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
                 .map_err(|e| fail(e.to_string()))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+                .with_root_certificates(roots);
+        let config = match (&files.cert, &files.key) {
+            (None, None) => builder.with_no_client_auth(),
+            (Some(cert), Some(key_file)) => {
+                let (chain, key) = client_identity(cert, key_file).map_err(fail)?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    fail(format!(
+                        "sslkey {} does not go with sslcert {}: {e}",
+                        key_file.display(),
+                        cert.display()
+                    ))
+                })?
+            }
+            (Some(cert), None) => {
+                return Err(fail(format!(
+                    "sslcert {} is given without sslkey",
+                    cert.display()
+                )));
+            }
+            (None, Some(key)) => {
+                return Err(fail(format!(
+                    "sslkey {} is given without sslcert",
+                    key.display()
+                )));
+            }
+        };
         Ok(Self {
             config: Arc::new(config),
         })
     }
+}
+
+/// The client's certificate chain and private key from their PEM files; errors name the key
+/// (`sslcert`, `sslkey`) and the file.
+fn client_identity(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("sslcert {}: {e}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("sslcert {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("sslcert {}: no certificate in it", cert.display()));
+    }
+    // PKCS#8, PKCS#1 (RSA) or SEC1 (EC), whichever the PEM holds.
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("sslkey {}: {e}", key.display()))?;
+    Ok((chain, key))
 }
 
 impl<S> MakeTlsConnect<S> for MakeRustls
@@ -193,8 +262,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::split_url;
+    use super::{TlsFiles, split_url};
     use std::path::PathBuf;
+
+    fn root(path: &str) -> TlsFiles {
+        TlsFiles {
+            root: Some(PathBuf::from(path)),
+            ..TlsFiles::default()
+        }
+    }
 
     #[test]
     fn the_options_tokio_postgres_does_not_parse_are_taken_out() {
@@ -202,23 +278,33 @@ mod tests {
             split_url("postgres://u:p@h/db?sslmode=verify-full&sslrootcert=/ca.pem&x=1"),
             (
                 "postgres://u:p@h/db?sslmode=require&x=1".to_owned(),
-                Some(PathBuf::from("/ca.pem"))
+                root("/ca.pem")
             )
         );
         assert_eq!(
             split_url("postgres://h/db?sslrootcert=/ca.pem"),
-            ("postgres://h/db".to_owned(), Some(PathBuf::from("/ca.pem")))
+            ("postgres://h/db".to_owned(), root("/ca.pem"))
         );
         assert_eq!(
             split_url("host=h sslmode=verify-ca sslrootcert=/c.pem dbname=d"),
-            (
-                "host=h sslmode=require dbname=d".to_owned(),
-                Some(PathBuf::from("/c.pem"))
-            )
+            ("host=h sslmode=require dbname=d".to_owned(), root("/c.pem"))
         );
         assert_eq!(
             split_url("postgres://h/db"),
-            ("postgres://h/db".to_owned(), None)
+            ("postgres://h/db".to_owned(), TlsFiles::default())
+        );
+        let client = TlsFiles {
+            root: None,
+            cert: Some(PathBuf::from("/c.pem")),
+            key: Some(PathBuf::from("/k.pem")),
+        };
+        assert_eq!(
+            split_url("postgres://h/db?sslcert=/c.pem&sslmode=require&sslkey=/k.pem"),
+            ("postgres://h/db?sslmode=require".to_owned(), client.clone())
+        );
+        assert_eq!(
+            split_url("host=h sslcert=/c.pem sslkey=/k.pem"),
+            ("host=h".to_owned(), client)
         );
     }
 }
