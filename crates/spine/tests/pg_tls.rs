@@ -5,87 +5,21 @@
 //! `sslmode=verify-full&sslrootcert=…` the spine connects through it and works; with the
 //! system's roots the unknown certificate is refused; a plain connection is refused by the
 //! terminator; errors name the server and never the password.
+//!
+//! Client certificates need the server itself to speak TLS: Debian's PostgreSQL
+//! (`$KEEL_TEST_PG_TLS_BIN`, from scripts/test-services) with `hostssl … cert`. A certificate
+//! signed by the server's authority for the role logs in and the spine appends; none, or one
+//! signed by another authority, is refused by the server; a certificate without its key, or with
+//! another's, is named before any connection.
 
 #![allow(clippy::unwrap_used)]
 
 use keel_memory::pgserver::PgServer;
 use keel_spine::{EventLog, PgEventLog, PgOptions};
+use keel_testkit::certs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const SECRET: &str = "pw-Lk20-tls-never-shown";
-
-/// A certificate authority and, signed by it, a certificate and key for 127.0.0.1, in `dir`:
-/// (authority, certificate, key).
-fn certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let p = |name: &str| dir.join(name);
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-days", "2", "-subj", "/CN=keel-test-ca"],
-            &["-keyout", "ca.key", "-out", "ca.pem"],
-        ]
-        .concat(),
-    );
-    openssl(
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-subj",
-                "/CN=127.0.0.1",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "req.pem",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        p("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "req.pem",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "cert.pem",
-    ]);
-    (p("ca.pem"), p("cert.pem"), p("key.pem"))
-}
 
 /// A TLS terminator on a free port of 127.0.0.1 forwarding to `upstream`; its port.
 async fn terminator(cert: &Path, key: &Path, upstream: u16) -> u16 {
@@ -130,7 +64,9 @@ async fn terminator(cert: &Path, key: &Path, upstream: u16) -> u16 {
 async fn the_spine_connects_over_verified_tls_and_refuses_an_unknown_certificate() {
     let pg = PgServer::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = certificate(dir.path());
+    let ca = certs::authority(dir.path(), "keel-test-ca");
+    let (cert, key) = certs::leaf(dir.path(), &ca);
+    let ca = ca.0;
     let port = terminator(&cert, &key, pg.port()).await;
     let url = format!("postgres://postgres:{SECRET}@127.0.0.1:{port}/postgres");
     let verified = format!(
@@ -188,4 +124,127 @@ async fn the_spine_connects_over_verified_tls_and_refuses_an_unknown_certificate
     .to_string();
     assert!(err.contains("sslrootcert /nonexistent/ca.pem"), "{err}");
     assert!(!err.contains(SECRET), "{err}");
+}
+
+/// Debian's PostgreSQL (built with TLS), requiring a client certificate signed by `ca` whose CN
+/// is the role.
+async fn cert_only_server(dir: &Path, ca: &(PathBuf, PathBuf)) -> PgServer {
+    let bin = std::env::var_os("KEEL_TEST_PG_TLS_BIN")
+        .expect("KEEL_TEST_PG_TLS_BIN is not set: run scripts/test (scripts/test-services)");
+    let pg = PgServer::start_from(Path::new(&bin)).unwrap();
+    let (cert, key) = certs::leaf(dir, ca);
+    pg.require_client_certificates(&cert, &key, &ca.0)
+        .await
+        .unwrap();
+    pg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_signed_by_the_servers_authority_logs_in_and_others_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certs::authority(dir.path(), "keel-test-ca");
+    let pg = cert_only_server(dir.path(), &ca).await;
+    let (cert, key) = certs::client(dir.path(), &ca, "client", "postgres");
+    // libpq's three key formats all load; this one is SEC1 (`BEGIN EC PRIVATE KEY`).
+    let key = certs::sec1(&key);
+    let other = certs::authority(dir.path(), "another-ca");
+    let (stranger, stranger_key) = certs::client(dir.path(), &other, "stranger", "postgres");
+    let base = format!(
+        "postgres://postgres:{SECRET}@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        pg.port(),
+        ca.0.display()
+    );
+    let with = |cert: &Path, key: &Path| {
+        format!("{base}&sslcert={}&sslkey={}", cert.display(), key.display())
+    };
+
+    let log = PgEventLog::connect(&with(&cert, &key), PgOptions::default())
+        .await
+        .unwrap();
+    let exec = keel_testkit::builder::exec_id(1);
+    let events = keel_testkit::builder::ExecBuilder::new(exec, "acme")
+        .started("Where is my order?")
+        .build();
+    log.append(exec, 0, &events).await.unwrap();
+    assert_eq!(log.read(exec, 1).await.unwrap(), events);
+    // The stores sharing the spine's database connect the same way.
+    let (session, _) = keel_spine::postgres::connect_session(&with(&cert, &key))
+        .await
+        .unwrap();
+    let user: String = session
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(user, "postgres");
+    // libpq's key=value form too.
+    let kv = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={} sslcert={} sslkey={}",
+        pg.port(),
+        ca.0.display(),
+        cert.display(),
+        key.display()
+    );
+    keel_spine::postgres::connect_session(&kv).await.unwrap();
+
+    // Without a certificate the server refuses the login.
+    let err = keel_spine::postgres::connect_session(&base)
+        .await
+        .err()
+        .expect("no certificate is refused")
+        .to_string();
+    assert!(!err.contains(SECRET), "{err}");
+    assert!(err.contains("certificate"), "the server's reason: {err}");
+
+    // A certificate from another authority: the server refuses the handshake.
+    let err = PgEventLog::connect(&with(&stranger, &stranger_key), PgOptions::default())
+        .await
+        .err()
+        .expect("another authority's certificate is refused")
+        .to_string();
+    assert!(!err.contains(SECRET), "{err}");
+    assert!(
+        err.contains(&format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            pg.port()
+        )),
+        "{err}"
+    );
+
+    // Half a pair, a missing file, a key of another certificate: named before connecting.
+    let cases = [
+        (
+            format!("{base}&sslcert={}", cert.display()),
+            "sslcert",
+            cert.clone(),
+        ),
+        (
+            format!("{base}&sslkey={}", key.display()),
+            "sslkey",
+            key.clone(),
+        ),
+        (
+            with(&cert, Path::new("/nonexistent/client.key")),
+            "sslkey",
+            PathBuf::from("/nonexistent/client.key"),
+        ),
+        (
+            with(Path::new("/nonexistent/client.pem"), &key),
+            "sslcert",
+            PathBuf::from("/nonexistent/client.pem"),
+        ),
+        (with(&cert, &stranger_key), "sslkey", stranger_key.clone()),
+    ];
+    for (url, name, file) in cases {
+        let err = PgEventLog::connect(&url, PgOptions::default())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{name} {} is refused", file.display()))
+            .to_string();
+        assert!(
+            err.contains(&format!("{name} {}", file.display())),
+            "{name} and its file are named: {err}"
+        );
+        assert!(!err.contains(SECRET), "{err}");
+    }
 }
