@@ -5,11 +5,14 @@
 //! `keel run` with memory succeeds, its fact is listed from pgvector and its execution is counted
 //! by `keel sql` from the projections. A URL trusting another authority is an error naming its
 //! key and the file, with the handshake's reason, and never the password.
+//!
+//! On a server that logs in by client certificate (`hostssl … cert`), a spine URL with
+//! `sslcert`/`sslkey` checks green and runs; a missing key file is named with `sslkey`.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
-use common::pg_tls::{authority, leaf, terminator};
+use common::pg_tls::{authority, cert_only_server, client, leaf, terminator};
 use common::repo;
 
 use keel_memory::pgserver::PgServer;
@@ -172,5 +175,63 @@ fn keel_run_uses_projections_and_pgvector_memory_on_a_tls_only_server_and_a_wron
         assert!(err.contains("projections-wrong-ca.toml"), "{err}");
         assert!(err.contains("projections.url"), "{err}");
         assert!(err.contains("certificate"), "{err}");
+    }
+}
+
+#[test]
+fn a_spine_url_with_a_client_certificate_checks_and_runs_and_a_missing_key_is_named() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = authority(tmp.path(), "keel-test-ca");
+    let pg = cert_only_server(&rt, tmp.path(), &ca);
+    let (cert, key) = client(tmp.path(), &ca, "client", "postgres");
+    let config = |name: &str, key: &Path| {
+        let file = tmp.path().join(name);
+        std::fs::write(
+            &file,
+            format!(
+                "[spine]\nurl = \"postgres://postgres:{PASSWORD}@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}\"\n",
+                pg.port(),
+                ca.0.display(),
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let good = config("keel.toml", &key);
+    let data = tmp.path().join("data");
+
+    let check = keel(&good, &data, &["config", "check"]);
+    let reached = String::from_utf8_lossy(&check.stderr).into_owned();
+    ok(check);
+    assert!(reached.contains("ok  spine.url: connected"), "{reached}");
+    let run: Value = serde_json::from_str(&ok(keel(
+        &good,
+        &data,
+        &["run", "--json", "Where is my order A-1017?"],
+    )))
+    .unwrap();
+    assert_eq!(run["outcome"], "success", "{run}");
+    assert!(!data.join("spine.db").exists(), "the spine is PostgreSQL's");
+
+    let missing = tmp.path().join("missing").join("client.key");
+    let bad = config("no-key.toml", &missing);
+    for out in [
+        keel(&bad, &data, &["config", "check"]),
+        keel(&bad, &data, &["run", "Where is my order A-1017?"]),
+    ] {
+        let err = fails(out);
+        assert!(err.contains("no-key.toml"), "{err}");
+        assert!(err.contains("spine.url"), "{err}");
+        assert!(
+            err.contains(&format!("sslkey {}", missing.display())),
+            "{err}"
+        );
     }
 }

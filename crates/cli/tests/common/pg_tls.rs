@@ -1,97 +1,12 @@
 //! A TLS-only PostgreSQL for the tests: the test server's PostgreSQL build has no TLS, so a TLS
-//! terminator (rustls, a certificate for 127.0.0.1 signed by a throwaway authority made with
-//! `openssl`) accepts only TLS handshakes and forwards to the real server. Clients connect with
-//! `sslnegotiation=direct` (PostgreSQL 17's direct TLS).
+//! terminator (rustls, a certificate for 127.0.0.1 signed by a throwaway authority from
+//! `keel_testkit::certs`) accepts only TLS handshakes and forwards to the real server. Clients
+//! connect with `sslnegotiation=direct` (PostgreSQL 17's direct TLS). Client certificates need
+//! the server itself to speak TLS: [`cert_only_server`], Debian's PostgreSQL.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-/// `openssl ARGS…` in `dir`, failing the test on an error.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-const EC: [&str; 5] = [
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-];
-
-/// A self-signed certificate authority named `name` in `dir`: (its certificate, its key).
-pub fn authority(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (cert, key) = (format!("{name}.pem"), format!("{name}.key"));
-    let subject = format!("/CN={name}");
-    openssl(
-        dir,
-        &[
-            &["req", "-x509"][..],
-            &EC,
-            &["-days", "2", "-subj", &subject],
-            &["-keyout", &key, "-out", &cert],
-        ]
-        .concat(),
-    );
-    (dir.join(cert), dir.join(key))
-}
-
-/// A certificate and key for 127.0.0.1 signed by the authority `ca` (from [`authority`]), in
-/// `dir`: (certificate, key).
-pub fn leaf(dir: &Path, ca: &(PathBuf, PathBuf)) -> (PathBuf, PathBuf) {
-    openssl(
-        dir,
-        &[
-            &["req"][..],
-            &EC,
-            &[
-                "-subj",
-                "/CN=127.0.0.1",
-                "-keyout",
-                "leaf.key",
-                "-out",
-                "leaf.req",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        dir.join("leaf.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    let (ca_cert, ca_key) = (ca.0.to_str().unwrap(), ca.1.to_str().unwrap());
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.req",
-            "-CA",
-            ca_cert,
-            "-CAkey",
-            ca_key,
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.cnf",
-            "-out",
-            "leaf.pem",
-        ],
-    );
-    (dir.join("leaf.pem"), dir.join("leaf.key"))
-}
+pub use keel_testkit::certs::{authority, client, leaf};
 
 /// A TLS terminator on a free port of 127.0.0.1 forwarding to `upstream`, on `rt`; its port.
 pub fn terminator(rt: &tokio::runtime::Runtime, cert: &Path, key: &Path, upstream: u16) -> u16 {
@@ -132,4 +47,21 @@ pub fn terminator(rt: &tokio::runtime::Runtime, cert: &Path, key: &Path, upstrea
         }
     });
     port
+}
+
+/// Debian's PostgreSQL (`$KEEL_TEST_PG_TLS_BIN`, built with TLS) requiring, on `rt`, a client
+/// certificate signed by the authority `ca` whose CN is the role; its own certificate is for
+/// 127.0.0.1, signed by `ca`, made in `dir`.
+pub fn cert_only_server(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    ca: &(std::path::PathBuf, std::path::PathBuf),
+) -> keel_memory::pgserver::PgServer {
+    let bin = std::env::var_os("KEEL_TEST_PG_TLS_BIN")
+        .expect("KEEL_TEST_PG_TLS_BIN is not set: run scripts/test (scripts/test-services)");
+    let pg = keel_memory::pgserver::PgServer::start_from(Path::new(&bin)).unwrap();
+    let (cert, key) = leaf(dir, ca);
+    rt.block_on(pg.require_client_certificates(&cert, &key, &ca.0))
+        .unwrap();
+    pg
 }
