@@ -258,3 +258,54 @@ async fn offsets_ahead_of_the_clusters_transaction_ids_are_refused() {
     assert!(matches!(err, SpineError::Corrupt { .. }), "{err:?}");
     assert!(err.to_string().contains("offset_shift"), "{err}");
 }
+
+/// Groups of two processes take from the same two rate budgets in opposite orders (each of one
+/// handle's appends takes `a` then `b`, the other's `b` then `a`), all at once: each group locks
+/// the budgets it takes from in one order first, so none deadlocks (which would fail a whole
+/// group after PostgreSQL's `deadlock_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_of_two_processes_taking_the_same_budgets_never_deadlock() {
+    const TASKS: u64 = 8;
+    const ROUNDS: u64 = 10;
+    let (_server, url) = server().await;
+    let handles = [
+        PgEventLog::connect(&url, PgOptions::default())
+            .await
+            .unwrap(),
+        PgEventLog::connect(&url, PgOptions::default())
+            .await
+            .unwrap(),
+    ];
+    let take = |tool: &str| keel_spine::side::SideWrite::RateTake {
+        tenant: "acme".into(),
+        tool: tool.into(),
+        interval_us: 1,
+        tolerance_us: i64::MAX / 4,
+        now_us: 1,
+    };
+    let mut tasks = Vec::new();
+    for n in 0..TASKS * 2 {
+        let handle = (n % 2) as usize;
+        let log = handles[handle].clone();
+        let side = match handle {
+            0 => vec![take("a"), take("b")],
+            _ => vec![take("b"), take("a")],
+        };
+        tasks.push(tokio::spawn(async move {
+            let exec = exec_id(300 + n);
+            let mut b = ExecBuilder::new(exec, "acme").started("g");
+            for _ in 0..ROUNDS {
+                let batch = b.take();
+                let expected = batch[0].seq - 1;
+                log.append_with(exec, expected, &batch, side.clone(), true)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                b = b.plan();
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+}

@@ -108,6 +108,9 @@ struct SideStatements {
     ledger_finish: Statement,
     ledger_release: Statement,
     rate_take: Statement,
+    /// Locks (creating if absent) the budgets a group takes from, in key order: see
+    /// [`lock_rates`].
+    lock_rates: Statement,
 }
 
 /// Reads a ledger row of `keel_spine.tool_ledger` (columns in [`LEDGER_COLUMNS`] order).
@@ -174,6 +177,15 @@ impl SideStatements {
                 )
                 .await
                 .map_err(err("preparing the rate take"))?,
+            // A row created here (arrival time 0) admits its first take as an absent one does.
+            lock_rates: client
+                .prepare(
+                    "INSERT INTO keel_spine.tool_rates AS r (tenant, tool, tat_us)
+                     SELECT t, o, 0 FROM unnest($1::text[], $2::text[]) AS u(t, o) ORDER BY t, o
+                     ON CONFLICT (tenant, tool) DO UPDATE SET tat_us = r.tat_us",
+                )
+                .await
+                .map_err(err("preparing the rate budgets' lock"))?,
         })
     }
 }
@@ -484,11 +496,13 @@ async fn write_group(
         }
         c.client.query(&c.create_execs, &create_params).await
     };
-    let (begin, xid_row, created, rows) = tokio::join!(
+    let rates = rate_keys(group);
+    let (begin, xid_row, created, rows, rates_locked) = tokio::join!(
         c.client.batch_execute("BEGIN"),
         c.client.query_one(&c.xact_id, &[]),
         create,
         c.client.query(&c.lock_execs, &lock_params),
+        lock_rates(c, &rates),
     );
     begin.map_err(db_err(shown, "starting a transaction"))?;
     let xid: i64 = xid_row
@@ -499,6 +513,7 @@ async fn write_group(
         .iter()
         .map(|r| r.get(0))
         .collect();
+    rates_locked.map_err(db_err(shown, "locking rate budgets"))?;
     let mut known: HashMap<String, ExecInfo> = HashMap::with_capacity(keys.len());
     for row in rows.map_err(db_err(shown, "locking the executions"))? {
         let last_seq: i64 = row.get(2);
@@ -641,22 +656,24 @@ async fn write_side_only(
     };
     let results = group.iter().map(|_| Ok(None)).collect::<Vec<_>>();
     let mut side = SideRun::new(group, &results);
+    let rates = rate_keys(group);
     // The common group (rate takes alone) is one round trip: begin, the writes, commit.
     let last_wave = if side.must_run_apart() {
-        c.client
-            .batch_execute(begin)
-            .await
-            .map_err(db_err(shown, "starting a transaction"))?;
+        let (began, locked) = tokio::join!(c.client.batch_execute(begin), lock_rates(c, &rates));
+        began.map_err(db_err(shown, "starting a transaction"))?;
+        locked.map_err(db_err(shown, "locking rate budgets"))?;
         side.waves_before_last(c, shown).await?;
         side.next_wave()
     } else {
         let wave = side.next_wave();
-        let (began, done, commit) = tokio::join!(
+        let (began, locked, done, commit) = tokio::join!(
             c.client.batch_execute(begin),
+            lock_rates(c, &rates),
             run_wave(c, &wave),
             c.client.batch_execute("COMMIT"),
         );
         began.map_err(db_err(shown, "starting a transaction"))?;
+        locked.map_err(db_err(shown, "locking rate budgets"))?;
         let done = done.map_err(db_err(shown, "applying side writes"))?;
         commit.map_err(db_err(shown, "committing"))?;
         side.record(&wave, done, c, shown).await?;
@@ -667,6 +684,37 @@ async fn write_side_only(
     commit.map_err(db_err(shown, "committing"))?;
     side.record(&last_wave, last, c, shown).await?;
     Ok(side.answer(results))
+}
+
+/// The rate budgets a group's side writes take from, deduplicated: `(tenants, tools)`.
+fn rate_keys(group: &[AppendRequest]) -> (Vec<&str>, Vec<&str>) {
+    let mut keys: Vec<(&str, &str)> = group
+        .iter()
+        .flat_map(|r| &r.side)
+        .filter_map(|w| match w {
+            SideWrite::RateTake { tenant, tool, .. } => Some((tenant.as_str(), tool.as_str())),
+            _ => None,
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter().unzip()
+}
+
+/// Locks the budgets of `keys` ([`rate_keys`]) in key order, before the group takes from any:
+/// the takes themselves run in request order, and two processes' groups taking from two budgets
+/// in opposite orders would deadlock (each costing `deadlock_timeout` and a failed group). Run
+/// after the executions' lock, which every group takes first, in `exec_id` order.
+async fn lock_rates(
+    c: &Conn,
+    (tenants, tools): &(Vec<&str>, Vec<&str>),
+) -> Result<u64, tokio_postgres::Error> {
+    if tenants.is_empty() {
+        return Ok(0);
+    }
+    c.client
+        .execute(&c.side.lock_rates, &[tenants, tools])
+        .await
 }
 
 /// One statement's result: rows of a begin or a take, or a count.

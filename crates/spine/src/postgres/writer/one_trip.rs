@@ -9,7 +9,7 @@
 //! (a conflict, a fence, another tenant: rare) the transaction rolls back and the writer decides
 //! the group row by row in two round trips, which refuses exactly the requests at fault.
 
-use super::{Batches, Conn, ExecInfo, Execs, SideRun, run_wave};
+use super::{Batches, Conn, ExecInfo, Execs, SideRun, lock_rates, rate_keys, run_wave};
 use crate::error::SpineError;
 use crate::log::AppendAck;
 use crate::postgres::schema::db_err;
@@ -125,11 +125,13 @@ pub(super) async fn try_commit(
         c.client.query(&c.create_execs, &create_params).await
     };
     let wave = side.next_wave();
-    let (begin, xid, created, expect, ins, ups, done, commit, control) = tokio::join!(
+    let rates = rate_keys(group);
+    let (begin, xid, created, expect, rates_locked, ins, ups, done, commit, control) = tokio::join!(
         c.client.batch_execute("BEGIN"),
         c.client.query_one(&c.xact_id, &[]),
         create,
         c.client.execute(&c.expect_execs, &expect_params),
+        lock_rates(c, &rates),
         c.client.execute(&c.insert_batches_here, &batch_params),
         c.client.execute(&c.upsert_execs, &exec_params),
         run_wave(c, &wave),
@@ -150,6 +152,7 @@ pub(super) async fn try_commit(
         }
         return Err(db_err(shown, "locking the executions")(e));
     }
+    rates_locked.map_err(db_err(shown, "locking rate budgets"))?;
     ins.map_err(db_err(shown, "inserting batches"))?;
     ups.map_err(db_err(shown, "recording executions"))?;
     let done = done.map_err(db_err(shown, "applying side writes"))?;
