@@ -180,6 +180,11 @@ type Chosen = (Arc<crate::strategy::Strategy>, Arc<dyn ModelProvider>);
 /// while its own executions keep it busy. A listing that brought work is followed at once.
 const RELIST_IDLE: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// How soon a drain that keeps running drives again an execution whose drive failed (a
+/// dropped session, a transaction PostgreSQL ended), if it still holds it: the same cadence as
+/// a worker draining again after a drain that ended with failures.
+const RETRY_FAILED: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Drives every unfinished execution (and any that appear meanwhile) until none is left that
 /// can make progress, `concurrency` at a time. Each execution's log is read once, in batches
 /// of 32 (no store round trip per execution before it is driven), and the next
@@ -211,6 +216,9 @@ pub async fn drain(
     // Everything listed and not yet back: never admitted again meanwhile (its log moves as it
     // is driven, which would otherwise look like a decision).
     let mut active: std::collections::BTreeSet<ExecId> = std::collections::BTreeSet::new();
+    // Executions whose drive failed, and from when they may be admitted again (their log may
+    // not have moved, which is what brings a parked one back).
+    let mut failed: Vec<(tokio::time::Instant, ExecId)> = Vec::new();
     // Breadth first: what a listing brings takes one step, then waits until the drain has
     // started all of it it can (all of it, or `limit` running), so no execution's resume waits
     // behind others running ahead (the total work is the same).
@@ -226,6 +234,14 @@ pub async fn drain(
             }
             let due = brought || running.is_empty() || listed_at.elapsed() >= RELIST_IDLE;
             if due {
+                let now = tokio::time::Instant::now();
+                failed.retain(|(at, exec_id)| {
+                    let due = *at <= now;
+                    if due {
+                        parked.remove(exec_id);
+                    }
+                    !due
+                });
                 let mut unfinished = agent.log.list_unfinished().await?;
                 unfinished.retain(|s| !active.contains(&s.exec_id));
                 let ids = admit(&mut parked, unfinished);
@@ -293,8 +309,11 @@ pub async fn drain(
         tokio::select! {
             Some(d) = running.next(), if !running.is_empty() => {
                 active.remove(&d.exec_id);
-                if let Ok(state) = &d.result {
-                    parked.insert(d.exec_id, state.last_seq);
+                match &d.result {
+                    Ok(state) => {
+                        parked.insert(d.exec_id, state.last_seq);
+                    }
+                    Err(_) => failed.push((tokio::time::Instant::now() + RETRY_FAILED, d.exec_id)),
                 }
                 out.push(d);
             }
