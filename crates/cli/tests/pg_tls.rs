@@ -12,8 +12,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-use common::pg_tls::{authority, cert_only_server, client, leaf, terminator};
+use common::pg_tls::{cert_only_server, terminator};
 use common::repo;
+use keel_testkit::certs::{authority, client, leaf};
 
 use keel_memory::pgserver::PgServer;
 use serde_json::Value;

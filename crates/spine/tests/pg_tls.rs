@@ -190,8 +190,7 @@ async fn a_client_certificate_signed_by_the_servers_authority_logs_in_and_others
     // Without a certificate the server refuses the login.
     let err = keel_spine::postgres::connect_session(&base)
         .await
-        .err()
-        .expect("no certificate is refused")
+        .expect_err("no certificate is refused")
         .to_string();
     assert!(!err.contains(SECRET), "{err}");
     assert!(err.contains("certificate"), "the server's reason: {err}");

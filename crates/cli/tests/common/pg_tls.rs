@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-pub use keel_testkit::certs::{authority, client, leaf};
+use keel_testkit::certs::leaf;
 
 /// A TLS terminator on a free port of 127.0.0.1 forwarding to `upstream`, on `rt`; its port.
 pub fn terminator(rt: &tokio::runtime::Runtime, cert: &Path, key: &Path, upstream: u16) -> u16 {
