@@ -6,8 +6,9 @@
 //! by `keel sql` from the projections. A URL trusting another authority is an error naming its
 //! key and the file, with the handshake's reason, and never the password.
 //!
-//! On a server that logs in by client certificate (`hostssl … cert`), a spine URL with
-//! `sslcert`/`sslkey` checks green and runs; a missing key file is named with `sslkey`.
+//! On a server that logs in by client certificate (`hostssl … cert`), spine and projections URLs
+//! with `sslcert`/`sslkey` check green, a run is appended and projected; a missing key file is
+//! named with `sslkey`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -190,17 +191,19 @@ fn a_spine_url_with_a_client_certificate_checks_and_runs_and_a_missing_key_is_na
     let ca = authority(tmp.path(), "keel-test-ca");
     let pg = cert_only_server(&rt, tmp.path(), &ca);
     let (cert, key) = client(tmp.path(), &ca, "client", "postgres");
+    // The spine and the projections (another crate's connections) on the same server.
     let config = |name: &str, key: &Path| {
         let file = tmp.path().join(name);
+        let url = format!(
+            "postgres://postgres:{PASSWORD}@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
+            pg.port(),
+            ca.0.display(),
+            cert.display(),
+            key.display()
+        );
         std::fs::write(
             &file,
-            format!(
-                "[spine]\nurl = \"postgres://postgres:{PASSWORD}@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}\"\n",
-                pg.port(),
-                ca.0.display(),
-                cert.display(),
-                key.display()
-            ),
+            format!("[spine]\nurl = \"{url}\"\n\n[projections]\nurl = \"{url}\"\n"),
         )
         .unwrap();
         file
@@ -220,6 +223,27 @@ fn a_spine_url_with_a_client_certificate_checks_and_runs_and_a_missing_key_is_na
     .unwrap();
     assert_eq!(run["outcome"], "success", "{run}");
     assert!(!data.join("spine.db").exists(), "the spine is PostgreSQL's");
+    let counted = ok(keel(
+        &good,
+        &data,
+        &[
+            "sql",
+            "SELECT count(*) AS n FROM gold.executions",
+            "--format",
+            "json",
+        ],
+    ));
+    assert!(
+        !data.join("observe.db").exists(),
+        "the projections are PostgreSQL's"
+    );
+    let rows: Value = serde_json::from_str(&counted).unwrap();
+    let n = &rows[0]["n"];
+    let n = n
+        .as_i64()
+        .or_else(|| n.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("{counted}"));
+    assert_eq!(n, 1, "the run is in the projections: {counted}");
 
     let missing = tmp.path().join("missing").join("client.key");
     let bad = config("no-key.toml", &missing);
