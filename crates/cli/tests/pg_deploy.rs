@@ -470,7 +470,7 @@ async fn a_kill_switch_set_through_server_b_stops_a_run_on_machine_a_at_its_next
     .unwrap();
     assert_eq!(set.code, 200, "{}", set.body);
     // The switch is committed by now (same machine, same clock as the events' stamps).
-    let set_at = chrono::Utc::now();
+    let set_at = keel_spine::clock::Clock::now(&keel_spine::clock::SystemClock);
 
     let out = tokio::task::spawn_blocking(move || run.wait_with_output())
         .await

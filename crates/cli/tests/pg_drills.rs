@@ -748,7 +748,7 @@ async fn a_gate_and_a_kill_switch_decided_through_server_b_reach_the_worker_driv
     assert_eq!(set.code, 200, "{}", set.body);
     let switched = Instant::now();
     // The switch is committed by now (same machine, same clock as the events' stamps).
-    let set_at = chrono::Utc::now();
+    let set_at = keel_spine::clock::Clock::now(&keel_spine::clock::SystemClock);
     while !c.ended(&exec).await {
         assert!(switched.elapsed() < DEADLINE, "{}", w.stderr());
         tokio::time::sleep(Duration::from_millis(5)).await;
