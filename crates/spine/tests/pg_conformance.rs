@@ -309,3 +309,44 @@ async fn groups_of_two_processes_taking_the_same_budgets_never_deadlock() {
         t.await.unwrap().unwrap();
     }
 }
+
+/// A database written by the previous schema (a `head` row, dense offsets) migrates: its events
+/// keep their offsets, and new appends are numbered after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_database_migrates_and_new_offsets_follow_the_old_ones() {
+    let (_server, url) = server().await;
+    let log = PgEventLog::connect(&url, PgOptions::default())
+        .await
+        .unwrap();
+    let old = ExecBuilder::new(exec_id(60), "acme").started("g").build();
+    log.append(exec_id(60), 0, &old).await.unwrap();
+    drop(log);
+    // Back to version 1's shape: dense offsets from 1, the head row, no offset_shift, no check.
+    let (client, _) = keel_spine::postgres::connect_session(&url).await.unwrap();
+    client
+        .batch_execute(
+            "UPDATE keel_spine.batches SET first_offset = 1, last_offset = 1;
+             CREATE TABLE keel_spine.head (id INTEGER PRIMARY KEY, last_offset BIGINT NOT NULL);
+             INSERT INTO keel_spine.head VALUES (1, 1);
+             DROP FUNCTION keel_spine.expect(boolean);
+             DELETE FROM keel_spine.meta WHERE key = 'offset_shift';
+             UPDATE keel_spine.meta SET value = '1' WHERE key = 'schema_version';",
+        )
+        .await
+        .unwrap();
+    let log = PgEventLog::connect(&url, PgOptions::default())
+        .await
+        .unwrap();
+    let new = ExecBuilder::new(exec_id(61), "acme").started("g").build();
+    log.append(exec_id(61), 0, &new).await.unwrap();
+    let all = log.read_all(1, 10).await.unwrap();
+    assert_eq!(all.first().map(|c| c.offset), Some(1));
+    let execs: Vec<_> = all.iter().map(|c| c.event.exec_id).collect();
+    assert_eq!(execs, [exec_id(60), exec_id(61)]);
+    let head: Option<String> = client
+        .query_one("SELECT to_regclass('keel_spine.head')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(head, None, "the head row is gone");
+}
