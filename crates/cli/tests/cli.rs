@@ -531,6 +531,7 @@ fn bench_resume_on_postgres_has_three_workers_take_every_killed_execution_over()
     assert_eq!(v["backend"], "postgres");
     assert_eq!(v["workers"], 3);
     assert!(v["pg_commit_us"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["pg_deadlocks"].as_i64().is_some(), "{v}");
     let row = &v["sizes"][0];
     assert_eq!(row["executions"], 6);
     // The figures exist only once every execution in flight at the kill made a new step on the

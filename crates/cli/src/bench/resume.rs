@@ -195,6 +195,12 @@ pub async fn run(data: &Path, json_out: bool, list: &str, backend: &str) -> anyh
             ("pg_commit", probe.median_us())
         }
     };
+    // Transactions PostgreSQL ended as deadlocks during the runs: each failed a group of
+    // appends (retried by its drains a second later) or a heartbeat.
+    let deadlocks = match &backend {
+        Backend::Embedded => None,
+        Backend::Postgres { url, .. } => Some(deadlocks(url).await?),
+    };
     let (backend_name, workers) = match &backend {
         Backend::Embedded => ("embedded", 1),
         Backend::Postgres { workers, .. } => ("postgres", *workers),
@@ -213,16 +219,17 @@ pub async fn run(data: &Path, json_out: bool, list: &str, backend: &str) -> anyh
                 })
             })
             .collect();
-        println!(
-            "{}",
-            json!({
-                "backend": backend_name,
-                "workers": workers,
-                "steps_per_execution": STEPS,
-                format!("{floor_name}_us"): round1(floor_us),
-                "sizes": rows,
-            })
-        );
+        let mut out = json!({
+            "backend": backend_name,
+            "workers": workers,
+            "steps_per_execution": STEPS,
+            format!("{floor_name}_us"): round1(floor_us),
+            "sizes": rows,
+        });
+        if let (Some(n), Some(o)) = (deadlocks, out.as_object_mut()) {
+            o.insert("pg_deadlocks".into(), json!(n));
+        }
+        println!("{out}");
         return Ok(());
     }
     println!(
@@ -244,6 +251,9 @@ pub async fn run(data: &Path, json_out: bool, list: &str, backend: &str) -> anyh
         );
     }
     println!("  {floor_name} (median, same run): {floor_us:.1} µs");
+    if let Some(n) = deadlocks {
+        println!("  deadlocks PostgreSQL detected (same run): {n}");
+    }
     Ok(())
 }
 
@@ -473,6 +483,24 @@ async fn measure(data: &Path, n: usize, backend: &Backend, quiet: bool) -> anyho
         median_resumed_ms: times.get(times.len() / 2).copied().unwrap_or(f64::NAN),
         all_resumed_ms: times.last().copied().unwrap_or(f64::NAN),
     })
+}
+
+/// The deadlocks PostgreSQL has detected in the bench database.
+async fn deadlocks(url: &str) -> anyhow::Result<i64> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to the bench server")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let row = client
+        .query_one(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .context("reading the bench database's statistics")?;
+    Ok(row.get(0))
 }
 
 /// Takes every execution of the bench database out of the claimable set (they are left half
