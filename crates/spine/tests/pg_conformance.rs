@@ -18,11 +18,16 @@ async fn server() -> (PgServer, String) {
     (server, url)
 }
 
+/// A handle (a process's worth of connections and writer) on the database at `url`.
+async fn handle(url: &str) -> PgEventLog {
+    PgEventLog::connect(url, PgOptions::default())
+        .await
+        .unwrap()
+}
+
 async fn fresh() -> (PgEventLog, PgServer) {
     let (server, url) = server().await;
-    let log = PgEventLog::connect(&url, PgOptions::default())
-        .await
-        .unwrap();
+    let log = handle(&url).await;
     (log, server)
 }
 
@@ -32,12 +37,8 @@ keel_spine::lease_conformance_tests!(fresh());
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_handles_race_and_exactly_one_wins_each_seq() {
     let (_server, url) = server().await;
-    let a = PgEventLog::connect(&url, PgOptions::default())
-        .await
-        .unwrap();
-    let b = PgEventLog::connect(&url, PgOptions::default())
-        .await
-        .unwrap();
+    let a = handle(&url).await;
+    let b = handle(&url).await;
     keel_spine::conformance::race_two_writers(&a, &b).await;
 }
 
@@ -50,17 +51,8 @@ async fn a_subscriber_never_skips_a_slower_concurrent_transaction() {
     const EXECS: u64 = 24;
     const ROUNDS: u64 = 15;
     let (_server, url) = server().await;
-    let handles = [
-        PgEventLog::connect(&url, PgOptions::default())
-            .await
-            .unwrap(),
-        PgEventLog::connect(&url, PgOptions::default())
-            .await
-            .unwrap(),
-    ];
-    let follower = PgEventLog::connect(&url, PgOptions::default())
-        .await
-        .unwrap();
+    let handles = [handle(&url).await, handle(&url).await];
+    let follower = handle(&url).await;
     let mut stream = follower.subscribe(1);
     let mut tasks = Vec::new();
     for n in 0..EXECS {
@@ -116,9 +108,7 @@ async fn a_subscriber_never_skips_a_slower_concurrent_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_wakes_a_subscriber_on_another_handle() {
     let (_server, url) = server().await;
-    let writer = PgEventLog::connect(&url, PgOptions::default())
-        .await
-        .unwrap();
+    let writer = handle(&url).await;
     let options = PgOptions {
         poll: Duration::from_secs(3600),
         ..PgOptions::default()
@@ -141,15 +131,11 @@ async fn a_notification_wakes_a_subscriber_on_another_handle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everything_survives_a_reconnect_and_a_bad_url_hides_the_password() {
     let (server, url) = server().await;
-    let log = PgEventLog::connect(&url, PgOptions::default())
-        .await
-        .unwrap();
+    let log = handle(&url).await;
     let events = keel_testkit::builder::execution_with_steps(exec_id(9), 3);
     log.append(exec_id(9), 0, &events).await.unwrap();
     drop(log);
-    let again = PgEventLog::connect(&url, PgOptions::default())
-        .await
-        .unwrap();
+    let again = handle(&url).await;
     assert_eq!(again.read(exec_id(9), 1).await.unwrap(), events);
     assert_eq!(again.read_all(1, 100).await.unwrap().len(), events.len());
     let bad = format!(
@@ -173,17 +159,7 @@ async fn everything_survives_a_reconnect_and_a_bad_url_hides_the_password() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_waits_for_a_slower_transaction_numbered_before_a_committed_one() {
     let (_server, url) = server().await;
-    let (a, b, reader) = (
-        PgEventLog::connect(&url, PgOptions::default())
-            .await
-            .unwrap(),
-        PgEventLog::connect(&url, PgOptions::default())
-            .await
-            .unwrap(),
-        PgEventLog::connect(&url, PgOptions::default())
-            .await
-            .unwrap(),
-    );
+    let (a, b, reader) = (handle(&url).await, handle(&url).await, handle(&url).await);
     let mut slow = ExecBuilder::new(exec_id(40), "acme").started("g");
     let first = slow.take();
     a.append(exec_id(40), 0, &first).await.unwrap();
@@ -237,9 +213,7 @@ async fn a_reader_waits_for_a_slower_transaction_numbered_before_a_committed_one
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offsets_ahead_of_the_clusters_transaction_ids_are_refused() {
     let (_server, url) = server().await;
-    let log = PgEventLog::connect(&url, PgOptions::default())
-        .await
-        .unwrap();
+    let log = handle(&url).await;
     let events = ExecBuilder::new(exec_id(50), "acme").started("g").build();
     log.append(exec_id(50), 0, &events).await.unwrap();
     drop(log);
@@ -268,14 +242,7 @@ async fn groups_of_two_processes_taking_the_same_budgets_never_deadlock() {
     const TASKS: u64 = 8;
     const ROUNDS: u64 = 10;
     let (_server, url) = server().await;
-    let handles = [
-        PgEventLog::connect(&url, PgOptions::default())
-            .await
-            .unwrap(),
-        PgEventLog::connect(&url, PgOptions::default())
-            .await
-            .unwrap(),
-    ];
+    let handles = [handle(&url).await, handle(&url).await];
     let take = |tool: &str| keel_spine::side::SideWrite::RateTake {
         tenant: "acme".into(),
         tool: tool.into(),
@@ -315,9 +282,7 @@ async fn groups_of_two_processes_taking_the_same_budgets_never_deadlock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_1_database_migrates_and_new_offsets_follow_the_old_ones() {
     let (_server, url) = server().await;
-    let log = PgEventLog::connect(&url, PgOptions::default())
-        .await
-        .unwrap();
+    let log = handle(&url).await;
     let old = ExecBuilder::new(exec_id(60), "acme").started("g").build();
     log.append(exec_id(60), 0, &old).await.unwrap();
     drop(log);
@@ -334,9 +299,7 @@ async fn a_version_1_database_migrates_and_new_offsets_follow_the_old_ones() {
         )
         .await
         .unwrap();
-    let log = PgEventLog::connect(&url, PgOptions::default())
-        .await
-        .unwrap();
+    let log = handle(&url).await;
     let new = ExecBuilder::new(exec_id(61), "acme").started("g").build();
     log.append(exec_id(61), 0, &new).await.unwrap();
     let all = log.read_all(1, 10).await.unwrap();
