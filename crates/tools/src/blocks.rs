@@ -45,8 +45,9 @@ pub(crate) fn block_take(tool: &str, tenant: &str, rate: Rate, n: i64, now_us: i
 }
 
 /// How a store commits one take on its own: a request of side writes only on its spine handle.
+/// Public only so [`Blocks`] can name it; the module keeps it out of reach (sealed).
 #[async_trait]
-pub(crate) trait TakeCommit: Send + Sync {
+pub trait TakeCommit: Send + Sync {
     /// Commits `take` alone (not flushed: a rate take needs every process to see it, not a
     /// flush) and answers it.
     async fn commit(&self, take: SideWrite) -> Result<SideAnswer, ToolError>;
@@ -70,9 +71,10 @@ struct Block {
 }
 
 /// A spine-backed rate store: the blocks this handle holds, and how it commits a take. Clones
-/// share the blocks (one process's handle).
+/// share the blocks (one process's handle). Used as [`crate::SqliteRates`] and, with the
+/// PostgreSQL feature, `pg::PgRates`.
 #[derive(Clone)]
-pub(crate) struct Blocks<C> {
+pub struct Blocks<C> {
     via: C,
     held: Arc<Mutex<Held>>,
 }

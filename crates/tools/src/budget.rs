@@ -122,8 +122,7 @@ pub(crate) fn take_write(tool: &str, tenant: &str, rate: Rate, now_us: i64) -> S
 /// used twice, so a crash loses at most the blocks it held (one, unless tasks refilled at
 /// once). To keep the promise in any window, a block is admitted with its window taken off the
 /// burst.
-#[derive(Clone)]
-pub struct SqliteRates(Blocks<SqliteLog>);
+pub type SqliteRates = Blocks<SqliteLog>;
 
 #[async_trait]
 impl TakeCommit for SqliteLog {
@@ -145,10 +144,10 @@ impl TakeCommit for SqliteLog {
     }
 }
 
-impl SqliteRates {
+impl Blocks<SqliteLog> {
     /// The rate store in the spine this handle writes (share the spine's handle: one writer).
     pub fn on(log: &SqliteLog) -> Self {
-        Self(Blocks::new(log.clone()))
+        Blocks::new(log.clone())
     }
 
     /// The rate store in the spine file at `path` (`DIR/spine.db`): through the handle this
@@ -156,38 +155,6 @@ impl SqliteRates {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ToolError> {
         let log = SqliteLog::open_shared(path, SqliteOptions::default())?;
         Ok(Self::on(&log))
-    }
-}
-
-#[async_trait]
-impl RateStore for SqliteRates {
-    async fn take(
-        &self,
-        tool: &str,
-        tenant: &str,
-        rate: Rate,
-        now_us: i64,
-    ) -> Result<Result<(), String>, ToolError> {
-        self.0.take(tool, tenant, rate, now_us).await
-    }
-
-    fn ride(&self, tool: &str, tenant: &str, rate: Rate, now_us: i64) -> Ride {
-        self.0.ride(tool, tenant, rate, now_us)
-    }
-
-    async fn ridden(
-        &self,
-        tool: &str,
-        tenant: &str,
-        rate: Rate,
-        now_us: i64,
-        admitted: bool,
-    ) -> Result<Result<(), String>, ToolError> {
-        self.0.ridden(tool, tenant, rate, now_us, admitted).await
-    }
-
-    fn side_store(&self) -> Option<&Path> {
-        RateStore::side_store(&self.0)
     }
 }
 

@@ -38,6 +38,7 @@ pub mod runner;
 pub mod schema;
 pub mod shop;
 
+pub use blocks::Blocks;
 pub use budget::{RateBudgets, RateStore, SqliteRates};
 pub use contract::{Contract, ErrorClass};
 pub use error::ToolError;

@@ -11,8 +11,6 @@
 //! `INSERT … ON CONFLICT DO NOTHING` begin, a conditional GCRA upsert) live in `keel-spine`.
 
 use crate::blocks::{Blocks, TakeCommit};
-use crate::budget::{RateStore, Ride};
-use crate::contract::Rate;
 use crate::error::ToolError;
 use crate::ledger::{
     Begin, Ledger, LedgerEntry, LedgerOutcome, LedgerStart, begin_of, begin_write, entry_of,
@@ -110,8 +108,7 @@ impl Ledger for PgLedger {
 /// A take alone commits without waiting for the flush (as on SQLite: every process sees it at
 /// once; a server crash may forget the last few admissions). A fast rate is taken in blocks of
 /// ~50 ms of permits per commit, as [`crate::SqliteRates`] takes it (the same bookkeeping).
-#[derive(Clone)]
-pub struct PgRates(Blocks<PgEventLog>);
+pub type PgRates = Blocks<PgEventLog>;
 
 #[async_trait]
 impl TakeCommit for PgEventLog {
@@ -133,10 +130,10 @@ impl TakeCommit for PgEventLog {
     }
 }
 
-impl PgRates {
+impl Blocks<PgEventLog> {
     /// The rate store in the database this spine handle writes (share the spine's handle).
     pub fn on(log: &PgEventLog) -> Self {
-        Self(Blocks::new(log.clone()))
+        Blocks::new(log.clone())
     }
 
     /// Connects a spine handle of its own to the database at `url` (creating the schema if
@@ -146,37 +143,5 @@ impl PgRates {
             .await
             .map_err(|e| connect_err(e, true))?;
         Ok(Self::on(&log))
-    }
-}
-
-#[async_trait]
-impl RateStore for PgRates {
-    async fn take(
-        &self,
-        tool: &str,
-        tenant: &str,
-        rate: Rate,
-        now_us: i64,
-    ) -> Result<Result<(), String>, ToolError> {
-        self.0.take(tool, tenant, rate, now_us).await
-    }
-
-    fn ride(&self, tool: &str, tenant: &str, rate: Rate, now_us: i64) -> Ride {
-        self.0.ride(tool, tenant, rate, now_us)
-    }
-
-    async fn ridden(
-        &self,
-        tool: &str,
-        tenant: &str,
-        rate: Rate,
-        now_us: i64,
-        admitted: bool,
-    ) -> Result<Result<(), String>, ToolError> {
-        self.0.ridden(tool, tenant, rate, now_us, admitted).await
-    }
-
-    fn side_store(&self) -> Option<&Path> {
-        RateStore::side_store(&self.0)
     }
 }
